@@ -1,0 +1,6 @@
+"""refquant: a reference implementation of neural-network quantization on its own small NN runtime."""
+from .errors import GraphError, ModelFormatError, RefquantError, ShapeError, UnsupportedOpError  # noqa: F401
+from .graph import Model, Op, TensorSpec  # noqa: F401
+from . import ops  # noqa: F401  (registers every op)
+
+__version__ = "0.1.0"

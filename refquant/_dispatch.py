@@ -1,0 +1,51 @@
+"""The one place that picks a kernel: the compiled Cython path when it is built, else the NumPy twin.
+
+``REFQUANT_FORCE_REFERENCE=1`` in the environment forces every twin (for testing and debugging), and
+:func:`use_reference` does the same from Python, e.g. in a test that compares both paths.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+
+from .reference import im2col as _ref_im2col
+
+_FORCE_REFERENCE = os.environ.get("REFQUANT_FORCE_REFERENCE", "") not in ("", "0")
+
+
+def compiled(module: str):
+    """The compiled extension ``refquant._kernels.<module>``, or ``None`` if it is not built or forced off."""
+    if _FORCE_REFERENCE:
+        return None
+    try:
+        return importlib.import_module(f"refquant._kernels.{module}")
+    except ImportError:
+        return None
+
+
+@contextlib.contextmanager
+def use_reference(flag: bool = True):
+    """Within the block, every dispatched call takes the NumPy twin."""
+    global _FORCE_REFERENCE
+    old, _FORCE_REFERENCE = _FORCE_REFERENCE, flag
+    try:
+        yield
+    finally:
+        _FORCE_REFERENCE = old
+
+
+def im2col(x, kh, kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
+    """(N, C, H, W) -> (N, C*kh*kw, OH*OW); see :mod:`refquant.reference.im2col`."""
+    fast = compiled("im2col")
+    if fast is not None and fast.is_usable_for(x):
+        return fast.im2col(x, kh, kw, tuple(stride), tuple(padding), tuple(dilation))
+    return _ref_im2col.im2col(x, kh, kw, stride, padding, dilation)
+
+
+def col2im(cols, x_shape, kh, kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
+    """Adjoint of :func:`im2col`: (N, C*kh*kw, OH*OW) -> (N, C, H, W), summing overlaps."""
+    fast = compiled("im2col")
+    if fast is not None and fast.is_usable_for(cols):
+        return fast.col2im(cols, tuple(x_shape), kh, kw, tuple(stride), tuple(padding), tuple(dilation))
+    return _ref_im2col.col2im(cols, x_shape, kh, kw, stride, padding, dilation)

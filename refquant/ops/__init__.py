@@ -1,0 +1,7 @@
+"""Ops as data: each module registers forwards, backwards and shape rules by op type name.
+
+Op type names follow Paddle's (``conv2d``, ``depthwise_conv2d``, ``mul``, ``elementwise_add``, ``pool2d``,
+``batch_norm``, ``lookup_table`` ...), so PaddleSlim's ``quantizable_op_type`` lists apply unchanged.
+"""
+from .registry import OPS, OpDef, OpContext, get_op, register  # noqa: F401
+from . import activations, elementwise, nn, shape, reduce, loss, indexing, resize, conv_transpose  # noqa: F401,E402
