@@ -2,5 +2,6 @@
 from .errors import GraphError, ModelFormatError, RefquantError, ShapeError, UnsupportedOpError  # noqa: F401
 from .graph import Model, Op, TensorSpec  # noqa: F401
 from . import ops  # noqa: F401  (registers every op)
+from .io import import_onnx, load, save  # noqa: F401
 
 __version__ = "0.1.0"
