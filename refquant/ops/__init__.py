@@ -4,4 +4,5 @@ Op type names follow Paddle's (``conv2d``, ``depthwise_conv2d``, ``mul``, ``elem
 ``batch_norm``, ``lookup_table`` ...), so PaddleSlim's ``quantizable_op_type`` lists apply unchanged.
 """
 from .registry import OPS, OpDef, OpContext, get_op, register  # noqa: F401
-from . import activations, elementwise, nn, shape, reduce, loss, indexing, resize, conv_transpose  # noqa: F401,E402
+from . import (activations, elementwise, conv, norm, pool, nn, shape, reduce, loss,  # noqa: F401,E402
+               indexing, resize, conv_transpose)

@@ -1,0 +1,133 @@
+"""|x| statistics for calibration: abs min/max and histogram counts. Twin: refquant/reference/histogram.py.
+
+``abs_min_max`` is the pass-1 statistic of KL/hist (and abs_max's only one): min and max of |x|, computed on the
+bit patterns (see below), are exact, so per-chunk results combine in any order to the same two floats. It counts
+NaN/Inf in the same pass.
+
+``histogram_abs`` counts |x| into the bins of a float64 edge array with ``np.histogram(|x|, bins=edges)``'s rule
+(which Paddle uses; with an edge *array*, NumPy sorts the data and binary-searches the edges, comparing in float64):
+bin k holds ``edges[k] <= v < edges[k+1]``, the last bin also ``v == edges[-1]``, anything else (including NaN)
+is dropped. Here a first guess ``int((v - lo) * nbins / (hi - lo))`` is corrected by comparing v with the real
+edges until the rule holds, so floating error in the guess never changes a count: v lands in the largest bin
+``k <= nbins-1`` with ``edges[k] <= v``. Each thread counts a contiguous slice into its own histogram and the
+int64 histograms are added at the end, so the counts are identical for any thread count.
+"""
+cimport cython
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport fabs
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+from _openmp cimport threads_for
+
+import numpy as np
+
+# Elements per thread below which a call stays single-threaded.
+cdef Py_ssize_t MIN_WORK_PER_THREAD = 1 << 16
+
+
+def is_usable_for(x):
+    """True for a float32 or float64 ndarray."""
+    return isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
+
+
+def abs_min_max(x):
+    """``(min|x|, max|x|, n_nonfinite)`` as (float, float, int). ``x`` must be non-empty; with NaN/Inf present
+    the two floats are meaningless and the caller reports the count."""
+    x = np.ascontiguousarray(x).reshape(-1)
+    if x.shape[0] == 0:
+        raise ValueError("abs_min_max: empty input")
+    if x.dtype == np.float32:
+        return _abs_min_max_f32(x.view(np.uint32))
+    if x.dtype == np.float64:
+        return _abs_min_max_f64(x.view(np.uint64))
+    raise TypeError(f"abs_min_max: x must be float32 or float64, got {x.dtype}")
+
+
+def histogram_abs(x, edges):
+    """int64 counts of |x| in the bins of the increasing float64 ``edges`` (np.histogram's rule)."""
+    x = np.ascontiguousarray(x).reshape(-1)
+    edges = np.ascontiguousarray(edges, dtype=np.float64)
+    cdef Py_ssize_t nbins = edges.shape[0] - 1
+    if nbins < 1:
+        raise ValueError("histogram_abs: need at least 2 edges")
+    cdef int chunks = threads_for(x.shape[0], MIN_WORK_PER_THREAD)
+    partial = np.zeros((chunks, nbins), dtype=np.int64)
+    if x.dtype == np.float32:
+        _histogram_abs[float](x, edges, partial)
+    elif x.dtype == np.float64:
+        _histogram_abs[double](x, edges, partial)
+    else:
+        raise TypeError(f"histogram_abs: x must be float32 or float64, got {x.dtype}")
+    return partial.sum(axis=0)
+
+
+# |x| through its bits: with the sign bit cleared, IEEE floats order like their unsigned bit patterns, so min and
+# max become integer reductions (exact, vectorizable); patterns at or above all-ones-exponent are Inf and NaN.
+# Each chunk is reduced by one thread and the chunks are combined afterwards: min and max do not depend on order.
+ctypedef fused bits_t:
+    uint32_t
+    uint64_t
+
+
+def _abs_min_max_f32(bits):
+    lo, hi, bad = _abs_min_max_bits[uint32_t](bits, 0x7FFFFFFF, 0x7F800000)
+    return float(np.array(lo, dtype=np.uint32).view(np.float32)), \
+        float(np.array(hi, dtype=np.uint32).view(np.float32)), bad
+
+
+def _abs_min_max_f64(bits):
+    lo, hi, bad = _abs_min_max_bits[uint64_t](bits, 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000)
+    return float(np.array(lo, dtype=np.uint64).view(np.float64)), \
+        float(np.array(hi, dtype=np.uint64).view(np.float64)), bad
+
+
+cdef tuple _abs_min_max_bits(const bits_t[::1] bits, bits_t magnitude, bits_t nonfinite):
+    cdef Py_ssize_t n = bits.shape[0], c, k, k0, k1
+    cdef int chunks = threads_for(n, MIN_WORK_PER_THREAD)
+    cdef bits_t a, lo, hi
+    cdef int64_t bad
+    lows = np.empty(chunks, dtype=np.uint32 if bits_t is uint32_t else np.uint64)
+    highs = np.empty_like(lows)
+    bads = np.empty(chunks, dtype=np.int64)
+    cdef bits_t[::1] lows_v = lows, highs_v = highs
+    cdef int64_t[::1] bads_v = bads
+    for c in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
+        k0 = n * c // chunks
+        k1 = n * (c + 1) // chunks
+        lo = magnitude
+        hi = 0
+        bad = 0
+        for k in range(k0, k1):
+            a = bits[k] & magnitude
+            lo = a if a < lo else lo
+            hi = a if a > hi else hi
+            bad = bad + (a >= nonfinite)
+        lows_v[c] = lo
+        highs_v[c] = hi
+        bads_v[c] = bad
+    return int(lows.min()), int(highs.max()), int(bads.sum())
+
+
+@cython.cdivision(True)
+cdef void _histogram_abs(const floating[::1] x, const double[::1] edges, int64_t[:, ::1] partial) noexcept:
+    cdef Py_ssize_t n = x.shape[0], nbins = edges.shape[0] - 1, chunks = partial.shape[0], c, k, k0, k1, b
+    cdef double first = edges[0], last = edges[nbins], v, guess
+    cdef double per_unit = nbins / (last - first) if last > first else 0.0
+    cdef int64_t *counts
+    for c in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
+        counts = &partial[c, 0]
+        k0 = n * c // chunks
+        k1 = n * (c + 1) // chunks
+        for k in range(k0, k1):
+            v = fabs(<double> x[k])
+            if not (v >= first and v <= last):  # outside the range, or NaN: np.histogram drops it
+                continue
+            guess = (v - first) * per_unit
+            b = <Py_ssize_t> guess if guess < nbins else nbins - 1
+            # correct the guess: the largest bin b <= nbins-1 with edges[b] <= v
+            while b > 0 and edges[b] > v:
+                b = b - 1
+            while b < nbins - 1 and edges[b + 1] <= v:
+                b = b + 1
+            counts[b] += 1

@@ -1,0 +1,191 @@
+"""The mse / emd threshold scans over float32 activations. Twin: refquant/reference/search.py.
+
+For each candidate threshold ``c`` the twin evaluates Paddle's NumPy expressions on float32 arrays; this kernel
+computes the same float32 values element by element, without temporaries:
+
+- ``c32 = (float)c`` and ``bnt = (float)(2**(bits-1) - 1)`` (NumPy casts the Python scalars to float32);
+- non-onnx: ``qdq = rint((min(max(x, 0), c32) / c32) * bnt) / bnt * c32``; onnx:
+  ``qdq = min(max(rint((x / c32) * bnt), -bnt-1), bnt) / bnt * c32``; ``rint`` is round-half-even;
+- every NumPy float32 sum is reproduced with NumPy's own pairwise summation (``0 + pairwise(a, n)``: below 8
+  elements a plain loop, up to 128 eight interleaved accumulators combined as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7))
+  plus a sequential remainder, above that a split at ``n/2`` rounded down to a multiple of 8), and the means
+  divide in double and round back to float32 as ``np.mean`` does; ``np.std`` is the square root of the mean
+  squared deviation from the float32 mean.
+
+So each loss is the same float32 as the twin's, bit for bit (tests/test_calibration.py checks it against the twin
+on many sizes). Candidates are independent and each is computed by one thread, so results do not depend on the
+thread count. Compiled with ``-ffp-contract=off`` (a fused multiply-add would change the bits) and
+``-fno-trapping-math`` (lets GCC turn the clip/rint branches into vector selects; values are unchanged).
+"""
+cimport cython
+from cython.parallel cimport prange
+from libc.math cimport copysignf, fabsf, sqrtf
+
+from _openmp cimport threads_for
+
+import numpy as np
+
+# What the pairwise sum adds up, element k.
+cdef enum Kind:
+    SQ_ERR = 0    # (x - qdq)^2            mse loss
+    QDQ = 1       # qdq                    emd: mean of qdq
+    QDQ_DEV = 2   # (qdq - mean)^2         emd: variance of qdq
+    X = 3         # x                      emd: mean of x
+    X_DEV = 4     # (x - mean)^2           emd: variance of x
+
+cdef struct Job:
+    const float *x
+    float c        # candidate threshold, as float32
+    float bnt      # 2**(bits-1) - 1
+    float mean     # the float32 mean subtracted by the *_DEV kinds
+    bint onnx
+    Kind kind
+
+# Element evaluations per thread below which a call stays single-threaded.
+cdef Py_ssize_t MIN_WORK_PER_THREAD = 1 << 16
+
+
+def is_usable_for(x):
+    """True for a float32 ndarray (Paddle's activations); other dtypes take the twin."""
+    return isinstance(x, np.ndarray) and x.dtype == np.float32
+
+
+def scan_losses(x, scales, int bits, bint onnx_format, str loss):
+    """float32 losses of the candidate thresholds ``scales`` (doubles), ``loss`` "mse" or "emd"."""
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    cdef const float[::1] xv = x
+    cdef const double[::1] sv = np.ascontiguousarray(scales, dtype=np.float64)
+    cdef Py_ssize_t n = xv.shape[0], ns = sv.shape[0], j
+    if n == 0:
+        raise ValueError("scan_losses: empty input")
+    if loss not in ("mse", "emd"):
+        raise ValueError(f"scan_losses: loss must be 'mse' or 'emd', got {loss!r}")
+    out = np.empty(ns, dtype=np.float32)
+    cdef float[::1] ov = out
+    cdef bint emd = loss == "emd"
+    cdef float bnt = <float> (2 ** (bits - 1) - 1)
+    cdef float mean_x = 0, std_x = 0
+    cdef Job job
+    if emd:
+        job.x = &xv[0]
+        job.kind = X
+        mean_x = _mean(&job, n)
+        job.kind = X_DEV
+        job.mean = mean_x
+        std_x = sqrtf(_mean(&job, n))
+    cdef int n_threads = threads_for(n * ns, MIN_WORK_PER_THREAD)
+    for j in prange(ns, nogil=True, schedule="dynamic", chunksize=1, num_threads=n_threads):
+        ov[j] = _loss(&xv[0], n, <float> sv[j], bnt, onnx_format, emd, mean_x, std_x)
+    return out
+
+
+def pairwise_sum(x):
+    """NumPy's float32 sum (``np.add.reduce``) of a 1-D float32 array, for the tests."""
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    cdef const float[::1] xv = x
+    cdef Job job
+    if xv.shape[0] == 0:
+        return np.float32(0)
+    job.x = &xv[0]
+    job.kind = X
+    return np.float32(<float> 0.0 + _pairwise(&job, 0, xv.shape[0]))
+
+
+cdef float _loss(const float *x, Py_ssize_t n, float c, float bnt, bint onnx, bint emd, float mean_x,
+                 float std_x) noexcept nogil:
+    cdef Job job
+    cdef float mean_q, std_q
+    job.x = x
+    job.c = c
+    job.bnt = bnt
+    job.onnx = onnx
+    if not emd:
+        job.kind = SQ_ERR
+        return _mean(&job, n)
+    job.kind = QDQ
+    mean_q = _mean(&job, n)
+    job.kind = QDQ_DEV
+    job.mean = mean_q
+    std_q = sqrtf(_mean(&job, n))
+    return fabsf(mean_x - mean_q) + fabsf(std_x - std_q)
+
+
+cdef inline float _mean(const Job *job, Py_ssize_t n) noexcept nogil:
+    """np.mean of float32 values: float32 pairwise sum, divided in double, rounded to float32."""
+    cdef float total = <float> 0.0 + _pairwise(job, 0, n)
+    return <float> (<double> total / <double> n)
+
+
+cdef inline float _rint(float v) noexcept nogil:
+    """Round half to even (np.rint) in float32 arithmetic: adding and removing 2**23 drops the fraction with the
+    current (nearest-even) rounding; values at or above 2**23 are integers already. Branch-free, so it vectorizes."""
+    cdef float a = fabsf(v)
+    cdef float r = (a + <float> 8388608.0) - <float> 8388608.0
+    return copysignf(r if a < <float> 8388608.0 else a, v)
+
+
+cdef void _fill(const Job *job, Py_ssize_t lo, Py_ssize_t n, float *out) noexcept nogil:
+    """out[k] = element lo+k of the job's kind, for k < n (one branch-free loop per kind, so it vectorizes)."""
+    cdef const float *x = job.x + lo
+    cdef float c = job.c, bnt = job.bnt, low = -job.bnt - 1, mean = job.mean, v, t, q, d
+    cdef Py_ssize_t k
+    if job.kind == X:
+        for k in range(n):
+            out[k] = x[k]
+        return
+    if job.kind == X_DEV:
+        for k in range(n):
+            d = x[k] - mean
+            out[k] = d * d
+        return
+    # the quant-dequant first
+    if job.onnx:
+        for k in range(n):
+            q = _rint((x[k] / c) * bnt)
+            q = q if q > low else low  # np.clip: max first, then min
+            q = q if q < bnt else bnt
+            out[k] = (q / bnt) * c
+    else:
+        for k in range(n):
+            v = x[k]
+            t = v if v > 0 else 0  # np.clip(x, 0.0, c): negatives go to 0
+            t = t if t < c else c
+            out[k] = (_rint((t / c) * bnt) / bnt) * c
+    if job.kind == QDQ_DEV:
+        for k in range(n):
+            d = out[k] - mean
+            out[k] = d * d
+    elif job.kind == SQ_ERR:
+        for k in range(n):
+            d = x[k] - out[k]
+            out[k] = d * d
+
+
+cdef float _pairwise(const Job *job, Py_ssize_t lo, Py_ssize_t n) noexcept nogil:
+    """NumPy's pairwise summation of elements lo .. lo+n-1 (numpy/_core/src/umath/loops_utils.h.src)."""
+    cdef Py_ssize_t k, j, half
+    cdef float res
+    cdef float buf[128]
+    cdef float r[8]
+    if n <= 128:
+        _fill(job, lo, n, buf)
+        if n < 8:
+            res = 0.0
+            for k in range(n):
+                res = res + buf[k]
+            return res
+        for j in range(8):
+            r[j] = buf[j]
+        k = 8
+        while k < n - n % 8:
+            for j in range(8):  # eight independent accumulators: lane-wise, so SIMD changes no bits
+                r[j] = r[j] + buf[k + j]
+            k = k + 8
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while k < n:
+            res = res + buf[k]
+            k = k + 1
+        return res
+    half = n // 2
+    half = half - half % 8
+    return _pairwise(job, lo, half) + _pairwise(job, lo + half, n - half)

@@ -1,0 +1,97 @@
+"""``build_info()``: how this install was built and what it runs on, for ``refquant info`` and bug reports.
+
+The compiler, flags and OpenMP switch come from the build itself: setup.py compiles them into
+``refquant._kernels._openmp_helpers``. Everything else is read at run time.
+"""
+from __future__ import annotations
+
+import importlib
+import platform
+
+import numpy as np
+
+from . import _dispatch
+from ._cpu import FEATURES, cpu_features
+from .threads import get_num_threads
+
+# The compiled modules setup.py builds (its KERNELS dict); tests/test_build.py checks the two agree.
+KERNELS = ("_openmp_helpers", "histogram", "im2col", "kl", "search")
+
+
+def build_info() -> dict:
+    """Version, Python, NumPy, compiler, flags, OpenMP, thread count, CPU features, each kernel's path and
+    (if threadpoolctl is installed) the BLAS / OpenMP thread pools loaded in this process."""
+    from . import __version__
+
+    facts = _build_facts()
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "compiler": facts.get("compiler"),
+        "flags": facts.get("flags", []),
+        "openmp": bool(facts.get("openmp", False)),
+        "num_threads": get_num_threads(),
+        "cpu": cpu_features(),
+        "kernels": {name: kernel_status(name) for name in KERNELS},
+        "threadpools": _threadpools(),
+    }
+
+
+def kernel_status(name: str) -> str:
+    """Which path the dispatcher takes for ``refquant._kernels.<name>``: "compiled" or "reference (<why>)"."""
+    module = f"refquant._kernels.{name}"
+    if _dispatch._FORCE_REFERENCE:
+        return "reference (forced by REFQUANT_FORCE_REFERENCE)"
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            return f"reference (import failed: {e})"
+        return "reference (not built)"
+    except ImportError as e:  # built but broken, e.g. an unresolved OpenMP symbol
+        return f"reference (import failed: {e})"
+    return "compiled"
+
+
+def format_build_info(info: dict) -> str:
+    """The text ``refquant info`` prints."""
+    cpu = info["cpu"]
+    features = " ".join(f for f in FEATURES if cpu[f]) or "none of " + " ".join(FEATURES)
+    lines = [
+        f"refquant {info['version']} (Python {info['python']}, NumPy {info['numpy']})",
+        f"compiler:  {info['compiler'] or '(kernels not built)'}",
+        f"flags:     {' '.join(info['flags'])}",
+        f"openmp:    {'on' if info['openmp'] else 'off'}",
+        f"threads:   {info['num_threads']}",
+        f"cpu:       {cpu['arch']} {cpu['model']}".rstrip(),
+        f"features:  {features}",
+        "kernels:",
+        *(f"  {name:<18}{status}" for name, status in info["kernels"].items()),
+    ]
+    if info["threadpools"]:
+        lines.append("threadpools:")
+        lines += [_pool_line(pool) for pool in info["threadpools"]]
+    return "\n".join(lines)
+
+
+def _pool_line(pool: dict) -> str:
+    name = " ".join(str(v) for v in (pool["internal_api"], pool["version"]) if v)
+    return f"  {pool['user_api']:<8}{name} ({pool['prefix']}), {pool['num_threads']} thread(s)"
+
+
+def _build_facts() -> dict:
+    # Imported directly, not through the dispatcher: forcing the twins does not change how the kernels were built.
+    try:
+        return importlib.import_module("refquant._kernels._openmp_helpers").build_facts()
+    except ImportError:
+        return {}
+
+
+def _threadpools() -> list[dict]:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    keys = ("user_api", "internal_api", "prefix", "version", "num_threads")
+    return [{k: pool.get(k) for k in keys} for pool in threadpool_info()]

@@ -1,0 +1,106 @@
+"""``cal_kl_threshold``: Paddle's KL threshold search, compiled when built, else the pure-Python twin.
+
+Both paths return the same float bit for bit (``kernels/kl.pyx`` replays the twin's float operations in the same
+order; tests/test_kl.py checks the oracle's 20 histograms and hundreds of synthetic ones). The compiled path takes
+1-D int64 and float64 histograms (other integer dtypes are converted when their total cannot overflow); any other
+dtype (float32, bool, ...) and bits > 16 run the twin, which keeps Paddle's exact Python/NumPy type behaviour.
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from .._dispatch import compiled
+from ..reference import kl as _twin
+
+
+def _validate(hist, bits):
+    """The histogram as a 1-D numeric ndarray, and bits as an int; ValueError for what Paddle would crash on."""
+    hist = np.asarray(hist)
+    if hist.ndim != 1:
+        raise ValueError(f"cal_kl_threshold: hist must be 1-D, got shape {hist.shape}")
+    if hist.shape[0] < 3:
+        raise ValueError(f"cal_kl_threshold: need at least 3 bins, got {hist.shape[0]} "
+                         "(Paddle's loop indexes an empty list there)")
+    if hist.dtype.kind not in "biuf":
+        raise ValueError(f"cal_kl_threshold: hist must hold numbers, got dtype {hist.dtype}")
+    if hist.dtype.kind == "f" and not np.all(np.isfinite(hist)):
+        raise ValueError("cal_kl_threshold: hist contains NaN or Inf")
+    if hist.dtype.kind in "if" and np.any(hist < 0):
+        raise ValueError("cal_kl_threshold: hist has negative counts")
+    try:
+        bits = operator.index(bits)
+    except TypeError:
+        raise ValueError(f"cal_kl_threshold: bits must be an integer, got {bits!r}") from None
+    if bits < 2:
+        raise ValueError(f"cal_kl_threshold: bits must be >= 2 (2**(bits-1) - 1 target levels), got {bits}")
+    return hist, bits
+
+
+def _for_kernel(hist, bits):
+    """The array the compiled kernel can take with unchanged results, or None (then the twin runs)."""
+    if bits > 16:  # 2**(bits-1) - 1 groups per candidate: the kernel's buffers are sized for up to 16 bits
+        return None
+    if hist.dtype in (np.int64, np.float64):
+        counts = hist
+    elif hist.dtype.kind in "iu":
+        counts = hist.astype(np.int64)
+    else:
+        return None
+    if counts.dtype == np.int64:
+        limit = min(np.iinfo(hist.dtype).max, np.iinfo(np.int64).max)
+        if int(hist.max()) * hist.shape[0] >= limit:
+            return None  # a sum might overflow: let the twin reproduce whatever NumPy does
+    return np.ascontiguousarray(counts)
+
+
+def _curve_fast(fast, hist, counts, bits):
+    n = hist.shape[0]
+    start = int((n - 1) * 0.5)
+    P_sum = np.sum(np.array(hist).ravel())  # as Paddle forms it; used as a double
+    D, status = fast.kl_scan(counts, float(P_sum), 2 ** (bits - 1) - 1, start)
+    return D, status
+
+
+def _raise_log_domain(i):
+    raise ValueError(f"cal_kl_threshold: at candidate length {i} the expanded distribution Q is 0 where P is not "
+                     "(or a log argument underflows to 0); Paddle fails here too (math.log: math domain error)")
+
+
+def kl_curve(hist, bits: int = 8) -> list[tuple[int, float]]:
+    """``(i, D_i)`` for every candidate length Paddle scores, in order: the curve ``cal_kl_threshold`` minimises."""
+    hist, bits = _validate(hist, bits)
+    fast = compiled("kl")
+    counts = _for_kernel(hist, bits) if fast is not None else None
+    if counts is None:
+        return _twin.kl_curve(hist, bits)
+    D, status = _curve_fast(fast, hist, counts, bits)
+    errors = np.flatnonzero(status == 2)
+    if errors.size:
+        _raise_log_domain(int(errors[0]))
+    return [(int(i), float(D[i])) for i in np.flatnonzero(status == 1)]
+
+
+def cal_kl_threshold(hist, bin_width, bits: int = 8):
+    """Paddle's ``cal_kl_threshold(hist, bin_width, bits)``, the same float bit for bit.
+
+    ``hist``: 1-D counts (Paddle's 2048-bin |x| histogram); ``bin_width``: its bin width (returned thresholds are
+    multiples of it, counted from 0); ``bits``: quantization bits (8 gives 127 target levels).
+    Returns ``(best_i + 0.5) * bin_width`` computed with the caller's ``bin_width`` object, as Paddle does (so a
+    NumPy float64 width gives a NumPy float64).
+    Raises ValueError for a non-1-D or too short histogram, NaN/Inf or negative counts, bits < 2, and where Paddle
+    itself fails (a zero in the expanded distribution; impossible for integer histograms).
+    """
+    hist, bits = _validate(hist, bits)
+    fast = compiled("kl")
+    counts = _for_kernel(hist, bits) if fast is not None else None
+    if counts is None:
+        return _twin.cal_kl_threshold(hist, bin_width, bits)
+    D, status = _curve_fast(fast, hist, counts, bits)
+    best_i, errors = fast.best_index(D, status)
+    if errors:
+        _raise_log_domain(int(np.flatnonzero(status == 2)[0]))
+    if best_i == 0:
+        best_i = _twin.best_index(hist, [])  # nothing scored: the walk down from start
+    return (best_i + 0.5) * bin_width

@@ -1,0 +1,57 @@
+"""The per-batch statistics the observers need, each from its compiled kernel when built, else from the NumPy twin.
+
+- :func:`batch_abs_range`: ``refquant._kernels.histogram.abs_min_max``, twin ``reference.histogram.abs_min_max``;
+- :func:`histogram_abs`: ``refquant._kernels.histogram.histogram_abs``, twin ``reference.histogram.histogram_abs``;
+- :func:`scan_losses`: ``refquant._kernels.search.scan_losses``, twin ``reference.search.scan_losses``.
+
+All three give identical results on either path: min/max and integer counts trivially, the float32 losses because
+the kernel reproduces NumPy's float32 arithmetic and pairwise summation (tests/test_calibration.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._dispatch import compiled
+from ..reference import histogram as _hist_twin
+from ..reference import search as _search_twin
+
+
+def as_batch(x, who: str) -> np.ndarray:
+    """``x`` as an ndarray of real numbers; ValueError naming ``who`` if it is empty or not numeric."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{who}: expected real numbers, got dtype {x.dtype}")
+    if x.size == 0:
+        raise ValueError(f"{who}: the input is empty (shape {x.shape}); Paddle skips zero-size tensors, "
+                         "so skip them before calling update (refquant.calibration.calibrate does)")
+    return x
+
+
+def batch_abs_range(x, who: str = "abs range") -> tuple[float, float]:
+    """``(float(min|x|), float(max|x|))`` of a non-empty batch; ValueError if it is empty or holds NaN/Inf."""
+    x = as_batch(x, who)
+    fast = compiled("histogram")
+    if fast is not None and fast.is_usable_for(x):
+        lo, hi, bad = fast.abs_min_max(x)
+    else:
+        lo, hi, bad = _hist_twin.abs_min_max(x)
+    if bad:
+        raise ValueError(f"{who}: the input holds {bad} NaN/Inf value(s) out of {x.size}; "
+                         "calibration statistics would be meaningless")
+    return lo, hi
+
+
+def histogram_abs(x, edges: np.ndarray) -> np.ndarray:
+    """int64 counts of |x| in the bins of ``edges``, exactly ``np.histogram(np.abs(x), bins=edges)[0]``."""
+    fast = compiled("histogram")
+    if fast is not None and fast.is_usable_for(x):
+        return fast.histogram_abs(x, edges)
+    return _hist_twin.histogram_abs(x, edges)
+
+
+def scan_losses(x: np.ndarray, scales, bits: int, onnx_format: bool, loss: str) -> np.ndarray:
+    """The loss ("mse" or "emd") of each candidate threshold in ``scales`` on the flattened batch ``x``."""
+    fast = compiled("search")
+    if fast is not None and fast.is_usable_for(x):
+        return fast.scan_losses(x, scales, bits, onnx_format, loss)
+    return _search_twin.scan_losses(x, scales, bits, onnx_format, loss)

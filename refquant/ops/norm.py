@@ -1,0 +1,87 @@
+"""batch_norm (per channel, dimension 1) and layer_norm (per sample, over dimensions begin_norm_axis..)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import register
+
+
+def _norm_grad(gxhat, xhat, inv_std, axes):
+    """dL/dx of xhat = (x - mean(x)) * inv_std with batch statistics over ``axes``:
+    inv_std * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat))."""
+    return inv_std * (gxhat - gxhat.mean(axis=axes, keepdims=True)
+                      - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True))
+
+
+# ---- batch_norm -------------------------------------------------------------------------------------
+def _bn_shape(attrs, x, scale, bias, mean, variance):
+    return (tuple(x), tuple(mean), tuple(variance))
+
+
+def _channel(v, ndim):
+    """A per-channel vector shaped to broadcast against (N, C, ...)."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _batch_norm_grad(ctx, attrs, gy, g_mean_out=None, g_var_out=None):
+    """The running-statistics outputs carry no gradient; neither do the mean / variance inputs."""
+    xhat, inv_std, scale, batch_stats = ctx.saved
+    axes = (0,) + tuple(range(2, xhat.ndim))
+    dscale = np.sum(gy * xhat, axis=axes)
+    dbias = np.sum(gy, axis=axes)
+    gxhat = gy * _channel(scale, gy.ndim)
+    dx = _norm_grad(gxhat, xhat, inv_std, axes) if batch_stats else gxhat * inv_std
+    return (dx, dscale, dbias, None, None)
+
+
+@register("batch_norm", backward=_batch_norm_grad, shape=_bn_shape)
+def batch_norm(ctx, attrs, x, scale, bias, mean, variance):
+    """y = scale * (x - mu) / sqrt(var + epsilon) + bias, per channel (dimension 1).
+
+    Training: mu, var are the batch mean and biased batch variance over (N, H, W), and the running statistics
+    (outputs 1, 2) become ``momentum * running + (1 - momentum) * batch`` -- the biased variance, as Paddle's
+    CPU kernel updates it (PyTorch uses the unbiased one). Eval: mu, var are the running statistics, returned
+    unchanged as outputs 1, 2.
+    """
+    eps, momentum = float(attrs.get("epsilon", 1e-5)), float(attrs.get("momentum", 0.9))
+    axes = (0,) + tuple(range(2, x.ndim))
+    if ctx.training:
+        mu, var = x.mean(axis=axes), x.var(axis=axes)
+        mean_out = (momentum * mean + (1 - momentum) * mu).astype(mean.dtype, copy=False)
+        var_out = (momentum * variance + (1 - momentum) * var).astype(variance.dtype, copy=False)
+    else:
+        mu, var, mean_out, var_out = mean, variance, mean, variance
+    inv_std = _channel(1 / np.sqrt(var + eps), x.ndim).astype(x.dtype, copy=False)
+    xhat = (x - _channel(mu, x.ndim).astype(x.dtype, copy=False)) * inv_std
+    ctx.save(xhat, inv_std, scale, ctx.training)
+    y = xhat * _channel(scale, x.ndim) + _channel(bias, x.ndim)
+    return y.astype(x.dtype, copy=False), mean_out, var_out
+
+
+# ---- layer_norm -------------------------------------------------------------------------------------
+def _ln_shape(attrs, x, scale=None, bias=None):
+    return (tuple(x),)
+
+
+def _layer_norm_grad(ctx, attrs, gy):
+    xhat, inv_std, scale, bias_shape = ctx.saved
+    axes = tuple(range(int(attrs.get("begin_norm_axis", 1)), gy.ndim))
+    lead = tuple(range(gy.ndim - len(axes)))
+    gxhat = gy if scale is None else gy * scale.reshape(gy.shape[len(lead):])
+    dx = _norm_grad(gxhat, xhat, inv_std, axes)
+    dscale = None if scale is None else np.sum(gy * xhat, axis=lead).reshape(scale.shape)
+    dbias = None if bias_shape is None else np.sum(gy, axis=lead).reshape(bias_shape)
+    return (dx, dscale, dbias)[:len(ctx.needs_input_grad)]  # scale / bias may be absent or ""
+
+
+@register("layer_norm", backward=_layer_norm_grad, shape=_ln_shape)
+def layer_norm(ctx, attrs, x, scale=None, bias=None):
+    """y = (x - mean) / sqrt(var + epsilon) * scale + bias, statistics over dimensions begin_norm_axis..;
+    scale and bias hold prod(x.shape[begin_norm_axis:]) values (1-D as Paddle, or that shape)."""
+    begin, eps = int(attrs.get("begin_norm_axis", 1)), float(attrs.get("epsilon", 1e-5))
+    axes = tuple(range(begin, x.ndim))
+    inv_std = 1 / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    xhat = (x - x.mean(axis=axes, keepdims=True)) * inv_std
+    ctx.save(xhat, inv_std, scale, None if bias is None else bias.shape)
+    y = xhat if scale is None else xhat * scale.reshape(x.shape[begin:])
+    return y if bias is None else y + bias.reshape(x.shape[begin:])

@@ -1,0 +1,119 @@
+"""Build refquant: every Cython kernel ``kernels/<name>.pyx`` becomes the extension ``refquant._kernels.<name>``.
+
+The build probes the compiler for OpenMP once; without it the kernels build single-threaded and one warning
+says so. The compiler, flags and OpenMP switch are compiled into ``refquant._kernels._openmp_helpers``, which
+``refquant info`` reads. Metadata lives in pyproject.toml; docs/build.md explains the rest.
+"""
+import json
+import os
+import subprocess
+import tempfile
+
+from Cython import __version__ as cython_version
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.errors import CompileError, LinkError
+
+# The kernels to compile, each with its own Extension arguments, e.g.
+#   "gemm_vnni": {"extra_compile_args": ["-mavx512vnni"], "depends": ["kernels/include/gemm_vnni.h"]}
+# kernels/include is always on the include path. Keep refquant._build.KERNELS in step (a test checks).
+KERNELS = {
+    "_openmp_helpers": {},
+    "im2col": {},
+    # calibration, bit-exact float code: no fused multiply-add (-march=native would allow it); no FP traps, so
+    # branches become vectorizable selects (the values are unchanged)
+    **{name: {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"]}
+       for name in ("histogram", "kl", "search")},
+}
+
+# The Cython directives of every kernel, set here and nowhere else.
+DIRECTIVES = {"language_level": 3, "boundscheck": False, "wraparound": False, "cdivision": True,
+              "initializedcheck": False}
+
+OPENMP_PROBE = """
+#include <omp.h>
+int main(void) {
+    int n = 0;
+    #pragma omp parallel reduction(+:n)
+    n += omp_get_num_threads() > 0;
+    return n > 0 ? 0 : 1;
+}
+"""
+
+
+def _env_on(name):
+    return os.environ.get(name, "") not in ("", "0")
+
+
+class BuildKernels(build_ext):
+    """build_ext that adds the shared flags and, if the compiler has it, OpenMP; then records what it used."""
+
+    def build_extensions(self):
+        openmp = ["-fopenmp"] if self._openmp_works() else []
+        flags = ["-O3"] + (["-march=native"] if _env_on("REFQUANT_NATIVE") else []) + openmp
+        facts = {"compiler": self._compiler_version(), "flags": flags, "openmp": bool(openmp),
+                 "cython": cython_version, "kernels": sorted(KERNELS)}
+        for ext in self.extensions:
+            ext.extra_compile_args = flags + ext.extra_compile_args
+            ext.extra_link_args = openmp + ext.extra_link_args
+            if ext.name == "refquant._kernels._openmp_helpers":
+                # A C string literal holding JSON: the facts travel inside the binary they describe.
+                ext.define_macros.append(("REFQUANT_BUILD_FACTS", json.dumps(json.dumps(facts))))
+        self._rebuild_all_if_changed(facts)
+        super().build_extensions()
+
+    def _rebuild_all_if_changed(self, facts):
+        """Rebuild every kernel when this build directory last built with other flags or kernel options: the
+        modules must agree, and the facts compiled into _openmp_helpers must describe every one of them."""
+        os.makedirs(self.build_temp, exist_ok=True)
+        stamp = os.path.join(self.build_temp, "refquant_build_facts.json")
+        text = json.dumps([facts, KERNELS], sort_keys=True)
+        last = ""
+        if os.path.exists(stamp):
+            with open(stamp) as f:
+                last = f.read()
+        if last != text:
+            self.force = True
+            with open(stamp, "w") as f:
+                f.write(text)
+
+    def _openmp_works(self):
+        """Compile and link a tiny OpenMP program with -fopenmp; warn once if that fails or is switched off."""
+        if os.environ.get("REFQUANT_OPENMP") == "0":
+            self.warn("REFQUANT_OPENMP=0: building the kernels without OpenMP (single-threaded)")
+            return False
+        with tempfile.TemporaryDirectory() as tmp:
+            source = os.path.join(tmp, "openmp_probe.c")
+            with open(source, "w") as f:
+                f.write(OPENMP_PROBE)
+            try:
+                objects = self.compiler.compile([source], output_dir=tmp, extra_postargs=["-fopenmp"])
+                self.compiler.link_executable(objects, "openmp_probe", output_dir=tmp, extra_postargs=["-fopenmp"])
+            except (CompileError, LinkError):
+                self.warn(f"the compiler ({self._compiler_version()}) cannot build OpenMP code with -fopenmp: "
+                          "building the kernels WITHOUT OpenMP, so they run single-threaded")
+                return False
+        return True
+
+    def _compiler_version(self):
+        """First line of ``<cc> --version``, e.g. 'gcc (Debian 12.2.0-14) 12.2.0'."""
+        cc = self.compiler.compiler_so[0]
+        try:
+            out = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
+            return out.splitlines()[0].strip()
+        except (OSError, subprocess.CalledProcessError, IndexError):
+            return cc
+
+
+def _extension(name, options):
+    options = dict(options)
+    include_dirs = ["kernels/include"] + options.pop("include_dirs", [])
+    return Extension(f"refquant._kernels.{name}", [f"kernels/{name}.pyx"], include_dirs=include_dirs, **options)
+
+
+setup(
+    ext_modules=cythonize([_extension(name, options) for name, options in KERNELS.items()],
+                          compiler_directives=DIRECTIVES, include_path=["kernels"], build_dir="build/cython"),
+    cmdclass={"build_ext": BuildKernels},
+)
