@@ -13,6 +13,7 @@ from Cython import __version__ as cython_version
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 from setuptools.errors import CompileError, LinkError
 
 # The kernels to compile, each with its own Extension arguments, e.g.
@@ -106,6 +107,25 @@ class BuildKernels(build_ext):
             return cc
 
 
+class BuildPyWithData(build_py):
+    """build_py that also ships the embedded data (top-level ``data/``) inside the package as ``refquant/_data``.
+
+    A source checkout or an editable install reads ``data/`` directly; an installed wheel reads the copy.
+    """
+
+    DATA = ["*.npz", "zoo/*.rq", "README.md"]
+
+    def run(self):
+        super().run()
+        import glob
+        import shutil
+        for pattern in self.DATA:
+            for src in glob.glob(os.path.join("data", pattern)):
+                dst = os.path.join(self.build_lib, "refquant", "_data", os.path.relpath(src, "data"))
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copyfile(src, dst)
+
+
 def _extension(name, options):
     options = dict(options)
     include_dirs = ["kernels/include"] + options.pop("include_dirs", [])
@@ -115,5 +135,5 @@ def _extension(name, options):
 setup(
     ext_modules=cythonize([_extension(name, options) for name, options in KERNELS.items()],
                           compiler_directives=DIRECTIVES, include_path=["kernels"], build_dir="build/cython"),
-    cmdclass={"build_ext": BuildKernels},
+    cmdclass={"build_ext": BuildKernels, "build_py": BuildPyWithData},
 )
