@@ -134,3 +134,21 @@ def test_load_directory_and_missing(tmp_path):
         refquant.load(tmp_path)
     with pytest.raises(FileNotFoundError):
         refquant.load(tmp_path / "nope.rq")
+
+
+def test_saved_file_has_normal_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = refquant.save(tiny_model(), tmp_path / "m.rq")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_zoo_model_round_trip_bit_identical(tmp_path):
+    from refquant.models import lenet5, mobilenet_v2
+    x = np.random.default_rng(0).standard_normal((2, 1, 16, 16)).astype(np.float32)
+    for model in (lenet5(input_size=16), mobilenet_v2(input_size=16, num_classes=10, in_channels=1, width=0.5)):
+        loaded = refquant.load(refquant.save(model, tmp_path / "z.rq"))
+        a, b = model.run({"x": x}), loaded.run({"x": x})
+        assert all(a[k].tobytes() == b[k].tobytes() for k in a)

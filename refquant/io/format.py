@@ -87,6 +87,9 @@ def save(model: Model, path) -> Path:
     blob = to_bytes(model)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file 0600; give it a normal file's permissions
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
             f.flush()
