@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..graph import Model, Op, TensorSpec
+from ..reference.im2col import conv_out_size
 
 
 def _pair(v) -> list[int]:
@@ -31,7 +32,7 @@ def _pair(v) -> list[int]:
 def _conv_out(size: Optional[int], k: int, stride: int, pad_lo: int, pad_hi: int, dilation: int = 1) -> Optional[int]:
     if size is None:
         return None
-    out = (size + pad_lo + pad_hi - dilation * (k - 1) - 1) // stride + 1
+    out = conv_out_size(size, k, stride, pad_lo, pad_hi, dilation)
     if out <= 0:
         raise ValueError(f"spatial size {size} too small for kernel {k}, stride {stride}, padding {pad_lo}+{pad_hi}")
     return out
