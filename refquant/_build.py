@@ -15,7 +15,7 @@ from ._cpu import FEATURES, cpu_features
 from .threads import get_num_threads
 
 # The compiled modules setup.py builds (its KERNELS dict); tests/test_build.py checks the two agree.
-KERNELS = ("_openmp_helpers", "histogram", "im2col", "kl", "search")
+KERNELS = ("_openmp_helpers", "embedding", "histogram", "im2col", "kl", "search")
 
 
 def build_info() -> dict:
@@ -77,7 +77,8 @@ def format_build_info(info: dict) -> str:
 
 def _pool_line(pool: dict) -> str:
     name = " ".join(str(v) for v in (pool["internal_api"], pool["version"]) if v)
-    return f"  {pool['user_api']:<8}{name} ({pool['prefix']}), {pool['num_threads']} thread(s)"
+    arch = f", kernel {pool['architecture']}" if pool.get("architecture") else ""
+    return f"  {pool['user_api']:<8}{name} ({pool['prefix']}), {pool['num_threads']} thread(s){arch}"
 
 
 def _build_facts() -> dict:
@@ -93,5 +94,5 @@ def _threadpools() -> list[dict]:
         from threadpoolctl import threadpool_info
     except ImportError:
         return []
-    keys = ("user_api", "internal_api", "prefix", "version", "num_threads")
+    keys = ("user_api", "internal_api", "prefix", "version", "num_threads", "architecture")
     return [{k: pool.get(k) for k in keys} for pool in threadpool_info()]
