@@ -76,7 +76,11 @@ def forward(model: Model, feeds: dict, *, training: bool = False, rng: Optional[
             raise
         except Exception as exc:  # name the node: a bare numpy error deep in a graph is useless
             shapes = [None if a is None else getattr(a, "shape", None) for a in args]
-            raise type(exc)(f"op {op.name!r} ({op.type}) with input shapes {shapes}: {exc}") from exc
+            try:
+                named = type(exc)(f"op {op.name!r} ({op.type}) with input shapes {shapes}: {exc}")
+            except Exception:  # an exception type with another constructor: keep it as it is
+                raise exc
+            raise named from exc
         if not isinstance(result, tuple):
             result = (result,)
         if len(result) != len(op.outputs):

@@ -1,0 +1,86 @@
+"""Graph validation, feed checking, errors that name the node, shape inference and state writes."""
+import numpy as np
+import pytest
+
+from refquant import GraphError, Model, Op, ShapeError, TensorSpec, UnsupportedOpError
+from refquant.executor import backward, forward
+
+
+def chain():
+    w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    ops = [Op("mul", ["x", "w"], ["h"], name="fc"), Op("relu", ["h"], ["y"], name="act")]
+    return Model(ops, {"w": w}, [TensorSpec("x", (None, 4))], ["y"])
+
+
+def test_ops_are_ordered_topologically_whatever_the_list_order():
+    m = chain()
+    reordered = Model(list(reversed(m.ops)), m.params, m.input_specs, m.outputs)
+    assert [op.name for op in reordered.ops] == ["fc", "act"]
+
+
+@pytest.mark.parametrize("ops,match", [
+    ([Op("relu", ["nope"], ["y"])], "reads 'nope'"),
+    ([Op("relu", ["x"], ["y"]), Op("relu", ["x"], ["y"])], "produced twice"),
+    ([Op("relu", ["b"], ["a"]), Op("relu", ["a"], ["b"]), Op("relu", ["x"], ["y"])], "cycle"),
+])
+def test_malformed_graphs(ops, match):
+    with pytest.raises(GraphError, match=match):
+        Model(ops, {}, [TensorSpec("x", (2,))], ["y"])
+
+
+def test_bad_feeds_are_clear_errors():
+    m = chain()
+    with pytest.raises(GraphError, match="missing feed 'x'"):
+        m.run({})
+    with pytest.raises(GraphError, match="unknown feed"):
+        m.run({"x": np.zeros((1, 4), np.float32), "z": 1})
+    with pytest.raises(ShapeError, match="rank"):
+        m.run({"x": np.zeros(4, np.float32)})
+    with pytest.raises(ShapeError, match="dimension 1 must be 4"):
+        m.run({"x": np.zeros((1, 5), np.float32)})
+    with pytest.raises(ShapeError, match="must be float32"):
+        m.run({"x": np.zeros((1, 4), np.int64)})
+    with pytest.raises(TypeError):
+        m.run([np.zeros((1, 4))])
+    out = m.run({"x": np.ones((2, 4), np.float64)})["y"]  # floats of another width are cast
+    assert out.dtype == np.float32 and out.shape == (2, 3)
+
+
+def test_errors_inside_an_op_name_the_node():
+    m = Model([Op("mul", ["x", "w"], ["y"], name="the_fc")], {"w": np.zeros((3, 2), np.float32)},
+              [TensorSpec("x", (None, None))], ["y"])
+    with pytest.raises(ValueError, match="the_fc"):
+        m.run({"x": np.zeros((1, 4), np.float32)})
+    with pytest.raises(UnsupportedOpError, match="'frobnicate'.*'n1'"):
+        Model([Op("frobnicate", ["x"], ["y"], name="n1")], {}, [TensorSpec("x", (1,))], ["y"]).run(
+            {"x": np.zeros(1, np.float32)})
+
+
+def test_infer_shapes_and_copy_independence():
+    m = chain()
+    assert m.infer_shapes({"x": (5, 4)})["y"] == (5, 3)
+    c = m.copy()
+    c.params["w"][:] = 0
+    c.ops[0].attrs["x_num_col_dims"] = 1
+    assert m.params["w"].any() and "x_num_col_dims" not in m.ops[0].attrs
+
+
+def test_backward_sums_gradients_of_a_tensor_read_twice():
+    m = Model([Op("elementwise_mul", ["x", "x"], ["y"], name="sq")], {}, [TensorSpec("x", (3,), "float64")], ["y"])
+    m.trainable = {"x"}
+    x = np.array([1.0, -2.0, 3.0])
+    env, tape = forward(m, {"x": x}, record=True)
+    g = backward(m, env, tape, {"y": np.ones(3)})
+    np.testing.assert_array_equal(g["x"], 2 * x)
+
+
+def test_batch_norm_state_updates_only_in_training():
+    p = {"s": np.ones(2, np.float32), "b": np.zeros(2, np.float32), "m": np.zeros(2, np.float32),
+         "v": np.ones(2, np.float32)}
+    m = Model([Op("batch_norm", ["x", "s", "b", "m", "v"], ["y", "m", "v"], name="bn")], p,
+              [TensorSpec("x", (None, 2))], ["y"], trainable={"s", "b"})
+    x = np.array([[1.0, 2.0], [3.0, 6.0]], np.float32)
+    m.run({"x": x})
+    assert not m.params["m"].any()
+    forward(m, {"x": x}, training=True)
+    np.testing.assert_allclose(m.params["m"], 0.1 * x.mean(0), rtol=1e-6)
