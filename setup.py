@@ -22,6 +22,7 @@ from setuptools.errors import CompileError, LinkError
 KERNELS = {
     "_openmp_helpers": {},
     "im2col": {},
+    "embedding": {},
     # calibration, bit-exact float code: no fused multiply-add (-march=native would allow it); no FP traps, so
     # branches become vectorizable selects (the values are unchanged)
     **{name: {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"]}

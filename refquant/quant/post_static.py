@@ -1,0 +1,332 @@
+"""Static post-training quantization: Paddle 3.3.1's ``PostTrainingQuantization`` (both graph formats).
+
+Flow (paddle_reference.md 1.2-1.9; docs/ptq.md):
+
+1. Collect tensors: for every op whose type is a quantizable *weight* op (conv2d, depthwise_conv2d,
+   conv2d_transpose, mul, matmul, matmul_v2 in ``quantizable_op_type``) its weight parameter (the second input) is a
+   weight and its other non-parameter inputs and outputs are activations; every output of an *observer* op type
+   (Paddle's activation-op dict, see :data:`OBSERVER_OP_TYPES`) is an activation too (only for ``out_threshold``).
+2. Calibrate the activations with :func:`refquant.calibration.calibrate` over ``batch_nums`` batches (KL / hist run
+   the FP32 model twice over the batches, as Paddle does).
+3. Weight thresholds: :func:`refquant.calibration.weight_threshold` (channel axis 0 for conv, 1 for mul/matmul).
+4. Rewrite a copy: each quantized op's activation input goes through a ``fake_quantize_dequantize_abs_max`` op
+   (static scale parameter ``<tensor>@scale``, round_type 1 as Paddle's ``fake_quantize_range_abs_max``), shared
+   per tensor; its weight is frozen (:func:`refquant.quant.rounding.freeze_weight`, half-to-even) and stored
+   dequantized ``q * T_c / qmax`` in float32, its thresholds in ``<weight>@scale``.
+5. Output thresholds (1.9): ``out_threshold`` / ``<OutArg>0_threshold`` / ``with_quant_attr`` attributes, and
+   ``quantization_type = "post_<algo>"`` on quantized ops.
+
+``onnx_format=True`` (1.8 "new format") instead puts ``quantize_linear`` + ``dequantize_linear`` (round_type 0) in
+front of each quantized activation input, stores each weight as int8 (round, then clip to [-qmax-1, qmax]) read
+through a ``dequantize_linear`` with its ``quant_axis``, and adds ``only_observer`` pairs (identity, carrying T)
+after every other calibrated output except the graph outputs; no ``out_threshold`` attributes, as in Paddle.
+
+Running the rewritten model gives ``conv(qdq(x), w_dq)``; Paddle's frozen model computes ``conv(q_x, q_w)`` on
+integer-valued floats and rescales by ``T_w[c] * T_a / (qmax * qmax)`` after the op: equal in exact arithmetic,
+within float32 rounding otherwise.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import numpy as np
+
+from ..calibration import calibrate, weight_channel_axis, weight_threshold
+from ..graph import Model, Op
+from . import rounding
+
+#: Paddle's ``SUPPORT_WEIGHT_QUANTIZATION_OP_DICT`` keys.
+WEIGHT_OP_TYPES = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2")
+#: Output argument names of Paddle's op definitions (for ``<OutArg><i>_threshold``).
+_OUT_ARG = {"conv2d": "Output", "depthwise_conv2d": "Output", "conv2d_transpose": "Output", "batch_norm": "Y",
+            "layer_norm": "Y"}
+#: Observer op types: the op types of Paddle's ``SUPPORT_ACT_QUANTIZATION_OP_DICT`` that refquant has, under
+#: refquant's names (``reshape`` = reshape2, ``flatten`` = flatten_contiguous_range, ``transpose`` = transpose2).
+OBSERVER_OP_TYPES = frozenset({
+    "mul", "matmul", "matmul_v2", "pool2d", "elementwise_add", "elementwise_sub", "elementwise_mul",
+    "elementwise_pow", "concat", "softmax", "relu", "relu6", "leaky_relu", "prelu", "tanh", "swish", "sigmoid",
+    "hard_swish", "hard_sigmoid", "gelu", "layer_norm", "batch_norm", "reshape", "reshape2", "transpose",
+    "transpose2", "flatten", "flatten_contiguous_range", "squeeze2", "unsqueeze2", "nearest_interp",
+    "bilinear_interp", "nearest_interp_v2", "bilinear_interp_v2", "slice", "split", "scale", "clip", "pow",
+    "reduce_mean", "reduce_sum", "reduce_max", "lookup_table", "lookup_table_v2", "dropout",
+})
+
+_SUPPORTED_ALGOS = ("KL", "hist", "avg", "abs_max", "mse", "emd")
+
+
+def _batches(data_loader, batch_nums: Optional[int]):
+    """A function returning a fresh list of the first ``batch_nums`` feed dicts of ``data_loader``."""
+    def get():
+        src = data_loader() if callable(data_loader) else data_loader
+        out = []
+        for i, feeds in enumerate(src):
+            if batch_nums is not None and i >= batch_nums:
+                break
+            out.append(feeds)
+        return out
+
+    if not callable(data_loader) and iter(data_loader) is data_loader:
+        cached = get()  # a one-shot iterator: read it once, replay it for the second pass
+        return lambda: cached
+    return get
+
+
+def _plan(model: Model, quantizable_op_type, is_full_quantize: bool, skip_tensor_list):
+    """Which ops are quantized, which weights and activations are calibrated."""
+    types = set(WEIGHT_OP_TYPES) if is_full_quantize else set(quantizable_op_type)
+    weight_types = types & set(WEIGHT_OP_TYPES)
+    skip = set(skip_tensor_list or ())
+    acts: list[str] = []
+    quant_ops = []  # (op index, weight name or None, activation input names)
+    weights: dict[str, str] = {}  # weight name -> op type
+
+    def add_act(name):
+        if name and name not in model.params and name not in acts:
+            acts.append(name)
+
+    for i, op in enumerate(model.ops):
+        if op.type in weight_types:
+            w = op.inputs[1] if len(op.inputs) > 1 and op.inputs[1] in model.params else None
+            for name in op.inputs + op.outputs:
+                add_act(name)
+            if w is None:
+                continue  # Paddle's transform pass skips mul/matmul with all-activation inputs
+            if any(n in skip for n in op.inputs if n):
+                continue
+            xs = [n for k, n in enumerate(op.inputs) if n and k != 1 and n not in model.params]
+            if w in weights and weights[w] != op.type:
+                raise NotImplementedError(f"weight {w!r} is shared by a {weights[w]} and a {op.type} op")
+            weights[w] = op.type
+            quant_ops.append((i, w, xs))
+        elif op.type in OBSERVER_OP_TYPES:
+            for name in op.outputs:
+                add_act(name)
+    return quant_ops, weights, acts
+
+
+def quant_post_static(model: Model, data_loader, batch_nums: Optional[int] = None, algo: str = "KL",
+                      hist_percent: float = 0.99999, bias_correction: bool | str = False,
+                      quantizable_op_type: Iterable[str] = ("conv2d", "depthwise_conv2d", "mul"),
+                      is_full_quantize: bool = False, weight_bits: int = 8, activation_bits: int = 8,
+                      weight_quantize_type: str = "channel_wise_abs_max", skip_tensor_list=None,
+                      round_type: str = "round", onnx_format: bool = False) -> Model:
+    """Quantize ``model`` after training, as Paddle's ``PostTrainingQuantization`` (defaults: Paddle's, with
+    PaddleSlim's ``quantizable_op_type``). Returns a new model; ``model`` is not modified.
+
+    ``data_loader``: an iterable of feed dicts (``{input_name: array}``) or a function returning one; a list or a
+    function is read once per pass (twice for KL/hist), a one-shot iterator is read once and replayed.
+    ``batch_nums``: how many batches (None: all). ``algo``: KL, hist, avg, abs_max, mse, emd.
+    ``skip_tensor_list``: ops reading any listed tensor stay in float (their tensors are still calibrated).
+
+    ``onnx_format``: False (fake quant-dequant ops, frozen float weights) or True (quantize_linear /
+    dequantize_linear, int8 weights; mse/emd then use the onnx quant-dequant in their search).
+
+    ``bias_correction``: False; True (the paper: per-channel statistics on their own channel); "paddle"
+    (Paddle's ``np.resize`` broadcast, see :func:`bias_correction_w`). onnx_format=False only, as in Paddle
+    ("paddle" with onnx_format=True has no effect, as in Paddle).
+
+    Not implemented (raise NotImplementedError): ``round_type="adaround"``, algos min_max and ptf,
+    ``bias_correction=True`` with ``onnx_format=True``.
+    """
+    if algo not in _SUPPORTED_ALGOS:
+        if algo in ("min_max", "ptf"):
+            raise NotImplementedError(f"quant_post_static: algo {algo!r} is not implemented in refquant")
+        raise ValueError(f"quant_post_static: algo must be one of {_SUPPORTED_ALGOS}, got {algo!r}")
+    if bias_correction not in (False, True, "paddle"):
+        raise ValueError(f"quant_post_static: bias_correction must be False, True or 'paddle', got "
+                         f"{bias_correction!r}")
+    if bias_correction is True and onnx_format:
+        raise NotImplementedError("quant_post_static: bias_correction=True with onnx_format=True is not "
+                                  "implemented (Paddle ignores bias correction in that format: use 'paddle')")
+    if round_type == "adaround":
+        raise NotImplementedError("quant_post_static: round_type='adaround' is not implemented in refquant")
+    if round_type != "round":
+        raise ValueError(f"quant_post_static: round_type must be 'round' or 'adaround', got {round_type!r}")
+    if weight_bits != activation_bits:
+        raise ValueError("quant_post_static: Paddle requires activation_bits == weight_bits")
+    if weight_quantize_type not in ("abs_max", "channel_wise_abs_max"):
+        raise ValueError(f"quant_post_static: weight_quantize_type must be 'abs_max' or 'channel_wise_abs_max', "
+                         f"got {weight_quantize_type!r}")
+    if batch_nums is not None and int(batch_nums) < 1:
+        raise ValueError(f"quant_post_static: batch_nums must be >= 1 or None, got {batch_nums!r}")
+    from ..executor import run
+
+    quant_ops, weights, acts = _plan(model, tuple(quantizable_op_type), is_full_quantize, skip_tensor_list)
+    get = _batches(data_loader, batch_nums)
+
+    def activation_batches():
+        for feeds in get():
+            yield run(model, feeds, outputs=acts)
+
+    cal = calibrate(activation_batches, algo, bits=activation_bits, hist_percent=hist_percent,
+                    onnx_format=onnx_format)
+    act_t = {name: float(t) for name, t in cal.thresholds.items()}
+    w_t = {w: weight_threshold(model.params[w], op_type, weight_quantize_type) for w, op_type in weights.items()}
+
+    q = model.copy()
+    bits = int(activation_bits)
+    qdq_of: dict[str, str] = {}
+    new_ops: list[Op] = []
+    quant_index = {i: (w, xs) for i, w, xs in quant_ops}
+    for i, op in enumerate(q.ops):
+        if i in quant_index:
+            w, xs = quant_index[i]
+            for x in xs:
+                if x not in act_t:
+                    raise ValueError(f"quant_post_static: activation {x!r} of op {op.name!r} got no threshold "
+                                     f"(empty in every batch)")
+                if x not in qdq_of:
+                    q.params[f"{x}@scale"] = np.array([act_t[x]], dtype=np.float32)
+                    if onnx_format:
+                        qdq_of[x] = f"{x}.quantized.dequantized"
+                        new_ops += _linear_pair(q, x, bits)
+                    else:
+                        qdq_of[x] = f"{x}.quant_dequant"
+                        new_ops.append(Op("fake_quantize_dequantize_abs_max", [x, f"{x}@scale"], [qdq_of[x]],
+                                          {"bit_length": bits, "round_type": 1}, f"{x}.quant_dequant"))
+                op.inputs = [qdq_of.get(n, n) if k != 1 else n for k, n in enumerate(op.inputs)]
+            t = w_t[w]
+            axis = None if weight_quantize_type == "abs_max" else weight_channel_axis(weights[w])
+            tq = np.asarray(t, dtype=np.float32).reshape(-1)
+            tw = tq if axis is not None else tq[0]
+            q.params[f"{w}@scale"] = tq
+            if onnx_format:
+                # QuantWeightPass: round, then clip to [-qmax-1, qmax], stored as int8; dequantize_linear feeds op
+                qw = rounding.freeze_weight_onnx(model.params[w], tw, axis, int(weight_bits))
+                q.params[w] = qw.astype(np.int8 if weight_bits <= 8 else np.int16)
+                q.trainable.discard(w)
+                dq = f"{w}.quantized.dequantized"
+                q.params[f"{dq}@zero_point"] = np.zeros(tq.size, dtype=np.int32)
+                new_ops.append(Op("dequantize_linear", [w, f"{w}@scale", f"{dq}@zero_point"], [dq],
+                                  {"quant_axis": -1 if axis is None else axis, "bit_length": int(weight_bits)},
+                                  dq))
+                op.inputs = [dq if k == 1 else n for k, n in enumerate(op.inputs)]
+            else:
+                # QuantizationFreezePass: clip, divide, multiply, np.round; stored dequantized q * T_c / qmax
+                qw = rounding.freeze_weight(model.params[w], tw, axis, int(weight_bits))
+                if bias_correction:
+                    qw = bias_correction_w(model.params[w], qw, tw, axis, int(weight_bits),
+                                           paddle_broadcast=bias_correction == "paddle")
+                q.params[w] = rounding.dequantize_weight(qw, tw, axis, int(weight_bits))
+            op.attrs["quantization_type"] = f"post_{algo.lower()}"
+            op.attrs["weight_bits"] = int(weight_bits)
+            op.attrs["activation_bits"] = bits
+            op.attrs["weight_quantize_type"] = weight_quantize_type
+            if axis is not None:
+                op.attrs["weight_quant_axis"] = axis
+        new_ops.append(op)
+    observed = [out for op in new_ops
+                if op.type in WEIGHT_OP_TYPES or op.type in OBSERVER_OP_TYPES
+                for out in op.outputs if out in act_t]
+    if onnx_format:
+        # AddQuantDequantForInferencePass: an only_observer pair (identity) after every calibrated output that has
+        # no real quant pair and is not a graph output; later readers read its output, as in Paddle's graph
+        for out in observed:
+            if out in qdq_of or out in q.outputs:
+                continue
+            q.params.setdefault(f"{out}@scale", np.array([act_t[out]], dtype=np.float32))
+            pair = _linear_pair(q, out, bits, only_observer=True)
+            dq = pair[-1].outputs[0]
+            for op in new_ops:
+                op.inputs = [dq if n == out and op.type != "quantize_linear" else n for n in op.inputs]
+            at = next(k for k, op in enumerate(new_ops) if out in op.outputs) + 1
+            new_ops[at:at] = pair
+    else:
+        # output thresholds (paddle_reference.md 1.9), float32 attributes as in Paddle
+        for op in new_ops:
+            if op.type in WEIGHT_OP_TYPES or op.type in OBSERVER_OP_TYPES:
+                arg = _OUT_ARG.get(op.type, "Out")
+                for k, out in enumerate(op.outputs):
+                    if out in act_t:
+                        op.attrs["out_threshold"] = float(np.float32(act_t[out]))
+                        op.attrs[f"{arg}{k}_threshold"] = float(np.float32(act_t[out]))
+                        op.attrs["with_quant_attr"] = True
+    for name in [n for n in q.params if n.endswith("@scale") or n.endswith("@zero_point")]:
+        q.trainable.discard(name)
+    q.ops = new_ops
+    q.meta["quantization"] = {
+        "method": "post_static", "algo": algo, "hist_percent": hist_percent, "weight_bits": int(weight_bits),
+        "activation_bits": bits, "weight_quantize_type": weight_quantize_type,
+        "quantizable_op_type": list(quantizable_op_type), "is_full_quantize": bool(is_full_quantize),
+        "batch_nums": batch_nums, "onnx_format": bool(onnx_format), "bias_correction": bias_correction,
+        "quantized_ops": [op.name for op in new_ops if "quantization_type" in op.attrs],
+        "activation_thresholds": act_t,
+        "weight_thresholds": {w: (list(map(float, t)) if isinstance(t, list) else float(t)) for w, t in w_t.items()},
+        "zero_size": sorted(cal.zero_size),
+    }
+    q.validate()
+    return q
+
+
+def bias_correction_w(w, qw, threshold, axis: Optional[int], bits: int = 8, *, paddle_broadcast: bool = False):
+    """Weight bias correction (arXiv 1810.05723; Paddle's ``utils.bias_correction_w`` + the freeze pass's
+    ``np.round``), returning new integer-valued float32 weights.
+
+    ``w_dq = qw * T_c / qmax``; per channel ``mu_c = mean(w - w_dq)``, ``r_c = std(w) / (std(w_dq) + 1e-8)``;
+    ``w' = (w_dq + mu) * r``; then re-quantized like the freeze (clip to [-T_c, T_c], ``(w' / T_c) * qmax``) and
+    rounded half to even. ``axis=None``: one threshold, scalar statistics.
+
+    ``paddle_broadcast=True`` reproduces Paddle's ``np.resize(vec, w.shape)``, which tiles the per-channel vectors
+    in C order (element j gets channel ``j mod C``): wrong for axis-0 weights of rank > 1 (every conv filter),
+    right for 2-D axis-1 weights. The default broadcasts each channel's statistics onto its own channel.
+    """
+    w = np.asarray(w, dtype=np.float32)
+    qm = rounding.qmax(bits)
+    if axis is None:
+        t = float(np.asarray(threshold, dtype=np.float32).reshape(-1)[0])
+        w_dq = qw * t / qm
+        mean_bias = (w - w_dq).mean()
+        std_bias = w.std() / (w_dq.std() + 1e-8)
+    else:
+        ts = [float(v) for v in np.asarray(threshold, dtype=np.float32).reshape(-1)]
+        w_dq = np.array(qw, dtype=np.float32, copy=True)
+        for i, s in enumerate(ts):  # Paddle's loop: float32 slices times a Python float
+            if axis == 0:
+                w_dq[i] = qw[i] * s / qm
+            else:
+                w_dq[:, i] = qw[:, i] * s / qm
+        moved_w, moved_dq = np.moveaxis(w, axis, 0), np.moveaxis(w_dq, axis, 0)
+        c = moved_w.shape[0]
+        if axis == 0:
+            mean_bias = (moved_w - moved_dq).reshape(c, -1).mean(-1)
+            std_orig = moved_w.reshape(c, -1).std(-1)
+            std_quant = moved_dq.reshape(c, -1).std(-1)
+        else:
+            diff = w - w_dq
+            mean_bias = np.array([diff[:, i].mean() for i in range(c)])
+            std_orig = np.array([w[:, i].std() for i in range(c)])
+            std_quant = np.array([w_dq[:, i].std() for i in range(c)])
+        std_bias = std_orig / (std_quant + 1e-8)
+        if paddle_broadcast:
+            mean_bias, std_bias = np.resize(mean_bias, w.shape), np.resize(std_bias, w.shape)
+        else:
+            mean_bias = rounding.channel_view(mean_bias, w.ndim, axis)
+            std_bias = rounding.channel_view(std_bias, w.ndim, axis)
+    corrected = ((mean_bias + w_dq) * std_bias).astype(np.float32)
+    t = np.asarray(threshold, dtype=np.float32)
+    return rounding.freeze_weight(corrected, t if axis is not None else t.reshape(-1)[0], axis, bits)
+
+
+def _linear_pair(q: Model, x: str, bits: int, only_observer: bool = False) -> list[Op]:
+    """quantize_linear + dequantize_linear on ``x`` with scale ``<x>@scale`` and int32 zero points (Paddle's
+    names: ``<x>.quantized``, ``<x>.quantized.dequantized``, ``<out>@zero_point``)."""
+    qn, dq = f"{x}.quantized", f"{x}.quantized.dequantized"
+    attrs = {"quant_axis": -1, "bit_length": bits}
+    if only_observer:
+        attrs["only_observer"] = True
+    q.params[f"{qn}@zero_point"] = np.zeros(1, dtype=np.int32)
+    q.params[f"{dq}@zero_point"] = np.zeros(1, dtype=np.int32)
+    return [Op("quantize_linear", [x, f"{x}@scale", f"{qn}@zero_point"], [qn], dict(attrs), qn),
+            Op("dequantize_linear", [qn, f"{x}@scale", f"{dq}@zero_point"], [dq], dict(attrs), dq)]
+
+
+def thresholds(qmodel: Model) -> dict:
+    """Every threshold chosen by :func:`quant_post_static`: activations by FP32 tensor name (float), weights by
+    parameter name (float32 array, one per channel; one element for abs_max)."""
+    info = qmodel.meta.get("quantization")
+    if not info:
+        raise ValueError("thresholds: model was not produced by quant_post_static")
+    out: dict = {name: float(t) for name, t in info["activation_thresholds"].items()}
+    for w, t in info["weight_thresholds"].items():
+        out[w] = np.asarray(t if isinstance(t, list) else [t], dtype=np.float32)
+    return out
