@@ -127,8 +127,9 @@ def nearest_interp(ctx, attrs, x, *rest):
     nmode = attrs.get("nearest_mode") or ("round_prefer_ceil" if mode == "align_corners" else "floor")
     iy = nearest_index(source_coords(oh, h, scale[0], mode), h, nmode)
     ix = nearest_index(source_coords(ow, w, scale[1], mode), w, nmode)
-    ones_h, ones_w = np.zeros(oh, np.float32), np.zeros(ow, np.float32)
-    ctx.save(_axis_matrix(iy, iy, ones_h, h, x.dtype), _axis_matrix(ix, ix, ones_w, w, x.dtype),
+    # nearest = a linear map whose one tap has weight 1: the second tap's weight w1 is 0
+    no_tap_h, no_tap_w = np.zeros(oh, np.float32), np.zeros(ow, np.float32)
+    ctx.save(_axis_matrix(iy, iy, no_tap_h, h, x.dtype), _axis_matrix(ix, ix, no_tap_w, w, x.dtype),
              1 + len(rest))
     return x[:, :, iy][:, :, :, ix]
 
