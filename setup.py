@@ -62,7 +62,8 @@ class BuildKernels(build_ext):
             if ext.name == "refquant._kernels._openmp_helpers":
                 # A C string literal holding JSON: the facts travel inside the binary they describe.
                 ext.define_macros.append(("REFQUANT_BUILD_FACTS", json.dumps(json.dumps(facts))))
-        self._rebuild_all_if_changed(facts)
+        if not ONLY:
+            self._rebuild_all_if_changed(facts)
         super().build_extensions()
 
     def _rebuild_all_if_changed(self, facts):
@@ -133,8 +134,12 @@ def _extension(name, options):
     return Extension(f"refquant._kernels.{name}", [f"kernels/{name}.pyx"], include_dirs=include_dirs, **options)
 
 
+# REFQUANT_ONLY_KERNELS=a,b builds just those kernels (kernel development: `python setup.py build_ext --inplace`);
+# a normal build leaves it unset and builds every kernel.
+ONLY = [n for n in os.environ.get("REFQUANT_ONLY_KERNELS", "").split(",") if n]
+
 setup(
-    ext_modules=cythonize([_extension(name, options) for name, options in KERNELS.items()],
+    ext_modules=cythonize([_extension(name, options) for name, options in KERNELS.items() if not ONLY or name in ONLY],
                           compiler_directives=DIRECTIVES, include_path=["kernels"], build_dir="build/cython"),
     cmdclass={"build_ext": BuildKernels, "build_py": BuildPyWithData},
 )
