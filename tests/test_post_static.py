@@ -179,15 +179,17 @@ def test_skip_tensor_list_and_abs_max_weights(lenet, batches):
     assert th["conv2d_0.w_0"][0] == np.max(np.abs(lenet.params["conv2d_0.w_0"]))
 
 
-@pytest.mark.parametrize("kwargs", [dict(round_type="adaround"), dict(algo="ptf"), dict(algo="min_max"),
-                                    dict(bias_correction=True, onnx_format=True)])
+@pytest.mark.parametrize("kwargs", [dict(algo="ptf"), dict(algo="min_max"),
+                                    dict(bias_correction=True, onnx_format=True),
+                                    dict(round_type="adaround", adaround_mode="paddle", onnx_format=True)])
 def test_unsupported_options_raise(lenet, batches, kwargs):
     with pytest.raises(NotImplementedError):
         quant_post_static(lenet, batches, **kwargs)
 
 
 def test_bad_arguments(lenet, batches):
-    for kwargs in (dict(algo="kl2"), dict(bias_correction="yes"), dict(weight_bits=4), dict(weight_quantize_type="x"), dict(batch_nums=0)):
+    for kwargs in (dict(algo="kl2"), dict(bias_correction="yes"), dict(weight_bits=4), dict(weight_quantize_type="x"), dict(batch_nums=0),
+                   dict(round_type="ceil"), dict(round_type="adaround", adaround_mode="x")):
         with pytest.raises(ValueError):
             quant_post_static(lenet, batches, **kwargs)
 
@@ -260,3 +262,29 @@ def test_bias_correction_w_paper_vs_paddle_broadcast():
             r = w.reshape(shape[0], -1).std(-1) / (wdq.reshape(shape[0], -1).std(-1) + 1e-8)
             tiled = (np.resize(mu, shape) + wdq) * np.resize(r, shape)
             np.testing.assert_array_equal(paddle, rounding.freeze_weight(tiled.astype(np.float32), t, axis))
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_sharded_calibration_equals_whole(lenet, batches, algo):
+    """Two shards calibrated apart (KL/hist: ranges merged first, then histograms on the shared range) and
+    merged give the thresholds, weights and outputs of one run over all the batches."""
+    from refquant.quant import calibrate_model
+    first, second = batches[:2], batches[2:]
+    ranges = None
+    if algo in ("KL", "hist"):
+        ranges = calibrate_model(lenet, first, "ranges").merge(calibrate_model(lenet, second, "ranges")).ranges
+    cal = calibrate_model(lenet, first, algo, ranges=ranges).merge(calibrate_model(lenet, second, algo, ranges=ranges))
+    sharded = quant_post_static(lenet, None, algo=algo, calibration=cal)
+    whole = quant_post_static(lenet, batches, algo=algo)
+    assert thresholds(sharded).keys() == thresholds(whole).keys()
+    for name, t in thresholds(whole).items():
+        assert np.array_equal(thresholds(sharded)[name], t), name
+    assert np.array_equal(sharded.run(batches[0])[lenet.outputs[0]], whole.run(batches[0])[lenet.outputs[0]])
+
+
+def test_calibration_must_match_algo(lenet, batches):
+    from refquant.quant import calibrate_model
+    with pytest.raises(ValueError, match="algo"):
+        quant_post_static(lenet, None, algo="KL", calibration=calibrate_model(lenet, batches, "abs_max"))
+    with pytest.raises(ValueError, match="data_loader"):
+        quant_post_static(lenet, None)

@@ -7,6 +7,7 @@ name recorded in ``zero_size``; a tensor that is empty in every batch gets no th
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
@@ -26,6 +27,22 @@ class Calibration:
     ranges: dict = field(default_factory=dict)
     zero_size: set = field(default_factory=set)
 
+    def merge(self, other: "Calibration") -> "Calibration":
+        """This calibration and ``other`` (the batches that came after ours) as one: observers merged tensor by
+        tensor (exactly: two halves merged give the whole, see the observers), thresholds recomputed.
+        KL/hist shards must share one histogram range (see :func:`calibrate`'s ``ranges``)."""
+        if other.algo != self.algo:
+            raise ValueError(f"Calibration.merge: algo {self.algo!r} vs {other.algo!r}")
+        pairs = [(self.observers, other.observers)]
+        if self.ranges is not self.observers:  # algo "ranges" keeps one dict under both names
+            pairs.append((self.ranges, other.ranges))
+        for mine, theirs in pairs:
+            for name, obs in theirs.items():
+                mine[name] = mine[name].merge(obs) if name in mine else obs
+        self.zero_size |= other.zero_size
+        self.thresholds = {name: obs.threshold() for name, obs in self.observers.items() if not obs.empty}
+        return self
+
 
 def _passes(batches) -> Callable[[], Iterable[Mapping]]:
     if callable(batches):
@@ -37,21 +54,32 @@ def _passes(batches) -> Callable[[], Iterable[Mapping]]:
 
 
 def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float = 0.99999,
-              onnx_format: bool = False, bins: int = 2048) -> Calibration:
+              onnx_format: bool = False, bins: int = 2048, ranges: Mapping | None = None) -> Calibration:
     """Calibrate every tensor in ``batches`` with ``algo`` (Paddle's defaults: KL, 8 bits, hist_percent 0.99999,
     2048 bins, onnx_format False; onnx_format only changes mse/emd).
 
     ``batches``: a list of ``{name: array}`` dicts, one per batch, or a zero-argument function returning a fresh
     iterable of them (KL and hist read the batches twice).
+
+    Sharded KL/hist: ``algo="ranges"`` runs pass 1 only (``result.ranges``, thresholds = max|x|); merge the
+    shards' results, then give ``ranges=merged.ranges`` to each shard's KL/hist run, which skips pass 1 and
+    builds every histogram on those ranges; the merged shards then equal one run over all the data.
     """
-    if algo not in ALGOS:
+    if algo not in ALGOS + ("ranges",):
         raise ValueError(f"calibrate: algo must be one of {ALGOS}, got {algo!r}")
     result = Calibration(algo)
-    get = _passes(batches)
+    two_passes = algo in ("KL", "hist") and ranges is None
+    get = _passes(batches) if two_passes else batches if callable(batches) else lambda: batches
+    if algo == "ranges":
+        _feed(get(), result.ranges, AbsMinMaxObserver, result.zero_size)
+        result.observers = result.ranges  # one dict under both names
+        result.thresholds = {name: obs.threshold() for name, obs in result.ranges.items() if not obs.empty}
+        return result
     if algo in ("KL", "hist"):
-        ranges: dict[str, AbsMinMaxObserver] = {}
-        _feed(get(), ranges, AbsMinMaxObserver, result.zero_size)
-        result.ranges = ranges
+        if ranges is None:
+            ranges = {}
+            _feed(get(), ranges, AbsMinMaxObserver, result.zero_size)
+        result.ranges = {name: copy.copy(obs) for name, obs in ranges.items()}
         histograms = {name: HistogramObserver.from_range(obs, bins=bins, method=algo, bits=bits,
                                                          hist_percent=hist_percent)
                       for name, obs in ranges.items()}

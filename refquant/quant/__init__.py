@@ -2,13 +2,17 @@
 
 - :mod:`refquant.quant.rounding` -- Paddle's rounding / clipping rules, place by place.
 - :func:`quant_post_static` -- static post-training quantization (Paddle's ``PostTrainingQuantization``).
+- :func:`calibrate_model` -- the activation calibration of ``quant_post_static`` alone (mergeable shards).
+- :mod:`refquant.quant.adaround` -- AdaRound weight rounding (``round_type="adaround"``).
+- :func:`layer_report` -- per-layer threshold, scale, clipped fraction and SQNR of a quantized model.
 - :func:`thresholds` -- every threshold a quantized model carries, by FP32 tensor / parameter name.
 - :func:`quant_post_dynamic` -- weight-only INT8/INT16 quantization (Paddle's ``WeightQuantization``).
 - :func:`quant_embedding` -- int8 embedding tables (PaddleSlim's ``quant_embedding``).
 """
 from . import rounding  # noqa: F401
 
-_LAZY = {"quant_post_static": "post_static", "thresholds": "post_static",
+_LAZY = {"quant_post_static": "post_static", "thresholds": "post_static", "calibrate_model": "post_static",
+         "layer_report": "report",
          "quant_post_dynamic": "post_dynamic", "quant_embedding": "embedding"}
 __all__ = ["rounding", *_LAZY]
 

@@ -31,9 +31,9 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from ..calibration import calibrate, weight_channel_axis, weight_threshold
+from ..calibration import Calibration, calibrate, weight_channel_axis, weight_threshold
 from ..graph import Model, Op
-from . import rounding
+from . import adaround, rounding
 
 #: Paddle's ``SUPPORT_WEIGHT_QUANTIZATION_OP_DICT`` keys.
 WEIGHT_OP_TYPES = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2")
@@ -104,12 +104,50 @@ def _plan(model: Model, quantizable_op_type, is_full_quantize: bool, skip_tensor
     return quant_ops, weights, acts
 
 
+def calibrate_model(model: Model, data_loader, algo: str = "KL", *, batch_nums: Optional[int] = None,
+                    hist_percent: float = 0.99999, bits: int = 8, onnx_format: bool = False, ranges=None,
+                    quantizable_op_type: Iterable[str] = ("conv2d", "depthwise_conv2d", "mul"),
+                    is_full_quantize: bool = False, skip_tensor_list=None) -> Calibration:
+    """Calibrate the activations :func:`quant_post_static` would quantize, running the FP32 model over
+    ``data_loader`` (same arguments). The result can be merged with another shard's
+    (:meth:`Calibration.merge`) and passed to ``quant_post_static(..., calibration=...)``.
+
+    KL and hist over shards: first merge every shard's ``calibrate_model(..., algo="ranges")`` (the pass-1 abs
+    ranges), then calibrate each shard with ``ranges=merged.ranges`` so that all histograms share one range.
+    """
+    from ..executor import run
+
+    _, _, acts = _plan(model, tuple(quantizable_op_type), is_full_quantize, skip_tensor_list)
+    get = _batches(data_loader, batch_nums)
+
+    def activation_batches():
+        for feeds in get():
+            yield run(model, feeds, outputs=acts)
+
+    return calibrate(activation_batches, algo, bits=bits, hist_percent=hist_percent, onnx_format=onnx_format,
+                     ranges=ranges)
+
+
+def _layer_inputs(model: Model, get, names) -> dict[str, list[np.ndarray]]:
+    """``{name: [the FP32 tensor for each batch]}`` for the named activations (AdaRound's inputs)."""
+    from ..executor import run
+
+    names = list(dict.fromkeys(names))
+    out: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for feeds in get():
+        for n, v in run(model, feeds, outputs=names).items():
+            out[n].append(v)
+    return out
+
+
 def quant_post_static(model: Model, data_loader, batch_nums: Optional[int] = None, algo: str = "KL",
                       hist_percent: float = 0.99999, bias_correction: bool | str = False,
                       quantizable_op_type: Iterable[str] = ("conv2d", "depthwise_conv2d", "mul"),
                       is_full_quantize: bool = False, weight_bits: int = 8, activation_bits: int = 8,
                       weight_quantize_type: str = "channel_wise_abs_max", skip_tensor_list=None,
-                      round_type: str = "round", onnx_format: bool = False) -> Model:
+                      round_type: str = "round", onnx_format: bool = False, *, learning_rate: float = 0.01,
+                      adaround_iters: int = 1000, adaround_mode: str = "paper",
+                      calibration: Optional[Calibration] = None) -> Model:
     """Quantize ``model`` after training, as Paddle's ``PostTrainingQuantization`` (defaults: Paddle's, with
     PaddleSlim's ``quantizable_op_type``). Returns a new model; ``model`` is not modified.
 
@@ -125,8 +163,16 @@ def quant_post_static(model: Model, data_loader, batch_nums: Optional[int] = Non
     (Paddle's ``np.resize`` broadcast, see :func:`bias_correction_w`). onnx_format=False only, as in Paddle
     ("paddle" with onnx_format=True has no effect, as in Paddle).
 
-    Not implemented (raise NotImplementedError): ``round_type="adaround"``, algos min_max and ptf,
-    ``bias_correction=True`` with ``onnx_format=True``.
+    ``round_type="adaround"``: weights rounded by AdaRound (:mod:`refquant.quant.adaround`), ``adaround_iters``
+    Adam steps per layer at ``learning_rate``, on the calibration batches. ``adaround_mode="paddle"`` stores
+    what Paddle 2.x's AdaRound stores instead (the unrounded scaled weights; onnx_format=False only).
+
+    ``calibration``: a :class:`refquant.calibration.Calibration` computed beforehand (e.g. merged from shards with
+    :func:`calibrate_model`); the activations are then not calibrated again and ``data_loader`` is only read
+    by AdaRound.
+
+    Not implemented (raise NotImplementedError): algos min_max and ptf, ``bias_correction=True`` with
+    ``onnx_format=True``.
     """
     if algo not in _SUPPORTED_ALGOS:
         if algo in ("min_max", "ptf"):
@@ -138,10 +184,13 @@ def quant_post_static(model: Model, data_loader, batch_nums: Optional[int] = Non
     if bias_correction is True and onnx_format:
         raise NotImplementedError("quant_post_static: bias_correction=True with onnx_format=True is not "
                                   "implemented (Paddle ignores bias correction in that format: use 'paddle')")
-    if round_type == "adaround":
-        raise NotImplementedError("quant_post_static: round_type='adaround' is not implemented in refquant")
-    if round_type != "round":
+    if round_type not in ("round", "adaround"):
         raise ValueError(f"quant_post_static: round_type must be 'round' or 'adaround', got {round_type!r}")
+    if adaround_mode not in ("paper", "paddle"):
+        raise ValueError(f"quant_post_static: adaround_mode must be 'paper' or 'paddle', got {adaround_mode!r}")
+    if round_type == "adaround" and adaround_mode == "paddle" and onnx_format:
+        raise NotImplementedError("quant_post_static: adaround_mode='paddle' with onnx_format=True (Paddle "
+                                  "quantizes the scaled weights a second time there) is not reproduced")
     if weight_bits != activation_bits:
         raise ValueError("quant_post_static: Paddle requires activation_bits == weight_bits")
     if weight_quantize_type not in ("abs_max", "channel_wise_abs_max"):
@@ -149,19 +198,35 @@ def quant_post_static(model: Model, data_loader, batch_nums: Optional[int] = Non
                          f"got {weight_quantize_type!r}")
     if batch_nums is not None and int(batch_nums) < 1:
         raise ValueError(f"quant_post_static: batch_nums must be >= 1 or None, got {batch_nums!r}")
-    from ..executor import run
-
     quant_ops, weights, acts = _plan(model, tuple(quantizable_op_type), is_full_quantize, skip_tensor_list)
-    get = _batches(data_loader, batch_nums)
-
-    def activation_batches():
-        for feeds in get():
-            yield run(model, feeds, outputs=acts)
-
-    cal = calibrate(activation_batches, algo, bits=activation_bits, hist_percent=hist_percent,
-                    onnx_format=onnx_format)
+    if calibration is None:
+        if data_loader is None:
+            raise ValueError("quant_post_static: give a data_loader or a calibration")
+        cal = calibrate_model(model, data_loader, algo, batch_nums=batch_nums, hist_percent=hist_percent,
+                              bits=activation_bits, onnx_format=onnx_format, quantizable_op_type=quantizable_op_type,
+                              is_full_quantize=is_full_quantize, skip_tensor_list=skip_tensor_list)
+    else:
+        cal = calibration
+        if cal.algo != algo:
+            raise ValueError(f"quant_post_static: the calibration was made with algo {cal.algo!r}, not {algo!r}")
+        missing = [name for name in acts if name not in cal.thresholds and name not in cal.zero_size]
+        if missing:
+            raise ValueError(f"quant_post_static: the calibration has no threshold for {missing[:5]}")
     act_t = {name: float(t) for name, t in cal.thresholds.items()}
     w_t = {w: weight_threshold(model.params[w], op_type, weight_quantize_type) for w, op_type in weights.items()}
+    if round_type == "adaround" and adaround_mode == "paper":
+        if data_loader is None:
+            raise ValueError("quant_post_static: round_type='adaround' needs the data_loader")
+        ada_inputs = _layer_inputs(model, _batches(data_loader, batch_nums), [xs[0] for _, _, xs in quant_ops])
+
+    def round_weight(op, w, tw, axis, xs):
+        """The integer-valued float32 weight: nearest (the freeze pass's np.round) or AdaRound's choice."""
+        if round_type == "round":
+            return rounding.freeze_weight(model.params[w], tw, axis, int(weight_bits))
+        if adaround_mode == "paddle":
+            return adaround.paddle_adaround_weight(model.params[w], tw, axis, int(weight_bits))
+        return adaround.adaround_weight(op, model.params[w], tw, axis, ada_inputs[xs[0]], bits=int(weight_bits),
+                                        act_threshold=act_t.get(xs[0]), iters=adaround_iters, lr=learning_rate)
 
     q = model.copy()
     bits = int(activation_bits)
@@ -192,7 +257,8 @@ def quant_post_static(model: Model, data_loader, batch_nums: Optional[int] = Non
             q.params[f"{w}@scale"] = tq
             if onnx_format:
                 # QuantWeightPass: round, then clip to [-qmax-1, qmax], stored as int8; dequantize_linear feeds op
-                qw = rounding.freeze_weight_onnx(model.params[w], tw, axis, int(weight_bits))
+                qw = rounding.freeze_weight_onnx(model.params[w], tw, axis, int(weight_bits)) \
+                    if round_type == "round" else round_weight(op, w, tw, axis, xs)
                 q.params[w] = qw.astype(np.int8 if weight_bits <= 8 else np.int16)
                 q.trainable.discard(w)
                 dq = f"{w}.quantized.dequantized"
@@ -203,7 +269,7 @@ def quant_post_static(model: Model, data_loader, batch_nums: Optional[int] = Non
                 op.inputs = [dq if k == 1 else n for k, n in enumerate(op.inputs)]
             else:
                 # QuantizationFreezePass: clip, divide, multiply, np.round; stored dequantized q * T_c / qmax
-                qw = rounding.freeze_weight(model.params[w], tw, axis, int(weight_bits))
+                qw = round_weight(op, w, tw, axis, xs)
                 if bias_correction:
                     qw = bias_correction_w(model.params[w], qw, tw, axis, int(weight_bits),
                                            paddle_broadcast=bias_correction == "paddle")
@@ -249,6 +315,8 @@ def quant_post_static(model: Model, data_loader, batch_nums: Optional[int] = Non
         "activation_bits": bits, "weight_quantize_type": weight_quantize_type,
         "quantizable_op_type": list(quantizable_op_type), "is_full_quantize": bool(is_full_quantize),
         "batch_nums": batch_nums, "onnx_format": bool(onnx_format), "bias_correction": bias_correction,
+        "round_type": round_type, **({"adaround_mode": adaround_mode, "adaround_iters": int(adaround_iters),
+                                      "learning_rate": learning_rate} if round_type == "adaround" else {}),
         "quantized_ops": [op.name for op in new_ops if "quantization_type" in op.attrs],
         "activation_thresholds": act_t,
         "weight_thresholds": {w: (list(map(float, t)) if isinstance(t, list) else float(t)) for w, t in w_t.items()},
