@@ -1,4 +1,4 @@
-"""The ``refquant`` command line: ``info``, ``train``, ``eval``, ``demo``."""
+"""The ``refquant`` command line: ``info``, ``train``, ``eval``, ``quantize``, ``inspect``, ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +34,91 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def load_model(spec: str):
+    """A model from a file path, or a zoo name (its trained weights)."""
+    from .io import load
+    from .models import zoo
+    if Path(spec).exists():
+        return load(spec)
+    if spec in zoo.names():
+        from .models.pretrained import pretrained
+        return pretrained(spec)
+    raise ValueError(f"{spec!r} is neither a model file nor a zoo model ({', '.join(zoo.names())})")
+
+
+def calibration_feeds(model, batch_size: int, batch_nums: int) -> list[dict]:
+    """The first ``batch_nums`` batches of the model's zoo training split (its ``meta["zoo"]``)."""
+    from .models import zoo
+    name = model.meta.get("zoo")
+    if name is None:
+        raise ValueError("the model has no zoo name (meta['zoo']), so refquant does not know its calibration data")
+    x, _ = zoo.load_data(name, "train")
+    return [{model.inputs[0]: x[i:i + batch_size]} for i in range(0, min(len(x), batch_size * batch_nums),
+                                                                  batch_size)]
+
+
+def _top1(model):
+    from .models import zoo
+    from .train import evaluate
+    name = model.meta.get("zoo")
+    if name is None:
+        return None
+    x, y = zoo.load_data(name, "test")
+    return 100 * evaluate(model, x, y)
+
+
+def cmd_quantize(args) -> int:
+    from .io import save
+    from .io.format import to_bytes
+    from . import quant
+    model = load_model(args.model)
+    if args.method == "static":
+        feeds = calibration_feeds(model, args.batch_size, args.batch_nums)
+        qmodel = quant.quant_post_static(
+            model, feeds, algo=args.algo, hist_percent=args.hist_percent, weight_bits=args.bits,
+            activation_bits=args.bits, weight_quantize_type=args.weight_quantize_type, onnx_format=args.onnx_format,
+            round_type=args.round_type, bias_correction=args.bias_correction, is_full_quantize=args.full,
+            skip_tensor_list=args.skip or None)
+    elif args.method == "dynamic":
+        qmodel = quant.quant_post_dynamic(model, weight_bits=args.bits,
+                                          weight_quantize_type=args.weight_quantize_type)
+    else:
+        qmodel = quant.quant_embedding(model, {"lookup_table": {"quantize_type": args.embedding_type}})
+    out = args.out or Path(f"{Path(args.model).stem}.{args.method}.rq")
+    save(qmodel, out)
+    fp32_mb, q_mb = len(to_bytes(model)) / 1e6, out.stat().st_size / 1e6
+    print(f"saved {out}: {q_mb:.3f} MB ({q_mb / fp32_mb:.2f}x of FP32 {fp32_mb:.3f} MB)")
+    top1 = _top1(model)
+    if top1 is not None:
+        print(f"test top-1: FP32 {top1:.2f}%, quantized {_top1(qmodel):.2f}%")
+    if args.report is not False:
+        if args.method != "static":
+            raise ValueError("--report needs --method static")
+        _report(model, qmodel, feeds[:args.report_batches], args.report)
+    return 0
+
+
+def _report(model, qmodel, feeds, json_path):
+    from .quant.report import format_report, layer_report, write_report_json
+    rows = layer_report(model, qmodel, feeds)
+    print(format_report(rows))
+    if json_path is not None:
+        write_report_json(rows, json_path, meta=qmodel.meta.get("quantization"))
+        print(f"wrote {json_path}")
+
+
+def cmd_inspect(args) -> int:
+    qmodel = load_model(args.qmodel)
+    if "quantization" not in qmodel.meta:
+        raise ValueError(f"{args.qmodel} is not a quantized model")
+    fp32 = load_model(args.fp32 or qmodel.meta.get("zoo", ""))
+    info = qmodel.meta["quantization"]
+    print(f"{args.qmodel}: {info['method']} {info.get('algo', '')}, {info.get('weight_bits')}-bit weights "
+          f"({info.get('weight_quantize_type')})")
+    _report(fp32, qmodel, calibration_feeds(fp32, args.batch_size, args.batch_nums), args.json)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .report import demo
     return demo(models=args.models or None, json_path=args.json)
@@ -58,6 +143,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", choices=zoo.names())
     p.add_argument("--file", type=Path, default=None, help="a saved model to evaluate instead of the cached one")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("quantize", help="quantize a zoo model or a model file and save it")
+    p.add_argument("model", help="a zoo name or a .rq file")
+    p.add_argument("--method", choices=("static", "dynamic", "embedding"), default="static")
+    p.add_argument("--algo", default="KL", choices=("KL", "hist", "avg", "abs_max", "mse", "emd"))
+    p.add_argument("--bits", type=int, default=8, help="weight (and activation) bits; dynamic: 8 or 16")
+    p.add_argument("--weight-quantize-type", default="channel_wise_abs_max",
+                   choices=("abs_max", "channel_wise_abs_max"))
+    p.add_argument("--hist-percent", type=float, default=0.99999)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-nums", type=int, default=10, help="calibration batches (from the zoo training split)")
+    p.add_argument("--onnx-format", action="store_true", help="quantize_linear/dequantize_linear, int8 weights")
+    p.add_argument("--round-type", default="round", choices=("round", "adaround"))
+    p.add_argument("--bias-correction", action="store_true")
+    p.add_argument("--full", action="store_true", help="is_full_quantize")
+    p.add_argument("--skip", nargs="*", default=[], help="skip_tensor_list: ops reading these stay float")
+    p.add_argument("--embedding-type", default="abs_max", choices=("abs_max", "log"))
+    p.add_argument("--out", type=Path, default=None, help="default ./<model>.<method>.rq")
+    p.add_argument("--report", type=Path, nargs="?", const=None, default=False,
+                   help="print the per-layer report (and write it as JSON to the path given)")
+    p.add_argument("--report-batches", type=int, default=2)
+    p.set_defaults(func=cmd_quantize)
+    p = sub.add_parser("inspect", help="per-layer report of a quantized model: threshold, scale, clipping, SQNR")
+    p.add_argument("qmodel", help="a model file written by `refquant quantize --method static`")
+    p.add_argument("--fp32", default=None, help="its FP32 model (file or zoo name; default: its zoo name)")
+    p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-nums", type=int, default=2)
+    p.set_defaults(func=cmd_inspect)
     p = sub.add_parser("demo", help="the main job: FP32 zoo models (trained or cached) with accuracy, size, latency")
     p.add_argument("models", nargs="*", choices=zoo.names() + [[]], help="default: all")
     p.add_argument("--json", type=Path, default=None, help="also write the table as JSON")

@@ -10,7 +10,7 @@ from refquant.cli import main
 def test_info_prints_build_facts(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    for word in ("refquant", "OpenMP", "avx512_vnni", "im2col"):
+    for word in ("refquant", "OpenMP", "features", "avx512_vnni" if refquant.build_info()["cpu"]["avx512_vnni"] else "avx2", "im2col"):
         assert word.lower() in out.lower()
 
 
@@ -36,3 +36,38 @@ def test_unknown_model_is_a_usage_error():
     with pytest.raises(SystemExit) as exc:
         main(["train", "nope"])
     assert exc.value.code == 2
+
+
+def test_quantize_static_with_report_then_inspect(tmp_path, capsys):
+    out, report = tmp_path / "q.rq", tmp_path / "r.json"
+    assert main(["quantize", "lenet5", "--algo", "hist", "--batch-nums", "2", "--out", str(out),
+                 "--report", str(report)]) == 0
+    text = capsys.readouterr().out
+    assert "test top-1: FP32 98.33%" in text and "| conv2d_0 | conv2d | x |" in text
+    doc = json.loads(report.read_text())
+    assert doc["meta"]["algo"] == "hist" and len(doc["layers"]) == 5
+    q = refquant.load(out)
+    assert q.meta["quantization"]["algo"] == "hist"
+    assert main(["inspect", str(out), "--json", str(tmp_path / "i.json")]) == 0
+    assert "output SQNR dB" in capsys.readouterr().out
+    layers = json.loads((tmp_path / "i.json").read_text())["layers"]
+    assert [r["op"] for r in layers] == [r["op"] for r in doc["layers"]]
+
+
+@pytest.mark.parametrize("args,size_ratio", [(["--method", "dynamic", "--bits", "8"], 0.4),
+                                             (["--method", "dynamic", "--bits", "16"], 0.6),
+                                             (["--method", "static", "--onnx-format", "--algo", "abs_max"], 0.75)])
+def test_quantize_other_methods(tmp_path, capsys, args, size_ratio):
+    out = tmp_path / "q.rq"
+    assert main(["quantize", "resnet20", "--batch-nums", "1", "--out", str(out)] + args) == 0
+    text = capsys.readouterr().out
+    ratio = float(text.split("MB (")[1].split("x")[0])
+    assert ratio <= size_ratio
+    assert "quantized" in text
+
+
+def test_quantize_errors_are_clean(tmp_path, capsys):
+    assert main(["quantize", "no_such_model"]) == 2
+    assert "neither a model file nor a zoo model" in capsys.readouterr().err
+    assert main(["quantize", "lenet5", "--method", "dynamic", "--report", "--out", str(tmp_path / "d.rq")]) == 2
+    assert main(["inspect", "lenet5"]) == 2  # an FP32 model
