@@ -1,4 +1,5 @@
-"""Tables for ``refquant eval`` and ``refquant demo``: accuracy, size and latency of zoo models."""
+"""Tables for ``refquant eval`` and ``refquant demo``: accuracy, size and latency of zoo models, and what each
+post-training quantization method does to them."""
 from __future__ import annotations
 
 import json
@@ -49,6 +50,50 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+STATIC_ALGOS = ("KL", "hist", "avg", "abs_max", "mse", "emd")
+
+
+def ptq_row(name: str, batch_size: int = 32, batch_nums: int = 10) -> dict:
+    """Test top-1 (%) and file size (MB) of zoo model ``name``: FP32, static PTQ with each algo (calibrated on the
+    first ``batch_nums`` training batches), dynamic INT8 / INT16 weights and, for models with an embedding
+    table, embedding quantization."""
+    from .io.format import to_bytes
+    from .models import zoo
+    from .models.pretrained import pretrained
+    from .quant import quant_embedding, quant_post_dynamic, quant_post_static
+    from .train import evaluate
+    model = pretrained(name)
+    x, _ = zoo.load_data(name, "train")
+    xt, yt = zoo.load_data(name, "test")
+    feeds = [{model.inputs[0]: x[i:i + batch_size]} for i in range(0, batch_size * batch_nums, batch_size)]
+    row = {"model": name, "fp32": 100 * evaluate(model, xt, yt), "fp32_mb": len(to_bytes(model)) / 1e6}
+    start = time.perf_counter()
+    for algo in STATIC_ALGOS:
+        row[algo] = 100 * evaluate(quant_post_static(model, feeds, algo=algo), xt, yt)
+    for bits in (8, 16):
+        q = quant_post_dynamic(model, weight_bits=bits)
+        row[f"int{bits}"], row[f"int{bits}_mb"] = 100 * evaluate(q, xt, yt), len(to_bytes(q)) / 1e6
+    if any(op.type in ("lookup_table", "lookup_table_v2") for op in model.ops):
+        q = quant_embedding(model)
+        row["embedding"], row["embedding_mb"] = 100 * evaluate(q, xt, yt), len(to_bytes(q)) / 1e6
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def format_ptq_table(rows: list[dict]) -> str:
+    """Top-1 % per method and sizes, one model per line ("-": not applicable)."""
+    head = ["model", "FP32"] + [f"static {a}" for a in STATIC_ALGOS] + \
+        ["dynamic INT8", "dynamic INT16", "embedding INT8", "MB FP32 / INT8 / INT16 / emb"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in rows:
+        cells = [r["model"], f"{r['fp32']:.2f}"] + [f"{r[a]:.2f}" for a in STATIC_ALGOS] + \
+            [f"{r['int8']:.2f}", f"{r['int16']:.2f}", f"{r['embedding']:.2f}" if "embedding" in r else "-"]
+        sizes = [r["fp32_mb"], r["int8_mb"], r["int16_mb"]] + ([r["embedding_mb"]] if "embedding" in r else [])
+        cells.append(" / ".join(f"{s:.3f}" for s in sizes))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def demo(models: Optional[list[str]] = None, json_path: Optional[Path] = None) -> int:
     """The main job on the embedded data: every trainable zoo model (cached or trained now), FP32 row each."""
     from ._build import build_info
@@ -64,6 +109,14 @@ def demo(models: Optional[list[str]] = None, json_path: Optional[Path] = None) -
         print(f"  {name}: top-1 {rows[-1]['top1']:.2f}% ({time.perf_counter() - start:.1f} s)", flush=True)
     print()
     print(format_table(rows))
+    print("\nPost-training quantization (test top-1 %; static: 10 calibration batches of 32, Paddle's defaults):",
+          flush=True)
+    ptq = []
+    for name in models or zoo.names():
+        ptq.append(ptq_row(name))
+        print(f"  {name}: {ptq[-1]['seconds']:.1f} s", flush=True)
+    print()
+    print(format_ptq_table(ptq))
     if json_path is not None:
-        Path(json_path).write_text(json.dumps(rows, indent=1))
+        Path(json_path).write_text(json.dumps({"fp32": rows, "ptq": ptq}, indent=1))
     return 0

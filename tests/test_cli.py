@@ -27,9 +27,13 @@ def test_train_then_eval_a_saved_file(tmp_path, capsys):
 def test_demo_writes_json(tmp_path, capsys):
     path = tmp_path / "demo.json"
     assert main(["demo", "lenet5", "--json", str(path)]) == 0
-    rows = json.loads(path.read_text())
-    assert rows[0]["model"] == "lenet5" and rows[0]["top1"] >= 97.0
-    assert "FP32 top-1" in capsys.readouterr().out
+    doc = json.loads(path.read_text())
+    assert doc["fp32"][0]["model"] == "lenet5" and doc["fp32"][0]["top1"] >= 97.0
+    ptq = doc["ptq"][0]
+    assert all(ptq[algo] >= ptq["fp32"] - 1.0 for algo in ("KL", "hist", "avg", "abs_max", "mse", "emd"))
+    assert ptq["int16"] == ptq["fp32"] and ptq["int8_mb"] < 0.35 * ptq["fp32_mb"]
+    out = capsys.readouterr().out
+    assert "FP32 top-1" in out and "static KL" in out
 
 
 def test_unknown_model_is_a_usage_error():
