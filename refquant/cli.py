@@ -1,4 +1,4 @@
-"""The ``refquant`` command line: ``info``, ``train``, ``eval``, ``quantize``, ``inspect``, ``demo``."""
+"""The ``refquant`` command line: ``info``, ``train``, ``eval``, ``quantize``, ``inspect``, ``bench``, ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -119,6 +119,42 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _benchmarks_package():
+    """The repository's ``benchmarks`` package (benchmarks ship with the source, not in the wheel)."""
+    import importlib
+    root = Path(__file__).resolve().parents[1]
+    if (root / "benchmarks" / "__init__.py").exists() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module("benchmarks")
+    except ImportError:
+        raise FileNotFoundError("refquant bench runs the benchmarks/ folder of a source checkout; run it from "
+                                "a clone (pip install -e .)") from None
+
+
+def cmd_bench(args) -> int:
+    import importlib
+    import json
+    pkg = _benchmarks_package()
+    available = sorted(p.stem[len("bench_"):] for p in Path(pkg.__file__).parent.glob("bench_*.py"))
+    names = args.names or available
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown}; available: {', '.join(available)}")
+    results, parts = {}, []
+    for name in names:
+        mod = importlib.import_module(f"benchmarks.bench_{name}")
+        print(f"running {name} ...", flush=True)
+        results[name] = mod.run()
+        parts.append(f"## {name}\n\n" + mod.markdown(results[name]))
+        print(parts[-1] + "\n", flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+    if args.md is not None:
+        args.md.write_text("\n\n".join(parts) + "\n")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .report import demo
     return demo(models=args.models or None, json_path=args.json)
@@ -171,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--batch-nums", type=int, default=2)
     p.set_defaults(func=cmd_inspect)
+    p = sub.add_parser("bench", help="run the benchmarks (benchmarks/bench_<name>.py): speed ratios side by side")
+    p.add_argument("names", nargs="*", help="default: all of them")
+    p.add_argument("--json", type=Path, default=None, help="write every result as JSON")
+    p.add_argument("--md", type=Path, default=None, help="write the markdown tables")
+    p.set_defaults(func=cmd_bench)
     p = sub.add_parser("demo", help="the main job: FP32 zoo models (trained or cached) with accuracy, size, latency")
     p.add_argument("models", nargs="*", choices=zoo.names() + [[]], help="default: all")
     p.add_argument("--json", type=Path, default=None, help="also write the table as JSON")

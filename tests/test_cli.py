@@ -75,3 +75,8 @@ def test_quantize_errors_are_clean(tmp_path, capsys):
     assert "neither a model file nor a zoo model" in capsys.readouterr().err
     assert main(["quantize", "lenet5", "--method", "dynamic", "--report", "--out", str(tmp_path / "d.rq")]) == 2
     assert main(["inspect", "lenet5"]) == 2  # an FP32 model
+
+
+def test_bench_rejects_unknown_names(capsys):
+    assert main(["bench", "no_such_benchmark"]) == 2
+    assert "calibration" in capsys.readouterr().err

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-import time
 
 import numpy as np
 import pytest
@@ -183,6 +182,11 @@ def test_fast_equals_twin_synthetic(kind):
         with _dispatch.use_reference(False):
             T = cal_kl_threshold(hist, width, bits)
         assert T == twin.cal_kl_threshold(hist, width, bits), (kind, trial, n, bits)
+        if kind != "float":  # whole-number float64 counts take the int64 path: still the twin's bits
+            as_float = hist.astype(np.float64)
+            with _dispatch.use_reference(False):
+                assert kl_curve(as_float, bits) == twin.kl_curve(as_float, bits), (kind, trial)
+                assert cal_kl_threshold(as_float, width, bits) == twin.cal_kl_threshold(as_float, width, bits)
 
 
 @needs_fast
@@ -253,31 +257,3 @@ def test_log_domain_error_like_paddle(reference):
         cal_kl_threshold(hist, 1.0, 8)
     with pytest.raises(ValueError, match="math domain"):
         twin.cal_kl_threshold(hist, 1.0, 8)
-
-
-# ---------------------------------------------------------------- speed
-
-
-@needs_fast
-@needs_cases
-def test_compiled_is_over_100x_faster_than_twin():
-    """On Paddle's 2048-bin Laplace histogram (71 scored lengths; the twin takes ~0.13 s)."""
-    case = next(c for c in CASES if c["name"] == "laplace_2048")
-    hist = _hist(case)
-    t0 = time.perf_counter()
-    twin.cal_kl_threshold(hist, case["bin_width"], 8)
-    t_twin = time.perf_counter() - t0
-    t_fast = float("inf")
-    before = threads.get_num_threads()
-    threads.set_num_threads(1)  # one thread: the kernel's own speed, robust to a busy machine
-    try:
-        with _dispatch.use_reference(False):
-            for _ in range(10):
-                t0 = time.perf_counter()
-                cal_kl_threshold(hist, case["bin_width"], 8)
-                t_fast = min(t_fast, time.perf_counter() - t0)
-    finally:
-        threads.set_num_threads(before)
-    print(f"KL on {case['name']}: twin {t_twin * 1e3:.1f} ms, compiled {t_fast * 1e3:.3f} ms, "
-          f"ratio {t_twin / t_fast:.0f}x")
-    assert t_twin / t_fast >= 100

@@ -1,7 +1,6 @@
 """Model zoo builders: shapes at small and ImageNet size, parameter counts, names, determinism, metadata."""
 import re
 from pathlib import Path
-import time
 
 import numpy as np
 import pytest
@@ -92,10 +91,8 @@ def test_lenet_matches_the_oracle_paddle_program():
 def test_imagenet_shapes_run(builder, trainable):
     model = M.build(builder)                           # 224x224x3, 1000 classes, width 1.0
     assert count_params(model, trainable_only=True) == trainable
-    t = time.perf_counter()
     out = model.run({"x": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)})
     assert out[model.outputs[0]].shape == (1, 1000)
-    assert time.perf_counter() - t < 60
 
 
 def test_vgg16_imagenet_shape_without_running():

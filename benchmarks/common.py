@@ -1,0 +1,43 @@
+"""Shared by the benchmarks: medians of repeated timings, the machine's facts, markdown tables.
+
+Speed is reported as ratios measured side by side in one run (these machines are noisy); each benchmark's
+``run()`` returns a dict (written as JSON by ``refquant bench``) and ``markdown(result)`` renders it.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def median_seconds(fn, repeats: int = 7, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs, after ``warmup`` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine() -> dict:
+    """CPU model and features, thread count, and the BLAS kernel threadpoolctl sees (OPENBLAS_CORETYPE etc.
+    are left as the environment sets them)."""
+    import os
+
+    from refquant import build_info
+    info = build_info()
+    blas = [f"{p.get('internal_api')} {p.get('version')} kernel {p.get('architecture')}"
+            for p in info.get("threadpools") or [] if p.get("user_api") == "blas"]
+    return {"cpu": info["cpu"].get("model"), "features": [k for k, v in info["cpu"].items() if v is True],
+            "threads": info["num_threads"], "blas": blas, "openmp": info["openmp"],
+            "env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
+                    if k in os.environ}}
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
