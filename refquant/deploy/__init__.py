@@ -1,0 +1,8 @@
+"""Deployment: fake-quant models to real INT8 graphs (docs/int8.md).
+
+- :func:`convert_to_int8` -- fold batch norm, fuse bias and relu/relu6, run conv/depthwise/matmul on the INT8
+  kernels with requantization between them, float only where a float op needs it.
+"""
+from .convert import convert_to_int8
+
+__all__ = ["convert_to_int8"]

@@ -1,0 +1,141 @@
+"""INT8 inference ops: what :func:`refquant.deploy.convert_to_int8` builds graphs from (docs/int8.md).
+
+Every INT8 tensor is a uint8 array plus (scale, zero): NHWC for images, (M, K) rows for matrices; u8 after
+relu/relu6 (zero 0), otherwise s8 values stored with a +128 offset (zero 128). Scales travel in the ops'
+attributes and parameters; the arithmetic is the kernels' (``refquant._kernels.qgemm`` / ``qdirect``, or their
+NumPy twins in :mod:`refquant.reference`), all integer except one float32 multiply and a round-half-to-even per
+output (the epilogue):
+
+    acc[m, n] = sum_k (x[m, k] - a_zero) * w[k, n] + bias[n]                      (int32)
+    u8 out:  q = clamp(rint(float32(acc) * mult[n]) + out_zero, lo, hi)             f32 out: float32(acc) * mult[n]
+
+Conv weights are GEMM matrices (K = KH*KW*Cin in (kh, kw, cin) order, N = Cout), packed once at conversion into
+the microkernel's layout (``pack_b``: a 64-byte header, 16-column panels of 4-deep K groups); depthwise weights
+are (KH, KW, C) int8. Column sums (``<w>@col_sum``) undo the +128 offset of s8 inputs. There is no backward: these graphs are for inference.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._dispatch import compiled
+from ..errors import ShapeError
+from .registry import register
+
+
+def _gemm():
+    """The compiled GEMM, or its NumPy twin."""
+    from ..reference import qgemm
+    return compiled("qgemm") or qgemm
+
+
+def _direct():
+    """The compiled direct kernels, or their NumPy twin."""
+    from ..reference import qdirect
+    return compiled("qdirect") or qdirect
+
+
+def _epilogue(attrs):
+    """The keyword arguments of the fused epilogue, from an INT8 op's attributes."""
+    out = attrs.get("out_dtype", "u8")
+    lo, hi = attrs.get("lo"), attrs.get("hi")
+    kw = {"out_dtype": out, "lo": lo, "hi": hi}
+    if out == "u8":
+        kw["out_zero"] = int(attrs.get("out_zero", 0))
+    return kw
+
+
+def _check_u8(x, rank, what):
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != rank:
+        raise ShapeError(f"{what}: expected a uint8 array of rank {rank}, got "
+                         f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+
+
+def gemm_packed(a, packed, col_sum, bias, mult, attrs):
+    """The GEMM with this op's epilogue: ``a`` (M, K) u8 against the packed (K, N) weights, whose column sums
+    ``col_sum`` undo the activation's zero point: ``- a_zero * col_sum[n]``."""
+    return _gemm().gemm_u8s8(a, packed, int(attrs["K"]), int(attrs["N"]), a_zero=int(attrs.get("a_zero", 0)),
+                             col_sum=col_sum, bias=bias, scale=mult, **_epilogue(attrs))
+
+
+def _nhwc_out(y, n, oh, ow):
+    return y.reshape(n, oh, ow, y.shape[-1])
+
+
+@register("quantize_int8")
+def quantize_int8(ctx, attrs, x):
+    """float32 -> uint8: ``clamp(rint(x * scale_inv) + zero, lo, hi)``; NCHW input becomes NHWC (``layout``
+    "NCHW"), NHWC and 2-D inputs keep their layout."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    s, zero, lo, hi = float(attrs["scale_inv"]), int(attrs["zero"]), int(attrs["lo"]), int(attrs["hi"])
+    d = _direct()
+    if x.ndim == 4 and attrs.get("layout", "NCHW") == "NCHW":
+        return d.quantize_nchw(x, s, zero=zero, lo=lo, hi=hi)
+    rows = x.reshape(-1, x.shape[-1])
+    return d.quantize_rows(rows, s, zero, lo, hi).reshape(x.shape)
+
+
+@register("dequantize_int8")
+def dequantize_int8(ctx, attrs, q):
+    """uint8 -> float32 ``(q - zero) * scale``; NHWC input becomes NCHW when ``layout`` is "NCHW"."""
+    s, zero = float(attrs["scale"]), int(attrs["zero"])
+    d = _direct()
+    q = np.ascontiguousarray(q)
+    if q.ndim == 4 and attrs.get("layout", "NCHW") == "NCHW":
+        return d.dequantize_nhwc(q, s, zero=zero)
+    return d.dequantize_rows(q.reshape(-1, q.shape[-1]), s, zero).reshape(q.shape)
+
+
+@register("conv2d_int8")
+def conv2d_int8(ctx, attrs, x, packed, col_sum, bias, mult):
+    """NHWC u8 conv as a GEMM: 1x1 stride-1 unpadded convs read x directly, others through a u8 im2col
+    whose padded taps hold the zero point ``a_zero``. Output NHWC u8 or float32."""
+    _check_u8(x, 4, "conv2d_int8")
+    kh, kw = attrs["ksize"]
+    stride, pad, dil = tuple(attrs["strides"]), tuple(attrs["paddings"]), tuple(attrs["dilations"])
+    n, h, w, c = x.shape
+    if kh == kw == 1 and stride == (1, 1) and pad == (0, 0, 0, 0):
+        a, oh, ow = x.reshape(n * h * w, c), h, w
+    else:
+        a = _direct().im2col_u8(np.ascontiguousarray(x), kh, kw, stride, pad, dil, int(attrs.get("a_zero", 0)))
+        oh = (h + pad[0] + pad[2] - dil[0] * (kh - 1) - 1) // stride[0] + 1
+        ow = (w + pad[1] + pad[3] - dil[1] * (kw - 1) - 1) // stride[1] + 1
+    return _nhwc_out(gemm_packed(a, packed, col_sum, bias, mult, attrs), n, oh, ow)
+
+
+@register("depthwise_conv2d_int8")
+def depthwise_conv2d_int8(ctx, attrs, x, w, bias, mult):
+    """NHWC u8 depthwise conv with (KH, KW, C) s8 weights, the direct kernel."""
+    _check_u8(x, 4, "depthwise_conv2d_int8")
+    return _direct().depthwise_conv_u8s8(
+        np.ascontiguousarray(x), w, stride=tuple(attrs["strides"]), padding=tuple(attrs["paddings"]),
+        dilation=tuple(attrs["dilations"]), a_zero=int(attrs.get("a_zero", 0)), bias=bias, scale=mult,
+        **_epilogue(attrs))
+
+
+@register("matmul_int8")
+def matmul_int8(ctx, attrs, x, packed, col_sum, bias, mult):
+    """(M, K) u8 rows times packed (K, N) s8 weights (fc / mul)."""
+    _check_u8(x, 2, "matmul_int8")
+    return gemm_packed(np.ascontiguousarray(x), packed, col_sum, bias, mult, attrs)
+
+
+@register("max_pool2d_int8")
+def max_pool2d_int8(ctx, attrs, x):
+    """Max pooling on NHWC u8 (exact: quantization is monotonic, so max commutes with it)."""
+    _check_u8(x, 4, "max_pool2d_int8")
+    if attrs.get("global_pooling"):
+        return x.max(axis=(1, 2), keepdims=True)
+    return _direct().max_pool_u8(np.ascontiguousarray(x), tuple(attrs["ksize"]), tuple(attrs["strides"]),
+                                 tuple(attrs["paddings"]))
+
+
+@register("nhwc_to_nchw")
+def nhwc_to_nchw(ctx, attrs, x):
+    """Layout change for a float op that needs NCHW (any dtype)."""
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+@register("nchw_to_nhwc")
+def nchw_to_nhwc(ctx, attrs, x):
+    """Layout change to NHWC (any dtype)."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
