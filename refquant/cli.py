@@ -1,4 +1,4 @@
-"""The ``refquant`` command line: ``info``, ``train``, ``eval``, ``quantize``, ``inspect``, ``bench``, ``demo``."""
+"""The ``refquant`` command line: ``info``, ``train``, ``eval``, ``quantize``, ``convert``, ``inspect``, ``bench``, ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +15,9 @@ def cmd_info(args) -> int:
 def cmd_train(args) -> int:
     from .io import save
     from .models import zoo
+    if args.qat:
+        return _qat(args.model, args.bits, args.epochs, args.out or Path(f"{args.model}.qat{args.bits}.rq"),
+                    progress=not args.quiet)
     model, history, top1 = zoo.train(args.model, seed=args.seed, progress=not args.quiet, epochs=args.epochs)
     if args.out is None:
         out = Path("data/zoo" if args.cache else ".") / f"{args.model}.rq"
@@ -24,6 +27,21 @@ def cmd_train(args) -> int:
     save(model, out)
     print(f"{args.model}: test top-1 {100 * top1:.2f}% after {len(history['loss'])} epochs "
           f"({history['seconds_total']:.1f} s); saved {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def _qat(name, bits, epochs, out, progress=False) -> int:
+    """The seeds' QAT recipe on a zoo model (refquant.quant.qat.finetune_zoo), saved and evaluated."""
+    from .io import save
+    from .models import zoo
+    from .quant.qat import finetune_zoo
+    if name not in zoo.names():
+        raise ValueError(f"QAT fine-tunes a zoo model on its data; {name!r} is not one of {', '.join(zoo.names())}")
+    qmodel, history = finetune_zoo(name, bits, epochs=epochs, progress=progress)
+    save(qmodel, out)
+    r = qmodel.meta["quantization"]["finetune"]
+    print(f"{name}: QAT {bits}-bit, {r['epochs']} epochs at lr {r['lr']:g}: test top-1 {_top1(qmodel):.2f}% "
+          f"(FP32 {_top1(load_model(name)):.2f}%); saved {out}")
     return 0
 
 
@@ -79,6 +97,8 @@ def cmd_quantize(args) -> int:
             activation_bits=args.bits, weight_quantize_type=args.weight_quantize_type, onnx_format=args.onnx_format,
             round_type=args.round_type, bias_correction=args.bias_correction, is_full_quantize=args.full,
             skip_tensor_list=args.skip or None)
+    elif args.method == "qat":
+        return _qat(args.model, args.bits, args.epochs, args.out or Path(f"{Path(args.model).stem}.qat.rq"))
     elif args.method == "dynamic":
         qmodel = quant.quant_post_dynamic(model, weight_bits=args.bits,
                                           weight_quantize_type=args.weight_quantize_type)
@@ -95,6 +115,27 @@ def cmd_quantize(args) -> int:
         if args.method != "static":
             raise ValueError("--report needs --method static")
         _report(model, qmodel, feeds[:args.report_batches], args.report)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .deploy import convert_to_int8
+    from .io import save
+    from .report import latency_ms
+    qmodel = load_model(args.qmodel)
+    i8 = convert_to_int8(qmodel, unsigned=not args.fake_quant_grid)
+    out = args.out or Path(f"{Path(args.qmodel).stem}.int8.rq")
+    save(i8, out)
+    counts = i8.op_counts()
+    print(f"saved {out}: {out.stat().st_size / 1e6:.3f} MB; INT8 ops: " +
+          ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k.endswith("_int8")))
+    top1 = _top1(qmodel)
+    if top1 is not None:
+        print(f"test top-1: fake-quant {top1:.2f}%, INT8 {_top1(i8):.2f}%")
+        from .models import zoo
+        x, _ = zoo.load_data(qmodel.meta["zoo"], "test")
+        feed = {qmodel.inputs[0]: x[:1]}
+        print(f"latency (batch 1): fake-quant {latency_ms(qmodel, feed):.3f} ms, INT8 {latency_ms(i8, feed):.3f} ms")
     return 0
 
 
@@ -173,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="output file (default ./<model>.rq)")
     p.add_argument("--cache", action="store_true", help="write data/zoo/<model>.rq, the demo's cache")
+    p.add_argument("--qat", action="store_true", help="quantization-aware fine-tuning of the trained model "
+                   "(lr 1/10, 1/4 of the epochs, warmup; then convert)")
+    p.add_argument("--bits", type=int, default=8, help="with --qat: weight and activation bits")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="top-1, size and latency of trained zoo models on their test split")
@@ -181,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("quantize", help="quantize a zoo model or a model file and save it")
     p.add_argument("model", help="a zoo name or a .rq file")
-    p.add_argument("--method", choices=("static", "dynamic", "embedding"), default="static")
+    p.add_argument("--method", choices=("static", "dynamic", "embedding", "qat"), default="static")
+    p.add_argument("--epochs", type=int, default=None, help="qat: epochs (default: 1/4 of the training recipe's)")
     p.add_argument("--algo", default="KL", choices=("KL", "hist", "avg", "abs_max", "mse", "emd"))
     p.add_argument("--bits", type=int, default=8, help="weight (and activation) bits; dynamic: 8 or 16")
     p.add_argument("--weight-quantize-type", default="channel_wise_abs_max",
@@ -200,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the per-layer report (and write it as JSON to the path given)")
     p.add_argument("--report-batches", type=int, default=2)
     p.set_defaults(func=cmd_quantize)
+    p = sub.add_parser("convert", help="turn a quantized (fake-quant) model into an INT8 graph and save it")
+    p.add_argument("qmodel", help="a model file written by `refquant quantize --method static`")
+    p.add_argument("--out", type=Path, default=None, help="default ./<qmodel>.int8.rq")
+    p.add_argument("--fake-quant-grid", action="store_true",
+                   help="keep relu outputs on the fake-quant grid T/127 instead of u8 T/255")
+    p.set_defaults(func=cmd_convert)
     p = sub.add_parser("inspect", help="per-layer report of a quantized model: threshold, scale, clipping, SQNR")
     p.add_argument("qmodel", help="a model file written by `refquant quantize --method static`")
     p.add_argument("--fp32", default=None, help="its FP32 model (file or zoo name; default: its zoo name)")

@@ -80,3 +80,24 @@ def test_quantize_errors_are_clean(tmp_path, capsys):
 def test_bench_rejects_unknown_names(capsys):
     assert main(["bench", "no_such_benchmark"]) == 2
     assert "calibration" in capsys.readouterr().err
+
+
+def test_convert_a_quantized_file(tmp_path, capsys):
+    q, out = tmp_path / "q.rq", tmp_path / "i8.rq"
+    assert main(["quantize", "lenet5", "--algo", "abs_max", "--batch-nums", "2", "--out", str(q)]) == 0
+    assert main(["convert", str(q), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "conv2d_int8 2" in text and "matmul_int8 3" in text and "test top-1: fake-quant" in text
+    i8 = refquant.load(out)
+    assert i8.meta["int8"]["int8_ops"] >= 5
+    assert main(["convert", "lenet5"]) == 2  # an FP32 model: a clean error
+
+
+def test_train_qat_then_convert(tmp_path, capsys):
+    out = tmp_path / "qat.rq"
+    assert main(["train", "lenet5", "--qat", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    assert "QAT 8-bit, 1 epochs" in capsys.readouterr().out
+    q = refquant.load(out)
+    assert q.meta["quantization"]["method"] == "qat"
+    assert main(["convert", str(out), "--out", str(tmp_path / "i8.rq")]) == 0
+    assert main(["quantize", "nope.rq", "--method", "qat"]) == 2

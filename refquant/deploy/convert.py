@@ -383,7 +383,7 @@ class _Converter:
         name = op.name
         if f.act is not None:
             self.nonneg.add(f.output)
-        attrs = {"a_zero": zero_x}
+        attrs = {"a_zero": zero_x, "in_threshold": float(f.t_x)}
         if t_out is not None:
             zero, levels, lo, hi = self.grid(f.output, t_out)
             s_y = t_out / levels
@@ -392,7 +392,7 @@ class _Converter:
                 hi = int(min(hi, zero + np.rint(6.0 / s_y)))
             if f.act is not None:
                 lo = zero
-            attrs.update(out_dtype="u8", out_zero=zero, lo=lo, hi=hi)
+            attrs.update(out_dtype="u8", out_zero=zero, lo=lo, hi=hi, out_threshold=float(t_out))
             out = f"{f.output}@u8"
             self.forms[f.output] = {"u8": out, "u8_t": t_out}
         else:

@@ -39,10 +39,11 @@ def _threshold(x, scale, attrs, axis=None):
 
 
 def _ste_grad(ctx, attrs, gy):
+    """dX = dOut (masked to |x| <= T with ``ste_clip``); nothing for the scale input, if there is one."""
     x, t = ctx.saved
     if attrs.get("ste_clip", False):
         gy = gy * (np.abs(x) <= t)
-    return (gy, None)
+    return (gy,) + (None,) * (len(ctx.needs_input_grad) - 1 if ctx.needs_input_grad else 1)
 
 
 def _qdq(ctx, attrs, x, t):

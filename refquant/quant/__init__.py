@@ -5,6 +5,7 @@
 - :func:`calibrate_model` -- the activation calibration of ``quant_post_static`` alone (mergeable shards).
 - :mod:`refquant.quant.adaround` -- AdaRound weight rounding (``round_type="adaround"``).
 - :func:`layer_report` -- per-layer threshold, scale, clipped fraction and SQNR of a quantized model.
+- :func:`quant_aware` / :func:`convert` -- quantization-aware training (PaddleSlim's static QAT).
 - :func:`thresholds` -- every threshold a quantized model carries, by FP32 tensor / parameter name.
 - :func:`quant_post_dynamic` -- weight-only INT8/INT16 quantization (Paddle's ``WeightQuantization``).
 - :func:`quant_embedding` -- int8 embedding tables (PaddleSlim's ``quant_embedding``).
@@ -12,7 +13,7 @@
 from . import rounding  # noqa: F401
 
 _LAZY = {"quant_post_static": "post_static", "thresholds": "post_static", "calibrate_model": "post_static",
-         "layer_report": "report",
+         "layer_report": "report", "quant_aware": "qat", "convert": "qat",
          "quant_post_dynamic": "post_dynamic", "quant_embedding": "embedding"}
 __all__ = ["rounding", *_LAZY]
 

@@ -49,8 +49,8 @@ def layer_report(model: Model, qmodel: Model, feeds_list) -> list[dict]:
     """One row per quantized op of ``qmodel`` (made from ``model`` by :func:`quant_post_static`), measured on
     ``feeds_list`` (a list of feed dicts; statistics are pooled over them)."""
     info = qmodel.meta.get("quantization")
-    if not info or info.get("method") != "post_static":
-        raise ValueError("layer_report: qmodel was not produced by quant_post_static")
+    if not info or info.get("method") not in ("post_static", "qat"):
+        raise ValueError("layer_report: qmodel was not produced by quant_post_static or QAT's convert")
     feeds_list = list(feeds_list)
     if not feeds_list:
         raise ValueError("layer_report: no data")

@@ -1,0 +1,233 @@
+"""Quantization-aware training: PaddleSlim's static ``quant_aware`` and ``convert`` (docs/qat.md).
+
+``quant_aware(model, config)`` returns a training graph in which every quantizable op (``quantize_op_types``, with
+a parameter weight, its name not matching ``not_quant_pattern``) reads
+
+- its activation input(s) through an activation fake-quant op, one per tensor: ``moving_average_abs_max``
+  (default; parameters ``<x>@scale`` = 0.001, ``<x>@state`` = 1, ``<x>@accum`` = 1, updated in training),
+  ``range_abs_max`` (``<x>@scale``, ``<x>@iter``, ``<x>@window`` of ``window_size``) or ``abs_max`` (max|x| of
+  each batch, no state);
+- its weight through ``fake_channel_wise_quantize_dequantize_abs_max`` (``quant_axis`` 0 for conv, 1 for mul /
+  matmul) or ``fake_quantize_dequantize_abs_max`` (per tensor), recomputing max|W| every step.
+
+All of them pass gradients straight through (``dX = dOut``), so the optimizer updates the float weights.
+
+``convert(qat_model)`` freezes it into exactly the graph :func:`quant_post_static` produces (non-onnx format): the
+activation op becomes ``fake_quantize_dequantize_abs_max`` with the trained threshold ``<x>@scale``; the weight op
+disappears and the weight is frozen (clip to T_c = max|W_c|, ``(w / T_c) * qmax``, round half to even, stored as
+``q * T_c / qmax``) with ``<w>@scale``; ``meta["quantization"]`` has the same keys. So
+:func:`refquant.deploy.convert_to_int8` deploys both, and equal scales give identical INT8 graphs.
+"""
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+import numpy as np
+
+from ..calibration import weight_channel_axis, weight_threshold
+from ..graph import Model, Op
+from . import rounding
+from .post_static import WEIGHT_OP_TYPES
+
+DEFAULT_CONFIG = {
+    "weight_quantize_type": "channel_wise_abs_max",
+    "activation_quantize_type": "moving_average_abs_max",
+    "weight_bits": 8,
+    "activation_bits": 8,
+    "quantize_op_types": ["conv2d", "depthwise_conv2d", "mul"],
+    "not_quant_pattern": ["skip_quant"],
+    "window_size": 10000,
+    "moving_rate": 0.9,
+}
+ACT_OPS = {"moving_average_abs_max": "fake_quantize_dequantize_moving_average_abs_max",
+           "range_abs_max": "fake_quantize_dequantize_range_abs_max",
+           "abs_max": "fake_quantize_dequantize_abs_max"}
+WEIGHT_OPS = {"channel_wise_abs_max": "fake_channel_wise_quantize_dequantize_abs_max",
+              "abs_max": "fake_quantize_dequantize_abs_max"}
+
+
+def merge_config(config: Optional[dict]) -> dict:
+    """PaddleSlim's defaults updated with ``config``; unknown keys and values raise ValueError."""
+    cfg = dict(DEFAULT_CONFIG)
+    for key, value in (config or {}).items():
+        if key not in cfg:
+            raise ValueError(f"quant_aware: unknown config key {key!r} (known: {sorted(cfg)})")
+        cfg[key] = value
+    if cfg["activation_quantize_type"] not in ACT_OPS:
+        raise ValueError(f"quant_aware: activation_quantize_type must be one of {sorted(ACT_OPS)}")
+    if cfg["weight_quantize_type"] not in WEIGHT_OPS:
+        raise ValueError(f"quant_aware: weight_quantize_type must be one of {sorted(WEIGHT_OPS)}")
+    for key in ("weight_bits", "activation_bits"):
+        rounding.qmax(cfg[key])  # validates 2..16
+    bad = set(cfg["quantize_op_types"]) - set(WEIGHT_OP_TYPES)
+    if bad:
+        raise ValueError(f"quant_aware: quantize_op_types {sorted(bad)} are not weight op types {WEIGHT_OP_TYPES}")
+    return cfg
+
+
+def _skipped(op: Op, patterns) -> bool:
+    scope = f"{op.name} {op.attrs.get('op_namescope', '')}"
+    return any(re.search(re.escape(p), scope) for p in patterns)
+
+
+def quant_aware(model: Model, config: Optional[dict] = None, for_test: bool = False,
+                init_thresholds: Optional[dict] = None) -> Model:
+    """A new model with fake-quant ops on the inputs and weights of the quantizable ops (module docstring).
+
+    ``for_test=True`` marks the activation ops ``is_test`` (thresholds frozen even in training mode), as the
+    test program of PaddleSlim. ``init_thresholds``: ``{activation name: T}`` to start from, e.g.
+    ``refquant.quant.thresholds(ptq_model)`` (PaddleSlim's ``quant_post_first``): the moving average then starts
+    at ``scale = accum = T``, ``state = 1``.
+    """
+    cfg = merge_config(config)
+    q = model.copy()
+    a_bits, w_bits = int(cfg["activation_bits"]), int(cfg["weight_bits"])
+    act_type = ACT_OPS[cfg["activation_quantize_type"]]
+    qdq_of: dict[str, str] = {}
+    new_ops: list[Op] = []
+    quantized = []
+    for op in q.ops:
+        if (op.type in cfg["quantize_op_types"] and len(op.inputs) > 1 and op.inputs[1] in q.params
+                and not _skipped(op, cfg["not_quant_pattern"])):
+            for k, x in enumerate(op.inputs):
+                if k == 1 or not x or x in q.params:
+                    continue
+                if x not in qdq_of:
+                    qdq_of[x] = f"{x}.quant_dequant"
+                    new_ops.append(_act_op(q, x, act_type, cfg, a_bits, for_test, init_thresholds))
+                op.inputs[k] = qdq_of[x]
+            w = op.inputs[1]
+            wq = f"{w}.quant_dequant"
+            if wq not in qdq_of.values():
+                attrs = {"bit_length": w_bits, "round_type": 1, "qat_weight": True}
+                if cfg["weight_quantize_type"] == "channel_wise_abs_max":
+                    attrs["quant_axis"] = weight_channel_axis(op.type)
+                new_ops.append(Op(WEIGHT_OPS[cfg["weight_quantize_type"]], [w], [wq], attrs, wq))
+                qdq_of[w] = wq
+            op.inputs[1] = wq
+            op.attrs["qat"] = True
+            quantized.append(op.name)
+        new_ops.append(op)
+    q.ops = new_ops
+    q.meta["qat"] = {"config": cfg, "quantized_ops": quantized}
+    q.validate()
+    return q
+
+
+def _act_op(q: Model, x: str, op_type: str, cfg: dict, bits: int, for_test: bool, init) -> Op:
+    attrs = {"bit_length": bits, "round_type": 1}
+    out = f"{x}.quant_dequant"
+    if op_type.endswith("abs_max") and "moving" not in op_type and "range" not in op_type:
+        return Op(op_type, [x], [out], attrs, out)  # abs_max: max|x| of every batch
+    t0 = np.float32(init[x]) if init and x in init else np.float32(0.001)
+    names = [f"{x}@scale"]
+    q.params[f"{x}@scale"] = np.array([t0], np.float32)
+    if "moving" in op_type:
+        q.params[f"{x}@state"] = np.array([1.0], np.float32)
+        q.params[f"{x}@accum"] = np.array([t0 if init and x in init else 1.0], np.float32)
+        names += [f"{x}@state", f"{x}@accum"]
+        attrs["moving_rate"] = float(cfg["moving_rate"])
+    else:
+        q.params[f"{x}@iter"] = np.array([0], np.int64)
+        q.params[f"{x}@window"] = np.zeros(int(cfg["window_size"]), np.float32)
+        names += [f"{x}@iter", f"{x}@window"]
+    for n in names:
+        q.trainable.discard(n)
+    if for_test:
+        attrs["is_test"] = True
+    return Op(op_type, [x] + names, [out] + names, attrs, out)
+
+
+def convert(model: Model) -> Model:
+    """Freeze a :func:`quant_aware` model into the fake-quant inference graph of :func:`quant_post_static`."""
+    info = model.meta.get("qat")
+    if not info:
+        raise ValueError("convert: the model was not made by quant_aware")
+    cfg = info["config"]
+    q = model.copy()
+    a_bits, w_bits = int(cfg["activation_bits"]), int(cfg["weight_bits"])
+    weight_src = {op.outputs[0]: op for op in q.ops if op.attrs.get("qat_weight")}
+    act_t: dict[str, float] = {}
+    w_t: dict = {}
+    new_ops: list[Op] = []
+    for op in q.ops:
+        if op.attrs.get("qat_weight"):
+            continue
+        if op.type in ACT_OPS.values() and op.outputs[0].endswith(".quant_dequant"):
+            x = op.inputs[0]
+            if len(op.inputs) > 1:
+                t = float(np.asarray(q.params[f"{x}@scale"], np.float32).reshape(-1)[0])
+            else:
+                raise ValueError(f"convert: activation {x!r} uses abs_max (a threshold per batch), which has no "
+                                 "frozen scale to convert; train with moving_average_abs_max or range_abs_max")
+            for suffix in ("@state", "@accum", "@iter", "@window"):
+                q.params.pop(f"{x}{suffix}", None)
+            q.params[f"{x}@scale"] = np.array([t], np.float32)
+            act_t[x] = t
+            new_ops.append(Op("fake_quantize_dequantize_abs_max", [x, f"{x}@scale"], [op.outputs[0]],
+                              {"bit_length": a_bits, "round_type": 1}, op.outputs[0]))
+            continue
+        if op.attrs.pop("qat", False) and op.inputs[1] in weight_src:
+            wop = weight_src[op.inputs[1]]
+            w = wop.inputs[0]
+            axis = wop.attrs.get("quant_axis") if wop.type.startswith("fake_channel_wise") else None
+            t = weight_threshold(q.params[w], op.type, cfg["weight_quantize_type"])
+            tq = np.asarray(t, np.float32).reshape(-1)
+            tw = tq if axis is not None else tq[0]
+            qw = rounding.freeze_weight(q.params[w], tw, axis, w_bits)
+            q.params[w] = rounding.dequantize_weight(qw, tw, axis, w_bits)
+            q.params[f"{w}@scale"] = tq
+            q.trainable.discard(f"{w}@scale")
+            w_t[w] = list(map(float, tq)) if axis is not None else float(tq[0])
+            op.inputs[1] = w
+            op.attrs.update(quantization_type=f"qat_{cfg['activation_quantize_type']}", weight_bits=w_bits,
+                            activation_bits=a_bits, weight_quantize_type=cfg["weight_quantize_type"])
+            if axis is not None:
+                op.attrs["weight_quant_axis"] = axis
+        new_ops.append(op)
+    q.ops = new_ops
+    del q.meta["qat"]
+    q.meta["quantization"] = {
+        "method": "qat", "algo": cfg["activation_quantize_type"], "weight_bits": w_bits, "activation_bits": a_bits,
+        "weight_quantize_type": cfg["weight_quantize_type"], "quantizable_op_type": list(cfg["quantize_op_types"]),
+        "onnx_format": False, "quantized_ops": [op.name for op in new_ops if "quantization_type" in op.attrs],
+        "activation_thresholds": act_t, "weight_thresholds": w_t,
+    }
+    q.validate()
+    return q
+
+
+def finetune_zoo(name: str, bits: int = 8, *, epochs: Optional[int] = None, lr_fraction: float = 0.1,
+                 config: Optional[dict] = None, init_from_ptq: bool = True, seed: int = 0,
+                 progress: bool = False) -> tuple[Model, dict]:
+    """The seeds' QAT recipe on zoo model ``name``: start from its trained FP32 weights, ``quant_aware`` at
+    ``bits`` (weights and activations), train with the zoo recipe at ``lr_fraction`` (1/10) of its learning rate
+    for ``epochs`` (default 1/4 of its epochs, at least 2) with a one-epoch warmup, then :func:`convert`.
+    ``init_from_ptq``: start the activation thresholds from static PTQ (hist) on 10 training batches.
+    Returns the converted model and the training history."""
+    from ..data import random_shift
+    from ..models import zoo
+    from ..models.pretrained import pretrained
+    from ..train import fit
+    from .post_static import quant_post_static, thresholds
+
+    entry = zoo._entry(name)
+    recipe = dict(entry["train"])
+    shift = int(recipe.pop("shift", 0))
+    recipe["epochs"] = epochs if epochs is not None else max(2, recipe["epochs"] // 4)
+    recipe["lr"] = recipe["lr"] * lr_fraction
+    recipe["warmup_epochs"] = 1
+    model = pretrained(name)
+    x, y = zoo.load_data(name, "train")
+    cfg = dict(config or {}, weight_bits=bits, activation_bits=bits)
+    init = None
+    if init_from_ptq:
+        feeds = [{model.inputs[0]: x[i:i + 32]} for i in range(0, 320, 32)]
+        init = thresholds(quant_post_static(model, feeds, algo="hist", weight_bits=bits, activation_bits=bits))
+    qat = quant_aware(model, cfg, init_thresholds=init)
+    augment = (lambda xb, rng: random_shift(xb, rng, shift)) if shift else None
+    history = fit(qat, x, y, seed=seed, progress=progress, augment=augment, **recipe)
+    out = convert(qat)
+    out.meta["quantization"]["finetune"] = dict(recipe, shift=shift, init_from_ptq=init_from_ptq)
+    return out, history

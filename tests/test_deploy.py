@@ -1,0 +1,154 @@
+"""convert_to_int8: INT8 graphs from fake-quant models, checked op by op and end to end.
+
+- each INT8 op, fed the fake-quant model's own quantized input, reproduces the fake-quant model's next quantized
+  tensor to within 1 LSB (rounding ties and float order; < 1% of elements) or its float output to 1e-4 relative;
+- whole zoo models: INT8 top-1 equals fake-quant top-1 within one test image, compiled kernels equal the NumPy
+  twins bit for bit, 1 and 2 threads agree, save/load keeps every bit, and no float copy of a weight remains.
+"""
+import numpy as np
+import pytest
+
+from refquant import _dispatch, threads
+from refquant.deploy import convert_to_int8
+from refquant.io import load, save
+from refquant.ops import OpContext, get_op
+from refquant.quant import quant_post_static, rounding
+
+INT8_OPS = ("conv2d_int8", "depthwise_conv2d_int8", "matmul_int8")
+
+
+def _zoo(name, n_calib=4):
+    from refquant.models import zoo
+    from refquant.models.pretrained import pretrained
+    m = pretrained(name)
+    x, _ = zoo.load_data(name, "train")
+    xt, yt = zoo.load_data(name, "test")
+    return m, [{m.inputs[0]: x[i:i + 32]} for i in range(0, 32 * n_calib, 32)], xt, yt
+
+
+@pytest.fixture(scope="module", params=["lenet5", "resnet20", "mobilenet_v2"])
+def converted(request):
+    m, calib, xt, yt = _zoo(request.param)
+    q = quant_post_static(m, calib, algo="hist")
+    return request.param, m, q, xt, yt
+
+
+def _stored(q_fq, zero):
+    return q_fq + zero
+
+
+def test_each_int8_op_reproduces_the_fake_quant_op(converted):
+    """Feed every INT8 op the fake-quant model's quantized input; compare with the fake-quant model's result."""
+    name, _, q, xt, _ = converted
+    i8 = convert_to_int8(q, unsigned=False)
+    feeds = {q.inputs[0]: xt[:16]}
+    ts = q.meta["quantization"]["activation_thresholds"]
+    fused_out = {}
+    for op in i8.ops:
+        if op.type in INT8_OPS:
+            fused_out[op.name] = op.outputs[0].split("@")[0]
+    wanted = sorted({n.split("@")[0] for op in i8.ops if op.type in INT8_OPS for n in (op.inputs[0], op.outputs[0])})
+    fq = q.run(feeds, outputs=wanted)
+    checked = 0
+    for op in i8.ops:
+        if op.type not in INT8_OPS:
+            continue
+        src = op.inputs[0].split("@")[0]
+        x = fq[src]
+        zero = int(op.attrs["a_zero"])
+        stored = (rounding.quantize_op(x, ts[src]) + zero).astype(np.uint8)
+        if stored.ndim == 4:
+            stored = np.ascontiguousarray(stored.transpose(0, 2, 3, 1))
+        args = [stored] + [i8.params[n] for n in op.inputs[1:]]
+        got = get_op(op.type).forward(OpContext(), op.attrs, *args)
+        ref = fq[op.outputs[0].split("@")[0]]
+        if ref.ndim == 4:
+            ref = ref.transpose(0, 2, 3, 1)
+        if op.attrs["out_dtype"] == "u8":
+            t_out = op.attrs["out_threshold"]  # the grid of the readers (behind a max pool: the pool's)
+            want = rounding.quantize_op(ref, t_out) + op.attrs["out_zero"]
+            diff = np.abs(got.astype(np.int32) - want)
+            assert diff.max() <= 1, (op.name, diff.max())
+            assert (diff > 0).mean() < 0.005, (op.name, (diff > 0).mean())  # measured <= 0.0018
+        else:
+            scale = np.abs(ref).max()
+            assert np.abs(got - ref).max() <= 1e-4 * scale + 1e-6, op.name  # measured <= 3.4e-5
+        checked += 1
+    assert checked >= 3
+
+
+def test_whole_model_top1_and_twin(converted):
+    from refquant.train import evaluate, predict
+    name, m, q, xt, yt = converted
+    n_test = len(yt)
+    fq_top1 = evaluate(q, xt, yt)
+    for unsigned in (False, True):
+        i8 = convert_to_int8(q, unsigned=unsigned)
+        assert sum(op.type in INT8_OPS for op in i8.ops) == len(q.meta["quantization"]["quantized_ops"])
+        assert abs(evaluate(i8, xt, yt) - fq_top1) <= 1.5 / n_test
+        logits = predict(i8, xt[:40])
+        with _dispatch.use_reference():
+            assert np.array_equal(predict(i8, xt[:40]), logits)  # the NumPy integer reference, bit for bit
+    fq_logits = predict(q, xt[:40])
+    i8 = convert_to_int8(q, unsigned=False)
+    # end to end, one-LSB rounding differences compound over the layers; the logits stay close
+    assert np.abs(predict(i8, xt[:40]) - fq_logits).max() <= 0.1 * np.abs(fq_logits).max()
+
+
+def test_threads_and_save_load(converted, tmp_path):
+    name, m, q, xt, _ = converted
+    i8 = convert_to_int8(q)
+    feeds = {q.inputs[0]: xt[:8]}
+    before = threads.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2):
+            threads.set_num_threads(n)
+            outs.append(i8.run(feeds)[i8.outputs[0]])
+    finally:
+        threads.set_num_threads(before)
+    assert np.array_equal(outs[0], outs[1])
+    save(i8, tmp_path / "i8.rq")
+    again = load(tmp_path / "i8.rq")
+    assert np.array_equal(again.run(feeds)[i8.outputs[0]], outs[0])
+    # the INT8 graph keeps no float copy of a converted weight
+    for op in i8.ops:
+        if op.type in INT8_OPS:
+            for p in op.inputs[1:]:
+                assert i8.params[p].dtype != np.float32 or p.endswith("@mult")
+    weights = [op.inputs[1] for op in m.ops if op.type in ("conv2d", "depthwise_conv2d", "mul")]
+    assert not any(w in i8.params for w in weights)
+
+
+def test_onnx_format_converts_to_the_same_graph():
+    m, calib, xt, _ = _zoo("lenet5", 2)
+    a = convert_to_int8(quant_post_static(m, calib, algo="abs_max"))
+    b = convert_to_int8(quant_post_static(m, calib, algo="abs_max", onnx_format=True))
+    assert [op.type for op in a.ops] == [op.type for op in b.ops]
+    fa, fb = a.run({"x": xt[:32]})[a.outputs[0]], b.run({"x": xt[:32]})[b.outputs[0]]
+    assert np.abs(fa - fb).max() <= 1e-3 * np.abs(fa).max()
+
+
+def test_ops_without_int8_kernel_stay_float():
+    """A grouped conv (groups=2) has no INT8 kernel: it keeps its fake-quant input and runs in float."""
+    from refquant.graph import Model, Op, TensorSpec
+    rng = np.random.default_rng(0)
+    params = {"w1": rng.standard_normal((4, 2, 3, 3)).astype(np.float32),
+              "w2": rng.standard_normal((4, 4, 1, 1)).astype(np.float32)}
+    ops = [Op("conv2d", ["x", "w1"], ["y1"], {"groups": 2, "paddings": [1, 1, 1, 1]}, "c1"),
+           Op("relu", ["y1"], ["r1"], {}, "r1"),
+           Op("conv2d", ["r1", "w2"], ["y2"], {}, "c2")]
+    m = Model(ops, params, [TensorSpec("x", (None, 4, 6, 6))], ["y2"])
+    calib = [{"x": rng.standard_normal((2, 4, 6, 6)).astype(np.float32)}]
+    q = quant_post_static(m, calib, algo="abs_max")
+    i8 = convert_to_int8(q, unsigned=False)
+    types = [op.type for op in i8.ops]
+    assert "conv2d" in types and "fake_quantize_dequantize_abs_max" in types and "conv2d_int8" in types
+    fq, got = q.run(calib[0])["y2"], i8.run(calib[0])["y2"]
+    assert np.abs(fq - got).max() <= 0.02 * np.abs(fq).max()
+
+
+def test_unquantized_model_is_rejected():
+    m, _, _, _ = _zoo("lenet5", 1)
+    with pytest.raises(ValueError, match="not quantized"):
+        convert_to_int8(m)

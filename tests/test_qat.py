@@ -1,0 +1,145 @@
+"""QAT: the stateful fake-quant ops (worked sequences, STE), quant_aware / convert, and PTQ-QAT equivalence."""
+import numpy as np
+import pytest
+
+from refquant.deploy import convert_to_int8
+from refquant.ops import OpContext, get_op
+from refquant.quant import convert, quant_aware, quant_post_static, thresholds
+from refquant.quant.qat import merge_config
+
+
+def _run(op_type, attrs, *inputs, training=True):
+    ctx = OpContext(training)
+    out = get_op(op_type).forward(ctx, attrs, *inputs)
+    return ctx, out
+
+
+def test_moving_average_worked_sequence():
+    """r = 0.9, S0 = A0 = 1: m = 2, 4, 1 gives T = 2.9/1.9, 6.61/2.71, 6.949/3.439."""
+    scale, state, accum = np.array([0.001], np.float32), np.array([1.0], np.float32), np.array([1.0], np.float32)
+    expect = [2.9 / 1.9, 6.61 / 2.71, 6.949 / 3.439]
+    for m, t in zip((2.0, 4.0, 1.0), expect):
+        x = np.array([m, -m / 3, 0.1], np.float32)
+        _, (y, scale, state, accum) = _run("fake_quantize_dequantize_moving_average_abs_max",
+                                           {"moving_rate": 0.9}, x, scale, state, accum)
+        assert scale[0] == pytest.approx(t, rel=1e-6)
+        # quantized with the updated threshold: the max element clips to T
+        assert abs(y[0] - min(m, scale[0])) <= scale[0] / 127 / 2 + 1e-6
+    # eval mode (and is_test) keeps the stored threshold
+    x = np.array([10.0], np.float32)
+    _, (y, s2, _, _) = _run("fake_quantize_dequantize_moving_average_abs_max", {}, x, scale, state, accum,
+                            training=False)
+    assert s2 is scale and y[0] == pytest.approx(scale[0])
+    _, (_, s3, _, _) = _run("fake_quantize_dequantize_moving_average_abs_max", {"is_test": True}, x, scale,
+                            state, accum)
+    assert s3 is scale
+
+
+def test_range_abs_max_worked_sequence():
+    """Window 3, T0 = 0.001: maxes 2, 1, 3, 0.5, 0.5, 0.5 give T = 2, 2, 3, 3, 3, then 0.5 once the max leaves."""
+    scale, it, window = np.array([0.001], np.float32), np.array([0], np.int64), np.zeros(3, np.float32)
+    got = []
+    for m in (2.0, 1.0, 3.0, 0.5, 0.5, 0.5):
+        _, (_, scale, it, window) = _run("fake_quantize_dequantize_range_abs_max", {}, np.array([m], np.float32),
+                                         scale, it, window)
+        got.append(float(scale[0]))
+    assert got == [2.0, 2.0, 3.0, 3.0, 3.0, 0.5]
+
+
+@pytest.mark.parametrize("op_type,extra", [
+    ("fake_quantize_dequantize_moving_average_abs_max",
+     [np.array([1.0], np.float32), np.array([1.0], np.float32), np.array([1.0], np.float32)]),
+    ("fake_quantize_dequantize_range_abs_max",
+     [np.array([1.0], np.float32), np.array([0], np.int64), np.zeros(4, np.float32)]),
+    ("fake_channel_wise_quantize_dequantize_abs_max", []),
+])
+def test_straight_through_estimator(op_type, extra):
+    """dX = dOut everywhere (not masked, as Paddle's straight_through_estimator_grad); ste_clip masks."""
+    x = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32) * 3
+    for clip in (False, True):
+        attrs = {"quant_axis": 0, "ste_clip": clip} if not extra else {"ste_clip": clip, "is_test": True}
+        ctx, out = _run(op_type, attrs, x, *extra)
+        ctx.needs_input_grad = (True,) + (False,) * len(extra)
+        g = np.arange(x.size, dtype=np.float32).reshape(x.shape)
+        grads = get_op(op_type).backward(ctx, attrs, g, *([None] * len(extra)))
+        assert len(grads) == 1 + len(extra) and all(v is None for v in grads[1:])
+        if not clip:
+            assert np.array_equal(grads[0], g)
+        else:
+            t = 1.0 if extra else np.abs(x).max(axis=1, keepdims=True)
+            assert np.array_equal(grads[0], g * (np.abs(x) <= t))
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    from refquant.models import zoo
+    from refquant.models.pretrained import pretrained
+    m = pretrained("lenet5")
+    x, y = zoo.load_data("lenet5", "train")
+    return m, x, y, [{"x": x[i:i + 32]} for i in range(0, 128, 32)]
+
+
+def test_quant_aware_inserts_where_paddleslim_does(lenet):
+    m, *_ = lenet
+    n_ops = len(m.ops)
+    q = quant_aware(m)
+    types = q.op_counts()
+    assert types["fake_quantize_dequantize_moving_average_abs_max"] == 5  # one per quantized op input
+    assert types["fake_channel_wise_quantize_dequantize_abs_max"] == 5    # one per weight
+    assert q.params["x@scale"][0] == np.float32(0.001) and q.params["x@state"][0] == 1
+    assert not any(n.endswith(("@scale", "@state", "@accum")) for n in q.trainable)
+    assert len(m.ops) == n_ops and len(q.ops) == n_ops + 10 and "x@scale" not in m.params  # input untouched
+    m2 = m.copy()
+    m2.ops[0].attrs["op_namescope"] = "/skip_quant/"
+    assert quant_aware(m2).op_counts()["fake_channel_wise_quantize_dequantize_abs_max"] == 4
+    with pytest.raises(ValueError):
+        merge_config({"activation_quantize_type": "kl"})
+    with pytest.raises(ValueError):
+        merge_config({"nope": 1})
+
+
+def test_convert_equals_ptq_with_the_same_scales(lenet):
+    """QAT started from PTQ's thresholds and converted at once gives the PTQ model's INT8 graph, bit for bit."""
+    m, _, _, feeds = lenet
+    ptq = quant_post_static(m, feeds, algo="hist")
+    qat = convert(quant_aware(m, init_thresholds=thresholds(ptq)))
+    assert qat.meta["quantization"]["method"] == "qat"
+    assert len(thresholds(qat)) == 10  # 5 quantized inputs, 5 weights (PTQ also observes outputs)
+    for name, t in thresholds(qat).items():
+        assert np.array_equal(np.float32(thresholds(ptq)[name]), np.float32(t)), name
+    a, b = convert_to_int8(ptq), convert_to_int8(qat)
+    assert [(op.type, op.inputs, op.outputs) for op in a.ops] == [(op.type, op.inputs, op.outputs) for op in b.ops]
+    assert a.params.keys() == b.params.keys()
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+
+
+def test_eval_graph_and_converted_graph_agree(lenet):
+    m, x, _, feeds = lenet
+    ptq = quant_post_static(m, feeds, algo="abs_max")
+    qat = quant_aware(m, init_thresholds=thresholds(ptq))
+    got = qat.run({"x": x[:64]})[m.outputs[0]]  # inference: frozen thresholds, weights quantized per run
+    frozen = convert(qat).run({"x": x[:64]})[m.outputs[0]]
+    assert np.abs(got - frozen).max() <= 1e-4 * np.abs(got).max()
+
+
+def test_training_with_fake_quant_lowers_the_loss_and_updates_scales(lenet):
+    from refquant.train import fit
+    from refquant.models import zoo
+    _, x, y, _ = lenet
+    q = quant_aware(zoo.build("lenet5"), {"weight_bits": 4, "activation_bits": 4})  # untrained
+    h = fit(q, x[:512], y[:512], epochs=3, batch_size=64, lr=0.05, progress=False, schedule=None)
+    assert h["loss"][-1] < h["loss"][0]
+    assert q.params["x@scale"][0] > 0.5 and q.params["x@state"][0] > 1  # the moving average moved
+    out = convert(q)
+    assert out.meta["quantization"]["weight_bits"] == 4
+    w = out.params["conv2d_0.w_0"]
+    t = out.params["conv2d_0.w_0@scale"].reshape(-1, 1, 1, 1)
+    assert np.allclose(np.rint(w / t * 7), w / t * 7, atol=1e-4)  # frozen on the 4-bit grid
+
+
+def test_convert_needs_a_frozen_activation_scale(lenet):
+    m, *_ = lenet
+    with pytest.raises(ValueError, match="abs_max"):
+        convert(quant_aware(m, {"activation_quantize_type": "abs_max"}))
+    with pytest.raises(ValueError):
+        convert(m)
