@@ -16,8 +16,8 @@ def cmd_train(args) -> int:
     from .io import save
     from .models import zoo
     if args.qat:
-        return _qat(args.model, args.bits, args.epochs, args.out or Path(f"{args.model}.qat{args.bits}.rq"),
-                    progress=not args.quiet)
+        default = Path("data/zoo" if args.cache else ".") / f"{args.model}.qat{args.bits}.rq"
+        return _qat(args.model, args.bits, args.epochs, args.out or default, progress=not args.quiet)
     model, history, top1 = zoo.train(args.model, seed=args.seed, progress=not args.quiet, epochs=args.epochs)
     if args.out is None:
         out = Path("data/zoo" if args.cache else ".") / f"{args.model}.rq"

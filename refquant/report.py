@@ -94,6 +94,44 @@ def format_ptq_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+QAT_MODELS = ("lenet5", "mobilenet_v1", "mobilenet_v2", "resnet20", "text_mean")
+
+
+def qat_row(name: str, batch_size: int = 32, batch_nums: int = 10) -> dict:
+    """Test top-1 (%) of zoo model ``name``: FP32, static PTQ (KL) and QAT at 8 and at 4 bits (weights and
+    activations; QAT models from :func:`refquant.models.pretrained.pretrained_qat`, cached or fine-tuned now);
+    for a model with an embedding table, also QAT 8-bit with ``quant_embedding`` on the table."""
+    from .models import zoo
+    from .models.pretrained import pretrained, pretrained_qat
+    from .quant import quant_embedding, quant_post_static
+    from .train import evaluate
+    model = pretrained(name)
+    x, _ = zoo.load_data(name, "train")
+    xt, yt = zoo.load_data(name, "test")
+    feeds = [{model.inputs[0]: x[i:i + batch_size]} for i in range(0, batch_size * batch_nums, batch_size)]
+    start = time.perf_counter()
+    row = {"model": name, "fp32": 100 * evaluate(model, xt, yt)}
+    for bits in (8, 4):
+        row[f"ptq_kl_{bits}"] = 100 * evaluate(quant_post_static(model, feeds, algo="KL", weight_bits=bits,
+                                                                 activation_bits=bits), xt, yt)
+        qat = pretrained_qat(name, bits)
+        row[f"qat_{bits}"] = 100 * evaluate(qat, xt, yt)
+        if bits == 8 and any(op.type in ("lookup_table", "lookup_table_v2") for op in qat.ops):
+            row["qat_8_embedding"] = 100 * evaluate(quant_embedding(qat), xt, yt)
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def format_qat_table(rows: list[dict]) -> str:
+    head = ["model", "FP32", "PTQ KL 8-bit", "QAT 8-bit", "PTQ KL 4-bit", "QAT 4-bit", "QAT 8-bit + embedding INT8"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in rows:
+        cells = [r["model"]] + [f"{r[k]:.2f}" for k in ("fp32", "ptq_kl_8", "qat_8", "ptq_kl_4", "qat_4")]
+        cells.append(f"{r['qat_8_embedding']:.2f}" if "qat_8_embedding" in r else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def demo(models: Optional[list[str]] = None, json_path: Optional[Path] = None) -> int:
     """The main job on the embedded data: every trainable zoo model (cached or trained now), FP32 row each."""
     from ._build import build_info
@@ -117,6 +155,15 @@ def demo(models: Optional[list[str]] = None, json_path: Optional[Path] = None) -
         print(f"  {name}: {ptq[-1]['seconds']:.1f} s", flush=True)
     print()
     print(format_ptq_table(ptq))
+    print("\nQuantization-aware training vs static PTQ (test top-1 %; QAT models cached in data/zoo, or fine-tuned "
+          "now: a few minutes each):", flush=True)
+    qat = []
+    for name in [n for n in (models or zoo.names()) if n in QAT_MODELS]:
+        qat.append(qat_row(name))
+        print(f"  {name}: {qat[-1]['seconds']:.1f} s", flush=True)
+    if qat:
+        print()
+        print(format_qat_table(qat))
     if json_path is not None:
-        Path(json_path).write_text(json.dumps({"fp32": rows, "ptq": ptq}, indent=1))
+        Path(json_path).write_text(json.dumps({"fp32": rows, "ptq": ptq, "qat": qat}, indent=1))
     return 0

@@ -1,8 +1,9 @@
-"""Trained FP32 zoo weights: load the cached refquant file, or train it once and cache it.
+"""Trained zoo weights (FP32, and QAT fine-tuned): load the cached refquant file, or train it once and cache it.
 
 Cached files are ``data/zoo/<name>.rq`` (committed, written by ``refquant train <name> --cache``); an installed
 package carries them in ``refquant/_data/zoo``. When a file is missing, :func:`pretrained` trains the model with its
-recipe and saves it under ``$REFQUANT_CACHE`` (default ``~/.cache/refquant``).
+recipe and saves it under ``$REFQUANT_CACHE`` (default ``~/.cache/refquant``). QAT models (:func:`pretrained_qat`)
+are cached the same way as ``zoo/<name>.qat<bits>.rq``.
 """
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("REFQUANT_CACHE", Path.home() / ".cache" / "refquant"))
 
 
-def cached_path(name: str) -> Path | None:
-    """The first existing cached file of zoo model ``name``, or None."""
+def cached_path(name: str, suffix: str = "") -> Path | None:
+    """The first existing cached file ``<name><suffix>.rq`` of zoo model ``name``, or None."""
     from ..data import data_file
     try:
-        return data_file(f"zoo/{name}.rq")
+        return data_file(f"zoo/{name}{suffix}.rq")
     except FileNotFoundError:
-        path = cache_dir() / f"{name}.rq"
+        path = cache_dir() / f"{name}{suffix}.rq"
         return path if path.is_file() else None
 
 
@@ -38,4 +39,17 @@ def pretrained(name: str, *, train_if_missing: bool = True, progress: bool = Tru
     model, _, _ = zoo.train(name, progress=progress)
     cache_dir().mkdir(parents=True, exist_ok=True)
     save(model, cache_dir() / f"{name}.rq")
+    return model
+
+
+def pretrained_qat(name: str, bits: int = 8, *, progress: bool = False) -> Model:
+    """Zoo model ``name`` after the QAT recipe at ``bits`` (:func:`refquant.quant.qat.finetune_zoo`), converted:
+    the cached file, or fine-tuned now and cached."""
+    path = cached_path(name, f".qat{bits}")
+    if path is not None:
+        return load(path)
+    from ..quant.qat import finetune_zoo
+    model, _ = finetune_zoo(name, bits, progress=progress)
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    save(model, cache_dir() / f"{name}.qat{bits}.rq")
     return model
