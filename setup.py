@@ -23,6 +23,13 @@ KERNELS = {
     "_openmp_helpers": {},
     "im2col": {},
     "embedding": {},
+    # INT8 kernels: one float32 multiply and a rint per output, never fused; the ISA paths are compiled with
+    # per-function target attributes and chosen at run time, so no -m flag is needed here
+    **{name: {"extra_compile_args": ["-ffp-contract=off"],
+              "depends": [f"kernels/include/{name}/{h}.h" for h in headers]}
+       for name, headers in (
+           ("qdirect", ("common", "generic", "depthwise_avx2", "depthwise_avx512", "qdirect")),
+           ("qgemm", ("common", "qgemm", "portable", "avx2", "avx512vnni", "avxvnni", "neon", "dotprod", "peak")))},
     # calibration, bit-exact float code: no fused multiply-add (-march=native would allow it); no FP traps, so
     # branches become vectorizable selects (the values are unchanged)
     **{name: {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"]}

@@ -15,7 +15,7 @@ from ._cpu import FEATURES, cpu_features
 from .threads import get_num_threads
 
 # The compiled modules setup.py builds (its KERNELS dict); tests/test_build.py checks the two agree.
-KERNELS = ("_openmp_helpers", "embedding", "histogram", "im2col", "kl", "search")
+KERNELS = ("_openmp_helpers", "embedding", "histogram", "im2col", "kl", "qdirect", "qgemm", "search")
 
 
 def build_info() -> dict:
@@ -34,6 +34,7 @@ def build_info() -> dict:
         "num_threads": get_num_threads(),
         "cpu": cpu_features(),
         "kernels": {name: kernel_status(name) for name in KERNELS},
+        "int8_paths": int8_paths(),
         "threadpools": _threadpools(),
     }
 
@@ -54,6 +55,17 @@ def kernel_status(name: str) -> str:
     return "compiled"
 
 
+def int8_paths() -> dict:
+    """For each INT8 kernel module: the ISA path it takes on this CPU and the paths it could take
+    (``REFQUANT_QGEMM_PATH`` / ``REFQUANT_FORCE_PORTABLE`` change the choice)."""
+    out = {}
+    for name in ("qgemm", "qdirect"):
+        mod = _dispatch.compiled(name)
+        if mod is not None:
+            out[name] = {"current": mod.current_path(), "available": list(mod.available_paths())}
+    return out
+
+
 def format_build_info(info: dict) -> str:
     """The text ``refquant info`` prints."""
     cpu = info["cpu"]
@@ -67,7 +79,10 @@ def format_build_info(info: dict) -> str:
         f"cpu:       {cpu['arch']} {cpu['model']}".rstrip(),
         f"features:  {features}",
         "kernels:",
-        *(f"  {name:<18}{status}" for name, status in info["kernels"].items()),
+        *(f"  {name:<18}{status}" + (f", path {info['int8_paths'][name]['current']} (available: "
+                                       f"{', '.join(info['int8_paths'][name]['available'])})"
+                                       if name in info.get("int8_paths", {}) else "")
+          for name, status in info["kernels"].items()),
     ]
     if info["threadpools"]:
         lines.append("threadpools:")

@@ -36,7 +36,7 @@ def test_build_facts_list_every_kernel_setup_py_built():
 def test_build_info_has_every_key():
     info = refquant.build_info()
     assert set(info) == {"version", "python", "numpy", "compiler", "flags", "openmp", "num_threads", "cpu",
-                         "kernels", "threadpools"}
+                         "kernels", "int8_paths", "threadpools"}
     assert info["version"] == refquant.__version__
     assert set(info["kernels"]) == set(_build.KERNELS)
     assert info["num_threads"] >= 1

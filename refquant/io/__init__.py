@@ -1,4 +1,4 @@
-"""Model files in and out: refquant's own format, and ONNX import (``onnx`` is an optional extra)."""
+"""Model files in and out: refquant's own format, and ONNX import / export (``onnx`` is an optional extra)."""
 from .format import load, save  # noqa: F401
 
 
@@ -6,3 +6,9 @@ def import_onnx(model, **kwargs):
     """Import an ONNX model (path, bytes or ``onnx.ModelProto``); see :mod:`refquant.io.onnx_import`."""
     from .onnx_import import import_onnx as _import_onnx
     return _import_onnx(model, **kwargs)
+
+
+def export_onnx(model, path=None, **kwargs):
+    """Export a refquant model to ONNX (optionally saved to ``path``); see :mod:`refquant.io.onnx_export`."""
+    from .onnx_export import export_onnx as _export_onnx
+    return _export_onnx(model, path, **kwargs)

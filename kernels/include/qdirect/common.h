@@ -1,0 +1,158 @@
+/* qdirect/common.h: shared types and scalar helpers of the direct INT8 kernels (kernels/qdirect.pyx).
+ *
+ * Every INT8 tensor is a uint8 NHWC array plus (scale, zero). The kernels round with rint (ties to even) on a
+ * float32 value and clamp; this file holds the one scalar definition of that step (qd_q8), used by every path.
+ * Compile with -ffp-contract=off: a fused multiply-add would change the float32 products the twin computes.
+ */
+#ifndef QDIRECT_COMMON_H
+#define QDIRECT_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Paths, best last. A path is usable when the CPU has it (qd_path_supported); the caller picks one per call. */
+enum { QD_PORTABLE = 0, QD_AVX2 = 1, QD_AVX512 = 2 };
+
+#define QD_MAX_TAPS 256 /* KH*KW of a depthwise / pooling window (checked by the caller) */
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define QD_X86 1
+#define QD_AVX2_ATTR __attribute__((target("avx2")))
+#else
+#define QD_X86 0
+#endif
+
+#define QD_INLINE static inline __attribute__((always_inline))
+#define QD_UNUSED __attribute__((unused)) /* a path may not call every instantiation of generic.h */
+
+static int qd_path_supported(int path) {
+    if (path == QD_PORTABLE) return 1;
+#if QD_X86
+    __builtin_cpu_init();
+    if (path == QD_AVX2) return __builtin_cpu_supports("avx2");
+    if (path == QD_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vnni");
+#endif
+    return 0;
+}
+
+/* Convolution / pooling window geometry on an NHWC image (H, W, C); padding is (top, left, bottom, right). */
+typedef struct {
+    ptrdiff_t h, w, c;
+    ptrdiff_t kh, kw, sh, sw, top, left, dh, dw;
+    ptrdiff_t oh, ow;
+} qd_geom;
+
+/* Round-and-clamp to u8: clamp(rint(f) + zero, lo, hi), computed as rint(clamp(f, lo - zero, hi - zero)) + zero
+ * with lo_f = lo - zero, hi_f = hi - zero. The two are equal because rint is monotone and the bounds are
+ * integers; clamping first keeps |f| <= 510, where (f + 1.5*2^23) - 1.5*2^23 is rint in the default rounding
+ * mode (ties to even). A NaN f fails the first comparison and becomes lo (the twin does the same). */
+QD_INLINE uint8_t qd_q8(float f, float lo_f, float hi_f, int32_t zero) {
+    f = f > lo_f ? f : lo_f;
+    f = f < hi_f ? f : hi_f;
+    f = (f + 12582912.0f) - 12582912.0f;
+    return (uint8_t)((int32_t)f + zero);
+}
+
+/* The start of the range [lo, hi) of output indices o in [0, count) whose input index i0 + o*step + reach
+ * stays inside [0, size) for every reach in [0, span]: the "interior" where no tap touches the padding. */
+static inline void qd_interior(ptrdiff_t i0, ptrdiff_t step, ptrdiff_t span, ptrdiff_t size, ptrdiff_t count,
+                               ptrdiff_t *lo, ptrdiff_t *hi) {
+    ptrdiff_t a = i0 >= 0 ? 0 : (-i0 + step - 1) / step;            /* first o with i0 + o*step >= 0 */
+    ptrdiff_t last = size - 1 - span - i0;                          /* need o*step <= last */
+    ptrdiff_t b = last < 0 ? 0 : last / step + 1;
+    if (a > count) a = count;
+    if (b > count) b = count;
+    if (b < a) b = a;
+    *lo = a;
+    *hi = b;
+}
+
+/* Byte transpose: dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols. Full 16 x 16 blocks
+ * go through SSE2 unpacks (4 stages of 16, baseline on x86-64), the edges byte by byte; data movement only, so
+ * every path gives the same bytes. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+static inline void qd_transpose16_sse2(const uint8_t *src, ptrdiff_t ss, uint8_t *dst, ptrdiff_t ds) {
+    __m128i r[16], t[16], u[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm_loadu_si128((const __m128i *)(src + i * ss));
+    for (int i = 0; i < 8; i++) {  /* t[i]: rows 2i, 2i+1 interleaved, columns 0-7; t[i+8]: columns 8-15 */
+        t[i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+        t[i + 8] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+    }
+    for (int j = 0; j < 4; j++) {  /* u[4g + j]: columns 4g..4g+3 of rows 4j..4j+3 */
+        u[j] = _mm_unpacklo_epi16(t[2 * j], t[2 * j + 1]);
+        u[4 + j] = _mm_unpackhi_epi16(t[2 * j], t[2 * j + 1]);
+        u[8 + j] = _mm_unpacklo_epi16(t[8 + 2 * j], t[8 + 2 * j + 1]);
+        u[12 + j] = _mm_unpackhi_epi16(t[8 + 2 * j], t[8 + 2 * j + 1]);
+    }
+    for (int g = 0; g < 4; g++) {  /* then 8 rows of two columns, then 16 rows of one column */
+        const __m128i v0 = _mm_unpacklo_epi32(u[4 * g], u[4 * g + 1]), v1 = _mm_unpackhi_epi32(u[4 * g], u[4 * g + 1]);
+        const __m128i v2 = _mm_unpacklo_epi32(u[4 * g + 2], u[4 * g + 3]), v3 = _mm_unpackhi_epi32(u[4 * g + 2], u[4 * g + 3]);
+        _mm_storeu_si128((__m128i *)(dst + (4 * g + 0) * ds), _mm_unpacklo_epi64(v0, v2));
+        _mm_storeu_si128((__m128i *)(dst + (4 * g + 1) * ds), _mm_unpackhi_epi64(v0, v2));
+        _mm_storeu_si128((__m128i *)(dst + (4 * g + 2) * ds), _mm_unpacklo_epi64(v1, v3));
+        _mm_storeu_si128((__m128i *)(dst + (4 * g + 3) * ds), _mm_unpackhi_epi64(v1, v3));
+    }
+}
+#endif
+
+static inline void qd_transpose_u8(const uint8_t *src, ptrdiff_t ss, uint8_t *dst, ptrdiff_t ds, ptrdiff_t rows,
+                                   ptrdiff_t cols) {
+    ptrdiff_t i0 = 0;
+#if defined(__SSE2__)
+    for (; i0 + 16 <= rows; i0 += 16) {
+        ptrdiff_t j0 = 0;
+        for (; j0 + 16 <= cols; j0 += 16) qd_transpose16_sse2(src + i0 * ss + j0, ss, dst + j0 * ds + i0, ds);
+        for (ptrdiff_t j = j0; j < cols; j++)
+            for (ptrdiff_t i = i0; i < i0 + 16; i++) dst[j * ds + i] = src[i * ss + j];
+    }
+#endif
+    for (ptrdiff_t j = 0; j < cols; j++)
+        for (ptrdiff_t i = i0; i < rows; i++) dst[j * ds + i] = src[i * ss + j];
+}
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Depthwise convolution parameters.
+ *
+ * acc[c] = bias[c] + sum_t x_t[c] * w[t, c] (int32, wrapping), where padded taps read a_zero: with the bias
+ * already folded to bias[c] - a_zero * sum_t w[t, c], this equals the contract's
+ * bias[c] + sum over valid taps (x - a_zero) * w. The whole sum is exact modulo 2^32 in any order.
+ * ------------------------------------------------------------------------------------------------------- */
+typedef struct {
+    qd_geom g;
+    const int8_t *w;          /* (KH*KW, C) */
+    const int32_t *bias;      /* (C), folded as above */
+    const float *scale;       /* (C) */
+    const uint8_t *zero_row;  /* >= W*C + 64 bytes of a_zero: the row read by padded taps */
+    const uint8_t *x_end;     /* one past the input batch: reads past it are never made */
+    int out_f32;              /* 0: u8 out, 1: float32 out */
+    float lo_f, hi_f;         /* u8: lo - out_zero, hi - out_zero; f32: the clamp (+-inf for none) */
+    int32_t out_zero;
+    int scale_below_half;     /* every |scale[c]| < 0.5: float(acc) * scale cannot reach 2^30 */
+    /* vector packs (depthwise_avx2.h: 32-lane blocks, int16 weight pairs; depthwise_avx512.h: 64-lane blocks,
+     * int8 weight quads): per-pixel blocks and flat (stride 1) blocks */
+    const void *pix_w; const int32_t *pix_b; const float *pix_s; ptrdiff_t pix_blocks;
+    const void *flat_w; const int32_t *flat_b; const float *flat_s; ptrdiff_t flat_blocks;
+} qd_dw;
+
+/* The input row pointer of kernel row i for output row oh (the zero row when it lies in the padding). */
+QD_INLINE const uint8_t *qd_row(const qd_dw *d, const uint8_t *x, ptrdiff_t oh, ptrdiff_t i) {
+    const qd_geom *g = &d->g;
+    ptrdiff_t ih = oh * g->sh - g->top + i * g->dh;
+    return (ih >= 0 && ih < g->h) ? x + ih * g->w * g->c : d->zero_row;
+}
+
+/* Tap pointers of output pixel ow: rows[i] + iw*C, or the zero row where iw lies in the padding. */
+QD_INLINE void qd_pixel_taps(const qd_dw *d, const uint8_t *const *rows, ptrdiff_t ow, const uint8_t **tap) {
+    const qd_geom *g = &d->g;
+    for (ptrdiff_t i = 0; i < g->kh; i++)
+        for (ptrdiff_t j = 0; j < g->kw; j++) {
+            ptrdiff_t iw = ow * g->sw - g->left + j * g->dw;
+            tap[i * g->kw + j] = (iw >= 0 && iw < g->w) ? rows[i] + iw * g->c : d->zero_row;
+        }
+}
+
+#endif

@@ -1,0 +1,191 @@
+/* qgemm/avx2.h -- AVX2 without VNNI: exact s16 products through vpmaddwd (never vpmaddubsw, whose pair sums
+ * saturate at s16: 255*127*2 > 32767).
+ *
+ * A 32-bit lane of a B block holds w0..w3 (4 consecutive K of one column). Read as two s16 lanes it is
+ * (w0 | w1<<8, w2 | w3<<8), so
+ *     B_even = (lane << 8) >>s 8  = (sext w0, sext w2)      B_odd = lane >>s 8 = (sext w1, sext w3)
+ * and A is packed once per row block into the matching u16 pairs (a0, a2) and (a1, a3). Then
+ *     vpmaddwd(A_even, B_even) + vpmaddwd(A_odd, B_odd) = a0*w0 + a1*w1 + a2*w2 + a3*w3      per column,
+ * every product and pair sum exact in s32. 8 columns per ymm, a 16-column panel is 2 ymm; the microkernel
+ * keeps 3 rows x 16 columns of s32 accumulators (6 ymm) + 4 prepared B vectors + 2 A broadcasts in the 16
+ * registers (4 rows spill accumulators to the stack with GCC 12, and measured no faster). vpmaddwd does 16 MACs,
+ * half of what vpmaddubsw would do, so this path peaks at the vpmaddwd throughput (benchmarks/bench_gemm.py
+ * measures it): the price of exactness.
+ */
+#ifndef REFQUANT_QGEMM_AVX2_H
+#define REFQUANT_QGEMM_AVX2_H
+
+#include <stdlib.h>
+#ifdef QGEMM_SIMD_EMULATION
+#include QGEMM_SIMD_EMULATION
+#else
+#include <immintrin.h>
+#endif
+#include "common.h"
+
+#define QGEMM_AVX2_MR 3
+#define QGEMM_AVX2 QGEMM_TARGET("avx2")
+
+/* Rows of packed A per block: keep the block (rows * Kp * 2 bytes) around 256 KB (L2). */
+static inline ptrdiff_t qgemm_avx2_block_rows(ptrdiff_t Kp) {
+    ptrdiff_t mb = (256 * 1024) / (2 * Kp);
+    mb = mb > 256 ? 256 : mb;
+    mb = mb / QGEMM_AVX2_MR * QGEMM_AVX2_MR;         /* a multiple of MR: the padded rows fit the buffer */
+    return mb < QGEMM_AVX2_MR ? QGEMM_AVX2_MR : mb;
+}
+
+/* ap[(r*G + g)*2 + 0] = a0 | a2 << 16, ap[(r*G + g)*2 + 1] = a1 | a3 << 16 for rows m .. m+rows-1 (rows past m1
+ * repeat row m1-1) and groups g < G = Kp/4 (the partial last group zero padded). */
+QGEMM_AVX2 static void qgemm_avx2_pack_a(const qgemm_args *p, ptrdiff_t m, ptrdiff_t m1, ptrdiff_t rows,
+                                         uint32_t *ap) {
+    ptrdiff_t G = p->Kp / QGEMM_KG, Gfull = p->K / QGEMM_KG;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const uint8_t *row = qgemm_row(p, m + r, m1);
+        uint32_t *dst = ap + r * G * 2;
+        for (ptrdiff_t g = 0; g < Gfull; g++) {
+            uint32_t w = qgemm_load_u32(row + 4 * g);
+            dst[2 * g] = w & 0x00FF00FFu;
+            dst[2 * g + 1] = (w >> 8) & 0x00FF00FFu;
+        }
+        if (Gfull < G) {
+            uint32_t w = qgemm_tail_word(row, p->K);
+            dst[2 * Gfull] = w & 0x00FF00FFu;
+            dst[2 * Gfull + 1] = (w >> 8) & 0x00FF00FFu;
+        }
+    }
+}
+
+/* The epilogue for one row of one panel: dot (v0: columns n..n+7, v1: n+8..n+15), nc valid columns. */
+QGEMM_AVX2 static inline void qgemm_avx2_store16(const qgemm_args *p, ptrdiff_t m, ptrdiff_t n, int nc,
+                                                 __m256i v0, __m256i v1) {
+    v0 = _mm256_add_epi32(v0, _mm256_loadu_si256((const __m256i *)(p->offset + n)));
+    v1 = _mm256_add_epi32(v1, _mm256_loadu_si256((const __m256i *)(p->offset + n + 8)));
+    ptrdiff_t at = m * p->ldo + n;
+    if (p->out_kind == QGEMM_OUT_S32) {
+        int32_t *o = (int32_t *)p->out + at;
+        if (nc == 16) {
+            _mm256_storeu_si256((__m256i *)o, v0);
+            _mm256_storeu_si256((__m256i *)(o + 8), v1);
+        } else {
+            int32_t t[16];
+            _mm256_storeu_si256((__m256i *)t, v0);
+            _mm256_storeu_si256((__m256i *)(t + 8), v1);
+            memcpy(o, t, 4 * (size_t)nc);
+        }
+        return;
+    }
+    __m256 lo = _mm256_set1_ps(p->lo), hi = _mm256_set1_ps(p->hi);
+    __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(v0), _mm256_loadu_ps(p->scale + n));
+    __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(v1), _mm256_loadu_ps(p->scale + n + 8));
+    if (p->out_kind == QGEMM_OUT_F32) {
+        f0 = _mm256_min_ps(_mm256_max_ps(f0, lo), hi);
+        f1 = _mm256_min_ps(_mm256_max_ps(f1, lo), hi);
+        float *o = (float *)p->out + at;
+        if (nc == 16) {
+            _mm256_storeu_ps(o, f0);
+            _mm256_storeu_ps(o + 8, f1);
+        } else {
+            float t[16];
+            _mm256_storeu_ps(t, f0);
+            _mm256_storeu_ps(t + 8, f1);
+            memcpy(o, t, 4 * (size_t)nc);
+        }
+        return;
+    }
+    __m256 z = _mm256_set1_ps(p->out_zero);
+    const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    f0 = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_round_ps(f0, rn), z), lo), hi);
+    f1 = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_round_ps(f1, rn), z), lo), hi);
+    /* integral and in range: the conversions and packs below are exact */
+    __m256i i16 = _mm256_packs_epi32(_mm256_cvttps_epi32(f0), _mm256_cvttps_epi32(f1));
+    i16 = _mm256_permute4x64_epi64(i16, 0xD8);
+    __m128i lo16 = _mm256_castsi256_si128(i16), hi16 = _mm256_extracti128_si256(i16, 1);
+    __m128i bytes = p->out_kind == QGEMM_OUT_U8 ? _mm_packus_epi16(lo16, hi16) : _mm_packs_epi16(lo16, hi16);
+    uint8_t *o = (uint8_t *)p->out + at;
+    if (nc == 16) {
+        _mm_storeu_si128((__m128i *)o, bytes);
+    } else {
+        uint8_t t[16];
+        _mm_storeu_si128((__m128i *)t, bytes);
+        memcpy(o, t, (size_t)nc);
+    }
+}
+
+#define QGEMM_AVX2_ROW(r)                                                                    \
+    do {                                                                                     \
+        __m256i ae = _mm256_set1_epi32((int)ap##r[2 * g]);                                   \
+        __m256i ao = _mm256_set1_epi32((int)ap##r[2 * g + 1]);                               \
+        c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(ae, be0));                     \
+        c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(ae, be1));                     \
+        c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(ao, bo0));                     \
+        c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(ao, bo1));                     \
+    } while (0)
+
+/* 3 rows (packed A at ap, row stride 2G words) x one 16-column panel; stores the first mr rows from row m. */
+QGEMM_AVX2 static void qgemm_avx2_micro(const qgemm_args *p, const uint32_t *ap, ptrdiff_t G, const int8_t *panel,
+                                        ptrdiff_t m, int mr, ptrdiff_t n, int nc) {
+    const uint32_t *ap0 = ap, *ap1 = ap + 2 * G, *ap2 = ap + 4 * G;
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    for (ptrdiff_t g = 0; g < G; g++) {
+        __m256i b0 = _mm256_loadu_si256((const __m256i *)(panel + 64 * g));
+        __m256i b1 = _mm256_loadu_si256((const __m256i *)(panel + 64 * g + 32));
+        __m256i be0 = _mm256_srai_epi16(_mm256_slli_epi16(b0, 8), 8), bo0 = _mm256_srai_epi16(b0, 8);
+        __m256i be1 = _mm256_srai_epi16(_mm256_slli_epi16(b1, 8), 8), bo1 = _mm256_srai_epi16(b1, 8);
+        QGEMM_AVX2_ROW(0);
+        QGEMM_AVX2_ROW(1);
+        QGEMM_AVX2_ROW(2);
+    }
+    qgemm_avx2_store16(p, m, n, nc, c00, c01);
+    if (mr > 1) qgemm_avx2_store16(p, m + 1, n, nc, c10, c11);
+    if (mr > 2) qgemm_avx2_store16(p, m + 2, n, nc, c20, c21);
+}
+
+/* 1 row x one panel (GEMV and the row tail). B is sign-extended 16 bytes at a time (4 columns x 4 K as s16) and
+ * multiplied with the row's (a0, a1, a2, a3) repeated: lanes (c, k0+k1), (c, k2+k3); a final hadd + permute
+ * gives the 16 column sums. 12 vector operations per 64 MACs instead of 14 with the shift split. */
+QGEMM_AVX2 static void qgemm_avx2_micro1(const qgemm_args *p, const uint32_t *ap0, ptrdiff_t G,
+                                         const int8_t *panel, ptrdiff_t m, ptrdiff_t n, int nc) {
+    __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
+    for (ptrdiff_t g = 0; g < G; g++) {
+        /* (a0 | a2<<16, a1 | a3<<16) -> u16 (a0, a1, a2, a3) */
+        __m128i t = _mm_shufflelo_epi16(_mm_loadl_epi64((const __m128i *)(ap0 + 2 * g)), _MM_SHUFFLE(3, 1, 2, 0));
+        __m256i x = _mm256_broadcastq_epi64(t);
+        const int8_t *blk = panel + 64 * g;
+#define QGEMM_AVX2_SX16(off) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + (off))))
+        c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(x, QGEMM_AVX2_SX16(0)));
+        c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(x, QGEMM_AVX2_SX16(16)));
+        c2 = _mm256_add_epi32(c2, _mm256_madd_epi16(x, QGEMM_AVX2_SX16(32)));
+        c3 = _mm256_add_epi32(c3, _mm256_madd_epi16(x, QGEMM_AVX2_SX16(48)));
+#undef QGEMM_AVX2_SX16
+    }
+    /* c0 = [col0 (k01), col0 (k23), col1, col1 | col2, col2, col3, col3]; hadd(c0, c1) = [0, 1, 4, 5 | 2, 3, 6, 7] */
+    const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    __m256i lo = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(c0, c1), order);
+    __m256i hi = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(c2, c3), order);
+    qgemm_avx2_store16(p, m, n, nc, lo, hi);
+}
+
+static void qgemm_avx2_tile(const qgemm_args *p, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1) {
+    ptrdiff_t G = p->Kp / QGEMM_KG, mb = qgemm_avx2_block_rows(p->Kp);
+    ptrdiff_t cap = (m1 - m0 < mb ? qgemm_round_up(m1 - m0, QGEMM_AVX2_MR) : mb);
+    uint32_t *ap = (uint32_t *)malloc((size_t)(cap * G * 2) * sizeof(uint32_t));
+    if (ap == NULL) { qgemm_portable_tile(p, m0, m1, n0, n1); return; }
+    for (ptrdiff_t mb0 = m0; mb0 < m1; mb0 += mb) {
+        ptrdiff_t rows = m1 - mb0 < mb ? m1 - mb0 : mb;
+        ptrdiff_t padded = rows >= QGEMM_AVX2_MR ? qgemm_round_up(rows, QGEMM_AVX2_MR) : rows;
+        qgemm_avx2_pack_a(p, mb0, m1, padded, ap);
+        for (ptrdiff_t n = n0; n < n1; n += QGEMM_NR) {
+            const int8_t *panel = p->b + (n / QGEMM_NR) * p->Kp * QGEMM_NR;
+            int nc = (int)(n1 - n < QGEMM_NR ? n1 - n : QGEMM_NR);
+            ptrdiff_t r = 0;
+            for (; r + QGEMM_AVX2_MR <= padded; r += QGEMM_AVX2_MR) {
+                int mr = (int)(rows - r < QGEMM_AVX2_MR ? rows - r : QGEMM_AVX2_MR);
+                qgemm_avx2_micro(p, ap + r * G * 2, G, panel, mb0 + r, mr, n, nc);
+            }
+            for (; r < rows; r++) qgemm_avx2_micro1(p, ap + r * G * 2, G, panel, mb0 + r, n, nc);
+        }
+    }
+    free(ap);
+}
+
+#endif

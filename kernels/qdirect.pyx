@@ -1,0 +1,391 @@
+"""Direct (non-GEMM) INT8 kernels on NHWC uint8 tensors. Twin and specification: refquant/reference/qdirect.py.
+
+Thin typed wrappers: arguments are validated by the twin's own helpers (so both reject the same inputs), the
+work runs in the C kernels of ``kernels/include/qdirect/`` under OpenMP (``prange`` over output rows, pixel
+tiles or element chunks; every output element is written by one thread with a fixed order of operations, so
+the bits do not depend on the thread count).
+
+Paths: ``available_paths()`` lists what this CPU runs, best first ("avx512", "avx2", "portable"); ``current_path()`` is
+the default, the best one unless ``REFQUANT_FORCE_PORTABLE=1`` is set; every function takes ``path=`` to force
+one (for tests). All paths give the same bits. See docs/int8_kernels.md, "Direct kernels (qdirect)".
+"""
+from cython.parallel cimport prange
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t
+
+from _openmp cimport omp_get_thread_num, threads_for
+
+import math
+import os
+
+import numpy as np
+
+from refquant.reference import qdirect as _spec
+
+
+cdef extern from "qdirect/qdirect.h" nogil:
+    enum:
+        QD_PORTABLE
+        QD_AVX2
+        QD_AVX512
+    ctypedef struct qd_geom:
+        Py_ssize_t h, w, c, kh, kw, sh, sw, top, left, dh, dw, oh, ow
+    ctypedef struct qd_dw:
+        qd_geom g
+        const int8_t *w
+        const int32_t *bias
+        const float *scale
+        const uint8_t *zero_row
+        const uint8_t *x_end
+        int out_f32
+        float lo_f, hi_f
+        int32_t out_zero
+        int scale_below_half
+        const void *pix_w
+        const int32_t *pix_b
+        const float *pix_s
+        Py_ssize_t pix_blocks
+        const void *flat_w
+        const int32_t *flat_b
+        const float *flat_s
+        Py_ssize_t flat_blocks
+    int qd_path_supported(int path)
+    size_t qd_dw_prepare(qd_dw *d, int path, Py_ssize_t flat_lanes, const int32_t *bias, int32_t a_zero, char *ws)
+    void qd_dw_row(int path, const qd_dw *d, const uint8_t *x, Py_ssize_t oh, char *out)
+    void qd_quant_nchw(int path, const float *x, Py_ssize_t C, Py_ssize_t HW, Py_ssize_t p0, Py_ssize_t p1,
+                       float sinv, float lo_f, float hi_f, int32_t zero, uint8_t *out)
+    void qd_dequant_nhwc(int path, const uint8_t *q, Py_ssize_t C, Py_ssize_t HW, Py_ssize_t p0, Py_ssize_t p1,
+                         int32_t zero, float scale, float *out)
+    void qd_quant_rows(int path, const float *x, Py_ssize_t n, float sinv, float lo_f, float hi_f, int32_t zero,
+                       uint8_t *out)
+    void qd_dequant_rows(int path, const uint8_t *q, Py_ssize_t rows, Py_ssize_t K, int32_t zero,
+                         const float *scale, int per_column, float *out)
+    void qd_requant(int path, const uint8_t *q, Py_ssize_t n, int32_t in_zero, float multiplier, float lo_f,
+                    float hi_f, int32_t out_zero, uint8_t *out)
+    void qd_add(int path, const uint8_t *a, const uint8_t *b, Py_ssize_t n, int32_t az, float as_, int32_t bz,
+                float bs, float out_sinv, float lo_f, float hi_f, int32_t out_zero, uint8_t *out)
+    void qd_maxpool_row(int path, const qd_geom *g, const uint8_t *x, Py_ssize_t oh, uint8_t *out)
+    void qd_avgpool_row(int path, const qd_geom *g, const uint8_t *x, Py_ssize_t oh, int exclusive, int32_t zero,
+                        int32_t *sum, uint8_t *out)
+    void qd_gap(int path, const uint8_t *x, Py_ssize_t HW, Py_ssize_t C, int32_t zero, double scale, int64_t *sum,
+                float *out)
+    void qd_im2col_row(int path, const qd_geom *g, const uint8_t *x, Py_ssize_t oh, uint8_t pad, uint8_t *out)
+
+
+# Work per thread (MACs, or bytes touched) below which a call stays on the calling thread.
+cdef Py_ssize_t MIN_WORK_PER_THREAD = 1 << 17
+cdef Py_ssize_t ELEMENT_CHUNK = 1 << 14   # elements per task of the elementwise kernels
+cdef Py_ssize_t PIXEL_CHUNK = 256         # pixels per task of the layout changes
+cdef Py_ssize_t FLAT_MAX_LANES = 1 << 13  # largest lcm(C, 32) packed for the stride-1 flat walk
+
+_PATH_IDS = {"avx512": QD_AVX512, "avx2": QD_AVX2, "portable": QD_PORTABLE}  # best first
+
+
+def available_paths():
+    """The paths this CPU runs, best first, e.g. ("avx512", "avx2", "portable")."""
+    return tuple(name for name, ident in _PATH_IDS.items() if qd_path_supported(ident))
+
+
+_DEFAULT_PATH = "portable" if os.environ.get("REFQUANT_FORCE_PORTABLE", "") not in ("", "0") \
+    else available_paths()[0]
+
+
+def current_path():
+    """The path calls take without ``path=``: the best available, or "portable" under REFQUANT_FORCE_PORTABLE=1."""
+    return _DEFAULT_PATH
+
+
+cdef int _path(path) except -1:
+    if path is None:
+        path = _DEFAULT_PATH
+    if path not in _PATH_IDS:
+        raise ValueError(f"path must be one of {tuple(_PATH_IDS)}, got {path!r}")
+    if not qd_path_supported(_PATH_IDS[path]):
+        raise ValueError(f"path {path!r} is not available on this CPU (available: {available_paths()})")
+    return _PATH_IDS[path]
+
+
+cdef qd_geom _geom(Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, kernel, stride, padding, dilation, Py_ssize_t oh,
+                   Py_ssize_t ow):
+    cdef qd_geom g
+    g.h, g.w, g.c = h, w, c
+    g.kh, g.kw = kernel
+    g.sh, g.sw = stride
+    g.top, g.left = padding[0], padding[1]
+    g.dh, g.dw = dilation
+    g.oh, g.ow = oh, ow
+    return g
+
+
+# ------------------------------------------------------------------------------------------------ depthwise
+def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0, bias=None,
+                        scale, out_dtype="u8", out_zero=0, lo=None, hi=None, path=None):
+    """Depthwise conv: x uint8 NHWC (N, H, W, C), w int8 (KH, KW, C), padding (top, left, bottom, right).
+
+    acc = bias[c] + sum over valid taps of (x - a_zero) * w (int32); out = clamp(rint(float32(acc) * scale[c])
+    + out_zero, lo, hi) as uint8 (out_dtype "u8") or float32(acc) * scale[c], optionally clamped (out_dtype
+    "f32"). Returns NHWC (N, OH, OW, C).
+    """
+    cdef int p = _path(path)
+    a = _spec.check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi)
+    cdef Py_ssize_t n = x.shape[0], h = x.shape[1], wd = x.shape[2], c = x.shape[3]
+    cdef Py_ssize_t kh = w.shape[0], kw = w.shape[1], k = kh * kw, oh = a["oh"], ow = a["ow"]
+    f32 = a["out_dtype"] == "f32"
+    out = np.empty((n, oh, ow, c), dtype=np.float32 if f32 else np.uint8)
+    if out.size == 0:
+        return out
+    cdef qd_dw d
+    d.g = _geom(h, wd, c, (kh, kw), a["stride"], a["padding"], a["dilation"], oh, ow)
+    cdef const int8_t[:, :, ::1] wv = w
+    cdef const float[::1] sv = a["scale"]
+    cdef const int32_t[::1] bv = a["bias"]
+    cdef const uint8_t[:, :, :, ::1] xv = x
+    d.w, d.scale = &wv[0, 0, 0], &sv[0]
+    d.x_end = &xv[0, 0, 0, 0] + n * h * wd * c
+    d.out_f32 = f32
+    if f32:
+        d.lo_f, d.hi_f, d.out_zero = a["lo"], a["hi"], 0
+    else:
+        d.lo_f, d.hi_f, d.out_zero = a["lo"] - a["out_zero"], a["hi"] - a["out_zero"], a["out_zero"]
+    d.scale_below_half = a["scale_below_half"]
+    # the stride-1 flat walk packs lcm(C, lanes per vector) lanes
+    cdef Py_ssize_t lanes = 64 if p == QD_AVX512 else 32
+    cdef Py_ssize_t period = c * lanes // math.gcd(c, lanes)
+    cdef Py_ssize_t flat_lanes = period if a["stride"][1] == 1 and period <= FLAT_MAX_LANES else 0
+    cdef size_t size = qd_dw_prepare(&d, p, flat_lanes, NULL, a["a_zero"], NULL)
+    cdef uint8_t[::1] wsv = np.empty(size + 64, dtype=np.uint8)
+    cdef char *ws = <char *> &wsv[0]
+    ws += (64 - (<size_t> ws) % 64) % 64
+    qd_dw_prepare(&d, p, flat_lanes, &bv[0], a["a_zero"], ws)
+
+    cdef const uint8_t *xp = &xv[0, 0, 0, 0]
+    cdef uint8_t[::1] ov = out.reshape(-1).view(np.uint8)
+    cdef char *op = <char *> &ov[0]
+    cdef Py_ssize_t rows = n * oh, r, img = h * wd * c, row_bytes = ow * c * (4 if f32 else 1)
+    cdef int threads = threads_for(rows * ow * c * k, MIN_WORK_PER_THREAD)
+    with nogil:
+        for r in prange(rows, schedule="dynamic", num_threads=threads):
+            qd_dw_row(p, &d, xp + (r // oh) * img, r % oh, op + r * row_bytes)
+    return out
+
+
+# ------------------------------------------------------------------------------------- quantize / dequantize
+def quantize_nchw(x, scale_inv, *, zero=0, lo=0, hi=255, path=None):
+    """float32 NCHW (N, C, H, W) -> uint8 NHWC: clamp(rint(x * scale_inv) + zero, lo, hi) (NaN -> lo)."""
+    cdef int p = _path(path)
+    _spec.check_array("quantize_nchw: x", x, np.float32, 4)
+    cdef float s = _spec.check_float("scale_inv", scale_inv, positive=True)
+    cdef int32_t z = _spec.check_int("zero", zero, 0, 255)
+    lo, hi = _spec.check_lo_hi(lo, hi)
+    cdef float lo_f = lo - z, hi_f = hi - z
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], hw = x.shape[2] * x.shape[3]
+    out = np.empty((n, x.shape[2], x.shape[3], c), dtype=np.uint8)
+    if out.size == 0:
+        return out
+    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
+    cdef uint8_t *op = <uint8_t *> (<Py_ssize_t> out.ctypes.data)
+    cdef Py_ssize_t chunks = (hw + PIXEL_CHUNK - 1) // PIXEL_CHUNK, t, i, p0
+    cdef int threads = threads_for(n * c * hw * 4, MIN_WORK_PER_THREAD)
+    with nogil:
+        for t in prange(n * chunks, schedule="dynamic", num_threads=threads):
+            i = t // chunks
+            p0 = (t % chunks) * PIXEL_CHUNK
+            qd_quant_nchw(p, xp + i * c * hw, c, hw, p0, min(p0 + PIXEL_CHUNK, hw), s, lo_f, hi_f, z,
+                          op + i * c * hw)
+    return out
+
+
+def dequantize_nhwc(q, scale, *, zero=0, path=None):
+    """uint8 NHWC (N, H, W, C) -> float32 NCHW: float32(q - zero) * scale."""
+    cdef int p = _path(path)
+    _spec.check_array("dequantize_nhwc: q", q, np.uint8, 4)
+    cdef float s = _spec.check_float("scale", scale)
+    cdef int32_t z = _spec.check_int("zero", zero, 0, 255)
+    cdef Py_ssize_t n = q.shape[0], c = q.shape[3], hw = q.shape[1] * q.shape[2]
+    out = np.empty((n, c, q.shape[1], q.shape[2]), dtype=np.float32)
+    if out.size == 0:
+        return out
+    cdef const uint8_t *qp = <const uint8_t *> (<Py_ssize_t> q.ctypes.data)
+    cdef float *op = <float *> (<Py_ssize_t> out.ctypes.data)
+    cdef Py_ssize_t chunks = (hw + PIXEL_CHUNK - 1) // PIXEL_CHUNK, t, i, p0
+    cdef int threads = threads_for(n * c * hw * 4, MIN_WORK_PER_THREAD)
+    with nogil:
+        for t in prange(n * chunks, schedule="dynamic", num_threads=threads):
+            i = t // chunks
+            p0 = (t % chunks) * PIXEL_CHUNK
+            qd_dequant_nhwc(p, qp + i * c * hw, c, hw, p0, min(p0 + PIXEL_CHUNK, hw), z, s, op + i * c * hw)
+    return out
+
+
+def quantize_rows(x, scale_inv, zero=0, lo=0, hi=255, *, path=None):
+    """float32 (M, K) -> uint8 (M, K): clamp(rint(x * scale_inv) + zero, lo, hi) (NaN -> lo)."""
+    cdef int p = _path(path)
+    _spec.check_array("quantize_rows: x", x, np.float32, 2)
+    cdef float s = _spec.check_float("scale_inv", scale_inv, positive=True)
+    cdef int32_t z = _spec.check_int("zero", zero, 0, 255)
+    lo, hi = _spec.check_lo_hi(lo, hi)
+    cdef float lo_f = lo - z, hi_f = hi - z
+    out = np.empty(x.shape, dtype=np.uint8)
+    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
+    cdef uint8_t *op = <uint8_t *> (<Py_ssize_t> out.ctypes.data)
+    cdef Py_ssize_t total = x.size, t, e0
+    cdef int threads = threads_for(total * 4, MIN_WORK_PER_THREAD)
+    with nogil:
+        for t in prange((total + ELEMENT_CHUNK - 1) // ELEMENT_CHUNK, schedule="dynamic", num_threads=threads):
+            e0 = t * ELEMENT_CHUNK
+            qd_quant_rows(p, xp + e0, min(ELEMENT_CHUNK, total - e0), s, lo_f, hi_f, z, op + e0)
+    return out
+
+
+def dequantize_rows(q, scale, zero=0, *, path=None):
+    """uint8 (M, K) -> float32 (M, K): float32(q - zero) * scale, scale a scalar or a (K,) per-column array."""
+    cdef int p = _path(path)
+    _spec.check_array("dequantize_rows: q", q, np.uint8, 2)
+    s, per_column = _spec.check_row_scale(scale, q.shape[1])
+    cdef int32_t z = _spec.check_int("zero", zero, 0, 255)
+    scale_arr = np.ascontiguousarray(np.atleast_1d(s), dtype=np.float32)
+    cdef const float[::1] sv = scale_arr
+    cdef int per_col = bool(per_column)
+    cdef Py_ssize_t m = q.shape[0], k = q.shape[1], t, r0
+    out = np.empty((m, k), dtype=np.float32)
+    if out.size == 0:
+        return out
+    cdef const uint8_t *qp = <const uint8_t *> (<Py_ssize_t> q.ctypes.data)
+    cdef float *op = <float *> (<Py_ssize_t> out.ctypes.data)
+    cdef Py_ssize_t rows_per = max(1, ELEMENT_CHUNK // k)
+    cdef int threads = threads_for(m * k * 4, MIN_WORK_PER_THREAD)
+    with nogil:
+        for t in prange((m + rows_per - 1) // rows_per, schedule="dynamic", num_threads=threads):
+            r0 = t * rows_per
+            qd_dequant_rows(p, qp + r0 * k, min(rows_per, m - r0), k, z, &sv[0], per_col, op + r0 * k)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- im2col
+def im2col_u8(x, kh, kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), pad_value=0, *, out=None,
+              path=None):
+    """NHWC uint8 -> (N*OH*OW, KH*KW*C) uint8 rows for the GEMM: row (n, oh, ow), columns (kh, kw, c), padded
+    taps = pad_value (the zero point). ``out``: a reusable C-contiguous uint8 buffer of that shape."""
+    cdef int p = _path(path)
+    oh_, ow_, kh, kw, stride, padding, dilation, pad_value = _spec.check_im2col(
+        x, kh, kw, stride, padding, dilation, pad_value, out)
+    cdef Py_ssize_t n = x.shape[0], oh = oh_, ow = ow_
+    cdef qd_geom g = _geom(x.shape[1], x.shape[2], x.shape[3], (kh, kw), stride, padding, dilation, oh, ow)
+    if out is None:
+        out = np.empty((n * oh * ow, kh * kw * g.c), dtype=np.uint8)
+    if out.size == 0:
+        return out
+    cdef const uint8_t *xp = <const uint8_t *> (<Py_ssize_t> x.ctypes.data)
+    cdef uint8_t *op = <uint8_t *> (<Py_ssize_t> out.ctypes.data)
+    cdef uint8_t pad = pad_value
+    cdef Py_ssize_t r, img = g.h * g.w * g.c, row = ow * kh * kw * g.c
+    cdef int threads = threads_for(n * oh * row, MIN_WORK_PER_THREAD)
+    with nogil:
+        for r in prange(n * oh, schedule="dynamic", num_threads=threads):
+            qd_im2col_row(p, &g, xp + (r // oh) * img, r % oh, pad, op + r * row)
+    return out
+
+
+# ------------------------------------------------------------------------------------ requantize / add / pools
+def requantize(q, multiplier, *, in_zero, out_zero, lo=0, hi=255, path=None):
+    """uint8 (any shape) -> uint8: clamp(rint(float32(q - in_zero) * multiplier) + out_zero, lo, hi)."""
+    cdef int p = _path(path)
+    _spec.check_array("requantize: q", q, np.uint8)
+    cdef float m = _spec.check_float("multiplier", multiplier, positive=True)
+    cdef int32_t iz = _spec.check_int("in_zero", in_zero, 0, 255), oz = _spec.check_int("out_zero", out_zero, 0, 255)
+    lo, hi = _spec.check_lo_hi(lo, hi)
+    cdef float lo_f = lo - oz, hi_f = hi - oz
+    out = np.empty(q.shape, dtype=np.uint8)
+    cdef const uint8_t *qp = <const uint8_t *> (<Py_ssize_t> q.ctypes.data)
+    cdef uint8_t *op = <uint8_t *> (<Py_ssize_t> out.ctypes.data)
+    cdef Py_ssize_t total = q.size, t, e0
+    cdef int threads = threads_for(total, MIN_WORK_PER_THREAD)
+    with nogil:
+        for t in prange((total + ELEMENT_CHUNK - 1) // ELEMENT_CHUNK, schedule="dynamic", num_threads=threads):
+            e0 = t * ELEMENT_CHUNK
+            qd_requant(p, qp + e0, min(ELEMENT_CHUNK, total - e0), iz, m, lo_f, hi_f, oz, op + e0)
+    return out
+
+
+def add_u8(a, a_scale, a_zero, b, b_scale, b_zero, out_scale_inv, out_zero, lo=0, hi=255, *, path=None):
+    """Elementwise residual add of two INT8 tensors of one shape: f = float32(a - a_zero) * a_scale +
+    float32(b - b_zero) * b_scale (no fma), q = clamp(rint(f * out_scale_inv) + out_zero, lo, hi)."""
+    cdef int p = _path(path)
+    as_, az_, bs_, bz_, osi_, oz_, lo_, hi_ = _spec.check_add(a, a_scale, a_zero, b, b_scale, b_zero,
+                                                             out_scale_inv, out_zero, lo, hi)
+    cdef float fas = as_, fbs = bs_, osi = osi_, lo_f = lo_ - oz_, hi_f = hi_ - oz_
+    cdef int32_t az = az_, bz = bz_, oz = oz_
+    out = np.empty(a.shape, dtype=np.uint8)
+    cdef const uint8_t *ap = <const uint8_t *> (<Py_ssize_t> a.ctypes.data)
+    cdef const uint8_t *bp = <const uint8_t *> (<Py_ssize_t> b.ctypes.data)
+    cdef uint8_t *op = <uint8_t *> (<Py_ssize_t> out.ctypes.data)
+    cdef Py_ssize_t total = a.size, t, e0
+    cdef int threads = threads_for(total * 2, MIN_WORK_PER_THREAD)
+    with nogil:
+        for t in prange((total + ELEMENT_CHUNK - 1) // ELEMENT_CHUNK, schedule="dynamic", num_threads=threads):
+            e0 = t * ELEMENT_CHUNK
+            qd_add(p, ap + e0, bp + e0, min(ELEMENT_CHUNK, total - e0), az, fas, bz, fbs, osi, lo_f, hi_f, oz,
+                   op + e0)
+    return out
+
+
+def max_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), *, path=None):
+    """NHWC uint8 max pool (padded taps ignored; padding must be smaller than the kernel)."""
+    cdef int p = _path(path)
+    kernel, stride, padding, oh_, ow_ = _spec.check_pool("max_pool_u8", x, kernel, stride, padding)
+    cdef Py_ssize_t n = x.shape[0], oh = oh_, ow = ow_
+    cdef qd_geom g = _geom(x.shape[1], x.shape[2], x.shape[3], kernel, stride, padding, (1, 1), oh, ow)
+    out = np.empty((n, oh, ow, g.c), dtype=np.uint8)
+    if out.size == 0:
+        return out
+    cdef const uint8_t *xp = <const uint8_t *> (<Py_ssize_t> x.ctypes.data)
+    cdef uint8_t *op = <uint8_t *> (<Py_ssize_t> out.ctypes.data)
+    cdef Py_ssize_t r, img = g.h * g.w * g.c, row = ow * g.c
+    cdef int threads = threads_for(n * oh * row * g.kh * g.kw, MIN_WORK_PER_THREAD)
+    with nogil:
+        for r in prange(n * oh, schedule="dynamic", num_threads=threads):
+            qd_maxpool_row(p, &g, xp + (r // oh) * img, r % oh, op + r * row)
+    return out
+
+
+def avg_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), exclusive=True, zero=0, *, path=None):
+    """NHWC uint8 average pool: clamp(rint(float32(sum(x - zero)) / float32(count)) + zero, 0, 255), count =
+    valid taps (exclusive=True) or KH*KW (padded taps count as the zero point)."""
+    cdef int p = _path(path)
+    kernel, stride, padding, oh_, ow_ = _spec.check_pool("avg_pool_u8", x, kernel, stride, padding)
+    cdef int32_t z = _spec.check_int("zero", zero, 0, 255)
+    cdef int excl = bool(exclusive)
+    cdef Py_ssize_t n = x.shape[0], oh = oh_, ow = ow_
+    cdef qd_geom g = _geom(x.shape[1], x.shape[2], x.shape[3], kernel, stride, padding, (1, 1), oh, ow)
+    out = np.empty((n, oh, ow, g.c), dtype=np.uint8)
+    if out.size == 0:
+        return out
+    cdef const uint8_t *xp = <const uint8_t *> (<Py_ssize_t> x.ctypes.data)
+    cdef uint8_t *op = <uint8_t *> (<Py_ssize_t> out.ctypes.data)
+    cdef Py_ssize_t r, img = g.h * g.w * g.c, row = ow * g.c
+    cdef int threads = threads_for(n * oh * row * g.kh * g.kw, MIN_WORK_PER_THREAD)
+    cdef int32_t[:, ::1] scratch = np.empty((threads, max(g.c, 1)), dtype=np.int32)
+    with nogil:
+        for r in prange(n * oh, schedule="dynamic", num_threads=threads):
+            qd_avgpool_row(p, &g, xp + (r // oh) * img, r % oh, excl, z, &scratch[omp_get_thread_num(), 0],
+                           op + r * row)
+    return out
+
+
+def global_avg_pool_u8(x, scale=1.0, zero=0, *, path=None):
+    """NHWC uint8 (N, H, W, C) -> float32 (N, C): float32(float64(sum(x - zero)) / (H*W) * float64(scale))."""
+    cdef int p = _path(path)
+    scale_, zero_ = _spec.check_gap(x, scale, zero)
+    cdef double s = scale_
+    cdef int32_t z = zero_
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[3], hw = x.shape[1] * x.shape[2], i
+    out = np.empty((n, c), dtype=np.float32)
+    if out.size == 0:
+        return out
+    cdef int64_t[:, ::1] sums = np.empty((n, c), dtype=np.int64)
+    cdef const uint8_t *xp = <const uint8_t *> (<Py_ssize_t> x.ctypes.data)
+    cdef float *op = <float *> (<Py_ssize_t> out.ctypes.data)
+    cdef int threads = threads_for(n * hw * c, MIN_WORK_PER_THREAD)
+    with nogil:
+        for i in prange(n, schedule="dynamic", num_threads=threads):
+            qd_gap(p, xp + i * hw * c, hw, c, z, s, &sums[i, 0], op + i * c)
+    return out

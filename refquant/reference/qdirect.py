@@ -1,0 +1,389 @@
+"""The direct (non-GEMM) INT8 kernels, the NumPy twin of ``kernels/qdirect.pyx`` and its specification.
+
+Every INT8 tensor is a uint8 NHWC array plus (scale, zero): u8 after relu/relu6 (zero 0), else s8 stored with a
++128 offset (zero 128). All rounding is ``rint`` (round half to even) of a float32 value, every product a single
+float32 multiplication (no fused multiply-add). Scalars given as Python floats are rounded to float32 first.
+
+Shared step, the u8 epilogue ("q8"):  ``q = clamp(rint(f) + zero, lo, hi)`` for a float32 ``f``; a NaN ``f``
+gives ``lo`` (only :func:`quantize_nchw` / :func:`quantize_rows` can meet one, from a NaN input).
+
+* :func:`depthwise_conv_u8s8`: ``acc[n,oh,ow,c] = bias[c] + sum_{valid taps} (x - a_zero) * w[kh,kw,c]`` in int32
+  (wrapping modulo 2^32, which the int64 sum below cast to int32 reproduces), ``f = float32(acc) * scale[c]``,
+  then q8 (u8 out) or ``f`` clamped to optional float bounds (f32 out).
+* :func:`quantize_nchw` / :func:`quantize_rows`: ``q8(x * scale_inv)``; :func:`dequantize_nhwc` /
+  :func:`dequantize_rows`: ``float32(q - zero) * scale``.
+* :func:`im2col_u8`: rows = output pixels (n, oh, ow), columns (kh, kw, c), padded taps = ``pad_value``.
+* :func:`requantize`: ``q8(float32(q - in_zero) * multiplier)``; :func:`add_u8`:
+  ``q8((float32(a - az) * as + float32(b - bz) * bs) * out_scale_inv)``.
+* :func:`max_pool_u8`: max over the valid taps; :func:`avg_pool_u8`: ``q8(float32(s) / float32(count))`` with
+  ``s = sum over valid taps of (x - zero)``, count = valid taps (exclusive) or KH*KW, lo/hi = 0/255;
+  :func:`global_avg_pool_u8`: ``float32(float64(sum(x - zero)) / (H*W) * float64(scale))``.
+
+Geometry: padding is (top, left, bottom, right); ``OH = (H + top + bottom - dh*(KH-1) - 1) // sh + 1``.
+The validation helpers here are shared with the compiled module, so both reject the same inputs the same way.
+Every function takes the compiled module's ``path=`` keyword too, and ignores it.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+MAX_TAPS = 256  # KH*KW of a depthwise or pooling window
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def check_array(name, a, dtype, ndim=None, contiguous=True):
+    """``a`` must be an ndarray of ``dtype`` (and rank ``ndim``), C-contiguous."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype).name}, got {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {a.shape}")
+    if contiguous and not a.flags.c_contiguous:
+        raise ValueError(f"{name}: must be C-contiguous (use numpy.ascontiguousarray)")
+    return a
+
+
+def check_int(name, v, lo=None, hi=None):
+    if type(v) is not int:  # the common case first: validation runs on every compiled call too
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Integral, np.integer)):
+            raise TypeError(f"{name}: expected an int, got {type(v).__name__}")
+        v = int(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{name}: must lie in [{lo}, {hi}], got {v}")
+    return v
+
+
+def check_float(name, v, positive=False):
+    """A finite real scalar, returned as float32."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name}: expected a float, got {type(v).__name__}")
+    f = np.float32(v)
+    if not np.isfinite(f) or (positive and not f > 0):
+        raise ValueError(f"{name}: must be finite{' and > 0' if positive else ''} as a float32, got {v!r}")
+    return f
+
+
+def check_ints(name, v, n, lo):
+    """An int or a sequence of n ints, each >= lo, as a tuple of n ints."""
+    if type(v) is tuple and len(v) == n and all(type(e) is int and e >= lo for e in v):
+        return v
+    if isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool):
+        v = (v,) * n
+    try:
+        v = tuple(v)
+    except TypeError:
+        raise TypeError(f"{name}: expected {n} ints, got {v!r}") from None
+    if len(v) != n:
+        raise ValueError(f"{name}: expected {n} ints, got {v!r}")
+    return tuple(check_int(name, e, lo) for e in v)
+
+
+def check_padding(v):
+    """(top, left, bottom, right); 2 ints mean (ph, pw) on both sides; 1 int everywhere."""
+    if isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool):
+        v = (v,) * 4
+    v = tuple(v) if isinstance(v, (tuple, list)) else v
+    if isinstance(v, tuple) and len(v) == 2:
+        v = (v[0], v[1], v[0], v[1])
+    return check_ints("padding", v, 4, 0)
+
+
+def check_lo_hi(lo, hi):
+    lo = 0 if lo is None else check_int("lo", lo, 0, 255)
+    hi = 255 if hi is None else check_int("hi", hi, 0, 255)
+    if lo > hi:
+        raise ValueError(f"lo must be <= hi, got lo={lo}, hi={hi}")
+    return lo, hi
+
+
+def geometry(h, w, kernel, stride, padding, dilation, what):
+    """(OH, OW) of a window walk; raises ValueError when the window does not fit."""
+    kh, kw = kernel
+    sh, sw = stride
+    top, left, bottom, right = padding
+    dh, dw = dilation
+    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{what}: kernel {kernel} with dilation {dilation} does not fit the padded input "
+                         f"{(h, w)} + padding {padding}")
+    return oh, ow
+
+
+def check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi):
+    """Validated, normalized arguments of :func:`depthwise_conv_u8s8`."""
+    check_array("depthwise_conv_u8s8: x", x, np.uint8, 4)
+    check_array("depthwise_conv_u8s8: w", w, np.int8, 3)
+    n, h, wd, c = x.shape
+    kh, kw, wc = w.shape
+    if wc != c:
+        raise ValueError(f"depthwise_conv_u8s8: w has {wc} channels, x has {c}")
+    if kh < 1 or kw < 1 or kh * kw > MAX_TAPS:
+        raise ValueError(f"depthwise_conv_u8s8: need 1 <= KH*KW <= {MAX_TAPS}, got kernel {(kh, kw)}")
+    stride = check_ints("stride", stride, 2, 1)
+    dilation = check_ints("dilation", dilation, 2, 1)
+    padding = check_padding(padding)
+    a_zero = check_int("a_zero", a_zero, 0, 255)
+    if bias is None:
+        bias = np.zeros(c, dtype=np.int32)
+    else:
+        if not isinstance(bias, np.ndarray) or bias.dtype.kind not in "iu":
+            raise TypeError("depthwise_conv_u8s8: bias must be an integer ndarray (int32 values)")
+        if bias.shape != (c,):
+            raise ValueError(f"depthwise_conv_u8s8: bias must have shape ({c},), got {bias.shape}")
+        if bias.dtype != np.int32:
+            if bias.size and (bias.min() < -2**31 or bias.max() >= 2**31):
+                raise ValueError("depthwise_conv_u8s8: bias values must fit int32")
+            bias = bias.astype(np.int32)
+        bias = np.ascontiguousarray(bias)
+    if not (isinstance(scale, np.ndarray) and scale.dtype == np.float32 and scale.shape == (c,)):
+        scale = np.asarray(scale)
+        if scale.dtype.kind not in "fiu":
+            raise TypeError(f"depthwise_conv_u8s8: scale must be real, got dtype {scale.dtype}")
+        scale = np.full(c, scale, dtype=np.float32) if scale.ndim == 0 else scale.astype(np.float32)
+        if scale.shape != (c,):
+            raise ValueError(f"depthwise_conv_u8s8: scale must be a scalar or have shape ({c},), got {scale.shape}")
+    scale = np.ascontiguousarray(scale)
+    top = float(np.abs(scale).max())
+    if not math.isfinite(top):
+        raise ValueError("depthwise_conv_u8s8: scale must be finite")
+    if out_dtype in ("u8", "uint8", np.uint8):
+        out_dtype = "u8"
+        out_zero = check_int("out_zero", out_zero, 0, 255)
+        lo, hi = check_lo_hi(lo, hi)
+    elif out_dtype in ("f32", "float32", np.float32):
+        out_dtype = "f32"
+        lo = -np.inf if lo is None else np.float32(check_float("lo", lo))
+        hi = np.inf if hi is None else np.float32(check_float("hi", hi))
+        if lo > hi:
+            raise ValueError(f"lo must be <= hi, got lo={lo}, hi={hi}")
+        lo, hi = np.float32(lo), np.float32(hi)
+    else:
+        raise ValueError(f"depthwise_conv_u8s8: out_dtype must be 'u8' or 'f32', got {out_dtype!r}")
+    oh, ow = geometry(h, wd, (kh, kw), stride, padding, dilation, "depthwise_conv_u8s8")
+    return dict(stride=stride, padding=padding, dilation=dilation, a_zero=a_zero, bias=bias, scale=scale,
+                out_dtype=out_dtype, out_zero=out_zero, lo=lo, hi=hi, oh=oh, ow=ow, scale_below_half=top < 0.5)
+
+
+def check_pool(name, x, kernel, stride, padding):
+    check_array(f"{name}: x", x, np.uint8, 4)
+    kernel = check_ints("kernel", kernel, 2, 1)
+    if kernel[0] * kernel[1] > MAX_TAPS:
+        raise ValueError(f"{name}: need KH*KW <= {MAX_TAPS}, got {kernel}")
+    stride = check_ints("stride", stride, 2, 1)
+    padding = check_padding(padding)
+    top, left, bottom, right = padding
+    if max(top, bottom) >= kernel[0] or max(left, right) >= kernel[1]:
+        raise ValueError(f"{name}: padding {padding} must be smaller than the kernel {kernel} (every window "
+                         "needs a valid tap)")
+    oh, ow = geometry(x.shape[1], x.shape[2], kernel, stride, padding, (1, 1), name)
+    return kernel, stride, padding, oh, ow
+
+
+# ---------------------------------------------------------------------------------------------- arithmetic
+def q8(f, zero, lo=0, hi=255):
+    """uint8 ``clamp(rint(f) + zero, lo, hi)`` of a float32 array; NaN -> lo."""
+    f = np.asarray(f, dtype=np.float32)
+    q = np.rint(f) + np.float32(zero)
+    q = np.where(np.isnan(q), np.float32(lo), q)
+    q = np.where(q > lo, q, np.float32(lo))
+    q = np.where(q < hi, q, np.float32(hi))
+    return q.astype(np.uint8)
+
+
+def _windows(xp, kh, kw, stride, dilation, oh, ow):
+    """Yield (i, j, view) with view[n, oh, ow, c] = xp[n, oh*sh + i*dh, ow*sw + j*dw, c]."""
+    sh, sw = stride
+    dh, dw = dilation
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dh, j * dw
+            yield i, j, xp[:, r0:r0 + sh * (oh - 1) + 1:sh, c0:c0 + sw * (ow - 1) + 1:sw, :]
+
+
+def _pad_nhwc(x, padding, value):
+    top, left, bottom, right = padding
+    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
+
+
+# ---------------------------------------------------------------------------------------------- the kernels
+def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0, bias=None,
+                        scale, out_dtype="u8", out_zero=0, lo=None, hi=None, path=None):
+    """Depthwise conv, NHWC u8 x (KH, KW, C) s8 -> NHWC u8 or float32; see the module docstring."""
+    a = check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi)
+    kh, kw, c = w.shape
+    xs = _pad_nhwc(x.astype(np.int64) - a["a_zero"], a["padding"], 0)  # padded taps hold the zero point
+    acc = np.zeros((x.shape[0], a["oh"], a["ow"], c), dtype=np.int64)
+    for i, j, view in _windows(xs, kh, kw, a["stride"], a["dilation"], a["oh"], a["ow"]):
+        acc += view * w[i, j].astype(np.int64)
+    acc += a["bias"]
+    f = acc.astype(np.int32).astype(np.float32) * a["scale"]  # int32 wraps modulo 2^32
+    if a["out_dtype"] == "u8":
+        return q8(f, a["out_zero"], a["lo"], a["hi"])
+    f = np.where(f > a["lo"], f, a["lo"]).astype(np.float32)
+    return np.where(f < a["hi"], f, a["hi"]).astype(np.float32)
+
+
+def quantize_nchw(x, scale_inv, *, zero=0, lo=0, hi=255, path=None):
+    """float32 NCHW -> uint8 NHWC, ``q8(x * scale_inv)``."""
+    check_array("quantize_nchw: x", x, np.float32, 4, contiguous=True)
+    s = check_float("scale_inv", scale_inv, positive=True)
+    zero = check_int("zero", zero, 0, 255)
+    lo, hi = check_lo_hi(lo, hi)
+    return q8(x * s, zero, lo, hi).transpose(0, 2, 3, 1).copy()
+
+
+def quantize_rows(x, scale_inv, zero=0, lo=0, hi=255, *, path=None):
+    """float32 (M, K) -> uint8 (M, K), ``q8(x * scale_inv)``."""
+    check_array("quantize_rows: x", x, np.float32, 2)
+    s = check_float("scale_inv", scale_inv, positive=True)
+    zero = check_int("zero", zero, 0, 255)
+    lo, hi = check_lo_hi(lo, hi)
+    return q8(x * s, zero, lo, hi)
+
+
+def dequantize_nhwc(q, scale, *, zero=0, path=None):
+    """uint8 NHWC -> float32 NCHW, ``float32(q - zero) * scale``."""
+    check_array("dequantize_nhwc: q", q, np.uint8, 4)
+    s = check_float("scale", scale)
+    zero = check_int("zero", zero, 0, 255)
+    f = (q.astype(np.int32) - zero).astype(np.float32) * s
+    return f.transpose(0, 3, 1, 2).copy()
+
+
+def check_row_scale(scale, k):
+    """A scalar, or a (K,) array: per-column scales, as float32 (finite)."""
+    if np.ndim(scale) == 0:
+        return check_float("scale", scale), False
+    s = np.asarray(scale)
+    if s.dtype.kind not in "fiu":
+        raise TypeError(f"dequantize_rows: scale must be real, got dtype {s.dtype}")
+    s = np.ascontiguousarray(s, dtype=np.float32)
+    if s.shape != (k,):
+        raise ValueError(f"dequantize_rows: per-column scale must have shape ({k},), got {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("dequantize_rows: scale must be finite")
+    return s, True
+
+
+def dequantize_rows(q, scale, zero=0, *, path=None):
+    """uint8 (M, K) -> float32 (M, K), ``float32(q - zero) * scale`` (scale scalar or per column)."""
+    check_array("dequantize_rows: q", q, np.uint8, 2)
+    s, _ = check_row_scale(scale, q.shape[1])
+    zero = check_int("zero", zero, 0, 255)
+    return ((q.astype(np.int32) - zero).astype(np.float32) * s).astype(np.float32)
+
+
+def im2col_u8(x, kh, kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), pad_value=0, *, out=None,
+              path=None):
+    """NHWC uint8 -> (N*OH*OW, KH*KW*C) uint8: row (n, oh, ow), columns (kh, kw, c), padding = pad_value."""
+    oh, ow, kh, kw, stride, padding, dilation, pad_value = check_im2col(x, kh, kw, stride, padding, dilation,
+                                                                        pad_value, out)
+    n, c = x.shape[0], x.shape[3]
+    xp = _pad_nhwc(x, padding, pad_value)
+    cols = np.empty((n, oh, ow, kh, kw, c), dtype=np.uint8)
+    for i, j, view in _windows(xp, kh, kw, stride, dilation, oh, ow):
+        cols[:, :, :, i, j, :] = view
+    cols = cols.reshape(n * oh * ow, kh * kw * c)
+    if out is not None:
+        out[...] = cols
+        return out
+    return cols
+
+
+def check_im2col(x, kh, kw, stride, padding, dilation, pad_value, out):
+    check_array("im2col_u8: x", x, np.uint8, 4)
+    kh, kw = check_int("kh", kh, 1), check_int("kw", kw, 1)
+    stride = check_ints("stride", stride, 2, 1)
+    dilation = check_ints("dilation", dilation, 2, 1)
+    padding = check_padding(padding)
+    pad_value = check_int("pad_value", pad_value, 0, 255)
+    oh, ow = geometry(x.shape[1], x.shape[2], (kh, kw), stride, padding, dilation, "im2col_u8")
+    shape = (x.shape[0] * oh * ow, kh * kw * x.shape[3])
+    if out is not None:
+        check_array("im2col_u8: out", out, np.uint8, 2)
+        if out.shape != shape:
+            raise ValueError(f"im2col_u8: out must have shape {shape}, got {out.shape}")
+    return oh, ow, kh, kw, stride, padding, dilation, pad_value
+
+
+def requantize(q, multiplier, *, in_zero, out_zero, lo=0, hi=255, path=None):
+    """uint8 (any shape) -> uint8, ``q8(float32(q - in_zero) * multiplier)``."""
+    check_array("requantize: q", q, np.uint8)
+    m = check_float("multiplier", multiplier, positive=True)
+    in_zero = check_int("in_zero", in_zero, 0, 255)
+    out_zero = check_int("out_zero", out_zero, 0, 255)
+    lo, hi = check_lo_hi(lo, hi)
+    return q8((q.astype(np.int32) - in_zero).astype(np.float32) * m, out_zero, lo, hi)
+
+
+def check_add(a, a_scale, a_zero, b, b_scale, b_zero, out_scale_inv, out_zero, lo, hi):
+    check_array("add_u8: a", a, np.uint8)
+    check_array("add_u8: b", b, np.uint8)
+    if a.shape != b.shape:
+        raise ValueError(f"add_u8: a and b must have the same shape, got {a.shape} and {b.shape}")
+    return (check_float("a_scale", a_scale, True), check_int("a_zero", a_zero, 0, 255),
+            check_float("b_scale", b_scale, True), check_int("b_zero", b_zero, 0, 255),
+            check_float("out_scale_inv", out_scale_inv, True), check_int("out_zero", out_zero, 0, 255),
+            *check_lo_hi(lo, hi))
+
+
+def add_u8(a, a_scale, a_zero, b, b_scale, b_zero, out_scale_inv, out_zero, lo=0, hi=255, *, path=None):
+    """Residual add in the float domain: ``q8((float32(a-az)*as + float32(b-bz)*bs) * out_scale_inv)``."""
+    as_, az, bs, bz, osi, oz, lo, hi = check_add(a, a_scale, a_zero, b, b_scale, b_zero, out_scale_inv,
+                                                 out_zero, lo, hi)
+    fa = (a.astype(np.int32) - az).astype(np.float32) * as_
+    fb = (b.astype(np.int32) - bz).astype(np.float32) * bs
+    return q8((fa + fb) * osi, oz, lo, hi)
+
+
+def max_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), *, path=None):
+    """NHWC uint8 max pool; padded taps are ignored."""
+    kernel, stride, padding, oh, ow = check_pool("max_pool_u8", x, kernel, stride, padding)
+    xp = _pad_nhwc(x.astype(np.int16), padding, -1)  # below every u8: never the max
+    out = np.full((x.shape[0], oh, ow, x.shape[3]), -1, dtype=np.int16)
+    for _, _, view in _windows(xp, *kernel, stride, (1, 1), oh, ow):
+        np.maximum(out, view, out=out)
+    return out.astype(np.uint8)
+
+
+def avg_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), exclusive=True, zero=0, *, path=None):
+    """NHWC uint8 average pool: ``q8(float32(sum(x - zero)) / float32(count))``, count = valid taps
+    (exclusive=True) or KH*KW (padded taps then count as the zero point)."""
+    kernel, stride, padding, oh, ow = check_pool("avg_pool_u8", x, kernel, stride, padding)
+    zero = check_int("zero", zero, 0, 255)
+    xs = _pad_nhwc(x.astype(np.int32) - zero, padding, 0)
+    valid = _pad_nhwc(np.ones((1,) + x.shape[1:3] + (1,), dtype=np.int32), padding, 0)
+    s = np.zeros((x.shape[0], oh, ow, x.shape[3]), dtype=np.int32)
+    count = np.zeros((1, oh, ow, 1), dtype=np.int32)
+    for (_, _, view), (_, _, v) in zip(_windows(xs, *kernel, stride, (1, 1), oh, ow),
+                                       _windows(valid, *kernel, stride, (1, 1), oh, ow)):
+        s += view
+        count += v
+    if not exclusive:
+        count[...] = kernel[0] * kernel[1]
+    return q8(s.astype(np.float32) / count.astype(np.float32), zero, 0, 255)
+
+
+def check_gap(x, scale, zero):
+    check_array("global_avg_pool_u8: x", x, np.uint8, 4)
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (numbers.Real, np.floating)) \
+            or not math.isfinite(scale):
+        raise ValueError(f"global_avg_pool_u8: scale must be a finite float, got {scale!r}")
+    zero = check_int("zero", zero, 0, 255)
+    if x.shape[1] * x.shape[2] == 0:
+        raise ValueError("global_avg_pool_u8: empty spatial size")
+    return float(scale), zero
+
+
+def global_avg_pool_u8(x, scale=1.0, zero=0, *, path=None):
+    """NHWC uint8 -> float32 (N, C): ``float32(float64(sum(x - zero)) / (H*W) * float64(scale))``, the sum exact
+    (int64); ``scale`` is used as a float64."""
+    scale, zero = check_gap(x, scale, zero)
+    hw = x.shape[1] * x.shape[2]
+    s = x.sum(axis=(1, 2), dtype=np.int64) - np.int64(zero) * hw
+    return (s.astype(np.float64) / hw * np.float64(scale)).astype(np.float32)

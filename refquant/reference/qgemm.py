@@ -1,0 +1,147 @@
+"""INT8 GEMM u8 x s8 -> s32 with a fused epilogue: the NumPy twin of ``kernels/qgemm.pyx``.
+
+``pack_b`` builds the same bytes as the compiled kernel (so either side accepts the other's packed weights):
+
+    [0, 64)          header: b"RQGEMMv1", int32 version 1, int32 NR = 16, int64 K, N, Kp, Np, 16 zero bytes
+    [64, 64+Kp*Np)   panels of 16 columns x groups of 4 K: panel p, group g, column c, i < 4 holds
+                     w[4g + i, 16p + c] at 64 + p*Kp*16 + 64g + 4c + i (zero padded to Kp = ceil4(K), Np = ceil16(N))
+    then             int32 colsum_b[n] = sum_k w[k, n] for n < Np
+
+``gemm_u8s8`` computes, in int32 arithmetic that wraps modulo 2^32 (as the kernels do):
+
+    acc[m, n] = sum_k a[m, k] * w[k, n] - a_zero * col_sum[n] + bias[n]
+    "s32":        out = acc
+    "f32":        out = min(max(float32(acc) * scale[n], lo), hi)                    lo/hi default -inf/+inf
+    "u8" / "s8":  out = min(max(rint(float32(acc) * scale[n]) + out_zero, lo), hi)   in float32; rint rounds half
+                                                                                     to even; lo/hi default to
+                                                                                     the type's range
+A multiply of two float32 values is rounded once (no fused multiply-add), which is what NumPy's float32 ``*`` does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+NR, KG, HEADER_BYTES, MAGIC, VERSION = 16, 4, 64, b"RQGEMMv1", 1
+OUT_DTYPES = {"s32": np.int32, "f32": np.float32, "u8": np.uint8, "s8": np.int8}
+
+
+def _round_up(x: int, m: int) -> int:
+    return (x + m - 1) // m * m
+
+
+def _check_weights(w, name):
+    if not isinstance(w, np.ndarray):
+        raise TypeError(f"{name}: w must be a numpy.ndarray, got {type(w).__name__}")
+    if w.dtype != np.int8:
+        raise TypeError(f"{name}: w must be int8, got {w.dtype}")
+    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
+        raise ValueError(f"{name}: w must be a non-empty 2-D (K, N) array, got shape {w.shape}")
+
+
+def col_sums(w: np.ndarray) -> np.ndarray:
+    """int32 (N,): sum_k w[k, n]."""
+    _check_weights(w, "col_sums")
+    return np.sum(w, axis=0, dtype=np.int32)
+
+
+def pack_b(w: np.ndarray) -> np.ndarray:
+    """The packed weights (1-D int8, 64-byte aligned), byte for byte what the compiled pack_b writes."""
+    _check_weights(w, "pack_b")
+    K, N = w.shape
+    Kp, Np = _round_up(K, KG), _round_up(N, NR)
+    wp = np.zeros((Kp, Np), dtype=np.int8)
+    wp[:K, :N] = w
+    # (Kp, Np) -> [panel p][group g][column c][i]
+    panels = wp.reshape(Kp // KG, KG, Np // NR, NR).transpose(2, 0, 3, 1)
+    header = np.zeros(HEADER_BYTES, dtype=np.uint8)
+    header[:8] = np.frombuffer(MAGIC, dtype=np.uint8)
+    header[8:16] = np.array([VERSION, NR], dtype=np.int32).view(np.uint8)
+    header[16:48] = np.array([K, N, Kp, Np], dtype=np.int64).view(np.uint8)
+    colsum = np.sum(wp, axis=0, dtype=np.int32)
+    nbytes = HEADER_BYTES + Kp * Np + 4 * Np
+    buf = np.empty(nbytes + 64, dtype=np.int8)
+    off = (-buf.ctypes.data) % 64
+    packed = buf[off:off + nbytes]
+    packed[:HEADER_BYTES] = header.view(np.int8)
+    packed[HEADER_BYTES:HEADER_BYTES + Kp * Np] = panels.reshape(-1)
+    packed[HEADER_BYTES + Kp * Np:] = colsum.view(np.int8)
+    return packed
+
+
+def unpack_b(packed: np.ndarray, K: int, N: int) -> np.ndarray:
+    """w (K, N) back from a packed array, after checking its header against (K, N)."""
+    if not isinstance(packed, np.ndarray) or packed.dtype != np.int8 or packed.ndim != 1:
+        raise ValueError("gemm_u8s8: packed must be the 1-D int8 array returned by pack_b(w)")
+    if packed.shape[0] < HEADER_BYTES or bytes(packed[:8].view(np.uint8)) != MAGIC:
+        raise ValueError("gemm_u8s8: packed is not a qgemm packed array (bad magic): use pack_b(w)")
+    version, nr = np.ascontiguousarray(packed[8:16]).view(np.int32)
+    if version != VERSION or nr != NR:
+        raise ValueError("gemm_u8s8: packed has another layout version: pack the weights again")
+    pk, pn, Kp, Np = (int(v) for v in np.ascontiguousarray(packed[16:48]).view(np.int64))
+    if (pk, pn) != (K, N):
+        raise ValueError(f"gemm_u8s8: packed holds weights of K={pk}, N={pn}, called with K={K}, N={N}")
+    if packed.shape[0] != HEADER_BYTES + Kp * Np + 4 * Np:
+        raise ValueError("gemm_u8s8: packed has the wrong size for its header (truncated or altered)")
+    panels = packed[HEADER_BYTES:HEADER_BYTES + Kp * Np].reshape(Np // NR, Kp // KG, NR, KG)
+    return panels.transpose(1, 3, 0, 2).reshape(Kp, Np)[:K, :N]
+
+
+def _vector(x, n, dtype, name):
+    if isinstance(x, np.ndarray):
+        if x.dtype != dtype:
+            raise TypeError(f"gemm_u8s8: {name} must be {np.dtype(dtype).name}, got {x.dtype}")
+        if x.shape != (n,):
+            raise ValueError(f"gemm_u8s8: {name} must have shape ({n},), got {x.shape}")
+        return x
+    if isinstance(x, (int, float, np.number)) and not isinstance(x, bool):
+        return np.full(n, x, dtype=dtype)
+    raise TypeError(f"gemm_u8s8: {name} must be a {np.dtype(dtype).name} ndarray of shape ({n},)")
+
+
+def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
+              lo=None, hi=None, out=None, path=None):
+    """See the module docstring; ``path`` is accepted (and ignored) so callers can pass it to either side."""
+    K, N = int(K), int(N)
+    if not isinstance(a, np.ndarray) or a.dtype != np.uint8:
+        raise TypeError("gemm_u8s8: a must be a uint8 numpy.ndarray")
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] != K:
+        raise ValueError(f"gemm_u8s8: a must be (M, {K}) with M >= 1, got shape {a.shape}")
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"gemm_u8s8: out_dtype must be one of {list(OUT_DTYPES)}, got {out_dtype!r}")
+    w = unpack_b(packed, K, N)
+    M = a.shape[0]
+
+    dot = a.astype(np.int64) @ w.astype(np.int64)
+    offset = np.zeros(N, dtype=np.int64)
+    if a_zero:
+        if col_sum is None:
+            raise ValueError("gemm_u8s8: a_zero != 0 needs col_sum")
+        offset -= int(a_zero) * _vector(col_sum, N, np.int32, "col_sum").astype(np.int64)
+    if bias is not None:
+        offset += _vector(bias, N, np.int32, "bias")
+    acc = (dot + offset).astype(np.int32)              # wraps modulo 2^32 like int32 arithmetic
+
+    if out_dtype == "s32":
+        result = acc
+    else:
+        if scale is None:
+            raise ValueError(f'gemm_u8s8: out_dtype="{out_dtype}" needs scale')
+        f = acc.astype(np.float32) * _vector(scale, N, np.float32, "scale")
+        if out_dtype == "f32":
+            lo_f = np.float32(-np.inf if lo is None else lo)
+            hi_f = np.float32(np.inf if hi is None else hi)
+            result = np.minimum(np.maximum(f, lo_f), hi_f)
+        else:
+            info = np.iinfo(OUT_DTYPES[out_dtype])
+            lo_f = np.float32(info.min if lo is None else lo)
+            hi_f = np.float32(info.max if hi is None else hi)
+            r = np.minimum(np.maximum(np.rint(f) + np.float32(out_zero), lo_f), hi_f)
+            result = r.astype(OUT_DTYPES[out_dtype])
+    if out is None:
+        return result.astype(OUT_DTYPES[out_dtype], copy=False)
+    if not isinstance(out, np.ndarray) or out.dtype != OUT_DTYPES[out_dtype]:
+        raise TypeError(f"gemm_u8s8: out must be a {np.dtype(OUT_DTYPES[out_dtype]).name} ndarray")
+    if out.shape != (M, N):
+        raise ValueError(f"gemm_u8s8: out must have shape ({M}, {N}), got {out.shape}")
+    out[...] = result
+    return out

@@ -1,0 +1,366 @@
+"""INT8 GEMM (kernels/qgemm.pyx and its twin refquant/reference/qgemm.py).
+
+Every path this CPU can run is compared bit for bit with the twin, and the twin with a float64 formula:
+    acc = a @ w - a_zero * col_sum + bias        (int32)
+    f32: float32(acc) * scale, clamped            u8/s8: clamp(rint(float32(acc) * scale) + out_zero, lo, hi)
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from refquant import threads
+from refquant.reference import qgemm as twin
+
+FORCED = os.environ.get("REFQUANT_FORCE_REFERENCE", "") not in ("", "0")
+try:
+    from refquant._kernels import qgemm as fast
+except ImportError:  # not built: only the twin's own tests run
+    fast = None
+needs_fast = pytest.mark.skipif(fast is None or FORCED, reason="refquant._kernels.qgemm is not built")
+PATHS = fast.available_paths() if fast is not None else []
+OUT_NP = {"s32": np.int32, "f32": np.float32, "u8": np.uint8, "s8": np.int8}
+
+
+def rand_case(rng, M, K, N):
+    a = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    w = rng.integers(-128, 128, (K, N), dtype=np.int8)
+    return a, w
+
+
+def epilogue_args(rng, w, out_dtype, a_zero=128, with_bias=True, clamp=False):
+    N = w.shape[1]
+    kw = {"out_dtype": out_dtype, "a_zero": a_zero}
+    if a_zero:
+        kw["col_sum"] = twin.col_sums(w)
+    if with_bias:
+        kw["bias"] = rng.integers(-50000, 50000, N, dtype=np.int32)
+    if out_dtype != "s32":
+        # scales that spread the outputs over the u8/s8 range (|acc| ~ sqrt(K) * 128 * 74 for random data),
+        # plus some columns of 0.5: exact halves, and saturation
+        kw["scale"] = (rng.random(N) * 300.0 / (np.sqrt(w.shape[0]) * 128 * 74)).astype(np.float32)
+        kw["scale"][::3] = np.float32(0.5)
+    if out_dtype == "u8":
+        kw["out_zero"] = 128 if a_zero else 0
+    if clamp:
+        kw["lo"], kw["hi"] = {"f32": (0.0, 6.5), "u8": (10, 200), "s8": (-20, 90), "s32": (None, None)}[out_dtype]
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def same(x, y):
+    """Bit-identical arrays of the same dtype and shape."""
+    assert x.dtype == y.dtype and x.shape == y.shape
+    np.testing.assert_array_equal(np.ascontiguousarray(x).view(np.uint8), np.ascontiguousarray(y).view(np.uint8))
+
+
+# ---- the twin against the math ----
+
+def test_hand_worked_example():
+    # a (2x3) @ w (3x2): [1,2,3]@ -> [1*1 + 2*2 + 3*-3, 1*-1 + 2*0 + 3*4] = [-4, 11]; [4,5,6] -> [-4, 20]
+    a = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.uint8)
+    w = np.array([[1, -1], [2, 0], [-3, 4]], dtype=np.int8)
+    bias = np.array([3, -1], dtype=np.int32)
+    scale = np.array([0.5, 0.5], dtype=np.float32)
+    impls = [twin] + ([fast] if fast is not None and not FORCED else [])
+    for impl in impls:
+        p = impl.pack_b(w)
+        np.testing.assert_array_equal(impl.gemm_u8s8(a, p, 3, 2), [[-4, 11], [-4, 20]])
+        # + bias: [[-1, 10], [-1, 19]]; * 0.5: [[-0.5, 5], [-0.5, 9.5]]; rint half to even: [[-0, 5], [-0, 10]]
+        np.testing.assert_array_equal(impl.gemm_u8s8(a, p, 3, 2, bias=bias), [[-1, 10], [-1, 19]])
+        np.testing.assert_array_equal(impl.gemm_u8s8(a, p, 3, 2, bias=bias, scale=scale, out_dtype="f32"),
+                                      np.array([[-0.5, 5], [-0.5, 9.5]], dtype=np.float32))
+        np.testing.assert_array_equal(impl.gemm_u8s8(a, p, 3, 2, bias=bias, scale=scale, out_dtype="s8"),
+                                      np.array([[0, 5], [0, 10]], dtype=np.int8))
+        np.testing.assert_array_equal(impl.gemm_u8s8(a, p, 3, 2, bias=bias, scale=scale, out_dtype="u8",
+                                                     out_zero=128), np.array([[128, 133], [128, 138]], np.uint8))
+        # relu on f32 and a clamp on u8
+        np.testing.assert_array_equal(impl.gemm_u8s8(a, p, 3, 2, bias=bias, scale=scale, out_dtype="f32", lo=0.0),
+                                      np.array([[0, 5], [0, 9.5]], dtype=np.float32))
+        np.testing.assert_array_equal(impl.gemm_u8s8(a, p, 3, 2, bias=bias, scale=scale, out_dtype="u8",
+                                                     out_zero=128, lo=130, hi=135),
+                                      np.array([[130, 133], [130, 135]], np.uint8))
+        # a holding s8 values shifted by +128: a_s8 = a - 128, a_zero=128 undoes the shift
+        a_s8 = np.array([[-3, 0, 7], [127, -128, 1]], dtype=np.int8)
+        got = impl.gemm_u8s8((a_s8.astype(np.int16) + 128).astype(np.uint8), p, 3, 2, a_zero=128,
+                             col_sum=impl.col_sums(w))
+        np.testing.assert_array_equal(got, a_s8.astype(np.int32) @ w.astype(np.int32))
+
+
+@pytest.mark.parametrize("out_dtype", ["s32", "f32", "u8", "s8"])
+@pytest.mark.parametrize("a_zero", [0, 128])
+def test_twin_matches_float64_formula(out_dtype, a_zero):
+    rng = np.random.default_rng(7)
+    a, w = rand_case(rng, 13, 70, 21)
+    kw = epilogue_args(rng, w, out_dtype, a_zero=a_zero, clamp=out_dtype != "s32")
+    got = twin.gemm_u8s8(a, twin.pack_b(w), 70, 21, **kw)
+    acc = a.astype(np.float64) @ w.astype(np.float64) - a_zero * w.astype(np.float64).sum(0) + kw["bias"]
+    if out_dtype == "s32":
+        np.testing.assert_array_equal(got, acc.astype(np.int32))
+        return
+    # float32(acc) * scale rounded once to float32: the float64 product of two float32 values is exact
+    f = (acc.astype(np.float32).astype(np.float64) * kw["scale"].astype(np.float64)).astype(np.float32)
+    f = f.astype(np.float64)
+    if out_dtype == "f32":
+        np.testing.assert_array_equal(got, np.clip(f, kw["lo"], kw["hi"]).astype(np.float32))
+    else:
+        want = np.clip(np.rint(f) + kw.get("out_zero", 0), kw["lo"], kw["hi"])
+        np.testing.assert_array_equal(got, want.astype(OUT_NP[out_dtype]))
+
+
+def test_twin_pack_round_trip_and_col_sums():
+    rng = np.random.default_rng(1)
+    for K, N in [(1, 1), (5, 17), (64, 32), (13, 3)]:
+        w = rng.integers(-128, 128, (K, N), dtype=np.int8)
+        p = twin.pack_b(w)
+        assert p.ctypes.data % 64 == 0 and p.ndim == 1 and p.dtype == np.int8
+        np.testing.assert_array_equal(twin.unpack_b(p, K, N), w)
+        np.testing.assert_array_equal(twin.col_sums(w), w.astype(np.int64).sum(0))
+
+
+# ---- every compiled path against the twin ----
+
+SHAPES = [(1, 1, 1), (1, 4, 16), (2, 3, 2), (3, 5, 17), (7, 13, 33), (5, 1, 7), (1, 4096, 20), (33, 4096, 3),
+          (17, 64, 16), (64, 128, 48), (100, 300, 65), (9, 7, 1), (1, 768, 300), (37, 257, 129), (8, 32, 64),
+          (6, 9, 80), (130, 20, 31), (1, 2, 100), (300, 20, 20), (700, 9, 33), (1, 40, 60), (3, 21, 120)]
+
+
+@needs_fast
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_path_matches_twin(path, shape):
+    M, K, N = shape
+    rng = np.random.default_rng(M * 1000003 + K * 101 + N)
+    a, w = rand_case(rng, M, K, N)
+    packed = fast.pack_b(w)
+    same(fast.gemm_u8s8(a, packed, K, N, path=path), twin.gemm_u8s8(a, twin.pack_b(w), K, N))
+    for out_dtype in ("u8", "f32"):
+        kw = epilogue_args(rng, w, out_dtype)
+        same(fast.gemm_u8s8(a, packed, K, N, path=path, **kw), twin.gemm_u8s8(a, packed, K, N, **kw))
+
+
+@needs_fast
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("out_dtype", ["s32", "f32", "u8", "s8"])
+def test_path_epilogue_options(path, out_dtype):
+    rng = np.random.default_rng(11)
+    M, K, N = 19, 45, 37
+    a, w = rand_case(rng, M, K, N)
+    packed = fast.pack_b(w)
+    for a_zero in (0, 128):
+        for with_bias in (False, True):
+            for clamp in (False, True):
+                kw = epilogue_args(rng, w, out_dtype, a_zero=a_zero, with_bias=with_bias, clamp=clamp)
+                if out_dtype == "u8" and a_zero == 0:
+                    kw["out_zero"] = 0
+                same(fast.gemm_u8s8(a, packed, K, N, path=path, **kw), twin.gemm_u8s8(a, packed, K, N, **kw))
+
+
+@needs_fast
+@pytest.mark.parametrize("path", PATHS)
+def test_rounding_half_to_even_and_saturation(path):
+    # a = 0, so acc = bias: every bias value from -300 to 300 with scale 0.5 gives the halves, rounded to even,
+    # and the large ones saturate at the type's range
+    K, N = 1, 16
+    zeros = np.zeros((3, K), dtype=np.uint8)
+    packed = fast.pack_b(np.ones((K, N), dtype=np.int8))
+    for val in range(-300, 301):
+        kw = dict(bias=np.full(N, val, np.int32), scale=np.full(N, 0.5, np.float32))
+        for od, oz in (("u8", 128), ("s8", 0), ("u8", 0)):
+            got = fast.gemm_u8s8(zeros, packed, K, N, path=path, out_dtype=od, out_zero=oz, **kw)
+            info = np.iinfo(OUT_NP[od])
+            want = np.clip(np.rint(val * 0.5) + oz, info.min, info.max)
+            assert (got == want).all(), (od, oz, val)
+
+
+@needs_fast
+@pytest.mark.parametrize("path", PATHS)
+def test_extreme_values_no_saturation(path):
+    for K in (4096, 65536):
+        for a_val, w_val in ((255, -128), (255, 127), (0, -128), (1, 1)):
+            a = np.full((2, K), a_val, dtype=np.uint8)
+            w = np.full((K, 16), w_val, dtype=np.int8)
+            got = fast.gemm_u8s8(a, fast.pack_b(w), K, 16, path=path)
+            assert (got == np.int64(a_val) * w_val * K).all()
+    # mixed extremes: pairs of 255*127 and 255*-128 (vpmaddubsw would saturate these pair sums)
+    rng = np.random.default_rng(3)
+    a = np.full((5, 4000), 255, dtype=np.uint8)
+    w = rng.choice(np.array([-128, 127], dtype=np.int8), size=(4000, 40))
+    same(fast.gemm_u8s8(a, fast.pack_b(w), 4000, 40, path=path), twin.gemm_u8s8(a, twin.pack_b(w), 4000, 40))
+
+
+@needs_fast
+@pytest.mark.parametrize("path", PATHS)
+def test_strided_a_and_out(path):
+    rng = np.random.default_rng(5)
+    M, K, N = 23, 50, 41
+    wide = rng.integers(0, 256, (M, K + 13), dtype=np.uint8)
+    w = rng.integers(-128, 128, (K, N), dtype=np.int8)
+    packed = fast.pack_b(w)
+    for a in (wide[:, :K], wide[:, 13:], wide[::2, 3:3 + K]):
+        for out_dtype in ("s32", "u8", "f32", "s8"):
+            kw = epilogue_args(rng, w, out_dtype)
+            want = twin.gemm_u8s8(np.ascontiguousarray(a), packed, K, N, **kw)
+            big = np.full((a.shape[0], N + 9), 77, dtype=OUT_NP[out_dtype])
+            out = big[:, 4:4 + N]
+            assert fast.gemm_u8s8(a, packed, K, N, path=path, out=out, **kw) is out
+            same(out, want)
+            assert (big[:, :4] == 77).all() and (big[:, 4 + N:] == 77).all()  # nothing written outside
+
+
+@needs_fast
+@pytest.mark.parametrize("shape", [(64, 512, 512), (4096, 256, 16), (3, 640, 2000), (100, 64, 100)])
+def test_one_and_two_threads_identical(shape):
+    M, K, N = shape
+    rng = np.random.default_rng(9)
+    a, w = rand_case(rng, M, K, N)
+    packed = fast.pack_b(w)
+    kw = epilogue_args(rng, w, "u8")
+    before = threads.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            threads.set_num_threads(n)
+            results.append((fast.gemm_u8s8(a, packed, K, N), fast.gemm_u8s8(a, packed, K, N, **kw)))
+    finally:
+        threads.set_num_threads(before)
+    same(results[0][0], results[1][0])
+    same(results[0][1], results[1][1])
+    same(results[0][0], twin.gemm_u8s8(a, packed, K, N))
+
+
+SUBPROCESS = """
+import json, numpy as np
+from refquant._kernels import qgemm
+rng = np.random.default_rng(4)
+a = rng.integers(0, 256, (21, 333), dtype=np.uint8); w = rng.integers(-128, 128, (333, 45), dtype=np.int8)
+out = qgemm.gemm_u8s8(a, qgemm.pack_b(w), 333, 45, a_zero=128, col_sum=qgemm.col_sums(w))
+print(json.dumps([qgemm.current_path(), out.tolist()]))
+"""
+
+
+def _run_sub(env_extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("REFQUANT_FORCE_PORTABLE", "REFQUANT_QGEMM_PATH")}
+    env.update(env_extra)
+    return subprocess.run([sys.executable, "-c", SUBPROCESS], env=env, capture_output=True, text=True)
+
+
+@needs_fast
+def test_environment_forces_a_path():
+    default = _run_sub({})
+    portable = _run_sub({"REFQUANT_FORCE_PORTABLE": "1"})
+    forced = _run_sub({"REFQUANT_QGEMM_PATH": PATHS[-2] if len(PATHS) > 1 else "portable"})
+    for run in (default, portable, forced):
+        assert run.returncode == 0, run.stderr
+    (p0, r0), (p1, r1), (p2, r2) = (json.loads(run.stdout) for run in (default, portable, forced))
+    assert (p0, p1, p2) == (PATHS[0], "portable", PATHS[-2] if len(PATHS) > 1 else "portable")
+    assert r0 == r1 == r2
+
+
+@needs_fast
+def test_environment_errors(monkeypatch):
+    """An unknown or unrunnable REFQUANT_QGEMM_PATH is an error when the path is first needed."""
+    missing = [p for p in fast.KNOWN_PATHS if p not in PATHS]
+    monkeypatch.delenv("REFQUANT_FORCE_PORTABLE", raising=False)
+    saved = fast._current
+    try:
+        for value, exc, text in [("sse9", ValueError, "unknown path")] + \
+                                [(p, RuntimeError, "cannot run it") for p in missing[:1]]:
+            monkeypatch.setenv("REFQUANT_QGEMM_PATH", value)
+            fast._current = None
+            with pytest.raises(exc, match=text):
+                fast.current_path()
+        monkeypatch.setenv("REFQUANT_QGEMM_PATH", "portable")
+        fast._current = None
+        assert fast.current_path() == "portable"
+    finally:
+        fast._current = saved
+
+
+@needs_fast
+def test_pack_b_bytes_match_the_twin():
+    rng = np.random.default_rng(2)
+    for K, N in [(1, 1), (3, 17), (64, 64), (130, 33), (5, 48)]:
+        w = rng.integers(-128, 128, (K, N), dtype=np.int8)
+        p = fast.pack_b(w)
+        assert p.ctypes.data % 64 == 0 and p.dtype == np.int8 and p.ndim == 1
+        same(p, twin.pack_b(w))
+        assert fast.packed_shape(p) == (K, N)
+        same(fast.col_sums(w), twin.col_sums(w))
+    # a packed array that lost its 64-byte alignment (e.g. loaded from a file) still works on every path
+    w = rng.integers(-128, 128, (37, 45), dtype=np.int8)
+    a = rng.integers(0, 256, (11, 37), dtype=np.uint8)
+    p = fast.pack_b(w)
+    moved = np.empty(p.shape[0] + 1, dtype=np.int8)[1:]
+    moved[:] = p
+    for path in PATHS:
+        same(fast.gemm_u8s8(a, moved, 37, 45, path=path), fast.gemm_u8s8(a, p, 37, 45, path=path))
+    # a non-contiguous weight view packs like its copy
+    w = rng.integers(-128, 128, (40, 60), dtype=np.int8)
+    same(fast.pack_b(w[::2, 1::3]), twin.pack_b(np.ascontiguousarray(w[::2, 1::3])))
+
+
+@needs_fast
+def test_bad_inputs_raise_clear_errors():
+    rng = np.random.default_rng(0)
+    a, w = rand_case(rng, 4, 10, 20)
+    p = fast.pack_b(w)
+    g = fast.gemm_u8s8
+    cases = [
+        (TypeError, "uint8", lambda: g(a.astype(np.int8), p, 10, 20)),
+        (TypeError, "ndarray", lambda: g(a.tolist(), p, 10, 20)),
+        (ValueError, "K=11", lambda: g(np.zeros((4, 11), np.uint8), p, 10, 20)),
+        (ValueError, "2-D", lambda: g(a.reshape(2, 2, 10), p, 10, 20)),
+        (ValueError, "M >= 1", lambda: g(a[:0], p, 10, 20)),
+        (ValueError, "contiguous", lambda: g(np.zeros((4, 20), np.uint8)[:, ::2], p, 10, 20)),
+        (ValueError, "K=10, N=20", lambda: g(a, p, 10, 21)),
+        (ValueError, "K=10, N=20", lambda: g(np.zeros((4, 12), np.uint8), p, 12, 20)),
+        (ValueError, "bad magic", lambda: g(a, np.zeros(p.shape, np.int8), 10, 20)),
+        (ValueError, "pack_b", lambda: g(a, w, 10, 20)),
+        (ValueError, "pack_b", lambda: g(a, np.zeros(3, np.int8), 10, 20)),
+        (ValueError, "wrong size", lambda: g(a, p[:-4].copy(), 10, 20)),
+        (ValueError, "col_sum", lambda: g(a, p, 10, 20, a_zero=128)),
+        (TypeError, "col_sum", lambda: g(a, p, 10, 20, a_zero=128, col_sum=np.zeros(20, np.int64))),
+        (ValueError, "a_zero", lambda: g(a, p, 10, 20, a_zero=-1)),
+        (TypeError, "bias", lambda: g(a, p, 10, 20, bias=np.zeros(20, np.float32))),
+        (ValueError, "bias", lambda: g(a, p, 10, 20, bias=np.zeros(19, np.int32))),
+        (ValueError, "needs scale", lambda: g(a, p, 10, 20, out_dtype="u8")),
+        (TypeError, "scale", lambda: g(a, p, 10, 20, out_dtype="f32", scale=np.ones(20))),
+        (ValueError, "finite", lambda: g(a, p, 10, 20, out_dtype="f32", scale=np.full(20, np.nan, np.float32))),
+        (ValueError, "out_dtype", lambda: g(a, p, 10, 20, out_dtype="u16")),
+        (ValueError, "do not apply", lambda: g(a, p, 10, 20, scale=np.ones(20, np.float32))),
+        (ValueError, "lo", lambda: g(a, p, 10, 20, out_dtype="u8", scale=1.0, lo=-1)),
+        (ValueError, "lo <= hi", lambda: g(a, p, 10, 20, out_dtype="u8", scale=1.0, lo=9, hi=3)),
+        (TypeError, "int32", lambda: g(a, p, 10, 20, out=np.zeros((4, 20), np.int64))),
+        (ValueError, "shape", lambda: g(a, p, 10, 20, out=np.zeros((4, 21), np.int32))),
+        (ValueError, "contiguous", lambda: g(a, p, 10, 20, out=np.zeros((4, 40), np.int32)[:, ::2])),
+        (ValueError, "not available", lambda: g(a, p, 10, 20, path="no-such-path")),
+        (TypeError, "int8", lambda: fast.pack_b(w.astype(np.int16))),
+        (ValueError, "2-D", lambda: fast.pack_b(w[0])),
+    ]
+    for exc, text, call in cases:
+        with pytest.raises(exc, match=text):
+            call()
+    # the twin rejects the same mistakes with the same types
+    for exc, text, call in [(ValueError, "K=10, N=20", lambda: twin.gemm_u8s8(a, p, 10, 21)),
+                            (TypeError, "uint8", lambda: twin.gemm_u8s8(a.astype(np.int8), p, 10, 20)),
+                            (ValueError, "bad magic", lambda: twin.gemm_u8s8(a, np.zeros(p.shape, np.int8), 10, 20))]:
+        with pytest.raises(exc, match=text):
+            call()
+
+
+@needs_fast
+def test_paths_and_peaks_are_reported():
+    assert fast.available_paths()[-1] == "portable"
+    assert fast.current_path() in fast.available_paths()
+    if "avx2" in PATHS:
+        assert fast.fma_peak_gflops(seconds=0.03) > 1
+        assert fast.vpmaddwd_peak_gops(seconds=0.03) > 1
+    if "avx512vnni" in PATHS or "avxvnni" in PATHS:
+        assert fast.vpdpbusd_peak_gops(seconds=0.03) > 1
+    else:
+        assert fast.vpdpbusd_peak_gops(seconds=0.03) is None
