@@ -198,12 +198,14 @@ def convert(model: Model) -> Model:
     return q
 
 
-def finetune_zoo(name: str, bits: int = 8, *, epochs: Optional[int] = None, lr_fraction: float = 0.1,
+def finetune_zoo(name: str, bits: int = 8, *, epochs: Optional[int] = None, lr_fraction: Optional[float] = None,
                  config: Optional[dict] = None, init_from_ptq: bool = True, seed: int = 0,
                  progress: bool = False) -> tuple[Model, dict]:
     """The seeds' QAT recipe on zoo model ``name``: start from its trained FP32 weights, ``quant_aware`` at
-    ``bits`` (weights and activations), train with the zoo recipe at ``lr_fraction`` (1/10) of its learning rate
-    for ``epochs`` (default 1/4 of its epochs, at least 2) with a one-epoch warmup, then :func:`convert`.
+    ``bits`` (weights and activations), train with the zoo recipe at ``lr_fraction`` of its learning rate for
+    ``epochs`` with a one-epoch warmup, then :func:`convert`. Defaults: 8 bits and more, the seeds' recipe (1/10 of
+    the learning rate, 1/4 of the epochs, at least 2); fewer bits, more of both (3/10, 1/2), since the weights have
+    further to move (MobileNetV1 4-bit: 77.4% after 3 epochs at 1/10, 84.1% after 6 at 3/10).
     ``init_from_ptq``: start the activation thresholds from static PTQ (hist) on 10 training batches.
     Returns the converted model and the training history."""
     from ..data import random_shift
@@ -215,8 +217,9 @@ def finetune_zoo(name: str, bits: int = 8, *, epochs: Optional[int] = None, lr_f
     entry = zoo._entry(name)
     recipe = dict(entry["train"])
     shift = int(recipe.pop("shift", 0))
-    recipe["epochs"] = epochs if epochs is not None else max(2, recipe["epochs"] // 4)
-    recipe["lr"] = recipe["lr"] * lr_fraction
+    low = bits < 8
+    recipe["epochs"] = epochs if epochs is not None else max(2, recipe["epochs"] // (2 if low else 4))
+    recipe["lr"] = recipe["lr"] * (lr_fraction if lr_fraction is not None else 0.3 if low else 0.1)
     recipe["warmup_epochs"] = 1
     model = pretrained(name)
     x, y = zoo.load_data(name, "train")
