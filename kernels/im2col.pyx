@@ -72,8 +72,11 @@ cdef Geometry _geometry(Py_ssize_t h, Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw
 
 
 cdef void _im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, const Geometry *g) noexcept:
+    # One thread: the BLAS GEMM that reads ``cols`` runs on OpenBLAS's own threads next, and libgomp workers left
+    # spinning after a parallel im2col take their cores (measured: MobileNetV1 FP32 at 2 threads 4x slower than
+    # at 1). The copy is memory-bound and a small part of a conv.
     cdef Py_ssize_t p, c = x.shape[1], taps = g.kh * g.kw
-    cdef int n_threads = threads_for(cols.shape[0] * cols.shape[1] * cols.shape[2], MIN_WORK_PER_THREAD)
+    cdef int n_threads = 1
     for p in prange(x.shape[0] * c, nogil=True, schedule="static", num_threads=n_threads):
         _im2col_plane(&x[p // c, p % c, 0, 0], &cols[p // c, (p % c) * taps, 0], g)
 
