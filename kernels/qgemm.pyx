@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from refquant.reference.qgemm import _check_weights  # one validation for both sides
+
 cdef extern from "qgemm/qgemm.h" nogil:
     ctypedef struct qgemm_args:
         Py_ssize_t M, K, N, Kp, Np
@@ -134,15 +136,6 @@ def _aligned_empty(Py_ssize_t nbytes):
     buf = np.empty(nbytes + 64, dtype=np.int8)
     off = (-buf.ctypes.data) % 64
     return buf[off:off + nbytes]
-
-
-def _check_weights(w, name):
-    if not isinstance(w, np.ndarray):
-        raise TypeError(f"{name}: w must be a numpy.ndarray, got {type(w).__name__}")
-    if w.dtype != np.int8:
-        raise TypeError(f"{name}: w must be int8, got {w.dtype}")
-    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
-        raise ValueError(f"{name}: w must be a non-empty 2-D (K, N) array, got shape {w.shape}")
 
 
 def pack_b(w):

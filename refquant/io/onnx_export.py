@@ -21,14 +21,13 @@ value exactly on a tie can land 1 LSB apart (``round_type`` 0 ops, the ONNX form
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Optional
 
 import numpy as np
 
 from ..errors import UnsupportedOpError
 from ..graph import Model
+from .format import write_atomic
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -63,27 +62,8 @@ def export_onnx(model: Model, path=None, *, opset: int = 13, weight_dtype: str =
         raise ValueError(f"export_onnx: weight_dtype must be 'int8' or 'uint8', got {weight_dtype!r}")
     proto = _Exporter(model, opset, onnx, weight_dtype).build()
     if path is not None:
-        _save_atomic(proto, path)
+        write_atomic(path, proto.SerializeToString())
     return proto
-
-
-def _save_atomic(proto, path) -> None:
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    data = proto.SerializeToString()
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _pads4(v) -> list[int]:
