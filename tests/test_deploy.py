@@ -152,3 +152,16 @@ def test_unquantized_model_is_rejected():
     m, _, _, _ = _zoo("lenet5", 1)
     with pytest.raises(ValueError, match="not quantized"):
         convert_to_int8(m)
+
+
+def test_paddle_style_bias_adds_are_fused():
+    """Paddle's LeNet adds conv biases with elementwise_add(axis=1): folded into the INT8 ops' int32 bias."""
+    from refquant.models.lenet import lenet5
+    m = lenet5(input_size=28, bias_style="add")
+    rng = np.random.default_rng(0)
+    calib = [{"x": rng.random((8, 1, 28, 28), dtype=np.float32)}]
+    q = quant_post_static(m, calib, algo="abs_max")
+    i8 = convert_to_int8(q, unsigned=False)
+    assert "elementwise_add" not in i8.op_counts()
+    fq, got = q.run(calib[0])[m.outputs[0]], i8.run(calib[0])[m.outputs[0]]
+    assert np.abs(fq - got).max() <= 0.05 * np.abs(fq).max()

@@ -186,10 +186,10 @@ class _Converter:
             if j is None or f.act is not None:
                 break
             nxt = q.ops[j]
-            other = [n for n in nxt.inputs if n != f.output]
-            if (nxt.type == "elementwise_add" and len(other) == 1 and other[0] in q.params
-                    and q.params[other[0]].size == n_out and f.factor is not None and len(f.members) == 1):
-                f.bias = f.bias + q.params[other[0]].astype(np.float64).reshape(-1)
+            other = [self._constant(n) for n in nxt.inputs if n != f.output]
+            if (nxt.type == "elementwise_add" and len(other) == 1 and other[0] is not None and len(f.members) == 1
+                    and self._is_channel_bias(other[0], nxt, kind, n_out)):
+                f.bias = f.bias + other[0].astype(np.float64).reshape(-1)
             elif nxt.type == "batch_norm" and nxt.inputs[0] == f.output:
                 gamma, beta, mean, var = (q.params[n].astype(np.float64).reshape(-1) for n in nxt.inputs[1:5])
                 scale = gamma / np.sqrt(var + float(nxt.attrs.get("epsilon", 1e-5)))
@@ -203,7 +203,29 @@ class _Converter:
             f.output = nxt.outputs[0]
         return f
 
-    def _u8_target(self, name, seen=None):
+    def _constant(self, name):
+        """The value of ``name`` if it is a parameter or a reshape of one (Paddle's conv bias: reshape2 of the
+        (C,) bias to (1, C, 1, 1), then elementwise_add), else None."""
+        if name in self.q.params:
+            return self.q.params[name]
+        producer = next((op for op in self.q.ops if name in op.outputs), None)
+        if producer is not None and producer.type in ("reshape", "reshape2") and producer.inputs[0] in self.q.params:
+            from ..executor import run
+            return run(Model([producer], {n: self.q.params[n] for n in producer.inputs if n in self.q.params},
+                             [], [name]), {})[name]
+        return None
+
+    @staticmethod
+    def _is_channel_bias(b, op, kind, n_out):
+        """A parameter that adds one value per output channel: (N,) on axis 1 of an NCHW conv output (Paddle's
+        ``axis=1``) or (C, 1, 1) / (1, C, 1, 1); (N,) on the last axis of a matmul output."""
+        if b.size != n_out:
+            return False
+        if kind == "matmul":
+            return b.ndim == 1 or b.shape[-1] == n_out
+        return (b.ndim == 1 and op.attrs.get("axis", -1) == 1) or b.shape in ((n_out, 1, 1), (1, n_out, 1, 1))
+
+    def _u8_target(self, name):
         """The threshold every reader of ``name`` quantizes it with (through max pools and flattens), or None."""
         if name in self.q.outputs or not self.readers.get(name):
             return None
@@ -318,6 +340,7 @@ class _Converter:
                     self.nonneg.add(op.outputs[0])
         for name in q.outputs:
             self.form(name, "nchw")
+        self._drop_dead_ops()
         used = {n for op in self.ops for n in op.inputs}
         params = {k: v for k, v in self.params.items() if k in used}
         out = Model(self.ops, params, q.input_specs, q.outputs, name=f"{q.name}.int8", meta=dict(q.meta),
@@ -325,6 +348,16 @@ class _Converter:
         out.meta["int8"] = {"unsigned": self.unsigned, "int8_ops": sum(1 for op in self.ops
                                                                       if op.type.endswith("_int8"))}
         return out
+
+    def _drop_dead_ops(self):
+        """Remove ops nothing reads any more (e.g. the reshape of a bias that was folded into an INT8 op)."""
+        needed = set(self.q.outputs)
+        kept = []
+        for op in reversed(self.ops):
+            if any(o in needed for o in op.outputs):
+                kept.append(op)
+                needed.update(n for n in op.inputs if n)
+        self.ops = kept[::-1]
 
     def _droppable(self) -> set[int]:
         """Quant-dequant ops (and weight dequantize_linear ops) whose every reader became an INT8 op."""
