@@ -94,6 +94,43 @@ def format_ptq_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def int8_row(name: str, algo: str = "hist", batch_size: int = 32, batch_nums: int = 10) -> dict:
+    """Zoo model ``name`` deployed: static PTQ (``algo``) -> :func:`refquant.deploy.convert_to_int8`; test top-1
+    of the fake-quant and INT8 graphs, batch-1 and batch-64 latency FP32 vs INT8, file sizes."""
+    from .deploy import convert_to_int8
+    from .io.format import to_bytes
+    from .models import zoo
+    from .models.pretrained import pretrained
+    from .quant import quant_post_static
+    from .train import evaluate
+    model = pretrained(name)
+    x, _ = zoo.load_data(name, "train")
+    xt, yt = zoo.load_data(name, "test")
+    feeds = [{model.inputs[0]: x[i:i + batch_size]} for i in range(0, batch_size * batch_nums, batch_size)]
+    q = quant_post_static(model, feeds, algo=algo)
+    i8 = convert_to_int8(q)
+    row = {"model": name, "algo": algo, "fp32": 100 * evaluate(model, xt, yt), "fake_quant": 100 * evaluate(q, xt, yt),
+           "int8": 100 * evaluate(i8, xt, yt), "int8_ops": i8.meta["int8"]["int8_ops"],
+           "fp32_mb": len(to_bytes(model)) / 1e6, "int8_mb": len(to_bytes(i8)) / 1e6}
+    for batch in (1, 64):
+        feed = {model.inputs[0]: xt[:batch]}
+        row[f"fp32_ms_b{batch}"] = latency_ms(model, feed)
+        row[f"int8_ms_b{batch}"] = latency_ms(i8, feed)
+    return row
+
+
+def format_int8_table(rows: list[dict]) -> str:
+    head = ["model", "FP32 top-1", "fake-quant top-1", "INT8 top-1", "INT8 ops", "MB FP32 / INT8",
+            "ms batch 1 FP32 / INT8", "ms batch 64 FP32 / INT8 (speed-up)"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['fp32']:.2f} | {r['fake_quant']:.2f} | {r['int8']:.2f} | {r['int8_ops']} | "
+                     f"{r['fp32_mb']:.3f} / {r['int8_mb']:.3f} | {r['fp32_ms_b1']:.2f} / {r['int8_ms_b1']:.2f} | "
+                     f"{r['fp32_ms_b64']:.1f} / {r['int8_ms_b64']:.1f} "
+                     f"({r['fp32_ms_b64'] / r['int8_ms_b64']:.1f}x) |")
+    return "\n".join(lines)
+
+
 QAT_MODELS = ("lenet5", "mobilenet_v1", "mobilenet_v2", "resnet20", "text_mean")
 
 
@@ -155,6 +192,11 @@ def demo(models: Optional[list[str]] = None, json_path: Optional[Path] = None) -
         print(f"  {name}: {ptq[-1]['seconds']:.1f} s", flush=True)
     print()
     print(format_ptq_table(ptq))
+    print("\nINT8 deployment (static PTQ hist -> convert_to_int8; latency on this machine, all threads):",
+          flush=True)
+    int8 = [int8_row(name) for name in (models or zoo.names())]
+    print()
+    print(format_int8_table(int8))
     print("\nQuantization-aware training vs static PTQ (test top-1 %; QAT models cached in data/zoo, or fine-tuned "
           "now: a few minutes each):", flush=True)
     qat = []
@@ -165,5 +207,5 @@ def demo(models: Optional[list[str]] = None, json_path: Optional[Path] = None) -
         print()
         print(format_qat_table(qat))
     if json_path is not None:
-        Path(json_path).write_text(json.dumps({"fp32": rows, "ptq": ptq, "qat": qat}, indent=1))
+        Path(json_path).write_text(json.dumps({"fp32": rows, "ptq": ptq, "int8": int8, "qat": qat}, indent=1))
     return 0

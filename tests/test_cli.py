@@ -33,7 +33,8 @@ def test_demo_writes_json(tmp_path, capsys):
     assert all(ptq[algo] >= ptq["fp32"] - 1.0 for algo in ("KL", "hist", "avg", "abs_max", "mse", "emd"))
     assert ptq["int16"] == ptq["fp32"] and ptq["int8_mb"] < 0.35 * ptq["fp32_mb"]
     out = capsys.readouterr().out
-    assert "FP32 top-1" in out and "static KL" in out
+    assert "FP32 top-1" in out and "static KL" in out and "INT8 top-1" in out
+    assert abs(doc["int8"][0]["int8"] - doc["int8"][0]["fake_quant"]) <= 0.6
 
 
 def test_unknown_model_is_a_usage_error():
