@@ -47,3 +47,11 @@ __all__ = ["GraphBuilder", "count_params", "make_divisible", "build", "rebuild",
            "mobilenet_v1", "mobilenet_v2", "resnet18", "resnet20", "resnet50", "resnet_cifar", "resnet_imagenet",
            "vgg_small", "vgg16", "text_classifier"]
 from . import zoo  # noqa: E402,F401  (recipes; imports BUILDERS above)
+
+
+def __getattr__(name):
+    # Lazy: load_bert (refquant.models.bert) is only imported when asked for.
+    if name == "load_bert":
+        from .bert import load_bert
+        return load_bert
+    raise AttributeError(f"module 'refquant.models' has no attribute {name!r}")

@@ -1,0 +1,107 @@
+"""Dynamic INT8 matmul: int8 weights, activations quantized at run time from the batch itself (the scheme of
+ONNX Runtime's ``DynamicQuantizeMatMul`` / PyTorch's ``quantize_dynamic``). Written by
+:func:`refquant.quant.dynamic_activations.quantize_dynamic`; docs/bert.md. Forward only (inference).
+
+``matmul_dynamic_int8(x, packed, col_sum, bias, w_scale) -> y``
+
+* ``x``: float32 (..., K) (``x_num_col_dims`` -1, matmul) or any shape flattened as ``mul`` does
+  (``x_num_col_dims`` k: rows ``prod(x.shape[:k])``); ``packed``: ``qgemm.pack_b(q)`` of the int8 (K, N) weights;
+  ``col_sum``: int32 ``qgemm.col_sums(q)``; ``bias``: float32 (N) or ``""``; ``w_scale``: float32 (N), the weight
+  step per output column (``q * w_scale[n]`` ~ W).
+* Activation quantization, **asymmetric uint8 per tensor** (one scale and zero point for the whole input of
+  this call, i.e. the batch: ONNX Runtime's ``DynamicQuantizeLinear``): ``lo = min(min(x), 0)``,
+  ``hi = max(max(x), 0)`` (float32), ``s_x = (hi - lo) / 255``, ``a_zero = clamp(rint(-lo / s_x), 0, 255)``,
+  ``a = clamp(rint(x * (255 / (hi - lo))) + a_zero, 0, 255)`` (float32 multiply, round half to even;
+  ``qdirect.quantize_rows``). An all-zero input takes ``s_x = 1``, ``a_zero = 0``.
+* ``acc[m, n] = sum_k (a[m, k] - a_zero) * q_w[k, n]`` in int32 (``qgemm.gemm_u8s8`` with ``col_sum``), then
+  ``y = float32(acc) * float32(s_x * w_scale[n])`` (the GEMM's f32 epilogue) ``+ bias[n]`` (float32 add).
+
+Why asymmetric rather than symmetric s8 (``s_x = max|x| / 127``, codes + 128): on all-MiniLM-L6-v2 the symmetric
+scheme gives a mean cosine to FP32 of 0.984, the asymmetric one 0.994 (docs/bert.md): the GELU output feeding
+the second FFN matmul is one-signed (>= -0.17), and symmetric codes waste half the range on it. The weights are
+symmetric int8 (zero point 0), as in ORT and PyTorch. Both sides of every step (the quantizer and the GEMM) are
+the compiled kernels or their NumPy twins, which agree bit for bit; the result does not depend on the thread
+count (the per-tensor min / max are exact whatever the order).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._dispatch import compiled
+from ..errors import ShapeError
+from .registry import register
+
+LEVELS = 255
+
+
+def _kernels():
+    """(qdirect, qgemm): the compiled kernels, or their NumPy twins."""
+    from ..reference import qdirect, qgemm
+    return compiled("qdirect") or qdirect, compiled("qgemm") or qgemm
+
+
+def activation_params(x2: np.ndarray) -> tuple[np.float32, np.float32, int]:
+    """``(s_x, multiplier, a_zero)`` of the per-tensor asymmetric uint8 quantizer (module docstring):
+    ``s_x = (hi - lo) / 255``, the quantizer's multiplier ``255 / (hi - lo)`` and the zero point."""
+    if x2.size == 0:
+        return np.float32(1), np.float32(1), 0
+    lo = np.float32(min(float(x2.min()), 0.0))
+    hi = np.float32(max(float(x2.max()), 0.0))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("matmul_dynamic_int8: the input holds NaN or inf")
+    span = np.float32(hi - lo)
+    if not span > 0:
+        return np.float32(1), np.float32(1), 0
+    s_x = np.float32(span / np.float32(LEVELS))
+    zero = int(np.clip(np.rint(-lo / s_x), 0, LEVELS))
+    return s_x, np.float32(np.float32(LEVELS) / span), zero
+
+
+def _rows(attrs, x):
+    k = int(attrs["K"])
+    xc = int(attrs.get("x_num_col_dims", -1))
+    if xc < 0:
+        if x.shape[-1] != k:
+            raise ShapeError(f"matmul_dynamic_int8: input {x.shape} has last dim {x.shape[-1]}, weights K={k}")
+        lead = tuple(x.shape[:-1])
+    else:
+        lead = tuple(x.shape[:xc])
+        if int(np.prod(x.shape[xc:])) != k:
+            raise ShapeError(f"matmul_dynamic_int8: input {x.shape} flattened from dim {xc} does not give K={k}")
+    return lead, k
+
+
+def matmul_dynamic(x, packed, col_sum, bias, w_scale, K, N, x_num_col_dims=-1):
+    """The op's arithmetic (see the module docstring) as a function: (..., K) float32 -> (..., N) float32."""
+    attrs = {"K": K, "N": N, "x_num_col_dims": x_num_col_dims}
+    lead, k = _rows(attrs, x)
+    n = int(N)
+    m = int(np.prod(lead)) if lead else 1
+    x2 = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(m, k))
+    if m == 0:
+        return np.zeros(lead + (n,), np.float32)
+    s_x, mult, a_zero = activation_params(x2)
+    direct, gemm = _kernels()
+    a = direct.quantize_rows(x2, float(mult), a_zero, 0, LEVELS)
+    scale = (s_x * np.asarray(w_scale, dtype=np.float32)).astype(np.float32)
+    y = gemm.gemm_u8s8(a, packed, k, n, a_zero=a_zero, col_sum=col_sum, scale=scale, out_dtype="f32")
+    if bias is not None:
+        y += np.asarray(bias, dtype=np.float32)
+    return y.reshape(lead + (n,))
+
+
+def _shape(attrs, x, *rest):
+    xc = int(attrs.get("x_num_col_dims", -1))
+    lead = tuple(x[:-1]) if xc < 0 else tuple(x[:xc])
+    return (lead + (int(attrs["N"]),),)
+
+
+@register("matmul_dynamic_int8", shape=_shape)
+def matmul_dynamic_int8(ctx, attrs, x, packed, col_sum, bias=None, w_scale=None):
+    """float (..., K) x int8 packed (K, N) -> float32 (..., N): the activations quantized per call (asymmetric
+    uint8 per tensor with a zero point, ORT's DynamicQuantizeLinear), the int8 GEMM, the f32 epilogue
+    s_x * w_scale[n], + bias."""
+    if w_scale is None:
+        raise ShapeError("matmul_dynamic_int8: needs w_scale (5th input)")
+    return matmul_dynamic(x, packed, col_sum, bias, w_scale, int(attrs["K"]), int(attrs["N"]),
+                          int(attrs.get("x_num_col_dims", -1)))
