@@ -1,0 +1,194 @@
+"""PP-OCR (cls, PP-OCRv4 rec, PP-OCRv4 det) under static PTQ: refquant's six calibration algos, the
+sensitivity-based skip list, and onnxruntime's ``quantize_static`` as the anchor, with accuracy and 1-thread
+latency side by side in one run (docs/real_models.md).
+
+Data: rendered with Pillow (:mod:`refquant.realmodels.ppocr`); calibration lines use other seeds than the
+evaluation lines. Accuracy: cls top-1 (half the lines rotated 180), rec exact match of the CTC-decoded text, det
+IoU of the thresholded (0.3) probability map against refquant's FP32 map. Latency: median ms per batch at one
+thread (``refquant.set_num_threads(1)`` and threadpoolctl limiting BLAS; ORT with intra_op_num_threads=1).
+
+    python -m benchmarks.bench_real                 # all three models; prints the markdown
+    python -m benchmarks.bench_real --json r.json det   # JSON too; only the named models (cls, rec, det)
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from .common import machine, table
+
+ALGOS = ("KL", "hist", "abs_max", "avg", "mse", "emd")
+#: which models get the sensitivity ranking + auto_skip variants (cls already matches FP32 without it)
+ORT_METHODS = ("MinMax", "Entropy", "Percentile")
+SIZES = {  # evaluation lines / pages, calibration lines / pages, batch size (latency is per batch)
+    "cls": {"n_eval": 200, "n_calib": 64, "batch": 32},
+    "rec": {"n_eval": 96, "n_calib": 32, "batch": 8},
+    "det": {"n_eval": 6, "n_calib": 4, "batch": 1},
+}
+SKIP_K = (1, 2, 4, 8)
+SKIP_KINDS = ("rec", "det")
+
+
+def _log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def _limits(n):
+    try:
+        from threadpoolctl import threadpool_limits
+        return threadpool_limits(n)
+    except ImportError:
+        import contextlib
+        return contextlib.nullcontext()
+
+
+def _data(kind, sizes):
+    from refquant.realmodels import ppocr
+    b = sizes["batch"]
+    if kind == "det":
+        ev = [{"x": x} for x in ppocr.det_set(sizes["n_eval"])]
+        cal = [{"x": x} for x in ppocr.det_set(sizes["n_calib"], ppocr.CALIB_SEED)]
+        return ev, cal, None
+    make = ppocr.cls_set if kind == "cls" else ppocr.rec_set
+    x, truth = make(sizes["n_eval"])
+    xc, _ = make(sizes["n_calib"], ppocr.CALIB_SEED)
+    return ppocr.batches(x, b), ppocr.batches(xc, b), truth
+
+
+def _score(kind, outs, truth, ref):
+    """Accuracy in percent (cls, rec) or mean IoU against the FP32 maps (det)."""
+    from refquant.realmodels import ppocr
+    if kind == "cls":
+        return ppocr.cls_accuracy(np.concatenate(outs), truth)
+    if kind == "rec":
+        return ppocr.rec_exact_match(np.concatenate(outs), truth)
+    return float(np.mean([ppocr.det_iou(o, r) for o, r in zip(outs, ref)]))
+
+
+def _eval_kind(kind, sizes, algos, ort_methods, repeats, skip_k, tmp):
+    from refquant.quant.sensitivity import auto_skip, quantized_ops, sensitivity
+    from refquant.realmodels import ppocr
+    model = ppocr.load(kind)
+    ev, cal, truth = _data(kind, sizes)
+    out = model.outputs[0]
+    lat_feed = ev[0]
+
+    def outs_of(m):
+        return [m.run(f)[out] for f in ev]
+
+    ref = outs_of(model)
+    rows = []
+
+    def add(name, runtime, outs, ms, **extra):
+        rows.append({"variant": name, "runtime": runtime, "score": _score(kind, outs, truth, ref), "ms": ms,
+                     **extra})
+        _log(kind, json.dumps(rows[-1]))
+
+    add("FP32", "refquant", ref, ppocr.timed(lambda: model.run(lat_feed), repeats))
+    path = ppocr.model_path(kind)
+    sess = ppocr.ort_session(path, 1)
+    add("FP32", "onnxruntime", [sess.run(None, f)[0] for f in ev],
+        ppocr.timed(lambda: sess.run(None, lat_feed), repeats))
+    best = None
+    for algo in algos:
+        t0 = time.perf_counter()
+        q, i8 = ppocr.quantize(model, cal, algo)
+        t_q = time.perf_counter() - t0
+        add(f"PTQ {algo}", "refquant fake-quant", outs_of(q), ppocr.timed(lambda: q.run(lat_feed), repeats),
+            ptq_s=t_q)
+        add(f"PTQ {algo}", "refquant INT8", outs_of(i8), ppocr.timed(lambda: i8.run(lat_feed), repeats))
+        if best is None or rows[-1]["score"] > best[1]:
+            best = (algo, rows[-1]["score"])
+    result = {"kind": kind, "sizes": sizes, "n_quantized_ops": len(quantized_ops(model)), "rows": rows,
+              "best_algo": best[0] if best else None}
+    if skip_k and best:
+        algo = best[0]
+        t0 = time.perf_counter()
+        ranking = sensitivity(model, cal[:2], algo=algo, mode="only")
+        result["sensitivity_s"] = time.perf_counter() - t0
+        result["sensitivity_top"] = ranking[:10]
+        for k in skip_k:
+            skip = auto_skip(model, cal, k, ranking=ranking)
+            q, i8 = ppocr.quantize(model, cal, algo, skip_tensor_list=skip)
+            name = f"PTQ {algo} + skip {k} worst"
+            add(name, "refquant fake-quant", outs_of(q), ppocr.timed(lambda: q.run(lat_feed), repeats))
+            add(name, "refquant INT8", outs_of(i8), ppocr.timed(lambda: i8.run(lat_feed), repeats), skip=skip)
+    for method in ort_methods:
+        qpath = os.path.join(tmp, f"{kind}.{method}.onnx")
+        try:
+            ppocr.ort_quantize(path, qpath, cal, method)
+        except Exception as exc:  # noqa: BLE001 - report, do not stop the run
+            rows.append({"variant": f"ORT quantize_static {method}", "runtime": "onnxruntime INT8",
+                         "error": f"{type(exc).__name__}: {exc}"[:200]})
+            continue
+        for prec in (False, True):
+            s = ppocr.ort_session(qpath, 1, x64quantprecision=prec)
+            add(f"ORT quantize_static {method}", "onnxruntime INT8" + (" x64quantprecision" if prec else ""),
+                [s.run(None, f)[0] for f in ev], ppocr.timed(lambda: s.run(None, lat_feed), repeats))
+    return result
+
+
+def run(kinds=("cls", "rec", "det"), algos=ALGOS, ort_methods=ORT_METHODS, repeats: int = 3,
+        skip_k=SKIP_K, sizes=None) -> dict:
+    import refquant
+    from refquant import threads
+    from refquant.realmodels import ppocr
+    if not ppocr.available():
+        return {"machine": machine(), "skipped": "PP-OCR models not installed (rapidocr-onnxruntime)"}
+    sizes = {k: dict(SIZES[k], **((sizes or {}).get(k, {}))) for k in kinds}
+    before = threads.get_num_threads()
+    result = {"machine": machine(), "threads": 1, "models": []}
+    refquant.set_num_threads(1)
+    try:
+        with _limits(1), tempfile.TemporaryDirectory() as tmp:
+            for kind in kinds:
+                t0 = time.perf_counter()
+                r = _eval_kind(kind, sizes[kind], algos, ort_methods, repeats,
+                               skip_k if kind in SKIP_KINDS else (), tmp)
+                r["seconds"] = time.perf_counter() - t0
+                result["models"].append(r)
+    finally:
+        refquant.set_num_threads(before)
+    return result
+
+
+def markdown(r: dict) -> str:
+    if "skipped" in r:
+        return f"skipped: {r['skipped']}"
+    parts = []
+    metric = {"cls": "top-1 %", "rec": "exact match %", "det": "IoU vs FP32 (thr 0.3)"}
+    for m in r["models"]:
+        kind, s = m["kind"], m["sizes"]
+        fp = next(x for x in m["rows"] if x["variant"] == "FP32" and x["runtime"] == "refquant")
+        rows = []
+        for x in m["rows"]:
+            if "error" in x:
+                rows.append([x["variant"], x["runtime"], "error", "-", "-", x["error"]])
+                continue
+            sc = f"{x['score']:.3f}" if kind == "det" else f"{x['score']:.2f}"
+            rows.append([x["variant"], x["runtime"], sc, f"{x['ms']:.1f}", f"{fp['ms'] / x['ms']:.2f}x",
+                         "skip: " + ", ".join(x["skip"]) if x.get("skip") else ""])
+        head = (f"### {kind}: {s['n_eval']} evaluation {'pages' if kind == 'det' else 'lines'}, {s['n_calib']} "
+                f"calibration, batch {s['batch']}, 1 thread ({m['n_quantized_ops']} quantizable ops; best refquant "
+                f"INT8 algo: {m['best_algo']})")
+        parts.append(head + "\n\n" + table(["variant", "runtime", metric[kind], "ms / batch",
+                                            "speed vs refquant FP32", "note"], rows))
+        if m.get("sensitivity_top"):
+            parts.append(f"Sensitivity ({m['best_algo']}, one op quantized at a time, relative output error; "
+                         f"{m['sensitivity_s']:.0f} s): " + ", ".join(f"{n} {v:.2e}"
+                                                                   for n, v in m["sensitivity_top"]))
+    return "\n\n".join(parts)
+
+
+if __name__ == "__main__":
+    names = tuple(a for a in sys.argv[1:] if a in ("cls", "rec", "det"))
+    res = run(kinds=names or ("cls", "rec", "det"))
+    if "--json" in sys.argv:
+        with open(sys.argv[sys.argv.index("--json") + 1], "w") as f:
+            json.dump(res, f, indent=1, default=str)
+    print(markdown(res))

@@ -1,0 +1,199 @@
+"""PP-OCR (cls, PP-OCRv4 rec, PP-OCRv4 det) quantized with refquant, measured on rendered text (docs/real_models.md).
+
+What is here, and why:
+
+* :func:`load` imports one of the ONNX models that ship with ``rapidocr-onnxruntime`` (``refquant.import_onnx``,
+  cached per process), or returns None when they are not installed.
+* Data: :func:`cls_set`, :func:`rec_set`, :func:`det_set` render Pillow text (several font sizes, seeded colours
+  and words; half of the cls lines rotated by 180 degrees) with :mod:`refquant.data.render`. Evaluation and
+  calibration sets are the same functions with different seeds (:data:`EVAL_SEED`, :data:`CALIB_SEED`), so a
+  calibration set never contains an evaluation line.
+* Metrics: :func:`cls_accuracy` (orientation top-1), :func:`rec_exact_match` (CTC greedy text == the rendered
+  text), :func:`det_iou` (IoU of two probability maps thresholded at 0.3, INT8 against FP32).
+* :func:`quantize`: ``quant_post_static`` with :data:`QUANT_OPS` (the imported graphs hold conv2d,
+  depthwise_conv2d, mul and matmul; PaddleSlim's default list lacks matmul) and optionally ``convert_to_int8``.
+* onnxruntime as the anchor: :func:`ort_session` (optionally with ``session.x64quantprecision``, which ORT's
+  AVX2 u8s8 kernels need for exact results) and :func:`ort_quantize` (``quantize_static``: QDQ, per-channel s8
+  weights, u8 activations, MinMax / Entropy / Percentile on the same calibration lines).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from ..data import render
+
+#: The op types refquant quantizes in the PP-OCR graphs (weights: convs, and MatMul-with-constant = ``mul``).
+QUANT_OPS = ("conv2d", "depthwise_conv2d", "mul", "matmul")
+#: Seeds of the evaluation and calibration sets (different, so the two never share a rendered line).
+EVAL_SEED = 10_000
+CALIB_SEED = 50_000
+#: Probability threshold of the det IoU (PaddleOCR's ``det_db_thresh``).
+DET_THRESH = 0.3
+
+
+# ---- models ------------------------------------------------------------------------------------------------
+def available() -> bool:
+    """True when the three PP-OCR ONNX files (rapidocr-onnxruntime) and the ``onnx`` package are installed."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return False
+    return all(render.ppocr_model_path(k) for k in ("cls", "rec", "det"))
+
+
+@functools.lru_cache(maxsize=None)
+def _load(kind: str):
+    from ..io.onnx_import import import_onnx
+    return import_onnx(render.ppocr_model_path(kind))
+
+
+def load(kind: str):
+    """The imported refquant ``Model`` of ``"cls"``, ``"rec"`` or ``"det"`` (cached: do not modify it), or None."""
+    if render.ppocr_model_path(kind) is None:
+        return None
+    return _load(kind)
+
+
+def model_path(kind: str) -> Optional[str]:
+    """Path of the ONNX file (for onnxruntime)."""
+    return render.ppocr_model_path(kind)
+
+
+# ---- rendered data -----------------------------------------------------------------------------------------
+def _line(i: int, seed: int, rotate: bool):
+    text = render.random_sentence(1 + i % 4, seed=seed + i)
+    img = render.render_line(text, font_size=(20, 24, 28, 32, 40)[i % 5], seed=seed + i, rotate180=rotate)
+    return text, img
+
+
+def cls_set(n: int, seed: int = EVAL_SEED):
+    """``(x, labels)``: n lines as a cls batch (N, 3, 48, 192); label 1 (rotated 180) on every second line."""
+    labels = np.arange(n) % 2
+    imgs = [_line(i, seed, bool(labels[i]))[1] for i in range(n)]
+    return render.cls_input(imgs), labels.astype(np.int64)
+
+
+def rec_set(n: int, seed: int = EVAL_SEED, width: int = 320):
+    """``(x, texts)``: n upright lines of 1-4 words as a rec batch (N, 3, 48, width)."""
+    pairs = [_line(i, seed, False) for i in range(n)]
+    return render.rec_input([p[1] for p in pairs], width=width), [p[0] for p in pairs]
+
+
+def det_set(n: int, seed: int = EVAL_SEED, size=(480, 320)):
+    """n det inputs (each (1, 3, H, W)): pages of 6-10 lines, font sizes 16-28, seeded colours and positions."""
+    out = []
+    for p in range(n):
+        rng = np.random.default_rng(seed + p)
+        lines = [render.random_sentence(int(rng.integers(2, 6)), seed=seed + 100 * p + i)
+                 for i in range(int(rng.integers(6, 11)))]
+        page = render.render_page(lines, size, font_size=(16, 20, 24, 28)[p % 4], seed=seed + p,
+                                  bg=tuple(int(v) for v in rng.integers(200, 256, 3)))
+        out.append(render.det_input(page, limit_side_len=max(size)))
+    return out
+
+
+def batches(x: np.ndarray, size: int) -> list[dict]:
+    """Feed dicts of ``size`` rows each (calibration data loader / evaluation batches)."""
+    return [{"x": x[i:i + size]} for i in range(0, len(x), size)]
+
+
+# ---- running and metrics -----------------------------------------------------------------------------------
+def predict(model, feeds: Sequence[dict]) -> np.ndarray:
+    """The model's (first) output over the feed dicts, concatenated along the batch axis."""
+    out = model.outputs[0]
+    return np.concatenate([model.run(f)[out] for f in feeds])
+
+
+def cls_accuracy(probs: np.ndarray, labels) -> float:
+    """Percent of lines whose argmax is the label (0: upright, 1: rotated 180)."""
+    return 100.0 * float(np.mean(np.asarray(probs).argmax(1) == np.asarray(labels)))
+
+
+@functools.lru_cache(maxsize=1)
+def _charset():
+    return render.rec_charset()
+
+
+def rec_decode(probs: np.ndarray) -> list[str]:
+    """CTC greedy texts (stripped) of rec probabilities (N, T, C)."""
+    return [t.strip() for t, _ in render.ctc_greedy_decode(probs, _charset())]
+
+
+def rec_exact_match(probs: np.ndarray, texts) -> float:
+    """Percent of lines decoded exactly as rendered."""
+    return 100.0 * float(np.mean([d == t for d, t in zip(rec_decode(probs), texts)]))
+
+
+def det_iou(prob: np.ndarray, ref: np.ndarray, thresh: float = DET_THRESH) -> float:
+    """IoU of ``prob > thresh`` and ``ref > thresh`` (1.0 when both are empty)."""
+    a, b = np.asarray(prob) > thresh, np.asarray(ref) > thresh
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+# ---- quantization ------------------------------------------------------------------------------------------
+def quantize(model, calib_feeds, algo: str = "hist", *, skip_tensor_list=None, int8: bool = True, **kwargs):
+    """Static PTQ of an imported PP-OCR model with :data:`QUANT_OPS`; returns ``(fake_quant, int8_or_None)``.
+
+    ``kwargs`` go to ``quant_post_static`` (e.g. ``calibration=``, ``hist_percent=``)."""
+    from ..deploy import convert_to_int8
+    from ..quant.post_static import quant_post_static
+    q = quant_post_static(model, calib_feeds, algo=algo, quantizable_op_type=QUANT_OPS,
+                          skip_tensor_list=skip_tensor_list, **kwargs)
+    return q, (convert_to_int8(q) if int8 else None)
+
+
+# ---- onnxruntime -------------------------------------------------------------------------------------------
+def ort_session(path_or_bytes, threads: int = 1, x64quantprecision: bool = False):
+    """An onnxruntime CPU session at ``threads`` intra-op threads. ``x64quantprecision``: set
+    ``session.x64quantprecision = 1`` (exact u8s8 products on AVX2 instead of the saturating vpmaddubsw path)."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # the PP-OCR files carry unused initializers: ORT warns about each one
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    if x64quantprecision:
+        so.add_session_config_entry("session.x64quantprecision", "1")
+    return ort.InferenceSession(path_or_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def ort_predict(sess, feeds: Sequence[dict]) -> np.ndarray:
+    return np.concatenate([sess.run(None, f)[0] for f in feeds])
+
+
+def ort_quantize(fp32_path: str, out_path: str, calib_feeds: Sequence[dict], method: str = "MinMax") -> str:
+    """onnxruntime ``quantize_static`` (QDQ, per-channel s8 weights, u8 activations) calibrated on the same feed
+    dicts; ``method`` is MinMax, Entropy or Percentile. Returns ``out_path``."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(list(calib_feeds))
+
+        def get_next(self):
+            return next(self.it, None)
+
+    ort.set_default_logger_severity(3)
+    quantize_static(fp32_path, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=getattr(CalibrationMethod, method))
+    return out_path
+
+
+def timed(fn: Callable, repeats: int = 3, warmup: int = 1) -> float:
+    """Median ms of ``fn()``."""
+    import statistics
+    import time
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(ts)
