@@ -6,7 +6,7 @@
 - :mod:`refquant.quant.adaround` -- AdaRound weight rounding (``round_type="adaround"``).
 - :func:`layer_report` -- per-layer threshold, scale, clipped fraction and SQNR of a quantized model.
 - :func:`quant_aware` / :func:`convert` -- quantization-aware training (PaddleSlim's static QAT).
-- :func:`sensitivity` / :func:`auto_skip` -- rank quantized layers by the error each adds; keep the worst in float.
+- :mod:`refquant.quant.sensitivity` (``sensitivity``, :func:`auto_skip`) -- rank quantized layers by the error each adds; keep the worst in float.
 - :func:`thresholds` -- every threshold a quantized model carries, by FP32 tensor / parameter name.
 - :func:`quant_post_dynamic` -- weight-only INT8/INT16 quantization (Paddle's ``WeightQuantization``).
 - :func:`quant_embedding` -- int8 embedding tables (PaddleSlim's ``quant_embedding``).
@@ -15,7 +15,7 @@ from . import rounding  # noqa: F401
 
 _LAZY = {"quant_post_static": "post_static", "thresholds": "post_static", "calibrate_model": "post_static",
          "layer_report": "report", "quant_aware": "qat", "convert": "qat",
-         "sensitivity": "sensitivity", "auto_skip": "sensitivity",
+         "auto_skip": "sensitivity",
          "quant_post_dynamic": "post_dynamic", "quant_embedding": "embedding"}
 __all__ = ["rounding", *_LAZY]
 
