@@ -5,20 +5,11 @@ Speed is reported as ratios measured side by side in one run (these machines are
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 
 def median_seconds(fn, repeats: int = 7, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs, after ``warmup`` untimed runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median wall time of ``fn()`` over ``repeats`` runs, after ``warmup`` untimed runs (seconds)."""
+    from refquant.report import median_ms
+    return median_ms(fn, repeats, warmup) / 1e3
 
 
 def machine() -> dict:

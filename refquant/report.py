@@ -12,15 +12,21 @@ import numpy as np
 from .graph import Model
 
 
-def latency_ms(model: Model, feed: dict, repeats: int = 20) -> float:
-    """Median wall time of ``model.run(feed)`` in milliseconds, after one warm-up run."""
-    model.run(feed)
+def median_ms(fn, repeats: int = 20, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in milliseconds over ``repeats`` runs, after ``warmup`` untimed runs."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model.run(feed)
+        fn()
         times.append(time.perf_counter() - start)
     return 1e3 * float(np.median(times))
+
+
+def latency_ms(model: Model, feed: dict, repeats: int = 20) -> float:
+    """Median wall time of ``model.run(feed)`` in milliseconds, after one warm-up run."""
+    return median_ms(lambda: model.run(feed), repeats)
 
 
 def evaluate_zoo_model(name: str, path: Optional[Path] = None, model: Optional[Model] = None) -> dict:
@@ -169,6 +175,20 @@ def format_qat_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _section(title: str, names, row_fn, format_fn) -> list[dict]:
+    """Compute ``row_fn(name)`` for each model, printing progress, then print the table."""
+    print(f"\n{title}:", flush=True)
+    rows = []
+    for name in names:
+        start = time.perf_counter()
+        rows.append(row_fn(name))
+        print(f"  {name}: {time.perf_counter() - start:.1f} s", flush=True)
+    if rows:
+        print()
+        print(format_fn(rows))
+    return rows
+
+
 def demo(models: Optional[list[str]] = None, json_path: Optional[Path] = None) -> int:
     """The main job on the embedded data: every trainable zoo model (cached or trained now), FP32 row each."""
     from ._build import build_info
@@ -184,28 +204,14 @@ def demo(models: Optional[list[str]] = None, json_path: Optional[Path] = None) -
         print(f"  {name}: top-1 {rows[-1]['top1']:.2f}% ({time.perf_counter() - start:.1f} s)", flush=True)
     print()
     print(format_table(rows))
-    print("\nPost-training quantization (test top-1 %; static: 10 calibration batches of 32, Paddle's defaults):",
-          flush=True)
-    ptq = []
-    for name in models or zoo.names():
-        ptq.append(ptq_row(name))
-        print(f"  {name}: {ptq[-1]['seconds']:.1f} s", flush=True)
-    print()
-    print(format_ptq_table(ptq))
-    print("\nINT8 deployment (static PTQ hist -> convert_to_int8; latency on this machine, all threads):",
-          flush=True)
-    int8 = [int8_row(name) for name in (models or zoo.names())]
-    print()
-    print(format_int8_table(int8))
-    print("\nQuantization-aware training vs static PTQ (test top-1 %; QAT models cached in data/zoo, or fine-tuned "
-          "now: a few minutes each):", flush=True)
-    qat = []
-    for name in [n for n in (models or zoo.names()) if n in QAT_MODELS]:
-        qat.append(qat_row(name))
-        print(f"  {name}: {qat[-1]['seconds']:.1f} s", flush=True)
-    if qat:
-        print()
-        print(format_qat_table(qat))
+    names = models or zoo.names()
+    ptq = _section("Post-training quantization (test top-1 %; static: 10 calibration batches of 32, Paddle's "
+                   "defaults)", names, ptq_row, format_ptq_table)
+    int8 = _section("INT8 deployment (static PTQ hist -> convert_to_int8; latency on this machine, all threads)",
+                    names, int8_row, format_int8_table)
+    qat = _section("Quantization-aware training vs static PTQ (test top-1 %; QAT models cached in data/zoo, or "
+                   "fine-tuned now: a few minutes each)", [n for n in names if n in QAT_MODELS], qat_row,
+                   format_qat_table)
     if json_path is not None:
         Path(json_path).write_text(json.dumps({"fp32": rows, "ptq": ptq, "int8": int8, "qat": qat}, indent=1))
     return 0

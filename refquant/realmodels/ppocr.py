@@ -186,14 +186,6 @@ def ort_quantize(fp32_path: str, out_path: str, calib_feeds: Sequence[dict], met
 
 
 def timed(fn: Callable, repeats: int = 3, warmup: int = 1) -> float:
-    """Median ms of ``fn()``."""
-    import statistics
-    import time
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(ts)
+    """Median ms of ``fn()`` (:func:`refquant.report.median_ms`)."""
+    from ..report import median_ms
+    return median_ms(fn, repeats, warmup)
