@@ -89,3 +89,19 @@ def test_det_int8_iou_on_a_page():
     iou = ppocr.det_iou(got, ref)
     print(f"\ndet INT8 vs FP32 IoU: {iou:.4f}")
     assert iou >= DET_IOU_MIN, iou
+
+
+@pytest.mark.parametrize("which", ["fake_quant", "int8"])
+def test_cls_qdq_export_runs_in_onnxruntime(cls, which):
+    """refquant's quantized PP-OCR cls exported as QDQ ONNX: onnxruntime gives the same orientation as refquant on
+    every line; one-step rounding differences move a probability by little (median) but can move an uncertain
+    line's by ~0.1."""
+    from refquant import export_onnx
+    model, ev, labels, calib = cls
+    q, i8 = ppocr.quantize(model, calib, "abs_max")
+    m = q if which == "fake_quant" else i8
+    proto = export_onnx(m, weight_dtype="uint8")  # exact on every CPU (see docs/onnx_export.md)
+    sess = ppocr.ort_session(proto.SerializeToString())
+    ours, theirs = ppocr.predict(m, ev), ppocr.ort_predict(sess, ev)
+    assert np.array_equal(ours.argmax(-1), theirs.argmax(-1))
+    assert np.median(np.abs(ours - theirs)) <= 1e-3 and np.abs(ours - theirs).max() <= 0.25

@@ -270,12 +270,26 @@ class _Exporter:
             vi = known.get(out.name)
             if vi is not None and vi.type.tensor_type.elem_type and vi.type.tensor_type.HasField("shape"):
                 out.type.CopyFrom(vi.type)
-            elif vi is not None and vi.type.tensor_type.elem_type:
-                out.type.tensor_type.elem_type = vi.type.tensor_type.elem_type
             else:
-                out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+                out.type.tensor_type.elem_type = vi.type.tensor_type.elem_type if vi is not None and \
+                    vi.type.tensor_type.elem_type else onnx.TensorProto.FLOAT
+                # ONNX could not infer it (e.g. through QDQ pairs): refquant's own shape inference gives the rank,
+                # every dimension stays symbolic
+                rank = self._output_rank(out.name)
+                if rank is not None:
+                    for i in range(rank):
+                        out.type.tensor_type.shape.dim.add().dim_param = f"{out.name}_d{i}"
         onnx.checker.check_model(proto)
         return proto
+
+    def _output_rank(self, name):
+        """Rank of graph output ``name`` from refquant's shape inference (dynamic dims set to 1 / 64), or None."""
+        feeds = {sp.name: tuple(1 if (d is None and i == 0) else (64 if d is None else d)
+                                for i, d in enumerate(sp.shape)) for sp in self.m.input_specs}
+        try:
+            return len(self.m.infer_shapes(feeds)[name])
+        except Exception:
+            return None
 
     # ---- quantization helpers ---------------------------------------------------------------------------------
     def qdq_int8(self, x: str, threshold: np.ndarray, axis: Optional[int], clip: bool, out: str, bits: int = 8):
