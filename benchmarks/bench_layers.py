@@ -52,7 +52,6 @@ def _refquant_fp32(cin, cout, h, k, s, p, dw, rng):
 
 
 def _ort(cin, cout, h, k, s, p, dw, rng, threads, int8=True):
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
     group = cin if dw else 1
