@@ -70,9 +70,7 @@ def calibration_feeds(model, batch_size: int, batch_nums: int) -> list[dict]:
     name = model.meta.get("zoo")
     if name is None:
         raise ValueError("the model has no zoo name (meta['zoo']), so refquant does not know its calibration data")
-    x, _ = zoo.load_data(name, "train")
-    return [{model.inputs[0]: x[i:i + batch_size]} for i in range(0, min(len(x), batch_size * batch_nums),
-                                                                  batch_size)]
+    return zoo.calibration_feeds(name, model.inputs[0], batch_size, batch_nums)
 
 
 def _top1(model):

@@ -69,9 +69,8 @@ def ptq_row(name: str, batch_size: int = 32, batch_nums: int = 10) -> dict:
     from .quant import quant_embedding, quant_post_dynamic, quant_post_static
     from .train import evaluate
     model = pretrained(name)
-    x, _ = zoo.load_data(name, "train")
     xt, yt = zoo.load_data(name, "test")
-    feeds = [{model.inputs[0]: x[i:i + batch_size]} for i in range(0, batch_size * batch_nums, batch_size)]
+    feeds = zoo.calibration_feeds(name, model.inputs[0], batch_size, batch_nums)
     row = {"model": name, "fp32": 100 * evaluate(model, xt, yt), "fp32_mb": len(to_bytes(model)) / 1e6}
     start = time.perf_counter()
     for algo in STATIC_ALGOS:
@@ -110,9 +109,8 @@ def int8_row(name: str, algo: str = "hist", batch_size: int = 32, batch_nums: in
     from .quant import quant_post_static
     from .train import evaluate
     model = pretrained(name)
-    x, _ = zoo.load_data(name, "train")
     xt, yt = zoo.load_data(name, "test")
-    feeds = [{model.inputs[0]: x[i:i + batch_size]} for i in range(0, batch_size * batch_nums, batch_size)]
+    feeds = zoo.calibration_feeds(name, model.inputs[0], batch_size, batch_nums)
     q = quant_post_static(model, feeds, algo=algo)
     i8 = convert_to_int8(q)
     row = {"model": name, "algo": algo, "fp32": 100 * evaluate(model, xt, yt), "fake_quant": 100 * evaluate(q, xt, yt),
@@ -149,9 +147,8 @@ def qat_row(name: str, batch_size: int = 32, batch_nums: int = 10) -> dict:
     from .quant import quant_embedding, quant_post_static
     from .train import evaluate
     model = pretrained(name)
-    x, _ = zoo.load_data(name, "train")
     xt, yt = zoo.load_data(name, "test")
-    feeds = [{model.inputs[0]: x[i:i + batch_size]} for i in range(0, batch_size * batch_nums, batch_size)]
+    feeds = zoo.calibration_feeds(name, model.inputs[0], batch_size, batch_nums)
     start = time.perf_counter()
     row = {"model": name, "fp32": 100 * evaluate(model, xt, yt)}
     for bits in (8, 4):

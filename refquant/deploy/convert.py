@@ -107,10 +107,10 @@ class _Converter:
                 self.qdq[op.outputs[0]] = (op.inputs[0], float(q.params[op.inputs[1]].reshape(-1)[0]))
             elif op.type == "dequantize_linear" and op.inputs[0] in q.params:
                 self.weight_dq[op.outputs[0]] = (op.inputs[0], op.inputs[1])
-        producers = {o: i for i, op in enumerate(q.ops) for o in op.outputs if o}
+        self.producers = {o: i for i, op in enumerate(q.ops) for o in op.outputs if o}
         for op in q.ops:  # quantize_linear -> dequantize_linear activation pairs
             if op.type == "dequantize_linear" and op.inputs[0] not in q.params:
-                src = q.ops[producers[op.inputs[0]]]
+                src = q.ops[self.producers[op.inputs[0]]]
                 if src.type == "quantize_linear":
                     self.qdq[op.outputs[0]] = (src.inputs[0], float(q.params[src.inputs[1]].reshape(-1)[0]))
         self.readers: dict[str, list[int]] = {}
@@ -208,7 +208,7 @@ class _Converter:
         (C,) bias to (1, C, 1, 1), then elementwise_add), else None."""
         if name in self.q.params:
             return self.q.params[name]
-        producer = next((op for op in self.q.ops if name in op.outputs), None)
+        producer = self.q.ops[self.producers[name]] if name in self.producers else None
         if producer is not None and producer.type in ("reshape", "reshape2") and producer.inputs[0] in self.q.params:
             from ..executor import run
             return run(Model([producer], {n: self.q.params[n] for n in producer.inputs if n in self.q.params},

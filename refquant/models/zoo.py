@@ -136,6 +136,13 @@ def load_data(name: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"unknown dataset {data['dataset']!r}")
 
 
+def calibration_feeds(name: str, input_name: str, batch_size: int = 32, batch_nums: int = 10) -> list[dict]:
+    """The first ``batch_nums`` batches of ``batch_size`` of zoo model ``name``'s training split, as feed dicts
+    ``{input_name: batch}``: the calibration data of the demo, the CLI and the QAT recipe."""
+    x, _ = load_data(name, "train")
+    return [{input_name: x[i:i + batch_size]} for i in range(0, min(len(x), batch_size * batch_nums), batch_size)]
+
+
 def train(name: str, seed: int = 0, progress: bool = True, epochs: Optional[int] = None,
           validate: bool = True) -> tuple[Model, dict, float]:
     """Build and train zoo model ``name`` on its data; returns ``(model, history, test_top1)``.

@@ -226,7 +226,7 @@ def finetune_zoo(name: str, bits: int = 8, *, epochs: Optional[int] = None, lr_f
     cfg = dict(config or {}, weight_bits=bits, activation_bits=bits)
     init = None
     if init_from_ptq:
-        feeds = [{model.inputs[0]: x[i:i + 32]} for i in range(0, 320, 32)]
+        feeds = zoo.calibration_feeds(name, model.inputs[0])
         init = thresholds(quant_post_static(model, feeds, algo="hist", weight_bits=bits, activation_bits=bits))
     qat = quant_aware(model, cfg, init_thresholds=init)
     augment = (lambda xb, rng: random_shift(xb, rng, shift)) if shift else None
