@@ -37,6 +37,7 @@ cdef extern from "qgemm/qgemm.h" nogil:
         const uint8_t *a
         Py_ssize_t lda
         const int8_t *b
+        int b_flags
         const int32_t *offset
         const float *scale
         int out_kind
@@ -59,6 +60,7 @@ cdef extern from "qgemm/qgemm.h" nogil:
     void qgemm_pack_b(const int8_t *w, Py_ssize_t K, Py_ssize_t N, Py_ssize_t ldw, int8_t *dst)
     int qgemm_check_header(const int8_t *packed, size_t nbytes, Py_ssize_t K, Py_ssize_t N)
     const int32_t *qgemm_colsum_b(const int8_t *packed, Py_ssize_t Kp, Py_ssize_t Np)
+    int qgemm_header_flags(const int8_t *packed)
 
 cdef extern from *:
     """
@@ -335,6 +337,7 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     args.a = &av[0, 0]
     args.lda = av.strides[0]
     args.b = &pv[0] + QGEMM_HEADER_BYTES
+    args.b_flags = qgemm_header_flags(&pv[0])
     args.offset = &ov[0]
     args.scale = &spv[0]
     args.out_kind = kind

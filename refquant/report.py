@@ -101,7 +101,8 @@ def format_ptq_table(rows: list[dict]) -> str:
 
 def int8_row(name: str, algo: str = "hist", batch_size: int = 32, batch_nums: int = 10) -> dict:
     """Zoo model ``name`` deployed: static PTQ (``algo``) -> :func:`refquant.deploy.convert_to_int8`; test top-1
-    of the fake-quant and INT8 graphs, batch-1 and batch-64 latency FP32 vs INT8, file sizes."""
+    of the fake-quant and INT8 graphs (8-bit weights, and halved ones with ``reduce_range``), batch-1 and batch-64
+    latency FP32 vs INT8, file sizes."""
     from .deploy import convert_to_int8
     from .io.format import to_bytes
     from .models import zoo
@@ -114,7 +115,8 @@ def int8_row(name: str, algo: str = "hist", batch_size: int = 32, batch_nums: in
     q = quant_post_static(model, feeds, algo=algo)
     i8 = convert_to_int8(q)
     row = {"model": name, "algo": algo, "fp32": 100 * evaluate(model, xt, yt), "fake_quant": 100 * evaluate(q, xt, yt),
-           "int8": 100 * evaluate(i8, xt, yt), "int8_ops": i8.meta["int8"]["int8_ops"],
+           "int8": 100 * evaluate(i8, xt, yt),
+           "int8_reduce_range": 100 * evaluate(convert_to_int8(q, reduce_range=True), xt, yt), "int8_ops": i8.meta["int8"]["int8_ops"],
            "fp32_mb": len(to_bytes(model)) / 1e6, "int8_mb": len(to_bytes(i8)) / 1e6}
     for batch in (1, 64):
         feed = {model.inputs[0]: xt[:batch]}
@@ -124,11 +126,12 @@ def int8_row(name: str, algo: str = "hist", batch_size: int = 32, batch_nums: in
 
 
 def format_int8_table(rows: list[dict]) -> str:
-    head = ["model", "FP32 top-1", "fake-quant top-1", "INT8 top-1", "INT8 ops", "MB FP32 / INT8",
+    head = ["model", "FP32 top-1", "fake-quant top-1", "INT8 top-1", "INT8 reduce_range top-1", "INT8 ops", "MB FP32 / INT8",
             "ms batch 1 FP32 / INT8", "ms batch 64 FP32 / INT8 (speed-up)"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['fp32']:.2f} | {r['fake_quant']:.2f} | {r['int8']:.2f} | {r['int8_ops']} | "
+        lines.append(f"| {r['model']} | {r['fp32']:.2f} | {r['fake_quant']:.2f} | {r['int8']:.2f} | "
+                     f"{r['int8_reduce_range']:.2f} | {r['int8_ops']} | "
                      f"{r['fp32_mb']:.3f} / {r['int8_mb']:.3f} | {r['fp32_ms_b1']:.2f} / {r['int8_ms_b1']:.2f} | "
                      f"{r['fp32_ms_b64']:.1f} / {r['int8_ms_b64']:.1f} "
                      f"({r['fp32_ms_b64'] / r['int8_ms_b64']:.1f}x) |")

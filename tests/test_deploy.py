@@ -120,6 +120,47 @@ def test_threads_and_save_load(converted, tmp_path):
     assert not any(w in i8.params for w in weights)
 
 
+def test_reduce_range_halves_gemm_weights(converted, tmp_path):
+    # reduce_range: conv/matmul weights rint(q / 2) in [-64, 64] with twice the step, depthwise untouched; the
+    # packed weights carry the pair flag (AVX2 takes its vpmaddubsw kernel), the graph still equals its NumPy
+    # twin bit for bit, and top-1 stays within 1.5 points of the fake-quant model (one weight bit less)
+    from refquant.reference import qgemm as twin
+    from refquant.train import evaluate, predict
+    name, m, q, xt, yt = converted
+    full, half = convert_to_int8(q), convert_to_int8(q, reduce_range=True)
+    assert half.meta["int8"]["reduce_range"] and not full.meta["int8"]["reduce_range"]
+    for a, b in zip(full.ops, half.ops):
+        assert a.type == b.type
+        if a.type in ("conv2d_int8", "matmul_int8"):
+            K, N = a.attrs["K"], a.attrs["N"]
+            w8, w7 = (twin.unpack_b(g.params[op.inputs[1]], K, N) for g, op in ((full, a), (half, b)))
+            assert np.array_equal(w7, np.rint(w8 / 2.0)) and np.abs(w7).max() <= 64
+            assert int(np.ascontiguousarray(half.params[b.inputs[1]][48:52]).view(np.int32)[0]) == 1
+            np.testing.assert_allclose(half.params[b.inputs[4]], 2 * full.params[a.inputs[4]], rtol=1e-6)
+        elif a.type == "depthwise_conv2d_int8":
+            assert np.array_equal(full.params[a.inputs[1]], half.params[b.inputs[1]])
+    assert abs(evaluate(half, xt, yt) - evaluate(q, xt, yt)) <= 0.015
+    logits = predict(half, xt[:16])
+    with _dispatch.use_reference():
+        assert np.array_equal(predict(half, xt[:16]), logits)
+    # a file cannot claim the flag for weights that do not fit: the loader recomputes it
+    save(full, tmp_path / "full.rq")
+    conv = next(op for op in full.ops if op.type == "conv2d_int8")
+    again = load(tmp_path / "full.rq")
+    assert np.array_equal(again.params[conv.inputs[1]], full.params[conv.inputs[1]])
+
+
+def test_loader_recomputes_the_pair_flag(tmp_path):
+    from refquant.graph import Model, Op, TensorSpec
+    from refquant.reference import qgemm as twin
+    w = np.full((8, 16), 100, np.int8)                 # pairs of 200: vpmaddubsw would saturate
+    forged = twin.pack_b(w)
+    forged[48:52] = np.array([1], np.int32).view(np.int8)
+    m = Model([Op("relu", ["x"], ["y"], {})], {"p": forged}, [TensorSpec("x", (None, 2), "float32")], ["y"])
+    save(m, tmp_path / "forged.rq")
+    assert int(np.ascontiguousarray(load(tmp_path / "forged.rq").params["p"][48:52]).view(np.int32)[0]) == 0
+
+
 def test_onnx_format_converts_to_the_same_graph():
     m, calib, xt, _ = _zoo("lenet5", 2)
     a = convert_to_int8(quant_post_static(m, calib, algo="abs_max"))

@@ -193,6 +193,54 @@ def test_extreme_values_no_saturation(path):
     same(fast.gemm_u8s8(a, fast.pack_b(w), 4000, 40, path=path), twin.gemm_u8s8(a, twin.pack_b(w), 4000, 40))
 
 
+def test_pair_flag_marks_weights_whose_pairs_fit_s16():
+    # flag set iff |w[2j, n]| + |w[2j+1, n]| <= 128 for every K pair: then 255 * 128 = 32640 <= 32767
+    ok = [np.full((4, 16), 64, np.int8), np.full((4, 16), -64, np.int8), np.array([[127], [1], [-1], [-127]], np.int8),
+          np.array([[1], [127], [127], [1]], np.int8), np.zeros((3, 5), np.int8)]   # (127, 127) straddles two pairs
+    bad = [np.array([[127], [2]], np.int8), np.array([[-128], [1]], np.int8), np.full((6, 20), 65, np.int8)]
+    for w in ok:
+        assert twin.pair_flags(w) == twin.PAIRS_FIT_S16, w.ravel()
+    for w in bad:
+        assert twin.pair_flags(w) == 0, w.ravel()
+    flag_of = lambda p: int(np.ascontiguousarray(p[48:52]).view(np.int32)[0])
+    assert flag_of(twin.pack_b(ok[0])) == 1 and flag_of(twin.pack_b(bad[0])) == 0
+    # refresh_flags recomputes a forged flag from the panels
+    p = twin.pack_b(bad[2])
+    p[48:52] = np.array([1], np.int32).view(np.int8)
+    twin.refresh_flags(p)
+    assert flag_of(p) == 0
+
+
+@needs_fast
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_pair_fit_weights_match_twin(path, shape):
+    # weights in [-64, 64] (convert_to_int8(reduce_range=True)): the AVX2 path takes its vpmaddubsw kernel
+    M, K, N = shape
+    rng = np.random.default_rng(M * 7919 + K * 31 + N)
+    a = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    w = rng.integers(-64, 65, (K, N), dtype=np.int8)
+    packed = fast.pack_b(w)
+    same(packed, twin.pack_b(w))
+    same(fast.gemm_u8s8(a, packed, K, N, path=path), twin.gemm_u8s8(a, packed, K, N))
+    kw = epilogue_args(rng, w, "u8")
+    same(fast.gemm_u8s8(a, packed, K, N, path=path, **kw), twin.gemm_u8s8(a, packed, K, N, **kw))
+
+
+@needs_fast
+@pytest.mark.parametrize("path", PATHS)
+def test_pair_fit_extremes_are_exact(path):
+    # the largest pair sums that still fit: 255*64 + 255*64 and 255*127 + 255*1 = 32640, over long K
+    for K in (4, 4096):
+        for pair in ((64, 64), (-64, -64), (127, 1), (-1, -127), (64, -64)):
+            w = np.repeat(np.tile(np.array(pair, np.int8), K // 2)[:, None], 16, axis=1)
+            a = np.full((5, K), 255, dtype=np.uint8)
+            packed = fast.pack_b(w)
+            assert int(np.ascontiguousarray(packed[48:52]).view(np.int32)[0]) == 1
+            got = fast.gemm_u8s8(a, packed, K, 16, path=path)
+            assert (got == 255 * (pair[0] + pair[1]) * (K // 2)).all(), (path, K, pair)
+
+
 @needs_fast
 @pytest.mark.parametrize("path", PATHS)
 def test_strided_a_and_out(path):

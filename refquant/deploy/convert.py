@@ -25,6 +25,13 @@ Grids: an s8 tensor holds ``q`` in [-127, 127] stored as ``q + 128`` (zero 128);
 oneDNN pass's choice, more resolution), or ``T / 127`` with ``unsigned=False`` (the fake-quant model's own grid,
 so the INT8 graph reproduces it up to rounding ties and float order: docs/int8.md states the tolerance).
 Everything not listed runs in float, fed by dequantize ops: correct for any graph, fast where it matters.
+
+``reduce_range=True`` halves the GEMM weights (conv and matmul, not depthwise): ``q7 = rint(q_w / 2)`` in
+[-64, 64], weight step ``2 T_w / 127``, what oneDNN's weight reorder does on CPUs without VNNI and what ONNX
+Runtime's ``reduce_range`` is for. Then every K pair has ``|w0| + |w1| <= 128``, the packed weights carry the
+PAIRS_FIT_S16 flag, and AVX2 runs them on exact ``vpmaddubsw`` (about 1.3-1.5x the ``vpmaddwd`` kernel,
+docs/int8_kernels.md). It costs one bit of weight resolution: outputs move away from the fake-quant model's
+(docs/int8.md measures the accuracy), while the INT8 graph still equals its integer twin exactly.
 """
 from __future__ import annotations
 
@@ -79,9 +86,10 @@ def _recover_ints(w_dq, t, axis):
 
 
 class _Converter:
-    def __init__(self, qmodel: Model, unsigned: bool):
+    def __init__(self, qmodel: Model, unsigned: bool, reduce_range: bool = False):
         self.q = qmodel.copy()
         self.unsigned = unsigned
+        self.reduce_range = reduce_range
         self.ops: list[Op] = []
         self.params = dict(self.q.params)
         self.forms: dict[str, dict] = {}      # name -> {form key: tensor name}
@@ -345,7 +353,7 @@ class _Converter:
         params = {k: v for k, v in self.params.items() if k in used}
         out = Model(self.ops, params, q.input_specs, q.outputs, name=f"{q.name}.int8", meta=dict(q.meta),
                     trainable=set())
-        out.meta["int8"] = {"unsigned": self.unsigned, "int8_ops": sum(1 for op in self.ops
+        out.meta["int8"] = {"unsigned": self.unsigned, "reduce_range": self.reduce_range, "int8_ops": sum(1 for op in self.ops
                                                                       if op.type.endswith("_int8"))}
         return out
 
@@ -410,7 +418,9 @@ class _Converter:
         x_u8 = self.form(f.x, "u8", f.t_x)
         zero_x, levels_x, _, _ = self.grid(f.x, f.t_x)
         s_x = f.t_x / levels_x
-        acc_scale = s_x * (f.t_w / 127.0) * f.factor
+        w_div = 2.0 if self.reduce_range and f.kind != "depthwise" else 1.0   # halved GEMM weights
+        q_w = np.rint(f.q_w / w_div) if w_div != 1.0 else f.q_w
+        acc_scale = s_x * (f.t_w / 127.0 * w_div) * f.factor
         safe = np.where(acc_scale == 0, 1.0, acc_scale)
         bias_q = np.clip(np.rint(f.bias / safe), -2 ** 31, 2 ** 31 - 1).astype(np.int32)
         name = op.name
@@ -439,17 +449,17 @@ class _Converter:
         self.params[f"{name}@mult"] = mult
         w = op.inputs[1]
         if f.kind == "depthwise":
-            self.params[f"{w}@int8"] = np.ascontiguousarray(f.q_w[:, 0].transpose(1, 2, 0)).astype(np.int8)
+            self.params[f"{w}@int8"] = np.ascontiguousarray(q_w[:, 0].transpose(1, 2, 0)).astype(np.int8)
             self.ops.append(Op("depthwise_conv2d_int8", [x_u8, f"{w}@int8", f"{name}@bias_q", f"{name}@mult"],
                                [out], {**attrs, **self._geometry(op)}, name))
             return
         if f.kind == "gemm_conv":
-            cout, cin, kh, kw = f.q_w.shape
-            gemm_w = f.q_w.transpose(2, 3, 1, 0).reshape(kh * kw * cin, cout)
+            cout, cin, kh, kw = q_w.shape
+            gemm_w = q_w.transpose(2, 3, 1, 0).reshape(kh * kw * cin, cout)
             attrs.update(self._geometry(op), ksize=[int(kh), int(kw)])
             op_type = "conv2d_int8"
         else:
-            gemm_w = f.q_w
+            gemm_w = q_w
             op_type = "matmul_int8"
         gemm_w = np.ascontiguousarray(gemm_w).astype(np.int8)
         self.params[f"{w}@packed"] = _ref_gemm.pack_b(gemm_w)
@@ -465,10 +475,11 @@ class _Converter:
                 "dilations": list(op.attrs.get("dilations", [1, 1]))}
 
 
-def convert_to_int8(qmodel: Model, *, unsigned: bool = True) -> Model:
+def convert_to_int8(qmodel: Model, *, unsigned: bool = True, reduce_range: bool = False) -> Model:
     """The INT8 inference graph of a fake-quant model from :func:`refquant.quant.quant_post_static` (either
     format) or QAT; see the module docstring. ``unsigned``: u8 with T/255 after relu/relu6 (oneDNN's choice) or
-    the fake-quant grid T/127."""
+    the fake-quant grid T/127. ``reduce_range``: halve the GEMM weights to [-64, 64] so that AVX2 CPUs without
+    VNNI run them on the faster exact kernel, at the cost of one bit of weight resolution."""
     if "quantization" not in qmodel.meta:
         raise ValueError("convert_to_int8: the model is not quantized (run quant_post_static or QAT first)")
-    return _Converter(qmodel, unsigned).run()
+    return _Converter(qmodel, unsigned, reduce_range).run()

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import GraphError, ModelFormatError, RefquantError
 from ..graph import Model, Op, TensorSpec
+from ..reference import qgemm as _qgemm
 
 MAGIC = b"RQMODEL\0"
 FORMAT_VERSION = 1
@@ -147,6 +148,9 @@ def from_bytes(blob: bytes) -> Model:
             if offset < 0 or offset + nbytes > len(data):
                 _fail(f"tensor {t['name']!r} lies outside the file")
             params[str(t["name"])] = np.frombuffer(data, dtype, count, offset).reshape(shape).copy()
+        for value in params.values():
+            if value.dtype == np.int8 and value.ndim == 1 and bytes(value[:8].view(np.uint8)) == _qgemm.MAGIC:
+                _qgemm.refresh_flags(value)  # never trust a file's claim that vpmaddubsw is safe on its weights
         g = header["graph"]
         model = Model([Op.from_json(o) for o in g["ops"]], params, [TensorSpec.from_json(s) for s in g["inputs"]],
                       [str(o) for o in g["outputs"]], name=str(g.get("name", "model")), meta=g.get("meta", {}),

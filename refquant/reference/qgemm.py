@@ -2,7 +2,10 @@
 
 ``pack_b`` builds the same bytes as the compiled kernel (so either side accepts the other's packed weights):
 
-    [0, 64)          header: b"RQGEMMv1", int32 version 1, int32 NR = 16, int64 K, N, Kp, Np, 16 zero bytes
+    [0, 64)          header: b"RQGEMMv1", int32 version 1, int32 NR = 16, int64 K, N, Kp, Np, int32 flags,
+                     12 zero bytes. flags bit 0 (PAIRS_FIT_S16): every K pair (4g, 4g+1), (4g+2, 4g+3) of every
+                     column has |w0| + |w1| <= 128, so 255 * (|w0| + |w1|) fits s16 and AVX2's vpmaddubsw is
+                     exact on these weights (``pair_flags``)
     [64, 64+Kp*Np)   panels of 16 columns x groups of 4 K: panel p, group g, column c, i < 4 holds
                      w[4g + i, 16p + c] at 64 + p*Kp*16 + 64g + 4c + i (zero padded to Kp = ceil4(K), Np = ceil16(N))
     then             int32 colsum_b[n] = sum_k w[k, n] for n < Np
@@ -22,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 NR, KG, HEADER_BYTES, MAGIC, VERSION = 16, 4, 64, b"RQGEMMv1", 1
+FLAGS_AT, PAIRS_FIT_S16 = 48, 1
 OUT_DTYPES = {"s32": np.int32, "f32": np.float32, "u8": np.uint8, "s8": np.int8}
 
 
@@ -44,6 +48,25 @@ def col_sums(w: np.ndarray) -> np.ndarray:
     return np.sum(w, axis=0, dtype=np.int32)
 
 
+def pair_flags(w: np.ndarray) -> int:
+    """PAIRS_FIT_S16 if max over columns and K pairs (2j, 2j+1) of |w[2j]| + |w[2j+1]| is <= 128, else 0."""
+    K, N = w.shape
+    wp = np.zeros((_round_up(K, 2), N), dtype=np.int16)
+    wp[:K] = np.abs(w.astype(np.int16))
+    return PAIRS_FIT_S16 if int((wp[0::2] + wp[1::2]).max(initial=0)) <= 128 else 0
+
+
+def refresh_flags(packed: np.ndarray) -> None:
+    """Recompute the header flags of a packed array from its panels, in place: a packed array read from a file
+    must not be trusted to say its weights fit (a wrong PAIRS_FIT_S16 would let vpmaddubsw saturate)."""
+    if not (isinstance(packed, np.ndarray) and packed.dtype == np.int8 and packed.ndim == 1
+            and packed.shape[0] >= HEADER_BYTES and bytes(packed[:8].view(np.uint8)) == MAGIC):
+        raise ValueError("refresh_flags: not a qgemm packed array")
+    K, N = (int(v) for v in np.ascontiguousarray(packed[16:32]).view(np.int64))
+    flags = pair_flags(unpack_b(packed, K, N))
+    packed[FLAGS_AT:FLAGS_AT + 4] = np.array([flags], dtype=np.int32).view(np.int8)
+
+
 def pack_b(w: np.ndarray) -> np.ndarray:
     """The packed weights (1-D int8, 64-byte aligned), byte for byte what the compiled pack_b writes."""
     _check_weights(w, "pack_b")
@@ -57,6 +80,7 @@ def pack_b(w: np.ndarray) -> np.ndarray:
     header[:8] = np.frombuffer(MAGIC, dtype=np.uint8)
     header[8:16] = np.array([VERSION, NR], dtype=np.int32).view(np.uint8)
     header[16:48] = np.array([K, N, Kp, Np], dtype=np.int64).view(np.uint8)
+    header[FLAGS_AT:FLAGS_AT + 4] = np.array([pair_flags(w)], dtype=np.int32).view(np.uint8)
     colsum = np.sum(wp, axis=0, dtype=np.int32)
     nbytes = HEADER_BYTES + Kp * Np + 4 * Np
     buf = np.empty(nbytes + 64, dtype=np.int8)

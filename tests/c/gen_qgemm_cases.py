@@ -31,7 +31,9 @@ def cases(rng):
         w = rng.integers(-128, 128, (K, N), dtype=np.int8)
         for out_dtype in KINDS:
             yield a, w, out_dtype, rng
-    for a_val, w_val in ((255, -128), (255, 127)):      # extremes: no saturation anywhere
+        # weights whose K pairs fit s16 (|w0| + |w1| <= 128): the AVX2 path's vpmaddubsw kernel
+        yield a, rng.integers(-64, 65, (K, N), dtype=np.int8), "u8", rng
+    for a_val, w_val in ((255, -128), (255, 127), (255, 64), (255, -64)):      # extremes: no saturation anywhere
         yield np.full((5, 4000), a_val, np.uint8), np.full((4000, 18), w_val, np.int8), "s32", rng
 
 

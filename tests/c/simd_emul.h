@@ -128,6 +128,18 @@ static inline __m256i _mm256_madd_epi16(__m256i a, __m256i b) {   /* VPMADDWD */
                                    (int64_t)a.i16[2 * i + 1] * b.i16[2 * i + 1]);
     return r;
 }
+static inline __m256i _mm256_maddubs_epi16(__m256i a, __m256i b) {   /* VPMADDUBSW: u8 x s8 pairs, saturating */
+    __m256i r;
+    EMUL_I(16) {
+        int32_t s = (int32_t)a.u8[2 * i] * b.i8[2 * i] + (int32_t)a.u8[2 * i + 1] * b.i8[2 * i + 1];
+        r.i16[i] = (int16_t)(s > 32767 ? 32767 : s < -32768 ? -32768 : s);
+    }
+    return r;
+}
+static inline __m256i _mm256_set1_epi16(short v) {
+    __m256i r; EMUL_I(16) r.i16[i] = v;
+    return r;
+}
 static inline __m256i _mm256_slli_epi16(__m256i a, int n) {
     EMUL_I(16) a.i16[i] = (int16_t)((uint16_t)a.i16[i] << n);
     return a;

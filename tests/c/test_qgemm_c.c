@@ -72,7 +72,8 @@ static int run_case(int ci, FILE *f, const int *paths, int npaths, int *checked)
             offset_p[n] = (int32_t)o;
             scale_p[n] = n < N ? scale[n] : 0.0f;
         }
-        qgemm_args p = {M, K, N, Kp, Np, a, K, packed + QGEMM_HEADER_BYTES, offset_p, scale_p, kind,
+        qgemm_args p = {M, K, N, Kp, Np, a, K, packed + QGEMM_HEADER_BYTES, qgemm_header_flags(packed),
+                        offset_p, scale_p, kind,
                         fl[0], fl[1], fl[2], out, ldo};
         for (int split = 0; split < 2; split++) {
             memset(out, 0xA5, (size_t)(M * ldo) * esz);

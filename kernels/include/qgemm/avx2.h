@@ -1,16 +1,23 @@
-/* qgemm/avx2.h -- AVX2 without VNNI: exact s16 products through vpmaddwd (never vpmaddubsw, whose pair sums
- * saturate at s16: 255*127*2 > 32767).
+/* qgemm/avx2.h -- AVX2 without VNNI, exact in every case. Two microkernels; the packed header picks one:
  *
- * A 32-bit lane of a B block holds w0..w3 (4 consecutive K of one column). Read as two s16 lanes it is
- * (w0 | w1<<8, w2 | w3<<8), so
- *     B_even = (lane << 8) >>s 8  = (sext w0, sext w2)      B_odd = lane >>s 8 = (sext w1, sext w3)
- * and A is packed once per row block into the matching u16 pairs (a0, a2) and (a1, a3). Then
- *     vpmaddwd(A_even, B_even) + vpmaddwd(A_odd, B_odd) = a0*w0 + a1*w1 + a2*w2 + a3*w3      per column,
- * every product and pair sum exact in s32. 8 columns per ymm, a 16-column panel is 2 ymm; the microkernel
- * keeps 3 rows x 16 columns of s32 accumulators (6 ymm) + 4 prepared B vectors + 2 A broadcasts in the 16
- * registers (4 rows spill accumulators to the stack with GCC 12, and measured no faster). vpmaddwd does 16 MACs,
- * half of what vpmaddubsw would do, so this path peaks at the vpmaddwd throughput (benchmarks/bench_gemm.py
- * measures it): the price of exactness.
+ * 1. vpmaddwd (any int8 weights). vpmaddubsw would saturate here: its pair sums a0*w0 + a1*w1 go to s16, and
+ *    255*127*2 > 32767. Instead both sides are used as s16 and vpmaddwd adds the pairs into s32.
+ *    A 32-bit lane of a B block holds w0..w3 (4 consecutive K of one column). Read as two s16 lanes it is
+ *    (w0 | w1<<8, w2 | w3<<8), so
+ *        B_even = (lane << 8) >>s 8  = (sext w0, sext w2)      B_odd = lane >>s 8 = (sext w1, sext w3)
+ *    and A is packed once per row block into the matching u16 pairs (a0, a2) and (a1, a3). Then
+ *        vpmaddwd(A_even, B_even) + vpmaddwd(A_odd, B_odd) = a0*w0 + a1*w1 + a2*w2 + a3*w3      per column,
+ *    every product and pair sum exact in s32. 8 columns per ymm, a 16-column panel is 2 ymm; the microkernel
+ *    keeps 3 rows x 16 columns of s32 accumulators (6 ymm) + 4 prepared B vectors + 2 A broadcasts in the 16
+ *    registers (4 rows spill accumulators to the stack with GCC 12, and measured no faster). 16 MACs per
+ *    multiply instruction.
+ *
+ * 2. vpmaddubsw, when the header says every K pair of every column has |w0| + |w1| <= 128
+ *    (QGEMM_FLAG_PAIRS_FIT_S16, computed by pack_b from the weights themselves; true for any weights in
+ *    [-64, 64], which convert_to_int8(reduce_range=True) produces, as oneDNN halves weights on pre-VNNI CPUs).
+ *    Then |a0*w0 + a1*w1| <= 255*128 = 32640 < 32767: vpmaddubsw cannot saturate and is exact, and
+ *    vpmaddwd(., ones) adds the two pairs of a 4-K group into s32. 32 MACs per 3 instructions (maddubs, madd,
+ *    add) instead of 16 per 2; A needs no widening (4 raw bytes broadcast). 4 rows x 16 columns.
  */
 #ifndef REFQUANT_QGEMM_AVX2_H
 #define REFQUANT_QGEMM_AVX2_H
@@ -165,7 +172,7 @@ QGEMM_AVX2 static void qgemm_avx2_micro1(const qgemm_args *p, const uint32_t *ap
     qgemm_avx2_store16(p, m, n, nc, lo, hi);
 }
 
-static void qgemm_avx2_tile(const qgemm_args *p, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1) {
+static void qgemm_avx2_madd_tile(const qgemm_args *p, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1) {
     ptrdiff_t G = p->Kp / QGEMM_KG, mb = qgemm_avx2_block_rows(p->Kp);
     ptrdiff_t cap = (m1 - m0 < mb ? qgemm_round_up(m1 - m0, QGEMM_AVX2_MR) : mb);
     uint32_t *ap = (uint32_t *)malloc((size_t)(cap * G * 2) * sizeof(uint32_t));
@@ -186,6 +193,106 @@ static void qgemm_avx2_tile(const qgemm_args *p, ptrdiff_t m0, ptrdiff_t m1, ptr
         }
     }
     free(ap);
+}
+
+/* ---- 2. vpmaddubsw for weights whose K pairs fit s16 ---- */
+
+#define QGEMM_AVX2B_MR 4
+
+/* Rows m .. m+rows-1 of A (rows past m1 repeat row m1-1) copied to ap, Kp bytes each, zero padded. */
+static void qgemm_avx2b_pack_a(const qgemm_args *p, ptrdiff_t m, ptrdiff_t m1, ptrdiff_t rows, uint8_t *ap) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        memcpy(ap + r * p->Kp, qgemm_row(p, m + r, m1), (size_t)p->K);
+        memset(ap + r * p->Kp + p->K, 0, (size_t)(p->Kp - p->K));
+    }
+}
+
+/* sum over the 4 K of a group of a (4 bytes broadcast) x b (16 or 8 columns' 4 K), exact in s32 */
+#define QGEMM_AVX2B_DOT4(a, b) _mm256_madd_epi16(_mm256_maddubs_epi16((a), (b)), ones)
+#define QGEMM_AVX2B_ROW(r)                                                                   \
+    do {                                                                                     \
+        __m256i a = _mm256_set1_epi32((int)qgemm_load_u32(ap##r + 4 * g));                   \
+        c##r##0 = _mm256_add_epi32(c##r##0, QGEMM_AVX2B_DOT4(a, b0));                        \
+        c##r##1 = _mm256_add_epi32(c##r##1, QGEMM_AVX2B_DOT4(a, b1));                        \
+    } while (0)
+
+/* 4 rows (copied A at ap, row stride Kp bytes) x one 16-column panel; stores the first mr rows from row m. */
+QGEMM_AVX2 static void qgemm_avx2b_micro(const qgemm_args *p, const uint8_t *ap, ptrdiff_t G, const int8_t *panel,
+                                         ptrdiff_t m, int mr, ptrdiff_t n, int nc) {
+    const uint8_t *ap0 = ap, *ap1 = ap + p->Kp, *ap2 = ap + 2 * p->Kp, *ap3 = ap + 3 * p->Kp;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+            c31 = c00;
+    for (ptrdiff_t g = 0; g < G; g++) {
+        __m256i b0 = _mm256_loadu_si256((const __m256i *)(panel + 64 * g));
+        __m256i b1 = _mm256_loadu_si256((const __m256i *)(panel + 64 * g + 32));
+        QGEMM_AVX2B_ROW(0);
+        QGEMM_AVX2B_ROW(1);
+        QGEMM_AVX2B_ROW(2);
+        QGEMM_AVX2B_ROW(3);
+    }
+    qgemm_avx2_store16(p, m, n, nc, c00, c01);
+    if (mr > 1) qgemm_avx2_store16(p, m + 1, n, nc, c10, c11);
+    if (mr > 2) qgemm_avx2_store16(p, m + 2, n, nc, c20, c21);
+    if (mr > 3) qgemm_avx2_store16(p, m + 3, n, nc, c30, c31);
+}
+
+/* 1 row x one panel (GEMV and the row tail): even and odd groups in separate accumulators for more ILP. */
+QGEMM_AVX2 static void qgemm_avx2b_micro1(const qgemm_args *p, const uint8_t *ap0, ptrdiff_t G,
+                                          const int8_t *panel, ptrdiff_t m, ptrdiff_t n, int nc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
+    ptrdiff_t g = 0;
+    for (; g + 1 < G; g += 2) {
+        const int8_t *blk = panel + 64 * g;
+        __m256i a = _mm256_set1_epi32((int)qgemm_load_u32(ap0 + 4 * g));
+        __m256i a1 = _mm256_set1_epi32((int)qgemm_load_u32(ap0 + 4 * g + 4));
+        c0 = _mm256_add_epi32(c0, QGEMM_AVX2B_DOT4(a, _mm256_loadu_si256((const __m256i *)blk)));
+        c1 = _mm256_add_epi32(c1, QGEMM_AVX2B_DOT4(a, _mm256_loadu_si256((const __m256i *)(blk + 32))));
+        c2 = _mm256_add_epi32(c2, QGEMM_AVX2B_DOT4(a1, _mm256_loadu_si256((const __m256i *)(blk + 64))));
+        c3 = _mm256_add_epi32(c3, QGEMM_AVX2B_DOT4(a1, _mm256_loadu_si256((const __m256i *)(blk + 96))));
+    }
+    if (g < G) {
+        const int8_t *blk = panel + 64 * g;
+        __m256i a = _mm256_set1_epi32((int)qgemm_load_u32(ap0 + 4 * g));
+        c0 = _mm256_add_epi32(c0, QGEMM_AVX2B_DOT4(a, _mm256_loadu_si256((const __m256i *)blk)));
+        c1 = _mm256_add_epi32(c1, QGEMM_AVX2B_DOT4(a, _mm256_loadu_si256((const __m256i *)(blk + 32))));
+    }
+    qgemm_avx2_store16(p, m, n, nc, _mm256_add_epi32(c0, c2), _mm256_add_epi32(c1, c3));
+}
+
+static void qgemm_avx2b_tile(const qgemm_args *p, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1) {
+    ptrdiff_t G = p->Kp / QGEMM_KG;
+    ptrdiff_t mb = (256 * 1024) / p->Kp;                   /* the copied A block about fills L2 */
+    mb = mb > 256 ? 256 : mb;
+    mb = mb / QGEMM_AVX2B_MR * QGEMM_AVX2B_MR;
+    mb = mb < QGEMM_AVX2B_MR ? QGEMM_AVX2B_MR : mb;
+    ptrdiff_t cap = (m1 - m0 < mb ? qgemm_round_up(m1 - m0, QGEMM_AVX2B_MR) : mb);
+    uint8_t *ap = (uint8_t *)malloc((size_t)(cap * p->Kp));
+    if (ap == NULL) { qgemm_portable_tile(p, m0, m1, n0, n1); return; }
+    for (ptrdiff_t mb0 = m0; mb0 < m1; mb0 += mb) {
+        ptrdiff_t rows = m1 - mb0 < mb ? m1 - mb0 : mb;
+        ptrdiff_t padded = rows >= QGEMM_AVX2B_MR ? qgemm_round_up(rows, QGEMM_AVX2B_MR) : rows;
+        qgemm_avx2b_pack_a(p, mb0, m1, padded, ap);
+        for (ptrdiff_t n = n0; n < n1; n += QGEMM_NR) {
+            const int8_t *panel = p->b + (n / QGEMM_NR) * p->Kp * QGEMM_NR;
+            int nc = (int)(n1 - n < QGEMM_NR ? n1 - n : QGEMM_NR);
+            ptrdiff_t r = 0;
+            for (; r + QGEMM_AVX2B_MR <= padded; r += QGEMM_AVX2B_MR) {
+                int mr = (int)(rows - r < QGEMM_AVX2B_MR ? rows - r : QGEMM_AVX2B_MR);
+                qgemm_avx2b_micro(p, ap + r * p->Kp, G, panel, mb0 + r, mr, n, nc);
+            }
+            for (; r < rows; r++) qgemm_avx2b_micro1(p, ap + r * p->Kp, G, panel, mb0 + r, n, nc);
+        }
+    }
+    free(ap);
+}
+
+static void qgemm_avx2_tile(const qgemm_args *p, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1) {
+    if (p->b_flags & QGEMM_FLAG_PAIRS_FIT_S16)
+        qgemm_avx2b_tile(p, m0, m1, n0, n1);
+    else
+        qgemm_avx2_madd_tile(p, m0, m1, n0, n1);
 }
 
 #endif

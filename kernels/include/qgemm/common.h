@@ -2,7 +2,11 @@
  *
  * Packed B (one layout for every path, so a path can be switched per call):
  *
- *   bytes [0, 64)            header (qgemm_header): magic "RQGEMMv1", layout version, K, N, Kp, Np
+ *   bytes [0, 64)            header (qgemm_header): magic "RQGEMMv1", layout version, K, N, Kp, Np, flags
+ *                            (bit 0, QGEMM_FLAG_PAIRS_FIT_S16: |w[4g, n]| + |w[4g+1, n]| <= 128 and
+ *                            |w[4g+2, n]| + |w[4g+3, n]| <= 128 for every group and column, so a u8 x s8 pair sum
+ *                            fits s16 and AVX2's vpmaddubsw is exact; pack_b sets it from the weights, and
+ *                            refquant's model loader recomputes it, never trusting a file; 0 = not known)
  *   bytes [64, 64 + Kp*Np)   panels: N in panels of QGEMM_NR = 16 columns, K in groups of 4 (zero padded to
  *                            Kp = ceil(K/4)*4, Np = ceil(N/16)*16). Panel p, group g is one 64-byte block:
  *                              block[4*c + i] = w[4*g + i, 16*p + c]      (c < 16, i < 4)
@@ -23,6 +27,7 @@
 #define REFQUANT_QGEMM_COMMON_H
 
 #include <math.h>
+#include <stdlib.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -33,6 +38,7 @@
 #define QGEMM_MAGIC "RQGEMMv1"
 #define QGEMM_LAYOUT_VERSION 1
 #define QGEMM_ALIGN 64
+#define QGEMM_FLAG_PAIRS_FIT_S16 1
 
 /* Per-function instruction sets (no global -m flags). tests/c builds the x86 paths once more with
  * QGEMM_SIMD_EMULATION="simd_emul.h" (plain-C intrinsics) to run paths the test machine lacks. */
@@ -48,7 +54,8 @@ typedef struct {
     char magic[8];
     int32_t version, nr;
     int64_t K, N, Kp, Np;
-    int64_t reserved[2];
+    int32_t flags, reserved0;
+    int64_t reserved1;
 } qgemm_header;                 /* 64 bytes */
 
 /* One call's arguments, shared by every path. */
@@ -57,6 +64,7 @@ typedef struct {
     const uint8_t *a;           /* a[m*lda + k] */
     ptrdiff_t lda;
     const int8_t *b;            /* the panels (packed + QGEMM_HEADER_BYTES) */
+    int b_flags;                /* the header's flags */
     const int32_t *offset;      /* Np entries: bias - a_zero*col_sum (+ 128*colsum_b for shifted paths) */
     const float *scale;         /* Np entries (padding 0), unused for s32 */
     int out_kind;
@@ -84,6 +92,7 @@ static void qgemm_pack_b(const int8_t *w, ptrdiff_t K, ptrdiff_t N, ptrdiff_t ld
     memcpy(dst, &h, sizeof h);
     int8_t *panels = dst + QGEMM_HEADER_BYTES;
     int32_t colsum[QGEMM_NR];
+    int max_pair = 0;
     for (ptrdiff_t p = 0; p < Np / QGEMM_NR; p++) {
         int8_t *panel = panels + p * Kp * QGEMM_NR;
         for (int c = 0; c < QGEMM_NR; c++) colsum[c] = 0;
@@ -94,9 +103,15 @@ static void qgemm_pack_b(const int8_t *w, ptrdiff_t K, ptrdiff_t N, ptrdiff_t ld
                     int8_t v = (k < K && n < N) ? w[k * ldw + n] : 0;
                     panel[g * 64 + 4 * c + i] = v;
                     colsum[c] += v;
+                    if (i & 1) {
+                        int pair = abs(v) + abs(panel[g * 64 + 4 * c + i - 1]);
+                        max_pair = pair > max_pair ? pair : max_pair;
+                    }
                 }
         memcpy(dst + QGEMM_HEADER_BYTES + Kp * Np + 4 * p * QGEMM_NR, colsum, sizeof colsum);
     }
+    h.flags = max_pair <= 128 ? QGEMM_FLAG_PAIRS_FIT_S16 : 0;
+    memcpy(dst, &h, sizeof h);
 }
 
 /* 0 if dst holds a valid header for (K, N), else a negative code (see the wrapper's messages). */
@@ -109,6 +124,12 @@ static inline int qgemm_check_header(const int8_t *packed, size_t nbytes, ptrdif
     if (h.K != K || h.N != N) return -3;
     if (nbytes != qgemm_packed_bytes(K, N)) return -4;
     return 0;
+}
+
+static inline int qgemm_header_flags(const int8_t *packed) {
+    qgemm_header h;
+    memcpy(&h, packed, sizeof h);
+    return h.flags;
 }
 
 static inline const int32_t *qgemm_colsum_b(const int8_t *packed, ptrdiff_t Kp, ptrdiff_t Np) {
