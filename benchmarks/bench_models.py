@@ -2,11 +2,13 @@
 onnxruntime FP32 and INT8, side by side in one run; plus weight bytes and peak resident memory.
 
 For each model (the zoo builders, untrained weights: timing does not need trained ones):
-  1. FP32 model; static PTQ (abs_max on two random batches) -> ``convert_to_int8``;
-  2. latency medians at 1 and 2 threads: refquant FP32 (its im2col + BLAS convs), refquant INT8;
+  1. FP32 model; static PTQ (abs_max on two random batches) -> ``convert_to_int8``, with 8-bit weights and with
+     ``reduce_range=True`` (GEMM weights halved to [-64, 64]: AVX2's exact vpmaddubsw kernel);
+  2. latency medians at 1 and 2 threads: refquant FP32 (its im2col + BLAS convs), refquant INT8 (both);
      onnxruntime FP32 on the exported float model; onnxruntime INT8 on refquant's INT8 graph exported as QDQ
      (the *same* quantized model: ORT fuses it into QLinearConv where it can) and on ORT's own
-     ``quantize_static`` (QDQ, per-channel s8 weights, u8 activations, MinMax on the same batches);
+     ``quantize_static`` (QDQ, per-channel s8 weights, u8 activations, MinMax on the same batches), also with its
+     ``reduce_range=True`` (7-bit weights);
   3. weight bytes (parameters) and peak RSS of a fresh process that loads the saved model and runs it once.
 BLAS and OpenMP are limited together to the thread count (threadpoolctl); OPENBLAS_* variables are left alone.
 """
@@ -63,7 +65,7 @@ def _ort_session(path, threads):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def _ort_quantize_static(fp32_path, out_path, calib, input_name):
+def _ort_quantize_static(fp32_path, out_path, calib, input_name, reduce_range=False):
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -74,7 +76,7 @@ def _ort_quantize_static(fp32_path, out_path, calib, input_name):
             return next(self.it, None)
 
     quantize_static(fp32_path, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range)
 
 
 def run(models=MODELS, threads_list=(1, 2), repeats: int = 7) -> dict:
@@ -95,6 +97,7 @@ def run(models=MODELS, threads_list=(1, 2), repeats: int = 7) -> dict:
             fp32 = build(name)
             q = quant_post_static(fp32, [{"x": c} for c in calib], algo="abs_max")
             i8 = convert_to_int8(q)
+            i8r = convert_to_int8(q, reduce_range=True)
             row = {"model": name, "fp32_weight_mb": fp32.param_bytes() / 1e6,
                    "int8_weight_mb": i8.param_bytes() / 1e6}
             paths = {k: os.path.join(tmp, f"{name}.{k}.rq") for k in ("fp32", "int8")}
@@ -102,7 +105,8 @@ def run(models=MODELS, threads_list=(1, 2), repeats: int = 7) -> dict:
             save(i8, paths["int8"])
             for k, p in paths.items():
                 row.update({f"{k}_{key}": v for key, v in _peak_rss_mb(p).items()})
-            runners = {"refquant_fp32": lambda: fp32.run({"x": x}), "refquant_int8": lambda: i8.run({"x": x})}
+            runners = {"refquant_fp32": lambda: fp32.run({"x": x}), "refquant_int8": lambda: i8.run({"x": x}),
+                       "refquant_int8_rr": lambda: i8r.run({"x": x})}
             onnx_paths = {}
             try:
                 export = refquant.export_onnx
@@ -113,6 +117,9 @@ def run(models=MODELS, threads_list=(1, 2), repeats: int = 7) -> dict:
                 onnx_paths["ort_int8_own_quantizer"] = os.path.join(tmp, f"{name}.ortq.onnx")
                 _ort_quantize_static(onnx_paths["ort_fp32"], onnx_paths["ort_int8_own_quantizer"], calib,
                                      fp32.inputs[0])
+                onnx_paths["ort_int8_own_quantizer_rr"] = os.path.join(tmp, f"{name}.ortq_rr.onnx")
+                _ort_quantize_static(onnx_paths["ort_fp32"], onnx_paths["ort_int8_own_quantizer_rr"], calib,
+                                     fp32.inputs[0], reduce_range=True)
             except (ImportError, AttributeError) as exc:
                 row["ort_skipped"] = f"{type(exc).__name__}: {exc}"
             for n in threads_list:
@@ -125,6 +132,7 @@ def run(models=MODELS, threads_list=(1, 2), repeats: int = 7) -> dict:
                         iname = sess.get_inputs()[0].name
                         row[f"{key}_ms_{n}t"] = 1e3 * median_seconds(lambda: sess.run(None, {iname: x}), repeats)
                 row[f"int8_speedup_{n}t"] = row[f"refquant_fp32_ms_{n}t"] / row[f"refquant_int8_ms_{n}t"]
+                row[f"int8_rr_speedup_{n}t"] = row[f"refquant_fp32_ms_{n}t"] / row[f"refquant_int8_rr_ms_{n}t"]
             threads.set_num_threads(before)
             result["models"].append(row)
             print(json.dumps(row), flush=True)
@@ -133,19 +141,23 @@ def run(models=MODELS, threads_list=(1, 2), repeats: int = 7) -> dict:
 
 def markdown(r: dict) -> str:
     tl = sorted({int(k.split("_")[-1][:-1]) for row in r["models"] for k in row if k.startswith("int8_speedup_")})
-    cols = ["refquant_fp32", "refquant_int8", "ort_fp32", "ort_int8_same_model", "ort_int8_own_quantizer"]
+    cols = ["refquant_fp32", "refquant_int8", "refquant_int8_rr", "ort_fp32", "ort_int8_same_model",
+            "ort_int8_own_quantizer", "ort_int8_own_quantizer_rr"]
+    ort_int8 = cols[4:]
     parts = []
     for n in tl:
         rows = []
         for row in r["models"]:
             cells = [row["model"]] + [f"{row[f'{c}_ms_{n}t']:.1f}" if f"{c}_ms_{n}t" in row else "-" for c in cols]
-            cells.append(f"**{row[f'int8_speedup_{n}t']:.2f}x**")
-            best_ort = min([row[f"{c}_ms_{n}t"] for c in cols[3:] if f"{c}_ms_{n}t" in row], default=None)
-            cells.append(f"{best_ort / row[f'refquant_int8_ms_{n}t']:.2f}x" if best_ort else "-")
+            cells.append(f"**{row[f'int8_speedup_{n}t']:.2f}x** / **{row[f'int8_rr_speedup_{n}t']:.2f}x**")
+            best_ort = min([row[f"{c}_ms_{n}t"] for c in ort_int8 if f"{c}_ms_{n}t" in row], default=None)
+            cells.append(f"{best_ort / row[f'refquant_int8_ms_{n}t']:.2f}x / "
+                         f"{best_ort / row[f'refquant_int8_rr_ms_{n}t']:.2f}x" if best_ort else "-")
             rows.append(cells)
         parts.append(f"### {n} thread(s), batch 1, ms (median of runs)\n\n" + table(
-            ["model", "refquant FP32", "refquant INT8", "ORT FP32", "ORT INT8 (refquant's QDQ)",
-             "ORT INT8 (ORT quantize_static)", "refquant INT8/FP32 speed-up", "refquant INT8 vs best ORT INT8"],
+            ["model", "refquant FP32", "refquant INT8", "refquant INT8 reduce_range", "ORT FP32",
+             "ORT INT8 (refquant's QDQ)", "ORT INT8 (ORT quantize_static)", "ORT INT8 (quantize_static reduce_range)",
+             "refquant INT8/FP32 speed-up (8-bit / reduce_range)", "refquant INT8 vs best ORT INT8 (8-bit / reduce_range)"],
             rows))
     mem = table(["model", "FP32 weights MB", "INT8 weights MB", "ratio", "FP32 peak RSS MB (model part)",
                  "INT8 peak RSS MB (model part)"],

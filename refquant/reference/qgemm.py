@@ -48,23 +48,28 @@ def col_sums(w: np.ndarray) -> np.ndarray:
     return np.sum(w, axis=0, dtype=np.int32)
 
 
-def pair_flags(w: np.ndarray) -> int:
-    """PAIRS_FIT_S16 if max over columns and K pairs (2j, 2j+1) of |w[2j]| + |w[2j+1]| is <= 128, else 0."""
-    K, N = w.shape
-    wp = np.zeros((_round_up(K, 2), N), dtype=np.int16)
-    wp[:K] = np.abs(w.astype(np.int16))
-    return PAIRS_FIT_S16 if int((wp[0::2] + wp[1::2]).max(initial=0)) <= 128 else 0
+def pair_flags(panels: np.ndarray) -> int:
+    """PAIRS_FIT_S16 if every K pair (4g, 4g+1), (4g+2, 4g+3) of every column has |w0| + |w1| <= 128, else 0.
+    ``panels``: the packed weights as (panel, group, column, 4); scanned a few panels at a time (little memory)."""
+    for p0 in range(0, panels.shape[0], 16):
+        block = np.abs(panels[p0:p0 + 16].astype(np.int16))
+        if int((block[..., 0::2] + block[..., 1::2]).max(initial=0)) > 128:
+            return 0
+    return PAIRS_FIT_S16
 
 
 def refresh_flags(packed: np.ndarray) -> None:
     """Recompute the header flags of a packed array from its panels, in place: a packed array read from a file
     must not be trusted to say its weights fit (a wrong PAIRS_FIT_S16 would let vpmaddubsw saturate)."""
-    if not (isinstance(packed, np.ndarray) and packed.dtype == np.int8 and packed.ndim == 1
-            and packed.shape[0] >= HEADER_BYTES and bytes(packed[:8].view(np.uint8)) == MAGIC):
-        raise ValueError("refresh_flags: not a qgemm packed array")
-    K, N = (int(v) for v in np.ascontiguousarray(packed[16:32]).view(np.int64))
-    flags = pair_flags(unpack_b(packed, K, N))
+    _check_packed(packed)
+    flags = pair_flags(_panels(packed))
     packed[FLAGS_AT:FLAGS_AT + 4] = np.array([flags], dtype=np.int32).view(np.int8)
+
+
+def _panels(packed: np.ndarray) -> np.ndarray:
+    """The panels of a (validated) packed array as a (panel, group, column, 4) view."""
+    Kp, Np = (int(v) for v in np.ascontiguousarray(packed[32:48]).view(np.int64))
+    return packed[HEADER_BYTES:HEADER_BYTES + Kp * Np].reshape(Np // NR, Kp // KG, NR, KG)
 
 
 def pack_b(w: np.ndarray) -> np.ndarray:
@@ -80,7 +85,7 @@ def pack_b(w: np.ndarray) -> np.ndarray:
     header[:8] = np.frombuffer(MAGIC, dtype=np.uint8)
     header[8:16] = np.array([VERSION, NR], dtype=np.int32).view(np.uint8)
     header[16:48] = np.array([K, N, Kp, Np], dtype=np.int64).view(np.uint8)
-    header[FLAGS_AT:FLAGS_AT + 4] = np.array([pair_flags(w)], dtype=np.int32).view(np.uint8)
+    header[FLAGS_AT:FLAGS_AT + 4] = np.array([pair_flags(panels)], dtype=np.int32).view(np.uint8)
     colsum = np.sum(wp, axis=0, dtype=np.int32)
     nbytes = HEADER_BYTES + Kp * Np + 4 * Np
     buf = np.empty(nbytes + 64, dtype=np.int8)
@@ -94,6 +99,12 @@ def pack_b(w: np.ndarray) -> np.ndarray:
 
 def unpack_b(packed: np.ndarray, K: int, N: int) -> np.ndarray:
     """w (K, N) back from a packed array, after checking its header against (K, N)."""
+    Kp, Np = _check_packed(packed, K, N)
+    return _panels(packed).transpose(1, 3, 0, 2).reshape(Kp, Np)[:K, :N]
+
+
+def _check_packed(packed, K=None, N=None) -> tuple[int, int]:
+    """(Kp, Np) of a valid packed array (its header matching (K, N) when given); ValueError otherwise."""
     if not isinstance(packed, np.ndarray) or packed.dtype != np.int8 or packed.ndim != 1:
         raise ValueError("gemm_u8s8: packed must be the 1-D int8 array returned by pack_b(w)")
     if packed.shape[0] < HEADER_BYTES or bytes(packed[:8].view(np.uint8)) != MAGIC:
@@ -102,12 +113,12 @@ def unpack_b(packed: np.ndarray, K: int, N: int) -> np.ndarray:
     if version != VERSION or nr != NR:
         raise ValueError("gemm_u8s8: packed has another layout version: pack the weights again")
     pk, pn, Kp, Np = (int(v) for v in np.ascontiguousarray(packed[16:48]).view(np.int64))
-    if (pk, pn) != (K, N):
+    if K is not None and (pk, pn) != (K, N):
         raise ValueError(f"gemm_u8s8: packed holds weights of K={pk}, N={pn}, called with K={K}, N={N}")
-    if packed.shape[0] != HEADER_BYTES + Kp * Np + 4 * Np:
+    if min(pk, pn) < 1 or (Kp, Np) != (_round_up(pk, KG), _round_up(pn, NR)) \
+            or packed.shape[0] != HEADER_BYTES + Kp * Np + 4 * Np:
         raise ValueError("gemm_u8s8: packed has the wrong size for its header (truncated or altered)")
-    panels = packed[HEADER_BYTES:HEADER_BYTES + Kp * Np].reshape(Np // NR, Kp // KG, NR, KG)
-    return panels.transpose(1, 3, 0, 2).reshape(Kp, Np)[:K, :N]
+    return Kp, Np
 
 
 def _vector(x, n, dtype, name):
