@@ -150,6 +150,26 @@ def test_reduce_range_halves_gemm_weights(converted, tmp_path):
     assert np.array_equal(again.params[conv.inputs[1]], full.params[conv.inputs[1]])
 
 
+def test_residual_adds_are_fused():
+    # resnet20: each block's add -> relu -> quantize_int8 is one fused_elementwise_add, whose outputs equal the
+    # three separate ops on the same inputs
+    m, calib, xt, _ = _zoo("resnet20", 2)
+    i8 = convert_to_int8(quant_post_static(m, calib, algo="hist"))
+    fused = [op for op in i8.ops if op.type == "fused_elementwise_add"]
+    assert len(fused) == 9 and not any(op.type in ("relu", "elementwise_add") for op in i8.ops)
+    env = {**i8.params, **i8.run({i8.inputs[0]: xt[:4]}, outputs=[n for op in fused for n in op.inputs])}
+    ctx = OpContext(False, None)
+    for op in fused:
+        y, q = get_op(op.type).forward(ctx, op.attrs, *(env[n] for n in op.inputs))
+        want = np.maximum(env[op.inputs[0]] + env[op.inputs[1]], np.float32(0))
+        assert (y is None) != op.attrs["want_float"] or np.array_equal(y, want)
+        if "scale_inv" not in op.attrs:            # the last block feeds a float pool: no quantize to fuse
+            assert q is None
+            continue
+        qa = {k: op.attrs[k] for k in ("scale_inv", "zero", "lo", "hi")}
+        assert np.array_equal(q, get_op("quantize_int8").forward(ctx, {**qa, "layout": "NHWC"}, want))
+
+
 def test_loader_recomputes_the_pair_flag(tmp_path):
     from refquant.graph import Model, Op, TensorSpec
     from refquant.reference import qgemm as twin

@@ -247,6 +247,44 @@ def test_requantize_add_twin_hand_worked():
     assert twin.add_u8(a, 0.5, 0, b, 0.5, 0, 1.0, 0).tolist() == [6, 135]
 
 
+@needs_fast
+def test_fused_float_add_equals_twin():
+    rng = np.random.default_rng(12)
+    before = threads.get_num_threads()
+    try:
+        for shape in [(1, 7, 9, 3), (2, 14, 14, 256), (100003,), (1, 1, 1, 1)]:
+            a = rng.standard_normal(shape).astype(np.float32)
+            b = rng.standard_normal(shape).astype(np.float32)
+            a.flat[:4] = (np.nan, np.inf, -np.inf, -0.0)
+            for relu, want_float, quantize in [(True, True, (20.0, 0, 0, 255)), (False, True, None),
+                                               (False, False, (12.7, 128, 1, 255)), (True, True, None)]:
+                ty, tq = twin.add_f32(a, b, relu=relu, want_float=want_float, quantize=quantize)
+                for path, n in itertools.product(PATHS, (1, 2)):
+                    threads.set_num_threads(n)
+                    y, q = fast.add_f32(a, b, relu=relu, want_float=want_float, quantize=quantize, path=path)
+                    assert (y is None) == (ty is None) and (q is None) == (tq is None)
+                    if y is not None:
+                        same(y, ty)
+                    if q is not None:
+                        same(q, tq)
+    finally:
+        threads.set_num_threads(before)
+
+
+def test_fused_float_add_twin_hand_worked():
+    a = np.array([1.0, -3.0, 0.25, np.nan], np.float32)
+    b = np.array([0.5, 1.0, 0.0, 1.0], np.float32)
+    # relu(a + b) = [1.5, 0, 0.25, 0 (NaN -> 0)]; * 2 = [3, 0, 0.5 -> 0 (ties to even), 0]
+    y, q = twin.add_f32(a, b, relu=True, quantize=(2.0, 0, 0, 255))
+    assert y.tolist() == [1.5, 0.0, 0.25, 0.0] and q.tolist() == [3, 0, 0, 0]
+    _, q = twin.add_f32(a, b, want_float=False, quantize=(2.0, 128, 1, 255))
+    assert q.tolist() == [131, 124, 128, 1]              # NaN -> lo
+    with pytest.raises(ValueError, match="same shape"):
+        twin.add_f32(a, b[:3])
+    with pytest.raises(ValueError, match="nothing to return"):
+        twin.add_f32(a, b, want_float=False)
+
+
 POOL_CASES = [((1, 7, 9, 3), (3, 3), (2, 2), (1, 1, 1, 1)), ((2, 8, 8, 32), (2, 2), (2, 2), (0, 0, 0, 0)),
               ((1, 9, 7, 17), (3, 2), (1, 2), (2, 1, 0, 1)), ((1, 5, 5, 64), (5, 5), (1, 1), (2, 2, 2, 2)),
               ((1, 4, 6, 1), (3, 3), (3, 3), (0, 1, 2, 2))]

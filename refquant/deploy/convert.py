@@ -348,6 +348,7 @@ class _Converter:
                     self.nonneg.add(op.outputs[0])
         for name in q.outputs:
             self.form(name, "nchw")
+        self._fuse_residual_adds()
         self._drop_dead_ops()
         used = {n for op in self.ops for n in op.inputs}
         params = {k: v for k, v in self.params.items() if k in used}
@@ -356,6 +357,42 @@ class _Converter:
         out.meta["int8"] = {"unsigned": self.unsigned, "reduce_range": self.reduce_range, "int8_ops": sum(1 for op in self.ops
                                                                       if op.type.endswith("_int8"))}
         return out
+
+    def _fuse_residual_adds(self):
+        """A float NHWC ``elementwise_add`` of two same-shape tensors, the ``relu`` that is its only reader and
+        the ``quantize_int8`` of the result (the residual join of a ResNet block, feeding the next block's INT8
+        convs) become one ``fused_elementwise_add``: one pass over the data instead of three, same numbers."""
+        readers: dict[str, list[int]] = {}
+        for k, op in enumerate(self.ops):
+            for n in op.inputs:
+                readers.setdefault(n, []).append(k)
+        outputs, drop = set(self.q.outputs), set()
+        for k, op in enumerate(self.ops):
+            if op.type != "elementwise_add" or len(op.inputs) != 2 or not all(
+                    n.endswith("@nhwc") for n in op.inputs):
+                continue
+            shapes = [self.shapes.get(n[:-len("@nhwc")]) for n in op.inputs]
+            if shapes[0] is None or len(shapes[0]) != 4 or shapes[0] != shapes[1]:
+                continue                                   # a broadcast add (a bias) stays as it is
+            y, attrs = op.outputs[0], {}
+            nxt = readers.get(y, [])
+            if len(nxt) == 1 and self.ops[nxt[0]].type == "relu" and y not in outputs:
+                drop.add(nxt[0])
+                attrs["fuse_activation"] = "relu"
+                y = self.ops[nxt[0]].outputs[0]
+            quantize = [j for j in readers.get(y, []) if self.ops[j].type == "quantize_int8"][:1]
+            q_out = ""
+            if quantize:
+                qa = self.ops[quantize[0]].attrs
+                attrs.update({k_: qa[k_] for k_ in ("scale_inv", "zero", "lo", "hi")})
+                q_out = self.ops[quantize[0]].outputs[0]
+                drop.add(quantize[0])
+            if not attrs:
+                continue
+            attrs["want_float"] = y in outputs or any(j not in drop for j in readers.get(y, []))
+            self.ops[k] = Op("fused_elementwise_add", list(op.inputs), [y if attrs["want_float"] else "", q_out],
+                             attrs, op.name)
+        self.ops = [op for k, op in enumerate(self.ops) if k not in drop]
 
     def _drop_dead_ops(self):
         """Remove ops nothing reads any more (e.g. the reshape of a bias that was folded into an INT8 op)."""

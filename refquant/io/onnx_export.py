@@ -1121,14 +1121,28 @@ def _layout(ex, op):
 
 @_exporter("quantize_int8")
 def _quantize_int8(ex, op):
-    a = op.attrs
+    _quantize_linear(ex, ex.x(op.inputs[0]), op.outputs[0], op.attrs)
+
+
+def _quantize_linear(ex, src, y, a):
+    """QuantizeLinear of ONNX tensor ``src`` into refquant u8 tensor ``y`` (attributes scale_inv, zero, lo, hi)."""
     s = float(np.float32(1.0) / np.float32(a["scale_inv"]))
     zero, lo, hi = int(a["zero"]), int(a["lo"]), int(a["hi"])
-    y = op.outputs[0]
-    src = _u8_clip(ex, ex.x(op.inputs[0]), s, zero, lo, hi, y)
+    src = _u8_clip(ex, src, s, zero, lo, hi, y)
     ex.node("QuantizeLinear", [src, ex.f32(np.float32(s), f"{y}@onnx_scale"),
                                ex.const(np.array(zero, np.uint8), f"{y}@onnx_zero")], [y])
     ex.qinfo[y] = (s, zero)
+
+
+@_exporter("fused_elementwise_add")
+def _fused_add(ex, op):
+    y, y_q = op.outputs
+    relu = op.attrs.get("fuse_activation", "") == "relu"
+    f = ex.node("Add", [ex.x(op.inputs[0]), ex.x(op.inputs[1])], [y] if y and not relu else None)
+    if relu:
+        f = ex.node("Relu", [f], [y] if y else None)
+    if y_q:
+        _quantize_linear(ex, f, y_q, op.attrs)
 
 
 def _u8_clip(ex, src, s, zero, lo, hi, base, act_min=None):

@@ -61,6 +61,21 @@ def _nhwc_out(y, n, oh, ow):
     return y.reshape(n, oh, ow, y.shape[-1])
 
 
+@register("fused_elementwise_add")
+def fused_elementwise_add(ctx, attrs, a, b):
+    """A residual add of two same-shape float32 NHWC tensors with what follows it, in one pass (the shape of
+    Paddle's oneDNN ``fused_elementwise_add``): ``f = a + b``, ``relu`` if ``fuse_activation == "relu"``;
+    outputs ``(f, q)``, ``q = clamp(rint(f * scale_inv) + zero, lo, hi)`` the u8 input of the next INT8 ops
+    (``None`` when the op has no ``scale_inv``, and ``f`` None when ``want_float`` is false)."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    b = np.ascontiguousarray(b, dtype=np.float32)
+    quantize = None
+    if "scale_inv" in attrs:
+        quantize = (float(attrs["scale_inv"]), int(attrs["zero"]), int(attrs["lo"]), int(attrs["hi"]))
+    return _direct().add_f32(a, b, relu=attrs.get("fuse_activation", "") == "relu",
+                             want_float=bool(attrs.get("want_float", True)), quantize=quantize)
+
+
 @register("quantize_int8")
 def quantize_int8(ctx, attrs, x):
     """float32 -> uint8: ``clamp(rint(x * scale_inv) + zero, lo, hi)``; NCHW input becomes NHWC (``layout``

@@ -15,6 +15,7 @@ gives ``lo`` (only :func:`quantize_nchw` / :func:`quantize_rows` can meet one, f
 * :func:`im2col_u8`: rows = output pixels (n, oh, ow), columns (kh, kw, c), padded taps = ``pad_value``.
 * :func:`requantize`: ``q8(float32(q - in_zero) * multiplier)``; :func:`add_u8`:
   ``q8((float32(a - az) * as + float32(b - bz) * bs) * out_scale_inv)``.
+* :func:`add_f32`: ``f = a + b`` (float32), relu ``f > 0 ? f : 0``, returned as float32 and/or ``q8(f * scale_inv)``.
 * :func:`max_pool_u8`: max over the valid taps; :func:`avg_pool_u8`: ``q8(float32(s) / float32(count))`` with
   ``s = sum over valid taps of (x - zero)``, count = valid taps (exclusive) or KH*KW, lo/hi = 0/255;
   :func:`global_avg_pool_u8`: ``float32(float64(sum(x - zero)) / (H*W) * float64(scale))``.
@@ -339,6 +340,31 @@ def add_u8(a, a_scale, a_zero, b, b_scale, b_zero, out_scale_inv, out_zero, lo=0
     fa = (a.astype(np.int32) - az).astype(np.float32) * as_
     fb = (b.astype(np.int32) - bz).astype(np.float32) * bs
     return q8((fa + fb) * osi, oz, lo, hi)
+
+
+def check_add_f32(a, b, want_float, quantize):
+    check_array("add_f32: a", a, np.float32)
+    check_array("add_f32: b", b, np.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"add_f32: a and b must have the same shape, got {a.shape} and {b.shape}")
+    if not want_float and quantize is None:
+        raise ValueError("add_f32: nothing to return (want_float=False and no quantize)")
+    if quantize is None:
+        return None
+    scale_inv, zero, lo, hi = quantize
+    return (check_float("scale_inv", scale_inv, True), check_int("zero", zero, 0, 255), *check_lo_hi(lo, hi))
+
+
+def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
+    """A float residual add and what follows it, in one pass: ``f = a + b``, with ``relu`` ``f > 0 ? f : 0``;
+    returns ``(f or None, q or None)`` with ``q = q8(f * scale_inv)`` when ``quantize = (scale_inv, zero, lo,
+    hi)`` (the input grid of the next INT8 op)."""
+    qz = check_add_f32(a, b, want_float, quantize)
+    f = a + b
+    if relu:
+        f = np.where(f > 0, f, np.float32(0))
+    q = None if qz is None else q8(f * qz[0], *qz[1:])
+    return (f if want_float else None), q
 
 
 def max_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), *, path=None):

@@ -6,7 +6,7 @@
  * -ffp-contract=off, integer sums), so both instantiations give the same bits.
  *
  * Defines, for the suffix QD_SFX: qd_dw_pixels_, qd_dw_row_, qd_quant_nchw_, qd_dequant_nhwc_, qd_quant_rows_,
- * qd_dequant_rows_, qd_requant_, qd_add_, qd_maxpool_row_, qd_avgpool_row_, qd_gap_, qd_im2col_row_.
+ * qd_dequant_rows_, qd_requant_, qd_add_, qd_add_f32_, qd_maxpool_row_, qd_avgpool_row_, qd_gap_, qd_im2col_row_.
  */
 #include "common.h"
 
@@ -131,6 +131,18 @@ QD_ATTR QD_UNUSED static void QD_FN(qd_add_)(const uint8_t *a, const uint8_t *b,
         const float fb = (float)((int32_t)b[i] - bz) * bs;
         const float f = fa + fb;
         out[i] = qd_q8(f * out_sinv, lo_f, hi_f, out_zero);
+    }
+}
+
+/* float residual add: f = a + b, relu: f > 0 ? f : 0 (NaN -> 0); y (if not NULL) = f, q (if not NULL) =
+ * qd_q8(f * sinv): the add, the relu and the quantize for the next INT8 op in one pass over the data. */
+QD_ATTR QD_UNUSED static void QD_FN(qd_add_f32_)(const float *a, const float *b, ptrdiff_t n, int relu, float *y,
+                                       uint8_t *q, float sinv, float lo_f, float hi_f, int32_t zero) {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        float f = a[i] + b[i];
+        if (relu) f = f > 0.0f ? f : 0.0f;
+        if (y) y[i] = f;
+        if (q) q[i] = qd_q8(f * sinv, lo_f, hi_f, zero);
     }
 }
 

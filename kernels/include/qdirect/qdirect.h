@@ -128,6 +128,11 @@ static void qd_add(int path, const uint8_t *a, const uint8_t *b, ptrdiff_t n, in
     QD_PICK(path, qd_add_, a, b, n, az, as, bz, bs, out_sinv, lo_f, hi_f, out_zero, out);
 }
 
+static void qd_add_f32(int path, const float *a, const float *b, ptrdiff_t n, int relu, float *y, uint8_t *q,
+                       float sinv, float lo_f, float hi_f, int32_t zero) {
+    QD_PICK(path, qd_add_f32_, a, b, n, relu, y, q, sinv, lo_f, hi_f, zero);
+}
+
 static void qd_maxpool_row(int path, const qd_geom *g, const uint8_t *x, ptrdiff_t oh, uint8_t *out) {
     QD_PICK(path, qd_maxpool_row_, g, x, oh, out);
 }
