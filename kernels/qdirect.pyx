@@ -65,6 +65,8 @@ cdef extern from "qdirect/qdirect.h" nogil:
                 float bs, float out_sinv, float lo_f, float hi_f, int32_t out_zero, uint8_t *out)
     void qd_add_f32(int path, const float *a, const float *b, Py_ssize_t n, int relu, float *y, uint8_t *q,
                     float sinv, float lo_f, float hi_f, int32_t zero)
+    void qd_hswish_f32(int path, const float *x, Py_ssize_t n, float offset, float threshold, float scale,
+                       float *y, uint8_t *q, float sinv, float lo_f, float hi_f, int32_t zero)
     void qd_maxpool_row(int path, const qd_geom *g, const uint8_t *x, Py_ssize_t oh, uint8_t *out)
     void qd_avgpool_row(int path, const qd_geom *g, const uint8_t *x, Py_ssize_t oh, int exclusive, int32_t zero,
                         int32_t *sum, uint8_t *out)
@@ -330,16 +332,45 @@ def add_u8(a, a_scale, a_zero, b, b_scale, b_zero, out_scale_inv, out_zero, lo=0
     return out
 
 
+def _q8_params(qz):
+    """(scale_inv, lo - zero, hi - zero, zero) of a validated quantize tuple, or neutral values for None."""
+    if qz is None:
+        return 1.0, 0.0, 0.0, 0
+    return qz[0], qz[2] - qz[1], qz[3] - qz[1], qz[1]
+
+
+def hard_swish_f32(x, offset=3.0, threshold=6.0, scale=6.0, *, want_float=True, quantize=None, path=None):
+    """Hard swish in one pass, as add / relu6 / mul / div compute it: u = min(max(x + offset, 0), threshold),
+    f = (x * u) / scale (float32 each step); returns (f or None, q or None) like add_f32."""
+    cdef int p = _path(path)
+    qz = _spec.check_hard_swish_f32(x, offset, threshold, scale, want_float, quantize)
+    cdef float sinv, lo_f, hi_f
+    cdef int32_t z
+    sinv, lo_f, hi_f, z = _q8_params(qz)
+    cdef float fo = offset, ft = threshold, fs = scale
+    y = np.empty(x.shape, dtype=np.float32) if want_float else None
+    q = np.empty(x.shape, dtype=np.uint8) if qz is not None else None
+    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
+    cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data) if y is not None else NULL
+    cdef uint8_t *qp = <uint8_t *> (<Py_ssize_t> q.ctypes.data) if q is not None else NULL
+    cdef Py_ssize_t total = x.size, t, e0
+    cdef int threads = threads_for(total * 4, MIN_WORK_PER_THREAD)
+    with nogil:
+        for t in prange((total + ELEMENT_CHUNK - 1) // ELEMENT_CHUNK, schedule="dynamic", num_threads=threads):
+            e0 = t * ELEMENT_CHUNK
+            qd_hswish_f32(p, xp + e0, min(ELEMENT_CHUNK, total - e0), fo, ft, fs, yp + e0 if yp != NULL else NULL,
+                          qp + e0 if qp != NULL else NULL, sinv, lo_f, hi_f, z)
+    return y, q
+
+
 def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
     """A float residual add and what follows it, in one pass: f = a + b, relu f > 0 ? f : 0; returns
     (f or None, q or None), q = clamp(rint(f * scale_inv) + zero, lo, hi) for quantize = (scale_inv, zero, lo, hi)."""
     cdef int p = _path(path)
     qz = _spec.check_add_f32(a, b, want_float, quantize)
-    cdef float sinv = 1.0, lo_f = 0.0, hi_f = 0.0
-    cdef int32_t z = 0
-    if qz is not None:
-        sinv, z = qz[0], qz[1]
-        lo_f, hi_f = qz[2] - z, qz[3] - z
+    cdef float sinv, lo_f, hi_f
+    cdef int32_t z
+    sinv, lo_f, hi_f, z = _q8_params(qz)
     y = np.empty(a.shape, dtype=np.float32) if want_float else None
     q = np.empty(a.shape, dtype=np.uint8) if qz is not None else None
     cdef const float *ap = <const float *> (<Py_ssize_t> a.ctypes.data)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from refquant import executor
+from refquant.errors import UnsupportedOpError
 from refquant.graph import Model, Op, TensorSpec
 from refquant.ops import OPS, conv
 from tests.gradcheck import run_op
@@ -143,6 +144,12 @@ def test_global_pooling():
     np.testing.assert_allclose(fwd("pool2d", [x], avg), x.mean(axis=(2, 3), keepdims=True))
     np.testing.assert_allclose(fwd("pool2d", [x], {"ksize": [1, 1], "global_pooling": True}),
                                x.max(axis=(2, 3), keepdims=True))
+    # data_format NHWC (what convert_to_int8 emits between NHWC tensors): the same numbers, transposed
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(fwd("pool2d", [nhwc], {**avg, "data_format": "NHWC"}).transpose(0, 3, 1, 2),
+                               x.mean(axis=(2, 3), keepdims=True), rtol=1e-6)
+    with pytest.raises(UnsupportedOpError, match="global pooling only"):
+        fwd("pool2d", [nhwc], {"ksize": [2, 2], "data_format": "NHWC"})
 
 
 def test_max_pool_gradient_goes_to_the_first_of_tied_maxima():

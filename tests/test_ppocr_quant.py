@@ -45,6 +45,35 @@ def test_cls_int8_accuracy_close_to_fp32(cls):
     assert abs(int8 - fp32) <= 100.0 / 32 + 1e-9, (fp32, int8)   # at most one line of 32 apart
 
 
+def test_cls_int8_float_glue_is_nhwc_and_fused(cls):
+    # MobileNetV3's hard swish (add 3, relu6, mul, div 6) and SE blocks run on NHWC between the INT8 ops: no
+    # layout change inside the network, each hard swish one fused pass; each fused op equals the chain it
+    # replaced, and the whole INT8 graph equals its NumPy integer twin
+    from refquant import _dispatch
+    from refquant.ops import OpContext, get_op
+    model, ev, _, calib = cls
+    _, i8 = ppocr.quantize(model, calib, "abs_max")
+    counts = i8.op_counts()
+    assert counts.get("fused_hard_swish", 0) >= 8 and "elementwise_div" not in counts and "relu6" not in counts
+    assert counts.get("nhwc_to_nchw", 0) <= 2, counts          # only at the classifier head
+    feeds = {"x": ev[0]["x"][:4]}
+    hs = [op for op in i8.ops if op.type == "fused_hard_swish"]
+    env = {**i8.params, **i8.run(feeds, outputs=[op.inputs[0] for op in hs])}
+    ctx = OpContext(False, None)
+    for op in hs:
+        x = env[op.inputs[0]]
+        y, q = get_op(op.type).forward(ctx, op.attrs, x)
+        u = get_op("relu6").forward(ctx, {"threshold": op.attrs["threshold"]}, x + np.float32(op.attrs["offset"]))
+        want = (x * u) / np.float32(op.attrs["scale"])
+        assert y is None or np.array_equal(y, want)
+        if q is not None:
+            qa = {k: op.attrs[k] for k in ("scale_inv", "zero", "lo", "hi")}
+            assert np.array_equal(q, get_op("quantize_int8").forward(ctx, {**qa, "layout": "NHWC"}, want))
+    out = i8.run(feeds)[i8.outputs[0]]
+    with _dispatch.use_reference():
+        assert np.array_equal(i8.run(feeds)[i8.outputs[0]], out)
+
+
 def test_sensitivity_ranks_every_quantized_op_once(cls, cls_ranking):
     model = cls[0]
     names = [n for n, _ in cls_ranking]

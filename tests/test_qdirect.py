@@ -271,6 +271,37 @@ def test_fused_float_add_equals_twin():
         threads.set_num_threads(before)
 
 
+@needs_fast
+def test_fused_hard_swish_equals_twin():
+    rng = np.random.default_rng(13)
+    before = threads.get_num_threads()
+    try:
+        for shape in [(1, 7, 9, 3), (2, 12, 48, 16), (100003,)]:
+            x = (4 * rng.standard_normal(shape)).astype(np.float32)
+            x.flat[:5] = (np.nan, np.inf, -np.inf, -3.0, 3.0)
+            for want_float, quantize in [(True, None), (True, (20.0, 128, 1, 255)), (False, (7.5, 0, 0, 255))]:
+                ty, tq = twin.hard_swish_f32(x, 3.0, 6.0, 6.0, want_float=want_float, quantize=quantize)
+                for path, n in itertools.product(PATHS, (1, 2)):
+                    threads.set_num_threads(n)
+                    y, q = fast.hard_swish_f32(x, 3.0, 6.0, 6.0, want_float=want_float, quantize=quantize,
+                                               path=path)
+                    if ty is not None:
+                        same(y, ty)
+                    if tq is not None:
+                        same(q, tq)
+    finally:
+        threads.set_num_threads(before)
+
+
+def test_fused_hard_swish_twin_hand_worked():
+    x = np.array([-4.0, -1.5, 0.0, 1.5, 4.0], np.float32)
+    # u = clip(x + 3, 0, 6) = [0, 1.5, 3, 4.5, 6]; (x * u) / 6 = [0, -0.375, 0, 1.125, 4]
+    y, q = twin.hard_swish_f32(x, 3.0, 6.0, 6.0, quantize=(2.0, 128, 1, 255))
+    assert y.tolist() == [0.0, -0.375, 0.0, 1.125, 4.0] and q.tolist() == [128, 127, 128, 130, 136]
+    with pytest.raises(ValueError, match="scale"):
+        twin.hard_swish_f32(x, 3.0, 6.0, 0.0)
+
+
 def test_fused_float_add_twin_hand_worked():
     a = np.array([1.0, -3.0, 0.25, np.nan], np.float32)
     b = np.array([0.5, 1.0, 0.0, 1.0], np.float32)

@@ -44,7 +44,8 @@ from ..graph import Model, Op
 from ..reference import qgemm as _ref_gemm
 
 QDQ_TYPES = ("fake_quantize_dequantize_abs_max",)
-ELEMENTWISE_NHWC = ("relu", "relu6", "elementwise_add", "elementwise_sub", "elementwise_mul")
+ELEMENTWISE_NHWC = ("relu", "relu6", "elementwise_add", "elementwise_sub", "elementwise_mul", "elementwise_div",
+                    "hard_sigmoid", "hard_swish", "sigmoid", "swish")
 U8_TRANSPARENT = ("pool2d", "flatten")
 
 
@@ -332,11 +333,12 @@ class _Converter:
                 self._emit_fused(self.fused[i], decided[i])
             elif self._transparent(op) and self._has_u8(op.inputs[0]) and op.outputs[0] not in q.outputs:
                 self._emit_transparent(op)
-            elif op.type in ELEMENTWISE_NHWC and self._all_nhwc(op):
+            elif (op.type in ELEMENTWISE_NHWC or self._global_pool(op)) and self._all_nhwc(op):
                 ins = [self.forms[n]["nhwc"] if n in self.forms and "nhwc" in self.forms[n] else n
                        for n in op.inputs]
                 out = f"{op.outputs[0]}@nhwc"
-                self.ops.append(Op(op.type, ins, [out], dict(op.attrs), op.name))
+                attrs = dict(op.attrs, data_format="NHWC") if op.type == "pool2d" else dict(op.attrs)
+                self.ops.append(Op(op.type, ins, [out], attrs, op.name))
                 self.produced_other.add(op.outputs[0])
                 self.forms[op.outputs[0]] = {"nhwc": out}
                 if op.type in ("relu", "relu6"):
@@ -348,7 +350,7 @@ class _Converter:
                     self.nonneg.add(op.outputs[0])
         for name in q.outputs:
             self.form(name, "nchw")
-        self._fuse_residual_adds()
+        self._fuse_elementwise()
         self._drop_dead_ops()
         used = {n for op in self.ops for n in op.inputs}
         params = {k: v for k, v in self.params.items() if k in used}
@@ -358,41 +360,76 @@ class _Converter:
                                                                       if op.type.endswith("_int8"))}
         return out
 
-    def _fuse_residual_adds(self):
-        """A float NHWC ``elementwise_add`` of two same-shape tensors, the ``relu`` that is its only reader and
-        the ``quantize_int8`` of the result (the residual join of a ResNet block, feeding the next block's INT8
-        convs) become one ``fused_elementwise_add``: one pass over the data instead of three, same numbers."""
+    def _fuse_elementwise(self):
+        """Float NHWC chains between INT8 ops become one pass each, with the ``quantize_int8`` that reads the
+        result folded in (same numbers, fewer trips through memory):
+
+        * a residual join, ``elementwise_add`` of two same-shape tensors [+ the ``relu`` that is its only
+          reader] -> ``fused_elementwise_add``;
+        * hard swish as ``elementwise_add`` c1 -> ``relu6`` t -> ``elementwise_mul`` by the same x ->
+          ``elementwise_div`` c2 (PaddleOCR's MobileNetV3) -> ``fused_hard_swish``."""
         readers: dict[str, list[int]] = {}
         for k, op in enumerate(self.ops):
             for n in op.inputs:
                 readers.setdefault(n, []).append(k)
         outputs, drop = set(self.q.outputs), set()
+
+        def only_reader(name, op_type):
+            r = readers.get(name, [])
+            if len(r) == 1 and self.ops[r[0]].type == op_type and name not in outputs and r[0] not in drop:
+                return r[0]
+            return None
+
         for k, op in enumerate(self.ops):
-            if op.type != "elementwise_add" or len(op.inputs) != 2 or not all(
-                    n.endswith("@nhwc") for n in op.inputs):
+            if k in drop:
                 continue
-            shapes = [self.shapes.get(n[:-len("@nhwc")]) for n in op.inputs]
-            if shapes[0] is None or len(shapes[0]) != 4 or shapes[0] != shapes[1]:
-                continue                                   # a broadcast add (a bias) stays as it is
-            y, attrs = op.outputs[0], {}
-            nxt = readers.get(y, [])
-            if len(nxt) == 1 and self.ops[nxt[0]].type == "relu" and y not in outputs:
-                drop.add(nxt[0])
-                attrs["fuse_activation"] = "relu"
-                y = self.ops[nxt[0]].outputs[0]
+            found = self._residual_add(op, only_reader) if op.type == "elementwise_add" else None
+            found = found or (self._hard_swish(op, only_reader) if op.type == "elementwise_add" else None)
+            if found is None:
+                continue
+            op_type, y, attrs, chain = found
             quantize = [j for j in readers.get(y, []) if self.ops[j].type == "quantize_int8"][:1]
             q_out = ""
             if quantize:
                 qa = self.ops[quantize[0]].attrs
-                attrs.update({k_: qa[k_] for k_ in ("scale_inv", "zero", "lo", "hi")})
+                attrs.update({a: qa[a] for a in ("scale_inv", "zero", "lo", "hi")})
                 q_out = self.ops[quantize[0]].outputs[0]
-                drop.add(quantize[0])
-            if not attrs:
-                continue
+            drop.update(chain + quantize)
             attrs["want_float"] = y in outputs or any(j not in drop for j in readers.get(y, []))
-            self.ops[k] = Op("fused_elementwise_add", list(op.inputs), [y if attrs["want_float"] else "", q_out],
-                             attrs, op.name)
+            self.ops[k] = Op(op_type, list(op.inputs[:1] if op_type == "fused_hard_swish" else op.inputs),
+                             [y if attrs["want_float"] else "", q_out], attrs, op.name)
         self.ops = [op for k, op in enumerate(self.ops) if k not in drop]
+
+    def _residual_add(self, op, only_reader):
+        if len(op.inputs) != 2 or not all(n.endswith("@nhwc") for n in op.inputs):
+            return None
+        shapes = [self.shapes.get(n[:-len("@nhwc")]) for n in op.inputs]
+        if shapes[0] is None or len(shapes[0]) != 4 or shapes[0] != shapes[1]:
+            return None                                    # a broadcast add (a bias) stays as it is
+        relu = only_reader(op.outputs[0], "relu")
+        if relu is None:
+            return "fused_elementwise_add", op.outputs[0], {}, []
+        return "fused_elementwise_add", self.ops[relu].outputs[0], {"fuse_activation": "relu"}, [relu]
+
+    def _scalar(self, name) -> float:
+        """A one-value parameter as a float32-exact Python float."""
+        return float(np.asarray(self.q.params[name], np.float32).reshape(-1)[0])
+
+    def _hard_swish(self, op, only_reader):
+        x, c1 = op.inputs[0], op.inputs[1] if len(op.inputs) == 2 else None
+        if not x.endswith("@nhwc") or c1 not in self.q.params or np.size(self.q.params[c1]) != 1:
+            return None
+        r6 = only_reader(op.outputs[0], "relu6")
+        mul = only_reader(self.ops[r6].outputs[0], "elementwise_mul") if r6 is not None else None
+        if mul is None or sorted(self.ops[mul].inputs) != sorted([x, self.ops[r6].outputs[0]]):
+            return None
+        div = only_reader(self.ops[mul].outputs[0], "elementwise_div")
+        c2 = self.ops[div].inputs[1] if div is not None else None
+        if c2 not in self.q.params or np.size(self.q.params[c2]) != 1 or self._scalar(c2) == 0:
+            return None
+        attrs = {"offset": self._scalar(c1), "threshold": float(np.float32(self.ops[r6].attrs.get("threshold", 6.0))),
+                 "scale": self._scalar(c2)}
+        return "fused_hard_swish", self.ops[div].outputs[0], attrs, [r6, mul, div]
 
     def _drop_dead_ops(self):
         """Remove ops nothing reads any more (e.g. the reshape of a bias that was folded into an INT8 op)."""
@@ -425,11 +462,20 @@ class _Converter:
         return "u8" in self.forms.get(name, {})
 
     def _all_nhwc(self, op):
+        """Whether ``op`` can run on the NHWC forms of its inputs: every activation input has one and all are
+        4-D (same-rank broadcasting, e.g. an SE block's (N, C, 1, 1) scale, permutes with the layout), and any
+        parameter input is a single value (a constant like hard-swish's 3 and 6)."""
         acts = [n for n in op.inputs if n and n not in self.q.params]
-        if not acts or len(acts) != len([n for n in op.inputs if n]):
+        consts = [n for n in op.inputs if n and n in self.q.params]
+        if not acts or any(np.size(self.q.params[n]) != 1 for n in consts):
             return False
-        shapes = {tuple(self.shapes.get(n, ())) for n in acts}
-        return len(shapes) == 1 and all("nhwc" in self.forms.get(n, {}) for n in acts)
+        shapes = [tuple(self.shapes.get(n, ())) for n in acts]
+        return all(len(s) == 4 for s in shapes) and all("nhwc" in self.forms.get(n, {}) for n in acts)
+
+    @staticmethod
+    def _global_pool(op):
+        return op.type == "pool2d" and bool(op.attrs.get("global_pooling")) and not op.attrs.get("adaptive") \
+            and op.attrs.get("data_format", "NCHW") == "NCHW"
 
     def _emit_transparent(self, op):
         src = self.forms[op.inputs[0]]

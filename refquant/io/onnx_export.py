@@ -1134,6 +1134,19 @@ def _quantize_linear(ex, src, y, a):
     ex.qinfo[y] = (s, zero)
 
 
+@_exporter("fused_hard_swish")
+def _fused_hard_swish(ex, op):
+    a = op.attrs
+    y, y_q = op.outputs
+    x = ex.x(op.inputs[0])
+    u = ex.node("Add", [x, ex.f32(np.float32(a["offset"]), f"{op.name}@offset")])
+    u = _clip(ex, u, 0.0, float(a["threshold"]), None, op.name)
+    f = ex.node("Div", [ex.node("Mul", [x, u]), ex.f32(np.float32(a["scale"]), f"{op.name}@scale")],
+                [y] if y else None)
+    if y_q:
+        _quantize_linear(ex, f, y_q, a)
+
+
 @_exporter("fused_elementwise_add")
 def _fused_add(ex, op):
     y, y_q = op.outputs

@@ -69,11 +69,25 @@ def fused_elementwise_add(ctx, attrs, a, b):
     (``None`` when the op has no ``scale_inv``, and ``f`` None when ``want_float`` is false)."""
     a = np.ascontiguousarray(a, dtype=np.float32)
     b = np.ascontiguousarray(b, dtype=np.float32)
-    quantize = None
-    if "scale_inv" in attrs:
-        quantize = (float(attrs["scale_inv"]), int(attrs["zero"]), int(attrs["lo"]), int(attrs["hi"]))
     return _direct().add_f32(a, b, relu=attrs.get("fuse_activation", "") == "relu",
-                             want_float=bool(attrs.get("want_float", True)), quantize=quantize)
+                             want_float=bool(attrs.get("want_float", True)), quantize=_fused_quantize(attrs))
+
+
+@register("fused_hard_swish")
+def fused_hard_swish(ctx, attrs, x):
+    """Hard swish as PaddleOCR's graphs spell it (``elementwise_add`` offset, ``relu6`` threshold,
+    ``elementwise_mul`` by x, ``elementwise_div`` by scale), in one pass and the same float32 steps:
+    ``f = (x * min(max(x + offset, 0), threshold)) / scale``; outputs ``(f, q)`` as fused_elementwise_add."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return _direct().hard_swish_f32(x, float(attrs["offset"]), float(attrs["threshold"]), float(attrs["scale"]),
+                                    want_float=bool(attrs.get("want_float", True)), quantize=_fused_quantize(attrs))
+
+
+def _fused_quantize(attrs):
+    """The (scale_inv, zero, lo, hi) of a fused op's u8 output, or None when it has none."""
+    if "scale_inv" not in attrs:
+        return None
+    return float(attrs["scale_inv"]), int(attrs["zero"]), int(attrs["lo"]), int(attrs["hi"])
 
 
 @register("quantize_int8")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UnsupportedOpError
 from ..reference.im2col import conv_out_size
 from .conv import pads4, pad_input, pair, window
 from .registry import register
@@ -42,6 +43,8 @@ def _geometry(attrs, x_shape):
 
 
 def _shape(attrs, x):
+    if attrs.get("data_format", "NCHW") == "NHWC":
+        return ((x[0], 1, 1, x[3]),)
     _, _, _, oh, ow = _geometry(attrs, x)
     return ((x[0], x[1], oh, ow),)
 
@@ -70,6 +73,8 @@ def _global_grad(ctx, attrs, gy):
 
 
 def _pool2d_grad(ctx, attrs, gy):
+    if attrs.get("data_format", "NCHW") == "NHWC":
+        raise UnsupportedOpError("pool2d: no backward for data_format NHWC (INT8 inference graphs only)")
     if attrs.get("global_pooling", False):
         return _global_grad(ctx, attrs, gy)
     x_shape, xp, y, divisor, geometry = ctx.saved
@@ -91,7 +96,13 @@ def _pool2d_grad(ctx, attrs, gy):
 
 @register("pool2d", backward=_pool2d_grad, shape=_shape)
 def pool2d(ctx, attrs, x):
-    """max: y = max over the window of x_pad (padding never wins); avg: y = sum over the window / divisor."""
+    """max: y = max over the window of x_pad (padding never wins); avg: y = sum over the window / divisor.
+    ``data_format`` "NHWC" (global pooling only; what convert_to_int8 emits between NHWC tensors)."""
+    if attrs.get("data_format", "NCHW") == "NHWC":
+        if not attrs.get("global_pooling", False):
+            raise UnsupportedOpError("pool2d: data_format NHWC is supported for global pooling only")
+        reduce = np.max if attrs.get("pooling_type", "max") == "max" else np.mean
+        return reduce(x, axis=(1, 2), keepdims=True)
     if attrs.get("global_pooling", False):  # one window over all of H, W: a plain reduction
         ctx.save(x)
         reduce = np.max if attrs.get("pooling_type", "max") == "max" else np.mean

@@ -15,7 +15,8 @@ gives ``lo`` (only :func:`quantize_nchw` / :func:`quantize_rows` can meet one, f
 * :func:`im2col_u8`: rows = output pixels (n, oh, ow), columns (kh, kw, c), padded taps = ``pad_value``.
 * :func:`requantize`: ``q8(float32(q - in_zero) * multiplier)``; :func:`add_u8`:
   ``q8((float32(a - az) * as + float32(b - bz) * bs) * out_scale_inv)``.
-* :func:`add_f32`: ``f = a + b`` (float32), relu ``f > 0 ? f : 0``, returned as float32 and/or ``q8(f * scale_inv)``.
+* :func:`add_f32`: ``f = a + b`` (float32), relu ``f > 0 ? f : 0``, returned as float32 and/or ``q8(f * scale_inv)``;
+  :func:`hard_swish_f32`: ``f = (x * min(max(x + offset, 0), threshold)) / scale`` (float32 each step), the same.
 * :func:`max_pool_u8`: max over the valid taps; :func:`avg_pool_u8`: ``q8(float32(s) / float32(count))`` with
   ``s = sum over valid taps of (x - zero)``, count = valid taps (exclusive) or KH*KW, lo/hi = 0/255;
   :func:`global_avg_pool_u8`: ``float32(float64(sum(x - zero)) / (H*W) * float64(scale))``.
@@ -347,8 +348,23 @@ def check_add_f32(a, b, want_float, quantize):
     check_array("add_f32: b", b, np.float32)
     if a.shape != b.shape:
         raise ValueError(f"add_f32: a and b must have the same shape, got {a.shape} and {b.shape}")
+    return _check_outputs("add_f32", want_float, quantize)
+
+
+def check_hard_swish_f32(x, offset, threshold, scale, want_float, quantize):
+    check_array("hard_swish_f32: x", x, np.float32)
+    for name, v in (("offset", offset), ("threshold", threshold), ("scale", scale)):
+        if not np.isfinite(v):
+            raise ValueError(f"hard_swish_f32: {name} must be finite, got {v!r}")
+    if scale == 0:
+        raise ValueError("hard_swish_f32: scale must not be 0")
+    return _check_outputs("hard_swish_f32", want_float, quantize)
+
+
+def _check_outputs(what, want_float, quantize):
+    """The (scale_inv, zero, lo, hi) of the optional quantized output, validated (None without one)."""
     if not want_float and quantize is None:
-        raise ValueError("add_f32: nothing to return (want_float=False and no quantize)")
+        raise ValueError(f"{what}: nothing to return (want_float=False and no quantize)")
     if quantize is None:
         return None
     scale_inv, zero, lo, hi = quantize
@@ -363,6 +379,19 @@ def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
     f = a + b
     if relu:
         f = np.where(f > 0, f, np.float32(0))
+    q = None if qz is None else q8(f * qz[0], *qz[1:])
+    return (f if want_float else None), q
+
+
+def hard_swish_f32(x, offset=3.0, threshold=6.0, scale=6.0, *, want_float=True, quantize=None, path=None):
+    """Hard swish as add / relu6 / mul / div compute it, in one pass: ``u = min(max(x + offset, 0), threshold)``,
+    ``f = (x * u) / scale`` (float32 each step); returns ``(f or None, q or None)`` like :func:`add_f32`."""
+    qz = check_hard_swish_f32(x, offset, threshold, scale, want_float, quantize)
+    u = x + np.float32(offset)
+    u = np.where(u > 0, u, np.float32(0))
+    u = np.where(u < np.float32(threshold), u, np.float32(threshold))
+    with np.errstate(invalid="ignore", over="ignore"):   # inf * 0 -> NaN, as in C
+        f = (x * u) / np.float32(scale)
     q = None if qz is None else q8(f * qz[0], *qz[1:])
     return (f if want_float else None), q
 

@@ -6,7 +6,7 @@
  * -ffp-contract=off, integer sums), so both instantiations give the same bits.
  *
  * Defines, for the suffix QD_SFX: qd_dw_pixels_, qd_dw_row_, qd_quant_nchw_, qd_dequant_nhwc_, qd_quant_rows_,
- * qd_dequant_rows_, qd_requant_, qd_add_, qd_add_f32_, qd_maxpool_row_, qd_avgpool_row_, qd_gap_, qd_im2col_row_.
+ * qd_dequant_rows_, qd_requant_, qd_add_, qd_add_f32_, qd_hswish_f32_, qd_maxpool_row_, qd_avgpool_row_, qd_gap_, qd_im2col_row_.
  */
 #include "common.h"
 
@@ -141,6 +141,22 @@ QD_ATTR QD_UNUSED static void QD_FN(qd_add_f32_)(const float *a, const float *b,
     for (ptrdiff_t i = 0; i < n; i++) {
         float f = a[i] + b[i];
         if (relu) f = f > 0.0f ? f : 0.0f;
+        if (y) y[i] = f;
+        if (q) q[i] = qd_q8(f * sinv, lo_f, hi_f, zero);
+    }
+}
+
+/* hard swish as PaddleOCR's graphs spell it (add, relu6, mul, div): u = min(max(x + offset, 0), threshold)
+ * (NaN -> 0), f = (x * u) / scale, each step rounded to float32 as the separate ops do; y (if not NULL) = f,
+ * q (if not NULL) = qd_q8(f * sinv). */
+QD_ATTR QD_UNUSED static void QD_FN(qd_hswish_f32_)(const float *x, ptrdiff_t n, float offset, float threshold,
+                                          float scale, float *y, uint8_t *q, float sinv, float lo_f, float hi_f,
+                                          int32_t zero) {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        float u = x[i] + offset;
+        u = u > 0.0f ? u : 0.0f;
+        u = u < threshold ? u : threshold;
+        const float f = (x[i] * u) / scale;
         if (y) y[i] = f;
         if (q) q[i] = qd_q8(f * sinv, lo_f, hi_f, zero);
     }

@@ -199,7 +199,8 @@ static void qgemm_avx2_madd_tile(const qgemm_args *p, ptrdiff_t m0, ptrdiff_t m1
 
 #define QGEMM_AVX2B_MR 4
 
-/* Rows m .. m+rows-1 of A (rows past m1 repeat row m1-1) copied to ap, Kp bytes each, zero padded. */
+/* Rows m .. m+rows-1 of A (rows past m1 repeat row m1-1) copied to ap, Kp bytes each, zero padded: only needed
+ * when K % 4 != 0 (the microkernels read whole 4-byte groups); otherwise they read A in place. */
 static void qgemm_avx2b_pack_a(const qgemm_args *p, ptrdiff_t m, ptrdiff_t m1, ptrdiff_t rows, uint8_t *ap) {
     for (ptrdiff_t r = 0; r < rows; r++) {
         memcpy(ap + r * p->Kp, qgemm_row(p, m + r, m1), (size_t)p->K);
@@ -207,29 +208,42 @@ static void qgemm_avx2b_pack_a(const qgemm_args *p, ptrdiff_t m, ptrdiff_t m1, p
     }
 }
 
-/* sum over the 4 K of a group of a (4 bytes broadcast) x b (16 or 8 columns' 4 K), exact in s32 */
+/* sum over the 4 K of a group of a (4 bytes broadcast) x b (8 columns' 4 K), exact in s32 */
 #define QGEMM_AVX2B_DOT4(a, b) _mm256_madd_epi16(_mm256_maddubs_epi16((a), (b)), ones)
-#define QGEMM_AVX2B_ROW(r)                                                                   \
-    do {                                                                                     \
-        __m256i a = _mm256_set1_epi32((int)qgemm_load_u32(ap##r + 4 * g));                   \
-        c##r##0 = _mm256_add_epi32(c##r##0, QGEMM_AVX2B_DOT4(a, b0));                        \
-        c##r##1 = _mm256_add_epi32(c##r##1, QGEMM_AVX2B_DOT4(a, b1));                        \
-    } while (0)
+#define QGEMM_AVX2B_A(r) _mm256_set1_epi32((int)qgemm_load_u32(a##r + 4 * g))
 
-/* 4 rows (copied A at ap, row stride Kp bytes) x one 16-column panel; stores the first mr rows from row m. */
-QGEMM_AVX2 static void qgemm_avx2b_micro(const qgemm_args *p, const uint8_t *ap, ptrdiff_t G, const int8_t *panel,
-                                         ptrdiff_t m, int mr, ptrdiff_t n, int nc) {
-    const uint8_t *ap0 = ap, *ap1 = ap + p->Kp, *ap2 = ap + 2 * p->Kp, *ap3 = ap + 3 * p->Kp;
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
-            c31 = c00;
-    for (ptrdiff_t g = 0; g < G; g++) {
-        __m256i b0 = _mm256_loadu_si256((const __m256i *)(panel + 64 * g));
-        __m256i b1 = _mm256_loadu_si256((const __m256i *)(panel + 64 * g + 32));
-        QGEMM_AVX2B_ROW(0);
-        QGEMM_AVX2B_ROW(1);
-        QGEMM_AVX2B_ROW(2);
-        QGEMM_AVX2B_ROW(3);
+/* 4 rows (at a, row stride lda bytes) x one 16-column panel (or its first 8 columns when nc <= 8: the second
+ * half of each 64-byte group block is then zero padding, not worth multiplying); stores the first mr rows. */
+QGEMM_AVX2 static void qgemm_avx2b_micro(const qgemm_args *p, const uint8_t *a, ptrdiff_t lda, ptrdiff_t G,
+                                         const int8_t *panel, ptrdiff_t m, int mr, ptrdiff_t n, int nc) {
+    const uint8_t *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
+    const __m256i ones = _mm256_set1_epi16(1), z = _mm256_setzero_si256();
+    __m256i c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
+    if (nc <= 8) {
+        for (ptrdiff_t g = 0; g < G; g++) {
+            __m256i b0 = _mm256_loadu_si256((const __m256i *)(panel + 64 * g));
+            c00 = _mm256_add_epi32(c00, QGEMM_AVX2B_DOT4(QGEMM_AVX2B_A(0), b0));
+            c10 = _mm256_add_epi32(c10, QGEMM_AVX2B_DOT4(QGEMM_AVX2B_A(1), b0));
+            c20 = _mm256_add_epi32(c20, QGEMM_AVX2B_DOT4(QGEMM_AVX2B_A(2), b0));
+            c30 = _mm256_add_epi32(c30, QGEMM_AVX2B_DOT4(QGEMM_AVX2B_A(3), b0));
+        }
+    } else {
+        for (ptrdiff_t g = 0; g < G; g++) {
+            __m256i b0 = _mm256_loadu_si256((const __m256i *)(panel + 64 * g));
+            __m256i b1 = _mm256_loadu_si256((const __m256i *)(panel + 64 * g + 32));
+            __m256i x = QGEMM_AVX2B_A(0);
+            c00 = _mm256_add_epi32(c00, QGEMM_AVX2B_DOT4(x, b0));
+            c01 = _mm256_add_epi32(c01, QGEMM_AVX2B_DOT4(x, b1));
+            x = QGEMM_AVX2B_A(1);
+            c10 = _mm256_add_epi32(c10, QGEMM_AVX2B_DOT4(x, b0));
+            c11 = _mm256_add_epi32(c11, QGEMM_AVX2B_DOT4(x, b1));
+            x = QGEMM_AVX2B_A(2);
+            c20 = _mm256_add_epi32(c20, QGEMM_AVX2B_DOT4(x, b0));
+            c21 = _mm256_add_epi32(c21, QGEMM_AVX2B_DOT4(x, b1));
+            x = QGEMM_AVX2B_A(3);
+            c30 = _mm256_add_epi32(c30, QGEMM_AVX2B_DOT4(x, b0));
+            c31 = _mm256_add_epi32(c31, QGEMM_AVX2B_DOT4(x, b1));
+        }
     }
     qgemm_avx2_store16(p, m, n, nc, c00, c01);
     if (mr > 1) qgemm_avx2_store16(p, m + 1, n, nc, c10, c11);
@@ -238,54 +252,59 @@ QGEMM_AVX2 static void qgemm_avx2b_micro(const qgemm_args *p, const uint8_t *ap,
 }
 
 /* 1 row x one panel (GEMV and the row tail): even and odd groups in separate accumulators for more ILP. */
-QGEMM_AVX2 static void qgemm_avx2b_micro1(const qgemm_args *p, const uint8_t *ap0, ptrdiff_t G,
+QGEMM_AVX2 static void qgemm_avx2b_micro1(const qgemm_args *p, const uint8_t *a0, ptrdiff_t G,
                                           const int8_t *panel, ptrdiff_t m, ptrdiff_t n, int nc) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
     ptrdiff_t g = 0;
     for (; g + 1 < G; g += 2) {
         const int8_t *blk = panel + 64 * g;
-        __m256i a = _mm256_set1_epi32((int)qgemm_load_u32(ap0 + 4 * g));
-        __m256i a1 = _mm256_set1_epi32((int)qgemm_load_u32(ap0 + 4 * g + 4));
-        c0 = _mm256_add_epi32(c0, QGEMM_AVX2B_DOT4(a, _mm256_loadu_si256((const __m256i *)blk)));
-        c1 = _mm256_add_epi32(c1, QGEMM_AVX2B_DOT4(a, _mm256_loadu_si256((const __m256i *)(blk + 32))));
-        c2 = _mm256_add_epi32(c2, QGEMM_AVX2B_DOT4(a1, _mm256_loadu_si256((const __m256i *)(blk + 64))));
-        c3 = _mm256_add_epi32(c3, QGEMM_AVX2B_DOT4(a1, _mm256_loadu_si256((const __m256i *)(blk + 96))));
+        __m256i x = QGEMM_AVX2B_A(0);
+        __m256i x1 = _mm256_set1_epi32((int)qgemm_load_u32(a0 + 4 * g + 4));
+        c0 = _mm256_add_epi32(c0, QGEMM_AVX2B_DOT4(x, _mm256_loadu_si256((const __m256i *)blk)));
+        c1 = _mm256_add_epi32(c1, QGEMM_AVX2B_DOT4(x, _mm256_loadu_si256((const __m256i *)(blk + 32))));
+        c2 = _mm256_add_epi32(c2, QGEMM_AVX2B_DOT4(x1, _mm256_loadu_si256((const __m256i *)(blk + 64))));
+        c3 = _mm256_add_epi32(c3, QGEMM_AVX2B_DOT4(x1, _mm256_loadu_si256((const __m256i *)(blk + 96))));
     }
     if (g < G) {
         const int8_t *blk = panel + 64 * g;
-        __m256i a = _mm256_set1_epi32((int)qgemm_load_u32(ap0 + 4 * g));
-        c0 = _mm256_add_epi32(c0, QGEMM_AVX2B_DOT4(a, _mm256_loadu_si256((const __m256i *)blk)));
-        c1 = _mm256_add_epi32(c1, QGEMM_AVX2B_DOT4(a, _mm256_loadu_si256((const __m256i *)(blk + 32))));
+        __m256i x = QGEMM_AVX2B_A(0);
+        c0 = _mm256_add_epi32(c0, QGEMM_AVX2B_DOT4(x, _mm256_loadu_si256((const __m256i *)blk)));
+        c1 = _mm256_add_epi32(c1, QGEMM_AVX2B_DOT4(x, _mm256_loadu_si256((const __m256i *)(blk + 32))));
     }
     qgemm_avx2_store16(p, m, n, nc, _mm256_add_epi32(c0, c2), _mm256_add_epi32(c1, c3));
 }
 
+/* Rows [m0, m1) x panels [n0, n1): A in blocks of up to mb rows (about L2), each block used for every panel.
+ * With K % 4 == 0 the microkernels read A where it is; otherwise each block is first copied, zero padded. */
 static void qgemm_avx2b_tile(const qgemm_args *p, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1) {
     ptrdiff_t G = p->Kp / QGEMM_KG;
-    ptrdiff_t mb = (256 * 1024) / p->Kp;                   /* the copied A block about fills L2 */
+    ptrdiff_t mb = (256 * 1024) / p->Kp;
     mb = mb > 256 ? 256 : mb;
     mb = mb / QGEMM_AVX2B_MR * QGEMM_AVX2B_MR;
     mb = mb < QGEMM_AVX2B_MR ? QGEMM_AVX2B_MR : mb;
-    ptrdiff_t cap = (m1 - m0 < mb ? qgemm_round_up(m1 - m0, QGEMM_AVX2B_MR) : mb);
-    uint8_t *ap = (uint8_t *)malloc((size_t)(cap * p->Kp));
-    if (ap == NULL) { qgemm_portable_tile(p, m0, m1, n0, n1); return; }
+    int copy = p->K != p->Kp;
+    uint8_t *buf = NULL;
+    if (copy) {
+        ptrdiff_t cap = (m1 - m0 < mb ? qgemm_round_up(m1 - m0, QGEMM_AVX2B_MR) : mb);
+        buf = (uint8_t *)malloc((size_t)(cap * p->Kp));
+        if (buf == NULL) { qgemm_portable_tile(p, m0, m1, n0, n1); return; }
+    }
     for (ptrdiff_t mb0 = m0; mb0 < m1; mb0 += mb) {
         ptrdiff_t rows = m1 - mb0 < mb ? m1 - mb0 : mb;
-        ptrdiff_t padded = rows >= QGEMM_AVX2B_MR ? qgemm_round_up(rows, QGEMM_AVX2B_MR) : rows;
-        qgemm_avx2b_pack_a(p, mb0, m1, padded, ap);
+        const uint8_t *a = copy ? buf : p->a + mb0 * p->lda;
+        ptrdiff_t lda = copy ? p->Kp : p->lda;
+        if (copy) qgemm_avx2b_pack_a(p, mb0, m1, rows, buf);
         for (ptrdiff_t n = n0; n < n1; n += QGEMM_NR) {
             const int8_t *panel = p->b + (n / QGEMM_NR) * p->Kp * QGEMM_NR;
             int nc = (int)(n1 - n < QGEMM_NR ? n1 - n : QGEMM_NR);
             ptrdiff_t r = 0;
-            for (; r + QGEMM_AVX2B_MR <= padded; r += QGEMM_AVX2B_MR) {
-                int mr = (int)(rows - r < QGEMM_AVX2B_MR ? rows - r : QGEMM_AVX2B_MR);
-                qgemm_avx2b_micro(p, ap + r * p->Kp, G, panel, mb0 + r, mr, n, nc);
-            }
-            for (; r < rows; r++) qgemm_avx2b_micro1(p, ap + r * p->Kp, G, panel, mb0 + r, n, nc);
+            for (; r + QGEMM_AVX2B_MR <= rows; r += QGEMM_AVX2B_MR)
+                qgemm_avx2b_micro(p, a + r * lda, lda, G, panel, mb0 + r, QGEMM_AVX2B_MR, n, nc);
+            for (; r < rows; r++) qgemm_avx2b_micro1(p, a + r * lda, G, panel, mb0 + r, n, nc);
         }
     }
-    free(ap);
+    free(buf);
 }
 
 static void qgemm_avx2_tile(const qgemm_args *p, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1) {
