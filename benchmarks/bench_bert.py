@@ -21,10 +21,8 @@ import tempfile
 
 import numpy as np
 
-import statistics
-import time
 
-from .common import machine, table
+from .common import interleaved_medians, machine, table
 
 SENTENCES = [
     # animals
@@ -63,20 +61,6 @@ def _limits(n):
         return contextlib.nullcontext()
 
 
-def interleaved_medians(fns: dict, repeats: int) -> dict:
-    """Median seconds of each ``fns[key]()``, timed round-robin (one warm-up each) so slow drifts of a noisy
-    machine hit every runner alike."""
-    times = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def _unit(e):
     return e / np.linalg.norm(e, axis=1, keepdims=True)
 
@@ -104,6 +88,7 @@ def variants(fp32):
         "quant_post_dynamic int16 (weights)": quant_post_dynamic(fp32, 16, quantizable_op_type=("mul",)),
         "quant_embedding int8 (word table)": quant_embedding(fp32),
         "quantize_dynamic (int8 weights + activations)": dyn,
+        "quantize_dynamic reduce_range (weights in [-64, 64])": quantize_dynamic(fp32, reduce_range=True),
         "quantize_dynamic + quant_embedding": quant_embedding(dyn),
     }
 
@@ -151,7 +136,8 @@ def run(threads_list=(1,), repeats: int = 7, batch: int = 8, seq: int = 128) -> 
     bfeeds = tok.encode(texts, max_len=seq, padding="max_length")
     runners = {"refquant_fp32": models["fp32"],
                "refquant_quant_post_dynamic_int8": models["quant_post_dynamic int8 (weights)"],
-               "refquant_dynamic_int8": models["quantize_dynamic (int8 weights + activations)"]}
+               "refquant_dynamic_int8": models["quantize_dynamic (int8 weights + activations)"],
+               "refquant_dynamic_int8_rr": models["quantize_dynamic reduce_range (weights in [-64, 64])"]}
     before = threads.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -174,6 +160,7 @@ def run(threads_list=(1,), repeats: int = 7, batch: int = 8, seq: int = 128) -> 
                     fns[key] = (lambda s=_session(path, n): s.run(None, dict(bfeeds)))
                 lat = {k: 1e3 * v for k, v in interleaved_medians(fns, repeats).items()}
             lat["speedup_dynamic_vs_fp32"] = lat["refquant_fp32"] / lat["refquant_dynamic_int8"]
+            lat["speedup_dynamic_rr_vs_fp32"] = lat["refquant_fp32"] / lat["refquant_dynamic_int8_rr"]
             if "ort_dynamic_int8" in lat:
                 lat["ort_speedup_dynamic_vs_fp32"] = lat["ort_fp32"] / lat["ort_dynamic_int8"]
             result["latency"][f"{n}t"] = lat
@@ -188,16 +175,17 @@ def markdown(r: dict) -> str:
               [[row["variant"], f"{row['param_mb']:.2f}", f"{row['cos_mean']:.5f}", f"{row['cos_min']:.5f}",
                 f"{row['nn_agree']:.3f}", f"{row['top3_overlap']:.3f}"] for row in r["quality"]])
     parts = [f"### Quality, {r['sentences']} sentences (embeddings vs FP32 refquant)", q]
-    cols = ["refquant_fp32", "refquant_quant_post_dynamic_int8", "refquant_dynamic_int8", "ort_fp32",
-            "ort_dynamic_int8"]
+    cols = ["refquant_fp32", "refquant_quant_post_dynamic_int8", "refquant_dynamic_int8", "refquant_dynamic_int8_rr",
+            "ort_fp32", "ort_dynamic_int8"]
     b, t = r.get("latency_shape", [8, 128])
     for n, lat in r["latency"].items():
         cells = [f"{lat[c]:.0f}" if c in lat else "-" for c in cols]
-        cells.append(f"**{lat['speedup_dynamic_vs_fp32']:.2f}x**")
+        cells.append(f"**{lat['speedup_dynamic_vs_fp32']:.2f}x** / **{lat['speedup_dynamic_rr_vs_fp32']:.2f}x**")
         cells.append(f"{lat['ort_speedup_dynamic_vs_fp32']:.2f}x" if "ort_speedup_dynamic_vs_fp32" in lat else "-")
         parts.append(f"### Latency, batch {b} x {t} tokens, {n[:-1]} thread(s), ms (median)")
-        parts.append(table(["refquant FP32", "refquant weight-only INT8", "refquant dynamic INT8", "ORT FP32",
-                            "ORT dynamic INT8", "refquant dynamic/FP32 speed-up", "ORT dynamic/FP32 speed-up"],
+        parts.append(table(["refquant FP32", "refquant weight-only INT8", "refquant dynamic INT8",
+                            "refquant dynamic INT8 reduce_range", "ORT FP32", "ORT dynamic INT8",
+                            "refquant dynamic/FP32 speed-up (8-bit / reduce_range)", "ORT dynamic/FP32 speed-up"],
                            [cells]))
     if "ort_skipped" in r:
         parts.append(f"onnxruntime not measured: {r['ort_skipped']}")

@@ -5,11 +5,29 @@ Speed is reported as ratios measured side by side in one run (these machines are
 """
 from __future__ import annotations
 
+import time
+
+import numpy as np
+
 
 def median_seconds(fn, repeats: int = 7, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs, after ``warmup`` untimed runs (seconds)."""
     from refquant.report import median_ms
     return median_ms(fn, repeats, warmup) / 1e3
+
+
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median seconds of each ``fns[key]()``, timed round-robin (one warm-up each) so slow drifts of a noisy
+    machine hit every runner alike."""
+    times = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - start)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def machine() -> dict:

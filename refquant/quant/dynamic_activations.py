@@ -7,7 +7,9 @@ weight (K, N); a ``matmul`` with ``trans_y`` uses W^T, one with ``trans_x`` is l
 
 * weights per output column (``channel_wise_abs_max``): ``T_c = max|W[:, c]|``, ``q = rint(W / T_c * 127)``
   (float32, half to even) as int8, ``w_scale[c] = T_c / 127``; ``abs_max``: one T for the whole weight. A column
-  of zeros gets q = 0 and scale 0;
+  of zeros gets q = 0 and scale 0. ``reduce_range=True`` uses 64 levels instead of 127 (q in [-64, 64], ONNX
+  Runtime's ``reduce_range``): every K pair then fits s16 and AVX2 CPUs without VNNI run the exact vpmaddubsw
+  kernel (docs/int8_kernels.md), at one bit of weight resolution;
 * new parameters ``<W>@packed`` (``qgemm.pack_b(q)``), ``<W>@col_sum`` (``qgemm.col_sums(q)``) and
   ``<W>@w_scale``; the float weight is dropped when nothing else reads it;
 * ``fuse_bias`` (default): when the op's only reader is an ``elementwise_add`` (``axis`` -1) of a 1-D float
@@ -29,8 +31,9 @@ WEIGHT_QUANTIZE_TYPES = ("channel_wise_abs_max", "abs_max")
 QMAX = 127
 
 
-def quantize_weight(w: np.ndarray, weight_quantize_type: str = "channel_wise_abs_max"):
-    """``(q int8 (K, N), w_scale float32 (N,))`` for a (K, N) float weight (see the module docstring)."""
+def quantize_weight(w: np.ndarray, weight_quantize_type: str = "channel_wise_abs_max", qmax: int = QMAX):
+    """``(q int8 (K, N), w_scale float32 (N,))`` for a (K, N) float weight, ``q`` in [-qmax, qmax] (see the module
+    docstring)."""
     w = np.asarray(w, dtype=np.float32)
     if w.ndim != 2:
         raise ValueError(f"quantize_dynamic: weight must be 2-D (K, N), got {w.shape}")
@@ -43,8 +46,8 @@ def quantize_weight(w: np.ndarray, weight_quantize_type: str = "channel_wise_abs
                          f"got {weight_quantize_type!r}")
     t = t.astype(np.float32)
     safe = np.where(t > 0, t, np.float32(1))
-    q = np.clip(np.rint(w / safe * np.float32(QMAX)), -QMAX, QMAX).astype(np.int8)
-    return q, (t / np.float32(QMAX)).astype(np.float32)
+    q = np.clip(np.rint(w / safe * np.float32(qmax)), -qmax, qmax).astype(np.int8)
+    return q, (t / np.float32(qmax)).astype(np.float32)
 
 
 def _gemm():
@@ -54,7 +57,8 @@ def _gemm():
 
 
 def quantize_dynamic(model: Model, op_types: Iterable[str] = ("mul", "matmul"),
-                     weight_quantize_type: str = "channel_wise_abs_max", fuse_bias: bool = True) -> Model:
+                     weight_quantize_type: str = "channel_wise_abs_max", fuse_bias: bool = True,
+                     reduce_range: bool = False) -> Model:
     """A NEW model whose weight matmuls are ``matmul_dynamic_int8`` (see the module docstring)."""
     op_types = [op_types] if isinstance(op_types, str) else list(op_types)
     bad = [t for t in op_types if t not in ("mul", "matmul")]
@@ -86,7 +90,7 @@ def quantize_dynamic(model: Model, op_types: Iterable[str] = ("mul", "matmul"),
             xc, transpose = -1, bool(op.attrs.get("trans_y", False))
         key = (wname, transpose)
         if key not in done:
-            q, scale = quantize_weight(w.T if transpose else w, weight_quantize_type)
+            q, scale = quantize_weight(w.T if transpose else w, weight_quantize_type, 64 if reduce_range else QMAX)
             tag = f"{wname}@T" if transpose else wname
             names = (f"{tag}@packed", f"{tag}@col_sum", f"{tag}@w_scale")
             new.params[names[0]] = gemm.pack_b(np.ascontiguousarray(q))
@@ -104,6 +108,7 @@ def quantize_dynamic(model: Model, op_types: Iterable[str] = ("mul", "matmul"),
                 bias, out = add.inputs[1], add.outputs[0]
                 drop_ops.add(readers[0])
         attrs = {"K": int(k), "N": int(n), "x_num_col_dims": xc, "weight_quantize_type": weight_quantize_type,
+                 "reduce_range": bool(reduce_range),
                  "activation_quantize_type": "dynamic_asymmetric_uint8", "source_op": op.type,
                  "with_quant_attr": True}
         new.ops[i] = Op("matmul_dynamic_int8", [x, packed, col_sum, bias, w_scale], [out], attrs, op.name)
@@ -121,6 +126,7 @@ def quantize_dynamic(model: Model, op_types: Iterable[str] = ("mul", "matmul"),
             new.trainable.discard(nm)
     new.trainable &= set(new.params)
     new.meta["quantize_dynamic"] = {"op_types": op_types, "weight_quantize_type": weight_quantize_type,
+                                    "reduce_range": bool(reduce_range),
                                     "activation": "asymmetric uint8 per tensor per call (ORT DynamicQuantizeLinear)",
                                     "fuse_bias": bool(fuse_bias), "ops": count}
     new.validate()
