@@ -115,6 +115,8 @@ def run(threads=(1, 2), repeats: int = 7) -> dict:
             a = rng.integers(0, 256, (M, K), dtype=np.uint8)
             w = rng.integers(-128, 128, (K, N), dtype=np.int8)
             packed, col_sum = qgemm.pack_b(w), qgemm.col_sums(w)
+            w7 = np.rint(w / 2.0).astype(np.int8)        # reduce_range weights: AVX2 takes the vpmaddubsw kernel
+            packed7, col_sum7 = qgemm.pack_b(w7), qgemm.col_sums(w7)
             bias = rng.integers(-5000, 5000, N, dtype=np.int32)
             scale = np.full(N, 1e-4, dtype=np.float32)
             out_u8, out_s32 = np.empty((M, N), np.uint8), np.empty((M, N), np.int32)
@@ -127,6 +129,8 @@ def run(threads=(1, 2), repeats: int = 7) -> dict:
                     "qgemm_u8": lambda: qgemm.gemm_u8s8(a, packed, K, N, a_zero=128, col_sum=col_sum, bias=bias,
                                                         scale=scale, out_dtype="u8", out_zero=128, out=out_u8),
                     "qgemm_s32": lambda: qgemm.gemm_u8s8(a, packed, K, N, out=out_s32),
+                    "qgemm_u8_rr": lambda: qgemm.gemm_u8s8(a, packed7, K, N, a_zero=128, col_sum=col_sum7, bias=bias,
+                                                           scale=scale, out_dtype="u8", out_zero=128, out=out_u8),
                     "numpy_f32": lambda: np.matmul(af, wf, out=out_f),
                 }
                 sessions = _ort_sessions((M, K), w, t)
@@ -176,8 +180,9 @@ def markdown(r: dict) -> str:
                 ", ".join(f"{v:.2f}" for v in r.get(k, ())) for k in ("loadavg_at_start", "loadavg_at_end")),
             "BLAS: " + "; ".join(f"{t.get('internal_api')} {t.get('version')} ({t.get('architecture')})"
                                  for t in r["threadpools"] if t.get("user_api") == "blas")]
-    cols = ["qgemm_u8", "qgemm_s32", "numpy_f32", "ort_qlinear", "ort_matmulinteger", "torch_int8"]
-    names = {"qgemm_u8": "qgemm u8+epilogue GOPS", "qgemm_s32": "qgemm s32 GOPS", "numpy_f32": "NumPy f32 GFLOPS",
+    cols = ["qgemm_u8", "qgemm_s32", "qgemm_u8_rr", "numpy_f32", "ort_qlinear", "ort_matmulinteger", "torch_int8"]
+    names = {"qgemm_u8": "qgemm u8+epilogue GOPS", "qgemm_s32": "qgemm s32 GOPS",
+             "qgemm_u8_rr": "qgemm u8, weights in [-64, 64] GOPS", "numpy_f32": "NumPy f32 GFLOPS",
              "ort_qlinear": "ORT QLinearMatMul GOPS", "ort_matmulinteger": "ORT MatMulInteger GOPS",
              "torch_int8": "torch int8 GOPS"}
     present = [c for c in cols if any(f"{c}_gops" in row for row in r["rows"])]

@@ -170,6 +170,20 @@ def test_residual_adds_are_fused():
         assert np.array_equal(q, get_op("quantize_int8").forward(ctx, {**qa, "layout": "NHWC"}, want))
 
 
+def test_three_d_mul_converts_to_matmul_int8():
+    # the transformer's fc layers: mul with x_num_col_dims=2 on (B, T, H) run as B*T rows of matmul_int8
+    from refquant.train import evaluate, predict
+    m, calib, xt, yt = _zoo("text_transformer", 2)
+    q = quant_post_static(m, calib, algo="hist")
+    i8 = convert_to_int8(q)
+    three_d = [op for op in m.ops if op.type == "mul" and op.attrs.get("x_num_col_dims") == 2]
+    assert three_d and i8.op_counts()["matmul_int8"] >= len(three_d)
+    assert abs(evaluate(i8, xt, yt) - evaluate(q, xt, yt)) <= 1.5 / len(yt)
+    logits = predict(i8, xt[:16])
+    with _dispatch.use_reference():
+        assert np.array_equal(predict(i8, xt[:16]), logits)
+
+
 def test_loader_recomputes_the_pair_flag(tmp_path):
     from refquant.graph import Model, Op, TensorSpec
     from refquant.reference import qgemm as twin

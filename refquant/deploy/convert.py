@@ -175,9 +175,8 @@ class _Converter:
             n_out = cout
             axis = 0
         elif op.type == "mul":
-            if op.attrs.get("x_num_col_dims", 1) != 1 or op.attrs.get("y_num_col_dims", 1) != 1:
-                return None
-            if len(self.shapes.get(x, (0, 0))) != 2:
+            rank = len(self.shapes.get(x, ()))       # rows = every axis but the last (2-D fc, 3-D (B, T, H))
+            if rank < 2 or op.attrs.get("x_num_col_dims", 1) != rank - 1 or op.attrs.get("y_num_col_dims", 1) != 1:
                 return None
             w_dq, t_w = _weight_ints(q, op.inputs[1], self.weight_dq)
             kind, n_out, axis = "matmul", w_dq.shape[1], 1
@@ -197,7 +196,7 @@ class _Converter:
             nxt = q.ops[j]
             other = [self._constant(n) for n in nxt.inputs if n != f.output]
             if (nxt.type == "elementwise_add" and len(other) == 1 and other[0] is not None and len(f.members) == 1
-                    and self._is_channel_bias(other[0], nxt, kind, n_out)):
+                    and self._is_channel_bias(other[0], nxt, kind, n_out, len(self.shapes.get(f.output, ())))):
                 f.bias = f.bias + other[0].astype(np.float64).reshape(-1)
             elif nxt.type == "batch_norm" and nxt.inputs[0] == f.output:
                 gamma, beta, mean, var = (q.params[n].astype(np.float64).reshape(-1) for n in nxt.inputs[1:5])
@@ -225,13 +224,15 @@ class _Converter:
         return None
 
     @staticmethod
-    def _is_channel_bias(b, op, kind, n_out):
+    def _is_channel_bias(b, op, kind, n_out, rank):
         """A parameter that adds one value per output channel: (N,) on axis 1 of an NCHW conv output (Paddle's
-        ``axis=1``) or (C, 1, 1) / (1, C, 1, 1); (N,) on the last axis of a matmul output."""
+        ``axis=1``) or (C, 1, 1) / (1, C, 1, 1); (N,) on the last axis of a matmul output of ``rank`` axes."""
         if b.size != n_out:
             return False
         if kind == "matmul":
-            return b.ndim == 1 or b.shape[-1] == n_out
+            if b.ndim == 1:
+                return op.attrs.get("axis", -1) in (-1, rank - 1)
+            return b.shape[-1] == n_out and b.ndim <= rank
         return (b.ndim == 1 and op.attrs.get("axis", -1) == 1) or b.shape in ((n_out, 1, 1), (1, n_out, 1, 1))
 
     def _u8_target(self, name):

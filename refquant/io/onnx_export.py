@@ -1299,7 +1299,10 @@ def _matmul_int8(ex, op):
     q = unpack_b(packed, K, N)                             # (K, N)
     sign, s_w, zero = _weight_scales(ex, op, s_x, mult)
     w, b = _dq_params(ex, _int8_weights(q, sign, zero, 1), s_w, bias_q, sign, zero, s_x, op.name, 1)
-    acc = ex.node("Gemm", [x, w, b], _acc_out(op))
+    if ex.rank(op.inputs[0]) == 2:
+        acc = ex.node("Gemm", [x, w, b], _acc_out(op))
+    else:  # (B, T, K) rows: MatMul broadcasts over the leading axes, then the bias
+        acc = ex.node("Add", [ex.node("MatMul", [x, w]), b], _acc_out(op))
     _int8_epilogue(ex, op, acc, s_x)
 
 

@@ -143,9 +143,12 @@ def depthwise_conv2d_int8(ctx, attrs, x, w, bias, mult):
 
 @register("matmul_int8")
 def matmul_int8(ctx, attrs, x, packed, col_sum, bias, mult):
-    """(M, K) u8 rows times packed (K, N) s8 weights (fc / mul)."""
-    _check_u8(x, 2, "matmul_int8")
-    return gemm_packed(np.ascontiguousarray(x), packed, col_sum, bias, mult, attrs)
+    """u8 rows (..., K) times packed (K, N) s8 weights (fc / mul; a (B, T, H) input is B*T rows) -> (..., N)."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim < 2:
+        raise ShapeError(f"matmul_int8: expected a uint8 array of rank >= 2, got "
+                         f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+    y = gemm_packed(np.ascontiguousarray(x).reshape(-1, x.shape[-1]), packed, col_sum, bias, mult, attrs)
+    return y.reshape(x.shape[:-1] + (y.shape[-1],))
 
 
 @register("max_pool2d_int8")
