@@ -153,10 +153,14 @@ def infer_shapes(model: Model, input_shapes: dict[str, tuple]) -> dict[str, tupl
             values[name] = np.zeros(shapes[name], dtype=dtypes[name])
         return values[name]
 
+    # names whose values are real (parameters, the output of a `shape` op, and what is computed from those only):
+    # an op reading only real values runs forward, so a reshape target computed from shapes is right
+    real = set(model.params)
     for op in model.ops:
         opdef = get_op(op.type, op.name)
-        in_shapes = [shapes[n] if n else None for n in op.inputs]
-        if opdef.shape is not None:
+        from_real = op.type == "shape" or all(n in real for n in op.inputs if n)
+        if opdef.shape is not None and not from_real:
+            in_shapes = [shapes[n] if n else None for n in op.inputs]
             out_shapes = opdef.shape(op.attrs, *in_shapes)
             first = next((dtypes[n] for n in op.inputs if n), np.dtype("float32"))
             for name, shape in zip(op.outputs, out_shapes):
@@ -169,4 +173,6 @@ def infer_shapes(model: Model, input_shapes: dict[str, tuple]) -> dict[str, tupl
                 if name and name not in model.params:
                     v = np.asarray(v)
                     shapes[name], dtypes[name], values[name] = tuple(v.shape), v.dtype, v
+                    if from_real:
+                        real.add(name)
     return shapes

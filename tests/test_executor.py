@@ -56,6 +56,17 @@ def test_errors_inside_an_op_name_the_node():
             {"x": np.zeros(1, np.float32)})
 
 
+def test_infer_shapes_follows_values_computed_from_shapes():
+    # reshape(x, concat(cast(shape(x))[0:1], [-1])): the target is a value computed from x's shape (PP-OCR rec
+    # does this); ops with a shape rule (cast, concat) must still compute it, not leave zeros
+    ops = [Op("shape", ["x"], ["s"]), Op("cast", ["s"], ["s64"], {"dtype": "int64"}),
+           Op("slice", ["s64"], ["n"], {"axes": [0], "starts": [0], "ends": [1]}),
+           Op("concat", ["n", "minus1"], ["target"], {"axis": 0}), Op("reshape", ["x", "target"], ["y"])]
+    m = Model(ops, {"minus1": np.array([-1], np.int64)}, [TensorSpec("x", (None, 6, 4))], ["y"])
+    assert m.infer_shapes({"x": (3, 6, 4)})["y"] == (3, 24)
+    assert m.run({"x": np.zeros((3, 6, 4), np.float32)})["y"].shape == (3, 24)
+
+
 def test_infer_shapes_and_copy_independence():
     m = chain()
     assert m.infer_shapes({"x": (5, 4)})["y"] == (5, 3)
