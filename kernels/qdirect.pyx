@@ -65,8 +65,8 @@ cdef extern from "qdirect/qdirect.h" nogil:
                 float bs, float out_sinv, float lo_f, float hi_f, int32_t out_zero, uint8_t *out)
     void qd_add_f32(int path, const float *a, const float *b, Py_ssize_t n, int relu, float *y, uint8_t *q,
                     float sinv, float lo_f, float hi_f, int32_t zero)
-    void qd_hswish_f32(int path, const float *x, Py_ssize_t n, float offset, float threshold, float scale,
-                       float *y, uint8_t *q, float sinv, float lo_f, float hi_f, int32_t zero)
+    void qd_chain_f32(int path, const float *x, Py_ssize_t n, const float *k, int hs, float *y, uint8_t *q,
+                      float sinv, float lo_f, float hi_f, int32_t zero)
     void qd_maxpool_row(int path, const qd_geom *g, const uint8_t *x, Py_ssize_t oh, uint8_t *out)
     void qd_avgpool_row(int path, const qd_geom *g, const uint8_t *x, Py_ssize_t oh, int exclusive, int32_t zero,
                         int32_t *sum, uint8_t *out)
@@ -339,15 +339,18 @@ def _q8_params(qz):
     return qz[0], qz[2] - qz[1], qz[3] - qz[1], qz[1]
 
 
-def hard_swish_f32(x, offset=3.0, threshold=6.0, scale=6.0, *, want_float=True, quantize=None, path=None):
-    """Hard swish in one pass, as add / relu6 / mul / div compute it: u = min(max(x + offset, 0), threshold),
-    f = (x * u) / scale (float32 each step); returns (f or None, q or None) like add_f32."""
+def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), want_float=True, quantize=None,
+                     path=None):
+    """A chain of scalar float ops in one pass (float32 each step): t = x * pre[0] + pre[1]; hard swish if
+    ``hard_swish = (offset, threshold, scale)``: t = (t * min(max(t + offset, 0), threshold)) / scale; then
+    t = t * post[0] + post[1]; returns (t or None, q or None) like add_f32."""
     cdef int p = _path(path)
-    qz = _spec.check_hard_swish_f32(x, offset, threshold, scale, want_float, quantize)
+    qz = _spec.check_scalar_chain_f32(x, pre, hard_swish, post, want_float, quantize)
     cdef float sinv, lo_f, hi_f
     cdef int32_t z
     sinv, lo_f, hi_f, z = _q8_params(qz)
-    cdef float fo = offset, ft = threshold, fs = scale
+    cdef int hs = hard_swish is not None
+    cdef float[::1] k = np.array([pre[0], pre[1], *(hard_swish or (0.0, 0.0, 1.0)), post[0], post[1]], np.float32)
     y = np.empty(x.shape, dtype=np.float32) if want_float else None
     q = np.empty(x.shape, dtype=np.uint8) if qz is not None else None
     cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
@@ -358,8 +361,8 @@ def hard_swish_f32(x, offset=3.0, threshold=6.0, scale=6.0, *, want_float=True, 
     with nogil:
         for t in prange((total + ELEMENT_CHUNK - 1) // ELEMENT_CHUNK, schedule="dynamic", num_threads=threads):
             e0 = t * ELEMENT_CHUNK
-            qd_hswish_f32(p, xp + e0, min(ELEMENT_CHUNK, total - e0), fo, ft, fs, yp + e0 if yp != NULL else NULL,
-                          qp + e0 if qp != NULL else NULL, sinv, lo_f, hi_f, z)
+            qd_chain_f32(p, xp + e0, min(ELEMENT_CHUNK, total - e0), &k[0], hs, yp + e0 if yp != NULL else NULL,
+                         qp + e0 if qp != NULL else NULL, sinv, lo_f, hi_f, z)
     return y, q
 
 

@@ -170,6 +170,32 @@ def test_residual_adds_are_fused():
         assert np.array_equal(q, get_op("quantize_int8").forward(ctx, {**qa, "layout": "NHWC"}, want))
 
 
+def test_scalar_chains_fuse_without_changing_a_bit(monkeypatch):
+    # PP-LCNetV3's block between two convs: affine (mul a, add b) -> hard swish spelled out (add 3, relu6, mul,
+    # div 6) -> affine -> conv. The fused graph equals the unfused one bit for bit (same float32 steps).
+    from refquant.deploy import convert as conv_mod
+    from refquant.models import GraphBuilder
+    b = GraphBuilder("lab", seed=0)
+    x = b.input("x", (None, 3, 8, 8))
+    h = b.conv2d(x, 8, 3, padding=1)
+    scal = {n: b.param(n, np.array([v], np.float32)) for n, v in
+            (("a", 0.8), ("b", 0.1), ("three", 3.0), ("six", 6.0), ("c", 1.2), ("d", -0.05))}
+    t = b.add(b.mul_elementwise(scal["a"], h), scal["b"])
+    sw = b.div(b.mul_elementwise(t, b.relu6(b.add(t, scal["three"]))), scal["six"])
+    y = b.conv2d(b.add(b.mul_elementwise(scal["c"], sw), scal["d"]), 4, 1)
+    m = b.build(y)
+    xs = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    q = quant_post_static(m, [{"x": xs}], algo="abs_max")
+    fused = convert_to_int8(q)
+    chain = [op for op in fused.ops if op.type == "fused_scalar_chain"]
+    assert len(chain) == 1 and {"pre_mul", "pre_add", "post_mul", "post_add"} <= set(chain[0].attrs)
+    assert chain[0].attrs["hard_swish"] and chain[0].outputs[0] == ""           # only the u8 output is read
+    assert not any(op.type in ("relu6", "elementwise_div", "elementwise_mul") for op in fused.ops)
+    monkeypatch.setattr(conv_mod._Converter, "_fuse_elementwise", lambda self: None)
+    plain = convert_to_int8(q)
+    assert np.array_equal(fused.run({"x": xs})[y], plain.run({"x": xs})[y])
+
+
 def test_three_d_mul_converts_to_matmul_int8():
     # the transformer's fc layers: mul with x_num_col_dims=2 on (B, T, H) run as B*T rows of matmul_int8
     from refquant.train import evaluate, predict

@@ -47,22 +47,23 @@ def test_cls_int8_accuracy_close_to_fp32(cls):
 
 def test_cls_int8_float_glue_is_nhwc_and_fused(cls):
     # MobileNetV3's hard swish (add 3, relu6, mul, div 6) and SE blocks run on NHWC between the INT8 ops: no
-    # layout change inside the network, each hard swish one fused pass; each fused op equals the chain it
-    # replaced, and the whole INT8 graph equals its NumPy integer twin
+    # layout change inside the network, each hard swish one fused_scalar_chain pass; each fused op equals the
+    # chain it replaced, and the whole INT8 graph equals its NumPy integer twin
     from refquant import _dispatch
     from refquant.ops import OpContext, get_op
     model, ev, _, calib = cls
     _, i8 = ppocr.quantize(model, calib, "abs_max")
     counts = i8.op_counts()
-    assert counts.get("fused_hard_swish", 0) >= 8 and "elementwise_div" not in counts and "relu6" not in counts
+    assert counts.get("fused_scalar_chain", 0) >= 8 and "elementwise_div" not in counts and "relu6" not in counts
     assert counts.get("nhwc_to_nchw", 0) <= 2, counts          # only at the classifier head
     feeds = {"x": ev[0]["x"][:4]}
-    hs = [op for op in i8.ops if op.type == "fused_hard_swish"]
+    hs = [op for op in i8.ops if op.type == "fused_scalar_chain"]
     env = {**i8.params, **i8.run(feeds, outputs=[op.inputs[0] for op in hs])}
     ctx = OpContext(False, None)
     for op in hs:
         x = env[op.inputs[0]]
         y, q = get_op(op.type).forward(ctx, op.attrs, x)
+        assert op.attrs["hard_swish"] and not any(k in op.attrs for k in ("pre_mul", "pre_add", "post_mul"))
         u = get_op("relu6").forward(ctx, {"threshold": op.attrs["threshold"]}, x + np.float32(op.attrs["offset"]))
         want = (x * u) / np.float32(op.attrs["scale"])
         assert y is None or np.array_equal(y, want)

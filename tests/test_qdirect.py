@@ -271,20 +271,24 @@ def test_fused_float_add_equals_twin():
         threads.set_num_threads(before)
 
 
+CHAINS = [dict(hard_swish=(3.0, 6.0, 6.0)), dict(pre=(0.75, -0.5)), dict(post=(1.25, 0.125)),
+          dict(pre=(0.9, 0.1), hard_swish=(3.0, 6.0, 6.0), post=(1.1, -0.2)), dict(pre=(2.0, -0.0))]
+
+
 @needs_fast
-def test_fused_hard_swish_equals_twin():
+def test_fused_scalar_chain_equals_twin():
     rng = np.random.default_rng(13)
     before = threads.get_num_threads()
     try:
         for shape in [(1, 7, 9, 3), (2, 12, 48, 16), (100003,)]:
             x = (4 * rng.standard_normal(shape)).astype(np.float32)
-            x.flat[:5] = (np.nan, np.inf, -np.inf, -3.0, 3.0)
-            for want_float, quantize in [(True, None), (True, (20.0, 128, 1, 255)), (False, (7.5, 0, 0, 255))]:
-                ty, tq = twin.hard_swish_f32(x, 3.0, 6.0, 6.0, want_float=want_float, quantize=quantize)
+            x.flat[:6] = (np.nan, np.inf, -np.inf, -3.0, 3.0, -0.0)
+            for chain, (want_float, quantize) in itertools.product(
+                    CHAINS, [(True, None), (True, (20.0, 128, 1, 255)), (False, (7.5, 0, 0, 255))]):
+                ty, tq = twin.scalar_chain_f32(x, want_float=want_float, quantize=quantize, **chain)
                 for path, n in itertools.product(PATHS, (1, 2)):
                     threads.set_num_threads(n)
-                    y, q = fast.hard_swish_f32(x, 3.0, 6.0, 6.0, want_float=want_float, quantize=quantize,
-                                               path=path)
+                    y, q = fast.scalar_chain_f32(x, want_float=want_float, quantize=quantize, path=path, **chain)
                     if ty is not None:
                         same(y, ty)
                     if tq is not None:
@@ -293,13 +297,20 @@ def test_fused_hard_swish_equals_twin():
         threads.set_num_threads(before)
 
 
-def test_fused_hard_swish_twin_hand_worked():
-    x = np.array([-4.0, -1.5, 0.0, 1.5, 4.0], np.float32)
-    # u = clip(x + 3, 0, 6) = [0, 1.5, 3, 4.5, 6]; (x * u) / 6 = [0, -0.375, 0, 1.125, 4]
-    y, q = twin.hard_swish_f32(x, 3.0, 6.0, 6.0, quantize=(2.0, 128, 1, 255))
-    assert y.tolist() == [0.0, -0.375, 0.0, 1.125, 4.0] and q.tolist() == [128, 127, 128, 130, 136]
+def test_fused_scalar_chain_twin_hand_worked():
+    x = np.array([-4.0, -1.5, 0.0, 1.5, 4.0, -0.0], np.float32)
+    # hard swish: u = clip(x + 3, 0, 6) = [0, 1.5, 3, 4.5, 6, 3]; (x * u) / 6 = [0, -0.375, 0, 1.125, 4, -0]
+    y, q = twin.scalar_chain_f32(x, hard_swish=(3.0, 6.0, 6.0), quantize=(2.0, 128, 1, 255))
+    assert y.tolist() == [0.0, -0.375, 0.0, 1.125, 4.0, 0.0] and q.tolist() == [128, 127, 128, 130, 136, 128]
+    # the identities change no bit (-0.0 stays -0.0); an affine block 0.5 x + 1 around it
+    y, _ = twin.scalar_chain_f32(x)
+    assert y.tobytes() == x.tobytes()
+    y, _ = twin.scalar_chain_f32(x, pre=(0.5, 1.0), hard_swish=(3.0, 6.0, 6.0), post=(2.0, -1.0))
+    t = x * np.float32(0.5) + np.float32(1.0)
+    want = ((t * np.clip(t + np.float32(3), 0, 6)) / np.float32(6)) * np.float32(2) - np.float32(1)
+    assert np.array_equal(y, want)
     with pytest.raises(ValueError, match="scale"):
-        twin.hard_swish_f32(x, 3.0, 6.0, 0.0)
+        twin.scalar_chain_f32(x, hard_swish=(3.0, 6.0, 0.0))
 
 
 def test_fused_float_add_twin_hand_worked():

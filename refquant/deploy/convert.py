@@ -367,8 +367,10 @@ class _Converter:
 
         * a residual join, ``elementwise_add`` of two same-shape tensors [+ the ``relu`` that is its only
           reader] -> ``fused_elementwise_add``;
-        * hard swish as ``elementwise_add`` c1 -> ``relu6`` t -> ``elementwise_mul`` by the same x ->
-          ``elementwise_div`` c2 (PaddleOCR's MobileNetV3) -> ``fused_hard_swish``."""
+        * chains of scalar ops on one tensor -> ``fused_scalar_chain``: ``elementwise_mul`` / ``elementwise_add``
+          by one-value parameters (PP-LCNetV3's learnable affine blocks) around a hard swish spelled as
+          ``elementwise_add`` c, ``relu6``, ``elementwise_mul`` by the same tensor, ``elementwise_div`` c
+          (PaddleOCR's MobileNetV3 / PP-LCNet)."""
         readers: dict[str, list[int]] = {}
         for k, op in enumerate(self.ops):
             for n in op.inputs:
@@ -385,7 +387,7 @@ class _Converter:
             if k in drop:
                 continue
             found = self._residual_add(op, only_reader) if op.type == "elementwise_add" else None
-            found = found or (self._hard_swish(op, only_reader) if op.type == "elementwise_add" else None)
+            found = found or self._scalar_chain(k, op, readers, only_reader)
             if found is None:
                 continue
             op_type, y, attrs, chain = found
@@ -397,7 +399,8 @@ class _Converter:
                 q_out = self.ops[quantize[0]].outputs[0]
             drop.update(chain + quantize)
             attrs["want_float"] = y in outputs or any(j not in drop for j in readers.get(y, []))
-            self.ops[k] = Op(op_type, list(op.inputs[:1] if op_type == "fused_hard_swish" else op.inputs),
+            ins = [self._activation_input(op)] if op_type == "fused_scalar_chain" else list(op.inputs)
+            self.ops[k] = Op(op_type, ins,
                              [y if attrs["want_float"] else "", q_out], attrs, op.name)
         self.ops = [op for k, op in enumerate(self.ops) if k not in drop]
 
@@ -416,21 +419,80 @@ class _Converter:
         """A one-value parameter as a float32-exact Python float."""
         return float(np.asarray(self.q.params[name], np.float32).reshape(-1)[0])
 
-    def _hard_swish(self, op, only_reader):
-        x, c1 = op.inputs[0], op.inputs[1] if len(op.inputs) == 2 else None
-        if not x.endswith("@nhwc") or c1 not in self.q.params or np.size(self.q.params[c1]) != 1:
+    def _scalar_operand(self, op):
+        """The one-value parameter of a binary elementwise op with one activation input, else None."""
+        ins = [n for n in op.inputs if n]
+        consts = [n for n in ins if n in self.q.params and np.size(self.q.params[n]) == 1]
+        return consts[0] if len(ins) == 2 and len(consts) == 1 else None
+
+    def _activation_input(self, op):
+        return next(n for n in op.inputs if n and n not in self.q.params)
+
+    def _scalar_chain(self, k, op, readers, only_reader):
+        """Match [mul a] [add b] [hard swish] [mul c] [add d] on one NHWC tensor, starting with op ``k``
+        (fused_scalar_chain's docstring). Returns (type, output, attrs, the other fused ops) or None."""
+        if op.type not in ("elementwise_mul", "elementwise_add") or self._scalar_operand(op) is None:
             return None
-        r6 = only_reader(op.outputs[0], "relu6")
-        mul = only_reader(self.ops[r6].outputs[0], "elementwise_mul") if r6 is not None else None
-        if mul is None or sorted(self.ops[mul].inputs) != sorted([x, self.ops[r6].outputs[0]]):
+        x = self._activation_input(op)
+        if not x.endswith("@nhwc"):
             return None
-        div = only_reader(self.ops[mul].outputs[0], "elementwise_div")
-        c2 = self.ops[div].inputs[1] if div is not None else None
-        if c2 not in self.q.params or np.size(self.q.params[c2]) != 1 or self._scalar(c2) == 0:
+        attrs, chain, t = {}, [], x
+
+        def scalar_step(kind):
+            """The op continuing the chain from t: ``kind`` by a one-value parameter (op k first), or None."""
+            idx = k if not chain else only_reader(t, kind)
+            o = self.ops[idx] if idx is not None else None
+            ok = o is not None and o.type == kind and self._scalar_operand(o) is not None \
+                and self._activation_input(o) == t
+            return idx if ok else None
+
+        def hard_swish():
+            """(offset, threshold, scale, [add, relu6, mul, div]) if t feeds a spelled-out hard swish."""
+            r = readers.get(t, [])
+            adds = [j for j in ([k] if not chain else r) if self.ops[j].type == "elementwise_add"
+                    and self._scalar_operand(self.ops[j]) is not None and self._activation_input(self.ops[j]) == t]
+            if not adds:
+                return None
+            add = adds[0]
+            r6 = only_reader(self.ops[add].outputs[0], "relu6")
+            mul = only_reader(self.ops[r6].outputs[0], "elementwise_mul") if r6 is not None else None
+            if mul is None or sorted(self.ops[mul].inputs) != sorted([t, self.ops[r6].outputs[0]]):
+                return None
+            if chain and (sorted(r) != sorted([add, mul]) or t in self.q.outputs):  # an inner tensor: swish only
+                return None
+            div = only_reader(self.ops[mul].outputs[0], "elementwise_div")
+            c2 = self._scalar_operand(self.ops[div]) if div is not None else None
+            if c2 is None or self.ops[div].inputs[0] != self.ops[mul].outputs[0] or self._scalar(c2) == 0:
+                return None
+            return (self._scalar(self._scalar_operand(self.ops[add])),
+                    float(np.float32(self.ops[r6].attrs.get("threshold", 6.0))), self._scalar(c2),
+                    [add, r6, mul, div])
+
+        def take(name, idx):
+            nonlocal t
+            attrs[name] = self._scalar(self._scalar_operand(self.ops[idx]))
+            chain.append(idx)
+            t = self.ops[idx].outputs[0]
+
+        idx = scalar_step("elementwise_mul")
+        if idx is not None:
+            take("pre_mul", idx)
+        hs = hard_swish()
+        idx = scalar_step("elementwise_add") if hs is None else None
+        if idx is not None:
+            take("pre_add", idx)
+            hs = hard_swish()
+        if hs is not None:
+            attrs.update(hard_swish=True, offset=hs[0], threshold=hs[1], scale=hs[2])
+            chain += hs[3]
+            t = self.ops[hs[3][-1]].outputs[0]
+        for name, kind in (("post_mul", "elementwise_mul"), ("post_add", "elementwise_add")):
+            idx = scalar_step(kind) if chain else None
+            if idx is not None:
+                take(name, idx)
+        if not chain:
             return None
-        attrs = {"offset": self._scalar(c1), "threshold": float(np.float32(self.ops[r6].attrs.get("threshold", 6.0))),
-                 "scale": self._scalar(c2)}
-        return "fused_hard_swish", self.ops[div].outputs[0], attrs, [r6, mul, div]
+        return "fused_scalar_chain", t, attrs, chain[1:]
 
     def _drop_dead_ops(self):
         """Remove ops nothing reads any more (e.g. the reshape of a bias that was folded into an INT8 op)."""

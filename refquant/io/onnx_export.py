@@ -1134,17 +1134,25 @@ def _quantize_linear(ex, src, y, a):
     ex.qinfo[y] = (s, zero)
 
 
-@_exporter("fused_hard_swish")
-def _fused_hard_swish(ex, op):
+@_exporter("fused_scalar_chain")
+def _fused_scalar_chain(ex, op):
     a = op.attrs
     y, y_q = op.outputs
-    x = ex.x(op.inputs[0])
-    u = ex.node("Add", [x, ex.f32(np.float32(a["offset"]), f"{op.name}@offset")])
-    u = _clip(ex, u, 0.0, float(a["threshold"]), None, op.name)
-    f = ex.node("Div", [ex.node("Mul", [x, u]), ex.f32(np.float32(a["scale"]), f"{op.name}@scale")],
-                [y] if y else None)
+    t = ex.x(op.inputs[0])
+    steps = [(k, onnx) for k, onnx in (("pre_mul", "Mul"), ("pre_add", "Add")) if k in a]
+    post = [(k, onnx) for k, onnx in (("post_mul", "Mul"), ("post_add", "Add")) if k in a]
+    for key, onnx in steps:
+        t = ex.node(onnx, [t, ex.f32(np.float32(a[key]), f"{op.name}@{key}")])
+    if a.get("hard_swish"):
+        u = ex.node("Add", [t, ex.f32(np.float32(a["offset"]), f"{op.name}@offset")])
+        u = _clip(ex, u, 0.0, float(a["threshold"]), None, op.name)
+        t = ex.node("Div", [ex.node("Mul", [t, u]), ex.f32(np.float32(a["scale"]), f"{op.name}@scale")])
+    for key, onnx in post:
+        t = ex.node(onnx, [t, ex.f32(np.float32(a[key]), f"{op.name}@{key}")])
+    if y:
+        ex.node("Identity", [t], [y])
     if y_q:
-        _quantize_linear(ex, f, y_q, a)
+        _quantize_linear(ex, t, y_q, a)
 
 
 @_exporter("fused_elementwise_add")

@@ -73,14 +73,20 @@ def fused_elementwise_add(ctx, attrs, a, b):
                              want_float=bool(attrs.get("want_float", True)), quantize=_fused_quantize(attrs))
 
 
-@register("fused_hard_swish")
-def fused_hard_swish(ctx, attrs, x):
-    """Hard swish as PaddleOCR's graphs spell it (``elementwise_add`` offset, ``relu6`` threshold,
-    ``elementwise_mul`` by x, ``elementwise_div`` by scale), in one pass and the same float32 steps:
-    ``f = (x * min(max(x + offset, 0), threshold)) / scale``; outputs ``(f, q)`` as fused_elementwise_add."""
+@register("fused_scalar_chain")
+def fused_scalar_chain(ctx, attrs, x):
+    """A chain of scalar float ops between INT8 ops, in one pass and the same float32 steps (what PaddleOCR's
+    graphs spell out op by op): ``t = x * pre_mul + pre_add`` (PP-LCNetV3's learnable affine block), then if
+    ``hard_swish``: ``t = (t * min(max(t + offset, 0), threshold)) / scale`` (``elementwise_add``, ``relu6``,
+    ``elementwise_mul``, ``elementwise_div``), then ``t = t * post_mul + post_add``; outputs ``(t, q)`` as
+    fused_elementwise_add. Absent steps are identities (1, -0.0) that change no bit."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    return _direct().hard_swish_f32(x, float(attrs["offset"]), float(attrs["threshold"]), float(attrs["scale"]),
-                                    want_float=bool(attrs.get("want_float", True)), quantize=_fused_quantize(attrs))
+    hs = (float(attrs["offset"]), float(attrs["threshold"]), float(attrs["scale"])) if attrs.get("hard_swish") \
+        else None
+    return _direct().scalar_chain_f32(
+        x, pre=(float(attrs.get("pre_mul", 1.0)), float(attrs.get("pre_add", -0.0))), hard_swish=hs,
+        post=(float(attrs.get("post_mul", 1.0)), float(attrs.get("post_add", -0.0))),
+        want_float=bool(attrs.get("want_float", True)), quantize=_fused_quantize(attrs))
 
 
 def _fused_quantize(attrs):

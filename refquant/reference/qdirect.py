@@ -16,7 +16,8 @@ gives ``lo`` (only :func:`quantize_nchw` / :func:`quantize_rows` can meet one, f
 * :func:`requantize`: ``q8(float32(q - in_zero) * multiplier)``; :func:`add_u8`:
   ``q8((float32(a - az) * as + float32(b - bz) * bs) * out_scale_inv)``.
 * :func:`add_f32`: ``f = a + b`` (float32), relu ``f > 0 ? f : 0``, returned as float32 and/or ``q8(f * scale_inv)``;
-  :func:`hard_swish_f32`: ``f = (x * min(max(x + offset, 0), threshold)) / scale`` (float32 each step), the same.
+  :func:`scalar_chain_f32`: ``t = x * a + b``, optional hard swish ``(t * min(max(t + offset, 0), threshold)) /
+  scale``, ``t * c + d`` (float32 each step), the same.
 * :func:`max_pool_u8`: max over the valid taps; :func:`avg_pool_u8`: ``q8(float32(s) / float32(count))`` with
   ``s = sum over valid taps of (x - zero)``, count = valid taps (exclusive) or KH*KW, lo/hi = 0/255;
   :func:`global_avg_pool_u8`: ``float32(float64(sum(x - zero)) / (H*W) * float64(scale))``.
@@ -351,14 +352,16 @@ def check_add_f32(a, b, want_float, quantize):
     return _check_outputs("add_f32", want_float, quantize)
 
 
-def check_hard_swish_f32(x, offset, threshold, scale, want_float, quantize):
-    check_array("hard_swish_f32: x", x, np.float32)
-    for name, v in (("offset", offset), ("threshold", threshold), ("scale", scale)):
-        if not np.isfinite(v):
-            raise ValueError(f"hard_swish_f32: {name} must be finite, got {v!r}")
-    if scale == 0:
-        raise ValueError("hard_swish_f32: scale must not be 0")
-    return _check_outputs("hard_swish_f32", want_float, quantize)
+def check_scalar_chain_f32(x, pre, hard_swish, post, want_float, quantize):
+    check_array("scalar_chain_f32: x", x, np.float32)
+    consts = [*pre, *post] + ([] if hard_swish is None else list(hard_swish))
+    if len(pre) != 2 or len(post) != 2 or (hard_swish is not None and len(hard_swish) != 3):
+        raise ValueError("scalar_chain_f32: pre and post are (mul, add), hard_swish (offset, threshold, scale)")
+    if not all(np.isfinite(v) for v in consts):
+        raise ValueError(f"scalar_chain_f32: the constants must be finite, got {consts}")
+    if hard_swish is not None and hard_swish[2] == 0:
+        raise ValueError("scalar_chain_f32: the hard swish scale must not be 0")
+    return _check_outputs("scalar_chain_f32", want_float, quantize)
 
 
 def _check_outputs(what, want_float, quantize):
@@ -383,17 +386,25 @@ def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
     return (f if want_float else None), q
 
 
-def hard_swish_f32(x, offset=3.0, threshold=6.0, scale=6.0, *, want_float=True, quantize=None, path=None):
-    """Hard swish as add / relu6 / mul / div compute it, in one pass: ``u = min(max(x + offset, 0), threshold)``,
-    ``f = (x * u) / scale`` (float32 each step); returns ``(f or None, q or None)`` like :func:`add_f32`."""
-    qz = check_hard_swish_f32(x, offset, threshold, scale, want_float, quantize)
-    u = x + np.float32(offset)
-    u = np.where(u > 0, u, np.float32(0))
-    u = np.where(u < np.float32(threshold), u, np.float32(threshold))
+def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), want_float=True, quantize=None,
+                     path=None):
+    """A chain of scalar float ops in one pass, each step float32 as the separate ops: ``t = x * pre[0] +
+    pre[1]``; with ``hard_swish = (offset, threshold, scale)``: ``u = min(max(t + offset, 0), threshold)``,
+    ``t = (t * u) / scale``; ``t = t * post[0] + post[1]``. Returns ``(t or None, q or None)`` like
+    :func:`add_f32`. The identities (1, -0.0) change no bit: ``t * 1 == t``, ``t + -0.0 == t``."""
+    qz = check_scalar_chain_f32(x, pre, hard_swish, post, want_float, quantize)
+    f32 = np.float32
     with np.errstate(invalid="ignore", over="ignore"):   # inf * 0 -> NaN, as in C
-        f = (x * u) / np.float32(scale)
-    q = None if qz is None else q8(f * qz[0], *qz[1:])
-    return (f if want_float else None), q
+        t = x * f32(pre[0]) + f32(pre[1])
+        if hard_swish is not None:
+            offset, threshold, scale = (f32(v) for v in hard_swish)
+            u = t + offset
+            u = np.where(u > 0, u, f32(0))
+            u = np.where(u < threshold, u, threshold)
+            t = (t * u) / scale
+        t = t * f32(post[0]) + f32(post[1])
+    q = None if qz is None else q8(t * qz[0], *qz[1:])
+    return (t if want_float else None), q
 
 
 def max_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), *, path=None):

@@ -6,7 +6,7 @@
  * -ffp-contract=off, integer sums), so both instantiations give the same bits.
  *
  * Defines, for the suffix QD_SFX: qd_dw_pixels_, qd_dw_row_, qd_quant_nchw_, qd_dequant_nhwc_, qd_quant_rows_,
- * qd_dequant_rows_, qd_requant_, qd_add_, qd_add_f32_, qd_hswish_f32_, qd_maxpool_row_, qd_avgpool_row_, qd_gap_, qd_im2col_row_.
+ * qd_dequant_rows_, qd_requant_, qd_add_, qd_add_f32_, qd_chain_f32_, qd_maxpool_row_, qd_avgpool_row_, qd_gap_, qd_im2col_row_.
  */
 #include "common.h"
 
@@ -146,19 +146,27 @@ QD_ATTR QD_UNUSED static void QD_FN(qd_add_f32_)(const float *a, const float *b,
     }
 }
 
-/* hard swish as PaddleOCR's graphs spell it (add, relu6, mul, div): u = min(max(x + offset, 0), threshold)
- * (NaN -> 0), f = (x * u) / scale, each step rounded to float32 as the separate ops do; y (if not NULL) = f,
- * q (if not NULL) = qd_q8(f * sinv). */
-QD_ATTR QD_UNUSED static void QD_FN(qd_hswish_f32_)(const float *x, ptrdiff_t n, float offset, float threshold,
-                                          float scale, float *y, uint8_t *q, float sinv, float lo_f, float hi_f,
-                                          int32_t zero) {
+/* A chain of scalar float ops as PaddleOCR's graphs spell them, in one pass, each step rounded to float32 as
+ * the separate ops do: t = x * pre_mul + pre_add (a "learnable affine block"; identities 1 and -0.0, both exact);
+ * hard swish if hs: u = min(max(t + offset, 0), threshold) (NaN -> 0), t = (t * u) / scale; then
+ * t = t * post_mul + post_add; y (if not NULL) = t, q (if not NULL) = qd_q8(t * sinv). (No fma: -ffp-contract=off.) */
+QD_ATTR QD_UNUSED static void QD_FN(qd_chain_f32_)(const float *x, ptrdiff_t n, const float *k, int hs, float *y,
+                                         uint8_t *q, float sinv, float lo_f, float hi_f, int32_t zero) {
+    const float pre_mul = k[0], pre_add = k[1], offset = k[2], threshold = k[3], scale = k[4], post_mul = k[5],
+                post_add = k[6];
     for (ptrdiff_t i = 0; i < n; i++) {
-        float u = x[i] + offset;
-        u = u > 0.0f ? u : 0.0f;
-        u = u < threshold ? u : threshold;
-        const float f = (x[i] * u) / scale;
-        if (y) y[i] = f;
-        if (q) q[i] = qd_q8(f * sinv, lo_f, hi_f, zero);
+        float t = x[i] * pre_mul;
+        t = t + pre_add;
+        if (hs) {
+            float u = t + offset;
+            u = u > 0.0f ? u : 0.0f;
+            u = u < threshold ? u : threshold;
+            t = (t * u) / scale;
+        }
+        t = t * post_mul;
+        t = t + post_add;
+        if (y) y[i] = t;
+        if (q) q[i] = qd_q8(t * sinv, lo_f, hi_f, zero);
     }
 }
 

@@ -133,9 +133,9 @@ static void qd_add_f32(int path, const float *a, const float *b, ptrdiff_t n, in
     QD_PICK(path, qd_add_f32_, a, b, n, relu, y, q, sinv, lo_f, hi_f, zero);
 }
 
-static void qd_hswish_f32(int path, const float *x, ptrdiff_t n, float offset, float threshold, float scale,
-                          float *y, uint8_t *q, float sinv, float lo_f, float hi_f, int32_t zero) {
-    QD_PICK(path, qd_hswish_f32_, x, n, offset, threshold, scale, y, q, sinv, lo_f, hi_f, zero);
+static void qd_chain_f32(int path, const float *x, ptrdiff_t n, const float *k, int hs, float *y, uint8_t *q,
+                         float sinv, float lo_f, float hi_f, int32_t zero) {
+    QD_PICK(path, qd_chain_f32_, x, n, k, hs, y, q, sinv, lo_f, hi_f, zero);
 }
 
 static void qd_maxpool_row(int path, const qd_geom *g, const uint8_t *x, ptrdiff_t oh, uint8_t *out) {
