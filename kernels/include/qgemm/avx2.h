@@ -210,6 +210,30 @@ static void qgemm_avx2b_pack_a(const qgemm_args *p, ptrdiff_t m, ptrdiff_t m1, p
 
 /* sum over the 4 K of a group of a (4 bytes broadcast) x b (8 columns' 4 K), exact in s32 */
 #define QGEMM_AVX2B_DOT4(a, b) _mm256_madd_epi16(_mm256_maddubs_epi16((a), (b)), ones)
+/* c0 += DOT4(a, b0); c1 += DOT4(a, b1) for one row. GCC 12 interleaves the rows of the intrinsic version and
+ * runs out of the 16 ymm registers (a spill and 8 register copies per group), so the x86 build writes the six
+ * instructions for one row as inline asm: 14 live registers, no copies. (AT&T order: vpmaddubsw signed,
+ * unsigned, dst.) */
+#ifdef QGEMM_SIMD_EMULATION
+#define QGEMM_AVX2B_ROW2(c0, c1, a, b0, b1)                                                  \
+    do {                                                                                     \
+        c0 = _mm256_add_epi32(c0, QGEMM_AVX2B_DOT4(a, b0));                                  \
+        c1 = _mm256_add_epi32(c1, QGEMM_AVX2B_DOT4(a, b1));                                  \
+    } while (0)
+#else
+#define QGEMM_AVX2B_ROW2(c0, c1, a, b0, b1)                                                  \
+    do {                                                                                     \
+        __m256i t0_, t1_;                                                                    \
+        __asm__("vpmaddubsw %[w0], %[x], %[t0]\n\t"                                          \
+                "vpmaddubsw %[w1], %[x], %[t1]\n\t"                                          \
+                "vpmaddwd %[one], %[t0], %[t0]\n\t"                                          \
+                "vpmaddwd %[one], %[t1], %[t1]\n\t"                                          \
+                "vpaddd %[t0], %[s0], %[s0]\n\t"                                             \
+                "vpaddd %[t1], %[s1], %[s1]"                                                 \
+                : [s0] "+x"(c0), [s1] "+x"(c1), [t0] "=&x"(t0_), [t1] "=&x"(t1_)               \
+                : [x] "x"(a), [w0] "x"(b0), [w1] "x"(b1), [one] "x"(ones));                  \
+    } while (0)
+#endif
 #define QGEMM_AVX2B_A(r) _mm256_set1_epi32((int)qgemm_load_u32(a##r + 4 * g))
 
 /* 4 rows (at a, row stride lda bytes) x one 16-column panel (or its first 8 columns when nc <= 8: the second
@@ -231,18 +255,10 @@ QGEMM_AVX2 static void qgemm_avx2b_micro(const qgemm_args *p, const uint8_t *a, 
         for (ptrdiff_t g = 0; g < G; g++) {
             __m256i b0 = _mm256_loadu_si256((const __m256i *)(panel + 64 * g));
             __m256i b1 = _mm256_loadu_si256((const __m256i *)(panel + 64 * g + 32));
-            __m256i x = QGEMM_AVX2B_A(0);
-            c00 = _mm256_add_epi32(c00, QGEMM_AVX2B_DOT4(x, b0));
-            c01 = _mm256_add_epi32(c01, QGEMM_AVX2B_DOT4(x, b1));
-            x = QGEMM_AVX2B_A(1);
-            c10 = _mm256_add_epi32(c10, QGEMM_AVX2B_DOT4(x, b0));
-            c11 = _mm256_add_epi32(c11, QGEMM_AVX2B_DOT4(x, b1));
-            x = QGEMM_AVX2B_A(2);
-            c20 = _mm256_add_epi32(c20, QGEMM_AVX2B_DOT4(x, b0));
-            c21 = _mm256_add_epi32(c21, QGEMM_AVX2B_DOT4(x, b1));
-            x = QGEMM_AVX2B_A(3);
-            c30 = _mm256_add_epi32(c30, QGEMM_AVX2B_DOT4(x, b0));
-            c31 = _mm256_add_epi32(c31, QGEMM_AVX2B_DOT4(x, b1));
+            QGEMM_AVX2B_ROW2(c00, c01, QGEMM_AVX2B_A(0), b0, b1);
+            QGEMM_AVX2B_ROW2(c10, c11, QGEMM_AVX2B_A(1), b0, b1);
+            QGEMM_AVX2B_ROW2(c20, c21, QGEMM_AVX2B_A(2), b0, b1);
+            QGEMM_AVX2B_ROW2(c30, c31, QGEMM_AVX2B_A(3), b0, b1);
         }
     }
     qgemm_avx2_store16(p, m, n, nc, c00, c01);
