@@ -4,7 +4,7 @@ onnxruntime FP32 and INT8, side by side in one run; plus weight bytes and peak r
 For each model (the zoo builders, untrained weights: timing does not need trained ones):
   1. FP32 model; static PTQ (abs_max on two random batches) -> ``convert_to_int8``, with 8-bit weights and with
      ``reduce_range=True`` (GEMM weights halved to [-64, 64]: AVX2's exact vpmaddubsw kernel);
-  2. latency medians at 1 and 2 threads: refquant FP32 (its im2col + BLAS convs), refquant INT8 (both);
+  2. latency medians at 1 and 2 threads, every runner timed round-robin in one loop: refquant FP32 (its im2col + BLAS convs), refquant INT8 (both);
      onnxruntime FP32 on the exported float model; onnxruntime INT8 on refquant's INT8 graph exported as QDQ
      (the *same* quantized model: ORT fuses it into QLinearConv where it can) and on ORT's own
      ``quantize_static`` (QDQ, per-channel s8 weights, u8 activations, MinMax on the same batches), also with its
@@ -22,7 +22,7 @@ import tempfile
 
 import numpy as np
 
-from .common import machine, median_seconds, table
+from .common import interleaved_medians, machine, table
 
 MODELS = ("mobilenet_v1", "mobilenet_v2", "resnet50")
 
@@ -79,7 +79,7 @@ def _ort_quantize_static(fp32_path, out_path, calib, input_name, reduce_range=Fa
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range)
 
 
-def run(models=MODELS, threads_list=(1, 2), repeats: int = 7) -> dict:
+def run(models=MODELS, threads_list=(1, 2), repeats: int = 9) -> dict:
     import refquant
     from refquant import threads
     from refquant.deploy import convert_to_int8
@@ -125,12 +125,13 @@ def run(models=MODELS, threads_list=(1, 2), repeats: int = 7) -> dict:
             for n in threads_list:
                 threads.set_num_threads(n)
                 with _limits(n):
-                    for key, fn in runners.items():
-                        row[f"{key}_ms_{n}t"] = 1e3 * median_seconds(fn, repeats)
+                    fns = dict(runners)
                     for key, path in onnx_paths.items():
                         sess = _ort_session(path, n)
-                        iname = sess.get_inputs()[0].name
-                        row[f"{key}_ms_{n}t"] = 1e3 * median_seconds(lambda: sess.run(None, {iname: x}), repeats)
+                        fns[key] = lambda s=sess, i=sess.get_inputs()[0].name: s.run(None, {i: x})
+                    # round-robin: a slow phase of this shared machine hits every runner alike
+                    for key, sec in interleaved_medians(fns, repeats).items():
+                        row[f"{key}_ms_{n}t"] = 1e3 * sec
                 row[f"int8_speedup_{n}t"] = row[f"refquant_fp32_ms_{n}t"] / row[f"refquant_int8_ms_{n}t"]
                 row[f"int8_rr_speedup_{n}t"] = row[f"refquant_fp32_ms_{n}t"] / row[f"refquant_int8_rr_ms_{n}t"]
             threads.set_num_threads(before)
