@@ -30,6 +30,10 @@ KERNELS = {
        for name, headers in (
            ("qdirect", ("common", "generic", "depthwise_avx2", "depthwise_avx512", "qdirect")),
            ("qgemm", ("common", "qgemm", "portable", "avx2", "avx512vnni", "avxvnni", "neon", "dotprod", "peak")))},
+    # float32 inference kernels (gelu, softmax): bit-equal to their twin, so no fused multiply-add; no FP traps, so
+    # the selects stay vectorizable (the values are unchanged); ISA paths chosen at run time as for qdirect
+    "floatops": {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"],
+                 "depends": ["kernels/include/floatops/floatops.h"]},
     # calibration, bit-exact float code: no fused multiply-add (-march=native would allow it); no FP traps, so
     # branches become vectorizable selects (the values are unchanged)
     **{name: {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"]}

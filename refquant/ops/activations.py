@@ -10,7 +10,17 @@ import math
 import numpy as np
 from scipy.special import erf, expit
 
+from .._dispatch import compiled
+from ..reference import floatops as _floatops_twin
 from .registry import register, same_shape
+
+
+def _floatops(x):
+    """The float32 kernels for a float32 array ``x``: the compiled module, or its NumPy twin when it is not built
+    or forced off (the same bits); None for other dtypes, which keep the scipy / NumPy code."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        return None
+    return compiled("floatops") or _floatops_twin
 
 
 def _relu_grad(ctx, attrs, gy):
@@ -112,10 +122,16 @@ def _gelu_grad(ctx, attrs, gy):
 
 @register("gelu", backward=_gelu_grad, shape=same_shape)
 def gelu(ctx, attrs, x):
-    """y = x/2 * (1 + erf(x / sqrt(2))); approximate: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))."""
+    """y = x/2 * (1 + erf(x / sqrt(2))); approximate: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))).
+
+    The float32 erf form runs the float32 kernel (erf approximated in float32, abs error <= 2e-7; see
+    refquant/reference/floatops.py); float64 uses scipy's erf."""
     ctx.save(x)
     if attrs.get("approximate", False):
         return 0.5 * x * (1 + np.tanh(_GELU_C * (x + 0.044715 * x ** 3)))
+    kernels = _floatops(x)
+    if kernels is not None:
+        return kernels.gelu_erf(np.require(x, requirements="C"))
     return 0.5 * x * (1 + erf(x / math.sqrt(2)))
 
 
@@ -154,8 +170,14 @@ def _softmax_grad(ctx, attrs, gy):
 
 @register("softmax", backward=_softmax_grad, shape=same_shape)
 def softmax(ctx, attrs, x):
-    """y = exp(x - max) / sum(exp(x - max)) along ``axis``."""
+    """y = exp(x - max) / sum(exp(x - max)) along ``axis``; float32 over the last axis runs the float32 kernel
+    (see refquant/reference/floatops.py)."""
     axis = int(attrs.get("axis", -1))
+    kernels = _floatops(x)
+    if kernels is not None and x.ndim > 0 and axis in (-1, x.ndim - 1):
+        y = kernels.softmax_lastaxis(np.require(x, requirements="C"))
+        ctx.save(y)
+        return y
     z = np.exp(x - np.max(x, axis=axis, keepdims=True))
     y = z / np.sum(z, axis=axis, keepdims=True)
     ctx.save(y)

@@ -1,0 +1,95 @@
+"""Float32 inference kernels (gelu, softmax). Twin and specification: refquant/reference/floatops.py.
+
+Thin typed wrappers: arguments are validated by the twin's own helper (so both reject the same inputs), the
+work runs in the C loops of ``kernels/include/floatops/floatops.h`` under OpenMP (``prange`` over element
+chunks or row blocks; every output element, and every row's max and sum, is computed by one thread, so the
+bits do not depend on the thread count).
+
+Paths: ``available_paths()`` lists what this CPU runs, best first ("avx2", "portable"); ``current_path()`` is
+the default, the best one unless ``REFQUANT_FORCE_PORTABLE=1`` is set; every function takes ``path=`` to force
+one (for tests). All paths give the same bits as the twin.
+"""
+from cython.parallel cimport prange
+
+from _openmp cimport threads_for
+
+import os
+
+import numpy as np
+
+from refquant.reference import floatops as _spec
+
+
+cdef extern from "floatops/floatops.h" nogil:
+    enum:
+        FO_PORTABLE
+        FO_AVX2
+    int fo_path_supported(int path)
+    void fo_gelu_erf(int path, const float *x, Py_ssize_t n, float *y)
+    void fo_softmax_rows(int path, const float *x, Py_ssize_t rows, Py_ssize_t n, float *y)
+
+
+# Elements per thread below which a call stays on the calling thread, and elements per parallel task.
+cdef Py_ssize_t MIN_WORK_PER_THREAD = 1 << 15
+cdef Py_ssize_t CHUNK = 1 << 14
+
+_PATH_IDS = {"avx2": FO_AVX2, "portable": FO_PORTABLE}  # best first
+
+
+def available_paths():
+    """The paths this CPU runs, best first, e.g. ("avx2", "portable")."""
+    return tuple(name for name, ident in _PATH_IDS.items() if fo_path_supported(ident))
+
+
+_DEFAULT_PATH = "portable" if os.environ.get("REFQUANT_FORCE_PORTABLE", "") not in ("", "0") \
+    else available_paths()[0]
+
+
+def current_path():
+    """The path calls take without ``path=``: the best available, or "portable" under REFQUANT_FORCE_PORTABLE=1."""
+    return _DEFAULT_PATH
+
+
+cdef int _path(path) except -1:
+    if path is None:
+        path = _DEFAULT_PATH
+    if path not in _PATH_IDS:
+        raise ValueError(f"path must be one of {tuple(_PATH_IDS)}, got {path!r}")
+    if not fo_path_supported(_PATH_IDS[path]):
+        raise ValueError(f"path {path!r} is not available on this CPU (available: {available_paths()})")
+    return _PATH_IDS[path]
+
+
+def gelu_erf(x, *, path=None):
+    """y = 0.5 x (1 + erf(x / sqrt 2)) for float32 C-contiguous ``x`` of any shape; float32 out."""
+    cdef int p = _path(path)
+    _spec.check_input("gelu_erf", x)
+    y = np.empty(x.shape, dtype=np.float32)
+    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
+    cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data)
+    cdef Py_ssize_t total = x.size, t, e0
+    cdef int threads = threads_for(total, MIN_WORK_PER_THREAD)
+    with nogil:
+        for t in prange((total + CHUNK - 1) // CHUNK, schedule="static", num_threads=threads):
+            e0 = t * CHUNK
+            fo_gelu_erf(p, xp + e0, min(CHUNK, total - e0), yp + e0)
+    return y
+
+
+def softmax_lastaxis(x, *, path=None):
+    """Softmax over the last axis of float32 C-contiguous ``x`` (..., n); float32 out."""
+    cdef int p = _path(path)
+    _spec.check_input("softmax_lastaxis", x, min_ndim=1)
+    y = np.empty(x.shape, dtype=np.float32)
+    if x.size == 0:
+        return y
+    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
+    cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data)
+    cdef Py_ssize_t n = x.shape[x.ndim - 1], rows = x.size // n
+    cdef Py_ssize_t per = max(1, CHUNK // n), t, r0
+    cdef int threads = threads_for(x.size, MIN_WORK_PER_THREAD)
+    with nogil:
+        for t in prange((rows + per - 1) // per, schedule="static", num_threads=threads):
+            r0 = t * per
+            fo_softmax_rows(p, xp + r0 * n, min(per, rows - r0), n, yp + r0 * n)
+    return y

@@ -1,0 +1,141 @@
+/* floatops/floatops.h: the C side of kernels/floatops.pyx, float32 kernels for inference. Twin and
+ * specification: refquant/reference/floatops.py (same formulas, same order of float32 operations).
+ *
+ * Every kernel is a plain loop over always-inline scalar helpers written with selects instead of branches, so
+ * GCC vectorizes it. FO_KERNELS instantiates the loops twice: with the suffix _portable (the build's baseline
+ * ISA, SSE2 on x86-64) and, on x86, with _avx2 under target("avx2"); fo_path_supported says which the CPU runs.
+ * Compile with -ffp-contract=off: every product and sum is a single rounded float32 operation (no fused
+ * multiply-add), so both instantiations and the NumPy twin give the same bits.
+ */
+#ifndef FLOATOPS_FLOATOPS_H
+#define FLOATOPS_FLOATOPS_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { FO_PORTABLE = 0, FO_AVX2 = 1 };
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FO_X86 1
+#define FO_AVX2_ATTR __attribute__((target("avx2")))
+#else
+#define FO_X86 0
+#define FO_AVX2_ATTR
+#endif
+
+#define FO_INLINE static inline __attribute__((always_inline))
+#define FO_UNUSED __attribute__((unused))
+
+static int fo_path_supported(int path) {
+    if (path == FO_PORTABLE) return 1;
+#if FO_X86
+    __builtin_cpu_init();
+    if (path == FO_AVX2) return __builtin_cpu_supports("avx2");
+#endif
+    return 0;
+}
+
+FO_INLINE uint32_t fo_bits(float f) { uint32_t u; memcpy(&u, &f, sizeof u); return u; }
+FO_INLINE float fo_float(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
+
+/* exp(v) for v <= 0 (or NaN), the Cephes expf scheme: k = rint(v * log2(e)) by adding and subtracting 1.5 * 2^23,
+ * r = (v - k * LN2_HI) - k * LN2_LO, exp(r) = 1 + r + r^2 * P(r), times 2^k built in the exponent bits (the low
+ * bits of t hold 1.5 * 2^23 + k). Below FO_EXP_MIN = -126 ln 2, where exp(v) < 2^-126, the result is 0. */
+#define FO_EXP_MIN (-87.33654f)
+#define FO_ROUND 12582912.0f /* 1.5 * 2^23, bits 0x4B400000 */
+
+FO_INLINE float fo_exp_neg(float v) {
+    const float vc = v < FO_EXP_MIN ? FO_EXP_MIN : v;
+    const float t = vc * 1.44269504f + FO_ROUND;
+    const float k = t - FO_ROUND;
+    const float r = (vc - k * 0.693359375f) - k * -2.12194440e-4f;
+    const float p = (((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
+                       + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * (r * r) + r + 1.0f;
+    const float scale = fo_float((fo_bits(t) + (127u - 0x4B400000u)) << 23);
+    return v < FO_EXP_MIN ? 0.0f : p * scale;
+}
+
+/* erf: |z| < FO_ERF_SPLIT: z * A(z^2); else erfc(|z|) = exp(-z^2) * t * B(t), t = 1 / (1 + |z|/2).
+ * A and B are least-squares fits (relative error) on Chebyshev points, rounded to float32. */
+#define FO_ERF_SPLIT 0.875f
+
+FO_INLINE float fo_erf_small(float z) {
+    const float u = z * z;
+    return z * (((((-6.199347e-4f * u + 5.0314264e-3f) * u - 2.679095e-2f) * u + 1.1282441e-1f) * u
+                 - 3.7612548e-1f) * u + 1.1283791f);
+}
+
+FO_INLINE float fo_erfc_large(float a) {
+    const float t = 1.0f / (1.0f + 0.5f * a);
+    const float b = (((((((1.3840308e-2f * t + 5.3250827e-2f) * t - 1.7971966e-1f) * t + 5.58312e-2f) * t
+                        + 6.819264e-2f) * t + 1.7844845e-1f) * t + 2.4669032e-1f) * t + 2.8209835e-1f) * t
+                    + 2.8209478e-1f;
+    return fo_exp_neg(-(a * a)) * (t * b);
+}
+
+/* gelu(x) = x * (0.5 * h), h = 1 + erf(x / sqrt 2): 1 + z A(z^2) for |z| < split, else erfc(|z|) (z < 0) or
+ * 2 - erfc(|z|). x below -20 counts as -20 (gelu(-20) rounds to -0 in float32), so gelu(-inf) = -0. */
+#define FO_GELU_MIN (-20.0f)
+
+FO_INLINE float fo_gelu(float x) {
+    const float xc = x < FO_GELU_MIN ? FO_GELU_MIN : x;
+    const float z = xc * 0.70710678f;
+    const float a = fabsf(z);
+    const float small = 1.0f + fo_erf_small(z);
+    const float c = fo_erfc_large(a);
+    const float large = z < 0.0f ? c : 2.0f - c;
+    return xc * (0.5f * (a < FO_ERF_SPLIT ? small : large));
+}
+
+/* Softmax of one row of n > 0 floats: m = max (FO_LANES running maxima; a NaN never wins, but makes its e NaN),
+ * e_i = exp(x_i - m) stored in y, s = the float64 sum of the e_i (lane j adds elements i = j mod FO_LANES in
+ * order, then s = lane 0 + lane 1 + ... in order), y_i = e_i / float32(s). */
+#define FO_LANES 8
+
+FO_INLINE void fo_softmax_row(const float *x, ptrdiff_t n, float *y) {
+    float mx[FO_LANES];
+    double acc[FO_LANES];
+    const ptrdiff_t body = n - n % FO_LANES;
+    for (int j = 0; j < FO_LANES; j++) { mx[j] = -INFINITY; acc[j] = 0.0; }
+    for (ptrdiff_t i = 0; i < body; i += FO_LANES)
+        for (int j = 0; j < FO_LANES; j++) mx[j] = x[i + j] > mx[j] ? x[i + j] : mx[j];
+    for (ptrdiff_t i = body; i < n; i++) mx[i - body] = x[i] > mx[i - body] ? x[i] : mx[i - body];
+    float m = mx[0];
+    for (int j = 1; j < FO_LANES; j++) m = mx[j] > m ? mx[j] : m;
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = fo_exp_neg(x[i] - m);
+    for (ptrdiff_t i = 0; i < body; i += FO_LANES)
+        for (int j = 0; j < FO_LANES; j++) acc[j] += (double)y[i + j];
+    for (ptrdiff_t i = body; i < n; i++) acc[i - body] += (double)y[i];
+    double s = acc[0];
+    for (int j = 1; j < FO_LANES; j++) s += acc[j];
+    const float sf = (float)s;
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = y[i] / sf;
+}
+
+/* The loops, per path: fo_gelu_erf_<sfx>(x, n, y) and fo_softmax_rows_<sfx>(x, rows, n, y). */
+#define FO_KERNELS(SFX, ATTR)                                                                                   \
+    ATTR FO_UNUSED static void fo_gelu_erf_##SFX(const float *x, ptrdiff_t n, float *y) {                      \
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = fo_gelu(x[i]);                                                 \
+    }                                                                                                           \
+    ATTR FO_UNUSED static void fo_softmax_rows_##SFX(const float *x, ptrdiff_t rows, ptrdiff_t n, float *y) {  \
+        for (ptrdiff_t r = 0; r < rows; r++) fo_softmax_row(x + r * n, n, y + r * n);                           \
+    }
+
+FO_KERNELS(portable, )
+#if FO_X86
+FO_KERNELS(avx2, FO_AVX2_ATTR)
+#define FO_PICK(path, name, ...) \
+    do { if ((path) == FO_AVX2) name##_avx2(__VA_ARGS__); else name##_portable(__VA_ARGS__); } while (0)
+#else
+#define FO_PICK(path, name, ...) ((void)(path), name##_portable(__VA_ARGS__))
+#endif
+
+static void fo_gelu_erf(int path, const float *x, ptrdiff_t n, float *y) { FO_PICK(path, fo_gelu_erf, x, n, y); }
+
+static void fo_softmax_rows(int path, const float *x, ptrdiff_t rows, ptrdiff_t n, float *y) {
+    FO_PICK(path, fo_softmax_rows, x, rows, n, y);
+}
+
+#endif

@@ -1,0 +1,128 @@
+"""Float32 inference kernels, the NumPy twin of ``kernels/floatops.pyx`` and its specification.
+
+Every step below is one float32 operation in the order written (no fused multiply-add), the same as the C code
+in ``kernels/include/floatops/floatops.h``, so the twin and every compiled path give the same bits (but for the
+sign and payload of a NaN, which IEEE leaves open).
+
+* :func:`exp_neg`: ``exp(v)`` for ``v <= 0`` (or NaN), Cephes expf: ``vc = max(v, EXP_MIN)``,
+  ``t = vc * log2(e) + 1.5 * 2^23`` (so ``k = t - 1.5 * 2^23 = rint(vc * log2(e))``),
+  ``r = (vc - k * LN2_HI) - k * LN2_LO``, ``p = P(r) * r^2 + r + 1``, result ``p * 2^k`` with ``2^k`` built from
+  the low bits of ``t``; 0 when ``v < EXP_MIN = -126 ln 2`` (where ``exp(v) < 2^-126``). Max error on
+  [-87.3, 0]: 0.97 ulp (relative 8.1e-8) against float64 ``numpy.exp``.
+* :func:`erf`: ``|z| < 0.875``: ``z * A(z^2)``; otherwise ``erfc(|z|) = exp_neg(-(|z| * |z|)) * (t * B(t))``,
+  ``t = 1 / (1 + 0.5 |z|)``, ``erf = +-(1 - erfc)``. A (degree 5) and B (degree 8) are least-squares fits on
+  Chebyshev points, rounded to float32. Max abs error against float64 ``scipy.special.erf`` over a sweep of
+  4,000,001 points of [-10, 10]: 1.13e-7 (at the split; float32 rounding dominates); erf(+-inf) = +-1.
+* :func:`gelu_erf`: ``y = xc * (0.5 * h)``, ``xc = max(x, -20)`` (so gelu(-inf) = -0), ``z = xc * (1/sqrt 2)``,
+  ``h = 1 + z A(z^2)`` for ``|z| < 0.875``, else ``erfc(|z|)`` (z < 0) or ``2 - erfc(|z|)``. Max of
+  ``|y - gelu64(x)| / max(1, |x|)`` against the float64 formula (scipy erf) over 4,000,001 points of [-20, 20]:
+  1.3e-7 (at x = 1.16, about 2 ulp); gelu(+inf) = +inf, NaN -> NaN.
+* :func:`softmax_lastaxis`: per row ``m = max``, ``e_i = exp_neg(x_i - m)``, ``s`` = float64 sum of the ``e_i``
+  (lane ``j`` of 8 adds the elements ``i = j mod 8`` in order, then ``s = lane 0 + lane 1 + ... + lane 7``),
+  ``y_i = e_i / float32(s)`` (one float32 division). On random 128-wide rows (N(0, sigma^2), sigma 1 to 30):
+  max abs error 8.6e-8 against the float64 softmax, rows sum to 1 within 8.6e-8; the relative error of small
+  outputs grows with |x_i - m| (float32 rounding of the difference, as in NumPy's float32 softmax). Masked entries
+  (-1e4, float32 min, -inf) give 0; a row holding NaN or +inf, or all -inf, gives a row of NaN, as NumPy does.
+
+The validation helper here is shared with the compiled module, so both reject the same inputs the same way.
+Every function takes the compiled module's ``path=`` keyword too, and ignores it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+f32 = np.float32
+
+EXP_MIN = f32(-87.33654)
+ERF_SPLIT = f32(0.875)
+GELU_MIN = f32(-20.0)
+LANES = 8  # partial sums of a softmax row
+_ROUND = f32(12582912.0)  # 1.5 * 2^23, bits 0x4B400000
+_EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
+_ERF_A = (-6.199347e-4, 5.0314264e-3, -2.679095e-2, 1.1282441e-1, -3.7612548e-1, 1.1283791)
+_ERFC_B = (1.3840308e-2, 5.3250827e-2, -1.7971966e-1, 5.58312e-2, 6.819264e-2, 1.7844845e-1, 2.4669032e-1,
+           2.8209835e-1, 2.8209478e-1)
+
+
+def check_input(name, x, min_ndim=0):
+    """``x`` must be a C-contiguous float32 ndarray with at least ``min_ndim`` dimensions."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise TypeError(f"{name}: expected dtype float32, got {x.dtype}")
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name}: expected at least {min_ndim} dimension(s), got shape {x.shape}")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{name}: x must be C-contiguous (use numpy.ascontiguousarray)")
+    return x
+
+
+def _horner(coefs, v):
+    """coefs[0] v^d + ... + coefs[d], highest degree first, in float32."""
+    r = np.full_like(v, f32(coefs[0]))
+    for c in coefs[1:]:
+        r = r * v + f32(c)
+    return r
+
+
+def exp_neg(v):
+    """exp(v) in float32 for float32 ``v <= 0`` (see the module docstring)."""
+    with np.errstate(all="ignore"):
+        vc = np.where(v < EXP_MIN, EXP_MIN, v)
+        t = vc * f32(1.44269504) + _ROUND
+        k = t - _ROUND
+        r = (vc - k * f32(0.693359375)) - k * f32(-2.12194440e-4)
+        p = _horner(_EXP_P, r) * (r * r) + r + f32(1)
+        scale = ((t.view(np.uint32) + np.uint32(127 - 0x4B400000 + (1 << 32))) << np.uint32(23)).view(np.float32)
+        return np.where(v < EXP_MIN, f32(0), p * scale)
+
+
+def _erf_small(z):
+    return z * _horner(_ERF_A, z * z)
+
+
+def _erfc_large(a):
+    t = f32(1) / (f32(1) + f32(0.5) * a)
+    return exp_neg(-(a * a)) * (t * _horner(_ERFC_B, t))
+
+
+def erf(x, *, path=None):
+    """erf(x) in float32 (see the module docstring); the formula :func:`gelu_erf` uses."""
+    check_input("erf", x)
+    with np.errstate(all="ignore"):
+        a = np.abs(x)
+        c = f32(1) - _erfc_large(a)
+        return np.where(a < ERF_SPLIT, _erf_small(x), np.where(x < 0, -c, c)).astype(np.float32, copy=False)
+
+
+def gelu_erf(x, *, path=None):
+    """y = 0.5 x (1 + erf(x / sqrt 2)) in float32, any shape (see the module docstring)."""
+    check_input("gelu_erf", x)
+    with np.errstate(all="ignore"):
+        xc = np.where(x < GELU_MIN, GELU_MIN, x)
+        z = xc * f32(0.70710678)
+        a = np.abs(z)
+        c = _erfc_large(a)
+        h = np.where(a < ERF_SPLIT, f32(1) + _erf_small(z), np.where(z < 0, c, f32(2) - c))
+        return (xc * (f32(0.5) * h)).astype(np.float32, copy=False)
+
+
+def softmax_lastaxis(x, *, path=None):
+    """Softmax over the last axis of float32 ``x`` (..., n) (see the module docstring)."""
+    check_input("softmax_lastaxis", x, min_ndim=1)
+    n = x.shape[-1]
+    if x.size == 0:
+        return np.empty_like(x)
+    rows = x.reshape(-1, n)
+    with np.errstate(all="ignore"):
+        e = exp_neg(rows - np.max(rows, axis=1, keepdims=True))
+        lanes = np.zeros((rows.shape[0], -(-n // LANES) * LANES), dtype=np.float64)
+        lanes[:, :n] = e
+        lanes = lanes.reshape(rows.shape[0], -1, LANES)
+        acc = lanes[:, 0].copy()
+        for b in range(1, lanes.shape[1]):
+            acc += lanes[:, b]
+        s = acc[:, 0].copy()
+        for j in range(1, LANES):
+            s += acc[:, j]
+        return (e / s.astype(np.float32)[:, None]).reshape(x.shape)
