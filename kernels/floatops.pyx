@@ -1,9 +1,9 @@
-"""Float32 inference kernels (gelu, softmax). Twin and specification: refquant/reference/floatops.py.
+"""Float32 inference kernels (gelu, softmax, layer norm). Twin and specification: refquant/reference/floatops.py.
 
 Thin typed wrappers: arguments are validated by the twin's own helper (so both reject the same inputs), the
 work runs in the C loops of ``kernels/include/floatops/floatops.h`` under OpenMP (``prange`` over element
-chunks or row blocks; every output element, and every row's max and sum, is computed by one thread, so the
-bits do not depend on the thread count).
+chunks or row blocks; every output element, and every row's max and sum (softmax) or mean and variance (layer
+norm), is computed by one thread, so the bits do not depend on the thread count).
 
 Paths: ``available_paths()`` lists what this CPU runs, best first ("avx2", "portable"); ``current_path()`` is
 the default, the best one unless ``REFQUANT_FORCE_PORTABLE=1`` is set; every function takes ``path=`` to force
@@ -27,6 +27,8 @@ cdef extern from "floatops/floatops.h" nogil:
     int fo_path_supported(int path)
     void fo_gelu_erf(int path, const float *x, Py_ssize_t n, float *y)
     void fo_softmax_rows(int path, const float *x, Py_ssize_t rows, Py_ssize_t n, float *y)
+    void fo_layer_norm_rows(int path, const float *x, Py_ssize_t rows, Py_ssize_t n, const float *scale,
+                            const float *bias, double eps, float *y)
 
 
 # Elements per thread below which a call stays on the calling thread, and elements per parallel task.
@@ -92,4 +94,36 @@ def softmax_lastaxis(x, *, path=None):
         for t in prange((rows + per - 1) // per, schedule="static", num_threads=threads):
             r0 = t * per
             fo_softmax_rows(p, xp + r0 * n, min(per, rows - r0), n, yp + r0 * n)
+    return y
+
+
+def layer_norm_lastaxis(x, scale=None, bias=None, epsilon=1e-5, *, path=None):
+    """Layer norm of each row of the last axis of float32 C-contiguous ``x`` (..., n); float32 out.
+
+    Per row, in float64 with the fixed lane order of refquant/reference/floatops.py: ``mean = sum(x) / n``,
+    ``var = sum((x - mean)^2) / n``, ``inv = 1 / sqrt(var + epsilon)``, ``xhat = float32((x - mean) * inv)``; then
+    in float32 ``y = xhat [* scale] [+ bias]`` (optional float32 C-contiguous arrays of n elements). Max relative
+    error against the float64 formula: see the twin's docstring. Same bits as the twin on every path.
+    """
+    cdef int p = _path(path)
+    _spec.check_layer_norm_input("layer_norm_lastaxis", x, scale, bias)
+    cdef double eps = float(epsilon)
+    y = np.empty(x.shape, dtype=np.float32)
+    if x.size == 0:
+        return y
+    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
+    cdef const float *sp = NULL
+    cdef const float *bp = NULL
+    if scale is not None:
+        sp = <const float *> (<Py_ssize_t> scale.ctypes.data)
+    if bias is not None:
+        bp = <const float *> (<Py_ssize_t> bias.ctypes.data)
+    cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data)
+    cdef Py_ssize_t n = x.shape[x.ndim - 1], rows = x.size // n
+    cdef Py_ssize_t per = max(1, CHUNK // n), t, r0
+    cdef int threads = threads_for(x.size, MIN_WORK_PER_THREAD)
+    with nogil:
+        for t in prange((rows + per - 1) // per, schedule="static", num_threads=threads):
+            r0 = t * per
+            fo_layer_norm_rows(p, xp + r0 * n, min(per, rows - r0), n, sp, bp, eps, yp + r0 * n)
     return y

@@ -1,6 +1,6 @@
 """The float32 kernels (kernels/floatops.pyx) against their NumPy twin (refquant/reference/floatops.py), the twin
-against float64 math, and the gelu / softmax ops: float32 runs the kernels (compiled, or the twin under
-use_reference), float64 and other softmax axes the scipy / NumPy code.
+against float64 math, and the gelu / softmax / layer_norm ops: float32 runs the kernels (compiled, or the twin under
+use_reference), float64 and other softmax axes the scipy / NumPy code, layer_norm in training the NumPy code.
 
 Every path of the compiled module equals the twin bit for bit with 1 and 2 threads; the one exception is the
 sign and payload of a NaN (IEEE leaves them open), so NaNs are compared as "NaN in both".
@@ -15,6 +15,7 @@ from scipy.special import erf as erf64
 
 from refquant import _dispatch, threads
 from refquant.reference import floatops as twin
+from refquant.ops import get_op
 from tests.gradcheck import run_op
 
 fast = _dispatch.compiled("floatops")
@@ -42,15 +43,15 @@ def same(a, b):
                           f"{b[tuple(bad[0])]}"
 
 
-def check_all_paths(name, x):
+def check_all_paths(name, x, *args):
     """Every path of the compiled function, with 1 and 2 threads, equals the twin."""
-    want = getattr(twin, name)(x)
+    want = getattr(twin, name)(x, *args)
     before = threads.get_num_threads()
     try:
         for path in PATHS:
             for n in (1, 2):
                 threads.set_num_threads(n)
-                same(getattr(fast, name)(x, path=path), want)
+                same(getattr(fast, name)(x, *args, path=path), want)
     finally:
         threads.set_num_threads(before)
     return want
@@ -76,6 +77,25 @@ def softmax_input(shape):
     return x
 
 
+def layer_norm_input(rows, n):
+    """N(1, 3^2) rows, then special rows: constant (var 0), 1e4 + small noise, a NaN, a +inf, a -inf, huge values."""
+    x = (rng.standard_normal((rows, n)) * 3 + 1).astype(np.float32)
+    special = [np.full(n, 5.0), 1e4 + 0.01 * rng.standard_normal(n), np.r_[np.nan, np.zeros(n - 1)],
+               np.r_[np.zeros(n - 1), np.inf], np.r_[-np.inf, np.ones(n - 1)], 3e38 * rng.uniform(-1, 1, n),
+               np.full(n, -0.0)]
+    for r, v in enumerate(special[:rows]):
+        x[r] = v
+    return x
+
+
+def layer_norm64(x, scale=None, bias=None, eps=1e-5):
+    x = x.astype(np.float64)
+    mu = x.mean(axis=-1, keepdims=True)
+    xhat = (x - mu) / np.sqrt(((x - mu) ** 2).mean(axis=-1, keepdims=True) + eps)
+    y = xhat if scale is None else xhat * scale
+    return xhat, (y if bias is None else y + bias)
+
+
 # ---- compiled == twin ----------------------------------------------------------------------------------
 @needs_fast
 @pytest.mark.parametrize("shape", [(1,), (7,), (23,), (100003,), (3, 5, 17), (2, 3, 64, 64), ()])
@@ -95,6 +115,28 @@ def test_softmax_compiled_equals_twin(shape):
 
 
 @needs_fast
+@pytest.mark.parametrize("n", [1, 7, 384, 1000])
+@pytest.mark.parametrize("rows", [1, 9, 1000])
+@pytest.mark.parametrize("affine", ["none", "scale", "bias", "both"])
+def test_layer_norm_compiled_equals_twin(n, rows, affine):
+    x = layer_norm_input(rows, n)
+    scale = (rng.standard_normal(n) * 2).astype(np.float32) if affine in ("scale", "both") else None
+    bias = rng.standard_normal(n).astype(np.float32) if affine in ("bias", "both") else None
+    with np.errstate(all="ignore"):
+        y = check_all_paths("layer_norm_lastaxis", x, scale, bias)
+    assert y.dtype == np.float32 and y.shape == x.shape
+
+
+@needs_fast
+@pytest.mark.parametrize("shape", [(3, 5, 17), (2, 3, 64, 64), (6, 0), (0, 4), (5,)])
+def test_layer_norm_compiled_equals_twin_shapes_and_epsilon(shape):
+    x = (rng.standard_normal(shape) * 2).astype(np.float32)
+    check_all_paths("layer_norm_lastaxis", x, None, None, 1e-12)
+    w = rng.standard_normal(shape[-1]).astype(np.float32)
+    check_all_paths("layer_norm_lastaxis", x, w.reshape(1, -1), w, 0.5)  # any shape of n values
+
+
+@needs_fast
 def test_paths_and_bad_inputs():
     assert fast.current_path() in fast.available_paths() and fast.available_paths()[-1] == "portable"
     x = np.ones((2, 3), np.float32)
@@ -111,6 +153,22 @@ def test_paths_and_bad_inputs():
             mod.softmax_lastaxis(np.ones((), np.float32))
     with pytest.raises(ValueError, match="path must be one of"):
         fast.gelu_erf(x, path="sse9")
+    for mod in (fast, twin):
+        f = mod.layer_norm_lastaxis
+        with pytest.raises(TypeError, match="layer_norm_lastaxis: expected dtype float32"):
+            f(x.astype(np.float64))
+        with pytest.raises(ValueError, match="at least 1 dimension"):
+            f(np.ones((), np.float32))
+        with pytest.raises(ValueError, match="C-contiguous"):
+            f(x.T)
+        with pytest.raises(TypeError, match="scale must have dtype float32, got float64"):
+            f(x, np.ones(3))
+        with pytest.raises(ValueError, match="bias must hold 3 values"):
+            f(x, None, np.ones(4, np.float32))
+        with pytest.raises(ValueError, match="scale must be C-contiguous"):
+            f(x, np.ones((3, 2), np.float32)[:, 0])
+        with pytest.raises(TypeError, match="bias must be a numpy.ndarray or None, got list"):
+            f(x, None, [1.0, 2.0, 3.0])
 
 
 # ---- twin against float64 math -------------------------------------------------------------------------
@@ -155,6 +213,37 @@ def test_softmax_twin_against_float64():
                                atol=1e-6)
 
 
+def test_layer_norm_twin_against_float64():
+    worst = [0.0, 0.0, 0.0]
+    for n in (7, 384, 1000):
+        for offset in (0, 1e2, 1e4):
+            for sigma in (1e-2, 1, 30):
+                x = (offset + sigma * rng.standard_normal((64, n))).astype(np.float32)
+                scale, bias = rng.standard_normal((2, n)).astype(np.float32)
+                xhat64, y64 = layer_norm64(x, scale, bias)
+                xhat, y = twin.layer_norm_lastaxis(x), twin.layer_norm_lastaxis(x, scale, bias)
+                worst[0] = max(worst[0], (np.abs(xhat - xhat64) / np.maximum(1, np.abs(xhat64))).max())
+                worst[1] = max(worst[1], (np.abs(y - y64) / (np.abs(xhat64 * scale) + np.abs(bias))).max())
+                worst[2] = max(worst[2], (np.abs(y - y64) / np.maximum(1, np.abs(y64))).max())
+    assert worst[0] <= 1e-7 and worst[1] <= 3e-7 and worst[2] <= 5e-7, worst
+
+
+def test_layer_norm_twin_special_rows():
+    x = layer_norm_input(7, 33)
+    scale, bias = rng.standard_normal((2, 33)).astype(np.float32)
+    with np.errstate(all="ignore"):
+        y = twin.layer_norm_lastaxis(x, scale, bias)
+        xhat = twin.layer_norm_lastaxis(x)
+    assert (xhat[0] == 0).all() and np.array_equal(y[0], bias)       # constant row: xhat = 0, y = bias
+    assert (xhat[6] == 0).all() and np.signbit(xhat[6]).all()        # all -0: mean +0, x - mean = -0
+    xhat64, _ = layer_norm64(x[1:2])                                 # 1e4 + noise: full accuracy
+    assert np.abs(xhat[1] - xhat64).max() <= 1e-7 * max(1, np.abs(xhat64).max())
+    assert np.isnan(y[2:5]).all() and np.isnan(xhat[2:5]).all()      # NaN, +inf, -inf: a row of NaN
+    assert np.isfinite(xhat[5]).all()                                # 3e38-sized values: float64 statistics
+    np.testing.assert_allclose(xhat[5], layer_norm64(x[5:6])[0][0], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(twin.layer_norm_lastaxis(np.array([[1, 3]], np.float32), epsilon=0), [[-1, 1]])
+
+
 # ---- the ops -------------------------------------------------------------------------------------------
 def op(op_type, x, attrs=None):
     return run_op(op_type, [x], attrs or {})[1][0]
@@ -195,3 +284,63 @@ def test_float64_ops_keep_the_exact_path():
     assert op("gelu", x).tobytes() == gelu64(x).tobytes()
     z = np.exp(x - x.max())
     np.testing.assert_array_equal(op("softmax", x), z / z.sum())
+
+
+def ln_case(shape, begin, affine=True, offset=0.0):
+    x = (offset + rng.standard_normal(shape)).astype(np.float32)
+    n = int(np.prod(shape[begin:]))
+    params = [rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)] if affine \
+        else []
+    return x, params, {"begin_norm_axis": begin, "epsilon": 1e-5}
+
+
+@pytest.mark.parametrize("shape,begin", [((8, 128, 384), 2), ((4, 7, 33), 1), ((3, 1000), 1), ((5, 3, 4, 4), 1),
+                                         ((2, 3, 4), 0), ((64, 7), 1)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_op_inference_kernel_against_training_numpy(shape, begin, affine):
+    x, params, attrs = ln_case(shape, begin, affine)
+    ctx, (y,) = run_op("layer_norm", [x] + params, attrs)
+    assert ctx.saved[0] is None                                        # the kernel ran
+    _, (y_np,) = run_op("layer_norm", [x] + params, attrs, training=True)
+    with _dispatch.use_reference():
+        same(run_op("layer_norm", [x] + params, attrs)[1][0], y)       # the twin gives the same bits
+    assert y.dtype == y_np.dtype == np.float32 and y.shape == shape
+    rows = x.reshape(-1, int(np.prod(shape[begin:])))
+    _, y64 = layer_norm64(rows, *params) if affine else layer_norm64(rows)
+    y64 = y64.reshape(shape)
+    assert (np.abs(y - y_np) / np.maximum(1, np.abs(y64))).max() <= 2e-6
+    assert (np.abs(y - y64) / np.maximum(1, np.abs(y64))).max() <= 5e-7
+
+
+def test_layer_norm_op_large_offset_is_more_accurate_than_numpy():
+    x, params, attrs = ln_case((16, 384), 1, offset=1e4)
+    y, y_np = run_op("layer_norm", [x] + params, attrs)[1][0], run_op("layer_norm", [x] + params, attrs, True)[1][0]
+    y64 = layer_norm64(x, *params)[1]
+    assert (np.abs(y - y64) / np.maximum(1, np.abs(y64))).max() <= 5e-7
+    assert (np.abs(y_np - y64) / np.maximum(1, np.abs(y64))).max() > 1e-4  # the float32 NumPy op loses digits
+
+
+def test_layer_norm_op_other_cases_keep_the_numpy_path():
+    x, (s, b), attrs = ln_case((3, 4, 5), 1)
+    for args, training in (([x, s, b], True), ([x.astype(np.float64), s, b], False),
+                           ([x, s.astype(np.float64), b], False), ([x, s, b.astype(np.float64)], False)):
+        ctx, (y,) = run_op("layer_norm", args, attrs, training=training)
+        assert ctx.saved[0] is not None
+        axes = (1, 2)
+        inv_std = 1 / np.sqrt(args[0].var(axis=axes, keepdims=True) + 1e-5)
+        want = (args[0] - args[0].mean(axis=axes, keepdims=True)) * inv_std * args[1].reshape(4, 5) \
+            + args[2].reshape(4, 5)
+        assert y.dtype == want.dtype and y.tobytes() == want.tobytes()
+
+
+def test_layer_norm_eval_backward_recomputes_the_statistics():
+    """A recorded eval-mode tape (training=False, record=True) still gets the NumPy gradients."""
+    x, (s, b), attrs = ln_case((3, 4, 5), 1)
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    grads = []
+    for training in (False, True):
+        ctx, _ = run_op("layer_norm", [x, s, b], attrs, training=training)
+        ctx.needs_input_grad = (True, True, True)
+        grads.append(get_op("layer_norm").backward(ctx, attrs, gy))
+    for g_eval, g_train in zip(*grads):
+        assert g_eval.dtype == g_train.dtype and g_eval.tobytes() == g_train.tobytes()

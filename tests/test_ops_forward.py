@@ -183,6 +183,18 @@ def test_gelu_relu6_clip_scale_forms():
                                2 * (x + 3))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scale_without_bias_is_one_product(dtype):
+    x = np.array([-2.5, -0.0, 0.0, 1.0, np.inf, -np.inf, np.nan, 3e38], dtype=dtype)
+    with np.errstate(all="ignore"):  # 3e38 * 2 overflows in float32, 0 * inf is NaN
+        for s in (2.0, -0.5, 0.0, 1.0):
+            y = fwd("scale", [x], {"scale": s, "bias": 0.0})
+            assert y.dtype == dtype and y.tobytes() == (s * x).tobytes()
+            assert fwd("scale", [x], {"scale": s}).tobytes() == y.tobytes()  # bias defaults to 0
+    np.testing.assert_array_equal(fwd("scale", [x[:4]], {"scale": 2.0, "bias": 1.0}), 2 * x[:4] + 1)
+    assert np.signbit(fwd("scale", [x[:2]], {"scale": 2.0})[1])  # -0 stays -0 (no "+ 0.0" pass)
+
+
 @pytest.mark.parametrize("axis", [-1, 0, 1])
 def test_softmax_rows_sum_to_one_and_are_stable(axis):
     x = randn(3, 4, 5) * 10 + 1000

@@ -241,6 +241,10 @@ def _scale_grad(ctx, attrs, gy):
 
 @register("scale", backward=_scale_grad, shape=same_shape)
 def scale(ctx, attrs, x):
-    """y = scale * x + bias, or scale * (x + bias) when ``bias_after_scale`` is false."""
+    """y = scale * x + bias, or scale * (x + bias) when ``bias_after_scale`` is false. With bias 0 (and
+    bias_after_scale) one pass, y = scale * x: the dtype is kept (float32 stays float32), and a -0 product stays -0
+    (adding +0 would have made it +0)."""
     s, b = float(attrs.get("scale", 1.0)), float(attrs.get("bias", 0.0))
-    return s * x + b if attrs.get("bias_after_scale", True) else s * (x + b)
+    if not attrs.get("bias_after_scale", True):
+        return s * (x + b)
+    return s * x if b == 0 else s * x + b

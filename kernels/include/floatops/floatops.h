@@ -4,8 +4,8 @@
  * Every kernel is a plain loop over always-inline scalar helpers written with selects instead of branches, so
  * GCC vectorizes it. FO_KERNELS instantiates the loops twice: with the suffix _portable (the build's baseline
  * ISA, SSE2 on x86-64) and, on x86, with _avx2 under target("avx2"); fo_path_supported says which the CPU runs.
- * Compile with -ffp-contract=off: every product and sum is a single rounded float32 operation (no fused
- * multiply-add), so both instantiations and the NumPy twin give the same bits.
+ * Compile with -ffp-contract=off: every product and sum is a single rounded float32 (or, where written, float64)
+ * operation (no fused multiply-add), so both instantiations and the NumPy twin give the same bits.
  */
 #ifndef FLOATOPS_FLOATOPS_H
 #define FLOATOPS_FLOATOPS_H
@@ -114,13 +114,55 @@ FO_INLINE void fo_softmax_row(const float *x, ptrdiff_t n, float *y) {
     for (ptrdiff_t i = 0; i < n; i++) y[i] = y[i] / sf;
 }
 
-/* The loops, per path: fo_gelu_erf_<sfx>(x, n, y) and fo_softmax_rows_<sfx>(x, rows, n, y). */
+/* Float64 sum of v(x[0]), ..., v(x[n-1]) in the fixed lane order of the softmax sum: lane j of FO_LANES adds the
+ * terms i = j mod FO_LANES in order (lanes start at +0), then s = lane 0 + lane 1 + ... in order. */
+#define FO_LANE_SUM(RESULT, N, TERM)                                                                            \
+    do {                                                                                                        \
+        double acc_[FO_LANES];                                                                                  \
+        const ptrdiff_t body_ = (N) - (N) % FO_LANES;                                                           \
+        for (int j_ = 0; j_ < FO_LANES; j_++) acc_[j_] = 0.0;                                                   \
+        for (ptrdiff_t b_ = 0; b_ < body_; b_ += FO_LANES)                                                      \
+            for (int j_ = 0; j_ < FO_LANES; j_++) { const ptrdiff_t i = b_ + j_; acc_[j_] += (TERM); }          \
+        for (ptrdiff_t i = body_; i < (N); i++) acc_[i - body_] += (TERM);                                      \
+        double s_ = acc_[0];                                                                                    \
+        for (int j_ = 1; j_ < FO_LANES; j_++) s_ += acc_[j_];                                                   \
+        (RESULT) = s_;                                                                                          \
+    } while (0)
+
+/* Layer norm of one row of n > 0 floats, in float64 up to xhat: mean = lane_sum(x_i) / n,
+ * var = lane_sum(d_i * d_i) / n with d_i = x_i - mean, inv = 1 / sqrt(var + eps),
+ * xhat_i = float32((x_i - mean) * inv); then in float32 y_i = xhat_i [* scale_i] [+ bias_i] (scale / bias may be
+ * NULL). A row holding NaN or +-inf gives a row of NaN; a constant row gives xhat = 0. */
+FO_INLINE void fo_layer_norm_row(const float *x, ptrdiff_t n, const float *scale, const float *bias, double eps,
+                                 float *y) {
+    double s, q;
+    FO_LANE_SUM(s, n, (double)x[i]);
+    const double mean = s / (double)n;
+    FO_LANE_SUM(q, n, ((double)x[i] - mean) * ((double)x[i] - mean));
+    const double inv = 1.0 / sqrt(q / (double)n + eps);
+    if (scale && bias)
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = (float)(((double)x[i] - mean) * inv) * scale[i] + bias[i];
+    else if (scale)
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = (float)(((double)x[i] - mean) * inv) * scale[i];
+    else if (bias)
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = (float)(((double)x[i] - mean) * inv) + bias[i];
+    else
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = (float)(((double)x[i] - mean) * inv);
+}
+
+/* The loops, per path: fo_gelu_erf_<sfx>(x, n, y), fo_softmax_rows_<sfx>(x, rows, n, y) and
+ * fo_layer_norm_rows_<sfx>(x, rows, n, scale, bias, eps, y). */
 #define FO_KERNELS(SFX, ATTR)                                                                                   \
     ATTR FO_UNUSED static void fo_gelu_erf_##SFX(const float *x, ptrdiff_t n, float *y) {                      \
         for (ptrdiff_t i = 0; i < n; i++) y[i] = fo_gelu(x[i]);                                                 \
     }                                                                                                           \
     ATTR FO_UNUSED static void fo_softmax_rows_##SFX(const float *x, ptrdiff_t rows, ptrdiff_t n, float *y) {  \
         for (ptrdiff_t r = 0; r < rows; r++) fo_softmax_row(x + r * n, n, y + r * n);                           \
+    }                                                                                                           \
+    ATTR FO_UNUSED static void fo_layer_norm_rows_##SFX(const float *x, ptrdiff_t rows, ptrdiff_t n,           \
+                                                         const float *scale, const float *bias, double eps,    \
+                                                         float *y) {                                            \
+        for (ptrdiff_t r = 0; r < rows; r++) fo_layer_norm_row(x + r * n, n, scale, bias, eps, y + r * n);      \
     }
 
 FO_KERNELS(portable, )
@@ -136,6 +178,11 @@ static void fo_gelu_erf(int path, const float *x, ptrdiff_t n, float *y) { FO_PI
 
 static void fo_softmax_rows(int path, const float *x, ptrdiff_t rows, ptrdiff_t n, float *y) {
     FO_PICK(path, fo_softmax_rows, x, rows, n, y);
+}
+
+static void fo_layer_norm_rows(int path, const float *x, ptrdiff_t rows, ptrdiff_t n, const float *scale,
+                               const float *bias, double eps, float *y) {
+    FO_PICK(path, fo_layer_norm_rows, x, rows, n, scale, bias, eps, y);
 }
 
 #endif
