@@ -349,8 +349,9 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
 
 
 cdef void _run(const qgemm_args *p, qgemm_tile_fn tile) noexcept:
-    """Split out[M, N] into chunks: blocks of whole 16-column panels, or blocks of rows when the panels are too
-    few to go around (tall-skinny). Up to CHUNKS_PER_THREAD chunks per thread, handed out dynamically, so a
+    """Split out[M, N] into chunks: blocks of rows when M >= N (a conv's pixels x channels; each chunk then packs
+    only its own rows of A, where a panel split would pack all of A once per chunk) or when the panels are too few
+    to go around, else blocks of whole 16-column panels. Up to CHUNKS_PER_THREAD chunks per thread, handed out dynamically, so a
     thread that the OS delays (a busy machine) does not hold up the call: the others take its chunks. Each
     output element is computed by exactly one chunk, the same way whatever the thread count."""
     cdef Py_ssize_t panels = p.Np // QGEMM_NR, M = p.M, N = p.N, c, chunks, m0, m1, n0, n1
@@ -359,8 +360,8 @@ cdef void _run(const qgemm_args *p, qgemm_tile_fn tile) noexcept:
         with nogil:
             tile(p, 0, M, 0, N)
         return
-    # by rows when there are fewer than 2 panels (32 columns) per chunk; chunks of >= 2 panels or >= 16 rows
-    cdef bint by_rows = panels < 2 * nt and M >= 16 * nt
+    # chunks of >= 16 rows, or of >= 2 panels (32 columns)
+    cdef bint by_rows = M >= 16 * nt and (M >= N or panels < 2 * nt)
     chunks = min(M // 16 if by_rows else max(panels // 2, 1), nt * CHUNKS_PER_THREAD)
     nt = <int> min(<Py_ssize_t> nt, chunks)
     if nt <= 1:
