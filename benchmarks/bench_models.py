@@ -129,8 +129,9 @@ def run(models=MODELS, threads_list=(1, 2), repeats: int = 9) -> dict:
                     for key, path in onnx_paths.items():
                         sess = _ort_session(path, n)
                         fns[key] = lambda s=sess, i=sess.get_inputs()[0].name: s.run(None, {i: x})
-                    # round-robin: a slow phase of this shared machine hits every runner alike
-                    for key, sec in interleaved_medians(fns, repeats).items():
+                    # round-robin: a slow phase of this shared machine hits every runner alike; with 2 threads a
+                    # pause lets the previous runtime's spinning workers go idle first
+                    for key, sec in interleaved_medians(fns, repeats, pause=0.2 if n > 1 else 0.0).items():
                         row[f"{key}_ms_{n}t"] = 1e3 * sec
                 row[f"int8_speedup_{n}t"] = row[f"refquant_fp32_ms_{n}t"] / row[f"refquant_int8_ms_{n}t"]
                 row[f"int8_rr_speedup_{n}t"] = row[f"refquant_fp32_ms_{n}t"] / row[f"refquant_int8_rr_ms_{n}t"]

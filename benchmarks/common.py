@@ -16,14 +16,19 @@ def median_seconds(fn, repeats: int = 7, warmup: int = 1) -> float:
     return median_ms(fn, repeats, warmup) / 1e3
 
 
-def interleaved_medians(fns: dict, repeats: int) -> dict:
+def interleaved_medians(fns: dict, repeats: int, pause: float = 0.0) -> dict:
     """Median seconds of each ``fns[key]()``, timed round-robin (one warm-up each) so slow drifts of a noisy
-    machine hit every runner alike."""
+    machine hit every runner alike. ``pause`` seconds of sleep before each timed call let the previous runner's
+    thread pool (OpenBLAS, libgomp, onnxruntime all spin-wait after a parallel region) go idle: with more than
+    one thread, a runner timed right after another runtime's otherwise shares the cores with its spinning
+    workers."""
     times = {k: [] for k in fns}
     for fn in fns.values():
         fn()
     for _ in range(repeats):
         for k, fn in fns.items():
+            if pause:
+                time.sleep(pause)
             start = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - start)

@@ -1,18 +1,15 @@
 """Float32 inference kernels (gelu, softmax, layer norm). Twin and specification: refquant/reference/floatops.py.
 
 Thin typed wrappers: arguments are validated by the twin's own helper (so both reject the same inputs), the
-work runs in the C loops of ``kernels/include/floatops/floatops.h`` under OpenMP (``prange`` over element
-chunks or row blocks; every output element, and every row's max and sum (softmax) or mean and variance (layer
-norm), is computed by one thread, so the bits do not depend on the thread count).
+work runs in the C loops of ``kernels/include/floatops/floatops.h`` on the calling thread, in element chunks or
+row blocks. No OpenMP here on purpose: these memory-bound passes sit between BLAS calls (FP32 and dynamic-INT8
+transformers), and an OpenMP team woken between them fights OpenBLAS's spin-waiting workers at 2 threads (BERT
+FP32 ran 484 ms at 2 threads vs 342 ms at 1 with these kernels parallel); im2col is serial for the same reason.
 
 Paths: ``available_paths()`` lists what this CPU runs, best first ("avx2", "portable"); ``current_path()`` is
 the default, the best one unless ``REFQUANT_FORCE_PORTABLE=1`` is set; every function takes ``path=`` to force
 one (for tests). All paths give the same bits as the twin.
 """
-from cython.parallel cimport prange
-
-from _openmp cimport threads_for
-
 import os
 
 import numpy as np
@@ -31,8 +28,7 @@ cdef extern from "floatops/floatops.h" nogil:
                             const float *bias, double eps, float *y)
 
 
-# Elements per thread below which a call stays on the calling thread, and elements per parallel task.
-cdef Py_ssize_t MIN_WORK_PER_THREAD = 1 << 15
+# Elements (or rows x n) per C call.
 cdef Py_ssize_t CHUNK = 1 << 14
 
 _PATH_IDS = {"avx2": FO_AVX2, "portable": FO_PORTABLE}  # best first
@@ -70,9 +66,8 @@ def gelu_erf(x, *, path=None):
     cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
     cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data)
     cdef Py_ssize_t total = x.size, t, e0
-    cdef int threads = threads_for(total, MIN_WORK_PER_THREAD)
     with nogil:
-        for t in prange((total + CHUNK - 1) // CHUNK, schedule="static", num_threads=threads):
+        for t in range((total + CHUNK - 1) // CHUNK):
             e0 = t * CHUNK
             fo_gelu_erf(p, xp + e0, min(CHUNK, total - e0), yp + e0)
     return y
@@ -89,9 +84,8 @@ def softmax_lastaxis(x, *, path=None):
     cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data)
     cdef Py_ssize_t n = x.shape[x.ndim - 1], rows = x.size // n
     cdef Py_ssize_t per = max(1, CHUNK // n), t, r0
-    cdef int threads = threads_for(x.size, MIN_WORK_PER_THREAD)
     with nogil:
-        for t in prange((rows + per - 1) // per, schedule="static", num_threads=threads):
+        for t in range((rows + per - 1) // per):
             r0 = t * per
             fo_softmax_rows(p, xp + r0 * n, min(per, rows - r0), n, yp + r0 * n)
     return y
@@ -121,9 +115,8 @@ def layer_norm_lastaxis(x, scale=None, bias=None, epsilon=1e-5, *, path=None):
     cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data)
     cdef Py_ssize_t n = x.shape[x.ndim - 1], rows = x.size // n
     cdef Py_ssize_t per = max(1, CHUNK // n), t, r0
-    cdef int threads = threads_for(x.size, MIN_WORK_PER_THREAD)
     with nogil:
-        for t in prange((rows + per - 1) // per, schedule="static", num_threads=threads):
+        for t in range((rows + per - 1) // per):
             r0 = t * per
             fo_layer_norm_rows(p, xp + r0 * n, min(per, rows - r0), n, sp, bp, eps, yp + r0 * n)
     return y

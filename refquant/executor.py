@@ -13,6 +13,7 @@ import numpy as np
 from .errors import GraphError, ShapeError, UnsupportedOpError
 from .graph import Model
 from .ops import get_op, OpContext
+from .threads import blas_on_one_thread
 
 
 def _check_feeds(model: Model, feeds: dict) -> dict[str, np.ndarray]:
@@ -107,9 +108,12 @@ def forward(model: Model, feeds: dict, *, training: bool = False, rng: Optional[
 
 
 def run(model: Model, feeds: dict, outputs: Optional[Iterable[str]] = None) -> dict[str, np.ndarray]:
-    """Inference: ``{name: array}`` for the requested outputs (default: the graph outputs)."""
+    """Inference: ``{name: array}`` for the requested outputs (default: the graph outputs). A graph with INT8 ops
+    (refquant's OpenMP kernels) runs with NumPy's BLAS on one thread (:func:`refquant.threads.blas_on_one_thread`)."""
     names = list(model.outputs if outputs is None else outputs)
-    env, _ = forward(model, feeds, outputs=names)
+    int8 = any(op.type.endswith("_int8") or op.type.startswith("fused_") for op in model.ops)
+    with blas_on_one_thread(int8):
+        env, _ = forward(model, feeds, outputs=names)
     return {name: env[name] for name in names}
 
 

@@ -95,3 +95,29 @@ def test_batch_norm_state_updates_only_in_training():
     assert not m.params["m"].any()
     forward(m, {"x": x}, training=True)
     np.testing.assert_allclose(m.params["m"], 0.1 * x.mean(0), rtol=1e-6)
+
+
+def test_int8_graphs_run_with_blas_on_one_thread():
+    # refquant's OpenMP kernels and OpenBLAS's spin-waiting workers must not share the cores: while an INT8 graph
+    # runs on > 1 thread, BLAS is limited to one (threadpoolctl), and restored afterwards
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from refquant import threads
+    blas = lambda: [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]  # noqa
+    before, n_before = blas(), threads.get_num_threads()
+    if not before or max(before) < 2:
+        pytest.skip("BLAS runs one thread here")
+    seen = []
+    try:
+        threads.set_num_threads(2)
+        if threads.get_num_threads() < 2:
+            pytest.skip("the OpenMP kernels are not built")
+        with threads.blas_on_one_thread():
+            seen.append(blas())
+        with threads.blas_on_one_thread(active=False):
+            seen.append(blas())
+        threads.set_num_threads(1)
+        with threads.blas_on_one_thread():
+            seen.append(blas())
+    finally:
+        threads.set_num_threads(n_before)
+    assert max(seen[0]) == 1 and seen[1] == before and seen[2] == before and blas() == before
