@@ -56,10 +56,10 @@ def kernel_status(name: str) -> str:
 
 
 def int8_paths() -> dict:
-    """For each INT8 kernel module: the ISA path it takes on this CPU and the paths it could take
-    (``REFQUANT_QGEMM_PATH`` / ``REFQUANT_FORCE_PORTABLE`` change the choice)."""
+    """For each kernel module with ISA paths (the INT8 ones and floatops): the path it takes on this CPU and the
+    paths it could take (``REFQUANT_QGEMM_PATH`` / ``REFQUANT_FORCE_PORTABLE`` change the choice)."""
     out = {}
-    for name in ("qgemm", "qdirect"):
+    for name in ("floatops", "qgemm", "qdirect"):
         mod = _dispatch.compiled(name)
         if mod is not None:
             out[name] = {"current": mod.current_path(), "available": list(mod.available_paths())}
