@@ -10,10 +10,9 @@ Paths: ``available_paths()`` lists what this CPU runs, best first ("avx2", "port
 the default, the best one unless ``REFQUANT_FORCE_PORTABLE=1`` is set; every function takes ``path=`` to force
 one (for tests). All paths give the same bits as the twin.
 """
-import os
-
 import numpy as np
 
+from refquant._dispatch import IsaPaths
 from refquant.reference import floatops as _spec
 
 
@@ -31,31 +30,21 @@ cdef extern from "floatops/floatops.h" nogil:
 # Elements (or rows x n) per C call.
 cdef Py_ssize_t CHUNK = 1 << 14
 
-_PATH_IDS = {"avx2": FO_AVX2, "portable": FO_PORTABLE}  # best first
+_PATHS = IsaPaths({"avx2": FO_AVX2, "portable": FO_PORTABLE}, lambda i: fo_path_supported(i))  # best first
 
 
 def available_paths():
-    """The paths this CPU runs, best first, e.g. ("avx2", "portable")."""
-    return tuple(name for name, ident in _PATH_IDS.items() if fo_path_supported(ident))
-
-
-_DEFAULT_PATH = "portable" if os.environ.get("REFQUANT_FORCE_PORTABLE", "") not in ("", "0") \
-    else available_paths()[0]
+    """The paths this CPU runs, best first."""
+    return _PATHS.available()
 
 
 def current_path():
     """The path calls take without ``path=``: the best available, or "portable" under REFQUANT_FORCE_PORTABLE=1."""
-    return _DEFAULT_PATH
+    return _PATHS.current()
 
 
 cdef int _path(path) except -1:
-    if path is None:
-        path = _DEFAULT_PATH
-    if path not in _PATH_IDS:
-        raise ValueError(f"path must be one of {tuple(_PATH_IDS)}, got {path!r}")
-    if not fo_path_supported(_PATH_IDS[path]):
-        raise ValueError(f"path {path!r} is not available on this CPU (available: {available_paths()})")
-    return _PATH_IDS[path]
+    return _PATHS.index(path)
 
 
 def gelu_erf(x, *, path=None):

@@ -15,10 +15,9 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t
 from _openmp cimport omp_get_thread_num, threads_for
 
 import math
-import os
-
 import numpy as np
 
+from refquant._dispatch import IsaPaths
 from refquant.reference import qdirect as _spec
 
 
@@ -81,31 +80,21 @@ cdef Py_ssize_t ELEMENT_CHUNK = 1 << 14   # elements per task of the elementwise
 cdef Py_ssize_t PIXEL_CHUNK = 256         # pixels per task of the layout changes
 cdef Py_ssize_t FLAT_MAX_LANES = 1 << 13  # largest lcm(C, 32) packed for the stride-1 flat walk
 
-_PATH_IDS = {"avx512": QD_AVX512, "avx2": QD_AVX2, "portable": QD_PORTABLE}  # best first
+_PATHS = IsaPaths({"avx512": QD_AVX512, "avx2": QD_AVX2, "portable": QD_PORTABLE}, lambda i: qd_path_supported(i))  # best first
 
 
 def available_paths():
-    """The paths this CPU runs, best first, e.g. ("avx512", "avx2", "portable")."""
-    return tuple(name for name, ident in _PATH_IDS.items() if qd_path_supported(ident))
-
-
-_DEFAULT_PATH = "portable" if os.environ.get("REFQUANT_FORCE_PORTABLE", "") not in ("", "0") \
-    else available_paths()[0]
+    """The paths this CPU runs, best first."""
+    return _PATHS.available()
 
 
 def current_path():
     """The path calls take without ``path=``: the best available, or "portable" under REFQUANT_FORCE_PORTABLE=1."""
-    return _DEFAULT_PATH
+    return _PATHS.current()
 
 
 cdef int _path(path) except -1:
-    if path is None:
-        path = _DEFAULT_PATH
-    if path not in _PATH_IDS:
-        raise ValueError(f"path must be one of {tuple(_PATH_IDS)}, got {path!r}")
-    if not qd_path_supported(_PATH_IDS[path]):
-        raise ValueError(f"path {path!r} is not available on this CPU (available: {available_paths()})")
-    return _PATH_IDS[path]
+    return _PATHS.index(path)
 
 
 cdef qd_geom _geom(Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, kernel, stride, padding, dilation, Py_ssize_t oh,

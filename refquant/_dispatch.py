@@ -35,6 +35,33 @@ def use_reference(flag: bool = True):
         _FORCE_REFERENCE = old
 
 
+class IsaPaths:
+    """The ISA paths a compiled module was built with (``ids``: name -> the C enum, best first) and the ones this
+    CPU runs (``supported(id)``): ``available()``, ``current()`` (the best available, or "portable" under
+    ``REFQUANT_FORCE_PORTABLE=1``) and ``index(path)`` (the C id of ``path`` or of the current path; ValueError
+    for an unknown or unsupported one). Shared by qdirect and floatops; qgemm has its own, richer, choice."""
+
+    def __init__(self, ids: dict, supported):
+        self.ids = dict(ids)
+        self._available = tuple(name for name, ident in self.ids.items() if supported(ident))
+        force = os.environ.get("REFQUANT_FORCE_PORTABLE", "") not in ("", "0")
+        self._current = "portable" if force else self._available[0]
+
+    def available(self) -> tuple:
+        return self._available
+
+    def current(self) -> str:
+        return self._current
+
+    def index(self, path=None) -> int:
+        path = self._current if path is None else path
+        if path not in self.ids:
+            raise ValueError(f"path must be one of {tuple(self.ids)}, got {path!r}")
+        if path not in self._available:
+            raise ValueError(f"path {path!r} is not available on this CPU (available: {self._available})")
+        return self.ids[path]
+
+
 def im2col(x, kh, kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
     """(N, C, H, W) -> (N, C*kh*kw, OH*OW); see :mod:`refquant.reference.im2col`."""
     fast = compiled("im2col")
