@@ -135,7 +135,7 @@ def test_reduce_range_halves_gemm_weights(converted, tmp_path):
             K, N = a.attrs["K"], a.attrs["N"]
             w8, w7 = (twin.unpack_b(g.params[op.inputs[1]], K, N) for g, op in ((full, a), (half, b)))
             assert np.array_equal(w7, np.rint(w8 / 2.0)) and np.abs(w7).max() <= 64
-            assert int(np.ascontiguousarray(half.params[b.inputs[1]][48:52]).view(np.int32)[0]) == 1
+            assert twin.header_flags(half.params[b.inputs[1]]) == twin.PAIRS_FIT_S16
             np.testing.assert_allclose(half.params[b.inputs[4]], 2 * full.params[a.inputs[4]], rtol=1e-6)
         elif a.type == "depthwise_conv2d_int8":
             assert np.array_equal(full.params[a.inputs[1]], half.params[b.inputs[1]])
@@ -215,10 +215,10 @@ def test_loader_recomputes_the_pair_flag(tmp_path):
     from refquant.reference import qgemm as twin
     w = np.full((8, 16), 100, np.int8)                 # pairs of 200: vpmaddubsw would saturate
     forged = twin.pack_b(w)
-    forged[48:52] = np.array([1], np.int32).view(np.int8)
+    twin.set_header_flags(forged, twin.PAIRS_FIT_S16)
     m = Model([Op("relu", ["x"], ["y"], {})], {"p": forged}, [TensorSpec("x", (None, 2), "float32")], ["y"])
     save(m, tmp_path / "forged.rq")
-    assert int(np.ascontiguousarray(load(tmp_path / "forged.rq").params["p"][48:52]).view(np.int32)[0]) == 0
+    assert twin.header_flags(load(tmp_path / "forged.rq").params["p"]) == 0
 
 
 def test_onnx_format_converts_to_the_same_graph():

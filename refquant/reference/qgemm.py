@@ -58,12 +58,21 @@ def pair_flags(panels: np.ndarray) -> int:
     return PAIRS_FIT_S16
 
 
+def header_flags(packed: np.ndarray) -> int:
+    """The flags a packed array's header records (PAIRS_FIT_S16 or 0)."""
+    return int(np.ascontiguousarray(packed[FLAGS_AT:FLAGS_AT + 4]).view(np.int32)[0])
+
+
+def set_header_flags(packed: np.ndarray, flags: int) -> None:
+    """Write a packed array's header flags in place."""
+    packed[FLAGS_AT:FLAGS_AT + 4] = np.array([flags], dtype=np.int32).view(np.int8)
+
+
 def refresh_flags(packed: np.ndarray) -> None:
     """Recompute the header flags of a packed array from its panels, in place: a packed array read from a file
     must not be trusted to say its weights fit (a wrong PAIRS_FIT_S16 would let vpmaddubsw saturate)."""
     _check_packed(packed)
-    flags = pair_flags(_panels(packed))
-    packed[FLAGS_AT:FLAGS_AT + 4] = np.array([flags], dtype=np.int32).view(np.int8)
+    set_header_flags(packed, pair_flags(_panels(packed)))
 
 
 def _panels(packed: np.ndarray) -> np.ndarray:
