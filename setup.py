@@ -28,8 +28,9 @@ KERNELS = {
     **{name: {"extra_compile_args": ["-ffp-contract=off"],
               "depends": [f"kernels/include/{name}/{h}.h" for h in headers]}
        for name, headers in (
-           ("qdirect", ("common", "generic", "depthwise_avx2", "depthwise_avx512", "qdirect")),
-           ("qgemm", ("common", "qgemm", "portable", "avx2", "avx512vnni", "avxvnni", "neon", "dotprod", "peak")))},
+           ("qdirect", ("common", "chain", "generic", "depthwise_avx2", "depthwise_avx512", "qdirect")),
+           ("qgemm", ("common", "qgemm", "portable", "post", "avx2", "avx512vnni", "avxvnni", "neon", "dotprod",
+                      "peak", "../qdirect/chain")))},
     # float32 inference kernels (gelu, softmax): bit-equal to their twin, so no fused multiply-add; no FP traps, so
     # the selects stay vectorizable (the values are unchanged); ISA paths chosen at run time as for qdirect
     "floatops": {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"],

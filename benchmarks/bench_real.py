@@ -9,6 +9,10 @@ thread (``refquant.set_num_threads(1)`` and threadpoolctl limiting BLAS; ORT wit
 
     python -m benchmarks.bench_real                 # all three models; prints the markdown
     python -m benchmarks.bench_real --json r.json det   # JSON too; only the named models (cls, rec, det)
+    python -m benchmarks.bench_real --qat-steps 0   # without the QAT rows (--qat-steps N: at most N steps)
+
+QAT rows: :func:`refquant.realmodels.ppocr.qat` from the best algo's thresholds, all quantizable ops, distilled
+from the FP32 outputs on rendered training lines / pages (``ppocr.TRAIN_SEED``), recipe in :data:`QAT`.
 """
 from __future__ import annotations
 
@@ -29,6 +33,12 @@ SIZES = {  # evaluation lines / pages, calibration lines / pages, batch size (la
     "cls": {"n_eval": 200, "n_calib": 64, "batch": 32},
     "rec": {"n_eval": 96, "n_calib": 32, "batch": 8},
     "det": {"n_eval": 6, "n_calib": 4, "batch": 1},
+}
+#: QAT recipe per model: optimizer steps, Adam learning rate, rendered training lines / pages (batch as above)
+QAT = {
+    "cls": {"steps": 100, "lr": 3e-5, "n_train": 256},
+    "rec": {"steps": 60, "lr": 1e-5, "n_train": 64},
+    "det": {"steps": 300, "lr": 1e-4, "n_train": 32},
 }
 SKIP_K = (1, 2, 4, 8)
 SKIP_KINDS = ("rec", "det")
@@ -70,7 +80,7 @@ def _score(kind, outs, truth, ref):
     return float(np.mean([ppocr.det_iou(o, r) for o, r in zip(outs, ref)]))
 
 
-def _eval_kind(kind, sizes, algos, ort_methods, repeats, skip_k, tmp):
+def _eval_kind(kind, sizes, algos, ort_methods, repeats, skip_k, tmp, qat_steps=None):
     from refquant.quant.sensitivity import auto_skip, quantized_ops, sensitivity
     from refquant.realmodels import ppocr
     model = ppocr.load(kind)
@@ -127,6 +137,21 @@ def _eval_kind(kind, sizes, algos, ort_methods, repeats, skip_k, tmp):
             name = f"PTQ {algo} + skip {k} worst"
             add(name, "refquant fake-quant", outs_of(q), ppocr.timed(lambda: q.run(lat_feed), repeats))
             add(name, "refquant INT8", outs_of(i8), ppocr.timed(lambda: i8.run(lat_feed), repeats), skip=skip)
+    recipe = dict(QAT[kind])
+    if qat_steps is not None:
+        recipe["steps"] = min(recipe["steps"], int(qat_steps))
+    if recipe["steps"] > 0 and best:
+        algo = best[0]
+        train = ppocr.train_feeds(kind, recipe["n_train"], sizes["batch"])
+        q, i8 = ppocr.qat(model, cal, train, algo=algo, steps=recipe["steps"], lr=recipe["lr"])
+        info = q.meta["quantization"]["qat"]
+        result["qat"] = dict(recipe, algo=algo, seconds=info["seconds"], loss_start=float(np.mean(
+            info["loss_history"][:10])), loss_end=float(np.mean(info["loss_history"][-10:])))
+        name = f"QAT ({algo} init, {recipe['steps']} steps)"
+        add(name, "refquant fake-quant", outs_of(q), ppocr.timed(lambda: q.run(lat_feed), repeats))
+        add(name, "refquant INT8", outs_of(i8), ppocr.timed(lambda: i8.run(lat_feed), repeats),
+            qat_s=info["seconds"])
+        side["refquant INT8 (QAT)"] = lambda: i8.run(lat_feed)
     for method in ort_methods:
         qpath = os.path.join(tmp, f"{kind}.{method}.onnx")
         try:
@@ -148,7 +173,8 @@ def _eval_kind(kind, sizes, algos, ort_methods, repeats, skip_k, tmp):
 
 
 def run(kinds=("cls", "rec", "det"), algos=ALGOS, ort_methods=ORT_METHODS, repeats: int = 3,
-        skip_k=SKIP_K, sizes=None) -> dict:
+        skip_k=SKIP_K, sizes=None, qat_steps=None) -> dict:
+    """``qat_steps``: None runs the :data:`QAT` recipe, 0 leaves QAT out, N caps every model's steps at N."""
     import refquant
     from refquant import threads
     from refquant.realmodels import ppocr
@@ -163,7 +189,7 @@ def run(kinds=("cls", "rec", "det"), algos=ALGOS, ort_methods=ORT_METHODS, repea
             for kind in kinds:
                 t0 = time.perf_counter()
                 r = _eval_kind(kind, sizes[kind], algos, ort_methods, repeats,
-                               skip_k if kind in SKIP_KINDS else (), tmp)
+                               skip_k if kind in SKIP_KINDS else (), tmp, qat_steps)
                 r["seconds"] = time.perf_counter() - t0
                 result["models"].append(r)
     finally:
@@ -200,12 +226,20 @@ def markdown(r: dict) -> str:
             parts.append(f"Sensitivity ({m['best_algo']}, one op quantized at a time, relative output error; "
                          f"{m['sensitivity_s']:.0f} s): " + ", ".join(f"{n} {v:.2e}"
                                                                    for n, v in m["sensitivity_top"]))
+        if m.get("qat"):
+            qa = m["qat"]
+            parts.append(f"QAT ({kind}): {qa['steps']} Adam steps at lr {qa['lr']:g} (warmup, cosine) on "
+                         f"{qa['n_train']} rendered training {'pages' if kind == 'det' else 'lines'}, from the "
+                         f"{qa['algo']} PTQ thresholds (frozen), all {m['n_quantized_ops']} ops quantized, "
+                         f"distillation loss {qa['loss_start']:.3g} -> {qa['loss_end']:.3g} (first / last 10 steps); "
+                         f"{qa['seconds']:.0f} s including calibration")
     return "\n\n".join(parts)
 
 
 if __name__ == "__main__":
     names = tuple(a for a in sys.argv[1:] if a in ("cls", "rec", "det"))
-    res = run(kinds=names or ("cls", "rec", "det"))
+    qat = int(sys.argv[sys.argv.index("--qat-steps") + 1]) if "--qat-steps" in sys.argv else None
+    res = run(kinds=names or ("cls", "rec", "det"), qat_steps=qat)
     if "--json" in sys.argv:
         with open(sys.argv[sys.argv.index("--json") + 1], "w") as f:
             json.dump(res, f, indent=1, default=str)

@@ -66,11 +66,14 @@ cdef extern from "qdirect/qdirect.h" nogil:
                     float sinv, float lo_f, float hi_f, int32_t zero)
     void qd_chain_f32(int path, const float *x, Py_ssize_t n, const float *k, int hs, float *y, uint8_t *q,
                       float sinv, float lo_f, float hi_f, int32_t zero)
+    void qd_chmul_f32(int path, const float *x, const float *s, Py_ssize_t n, Py_ssize_t C, float *y,
+                      uint8_t *q, float sinv, float lo_f, float hi_f, int32_t zero)
     void qd_maxpool_row(int path, const qd_geom *g, const uint8_t *x, Py_ssize_t oh, uint8_t *out)
     void qd_avgpool_row(int path, const qd_geom *g, const uint8_t *x, Py_ssize_t oh, int exclusive, int32_t zero,
                         int32_t *sum, uint8_t *out)
     void qd_gap(int path, const uint8_t *x, Py_ssize_t HW, Py_ssize_t C, int32_t zero, double scale, int64_t *sum,
                 float *out)
+    void qd_gap_f32(int path, const float *x, Py_ssize_t HW, Py_ssize_t C, float *out)
     void qd_im2col_row(int path, const qd_geom *g, const uint8_t *x, Py_ssize_t oh, uint8_t pad, uint8_t *out)
 
 
@@ -111,19 +114,40 @@ cdef qd_geom _geom(Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, kernel, stride, pad
 
 # ------------------------------------------------------------------------------------------------ depthwise
 def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0, bias=None,
-                        scale, out_dtype="u8", out_zero=0, lo=None, hi=None, path=None):
+                        scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None, path=None):
     """Depthwise conv: x uint8 NHWC (N, H, W, C), w int8 (KH, KW, C), padding (top, left, bottom, right).
 
     acc = bias[c] + sum over valid taps of (x - a_zero) * w (int32); out = clamp(rint(float32(acc) * scale[c])
     + out_zero, lo, hi) as uint8 (out_dtype "u8") or float32(acc) * scale[c], optionally clamped (out_dtype
-    "f32"). Returns NHWC (N, OH, OW, C).
+    "f32"). Returns NHWC (N, OH, OW, C). ``chain`` (f32 only): scalar_chain_f32's keyword arguments, applied to
+    each output row while it is in cache; returns its ``(t or None, q or None)``.
     """
     cdef int p = _path(path)
     a = _spec.check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi)
+    cdef float[::1] chain_k
+    cdef int hs = 0
+    cdef float c_sinv = 1.0, c_lo = 0.0, c_hi = 0.0
+    cdef int32_t c_zero = 0
+    if chain is not None:
+        if a["out_dtype"] != "f32":
+            raise ValueError('depthwise_conv_u8s8: chain needs out_dtype="f32"')
+        chain_k, hs, want_float, qz = _spec.check_chain(**chain)
+        c_sinv, c_lo, c_hi, c_zero = _q8_params(qz)
     cdef Py_ssize_t n = x.shape[0], h = x.shape[1], wd = x.shape[2], c = x.shape[3]
     cdef Py_ssize_t kh = w.shape[0], kw = w.shape[1], k = kh * kw, oh = a["oh"], ow = a["ow"]
     f32 = a["out_dtype"] == "f32"
-    out = np.empty((n, oh, ow, c), dtype=np.float32 if f32 else np.uint8)
+    y = q = None
+    if chain is not None:
+        y = np.empty((n, oh, ow, c), dtype=np.float32) if want_float else None
+        q = np.empty((n, oh, ow, c), dtype=np.uint8) if qz is not None else None
+        if n * oh * ow * c == 0:
+            return y, q
+    cdef int threads = threads_for(n * oh * ow * c * k, MIN_WORK_PER_THREAD)
+    # the output, or with a chain one float row per thread
+    if chain is None:
+        out = np.empty((n, oh, ow, c), dtype=np.float32 if f32 else np.uint8)
+    else:
+        out = np.empty((threads, ow, c), dtype=np.float32)
     if out.size == 0:
         return out
     cdef qd_dw d
@@ -153,12 +177,22 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
     cdef const uint8_t *xp = &xv[0, 0, 0, 0]
     cdef uint8_t[::1] ov = out.reshape(-1).view(np.uint8)
     cdef char *op = <char *> &ov[0]
-    cdef Py_ssize_t rows = n * oh, r, img = h * wd * c, row_bytes = ow * c * (4 if f32 else 1)
-    cdef int threads = threads_for(rows * ow * c * k, MIN_WORK_PER_THREAD)
-    with nogil:
+    cdef Py_ssize_t rows = n * oh, r, img = h * wd * c, row_bytes = ow * c * (4 if f32 else 1), row = ow * c
+    cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data) if y is not None else NULL
+    cdef uint8_t *qp = <uint8_t *> (<Py_ssize_t> q.ctypes.data) if q is not None else NULL
+    cdef char *buf
+    if chain is None:
+        with nogil:
+            for r in prange(rows, schedule="dynamic", num_threads=threads):
+                qd_dw_row(p, &d, xp + (r // oh) * img, r % oh, op + r * row_bytes)
+        return out
+    with nogil:  # each output row into this thread's float row (out), then through the chain
         for r in prange(rows, schedule="dynamic", num_threads=threads):
-            qd_dw_row(p, &d, xp + (r // oh) * img, r % oh, op + r * row_bytes)
-    return out
+            buf = op + omp_get_thread_num() * row_bytes
+            qd_dw_row(p, &d, xp + (r // oh) * img, r % oh, buf)
+            qd_chain_f32(p, <float *> buf, row, &chain_k[0], hs, yp + r * row if yp != NULL else NULL,
+                         qp + r * row if qp != NULL else NULL, c_sinv, c_lo, c_hi, c_zero)
+    return y, q
 
 
 # ------------------------------------------------------------------------------------- quantize / dequantize
@@ -334,12 +368,13 @@ def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), w
     ``hard_swish = (offset, threshold, scale)``: t = (t * min(max(t + offset, 0), threshold)) / scale; then
     t = t * post[0] + post[1]; returns (t or None, q or None) like add_f32."""
     cdef int p = _path(path)
-    qz = _spec.check_scalar_chain_f32(x, pre, hard_swish, post, want_float, quantize)
+    _spec.check_array("scalar_chain_f32: x", x, np.float32)
+    cdef float[::1] k
+    cdef int hs
+    k, hs, want_float, qz = _spec.check_chain(pre, hard_swish, post, want_float, quantize)
     cdef float sinv, lo_f, hi_f
     cdef int32_t z
     sinv, lo_f, hi_f, z = _q8_params(qz)
-    cdef int hs = hard_swish is not None
-    cdef float[::1] k = np.array([pre[0], pre[1], *(hard_swish or (0.0, 0.0, 1.0)), post[0], post[1]], np.float32)
     y = np.empty(x.shape, dtype=np.float32) if want_float else None
     q = np.empty(x.shape, dtype=np.uint8) if qz is not None else None
     cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
@@ -377,6 +412,35 @@ def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
             e0 = t * ELEMENT_CHUNK
             qd_add_f32(p, ap + e0, bp + e0, min(ELEMENT_CHUNK, total - e0), r, yp + e0 if yp != NULL else NULL,
                        qp + e0 if qp != NULL else NULL, sinv, lo_f, hi_f, z)
+    return y, q
+
+
+def channel_mul_f32(x, s, *, want_float=True, quantize=None, path=None):
+    """SE excitation and what follows it, in one pass: f = x[n, h, w, c] * s[n, c] (float32) for NHWC x and
+    (N, C) s; returns (f or None, q or None) like add_f32."""
+    cdef int p = _path(path)
+    qz = _spec.check_channel_mul_f32(x, s, want_float, quantize)
+    cdef float sinv, lo_f, hi_f
+    cdef int32_t z
+    sinv, lo_f, hi_f, z = _q8_params(qz)
+    y = np.empty(x.shape, dtype=np.float32) if want_float else None
+    q = np.empty(x.shape, dtype=np.uint8) if qz is not None else None
+    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
+    cdef const float *sp = <const float *> (<Py_ssize_t> s.ctypes.data)
+    cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data) if y is not None else NULL
+    cdef uint8_t *qp = <uint8_t *> (<Py_ssize_t> q.ctypes.data) if q is not None else NULL
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[3], hw = x.shape[1] * x.shape[2]
+    cdef Py_ssize_t chunks = (hw + PIXEL_CHUNK - 1) // PIXEL_CHUNK, t, img, p0, e0
+    cdef int threads = threads_for(x.size * 4, MIN_WORK_PER_THREAD)
+    if x.size == 0:
+        return y, q
+    with nogil:
+        for t in prange(n * chunks, schedule="dynamic", num_threads=threads):
+            img = t // chunks
+            p0 = (t % chunks) * PIXEL_CHUNK
+            e0 = (img * hw + p0) * c
+            qd_chmul_f32(p, xp + e0, sp + img * c, min(PIXEL_CHUNK, hw - p0), c, yp + e0 if yp != NULL else NULL,
+                         qp + e0 if qp != NULL else NULL, sinv, lo_f, hi_f, z)
     return y, q
 
 
@@ -440,4 +504,21 @@ def global_avg_pool_u8(x, scale=1.0, zero=0, *, path=None):
     with nogil:
         for i in prange(n, schedule="dynamic", num_threads=threads):
             qd_gap(p, xp + i * hw * c, hw, c, z, s, &sums[i, 0], op + i * c)
+    return out
+
+
+def global_avg_pool_f32(x, *, path=None):
+    """NHWC float32 (N, H, W, C) -> float32 (N, C): float32(the float64 sum over the pixels, in order, / (H*W))."""
+    cdef int p = _path(path)
+    _spec.check_gap_f32(x)
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[3], hw = x.shape[1] * x.shape[2], i
+    out = np.empty((n, c), dtype=np.float32)
+    if out.size == 0:
+        return out
+    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
+    cdef float *op = <float *> (<Py_ssize_t> out.ctypes.data)
+    cdef int threads = threads_for(n * hw * c * 4, MIN_WORK_PER_THREAD)
+    with nogil:
+        for i in prange(n, schedule="dynamic", num_threads=threads):
+            qd_gap_f32(p, xp + i * hw * c, hw, c, op + i * c)
     return out

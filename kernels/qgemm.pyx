@@ -44,8 +44,20 @@ cdef extern from "qgemm/qgemm.h" nogil:
         float out_zero, lo, hi
         void *out
         Py_ssize_t ldo
+        const qgemm_post *post
+    ctypedef struct qgemm_post:
+        const float *k
+        int hs
+        float *y
+        Py_ssize_t ldy
+        uint8_t *q
+        Py_ssize_t ldq
+        float sinv, lo_f, hi_f
+        int32_t zero
     ctypedef void (*qgemm_tile_fn)(const qgemm_args *p, Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t n0,
                                    Py_ssize_t n1) noexcept nogil
+    void qgemm_post_tile(qgemm_tile_fn tile, const qgemm_args *p, Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t n0,
+                         Py_ssize_t n1)
     ctypedef struct qgemm_path:
         const char *name
         qgemm_tile_fn tile
@@ -266,9 +278,13 @@ _PACKED_ERRORS = {
 
 
 def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
-              lo=None, hi=None, out=None, path=None):
+              lo=None, hi=None, out=None, chain=None, path=None):
     """out (M, N) = epilogue(a (M, K) u8 @ w (K, N) s8): see the module docstring for the formulas. ``packed``
-    is ``pack_b(w)``; ``out`` (optional) may be a column slice of a wider array; ``path`` forces a path."""
+    is ``pack_b(w)``; ``out`` (optional) may be a column slice of a wider array; ``path`` forces a path.
+
+    ``chain`` (out_dtype "f32" only): the keyword arguments of ``qdirect.scalar_chain_f32`` (pre, hard_swish,
+    post, want_float, quantize), applied to the float output block by block while it is in cache; returns that
+    function's ``(t or None, q or None)`` instead of ``out``."""
     cdef Py_ssize_t Kc = K, Nc = N, M, Kp, Np, n
     if Kc < 1 or Nc < 1:
         raise ValueError(f"gemm_u8s8: need K >= 1 and N >= 1, got K={K}, N={N}")
@@ -326,7 +342,18 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
                 raise ValueError("gemm_u8s8: scale must be finite")
             spv[n] = sv[n]
 
-    if out is None:
+    cdef qgemm_post post
+    cdef float[::1] chain_k
+    if chain is not None:
+        if out_dtype != "f32" or out is not None:
+            raise ValueError('gemm_u8s8: chain needs out_dtype="f32" and no out')
+        chain_k, post.hs, post.sinv, post.lo_f, post.hi_f, post.zero, y, q = _chain_outputs(chain, M, Nc)
+        post.k = &chain_k[0]
+        post.y = <float *> (<Py_ssize_t> y.ctypes.data) if y is not None else NULL
+        post.q = <uint8_t *> (<Py_ssize_t> q.ctypes.data) if q is not None else NULL
+        post.ldy = post.ldq = Nc
+        out = np.empty((1, Nc), dtype=np.float32)   # not written: the post-op writes y and q
+    elif out is None:
         out = np.empty((M, Nc), dtype=OUT_DTYPES[out_dtype])
     else:
         check_out(out, M, Nc, out_dtype)
@@ -344,8 +371,20 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     args.out_zero = out_zero_f; args.lo = lo_f; args.hi = hi_f
     args.out = <void *> &outv[0, 0]
     args.ldo = outv.strides[0] // out.itemsize
+    args.post = &post if chain is not None else NULL
     _run(&args, QGEMM_PATHS[ipath].tile)
-    return out
+    return (y, q) if chain is not None else out
+
+
+def _chain_outputs(chain, M, N):
+    """The validated chain of ``gemm_u8s8(chain=...)``: (constants, hs, scale_inv, lo - zero, hi - zero, zero, the
+    float output or None, the u8 output or None)."""
+    from refquant.reference import qdirect
+    k, hs, want_float, qz = qdirect.check_chain(**chain)
+    sinv, zero, lo, hi = qz if qz is not None else (1.0, 0, 0, 0)
+    y = np.empty((M, N), dtype=np.float32) if want_float else None
+    q = np.empty((M, N), dtype=np.uint8) if qz is not None else None
+    return k, hs, sinv, lo - zero, hi - zero, zero, y, q
 
 
 cdef void _run(const qgemm_args *p, qgemm_tile_fn tile) noexcept:
@@ -358,7 +397,7 @@ cdef void _run(const qgemm_args *p, qgemm_tile_fn tile) noexcept:
     cdef int nt = threads_for(M * p.Kp * p.Np, MIN_MACS_PER_THREAD)
     if nt <= 1:
         with nogil:
-            tile(p, 0, M, 0, N)
+            _tile(tile, p, 0, M, 0, N)
         return
     # chunks of >= 16 rows, or of >= 2 panels (32 columns)
     cdef bint by_rows = M >= 16 * nt and (M >= N or panels < 2 * nt)
@@ -366,7 +405,7 @@ cdef void _run(const qgemm_args *p, qgemm_tile_fn tile) noexcept:
     nt = <int> min(<Py_ssize_t> nt, chunks)
     if nt <= 1:
         with nogil:
-            tile(p, 0, M, 0, N)
+            _tile(tile, p, 0, M, 0, N)
         return
     for c in prange(chunks, nogil=True, schedule="dynamic", chunksize=1, num_threads=nt):
         if by_rows:
@@ -380,7 +419,15 @@ cdef void _run(const qgemm_args *p, qgemm_tile_fn tile) noexcept:
             n0 = panels * c // chunks * QGEMM_NR
             n1 = min(panels * (c + 1) // chunks * QGEMM_NR, N)
         if m0 < m1 and n0 < n1:
-            tile(p, m0, m1, n0, n1)
+            _tile(tile, p, m0, m1, n0, n1)
+
+
+cdef inline void _tile(qgemm_tile_fn tile, const qgemm_args *p, Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t n0,
+                       Py_ssize_t n1) noexcept nogil:
+    if p.post != NULL:
+        qgemm_post_tile(tile, p, m0, m1, n0, n1)
+    else:
+        tile(p, m0, m1, n0, n1)
 
 
 # ---- single-core peaks (the GEMM is reported as a fraction of them) ----

@@ -14,14 +14,23 @@ from .reference import im2col as _ref_im2col
 _FORCE_REFERENCE = os.environ.get("REFQUANT_FORCE_REFERENCE", "") not in ("", "0")
 
 
+_MODULES: dict = {}  # module name -> the imported extension or None, looked up once (this runs once per op call)
+
+
 def compiled(module: str):
     """The compiled extension ``refquant._kernels.<module>``, or ``None`` if it is not built or forced off."""
     if _FORCE_REFERENCE:
         return None
     try:
-        return importlib.import_module(f"refquant._kernels.{module}")
+        return _MODULES[module]
+    except KeyError:
+        pass
+    try:
+        found = importlib.import_module(f"refquant._kernels.{module}")
     except ImportError:
-        return None
+        found = None
+    _MODULES[module] = found
+    return found
 
 
 @contextlib.contextmanager

@@ -172,7 +172,8 @@ def test_residual_adds_are_fused():
 
 def test_scalar_chains_fuse_without_changing_a_bit(monkeypatch):
     # PP-LCNetV3's block between two convs: affine (mul a, add b) -> hard swish spelled out (add 3, relu6, mul,
-    # div 6) -> affine -> conv. The fused graph equals the unfused one bit for bit (same float32 steps).
+    # div 6) -> affine -> conv. The chain fuses into one pass, then into the conv before it as a post-op; each
+    # graph equals the unfused one bit for bit (same float32 steps), with the kernels and with their twins.
     from refquant.deploy import convert as conv_mod
     from refquant.models import GraphBuilder
     b = GraphBuilder("lab", seed=0)
@@ -187,13 +188,23 @@ def test_scalar_chains_fuse_without_changing_a_bit(monkeypatch):
     xs = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
     q = quant_post_static(m, [{"x": xs}], algo="abs_max")
     fused = convert_to_int8(q)
-    chain = [op for op in fused.ops if op.type == "fused_scalar_chain"]
-    assert len(chain) == 1 and {"pre_mul", "pre_add", "post_mul", "post_add"} <= set(chain[0].attrs)
-    assert chain[0].attrs["hard_swish"] and chain[0].outputs[0] == ""           # only the u8 output is read
-    assert not any(op.type in ("relu6", "elementwise_div", "elementwise_mul") for op in fused.ops)
+    # the chain became the first conv's post-op: one INT8 op from the conv's input to the next conv's u8 input
+    assert not any(op.type in ("fused_scalar_chain", "relu6", "elementwise_div", "elementwise_mul")
+                   for op in fused.ops)
+    conv = [op for op in fused.ops if op.type == "conv2d_int8" and op.attrs.get("chain")]
+    assert len(conv) == 1 and conv[0].outputs[0] == ""                       # only the u8 output is read
+    chain = conv[0].attrs["chain"]
+    assert chain["hard_swish"] and {"pre_mul", "pre_add", "post_mul", "post_add", "scale_inv"} <= set(chain)
+    want = fused.run({"x": xs})[y]
+    monkeypatch.setattr(conv_mod._Converter, "_fuse_chains", lambda self: None)
+    separate = convert_to_int8(q)
+    assert sum(op.type == "fused_scalar_chain" for op in separate.ops) == 1
+    assert np.array_equal(separate.run({"x": xs})[y], want)
     monkeypatch.setattr(conv_mod._Converter, "_fuse_elementwise", lambda self: None)
     plain = convert_to_int8(q)
-    assert np.array_equal(fused.run({"x": xs})[y], plain.run({"x": xs})[y])
+    assert np.array_equal(plain.run({"x": xs})[y], want)
+    with _dispatch.use_reference():
+        assert np.array_equal(fused.run({"x": xs})[y], want)
 
 
 def test_three_d_mul_converts_to_matmul_int8():

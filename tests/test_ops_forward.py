@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from refquant import executor
+from refquant import _dispatch, executor
 from refquant.errors import UnsupportedOpError
 from refquant.graph import Model, Op, TensorSpec
 from refquant.ops import OPS, conv
@@ -148,8 +148,26 @@ def test_global_pooling():
     nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     np.testing.assert_allclose(fwd("pool2d", [nhwc], {**avg, "data_format": "NHWC"}).transpose(0, 3, 1, 2),
                                x.mean(axis=(2, 3), keepdims=True), rtol=1e-6)
-    with pytest.raises(UnsupportedOpError, match="global pooling only"):
-        fwd("pool2d", [nhwc], {"ksize": [2, 2], "data_format": "NHWC"})
+
+    # the float32 NHWC global average is the compiled kernel (float64 sums in pixel order) or its twin: same bits
+    x32 = nhwc.astype(np.float32)
+    gap = fwd("pool2d", [x32], {**avg, "data_format": "NHWC"})
+    with _dispatch.use_reference():
+        assert np.array_equal(fwd("pool2d", [x32], {**avg, "data_format": "NHWC"}), gap)
+
+
+@pytest.mark.parametrize("attrs", [
+    {"pooling_type": "max", "ksize": [2, 2], "strides": [2, 2]},
+    {"pooling_type": "max", "ksize": [3, 3], "strides": [2, 2], "paddings": [1, 1], "ceil_mode": True},
+    {"pooling_type": "avg", "ksize": [3, 3], "strides": [2, 2], "paddings": [1, 1, 1, 1]},
+    {"pooling_type": "avg", "ksize": [3, 3], "strides": [2, 2], "paddings": [1, 1, 1, 1], "exclusive": False},
+    {"pooling_type": "avg", "ksize": [2, 3], "strides": [2, 1], "paddings": [0, 1, 0, 1], "ceil_mode": True}])
+def test_windowed_pooling_on_nhwc_equals_nchw(attrs):
+    x = randn(2, 5, 7, 11).astype(np.float32)
+    want = fwd("pool2d", [x], attrs)
+    got = fwd("pool2d", [np.ascontiguousarray(x.transpose(0, 2, 3, 1))], {**attrs, "data_format": "NHWC"})
+    assert np.array_equal(got.transpose(0, 3, 1, 2), want)
+    assert OPS["pool2d"].shape({**attrs, "data_format": "NHWC"}, (2, 7, 11, 5)) == (got.shape,)
 
 
 def test_max_pool_gradient_goes_to_the_first_of_tied_maxima():

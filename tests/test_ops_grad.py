@@ -147,9 +147,23 @@ def test_lookup_table_grad():
 
 @pytest.mark.parametrize("x_shape", [(4, 3, 2, 2), (5, 3)])
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_grad(x_shape, training):
+@pytest.mark.parametrize("use_global_stats", [False, True])
+def test_batch_norm_grad(x_shape, training, use_global_stats):
+    """``use_global_stats`` (frozen running statistics in training, as QAT of the PP-OCR inference graphs uses):
+    a fixed affine map, whose gradient lacks the batch-statistics terms."""
     inputs = [randn(*x_shape), randn(3), randn(3), randn(3), uniform(0.5, 2, 3)]
-    check_grad("batch_norm", inputs, {"epsilon": 1e-3}, wrt=[0, 1, 2], training=training, out_index=0)
+    attrs = {"epsilon": 1e-3, "use_global_stats": use_global_stats}
+    check_grad("batch_norm", inputs, attrs, wrt=[0, 1, 2], training=training, out_index=0)
+
+
+def test_batch_norm_use_global_stats_freezes_statistics():
+    x, scale, bias, mean, var = randn(4, 3, 2, 2), randn(3), randn(3), randn(3), uniform(0.5, 2, 3)
+    attrs = {"epsilon": 1e-3, "use_global_stats": True}
+    _, (y, m_out, v_out) = run_op("batch_norm", [x, scale, bias, mean, var], attrs, training=True)
+    _, (y_eval, _, _) = run_op("batch_norm", [x, scale, bias, mean, var], {"epsilon": 1e-3}, training=False)
+    np.testing.assert_array_equal(y, y_eval)
+    np.testing.assert_array_equal(m_out, mean)
+    np.testing.assert_array_equal(v_out, var)
 
 
 @pytest.mark.parametrize("impl", ["upscale_in_train", "downgrade_in_infer"])

@@ -45,34 +45,30 @@ def test_cls_int8_accuracy_close_to_fp32(cls):
     assert abs(int8 - fp32) <= 100.0 / 32 + 1e-9, (fp32, int8)   # at most one line of 32 apart
 
 
-def test_cls_int8_float_glue_is_nhwc_and_fused(cls):
+def test_cls_int8_float_glue_is_nhwc_and_fused(cls, monkeypatch):
     # MobileNetV3's hard swish (add 3, relu6, mul, div 6) and SE blocks run on NHWC between the INT8 ops: no
-    # layout change inside the network, each hard swish one fused_scalar_chain pass; each fused op equals the
-    # chain it replaced, and the whole INT8 graph equals its NumPy integer twin
+    # layout change inside the network; each hard swish is one chain pass, most of them post-ops of the conv
+    # before them; each SE excitation (mul by the channel scale + quantize) one fused_channel_mul. Every fusion
+    # changes no bit: the graph equals the one converted without them, and its NumPy integer twin.
     from refquant import _dispatch
-    from refquant.ops import OpContext, get_op
+    from refquant.deploy import convert as conv_mod, convert_to_int8
     model, ev, _, calib = cls
-    _, i8 = ppocr.quantize(model, calib, "abs_max")
+    q, i8 = ppocr.quantize(model, calib, "abs_max")
     counts = i8.op_counts()
-    assert counts.get("fused_scalar_chain", 0) >= 8 and "elementwise_div" not in counts and "relu6" not in counts
+    chains = [op.attrs["chain"] for op in i8.ops if op.attrs.get("chain")]
+    assert len(chains) >= 8 and all(c["hard_swish"] for c in chains)
+    assert "elementwise_div" not in counts and "relu6" not in counts and "elementwise_mul" not in counts
+    assert counts.get("fused_channel_mul", 0) == 9
     assert counts.get("nhwc_to_nchw", 0) <= 2, counts          # only at the classifier head
     feeds = {"x": ev[0]["x"][:4]}
-    hs = [op for op in i8.ops if op.type == "fused_scalar_chain"]
-    env = {**i8.params, **i8.run(feeds, outputs=[op.inputs[0] for op in hs])}
-    ctx = OpContext(False, None)
-    for op in hs:
-        x = env[op.inputs[0]]
-        y, q = get_op(op.type).forward(ctx, op.attrs, x)
-        assert op.attrs["hard_swish"] and not any(k in op.attrs for k in ("pre_mul", "pre_add", "post_mul"))
-        u = get_op("relu6").forward(ctx, {"threshold": op.attrs["threshold"]}, x + np.float32(op.attrs["offset"]))
-        want = (x * u) / np.float32(op.attrs["scale"])
-        assert y is None or np.array_equal(y, want)
-        if q is not None:
-            qa = {k: op.attrs[k] for k in ("scale_inv", "zero", "lo", "hi")}
-            assert np.array_equal(q, get_op("quantize_int8").forward(ctx, {**qa, "layout": "NHWC"}, want))
     out = i8.run(feeds)[i8.outputs[0]]
     with _dispatch.use_reference():
         assert np.array_equal(i8.run(feeds)[i8.outputs[0]], out)
+    monkeypatch.setattr(conv_mod._Converter, "_fuse_chains", lambda self: None)
+    monkeypatch.setattr(conv_mod._Converter, "_fuse_elementwise", lambda self: None)
+    plain = convert_to_int8(q)
+    assert "fused_channel_mul" not in plain.op_counts() and not any(op.attrs.get("chain") for op in plain.ops)
+    assert np.array_equal(plain.run(feeds)[plain.outputs[0]], out)
 
 
 def test_sensitivity_ranks_every_quantized_op_once(cls, cls_ranking):

@@ -297,6 +297,75 @@ def test_fused_scalar_chain_equals_twin():
         threads.set_num_threads(before)
 
 
+@needs_fast
+def test_channel_mul_and_float_global_pool_equal_twin():
+    rng = np.random.default_rng(14)
+    for shape in [(1, 3, 5, 7), (3, 12, 40, 8), (2, 2, 96, 200), (1, 1, 1, 1030)]:
+        x = (3 * rng.standard_normal(shape)).astype(np.float32)
+        x.flat[:4] = (np.nan, np.inf, -np.inf, -0.0)
+        s = rng.random((shape[0], shape[3])).astype(np.float32)
+        for want_float, quantize in [(True, None), (False, (20.0, 128, 1, 255)), (True, (7.0, 0, 0, 255))]:
+            ty, tq = twin.channel_mul_f32(x, s, want_float=want_float, quantize=quantize)
+            for path, n in itertools.product(PATHS, (1, 2)):
+                threads.set_num_threads(n)
+                y, q = fast.channel_mul_f32(x, s, want_float=want_float, quantize=quantize, path=path)
+                for got, want in ((y, ty), (q, tq)):
+                    assert (got is None) == (want is None)
+                    if want is not None:
+                        same(got, want)
+        check_all_paths("global_avg_pool_f32", np.abs(x))
+
+
+def test_channel_mul_and_float_global_pool_twins_hand_worked():
+    x = np.array([1.0, -2.0, 3.0, 0.5, 0.25, -1.0], np.float32).reshape(1, 1, 3, 2)   # 3 pixels, 2 channels
+    y, q = twin.channel_mul_f32(x, np.array([[2.0, 0.5]], np.float32), quantize=(4.0, 128, 1, 255))
+    assert y.reshape(-1).tolist() == [2.0, -1.0, 6.0, 0.25, 0.5, -0.5]
+    assert q.reshape(-1).tolist() == [136, 124, 152, 129, 130, 126]
+    # channel 0: (1 + 3 + 0.25) / 3, channel 1: (-2 + 0.5 - 1) / 3, summed in float64, rounded to float32 once
+    gap = twin.global_avg_pool_f32(x)
+    assert gap.tolist() == [[np.float32(4.25 / 3), np.float32(-2.5 / 3)]]
+    # float64 sums: 2^24 + 1 + 1 (not representable in float32 on the way) averages exactly
+    big = np.array([2.0 ** 24, 1.0, 1.0], np.float32).reshape(1, 3, 1, 1)
+    assert twin.global_avg_pool_f32(big)[0, 0] == np.float32((2.0 ** 24 + 2) / 3)
+    with pytest.raises(ValueError, match="must be"):
+        twin.channel_mul_f32(x, np.ones((1, 3), np.float32))
+    with pytest.raises(ValueError, match="empty"):
+        twin.global_avg_pool_f32(np.zeros((1, 0, 2, 2), np.float32))
+
+
+@needs_fast
+def test_depthwise_chain_post_op_equals_twin():
+    # a depthwise conv whose float output only feeds a scalar chain runs the chain on each output row: the same
+    # bits as the two ops one after the other
+    rng = np.random.default_rng(15)
+    before = threads.get_num_threads()
+    try:
+        for shape, k, stride, pad in [((1, 3, 5, 7), 3, (1, 1), (1, 1, 1, 1)),
+                                      ((3, 6, 40, 32), 5, (2, 1), (2, 2, 2, 2)),
+                                      ((2, 3, 24, 200), 5, (1, 1), (2, 2, 2, 2))]:
+            x = u8(rng, shape)
+            w = rng.integers(-127, 128, (k, k, shape[3])).astype(np.int8)
+            kw = dict(stride=stride, padding=pad, a_zero=128, bias=rng.integers(-500, 500, shape[3]).astype(np.int32),
+                      scale=(rng.random(shape[3]) * 0.01).astype(np.float32), out_dtype="f32")
+            for chain, (want_float, quantize) in itertools.product(
+                    CHAINS[:4], [(True, None), (False, (20.0, 128, 1, 255)), (True, (7.5, 0, 0, 255))]):
+                ch = dict(chain, want_float=want_float, quantize=quantize)
+                ty, tq = twin.depthwise_conv_u8s8(x, w, chain=ch, **kw)
+                f = twin.depthwise_conv_u8s8(x, w, **kw)
+                sy, sq = twin.scalar_chain_f32(f, **ch)
+                for got, want in ((ty, sy), (tq, sq)):
+                    assert (got is None) == (want is None) and (want is None or np.array_equal(got, want))
+                for path, n in itertools.product(PATHS, (1, 2)):
+                    threads.set_num_threads(n)
+                    y, q = fast.depthwise_conv_u8s8(x, w, chain=ch, path=path, **kw)
+                    for got, want in ((y, ty), (q, tq)):
+                        assert (got is None) == (want is None)
+                        if want is not None:
+                            same(got, want)
+    finally:
+        threads.set_num_threads(before)
+
+
 def test_fused_scalar_chain_twin_hand_worked():
     x = np.array([-4.0, -1.5, 0.0, 1.5, 4.0, -0.0], np.float32)
     # hard swish: u = clip(x + 3, 0, 6) = [0, 1.5, 3, 4.5, 6, 3]; (x * u) / 6 = [0, -0.375, 0, 1.125, 4, -0]

@@ -295,6 +295,50 @@ def _run_sub(env_extra):
     return subprocess.run([sys.executable, "-c", SUBPROCESS], env=env, capture_output=True, text=True)
 
 
+CHAINS = [dict(hard_swish=(3.0, 6.0, 6.0), want_float=False, quantize=(11.5, 128, 1, 255)),
+          dict(pre=(0.7, 0.1), hard_swish=(3.0, 6.0, 6.0), post=(1.2, -0.3), quantize=(5.0, 0, 0, 255)),
+          dict(pre=(1.5, -0.2))]
+
+
+@needs_fast
+@pytest.mark.parametrize("shape", [(1, 5, 3), (7, 27, 8), (100, 16, 88), (300, 32, 200), (40, 64, 4500),
+                                   (5000, 8, 24)], ids=lambda s: "x".join(map(str, s)))
+def test_chain_post_op_matches_twin(shape):
+    # the scalar chain as a post-op, run on each block of float output while it is in cache (columns beyond
+    # the 8192-float block included), equals the GEMM then the chain, bit for bit, on every path and thread count
+    rng = np.random.default_rng(sum(shape))
+    M, K, N = shape
+    a, w = rand_case(rng, M, K, N)
+    before = threads.get_num_threads()
+    try:
+        for weights in (w, (w // 2).astype(np.int8)):            # both AVX2 kernels
+            kw = epilogue_args(rng, weights, "f32", clamp=N > 100)
+            packed = twin.pack_b(weights)
+            for chain in CHAINS:
+                ty, tq = twin.gemm_u8s8(a, packed, K, N, chain=chain, **kw)
+                for path in PATHS:
+                    for n in (1, 2):
+                        threads.set_num_threads(n)
+                        y, q = fast.gemm_u8s8(a, packed, K, N, chain=chain, path=path, **kw)
+                        for got, want in ((y, ty), (q, tq)):
+                            assert (got is None) == (want is None)
+                            if want is not None:
+                                same(got, want)
+    finally:
+        threads.set_num_threads(before)
+
+
+@pytest.mark.parametrize("impl", [twin] + ([fast] if fast is not None else []), ids=lambda m: m.__name__)
+def test_chain_needs_a_float_output(impl):
+    rng = np.random.default_rng(1)
+    a, w = rand_case(rng, 4, 8, 8)
+    packed = twin.pack_b(w)
+    with pytest.raises(ValueError, match="chain needs"):
+        impl.gemm_u8s8(a, packed, 8, 8, chain=CHAINS[0], **epilogue_args(rng, w, "u8"))
+    with pytest.raises(ValueError, match="nothing to return"):
+        impl.gemm_u8s8(a, packed, 8, 8, chain={"want_float": False}, **epilogue_args(rng, w, "f32"))
+
+
 @needs_fast
 def test_environment_forces_a_path():
     default = _run_sub({})

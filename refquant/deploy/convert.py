@@ -334,7 +334,7 @@ class _Converter:
                 self._emit_fused(self.fused[i], decided[i])
             elif self._transparent(op) and self._has_u8(op.inputs[0]) and op.outputs[0] not in q.outputs:
                 self._emit_transparent(op)
-            elif (op.type in ELEMENTWISE_NHWC or self._global_pool(op)) and self._all_nhwc(op):
+            elif (op.type in ELEMENTWISE_NHWC or self._float_pool(op)) and self._all_nhwc(op):
                 ins = [self.forms[n]["nhwc"] if n in self.forms and "nhwc" in self.forms[n] else n
                        for n in op.inputs]
                 out = f"{op.outputs[0]}@nhwc"
@@ -352,6 +352,7 @@ class _Converter:
         for name in q.outputs:
             self.form(name, "nchw")
         self._fuse_elementwise()
+        self._fuse_chains()
         self._drop_dead_ops()
         used = {n for op in self.ops for n in op.inputs}
         params = {k: v for k, v in self.params.items() if k in used}
@@ -367,6 +368,8 @@ class _Converter:
 
         * a residual join, ``elementwise_add`` of two same-shape tensors [+ the ``relu`` that is its only
           reader] -> ``fused_elementwise_add``;
+        * an SE block's excitation, ``elementwise_mul`` of a tensor by its (N, C, 1, 1) channel scale ->
+          ``fused_channel_mul``;
         * chains of scalar ops on one tensor -> ``fused_scalar_chain``: ``elementwise_mul`` / ``elementwise_add``
           by one-value parameters (PP-LCNetV3's learnable affine blocks) around a hard swish spelled as
           ``elementwise_add`` c, ``relu6``, ``elementwise_mul`` by the same tensor, ``elementwise_div`` c
@@ -383,11 +386,16 @@ class _Converter:
                 return r[0]
             return None
 
+        def found_inputs(op, op_type):
+            if op_type == "fused_channel_mul":  # (x, s): the full tensor first
+                return sorted(op.inputs, key=lambda n: self.shapes.get(n[:-len("@nhwc")])[2:] == (1, 1))
+            return list(op.inputs)
+
         for k, op in enumerate(self.ops):
             if k in drop:
                 continue
             found = self._residual_add(op, only_reader) if op.type == "elementwise_add" else None
-            found = found or self._scalar_chain(k, op, readers, only_reader)
+            found = found or self._channel_mul(op) or self._scalar_chain(k, op, readers, only_reader)
             if found is None:
                 continue
             op_type, y, attrs, chain = found
@@ -399,9 +407,33 @@ class _Converter:
                 q_out = self.ops[quantize[0]].outputs[0]
             drop.update(chain + quantize)
             attrs["want_float"] = y in outputs or any(j not in drop for j in readers.get(y, []))
-            ins = [self._activation_input(op)] if op_type == "fused_scalar_chain" else list(op.inputs)
+            ins = [self._activation_input(op)] if op_type == "fused_scalar_chain" else found_inputs(op, op_type)
             self.ops[k] = Op(op_type, ins,
                              [y if attrs["want_float"] else "", q_out], attrs, op.name)
+        self.ops = [op for k, op in enumerate(self.ops) if k not in drop]
+
+    def _fuse_chains(self):
+        """A ``fused_scalar_chain`` that is the only reader of an INT8 conv / depthwise / matmul's float output
+        becomes that op's ``chain`` attribute, a post-op (oneDNN's conv + hard swish): the kernel runs the chain on
+        each block of its float output while it is in cache and writes the chain's outputs, so the float tensor
+        between them is never stored. Same numbers: the kernels call the same chain code."""
+        readers: dict[str, int] = {}
+        for op in self.ops:
+            for n in op.inputs:
+                readers[n] = readers.get(n, 0) + 1
+        producer = {n: k for k, op in enumerate(self.ops) for n in op.outputs if n}
+        drop = set()
+        for k, op in enumerate(self.ops):
+            j = producer.get(op.inputs[0]) if op.type == "fused_scalar_chain" else None
+            if j is None:
+                continue
+            prod = self.ops[j]
+            if prod.type in ("conv2d_int8", "depthwise_conv2d_int8", "matmul_int8") \
+                    and prod.attrs.get("out_dtype") == "f32" and not prod.attrs.get("chain") \
+                    and readers[op.inputs[0]] == 1 and op.inputs[0] not in self.q.outputs:
+                self.ops[j] = Op(prod.type, list(prod.inputs), list(op.outputs), dict(prod.attrs, chain=dict(op.attrs)),
+                                 prod.name)
+                drop.add(k)
         self.ops = [op for k, op in enumerate(self.ops) if k not in drop]
 
     def _residual_add(self, op, only_reader):
@@ -414,6 +446,16 @@ class _Converter:
         if relu is None:
             return "fused_elementwise_add", op.outputs[0], {}, []
         return "fused_elementwise_add", self.ops[relu].outputs[0], {"fuse_activation": "relu"}, [relu]
+
+    def _channel_mul(self, op):
+        """An SE block's excitation: ``elementwise_mul`` of an NHWC tensor (N, C, H, W) by an NHWC (N, C, 1, 1)."""
+        if op.type != "elementwise_mul" or len(op.inputs) != 2 or not all(n.endswith("@nhwc") for n in op.inputs):
+            return None
+        shapes = sorted((tuple(self.shapes.get(n[:-len("@nhwc")], ())) for n in op.inputs), key=lambda t: t[2:])
+        if len(shapes[0]) != 4 or len(shapes[1]) != 4 or shapes[0][2:] != (1, 1) or shapes[1][2:] == (1, 1) \
+                or shapes[0][:2] != shapes[1][:2]:
+            return None
+        return "fused_channel_mul", op.outputs[0], {}, []
 
     def _scalar(self, name) -> float:
         """A one-value parameter as a float32-exact Python float."""
@@ -536,9 +578,9 @@ class _Converter:
         return all(len(s) == 4 for s in shapes) and all("nhwc" in self.forms.get(n, {}) for n in acts)
 
     @staticmethod
-    def _global_pool(op):
-        return op.type == "pool2d" and bool(op.attrs.get("global_pooling")) and not op.attrs.get("adaptive") \
-            and op.attrs.get("data_format", "NCHW") == "NCHW"
+    def _float_pool(op):
+        """A pool2d that can run on an NHWC float tensor (global or windowed)."""
+        return op.type == "pool2d" and not op.attrs.get("adaptive") and op.attrs.get("data_format", "NCHW") == "NCHW"
 
     def _emit_transparent(self, op):
         src = self.forms[op.inputs[0]]

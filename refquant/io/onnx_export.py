@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import UnsupportedOpError
-from ..graph import Model
+from ..graph import Model, Op
 from .format import write_atomic
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -222,7 +222,7 @@ class _Exporter:
     # ---- build ------------------------------------------------------------------------------------------
     def build(self):
         helper, onnx = self.helper, self.onnx
-        for op in self.m.ops:
+        for op in (part for graph_op in self.m.ops for part in _split_post_op(graph_op)):
             self.op = op
             fn = _EXPORTERS.get(op.type)
             if fn is None:
@@ -441,6 +441,17 @@ def _exporter(*types):
             _EXPORTERS[t] = fn
         return fn
     return wrap
+
+
+def _split_post_op(op):
+    """An INT8 op with a ``chain`` post-op (convert_to_int8's fusion) exports as the op with a float output followed
+    by its ``fused_scalar_chain``; any other op as itself."""
+    if not op.attrs.get("chain"):
+        return [op]
+    mid = f"{op.name}@before_chain"
+    attrs = {k: v for k, v in op.attrs.items() if k != "chain"}
+    return [Op(op.type, list(op.inputs), [mid], attrs, op.name),
+            Op("fused_scalar_chain", [mid], list(op.outputs), dict(op.attrs["chain"]), f"{op.name}@chain")]
 
 
 def supported_op_types() -> list[str]:
@@ -1153,6 +1164,14 @@ def _fused_scalar_chain(ex, op):
         ex.node("Identity", [t], [y])
     if y_q:
         _quantize_linear(ex, t, y_q, a)
+
+
+@_exporter("fused_channel_mul")
+def _fused_channel_mul(ex, op):
+    y, y_q = op.outputs
+    f = ex.node("Mul", [ex.x(op.inputs[0]), ex.x(op.inputs[1])], [y] if y else None)
+    if y_q:
+        _quantize_linear(ex, f, y_q, op.attrs)
 
 
 @_exporter("fused_elementwise_add")

@@ -52,13 +52,21 @@ def _check_u8(x, rank, what):
 
 def gemm_packed(a, packed, col_sum, bias, mult, attrs):
     """The GEMM with this op's epilogue: ``a`` (M, K) u8 against the packed (K, N) weights, whose column sums
-    ``col_sum`` undo the activation's zero point: ``- a_zero * col_sum[n]``."""
+    ``col_sum`` undo the activation's zero point: ``- a_zero * col_sum[n]``. With a ``chain`` attribute, the
+    (float, u8) outputs of the scalar chain the float output fed."""
     return _gemm().gemm_u8s8(a, packed, int(attrs["K"]), int(attrs["N"]), a_zero=int(attrs.get("a_zero", 0)),
-                             col_sum=col_sum, bias=bias, scale=mult, **_epilogue(attrs))
+                             col_sum=col_sum, bias=bias, scale=mult, chain=_chain(attrs), **_epilogue(attrs))
 
 
-def _nhwc_out(y, n, oh, ow):
-    return y.reshape(n, oh, ow, y.shape[-1])
+def _reshaped(y, shape):
+    """``y`` (or each array of a chain's (float, u8) pair) reshaped."""
+    if isinstance(y, tuple):
+        return tuple(None if t is None else t.reshape(shape) for t in y)
+    return y.reshape(shape)
+
+
+def _nhwc_out(y, n, oh, ow, c):
+    return _reshaped(y, (n, oh, ow, c))
 
 
 @register("fused_elementwise_add")
@@ -80,13 +88,35 @@ def fused_scalar_chain(ctx, attrs, x):
     ``hard_swish``: ``t = (t * min(max(t + offset, 0), threshold)) / scale`` (``elementwise_add``, ``relu6``,
     ``elementwise_mul``, ``elementwise_div``), then ``t = t * post_mul + post_add``; outputs ``(t, q)`` as
     fused_elementwise_add. Absent steps are identities (1, -0.0) that change no bit."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    return _direct().scalar_chain_f32(np.ascontiguousarray(x, dtype=np.float32), **chain_kwargs(attrs))
+
+
+def chain_kwargs(attrs) -> dict:
+    """``scalar_chain_f32``'s keyword arguments from a chain's attributes (a fused_scalar_chain op's own, or the
+    ``chain`` attribute of an INT8 op whose float output only fed one)."""
     hs = (float(attrs["offset"]), float(attrs["threshold"]), float(attrs["scale"])) if attrs.get("hard_swish") \
         else None
-    return _direct().scalar_chain_f32(
-        x, pre=(float(attrs.get("pre_mul", 1.0)), float(attrs.get("pre_add", -0.0))), hard_swish=hs,
-        post=(float(attrs.get("post_mul", 1.0)), float(attrs.get("post_add", -0.0))),
-        want_float=bool(attrs.get("want_float", True)), quantize=_fused_quantize(attrs))
+    return {"pre": (float(attrs.get("pre_mul", 1.0)), float(attrs.get("pre_add", -0.0))), "hard_swish": hs,
+            "post": (float(attrs.get("post_mul", 1.0)), float(attrs.get("post_add", -0.0))),
+            "want_float": bool(attrs.get("want_float", True)), "quantize": _fused_quantize(attrs)}
+
+
+def _chain(attrs):
+    """The kernels' ``chain`` argument of an INT8 op (None without one)."""
+    return chain_kwargs(attrs["chain"]) if attrs.get("chain") else None
+
+
+@register("fused_channel_mul")
+def fused_channel_mul(ctx, attrs, x, s):
+    """An SE block's excitation with what follows it, in one pass: ``f = x * s`` for NHWC ``x`` (N, H, W, C) and
+    its channel scale ``s`` (N, 1, 1, C), float32 as ``elementwise_mul``; outputs ``(f, q)`` as
+    fused_elementwise_add."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    s = np.ascontiguousarray(s, dtype=np.float32)
+    if s.ndim != 4 or s.shape[1:3] != (1, 1):
+        raise ShapeError(f"fused_channel_mul: the scale must be (N, 1, 1, C), got {s.shape}")
+    return _direct().channel_mul_f32(x, s.reshape(s.shape[0], s.shape[3]),
+                                     want_float=bool(attrs.get("want_float", True)), quantize=_fused_quantize(attrs))
 
 
 def _fused_quantize(attrs):
@@ -134,7 +164,7 @@ def conv2d_int8(ctx, attrs, x, packed, col_sum, bias, mult):
         a = _direct().im2col_u8(np.ascontiguousarray(x), kh, kw, stride, pad, dil, int(attrs.get("a_zero", 0)))
         oh = (h + pad[0] + pad[2] - dil[0] * (kh - 1) - 1) // stride[0] + 1
         ow = (w + pad[1] + pad[3] - dil[1] * (kw - 1) - 1) // stride[1] + 1
-    return _nhwc_out(gemm_packed(a, packed, col_sum, bias, mult, attrs), n, oh, ow)
+    return _nhwc_out(gemm_packed(a, packed, col_sum, bias, mult, attrs), n, oh, ow, int(attrs["N"]))
 
 
 @register("depthwise_conv2d_int8")
@@ -144,7 +174,7 @@ def depthwise_conv2d_int8(ctx, attrs, x, w, bias, mult):
     return _direct().depthwise_conv_u8s8(
         np.ascontiguousarray(x), w, stride=tuple(attrs["strides"]), padding=tuple(attrs["paddings"]),
         dilation=tuple(attrs["dilations"]), a_zero=int(attrs.get("a_zero", 0)), bias=bias, scale=mult,
-        **_epilogue(attrs))
+        chain=_chain(attrs), **_epilogue(attrs))
 
 
 @register("matmul_int8")
@@ -154,7 +184,7 @@ def matmul_int8(ctx, attrs, x, packed, col_sum, bias, mult):
         raise ShapeError(f"matmul_int8: expected a uint8 array of rank >= 2, got "
                          f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
     y = gemm_packed(np.ascontiguousarray(x).reshape(-1, x.shape[-1]), packed, col_sum, bias, mult, attrs)
-    return y.reshape(x.shape[:-1] + (y.shape[-1],))
+    return _reshaped(y, x.shape[:-1] + (int(attrs["N"]),))
 
 
 @register("max_pool2d_int8")

@@ -42,12 +42,13 @@ def batch_norm(ctx, attrs, x, scale, bias, mean, variance):
 
     Training: mu, var are the batch mean and biased batch variance over (N, H, W), and the running statistics
     (outputs 1, 2) become ``momentum * running + (1 - momentum) * batch`` -- the biased variance, as Paddle's
-    CPU kernel updates it (PyTorch uses the unbiased one). Eval: mu, var are the running statistics, returned
-    unchanged as outputs 1, 2.
+    CPU kernel updates it (PyTorch uses the unbiased one). Eval, or Paddle's attribute ``use_global_stats=True``
+    in training (frozen statistics, e.g. QAT of an inference graph): mu, var are the running statistics,
+    returned unchanged as outputs 1, 2, and the layer is a fixed per-channel affine map of x.
     """
     eps, momentum = float(attrs.get("epsilon", 1e-5)), float(attrs.get("momentum", 0.9))
     axes = (0,) + tuple(range(2, x.ndim))
-    if ctx.training:
+    if ctx.training and not attrs.get("use_global_stats", False):
         mu, var = x.mean(axis=axes), x.var(axis=axes)
         mean_out = (momentum * mean + (1 - momentum) * mu).astype(mean.dtype, copy=False)
         var_out = (momentum * variance + (1 - momentum) * var).astype(variance.dtype, copy=False)
@@ -55,7 +56,7 @@ def batch_norm(ctx, attrs, x, scale, bias, mean, variance):
         mu, var, mean_out, var_out = mean, variance, mean, variance
     inv_std = _channel(1 / np.sqrt(var + eps), x.ndim).astype(x.dtype, copy=False)
     xhat = (x - _channel(mu, x.ndim).astype(x.dtype, copy=False)) * inv_std
-    ctx.save(xhat, inv_std, scale, ctx.training)
+    ctx.save(xhat, inv_std, scale, ctx.training and not attrs.get("use_global_stats", False))
     y = xhat * _channel(scale, x.ndim) + _channel(bias, x.ndim)
     return y.astype(x.dtype, copy=False), mean_out, var_out
 

@@ -44,7 +44,8 @@ def _geometry(attrs, x_shape):
 
 def _shape(attrs, x):
     if attrs.get("data_format", "NCHW") == "NHWC":
-        return ((x[0], 1, 1, x[3]),)
+        _, _, _, oh, ow = _geometry(attrs, (x[0], x[3], x[1], x[2]))
+        return ((x[0], oh, ow, x[3]),)
     _, _, _, oh, ow = _geometry(attrs, x)
     return ((x[0], x[1], oh, ow),)
 
@@ -94,15 +95,41 @@ def _pool2d_grad(ctx, attrs, gy):
     return (dxp[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w],)
 
 
+def _pool2d_nhwc(attrs, x):
+    """pool2d on NHWC (what convert_to_int8 emits between NHWC float tensors): the same windows, on axes 1, 2;
+    a float32 global average is the compiled ``global_avg_pool_f32`` (float64 sums) or its NumPy twin."""
+    if attrs.get("global_pooling", False):
+        if attrs.get("pooling_type", "max") == "max":
+            return x.max(axis=(1, 2), keepdims=True)
+        if x.dtype == np.float32:
+            from .._dispatch import compiled
+            from ..reference import qdirect
+            gap = (compiled("qdirect") or qdirect).global_avg_pool_f32(np.ascontiguousarray(x))
+            return gap.reshape(x.shape[0], 1, 1, x.shape[3])
+        return x.mean(axis=(1, 2), keepdims=True)
+    n, h, w, c = x.shape
+    k, s, pad, oh, ow = _geometry(attrs, (n, c, h, w))
+    is_max = attrs.get("pooling_type", "max") == "max"
+    widths = ((0, 0), (pad[0], max(pad[2], 0)), (pad[1], max(pad[3], 0)), (0, 0))
+    xp = np.pad(x, widths, constant_values=-np.inf if is_max else 0.0) if any(sum(widths, ())) else x
+
+    def win(i, j):
+        return xp[:, i:i + s[0] * (oh - 1) + 1:s[0], j:j + s[1] * (ow - 1) + 1:s[1], :]
+    if is_max:
+        y = win(0, 0).copy()
+        for i, j in _taps(k)[1:]:
+            np.maximum(y, win(i, j), out=y)
+        return y
+    divisor = _avg_divisor(attrs, x.transpose(0, 3, 1, 2), k, s, pad, oh, ow)
+    return sum(win(i, j) for i, j in _taps(k)) / np.asarray(divisor, x.dtype)[..., None]
+
+
 @register("pool2d", backward=_pool2d_grad, shape=_shape)
 def pool2d(ctx, attrs, x):
     """max: y = max over the window of x_pad (padding never wins); avg: y = sum over the window / divisor.
-    ``data_format`` "NHWC" (global pooling only; what convert_to_int8 emits between NHWC tensors)."""
+    ``data_format`` "NHWC": the same on an NHWC tensor (:func:`_pool2d_nhwc`; inference only)."""
     if attrs.get("data_format", "NCHW") == "NHWC":
-        if not attrs.get("global_pooling", False):
-            raise UnsupportedOpError("pool2d: data_format NHWC is supported for global pooling only")
-        reduce = np.max if attrs.get("pooling_type", "max") == "max" else np.mean
-        return reduce(x, axis=(1, 2), keepdims=True)
+        return _pool2d_nhwc(attrs, x)
     if attrs.get("global_pooling", False):  # one window over all of H, W: a plain reduction
         ctx.save(x)
         reduce = np.max if attrs.get("pooling_type", "max") == "max" else np.mean

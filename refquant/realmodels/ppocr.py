@@ -12,6 +12,8 @@ What is here, and why:
   text), :func:`det_iou` (IoU of two probability maps thresholded at 0.3, INT8 against FP32).
 * :func:`quantize`: ``quant_post_static`` with :data:`QUANT_OPS` (the imported graphs hold conv2d,
   depthwise_conv2d, mul and matmul; PaddleSlim's default list lacks matmul) and optionally ``convert_to_int8``.
+* :func:`qat`: quantization-aware fine-tuning from the PTQ thresholds, distilled from the FP32 model's own
+  outputs on rendered training lines / pages (:data:`TRAIN_SEED`, :func:`train_feeds`); no labels needed.
 * onnxruntime as the anchor: :func:`ort_session` (optionally with ``session.x64quantprecision``, which ORT's
   AVX2 u8s8 kernels need for exact results) and :func:`ort_quantize` (``quantize_static``: QDQ, per-channel s8
   weights, u8 activations, MinMax / Entropy / Percentile on the same calibration lines).
@@ -19,6 +21,8 @@ What is here, and why:
 from __future__ import annotations
 
 import functools
+import sys
+import time
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -27,9 +31,10 @@ from ..data import render
 
 #: The op types refquant quantizes in the PP-OCR graphs (weights: convs, and MatMul-with-constant = ``mul``).
 QUANT_OPS = ("conv2d", "depthwise_conv2d", "mul", "matmul")
-#: Seeds of the evaluation and calibration sets (different, so the two never share a rendered line).
+#: Seeds of the evaluation, calibration and QAT training sets (different, so no two share a rendered line).
 EVAL_SEED = 10_000
 CALIB_SEED = 50_000
+TRAIN_SEED = 90_000
 #: Probability threshold of the det IoU (PaddleOCR's ``det_db_thresh``).
 DET_THRESH = 0.3
 
@@ -143,6 +148,101 @@ def quantize(model, calib_feeds, algo: str = "hist", *, skip_tensor_list=None, i
     from ..quant.post_static import quant_post_static
     q = quant_post_static(model, calib_feeds, algo=algo, quantizable_op_type=QUANT_OPS,
                           skip_tensor_list=skip_tensor_list, **kwargs)
+    return q, (convert_to_int8(q) if int8 else None)
+
+
+def train_feeds(kind: str, n: int, batch: int, seed: int = TRAIN_SEED) -> list[dict]:
+    """QAT training feeds: ``n`` rendered lines (cls, rec) or pages (det, one per feed) at ``seed``."""
+    if kind == "det":
+        return [{"x": x} for x in det_set(n, seed)]
+    return batches((cls_set if kind == "cls" else rec_set)(n, seed)[0], batch)
+
+
+def distill_loss(student: np.ndarray, teacher: np.ndarray, loss: str):
+    """``(L, dL/dstudent)`` of the student's output against the FP32 teacher's (both probabilities).
+
+    ``"kl"`` (softmax outputs, cls and rec): KL(p_t || p_s) over the last axis, averaged over the R rows (lines,
+    or lines x time steps): ``L = 1/R sum_r sum_c p_t (log p_t - log p_s)``, ``dL/dp_s = -p_t / (R p_s)`` (through
+    the softmax this is ``(p_s - p_t) / R`` on the logits). ``"mse"`` (det's sigmoid probability map):
+    ``L = mean((p_s - p_t)^2)``, ``dL/dp_s = 2 (p_s - p_t) / size``."""
+    s = np.asarray(student, np.float64)
+    t = np.asarray(teacher, np.float64)
+    if loss == "mse":
+        d = s - t
+        return float(np.mean(d * d)), (2.0 * d / d.size).astype(student.dtype)
+    if loss != "kl":
+        raise ValueError(f"distill_loss: loss must be 'kl' or 'mse', got {loss!r}")
+    rows = s.size // s.shape[-1]
+    s = np.maximum(s, 1e-12)
+    kl = np.sum(t * (np.log(np.maximum(t, 1e-12)) - np.log(s))) / rows
+    return float(kl), (-t / (rows * s)).astype(student.dtype)
+
+
+def qat(model, calib_feeds, train_feeds, *, algo: str = "hist", steps: int = 100, lr: float = 1e-4,
+        optimizer: str = "adam", warmup: int = 10, teacher=None, loss: Optional[str] = None,
+        freeze_thresholds: bool = True, seed: int = 0, int8: bool = True, log_every: int = 0):
+    """Quantization-aware fine-tuning of an imported PP-OCR model; returns ``(fake_quant, int8_or_None)``.
+
+    1. Static PTQ with ``algo`` on ``calib_feeds`` gives the starting activation thresholds (``init_thresholds``).
+    2. :func:`refquant.quant.quant_aware` with :data:`QUANT_OPS` (every op PTQ quantizes, no skip list); the
+       batch norms get ``use_global_stats`` (the imported graphs are inference graphs: their running statistics
+       are kept as a fixed per-channel affine map, whose scale and shift train with the conv weights and biases;
+       batch statistics of 1-8 rendered samples would be far from the imported ones and change the very function
+       being distilled). ``freeze_thresholds`` (default) keeps the PTQ activation thresholds (``for_test``), so
+       only the weights move; False lets the moving average update them from the training batches.
+    3. ``steps`` optimizer steps (``optimizer`` Adam by default, ``lr`` with ``warmup`` linear steps then cosine
+       decay), cycling through ``train_feeds`` in a seeded order, on the distillation loss :func:`distill_loss`
+       between the student's output and ``teacher``'s (default: ``model`` itself in FP32) on the same feed:
+       ``loss`` "kl" for a softmax output (cls, rec), "mse" for det's sigmoid map (default: from the output op).
+    4. :func:`refquant.quant.convert` (the graph format of ``quant_post_static``) and ``convert_to_int8``.
+
+    ``meta["quantization"]["qat"]`` of the result records the recipe, the loss per step and the seconds.
+    """
+    from ..deploy import convert_to_int8
+    from ..executor import backward, forward
+    from ..quant.post_static import thresholds
+    from ..quant.qat import convert, quant_aware
+    from ..train import make_optimizer, make_schedule
+
+    t_start = time.perf_counter()
+    out = model.outputs[0]
+    if loss is None:
+        producer = next(op.type for op in model.ops if out in op.outputs)
+        loss = "kl" if producer == "softmax" else "mse"
+    ptq, _ = quantize(model, calib_feeds, algo, int8=False)
+    student = quant_aware(model, {"quantize_op_types": list(QUANT_OPS)}, for_test=freeze_thresholds,
+                          init_thresholds=thresholds(ptq))
+    bns = [op for op in student.ops if op.type == "batch_norm"]
+    for op in bns:
+        op.attrs["use_global_stats"] = True
+    targets = [(teacher or model).run(f)[out] for f in train_feeds]
+    opt = make_optimizer(optimizer, student, lr)
+    sched = make_schedule("cosine", lr, max(1, steps), min(warmup, steps // 2))
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    history = []
+    for step in range(int(steps)):
+        if not order:
+            order = list(rng.permutation(len(train_feeds)))
+        i = int(order.pop())
+        env, tape = forward(student, train_feeds[i], training=True, record=True)
+        value, grad = distill_loss(env[out], targets[i], loss)
+        if not np.isfinite(value):
+            raise FloatingPointError(f"qat: loss {value} at step {step}; lower lr ({lr})")
+        grads = backward(student, env, tape, {out: grad})
+        opt.step(grads, lr=sched(step))
+        history.append(value)
+        del env, tape, grads
+        if log_every and (step + 1) % log_every == 0:
+            print(f"qat step {step + 1}/{steps} loss {np.mean(history[-log_every:]):.4g} "
+                  f"{time.perf_counter() - t_start:.0f}s", file=sys.stderr, flush=True)
+    for op in bns:
+        del op.attrs["use_global_stats"]
+    q = convert(student)
+    q.meta["quantization"]["qat"] = {"init_algo": algo, "steps": int(steps), "lr": lr, "optimizer": optimizer,
+                                     "loss": loss, "freeze_thresholds": freeze_thresholds,
+                                     "n_train_feeds": len(train_feeds), "loss_history": history,
+                                     "seconds": time.perf_counter() - t_start}
     return q, (convert_to_int8(q) if int8 else None)
 
 

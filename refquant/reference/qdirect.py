@@ -60,12 +60,18 @@ def check_int(name, v, lo=None, hi=None):
     return v
 
 
+_F32_OVERFLOW = 2.0 ** 128 - 2.0 ** 103  # the smallest float64 that rounds to float32 inf
+
+
 def check_float(name, v, positive=False):
     """A finite real scalar, returned as float32."""
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.floating, np.integer)):
+    if type(v) is not float and (isinstance(v, (bool, np.bool_))
+                                 or not isinstance(v, (numbers.Real, np.floating, np.integer))):
         raise TypeError(f"{name}: expected a float, got {type(v).__name__}")
+    if not abs(float(v)) < _F32_OVERFLOW:  # also NaN
+        raise ValueError(f"{name}: must be finite{' and > 0' if positive else ''} as a float32, got {v!r}")
     f = np.float32(v)
-    if not np.isfinite(f) or (positive and not f > 0):
+    if positive and not f > 0:
         raise ValueError(f"{name}: must be finite{' and > 0' if positive else ''} as a float32, got {v!r}")
     return f
 
@@ -215,8 +221,17 @@ def _pad_nhwc(x, padding, value):
 
 # ---------------------------------------------------------------------------------------------- the kernels
 def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0, bias=None,
-                        scale, out_dtype="u8", out_zero=0, lo=None, hi=None, path=None):
-    """Depthwise conv, NHWC u8 x (KH, KW, C) s8 -> NHWC u8 or float32; see the module docstring."""
+                        scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None, path=None):
+    """Depthwise conv, NHWC u8 x (KH, KW, C) s8 -> NHWC u8 or float32; see the module docstring. ``chain``
+    (float32 output only): :func:`scalar_chain_f32`'s keyword arguments, applied to the output, whose
+    ``(t or None, q or None)`` is then returned."""
+    if chain is not None:
+        if out_dtype != "f32":
+            raise ValueError('depthwise_conv_u8s8: chain needs out_dtype="f32"')
+        check_chain(**chain)
+        f = depthwise_conv_u8s8(x, w, stride=stride, padding=padding, dilation=dilation, a_zero=a_zero, bias=bias,
+                                scale=scale, out_dtype="f32", lo=lo, hi=hi)
+        return scalar_chain_f32(f, **chain)
     a = check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi)
     kh, kw, c = w.shape
     xs = _pad_nhwc(x.astype(np.int64) - a["a_zero"], a["padding"], 0)  # padded taps hold the zero point
@@ -354,14 +369,23 @@ def check_add_f32(a, b, want_float, quantize):
 
 def check_scalar_chain_f32(x, pre, hard_swish, post, want_float, quantize):
     check_array("scalar_chain_f32: x", x, np.float32)
+    return check_chain(pre, hard_swish, post, want_float, quantize)[3]
+
+
+def check_chain(pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), want_float=True, quantize=None):
+    """A scalar chain given as :func:`scalar_chain_f32`'s keyword arguments (also the post-op of an INT8 conv,
+    depthwise or matmul), validated: (the 7 float32 constants (pre_mul, pre_add, offset, threshold, scale,
+    post_mul, post_add), hs, want_float, the quantize tuple or None)."""
     consts = [*pre, *post] + ([] if hard_swish is None else list(hard_swish))
     if len(pre) != 2 or len(post) != 2 or (hard_swish is not None and len(hard_swish) != 3):
         raise ValueError("scalar_chain_f32: pre and post are (mul, add), hard_swish (offset, threshold, scale)")
-    if not all(np.isfinite(v) for v in consts):
+    if not all(math.isfinite(v) for v in consts):
         raise ValueError(f"scalar_chain_f32: the constants must be finite, got {consts}")
     if hard_swish is not None and hard_swish[2] == 0:
         raise ValueError("scalar_chain_f32: the hard swish scale must not be 0")
-    return _check_outputs("scalar_chain_f32", want_float, quantize)
+    qz = _check_outputs("scalar_chain_f32", want_float, quantize)
+    k = np.array([pre[0], pre[1], *(hard_swish or (0.0, 0.0, 1.0)), post[0], post[1]], np.float32)
+    return k, int(hard_swish is not None), bool(want_float), qz
 
 
 def _check_outputs(what, want_float, quantize):
@@ -405,6 +429,25 @@ def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), w
         t = t * f32(post[0]) + f32(post[1])
     q = None if qz is None else q8(t * qz[0], *qz[1:])
     return (t if want_float else None), q
+
+
+def check_channel_mul_f32(x, s, want_float, quantize):
+    check_array("channel_mul_f32: x", x, np.float32, 4)
+    check_array("channel_mul_f32: s", s, np.float32, 2)
+    if s.shape != (x.shape[0], x.shape[3]):
+        raise ValueError(f"channel_mul_f32: s must be (N, C) = {(x.shape[0], x.shape[3])}, got {s.shape}")
+    return _check_outputs("channel_mul_f32", want_float, quantize)
+
+
+def channel_mul_f32(x, s, *, want_float=True, quantize=None, path=None):
+    """An SE block's excitation and what follows it, in one pass: ``f = x[n, h, w, c] * s[n, c]`` (float32,
+    NHWC ``x``, what ``elementwise_mul`` by the (N, C, 1, 1) scale gives); returns ``(f or None, q or None)``
+    like :func:`add_f32`."""
+    qz = check_channel_mul_f32(x, s, want_float, quantize)
+    with np.errstate(invalid="ignore", over="ignore"):
+        f = x * s[:, None, None, :]
+    q = None if qz is None else q8(f * qz[0], *qz[1:])
+    return (f if want_float else None), q
 
 
 def max_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), *, path=None):
@@ -453,3 +496,21 @@ def global_avg_pool_u8(x, scale=1.0, zero=0, *, path=None):
     hw = x.shape[1] * x.shape[2]
     s = x.sum(axis=(1, 2), dtype=np.int64) - np.int64(zero) * hw
     return (s.astype(np.float64) / hw * np.float64(scale)).astype(np.float32)
+
+
+def check_gap_f32(x):
+    check_array("global_avg_pool_f32: x", x, np.float32, 4)
+    if x.shape[1] * x.shape[2] == 0:
+        raise ValueError(f"global_avg_pool_f32: empty spatial size {x.shape[1:3]}")
+
+
+def global_avg_pool_f32(x, *, path=None):
+    """NHWC float32 (N, H, W, C) -> float32 (N, C): ``float32(sum_p float64(x[n, p, c]) / (H*W))``, the float64
+    sum taken pixel by pixel in order (so the compiled kernel, which adds in the same order, gives the same bits)."""
+    check_gap_f32(x)
+    n, h, w, c = x.shape
+    rows = x.reshape(n, h * w, c)
+    acc = np.zeros((n, c), np.float64)
+    for p in range(h * w):
+        acc += rows[:, p, :]
+    return (acc / (h * w)).astype(np.float32)

@@ -143,8 +143,19 @@ def _vector(x, n, dtype, name):
 
 
 def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
-              lo=None, hi=None, out=None, path=None):
-    """See the module docstring; ``path`` is accepted (and ignored) so callers can pass it to either side."""
+              lo=None, hi=None, out=None, chain=None, path=None):
+    """See the module docstring; ``path`` is accepted (and ignored) so callers can pass it to either side.
+
+    ``chain`` (out_dtype "f32", no ``out``): ``qdirect.scalar_chain_f32(result, **chain)``, returned as its
+    ``(t or None, q or None)`` (the compiled GEMM applies it block by block, with the same bits)."""
+    if chain is not None:
+        from . import qdirect
+        if out_dtype != "f32" or out is not None:
+            raise ValueError('gemm_u8s8: chain needs out_dtype="f32" and no out')
+        qdirect.check_chain(**chain)
+        f = gemm_u8s8(a, packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype="f32",
+                      lo=lo, hi=hi)
+        return qdirect.scalar_chain_f32(f, **chain)
     K, N = int(K), int(N)
     if not isinstance(a, np.ndarray) or a.dtype != np.uint8:
         raise TypeError("gemm_u8s8: a must be a uint8 numpy.ndarray")

@@ -31,6 +31,33 @@ static size_t read_exact(FILE *f, void *dst, size_t n) {
     return n;
 }
 
+/* The post-op (qgemm/post.h) on an f32 case: a hard swish chain with both outputs, through qgemm_post_tile split
+ * into 2 x 2 tiles, must equal qd_chain_span applied to the twin's f32 output (the blocks and column offsets of
+ * post.h on this path; the chain's arithmetic itself is checked against the NumPy twin in tests/test_qgemm.py). */
+static void check_post(int ci, const qgemm_path *path, const qgemm_args *plain, const uint8_t *want_f32,
+                       int *checked) {
+    const ptrdiff_t M = plain->M, N = plain->N;
+    const float k[7] = {0.75f, 0.25f, 3.0f, 6.0f, 6.0f, 1.25f, -0.5f};
+    float *want_y = xmalloc(4 * (size_t)(M * N)), *y = xmalloc(4 * (size_t)(M * N));
+    uint8_t *want_q = xmalloc((size_t)(M * N)), *q = xmalloc((size_t)(M * N));
+    qd_chain_span((const float *)want_f32, M * N, k, 1, want_y, want_q, 0.37f, -127.0f, 127.0f, 128);
+    qgemm_post post = {k, 1, y, N, q, N, 0.37f, -127.0f, 127.0f, 128};
+    qgemm_args p = *plain;
+    p.post = &post;
+    ptrdiff_t mh = M / 2, nh = (p.Np / QGEMM_NR) / 2 * QGEMM_NR;
+    if (nh > N) nh = N;
+    ptrdiff_t ms[3] = {0, mh, M}, ns[3] = {0, nh, N};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++)
+            if (ms[i] < ms[i + 1] && ns[j] < ns[j + 1]) qgemm_post_tile(path->tile, &p, ms[i], ms[i + 1], ns[j], ns[j + 1]);
+    if (memcmp(y, want_y, 4 * (size_t)(M * N)) || memcmp(q, want_q, (size_t)(M * N))) {
+        printf("case %d (M=%td N=%td) path %s: post-op chain WRONG VALUES\n", ci, M, N, path->name);
+        failures++;
+    }
+    (*checked)++;
+    free(want_y); free(y); free(want_q); free(q);
+}
+
 static int run_case(int ci, FILE *f, const int *paths, int npaths, int *checked) {
     int32_t hi4[4];
     float fl[3];
@@ -74,7 +101,7 @@ static int run_case(int ci, FILE *f, const int *paths, int npaths, int *checked)
         }
         qgemm_args p = {M, K, N, Kp, Np, a, K, packed + QGEMM_HEADER_BYTES, qgemm_header_flags(packed),
                         offset_p, scale_p, kind,
-                        fl[0], fl[1], fl[2], out, ldo};
+                        fl[0], fl[1], fl[2], out, ldo, NULL};
         for (int split = 0; split < 2; split++) {
             memset(out, 0xA5, (size_t)(M * ldo) * esz);
             if (!split) {
@@ -100,6 +127,7 @@ static int run_case(int ci, FILE *f, const int *paths, int npaths, int *checked)
             }
             (*checked)++;
         }
+        if (kind == QGEMM_OUT_F32) check_post(ci, path, &p, want, checked);
     }
     free(a); free(w); free(offset); free(scale); free(twin_packed); free(packed); free(want);
     free(scale_p); free(offset_p); free(out);

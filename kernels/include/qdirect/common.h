@@ -1,7 +1,7 @@
 /* qdirect/common.h: shared types and scalar helpers of the direct INT8 kernels (kernels/qdirect.pyx).
  *
  * Every INT8 tensor is a uint8 NHWC array plus (scale, zero). The kernels round with rint (ties to even) on a
- * float32 value and clamp; this file holds the one scalar definition of that step (qd_q8), used by every path.
+ * float32 value and clamp: the one scalar definition of that step, qd_q8, is in chain.h, used by every path.
  * Compile with -ffp-contract=off: a fused multiply-add would change the float32 products the twin computes.
  */
 #ifndef QDIRECT_COMMON_H
@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "chain.h"
 
 /* Paths, best last. A path is usable when the CPU has it (qd_path_supported); the caller picks one per call. */
 enum { QD_PORTABLE = 0, QD_AVX2 = 1, QD_AVX512 = 2 };
@@ -23,10 +25,9 @@ enum { QD_PORTABLE = 0, QD_AVX2 = 1, QD_AVX512 = 2 };
 #define QD_X86 0
 #endif
 
-#define QD_INLINE static inline __attribute__((always_inline))
 #define QD_UNUSED __attribute__((unused)) /* a path may not call every instantiation of generic.h */
 
-static int qd_path_supported(int path) {
+QD_UNUSED static int qd_path_supported(int path) {
     if (path == QD_PORTABLE) return 1;
 #if QD_X86
     __builtin_cpu_init();
@@ -44,17 +45,6 @@ typedef struct {
     ptrdiff_t kh, kw, sh, sw, top, left, dh, dw;
     ptrdiff_t oh, ow;
 } qd_geom;
-
-/* Round-and-clamp to u8: clamp(rint(f) + zero, lo, hi), computed as rint(clamp(f, lo - zero, hi - zero)) + zero
- * with lo_f = lo - zero, hi_f = hi - zero. The two are equal because rint is monotone and the bounds are
- * integers; clamping first keeps |f| <= 510, where (f + 1.5*2^23) - 1.5*2^23 is rint in the default rounding
- * mode (ties to even). A NaN f fails the first comparison and becomes lo (the twin does the same). */
-QD_INLINE uint8_t qd_q8(float f, float lo_f, float hi_f, int32_t zero) {
-    f = f > lo_f ? f : lo_f;
-    f = f < hi_f ? f : hi_f;
-    f = (f + 12582912.0f) - 12582912.0f;
-    return (uint8_t)((int32_t)f + zero);
-}
 
 /* The start of the range [lo, hi) of output indices o in [0, count) whose input index i0 + o*step + reach
  * stays inside [0, size) for every reach in [0, span]: the "interior" where no tap touches the padding. */

@@ -6,7 +6,8 @@
  * -ffp-contract=off, integer sums), so both instantiations give the same bits.
  *
  * Defines, for the suffix QD_SFX: qd_dw_pixels_, qd_dw_row_, qd_quant_nchw_, qd_dequant_nhwc_, qd_quant_rows_,
- * qd_dequant_rows_, qd_requant_, qd_add_, qd_add_f32_, qd_chain_f32_, qd_maxpool_row_, qd_avgpool_row_, qd_gap_, qd_im2col_row_.
+ * qd_dequant_rows_, qd_requant_, qd_add_, qd_add_f32_, qd_chain_f32_, qd_chmul_f32_, qd_maxpool_row_, qd_avgpool_row_,
+ * qd_gap_, qd_gap_f32_, qd_im2col_row_.
  */
 #include "common.h"
 
@@ -146,27 +147,23 @@ QD_ATTR QD_UNUSED static void QD_FN(qd_add_f32_)(const float *a, const float *b,
     }
 }
 
-/* A chain of scalar float ops as PaddleOCR's graphs spell them, in one pass, each step rounded to float32 as
- * the separate ops do: t = x * pre_mul + pre_add (a "learnable affine block"; identities 1 and -0.0, both exact);
- * hard swish if hs: u = min(max(t + offset, 0), threshold) (NaN -> 0), t = (t * u) / scale; then
- * t = t * post_mul + post_add; y (if not NULL) = t, q (if not NULL) = qd_q8(t * sinv). (No fma: -ffp-contract=off.) */
+/* The scalar chain (qd_chain_span, chain.h) over n elements. */
 QD_ATTR QD_UNUSED static void QD_FN(qd_chain_f32_)(const float *x, ptrdiff_t n, const float *k, int hs, float *y,
                                          uint8_t *q, float sinv, float lo_f, float hi_f, int32_t zero) {
-    const float pre_mul = k[0], pre_add = k[1], offset = k[2], threshold = k[3], scale = k[4], post_mul = k[5],
-                post_add = k[6];
-    for (ptrdiff_t i = 0; i < n; i++) {
-        float t = x[i] * pre_mul;
-        t = t + pre_add;
-        if (hs) {
-            float u = t + offset;
-            u = u > 0.0f ? u : 0.0f;
-            u = u < threshold ? u : threshold;
-            t = (t * u) / scale;
+    qd_chain_span(x, n, k, hs, y, q, sinv, lo_f, hi_f, zero);
+}
+
+/* SE excitation: pixels [0, n) of one NHWC image times its per-channel scale, f = x[p, c] * s[c] (float32, what
+ * elementwise_mul with a (N, C, 1, 1) operand gives); y (if not NULL) = f, q (if not NULL) = qd_q8(f * sinv). */
+QD_ATTR QD_UNUSED static void QD_FN(qd_chmul_f32_)(const float *x, const float *s, ptrdiff_t n, ptrdiff_t C,
+                                         float *y, uint8_t *q, float sinv, float lo_f, float hi_f, int32_t zero) {
+    for (ptrdiff_t p = 0; p < n; p++) {
+        const float *xp = x + p * C;
+        for (ptrdiff_t c = 0; c < C; c++) {
+            float f = xp[c] * s[c];
+            if (y) y[p * C + c] = f;
+            if (q) q[p * C + c] = qd_q8(f * sinv, lo_f, hi_f, zero);
         }
-        t = t * post_mul;
-        t = t + post_add;
-        if (y) y[i] = t;
-        if (q) q[i] = qd_q8(t * sinv, lo_f, hi_f, zero);
     }
 }
 
@@ -227,6 +224,21 @@ QD_ATTR QD_UNUSED static void QD_FN(qd_gap_)(const uint8_t *x, ptrdiff_t HW, ptr
     }
     for (ptrdiff_t c = 0; c < C; c++)
         out[c] = (float)((double)(sum[c] - (int64_t)zero * HW) / (double)HW * scale);
+}
+
+/* float32 global average pool of one NHWC image: out[c] = (float)(the float64 sum of x[p, c] in pixel order / HW).
+ * The sums live on this thread's stack, 512 channels at a time. */
+QD_ATTR QD_UNUSED static void QD_FN(qd_gap_f32_)(const float *x, ptrdiff_t HW, ptrdiff_t C, float *out) {
+    for (ptrdiff_t c0 = 0; c0 < C; c0 += 512) {
+        const ptrdiff_t nc = C - c0 < 512 ? C - c0 : 512;
+        double acc[512];
+        for (ptrdiff_t c = 0; c < nc; c++) acc[c] = 0.0;
+        for (ptrdiff_t p = 0; p < HW; p++) {
+            const float *src = x + p * C + c0;
+            for (ptrdiff_t c = 0; c < nc; c++) acc[c] += (double)src[c];
+        }
+        for (ptrdiff_t c = 0; c < nc; c++) out[c0 + c] = (float)(acc[c] / (double)HW);
+    }
 }
 
 /* im2col of output row oh: out (OW, KH*KW*C) rows, column order (kh, kw, c), padded taps = pad. A kernel row

@@ -138,6 +138,11 @@ static void qd_chain_f32(int path, const float *x, ptrdiff_t n, const float *k, 
     QD_PICK(path, qd_chain_f32_, x, n, k, hs, y, q, sinv, lo_f, hi_f, zero);
 }
 
+static void qd_chmul_f32(int path, const float *x, const float *s, ptrdiff_t n, ptrdiff_t C, float *y, uint8_t *q,
+                         float sinv, float lo_f, float hi_f, int32_t zero) {
+    QD_PICK(path, qd_chmul_f32_, x, s, n, C, y, q, sinv, lo_f, hi_f, zero);
+}
+
 static void qd_maxpool_row(int path, const qd_geom *g, const uint8_t *x, ptrdiff_t oh, uint8_t *out) {
     QD_PICK(path, qd_maxpool_row_, g, x, oh, out);
 }
@@ -150,6 +155,10 @@ static void qd_avgpool_row(int path, const qd_geom *g, const uint8_t *x, ptrdiff
 static void qd_gap(int path, const uint8_t *x, ptrdiff_t HW, ptrdiff_t C, int32_t zero, double scale,
                    int64_t *sum, float *out) {
     QD_PICK(path, qd_gap_, x, HW, C, zero, scale, sum, out);
+}
+
+static void qd_gap_f32(int path, const float *x, ptrdiff_t HW, ptrdiff_t C, float *out) {
+    QD_PICK(path, qd_gap_f32_, x, HW, C, out);
 }
 
 static void qd_im2col_row(int path, const qd_geom *g, const uint8_t *x, ptrdiff_t oh, uint8_t pad,

@@ -58,6 +58,19 @@ typedef struct {
     int64_t reserved1;
 } qgemm_header;                 /* 64 bytes */
 
+/* An optional float post-op on the f32 output (qgemm/post.h): the scalar chain of qdirect/chain.h, written to
+ * y (float, row stride ldy) and / or q (u8, row stride ldq) instead of the f32 output. */
+typedef struct {
+    const float *k;             /* the 7 chain constants */
+    int hs;
+    float *y;                   /* or NULL */
+    ptrdiff_t ldy;
+    uint8_t *q;                 /* or NULL */
+    ptrdiff_t ldq;
+    float sinv, lo_f, hi_f;
+    int32_t zero;
+} qgemm_post;
+
 /* One call's arguments, shared by every path. */
 typedef struct {
     ptrdiff_t M, K, N, Kp, Np;
@@ -71,6 +84,7 @@ typedef struct {
     float out_zero, lo, hi;
     void *out;                  /* element (m, n) at out + m*ldo + n, in elements of the out type */
     ptrdiff_t ldo;
+    const qgemm_post *post;     /* NULL, or a post-op on the f32 output (out is then unused) */
 } qgemm_args;
 
 static inline ptrdiff_t qgemm_round_up(ptrdiff_t x, ptrdiff_t m) { return (x + m - 1) / m * m; }
