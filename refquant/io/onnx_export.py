@@ -989,7 +989,7 @@ def _fake_qdq(ex, op):
 
 
 @_exporter("quantize_linear")
-def _quantize_linear(ex, op):
+def _quantize_linear_op(ex, op):
     x, y = op.inputs[0], op.outputs[0]
     if op.attrs.get("only_observer", False):
         ex.set_out(y, ex.x(x))
