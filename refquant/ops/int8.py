@@ -11,7 +11,10 @@ output (the epilogue):
 
 Conv weights are GEMM matrices (K = KH*KW*Cin in (kh, kw, cin) order, N = Cout), packed once at conversion into
 the microkernel's layout (``pack_b``: a 64-byte header, 16-column panels of 4-deep K groups); depthwise weights
-are (KH, KW, C) int8. Column sums (``<w>@col_sum``) undo the +128 offset of s8 inputs. There is no backward: these graphs are for inference.
+are (KH, KW, C) int8. Column sums (``<w>@col_sum``) undo the +128 offset of s8 inputs. An op with a float32
+output may carry a ``chain`` attribute (a fused_scalar_chain's attributes, a post-op): it then outputs the chain's
+(float, u8) pair instead, computed block by block in the kernel. There is no backward: these graphs are for
+inference.
 """
 from __future__ import annotations
 
