@@ -68,6 +68,10 @@ DW_CASES = [  # (N, H, W, C), kernel, stride, padding (t, l, b, r), dilation
     ((3, 3, 3, 16), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
     ((1, 2, 2, 8), (3, 3), (1, 1), (2, 2, 2, 2), (1, 1)),  # padding wider than the image
     ((1, 9, 70, 1), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    # PP-OCR cls's 5x5 kernels on 2-3 pixel high maps: every output row reads a partial range of kernel rows
+    ((2, 2, 24, 200), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
+    ((2, 3, 20, 88), (5, 5), (2, 1), (2, 2, 2, 2), (1, 1)),
+    ((1, 4, 9, 24), (5, 3), (1, 1), (3, 1, 1, 1), (1, 1)),
 ]
 
 

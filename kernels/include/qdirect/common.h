@@ -17,6 +17,7 @@
 enum { QD_PORTABLE = 0, QD_AVX2 = 1, QD_AVX512 = 2 };
 
 #define QD_MAX_TAPS 256 /* KH*KW of a depthwise / pooling window (checked by the caller) */
+#define QD_MAX_RANGES 16 /* partial kernel-row packs of a depthwise conv (2 per padded kernel row at most) */
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define QD_X86 1
@@ -126,7 +127,21 @@ typedef struct {
      * int8 weight quads): per-pixel blocks and flat (stride 1) blocks */
     const void *pix_w; const int32_t *pix_b; const float *pix_s; ptrdiff_t pix_blocks;
     const void *flat_w; const int32_t *flat_b; const float *flat_s; ptrdiff_t flat_blocks;
+    /* AVX2: packs of the kernel rows [i0, i1) that output rows at the top / bottom edge actually read (the rest
+     * lie in the padding), with their own folded bias: those rows skip the padded taps */
+    int nranges;
+    struct { int i0, i1; const void *pix_w; const int32_t *pix_b; const float *pix_s; const void *flat_w;
+             const int32_t *flat_b; const float *flat_s; } ranges[QD_MAX_RANGES];
 } qd_dw;
+
+/* The kernel rows [*i0, *i1) of output row oh whose input rows lie inside the image. */
+static inline void qd_dw_valid_rows(const qd_geom *g, ptrdiff_t oh, int *i0, int *i1) {
+    int a = 0, b = (int)g->kh;
+    while (a < b && oh * g->sh - g->top + a * g->dh < 0) a++;
+    while (b > a && oh * g->sh - g->top + (b - 1) * g->dh >= g->h) b--;
+    *i0 = a;
+    *i1 = b;
+}
 
 /* The input row pointer of kernel row i for output row oh (the zero row when it lies in the padding). */
 QD_INLINE const uint8_t *qd_row(const qd_dw *d, const uint8_t *x, ptrdiff_t oh, ptrdiff_t i) {

@@ -175,10 +175,23 @@ QD_AVX2_ATTR QD_INLINE void qd_dw_pixels_avx2_run(const qd_dw *d, const uint8_t 
  * the stride is 1 and a flat pack exists, else pixel by pixel in blocks of 32 channels. 3x3 kernels get
  * their own instantiation (constant K: unrolled taps). */
 QD_AVX2_ATTR static void qd_dw_row_avx2_kernel(const qd_dw *d, const uint8_t *x, ptrdiff_t oh, char *out) {
+    const uint8_t *rows[QD_MAX_TAPS], *tap[QD_MAX_TAPS];
+    for (ptrdiff_t i = 0; i < d->g.kh; i++) rows[i] = qd_row(d, x, oh, i);
+    int i0, i1;
+    qd_dw_valid_rows(&d->g, oh, &i0, &i1);
+    qd_dw part;
+    for (int r = 0; r < d->nranges; r++)
+        if (d->ranges[r].i0 == i0 && d->ranges[r].i1 == i1) {  /* only kernel rows [i0, i1) read the image */
+            part = *d;
+            part.g.kh = i1 - i0;
+            part.pix_w = d->ranges[r].pix_w; part.pix_b = d->ranges[r].pix_b; part.pix_s = d->ranges[r].pix_s;
+            part.flat_w = d->ranges[r].flat_w; part.flat_b = d->ranges[r].flat_b; part.flat_s = d->ranges[r].flat_s;
+            for (int i = i0; i < i1; i++) rows[i - i0] = rows[i];
+            d = &part;
+            break;
+        }
     const qd_geom *g = &d->g;
     const ptrdiff_t C = g->c, K = g->kh * g->kw, es = d->out_f32 ? 4 : 1;
-    const uint8_t *rows[QD_MAX_TAPS], *tap[QD_MAX_TAPS];
-    for (ptrdiff_t i = 0; i < g->kh; i++) rows[i] = qd_row(d, x, oh, i);
     ptrdiff_t lo, hi;
     qd_interior(-g->left, g->sw, (g->kw - 1) * g->dw, g->w, g->ow, &lo, &hi);
     qd_epi_avx2 e;

@@ -11,6 +11,8 @@
 #ifndef QDIRECT_QDIRECT_H
 #define QDIRECT_QDIRECT_H
 
+#include <stdlib.h>
+
 #include "common.h"
 
 #define QD_SFX _portable
@@ -31,55 +33,89 @@
 #include "depthwise_avx512.h"
 
 /* Depthwise set-up, in one workspace: the folded bias (bias - a_zero * sum_t w, wrapping int32), the zero row
- * (W*C + 64 bytes of a_zero) and, for the AVX2 path, the per-pixel and flat packs (flat only if flat_lanes > 0:
- * the stride is 1 and lcm(C, 32) is small enough). d->g, d->w and d->scale must be set. With ws == NULL, only
- * returns the workspace size in bytes; ws must be 64-byte aligned. */
+ * (W*C + 64 bytes of a_zero) and, for the vector paths, the per-pixel and flat packs (flat only if flat_lanes > 0:
+ * the stride is 1 and lcm(C, 32) is small enough); for AVX2 also the packs of the partial kernel-row ranges
+ * that edge output rows read (a 5x5 kernel on a 2-3 pixel high map skips 40-60% of its taps). d->g, d->w and
+ * d->scale must be set. With ws == NULL, only returns the workspace size in bytes; ws must be 64-byte aligned. */
 static inline size_t qd_align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 static size_t qd_dw_prepare(qd_dw *d, int path, ptrdiff_t flat_lanes, const int32_t *bias, int32_t a_zero,
                             char *ws) {
-    const ptrdiff_t C = d->g.c, K = d->g.kh * d->g.kw;
+    const ptrdiff_t C = d->g.c, kw = d->g.kw, K = d->g.kh * kw;
     /* block geometry of the vector path: lanes per block, bytes of packed weights per block */
     const ptrdiff_t lanes = path == QD_AVX512 ? 64 : path == QD_AVX2 ? 32 : 0;
-    const ptrdiff_t wbytes = path == QD_AVX512 ? (K + 3) / 4 * 256 : (K + 1) / 2 * 128;
     const ptrdiff_t pix_blocks = lanes ? (C + lanes - 1) / lanes : 0;
     const ptrdiff_t flat_blocks = lanes ? flat_lanes / lanes : 0;
-    const size_t o_bias = 0, o_zero = o_bias + qd_align64((size_t)C * 4);
-    const size_t o_pw = o_zero + qd_align64((size_t)(d->g.w * C + 64));
-    const size_t o_pb = o_pw + qd_align64((size_t)(pix_blocks * wbytes));
-    const size_t o_ps = o_pb + qd_align64((size_t)(pix_blocks * lanes * 4));
-    const size_t o_fw = o_ps + qd_align64((size_t)(pix_blocks * lanes * 4));
-    const size_t o_fb = o_fw + qd_align64((size_t)(flat_blocks * wbytes));
-    const size_t o_fs = o_fb + qd_align64((size_t)(flat_blocks * lanes * 4));
-    const size_t total = o_fs + qd_align64((size_t)(flat_blocks * lanes * 4));
-    if (!ws) return total;
-    int32_t *folded = (int32_t *)(ws + o_bias);
-    for (ptrdiff_t c = 0; c < C; c++) {
-        uint32_t sum_w = 0;
-        for (ptrdiff_t t = 0; t < K; t++) sum_w += (uint32_t)(int32_t)d->w[t * C + c];
-        folded[c] = (int32_t)((uint32_t)(bias ? bias[c] : 0) - (uint32_t)a_zero * sum_w);
+    /* the kernel-row ranges to pack: [0, KH), then (AVX2) each partial range an edge output row reads */
+    int r0[QD_MAX_RANGES + 1] = {0}, r1[QD_MAX_RANGES + 1] = {(int)d->g.kh}, nr = 1;
+    for (ptrdiff_t oh = 0; path == QD_AVX2 && oh < d->g.oh; oh++) {
+        int a, b, seen = 0;
+        qd_dw_valid_rows(&d->g, oh, &a, &b);
+        for (int r = 0; r < nr; r++) seen |= r0[r] == a && r1[r] == b;
+        if (!seen && b > a && nr <= QD_MAX_RANGES) {
+            r0[nr] = a;
+            r1[nr++] = b;
+        }
     }
+    size_t off = qd_align64((size_t)C * 4) + qd_align64((size_t)(d->g.w * C + 64));  /* folded bias, zero row */
+    size_t o_pack[QD_MAX_RANGES + 1][6];  /* per range: pix w, b, s, flat w, b, s */
+    for (int r = 0; r < nr; r++) {
+        const ptrdiff_t k = (r1[r] - r0[r]) * kw;
+        const ptrdiff_t wbytes = path == QD_AVX512 ? (k + 3) / 4 * 256 : (k + 1) / 2 * 128;
+        const size_t sizes[6] = {(size_t)(pix_blocks * wbytes), (size_t)(pix_blocks * lanes * 4),
+                                 (size_t)(pix_blocks * lanes * 4), (size_t)(flat_blocks * wbytes),
+                                 (size_t)(flat_blocks * lanes * 4), (size_t)(flat_blocks * lanes * 4)};
+        for (int j = 0; j < 6; j++) {
+            o_pack[r][j] = off;
+            off += qd_align64(sizes[j]);
+        }
+    }
+    if (!ws) return off;
+    int32_t *folded = (int32_t *)ws;
+    int32_t *range_bias = (int32_t *)malloc((size_t)(C > 0 ? C : 1) * 4);
+    if (!range_bias) nr = 1;  /* no partial packs: every row reads its padded taps (same numbers) */
+    const size_t o_zero = qd_align64((size_t)C * 4);
     memset(ws + o_zero, (int)a_zero, (size_t)(d->g.w * C + 64));
-    d->bias = folded;
     d->zero_row = (const uint8_t *)(ws + o_zero);
     d->pix_blocks = pix_blocks;
     d->flat_blocks = flat_blocks;
-    d->pix_w = ws + o_pw;
-    d->pix_b = (const int32_t *)(ws + o_pb);
-    d->pix_s = (const float *)(ws + o_ps);
-    d->flat_w = ws + o_fw;
-    d->flat_b = (const int32_t *)(ws + o_fb);
-    d->flat_s = (const float *)(ws + o_fs);
-    for (int flat = 0; flat < 2; flat++) {
-        const ptrdiff_t blocks = flat ? flat_blocks : pix_blocks;
-        if (!blocks) continue;
-        char *pw = ws + (flat ? o_fw : o_pw);
-        int32_t *pb = (int32_t *)(ws + (flat ? o_fb : o_pb));
-        float *ps = (float *)(ws + (flat ? o_fs : o_ps));
-        if (path == QD_AVX512) qd_dw_pack_avx512(d->w, folded, d->scale, C, K, blocks, flat, (int8_t *)pw, pb, ps);
-        else qd_dw_pack_avx2(d->w, folded, d->scale, C, K, blocks, flat, (int16_t *)pw, pb, ps);
+    d->nranges = nr - 1;
+    for (int r = 0; r < nr; r++) {
+        /* folded bias of the taps in rows [i0, i1): bias - a_zero * sum of their weights (wrapping int32), so
+         * acc = folded + sum over those taps of x * w; padded taps (left / right, or rows of the full range)
+         * read a_zero and add a_zero * w back */
+        const ptrdiff_t t0 = r0[r] * kw, t1 = r1[r] * kw;
+        int32_t *fb = r == 0 ? folded : range_bias;
+        for (ptrdiff_t c = 0; c < C; c++) {
+            uint32_t sum_w = 0;
+            for (ptrdiff_t t = t0; t < t1; t++) sum_w += (uint32_t)(int32_t)d->w[t * C + c];
+            fb[c] = (int32_t)((uint32_t)(bias ? bias[c] : 0) - (uint32_t)a_zero * sum_w);
+        }
+        const void *pw[2] = {ws + o_pack[r][0], ws + o_pack[r][3]};
+        const int32_t *pb[2] = {(const int32_t *)(ws + o_pack[r][1]), (const int32_t *)(ws + o_pack[r][4])};
+        const float *ps[2] = {(const float *)(ws + o_pack[r][2]), (const float *)(ws + o_pack[r][5])};
+        for (int flat = 0; flat < 2; flat++) {
+            const ptrdiff_t blocks = flat ? flat_blocks : pix_blocks;
+            if (!blocks) continue;
+            if (path == QD_AVX512)
+                qd_dw_pack_avx512(d->w + t0 * C, fb, d->scale, C, t1 - t0, blocks, flat, (int8_t *)pw[flat],
+                                  (int32_t *)pb[flat], (float *)ps[flat]);
+            else
+                qd_dw_pack_avx2(d->w + t0 * C, fb, d->scale, C, t1 - t0, blocks, flat, (int16_t *)pw[flat],
+                                (int32_t *)pb[flat], (float *)ps[flat]);
+        }
+        if (r == 0) {
+            d->bias = folded;
+            d->pix_w = pw[0]; d->pix_b = pb[0]; d->pix_s = ps[0];
+            d->flat_w = pw[1]; d->flat_b = pb[1]; d->flat_s = ps[1];
+        } else {
+            d->ranges[r - 1].i0 = r0[r]; d->ranges[r - 1].i1 = r1[r];
+            d->ranges[r - 1].pix_w = pw[0]; d->ranges[r - 1].pix_b = pb[0]; d->ranges[r - 1].pix_s = ps[0];
+            d->ranges[r - 1].flat_w = pw[1]; d->ranges[r - 1].flat_b = pb[1]; d->ranges[r - 1].flat_s = ps[1];
+        }
     }
-    return total;
+    free(range_bias);
+    return off;
 }
 
 #if QD_X86
