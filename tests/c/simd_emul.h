@@ -110,6 +110,7 @@ static inline __m256 _mm256_loadu_ps(const float *p) { __m256 r; memcpy(&r, p, 3
 static inline void _mm256_storeu_si256(__m256i *p, __m256i a) { memcpy(p, &a, 32); }
 static inline void _mm256_storeu_ps(float *p, __m256 a) { memcpy(p, &a, 32); }
 static inline void _mm_storeu_si128(__m128i *p, __m128i a) { memcpy(p, &a, 16); }
+static inline void _mm_storel_epi64(__m128i *p, __m128i a) { memcpy(p, &a, 8); }
 static inline __m256i _mm256_add_epi32(__m256i a, __m256i b) {
     EMUL_I(8) a.i32[i] = emul_wrap((int64_t)a.i32[i] + b.i32[i]);
     return a;

@@ -91,6 +91,8 @@ QGEMM_AVX2 static inline void qgemm_avx2_store16(const qgemm_args *p, ptrdiff_t 
         if (nc == 16) {
             _mm256_storeu_ps(o, f0);
             _mm256_storeu_ps(o + 8, f1);
+        } else if (nc == 8) {       /* a panel of 8 (N = 8, 24, 40, 88, 200, ...): no call into libc per row */
+            _mm256_storeu_ps(o, f0);
         } else {
             float t[16];
             _mm256_storeu_ps(t, f0);
@@ -111,6 +113,8 @@ QGEMM_AVX2 static inline void qgemm_avx2_store16(const qgemm_args *p, ptrdiff_t 
     uint8_t *o = (uint8_t *)p->out + at;
     if (nc == 16) {
         _mm_storeu_si128((__m128i *)o, bytes);
+    } else if (nc == 8) {
+        _mm_storel_epi64((__m128i *)o, bytes);
     } else {
         uint8_t t[16];
         _mm_storeu_si128((__m128i *)t, bytes);
