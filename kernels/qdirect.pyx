@@ -138,8 +138,7 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
     f32 = a["out_dtype"] == "f32"
     y = q = None
     if chain is not None:
-        y = np.empty((n, oh, ow, c), dtype=np.float32) if want_float else None
-        q = np.empty((n, oh, ow, c), dtype=np.uint8) if qz is not None else None
+        y, q = _glue_outputs((n, oh, ow, c), want_float, qz)
         if n * oh * ow * c == 0:
             return y, q
     cdef int threads = threads_for(n * oh * ow * c * k, MIN_WORK_PER_THREAD)
@@ -355,6 +354,12 @@ def add_u8(a, a_scale, a_zero, b, b_scale, b_zero, out_scale_inv, out_zero, lo=0
     return out
 
 
+def _glue_outputs(shape, want_float, qz):
+    """The float32 and uint8 outputs of a float glue kernel, each None when not asked for."""
+    return (np.empty(shape, dtype=np.float32) if want_float else None,
+            np.empty(shape, dtype=np.uint8) if qz is not None else None)
+
+
 def _q8_params(qz):
     """(scale_inv, lo - zero, hi - zero, zero) of a validated quantize tuple, or neutral values for None."""
     if qz is None:
@@ -375,8 +380,7 @@ def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), w
     cdef float sinv, lo_f, hi_f
     cdef int32_t z
     sinv, lo_f, hi_f, z = _q8_params(qz)
-    y = np.empty(x.shape, dtype=np.float32) if want_float else None
-    q = np.empty(x.shape, dtype=np.uint8) if qz is not None else None
+    y, q = _glue_outputs(x.shape, want_float, qz)
     cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
     cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data) if y is not None else NULL
     cdef uint8_t *qp = <uint8_t *> (<Py_ssize_t> q.ctypes.data) if q is not None else NULL
@@ -398,8 +402,7 @@ def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
     cdef float sinv, lo_f, hi_f
     cdef int32_t z
     sinv, lo_f, hi_f, z = _q8_params(qz)
-    y = np.empty(a.shape, dtype=np.float32) if want_float else None
-    q = np.empty(a.shape, dtype=np.uint8) if qz is not None else None
+    y, q = _glue_outputs(a.shape, want_float, qz)
     cdef const float *ap = <const float *> (<Py_ssize_t> a.ctypes.data)
     cdef const float *bp = <const float *> (<Py_ssize_t> b.ctypes.data)
     cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data) if y is not None else NULL
@@ -423,8 +426,7 @@ def channel_mul_f32(x, s, *, want_float=True, quantize=None, path=None):
     cdef float sinv, lo_f, hi_f
     cdef int32_t z
     sinv, lo_f, hi_f, z = _q8_params(qz)
-    y = np.empty(x.shape, dtype=np.float32) if want_float else None
-    q = np.empty(x.shape, dtype=np.uint8) if qz is not None else None
+    y, q = _glue_outputs(x.shape, want_float, qz)
     cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
     cdef const float *sp = <const float *> (<Py_ssize_t> s.ctypes.data)
     cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data) if y is not None else NULL

@@ -46,6 +46,14 @@ def check_all_paths(name, *args, **kwargs):
     return want
 
 
+def same_outputs(got, want):
+    """Two (float or None, u8 or None) pairs of a glue kernel: the same ones present, bit-identical."""
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if w is not None:
+            same(g, w)
+
+
 def u8(rng, shape):
     return rng.integers(0, 256, shape, dtype=np.uint8)
 
@@ -312,11 +320,8 @@ def test_channel_mul_and_float_global_pool_equal_twin():
             ty, tq = twin.channel_mul_f32(x, s, want_float=want_float, quantize=quantize)
             for path, n in itertools.product(PATHS, (1, 2)):
                 threads.set_num_threads(n)
-                y, q = fast.channel_mul_f32(x, s, want_float=want_float, quantize=quantize, path=path)
-                for got, want in ((y, ty), (q, tq)):
-                    assert (got is None) == (want is None)
-                    if want is not None:
-                        same(got, want)
+                same_outputs(fast.channel_mul_f32(x, s, want_float=want_float, quantize=quantize, path=path),
+                             (ty, tq))
         check_all_paths("global_avg_pool_f32", np.abs(x))
 
 
@@ -361,11 +366,7 @@ def test_depthwise_chain_post_op_equals_twin():
                     assert (got is None) == (want is None) and (want is None or np.array_equal(got, want))
                 for path, n in itertools.product(PATHS, (1, 2)):
                     threads.set_num_threads(n)
-                    y, q = fast.depthwise_conv_u8s8(x, w, chain=ch, path=path, **kw)
-                    for got, want in ((y, ty), (q, tq)):
-                        assert (got is None) == (want is None)
-                        if want is not None:
-                            same(got, want)
+                    same_outputs(fast.depthwise_conv_u8s8(x, w, chain=ch, path=path, **kw), (ty, tq))
     finally:
         threads.set_num_threads(before)
 
