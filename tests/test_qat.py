@@ -143,3 +143,25 @@ def test_convert_needs_a_frozen_activation_scale(lenet):
         convert(quant_aware(m, {"activation_quantize_type": "abs_max"}))
     with pytest.raises(ValueError):
         convert(m)
+
+
+def test_reduce_range_weights_train_on_the_deployed_grid(lenet):
+    # weight_reduce_range: the weight op halves its integers as convert_to_int8(reduce_range=True) will
+    # (q <- rint(q / 2) * 2, half to even): a hand-worked op, then the QAT graph against the deployed INT8 graph
+    attrs = {"bit_length": 8, "round_type": 1, "quant_axis": 0, "reduce_range": True}
+    _, y = _run("fake_channel_wise_quantize_dequantize_abs_max", attrs, np.array([[0.5, 1.0, -0.25, 0.1]]))
+    # q = round_half_away(x * 127) = [64 (63.5), 127, -32 (-31.75), 13 (12.7)] -> rint(q / 2) * 2 = [64, 128, -32, 12]
+    np.testing.assert_allclose(y, np.array([[64, 128, -32, 12]]) / 127.0, rtol=1e-6)
+    m, x, _, feeds = lenet
+    ptq = quant_post_static(m, feeds, algo="abs_max")
+    with pytest.raises(ValueError):
+        merge_config({"weight_reduce_range": True, "nope": 1})
+    qat = quant_aware(m, {"weight_reduce_range": True}, init_thresholds=thresholds(ptq), for_test=True)
+    assert all(op.attrs.get("reduce_range") for op in qat.ops if op.attrs.get("qat_weight"))
+    got = qat.run({"x": x[:64]})[m.outputs[0]]
+    rr = convert_to_int8(convert(qat), unsigned=False, reduce_range=True).run({"x": x[:64]})[m.outputs[0]]
+    eight_bit = quant_aware(m, init_thresholds=thresholds(ptq), for_test=True).run({"x": x[:64]})[m.outputs[0]]
+    # the INT8 graph (on the fake-quant model's own activation grids) deploys the grid the QAT graph computes
+    # on: its logits are much closer to that graph's than to the 8-bit QAT graph's
+    assert np.abs(got - rr).mean() < 0.25 * np.abs(eight_bit - rr).mean()
+    assert np.abs(got - rr).max() <= 0.05 * np.abs(got).max()

@@ -48,8 +48,11 @@ def _ste_grad(ctx, attrs, gy):
 
 def _qdq(ctx, attrs, x, t):
     ctx.save(x, t)
-    out = rounding.quant_dequant_op(x, t, int(attrs.get("bit_length", 8)), int(attrs.get("round_type", 1)))
-    return out.astype(x.dtype, copy=False)
+    bits = int(attrs.get("bit_length", 8))
+    q = rounding.quantize_op(x, t, bits, int(attrs.get("round_type", 1)))
+    if attrs.get("reduce_range", False):  # what convert_to_int8(reduce_range=True) will do to these integers
+        q = np.rint(q / 2) * 2
+    return rounding.dequantize(q, t, bits).astype(x.dtype, copy=False)
 
 
 def _axis(attrs, x):
@@ -74,7 +77,9 @@ def fake_channel_wise_quantize_dequantize_abs_max(ctx, attrs, x, scale=None):
     """Per-channel quant-dequant along ``quant_axis`` (default 0): ``y = (q_c * T_c) / qmax``.
 
     T_c from the ``scale`` input (C thresholds; Paddle's ``(1, C)`` accepted) or max|x| per channel when absent.
-    Attrs: quant_axis (0), bit_length (8), round_type (1). Backward: straight through.
+    Attrs: quant_axis (0), bit_length (8), round_type (1), ``reduce_range`` (refquant's, False: QAT of weights
+    that ``convert_to_int8(reduce_range=True)`` will halve, ``q <- rint(q / 2) * 2``, half to even as there).
+    Backward: straight through.
     """
     axis = _axis(attrs, x)
     return _qdq(ctx, attrs, x, _threshold(x, scale, attrs, axis))

@@ -39,6 +39,9 @@ DEFAULT_CONFIG = {
     "not_quant_pattern": ["skip_quant"],
     "window_size": 10000,
     "moving_rate": 0.9,
+    # refquant's: train GEMM weights (conv2d, mul, matmul; not depthwise) on the grid that
+    # convert_to_int8(reduce_range=True) deploys them on (8-bit integers halved, rint(q / 2) * 2)
+    "weight_reduce_range": False,
 }
 ACT_OPS = {"moving_average_abs_max": "fake_quantize_dequantize_moving_average_abs_max",
            "range_abs_max": "fake_quantize_dequantize_range_abs_max",
@@ -103,6 +106,8 @@ def quant_aware(model: Model, config: Optional[dict] = None, for_test: bool = Fa
                 attrs = {"bit_length": w_bits, "round_type": 1, "qat_weight": True}
                 if cfg["weight_quantize_type"] == "channel_wise_abs_max":
                     attrs["quant_axis"] = weight_channel_axis(op.type)
+                    if cfg["weight_reduce_range"] and op.type != "depthwise_conv2d":
+                        attrs["reduce_range"] = True
                 new_ops.append(Op(WEIGHT_OPS[cfg["weight_quantize_type"]], [w], [wq], attrs, wq))
                 qdq_of[w] = wq
             op.inputs[1] = wq

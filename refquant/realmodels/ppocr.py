@@ -180,7 +180,8 @@ def distill_loss(student: np.ndarray, teacher: np.ndarray, loss: str):
 
 def qat(model, calib_feeds, train_feeds, *, algo: str = "hist", steps: int = 100, lr: float = 1e-4,
         optimizer: str = "adam", warmup: int = 10, teacher=None, loss: Optional[str] = None,
-        freeze_thresholds: bool = True, seed: int = 0, int8: bool = True, log_every: int = 0):
+        freeze_thresholds: bool = True, reduce_range: bool = False, seed: int = 0, int8: bool = True,
+        log_every: int = 0):
     """Quantization-aware fine-tuning of an imported PP-OCR model; returns ``(fake_quant, int8_or_None)``.
 
     1. Static PTQ with ``algo`` on ``calib_feeds`` gives the starting activation thresholds (``init_thresholds``).
@@ -196,6 +197,9 @@ def qat(model, calib_feeds, train_feeds, *, algo: str = "hist", steps: int = 100
        ``loss`` "kl" for a softmax output (cls, rec), "mse" for det's sigmoid map (default: from the output op).
     4. :func:`refquant.quant.convert` (the graph format of ``quant_post_static``) and ``convert_to_int8``.
 
+    ``reduce_range``: the GEMM weights train on the grid ``convert_to_int8(reduce_range=True)`` deploys (QAT config
+    ``weight_reduce_range``), and the INT8 graph is converted so (AVX2's faster exact kernel).
+
     ``meta["quantization"]["qat"]`` of the result records the recipe, the loss per step and the seconds.
     """
     from ..deploy import convert_to_int8
@@ -210,8 +214,8 @@ def qat(model, calib_feeds, train_feeds, *, algo: str = "hist", steps: int = 100
         producer = next(op.type for op in model.ops if out in op.outputs)
         loss = "kl" if producer == "softmax" else "mse"
     ptq, _ = quantize(model, calib_feeds, algo, int8=False)
-    student = quant_aware(model, {"quantize_op_types": list(QUANT_OPS)}, for_test=freeze_thresholds,
-                          init_thresholds=thresholds(ptq))
+    student = quant_aware(model, {"quantize_op_types": list(QUANT_OPS), "weight_reduce_range": reduce_range},
+                          for_test=freeze_thresholds, init_thresholds=thresholds(ptq))
     bns = [op for op in student.ops if op.type == "batch_norm"]
     for op in bns:
         op.attrs["use_global_stats"] = True
@@ -241,9 +245,10 @@ def qat(model, calib_feeds, train_feeds, *, algo: str = "hist", steps: int = 100
     q = convert(student)
     q.meta["quantization"]["qat"] = {"init_algo": algo, "steps": int(steps), "lr": lr, "optimizer": optimizer,
                                      "loss": loss, "freeze_thresholds": freeze_thresholds,
+                                     "reduce_range": reduce_range,
                                      "n_train_feeds": len(train_feeds), "loss_history": history,
                                      "seconds": time.perf_counter() - t_start}
-    return q, (convert_to_int8(q) if int8 else None)
+    return q, (convert_to_int8(q, reduce_range=reduce_range) if int8 else None)
 
 
 # ---- onnxruntime -------------------------------------------------------------------------------------------
