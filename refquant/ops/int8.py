@@ -68,10 +68,6 @@ def _reshaped(y, shape):
     return y.reshape(shape)
 
 
-def _nhwc_out(y, n, oh, ow, c):
-    return _reshaped(y, (n, oh, ow, c))
-
-
 @register("fused_elementwise_add")
 def fused_elementwise_add(ctx, attrs, a, b):
     """A residual add of two same-shape float32 NHWC tensors with what follows it, in one pass (the shape of
@@ -167,7 +163,7 @@ def conv2d_int8(ctx, attrs, x, packed, col_sum, bias, mult):
         a = _direct().im2col_u8(np.ascontiguousarray(x), kh, kw, stride, pad, dil, int(attrs.get("a_zero", 0)))
         oh = (h + pad[0] + pad[2] - dil[0] * (kh - 1) - 1) // stride[0] + 1
         ow = (w + pad[1] + pad[3] - dil[1] * (kw - 1) - 1) // stride[1] + 1
-    return _nhwc_out(gemm_packed(a, packed, col_sum, bias, mult, attrs), n, oh, ow, int(attrs["N"]))
+    return _reshaped(gemm_packed(a, packed, col_sum, bias, mult, attrs), (n, oh, ow, int(attrs["N"])))
 
 
 @register("depthwise_conv2d_int8")
