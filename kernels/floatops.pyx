@@ -33,14 +33,8 @@ cdef Py_ssize_t CHUNK = 1 << 14
 _PATHS = IsaPaths({"avx2": FO_AVX2, "portable": FO_PORTABLE}, lambda i: fo_path_supported(i))  # best first
 
 
-def available_paths():
-    """The paths this CPU runs, best first."""
-    return _PATHS.available()
-
-
-def current_path():
-    """The path calls take without ``path=``: the best available, or "portable" under REFQUANT_FORCE_PORTABLE=1."""
-    return _PATHS.current()
+available_paths = _PATHS.available
+current_path = _PATHS.current
 
 
 cdef int _path(path) except -1:

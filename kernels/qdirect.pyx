@@ -86,14 +86,8 @@ cdef Py_ssize_t FLAT_MAX_LANES = 1 << 13  # largest lcm(C, 32) packed for the st
 _PATHS = IsaPaths({"avx512": QD_AVX512, "avx2": QD_AVX2, "portable": QD_PORTABLE}, lambda i: qd_path_supported(i))  # best first
 
 
-def available_paths():
-    """The paths this CPU runs, best first."""
-    return _PATHS.available()
-
-
-def current_path():
-    """The path calls take without ``path=``: the best available, or "portable" under REFQUANT_FORCE_PORTABLE=1."""
-    return _PATHS.current()
+available_paths = _PATHS.available
+current_path = _PATHS.current
 
 
 cdef int _path(path) except -1:
@@ -132,7 +126,7 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
         if a["out_dtype"] != "f32":
             raise ValueError('depthwise_conv_u8s8: chain needs out_dtype="f32"')
         chain_k, hs, want_float, qz = _spec.check_chain(**chain)
-        c_sinv, c_lo, c_hi, c_zero = _q8_params(qz)
+        c_sinv, c_lo, c_hi, c_zero = _spec.q8_params(qz)
     cdef Py_ssize_t n = x.shape[0], h = x.shape[1], wd = x.shape[2], c = x.shape[3]
     cdef Py_ssize_t kh = w.shape[0], kw = w.shape[1], k = kh * kw, oh = a["oh"], ow = a["ow"]
     f32 = a["out_dtype"] == "f32"
@@ -360,13 +354,6 @@ def _glue_outputs(shape, want_float, qz):
             np.empty(shape, dtype=np.uint8) if qz is not None else None)
 
 
-def _q8_params(qz):
-    """(scale_inv, lo - zero, hi - zero, zero) of a validated quantize tuple, or neutral values for None."""
-    if qz is None:
-        return 1.0, 0.0, 0.0, 0
-    return qz[0], qz[2] - qz[1], qz[3] - qz[1], qz[1]
-
-
 def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), want_float=True, quantize=None,
                      path=None):
     """A chain of scalar float ops in one pass (float32 each step): t = x * pre[0] + pre[1]; hard swish if
@@ -379,7 +366,7 @@ def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), w
     k, hs, want_float, qz = _spec.check_chain(pre, hard_swish, post, want_float, quantize)
     cdef float sinv, lo_f, hi_f
     cdef int32_t z
-    sinv, lo_f, hi_f, z = _q8_params(qz)
+    sinv, lo_f, hi_f, z = _spec.q8_params(qz)
     y, q = _glue_outputs(x.shape, want_float, qz)
     cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
     cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data) if y is not None else NULL
@@ -401,7 +388,7 @@ def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
     qz = _spec.check_add_f32(a, b, want_float, quantize)
     cdef float sinv, lo_f, hi_f
     cdef int32_t z
-    sinv, lo_f, hi_f, z = _q8_params(qz)
+    sinv, lo_f, hi_f, z = _spec.q8_params(qz)
     y, q = _glue_outputs(a.shape, want_float, qz)
     cdef const float *ap = <const float *> (<Py_ssize_t> a.ctypes.data)
     cdef const float *bp = <const float *> (<Py_ssize_t> b.ctypes.data)
@@ -425,7 +412,7 @@ def channel_mul_f32(x, s, *, want_float=True, quantize=None, path=None):
     qz = _spec.check_channel_mul_f32(x, s, want_float, quantize)
     cdef float sinv, lo_f, hi_f
     cdef int32_t z
-    sinv, lo_f, hi_f, z = _q8_params(qz)
+    sinv, lo_f, hi_f, z = _spec.q8_params(qz)
     y, q = _glue_outputs(x.shape, want_float, qz)
     cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
     cdef const float *sp = <const float *> (<Py_ssize_t> s.ctypes.data)

@@ -381,10 +381,9 @@ def _chain_outputs(chain, M, N):
     float output or None, the u8 output or None)."""
     from refquant.reference import qdirect
     k, hs, want_float, qz = qdirect.check_chain(**chain)
-    sinv, zero, lo, hi = qz if qz is not None else (1.0, 0, 0, 0)
     y = np.empty((M, N), dtype=np.float32) if want_float else None
     q = np.empty((M, N), dtype=np.uint8) if qz is not None else None
-    return k, hs, sinv, lo - zero, hi - zero, zero, y, q
+    return (k, hs, *qdirect.q8_params(qz), y, q)
 
 
 cdef void _run(const qgemm_args *p, qgemm_tile_fn tile) noexcept:

@@ -57,9 +57,11 @@ class IsaPaths:
         self._current = "portable" if force else self._available[0]
 
     def available(self) -> tuple:
+        """The paths this CPU runs, best first."""
         return self._available
 
     def current(self) -> str:
+        """The path calls take without ``path=``: the best available, or "portable" under REFQUANT_FORCE_PORTABLE=1."""
         return self._current
 
     def index(self, path=None) -> int:

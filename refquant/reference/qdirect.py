@@ -388,6 +388,14 @@ def check_chain(pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), want_float=T
     return k, int(hard_swish is not None), bool(want_float), qz
 
 
+def q8_params(qz):
+    """The C kernels' form of a validated quantize tuple: (scale_inv, lo - zero, hi - zero, zero), or neutral
+    values for None (no u8 output)."""
+    if qz is None:
+        return 1.0, 0.0, 0.0, 0
+    return qz[0], qz[2] - qz[1], qz[3] - qz[1], qz[1]
+
+
 def _check_outputs(what, want_float, quantize):
     """The (scale_inv, zero, lo, hi) of the optional quantized output, validated (None without one)."""
     if not want_float and quantize is None:
