@@ -13,10 +13,15 @@ from _openmp cimport threads_for
 
 import numpy as np
 
+from refquant.errors import ShapeError
+from refquant.reference import im2col as _twin
+
 # Output elements per thread below which a call stays single-threaded (measured crossover: ~20-40k in all).
 cdef Py_ssize_t MIN_WORK_PER_THREAD = 1 << 15
 
 
+# Every field lies in [0, 2**31) (top, left >= 0; the bottom / right paddings only shape oh, ow), as the twin's
+# validator guarantees: the index arithmetic below (r*sh - top + i*dh, j*dw - left, ih*w + iw) cannot wrap.
 cdef struct Geometry:
     Py_ssize_t h, w, kh, kw, sh, sw, top, left, dh, dw, oh, ow
 
@@ -26,12 +31,15 @@ def is_usable_for(arr):
     return isinstance(arr, np.ndarray) and arr.dtype in (np.float32, np.float64) and arr.ndim in (3, 4)
 
 
-def im2col(x, Py_ssize_t kh, Py_ssize_t kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
+def im2col(x, kh, kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
     """(N, C, H, W) -> (N, C*kh*kw, OH*OW); padding is (top, left, bottom, right)."""
+    _check_float("im2col: x", x, 4)
     x = np.ascontiguousarray(x)
     n, c, h, w = x.shape
-    cdef Geometry g = _geometry(h, w, kh, kw, stride, padding, dilation)
-    cols = np.empty((n, c * kh * kw, g.oh * g.ow), dtype=x.dtype)
+    cdef Geometry g = _geometry("im2col", x.shape, kh, kw, stride, padding, dilation)
+    cols = np.empty((n, c * g.kh * g.kw, g.oh * g.ow), dtype=x.dtype)
+    if cols.size == 0:
+        return cols
     if x.dtype == np.float32:
         _im2col[float](x, cols, &g)
     else:
@@ -39,12 +47,21 @@ def im2col(x, Py_ssize_t kh, Py_ssize_t kw, stride=(1, 1), padding=(0, 0, 0, 0),
     return cols
 
 
-def col2im(cols, x_shape, Py_ssize_t kh, Py_ssize_t kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
+def col2im(cols, x_shape, kh, kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
     """(N, C*kh*kw, OH*OW) -> (N, C, H, W), summing the overlaps: the adjoint of :func:`im2col`."""
+    _check_float("col2im: cols", cols, None)
+    x_shape = _twin.geometry_ints("col2im", "x_shape", x_shape, 4)
     n, c, h, w = x_shape
-    cdef Geometry g = _geometry(h, w, kh, kw, stride, padding, dilation)
-    cols = np.ascontiguousarray(cols).reshape(n, c * kh * kw, g.oh * g.ow)
+    cdef Geometry g = _geometry("col2im", x_shape, kh, kw, stride, padding, dilation)
+    if cols.size != n * c * g.kh * g.kw * g.oh * g.ow:
+        raise ShapeError(f"col2im: columns of shape {cols.shape} do not match {(n, c * g.kh * g.kw, g.oh * g.ow)}")
+    cols = np.ascontiguousarray(cols).reshape(n, c * g.kh * g.kw, g.oh * g.ow)
     x = np.empty((n, c, h, w), dtype=cols.dtype)
+    if x.size == 0:
+        return x
+    if cols.size == 0:
+        x[...] = 0
+        return x
     if cols.dtype == np.float32:
         _col2im[float](cols, x, &g)
     else:
@@ -52,22 +69,26 @@ def col2im(cols, x_shape, Py_ssize_t kh, Py_ssize_t kw, stride=(1, 1), padding=(
     return x
 
 
-@cython.cdivision(False)  # Python's floor division, as in the twin's output-size formula
-cdef Geometry _geometry(Py_ssize_t h, Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, stride, padding,
-                        dilation) except *:
+def _check_float(name, a, ndim):
+    """A float32 / float64 ndarray (of rank ``ndim``): what this module computes on (the twin takes any dtype;
+    the dispatcher sends the rest there, see :func:`is_usable_for`)."""
+    if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name}: expected a float32 or float64 ndarray, got "
+                        f"{getattr(a, 'dtype', type(a).__name__)}")
+    if ndim is not None and a.ndim != ndim:
+        raise ShapeError(f"{name}: expected {ndim} dimensions, got shape {a.shape}")
+
+
+cdef Geometry _geometry(what, shape, kh, kw, stride, padding, dilation) except *:
+    """The geometry validated by the twin's :func:`refquant.reference.im2col._geometry` (every value and every
+    index below 2**31 in magnitude before the products the loops form; sizes overflow-checked)."""
     cdef Geometry g
-    cdef Py_ssize_t bottom, right
-    g.h, g.w, g.kh, g.kw = h, w, kh, kw
+    oh, ow, kernel, stride, padding, dilation = _twin._geometry(what, shape, kh, kw, stride, padding, dilation)
+    g.h, g.w, g.oh, g.ow = shape[2], shape[3], oh, ow
+    g.kh, g.kw = kernel
     g.sh, g.sw = stride
-    g.top, g.left, bottom, right = padding
+    g.top, g.left = padding[0], padding[1]
     g.dh, g.dw = dilation
-    if min(kh, kw, g.sh, g.sw, g.dh, g.dw) < 1 or min(g.top, g.left) < 0:
-        raise ValueError(f"im2col: need kernel, stride, dilation >= 1 and top/left padding >= 0; got kernel "
-                         f"{(kh, kw)}, stride {stride}, padding {padding}, dilation {dilation}")
-    g.oh = (h + g.top + bottom - g.dh * (kh - 1) - 1) // g.sh + 1
-    g.ow = (w + g.left + right - g.dw * (kw - 1) - 1) // g.sw + 1
-    if g.oh < 0 or g.ow < 0:
-        raise ValueError(f"im2col: kernel {(kh, kw)} with dilation {dilation} exceeds the padded input {(h, w)}")
     return g
 
 

@@ -33,6 +33,8 @@ import numbers
 
 import numpy as np
 
+from .im2col import check_geometry, check_size
+
 MAX_TAPS = 256  # KH*KW of a depthwise or pooling window
 
 
@@ -110,17 +112,9 @@ def check_lo_hi(lo, hi):
 
 
 def geometry(h, w, kernel, stride, padding, dilation, what):
-    """(OH, OW) of a window walk; raises ValueError when the window does not fit."""
-    kh, kw = kernel
-    sh, sw = stride
-    top, left, bottom, right = padding
-    dh, dw = dilation
-    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
-    if oh < 1 or ow < 1:
-        raise ValueError(f"{what}: kernel {kernel} with dilation {dilation} does not fit the padded input "
-                         f"{(h, w)} + padding {padding}")
-    return oh, ow
+    """(OH, OW) of a window walk, both >= 1: the shared validator :func:`refquant.reference.im2col.check_geometry`
+    (every value below 2**31, so the C kernels' index arithmetic cannot wrap); raises ShapeError (a ValueError)."""
+    return check_geometry(what, (h, w), kernel, stride, padding, dilation, min_out=1)
 
 
 def check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi):
@@ -174,6 +168,7 @@ def check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dt
     else:
         raise ValueError(f"depthwise_conv_u8s8: out_dtype must be 'u8' or 'f32', got {out_dtype!r}")
     oh, ow = geometry(h, wd, (kh, kw), stride, padding, dilation, "depthwise_conv_u8s8")
+    check_size("depthwise_conv_u8s8", n, oh, ow, c, 4)
     return dict(stride=stride, padding=padding, dilation=dilation, a_zero=a_zero, bias=bias, scale=scale,
                 out_dtype=out_dtype, out_zero=out_zero, lo=lo, hi=hi, oh=oh, ow=ow, scale_below_half=top < 0.5)
 
@@ -190,6 +185,7 @@ def check_pool(name, x, kernel, stride, padding):
         raise ValueError(f"{name}: padding {padding} must be smaller than the kernel {kernel} (every window "
                          "needs a valid tap)")
     oh, ow = geometry(x.shape[1], x.shape[2], kernel, stride, padding, (1, 1), name)
+    check_size(name, x.shape[0], oh, ow, x.shape[3])
     return kernel, stride, padding, oh, ow
 
 
@@ -321,12 +317,24 @@ def check_im2col(x, kh, kw, stride, padding, dilation, pad_value, out):
     padding = check_padding(padding)
     pad_value = check_int("pad_value", pad_value, 0, 255)
     oh, ow = geometry(x.shape[1], x.shape[2], (kh, kw), stride, padding, dilation, "im2col_u8")
+    check_size("im2col_u8", x.shape[0], oh, ow, kh, kw, x.shape[3])
     shape = (x.shape[0] * oh * ow, kh * kw * x.shape[3])
     if out is not None:
-        check_array("im2col_u8: out", out, np.uint8, 2)
-        if out.shape != shape:
-            raise ValueError(f"im2col_u8: out must have shape {shape}, got {out.shape}")
+        check_out("im2col_u8: out", out, np.uint8, shape, x)
     return oh, ow, kh, kw, stride, padding, dilation, pad_value
+
+
+def check_out(name, out, dtype, shape, *inputs):
+    """A caller's output buffer: a C-contiguous, writable ndarray of ``dtype`` and ``shape`` that shares no memory
+    with the inputs (the kernels write it while they read those)."""
+    check_array(name, out, dtype, len(shape))
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name}: must have shape {tuple(shape)}, got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name}: is read-only")
+    if any(np.may_share_memory(out, a) for a in inputs):
+        raise ValueError(f"{name}: overlaps an input")
+    return out
 
 
 def requantize(q, multiplier, *, in_zero, out_zero, lo=0, hi=255, path=None):

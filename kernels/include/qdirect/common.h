@@ -40,7 +40,13 @@ QD_UNUSED static int qd_path_supported(int path) {
     return 0;
 }
 
-/* Convolution / pooling window geometry on an NHWC image (H, W, C); padding is (top, left, bottom, right). */
+/* Convolution / pooling window geometry on an NHWC image (H, W, C); padding is (top, left, bottom, right).
+ *
+ * Bounds, checked by the caller (refquant.reference.im2col.check_geometry, shared by every wrapper): every field
+ * lies in [0, 2^31), the padded extents h + top + bottom and w + left + right too, and the dilated window fits
+ * them (oh, ow >= 1); c and the output sizes are bounded by the arrays actually allocated. So a product of two
+ * fields plus a few more such terms (oh*sh - top + i*dh, ow*sw - left + j*dw, (kw-1)*dw, ih*w*c) stays far
+ * below 2^63: no index arithmetic below can wrap ptrdiff_t. */
 typedef struct {
     ptrdiff_t h, w, c;
     ptrdiff_t kh, kw, sh, sw, top, left, dh, dw;
@@ -48,12 +54,17 @@ typedef struct {
 } qd_geom;
 
 /* The start of the range [lo, hi) of output indices o in [0, count) whose input index i0 + o*step + reach
- * stays inside [0, size) for every reach in [0, span]: the "interior" where no tap touches the padding. */
+ * stays inside [0, size) for every reach in [0, span]: the "interior" where no tap touches the padding.
+ * Needs |i0|, step, size, count < 2^31 and span < 2^62 (the qd_geom bounds): no term below can wrap. A span
+ * that reaches past the input leaves the interior empty. */
 static inline void qd_interior(ptrdiff_t i0, ptrdiff_t step, ptrdiff_t span, ptrdiff_t size, ptrdiff_t count,
                                ptrdiff_t *lo, ptrdiff_t *hi) {
     ptrdiff_t a = i0 >= 0 ? 0 : (-i0 + step - 1) / step;            /* first o with i0 + o*step >= 0 */
-    ptrdiff_t last = size - 1 - span - i0;                          /* need o*step <= last */
-    ptrdiff_t b = last < 0 ? 0 : last / step + 1;
+    ptrdiff_t b = 0;
+    if (span < size) {                                              /* else no o has a window inside */
+        const ptrdiff_t last = size - 1 - span - i0;                /* need o*step <= last */
+        b = last < 0 ? 0 : last / step + 1;
+    }
     if (a > count) a = count;
     if (b > count) b = count;
     if (b < a) b = a;

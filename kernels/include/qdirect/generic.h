@@ -242,13 +242,15 @@ QD_ATTR QD_UNUSED static void QD_FN(qd_gap_f32_)(const float *x, ptrdiff_t HW, p
 }
 
 /* im2col of output row oh: out (OW, KH*KW*C) rows, column order (kh, kw, c), padded taps = pad. A kernel row
- * whose taps are all inside (dilation 1) is one copy of KW*C bytes. */
+ * whose taps are all inside (dilation 1) is one copy of KW*C bytes. The fast-path test compares iw0 with
+ * w - kw (both in (-2^31, 2^31) under the qd_geom bounds) rather than forming iw0 + (kw-1)*dw. */
 QD_ATTR QD_UNUSED static void QD_FN(qd_im2col_row_)(const qd_geom *g, const uint8_t *x, ptrdiff_t oh, uint8_t pad,
                                           uint8_t *out) {
     const ptrdiff_t C = g->c, KC = g->kw * C;
     for (ptrdiff_t ow = 0; ow < g->ow; ow++) {
         uint8_t *dst = out + ow * g->kh * KC;
-        const ptrdiff_t iw0 = ow * g->sw - g->left, iw_last = iw0 + (g->kw - 1) * g->dw;
+        const ptrdiff_t iw0 = ow * g->sw - g->left;
+        const int row_inside = g->dw == 1 && iw0 >= 0 && iw0 <= g->w - g->kw;  /* taps iw0 .. iw0 + kw - 1 */
         for (ptrdiff_t i = 0; i < g->kh; i++, dst += KC) {
             const ptrdiff_t ih = oh * g->sh - g->top + i * g->dh;
             if (ih < 0 || ih >= g->h) {
@@ -256,7 +258,7 @@ QD_ATTR QD_UNUSED static void QD_FN(qd_im2col_row_)(const qd_geom *g, const uint
                 continue;
             }
             const uint8_t *row = x + ih * g->w * C;
-            if (g->dw == 1 && iw0 >= 0 && iw_last < g->w) {
+            if (row_inside) {
                 memcpy(dst, row + iw0 * C, (size_t)KC);
                 continue;
             }
