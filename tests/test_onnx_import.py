@@ -12,7 +12,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from refquant import ModelFormatError, UnsupportedOpError, import_onnx  # noqa: E402
+from refquant import GraphError, ModelFormatError, ShapeError, UnsupportedOpError, import_onnx  # noqa: E402
 from refquant.data import render  # noqa: E402
 
 F32 = TensorProto.FLOAT
@@ -559,6 +559,223 @@ def test_missing_onnx_package_message(monkeypatch):
     from refquant.io import onnx_import
     with pytest.raises(ImportError, match=r"pip install 'refquant\[onnx\]'"):
         onnx_import.import_onnx(b"")
+
+
+# ---- hostile files: external data ------------------------------------------------------------------------------
+def external_constant_model(location, offset=None, length=None, n=4):
+    """y = x + c where the Constant c keeps its n float32 values in the external file ``location``."""
+    t = TensorProto(name="c", data_type=F32, dims=[n])
+    t.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", offset), ("length", length)):
+        if value is not None:
+            entry = t.external_data.add()
+            entry.key, entry.value = key, str(value)
+    nodes = [helper.make_node("Constant", [], ["c"], name="const", value=t),
+             helper.make_node("Add", ["x", "c"], ["y"], name="add")]
+    return make_model(nodes, [("x", [n], F32)], ["y"])
+
+
+SECRET = np.arange(4, dtype=np.float32) + 100   # what a hostile model tries to read into a parameter
+
+
+def test_external_data_is_refused_for_bytes_and_model_proto(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_bytes(SECRET.tobytes())
+    monkeypatch.chdir(tmp_path)                  # the file sits in the working directory
+    model = external_constant_model(".env")
+    for source in (model, model.SerializeToString()):
+        with pytest.raises(ModelFormatError, match="external"):
+            import_onnx(source)
+
+
+def test_external_constant_is_not_read_from_the_working_directory(tmp_path, monkeypatch):
+    work, models = tmp_path / "work", tmp_path / "models"
+    work.mkdir(), models.mkdir()
+    (work / ".env").write_bytes(SECRET.tobytes())
+    monkeypatch.chdir(work)
+    path = models / "m.onnx"
+    onnx.save(external_constant_model(".env"), str(path))
+    with pytest.raises(ModelFormatError, match="cannot read"):
+        import_onnx(path)
+
+
+@pytest.mark.parametrize("location", ["ABS", "../secret.bin", "sub/../../secret.bin", "link.bin"])
+def test_external_location_cannot_escape_the_model_directory(tmp_path, location):
+    models = tmp_path / "models"
+    models.mkdir()
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(SECRET.tobytes())
+    (models / "sub").mkdir()
+    (models / "link.bin").symlink_to(secret)
+    location = str(secret) if location == "ABS" else location
+    path = models / "m.onnx"
+    onnx.save(external_constant_model(location), str(path))
+    with pytest.raises(ModelFormatError, match="absolute|'\\.\\.'|outside"):
+        import_onnx(path)
+
+
+@pytest.mark.parametrize("offset,length,match", [(8, 16, "outside the file"), (0, 10 ** 12, "outside the file"),
+                                                 ("-4", 16, "not a non-negative integer"),
+                                                 ("1e3", 16, "not a non-negative integer")])
+def test_external_offset_and_length_are_checked(tmp_path, offset, length, match):
+    (tmp_path / "c.bin").write_bytes(SECRET.tobytes())
+    path = tmp_path / "m.onnx"
+    onnx.save(external_constant_model("c.bin", offset, length), str(path))
+    with pytest.raises(ModelFormatError, match=match):
+        import_onnx(path)
+
+
+def test_external_constant_and_initializer_next_to_the_model_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                  # not the model's directory
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "c.bin").write_bytes(b"\0" * 4 + SECRET.tobytes())
+    onnx.save(external_constant_model("c.bin", offset=4, length=16), str(sub / "m.onnx"))
+    x = rnd(4)
+    np.testing.assert_array_equal(import_onnx(sub / "m.onnx").run({"x": x})["y"], x + SECRET)
+    # an external initializer, written by onnx itself
+    w = rnd(3, 2, 3, 3, seed=3)
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"])], [("x", [1, 2, 5, 5], F32)], ["y"], {"w": w})
+    onnx.save_model(model, str(sub / "conv.onnx"), save_as_external_data=True, location="conv.weights",
+                    size_threshold=0)
+    rq = import_onnx(sub / "conv.onnx")
+    np.testing.assert_array_equal(rq.params["w"], w)
+
+
+def test_external_tensors_may_not_share_bytes(tmp_path):
+    (tmp_path / "c.bin").write_bytes(SECRET.tobytes())
+    model = external_constant_model("c.bin")
+    c2 = helper.make_node("Constant", [], ["c2"], name="const2", value=model.graph.node[0].attribute[0].t)
+    model.graph.node.insert(1, c2)
+    model.graph.node[2].input[1] = "c2"
+    model.graph.node.append(helper.make_node("Add", ["y", "c"], ["z"], name="add2"))
+    model.graph.output[0].name = "z"
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(ModelFormatError, match="overlap"):
+        import_onnx(tmp_path / "m.onnx")
+
+
+def test_external_tensor_in_a_subgraph_is_checked(tmp_path):
+    then = helper.make_graph([helper.make_node("Constant", [], ["t"], value=external_constant_model(
+        "../x.bin").graph.node[0].attribute[0].t)], "then", [], [helper.make_tensor_value_info("t", F32, [4])])
+    node = helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=then)
+    model = make_model([node], [("cond", [], TensorProto.BOOL)], ["y"])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(ModelFormatError, match="'\\.\\.'"):
+        import_onnx(tmp_path / "m.onnx")
+
+
+# ---- hostile files: unbounded work, raw errors, invalid graphs ------------------------------------------------
+def test_constant_folding_is_bounded():
+    nodes = [helper.make_node("Constant", [], ["v"], value=helper.make_tensor("v", F32, [], [1.0])),
+             helper.make_node("Constant", [], ["s"], value=helper.make_tensor("s", I64, [3], [2 ** 16, 2 ** 16, 16])),
+             helper.make_node("Expand", ["v", "s"], ["y"], name="big")]
+    data = make_model(nodes, [], ["y"]).SerializeToString()
+    assert len(data) < 200
+    with pytest.raises(ShapeError, match=r"'big'.*limit"):
+        import_onnx(data)
+
+
+def test_runtime_tensor_of_absurd_static_size_is_refused():
+    model = make_model([helper.make_node("Expand", ["x", "s"], ["y"], name="big")], [("x", [1], F32)], ["y"],
+                       {"s": np.array([2 ** 20, 2 ** 20, 2 ** 10], np.int64)})
+    with pytest.raises(ShapeError, match=r"'big'.*limit"):
+        import_onnx(model)
+
+
+def test_folding_errors_keep_a_refquant_type():
+    nodes = [helper.make_node("Constant", [], ["a"], value=numpy_helper.from_array(rnd(2, 3), "a")),
+             helper.make_node("Constant", [], ["b"], value=numpy_helper.from_array(rnd(4, 5), "b")),
+             helper.make_node("Add", ["a", "b"], ["y"], name="add")]
+    with pytest.raises(ShapeError, match="'add'"):
+        import_onnx(make_model(nodes, [], ["y"]))
+
+
+def conv_model(**attrs):
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv")
+    for k, v in attrs.items():
+        node.attribute.append(v if isinstance(v, onnx.AttributeProto) else helper.make_attribute(k, v))
+    return make_model([node], [("x", [1, 2, 6, 6], F32)], ["y"], {"w": rnd(3, 2, 3, 3)})
+
+
+def gather_model(index, data_is_input):
+    nodes = [helper.make_node("Gather", ["d", "i"], ["y"], name="gather", axis=0)]
+    inits = {"i": np.array(index, np.int64)}
+    if not data_is_input:
+        inits["d"] = rnd(3, 2)
+    return make_model(nodes, [("d", [3, 2], F32)] if data_is_input else [], ["y"], inits)
+
+
+def bad_constant():
+    node = helper.make_node("Constant", [], ["c"], name="const")
+    node.attribute.append(helper.make_attribute("value", 3))           # an INT where a TENSOR belongs
+    return make_model([node, helper.make_node("Relu", ["c"], ["y"])], [], ["y"])
+
+
+def split_model(sizes):
+    node = helper.make_node("Split", ["x", "s"], ["a", "b"], name="split", axis=1)
+    return make_model([node], [("x", [2, 6], F32)], ["a", "b"], {"s": np.array(sizes, np.int64)})
+
+
+def with_opset(version):
+    model = unary_model("Relu")
+    model.opset_import[0].version = version
+    return model
+
+
+CASES = {
+    "constant value of the wrong type": (bad_constant, ModelFormatError, r"'const'.*'value' must be TENSOR"),
+    "empty required input": (lambda: make_model([helper.make_node("Conv", ["", "w"], ["y"], name="conv")],
+                                                [], ["y"], {"w": rnd(3, 2, 3, 3)}),
+                             ModelFormatError, r"'conv'.*required input 0 is empty"),
+    "constant gather index out of range": (lambda: gather_model([0, 5], False), ShapeError, r"'gather'.*range"),
+    "gather index out of range": (lambda: gather_model([-4], True), ShapeError, r"'gather'.*range"),
+    "split sizes do not add up": (lambda: split_model([2, 3]), ShapeError, r"'split'.*add up to 5"),
+    "kernel_shape contradicts the weight": (lambda: conv_model(kernel_shape=[5, 5]), ShapeError,
+                                            r"'conv'.*kernel_shape \[5, 5\]"),
+    "unsupported opset": (lambda: with_opset(99), UnsupportedOpError, "opset 99"),
+    "float strides": (lambda: conv_model(strides=[0.5, 0.5]), ModelFormatError, r"'strides' must be INTS"),
+    "missing required attribute": (lambda: make_model([helper.make_node("Concat", ["x", "x"], ["y"], name="cat")],
+                                                      [("x", [2], F32)], ["y"]),
+                                   ModelFormatError, r"'cat'.*required attribute 'axis'"),
+    "axis out of range": (lambda: unary_model("Softmax", axis=7), ShapeError, r"axis 7 .*rank 4"),
+    "too many inputs": (lambda: unary_model("Relu", extra_inputs=["x"]), ModelFormatError, "2 inputs"),
+    "not a permutation": (lambda: unary_model("Transpose", perm=[0, 1, 1, 2]), ShapeError, "permutation"),
+    "unknown cast target": (lambda: unary_model("Cast", to=999), ModelFormatError, "999"),
+    "string constant": (lambda: make_model([helper.make_node("Constant", [], ["y"], name="const",
+                                                             value=helper.make_tensor("v", TensorProto.STRING,
+                                                                                      [1], [b"a"]))], [], ["y"]),
+                        UnsupportedOpError, "string|object"),
+    "tensor written twice": (lambda: make_model([helper.make_node("Relu", ["x"], ["y"]),
+                                                 helper.make_node("Sigmoid", ["x"], ["y"], name="again")],
+                                                [("x", [2], F32)], ["y"]), GraphError, "'again'.*'y'"),
+    "matmul inner dimensions": (lambda: make_model([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+                                                   [("x", [2, 3], F32)], ["y"], {"w": rnd(4, 5)}),
+                                ShapeError, "'mm'.*inner"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_invalid_graphs_give_clean_errors(case):
+    build, error, match = CASES[case]
+    with pytest.raises(error, match=match):
+        import_onnx(build())
+
+
+def test_error_messages_name_the_file(tmp_path):
+    path = tmp_path / "bad.onnx"
+    onnx.save(split_model([2, 3]), str(path))
+    with pytest.raises(ShapeError, match="bad.onnx: node 'split'"):
+        import_onnx(path)
+    (tmp_path / "notes.txt").write_text("not a model at all\n" * 20)
+    with pytest.raises(ModelFormatError, match="notes.txt"):
+        import_onnx(tmp_path / "notes.txt")
+
+
+def test_model_proto_is_not_modified():
+    model = gather_model([0, 2], True)
+    before = model.SerializeToString()
+    import_onnx(model)
+    assert model.SerializeToString() == before
 
 
 # ---- PP-OCR models against onnxruntime ------------------------------------------------------------------------
