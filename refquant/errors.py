@@ -19,3 +19,20 @@ class UnsupportedOpError(RefquantError, NotImplementedError):
 
 class ModelFormatError(RefquantError, ValueError):
     """A model file is truncated, corrupted, of an unknown version or otherwise not a refquant model."""
+
+
+class ArgumentError(RefquantError, ValueError):
+    """A function argument is out of its documented range, or an invalid combination (the message names it)."""
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """A function argument has the wrong type: a bool or float where an int is needed, a string where a list is."""
+
+
+class NonFiniteError(RefquantError, ValueError):
+    """A tensor holds NaN or Inf where a finite value is needed (calibration statistics, a quantizer's range).
+    ``tensor`` and ``op`` name the tensor and the op that produced it when known."""
+
+    def __init__(self, message: str, *, tensor: str | None = None, op: str | None = None, count: int = 0):
+        super().__init__(message)
+        self.tensor, self.op, self.count = tensor, op, count

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..calibration import weight_channel_axis, weight_threshold
 from ..graph import Model, Op
-from . import rounding
+from . import _args, rounding
 from .post_static import WEIGHT_OP_TYPES
 
 DEFAULT_CONFIG = {
@@ -83,6 +83,7 @@ def quant_aware(model: Model, config: Optional[dict] = None, for_test: bool = Fa
     ``refquant.quant.thresholds(ptq_model)`` (PaddleSlim's ``quant_post_first``): the moving average then starts
     at ``scale = accum = T``, ``state = 1``.
     """
+    _args.quant_aware_args(model, config, for_test, init_thresholds)
     cfg = merge_config(config)
     q = model.copy()
     a_bits, w_bits = int(cfg["activation_bits"]), int(cfg["weight_bits"])
@@ -146,6 +147,7 @@ def _act_op(q: Model, x: str, op_type: str, cfg: dict, bits: int, for_test: bool
 
 def convert(model: Model) -> Model:
     """Freeze a :func:`quant_aware` model into the fake-quant inference graph of :func:`quant_post_static`."""
+    _args.convert_args(model)
     info = model.meta.get("qat")
     if not info:
         raise ValueError("convert: the model was not made by quant_aware")
