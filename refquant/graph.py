@@ -107,7 +107,11 @@ class Model:
         return cons
 
     def validate(self) -> None:
-        """Check names resolve and order the ops topologically (raises :class:`GraphError`)."""
+        """Check names resolve, every op's input count and attributes suit its registered definition
+        (:func:`refquant.ops.registry.check_op`: missing, mistyped or out-of-range attributes, window geometry),
+        and order the ops topologically. Raises :class:`GraphError` naming the op. Every Model, built, loaded
+        (:func:`refquant.load`) or imported (:func:`refquant.import_onnx`), passes through here."""
+        from .ops.registry import check_op
         names = self.inputs
         if len(set(names)) != len(names):
             raise GraphError(f"duplicate graph input names: {names}")
@@ -119,6 +123,7 @@ class Model:
         for op in self.ops:
             if not isinstance(op.type, str) or not op.type:
                 raise GraphError(f"op {op.name!r} has no type")
+            check_op(op)
             for name in op.inputs:
                 if name and name not in known:
                     raise GraphError(f"op {op.name!r} ({op.type}) reads {name!r}, which no op, parameter or "

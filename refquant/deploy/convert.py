@@ -41,6 +41,7 @@ from typing import Optional
 import numpy as np
 
 from ..graph import Model, Op
+from ..ops.conv import pads4, pair
 from ..reference import qgemm as _ref_gemm
 
 QDQ_TYPES = ("fake_quantize_dequantize_abs_max",)
@@ -590,8 +591,8 @@ class _Converter:
         if op.type == "pool2d":
             ks = op.attrs.get("ksize", [1, 1])
             self.ops.append(Op("max_pool2d_int8", [src["u8"]], [f"{name}@u8"],
-                               {"ksize": list(ks), "strides": list(op.attrs.get("strides", ks)),
-                                "paddings": list(op.attrs.get("paddings", [0, 0, 0, 0])),
+                               {"ksize": list(pair(ks)), "strides": list(pair(op.attrs.get("strides", ks))),
+                                "paddings": list(pads4(op.attrs.get("paddings", [0, 0, 0, 0]))),
                                 "global_pooling": bool(op.attrs.get("global_pooling", False))}, op.name))
             self.forms[name] = {"u8": f"{name}@u8", "u8_t": t}
         else:  # flatten: back to NCHW order first, so the weights keep their row order
@@ -658,9 +659,11 @@ class _Converter:
 
     @staticmethod
     def _geometry(op):
-        return {"strides": list(op.attrs.get("strides", [1, 1])),
-                "paddings": list(op.attrs.get("paddings", [0, 0, 0, 0])),
-                "dilations": list(op.attrs.get("dilations", [1, 1]))}
+        """The INT8 conv's geometry attributes, from the float op's (validated when its model was built): 2
+        strides, 4 paddings (top, left, bottom, right), 2 dilations, as the INT8 ops' checks require."""
+        return {"strides": list(pair(op.attrs.get("strides", [1, 1]))),
+                "paddings": list(pads4(op.attrs.get("paddings", [0, 0, 0, 0]))),
+                "dilations": list(pair(op.attrs.get("dilations", [1, 1])))}
 
 
 def convert_to_int8(qmodel: Model, *, unsigned: bool = True, reduce_range: bool = False) -> Model:

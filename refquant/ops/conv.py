@@ -15,8 +15,8 @@ import numpy as np
 
 from .. import _dispatch
 from ..errors import ShapeError
-from ..reference.im2col import conv_out_size
-from .registry import register
+from ..reference.im2col import MAX_EXTENT, check_geometry, check_size
+from .registry import attr_int, attr_ints, register
 
 _COLS_BYTES = 256 << 20
 
@@ -49,9 +49,25 @@ def _params(attrs):
             pair(attrs.get("dilations", [1, 1])), int(attrs.get("groups", 1)))
 
 
-def _out_hw(x_shape, w_shape, stride, pad, dilation):
-    return (conv_out_size(x_shape[2], w_shape[2], stride[0], pad[0], pad[2], dilation[0]),
-            conv_out_size(x_shape[3], w_shape[3], stride[1], pad[1], pad[3], dilation[1]))
+def check_window_attrs(attrs, kernel=None):
+    """Load-time check of a window op's geometry attributes (conv, pool, their INT8 forms): ``strides`` and
+    ``dilations`` 1 or 2 ints in [1, 2**31), ``paddings`` 2 or 4 ints in [0, 2**31), and ``kernel`` (an attribute
+    name such as "ksize") 1 or 2 ints in [1, 2**31) when given."""
+    attr_ints(attrs, "strides", [1, 1], (1, 2), 1, MAX_EXTENT, scalar_ok=True)
+    attr_ints(attrs, "dilations", [1, 1], (1, 2), 1, MAX_EXTENT, scalar_ok=True)
+    attr_ints(attrs, "paddings", [0, 0, 0, 0], (2, 4), 0, MAX_EXTENT)
+    if kernel is not None:
+        attr_ints(attrs, kernel, lengths=(1, 2), lo=1, hi=MAX_EXTENT, scalar_ok=True)
+
+
+def _check_conv(attrs, inputs):
+    check_window_attrs(attrs)
+    attr_int(attrs, "groups", 1, 1, MAX_EXTENT)
+
+
+def _out_hw(x_shape, w_shape, stride, pad, dilation, what="conv2d"):
+    """(OH, OW), both >= 1, after the shared geometry check of the input, kernel, stride, padding, dilation."""
+    return check_geometry(what, x_shape[2:4], w_shape[2:4], stride, pad, dilation, min_out=1)
 
 
 def _conv_shape(attrs, x, w, b=None):
@@ -131,17 +147,21 @@ def _conv2d_grad(ctx, attrs, gy):
     return (dx, dw, db)[:len(ctx.needs_input_grad)]  # the bias input may be absent or ""
 
 
-@register("conv2d", backward=_conv2d_grad, shape=_conv_shape)
+@register("conv2d", backward=_conv2d_grad, shape=_conv_shape, check=_check_conv)
 def conv2d(ctx, attrs, x, w, b=None):
     """y[n, o] = b[o] + sum_{c in group(o), i, j} w[o, c, i, j] * x_pad[n, c, p*sh + i*dh, q*sw + j*dw]."""
     stride, pad, dilation, groups = _params(attrs)
-    if x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
+    if x.ndim != 4 or w.ndim != 4:
+        raise ShapeError(f"conv2d: input {x.shape} and filter {w.shape} must both be 4-D (NCHW, OIHW)")
+    if groups < 1 or x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
         raise ShapeError(f"conv2d: input {x.shape}, filter {w.shape} and groups {groups} do not match")
-    y = _gemm_forward(x, w, stride, pad, dilation, groups, *_out_hw(x.shape, w.shape, stride, pad, dilation))
+    oh, ow = _out_hw(x.shape, w.shape, stride, pad, dilation)
+    check_size("conv2d", x.shape[0], w.shape[0], oh, ow)
+    y = _gemm_forward(x, w, stride, pad, dilation, groups, oh, ow)
     if b is not None:
         y += b.reshape(1, -1, 1, 1)
     ctx.save(x, w)
     return y
 
 
-register("depthwise_conv2d", backward=_conv2d_grad, shape=_conv_shape)(conv2d)
+register("depthwise_conv2d", backward=_conv2d_grad, shape=_conv_shape, check=_check_conv)(conv2d)

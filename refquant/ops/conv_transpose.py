@@ -15,7 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _dispatch
-from .registry import register
+from ..errors import ShapeError
+from ..reference.im2col import MAX_EXTENT, check_geometry, check_size
+from .registry import attr_int, attr_ints, register
 
 
 def _params(attrs):
@@ -29,10 +31,35 @@ def _params(attrs):
     return strides, pads, dilations, out_pad, groups
 
 
+def _check(attrs, inputs):
+    """Load-time check: 2 strides / dilations in [1, 2**31), 2 or 4 paddings in [0, 2**31), 2 output paddings
+    each below its stride or dilation (ONNX's rule), groups >= 1."""
+    strides = attr_ints(attrs, "strides", [1, 1], (2,), 1, MAX_EXTENT)
+    dilations = attr_ints(attrs, "dilations", [1, 1], (2,), 1, MAX_EXTENT)
+    attr_ints(attrs, "paddings", [0, 0, 0, 0], (2, 4), 0, MAX_EXTENT)
+    out_pad = attr_ints(attrs, "output_padding", [0, 0], (0, 2), 0, MAX_EXTENT) if attrs.get("output_padding") \
+        else [0, 0]
+    for o, s, d in zip(out_pad, strides, dilations):
+        if o >= max(s, d):
+            raise ShapeError(f"output_padding {out_pad} must be smaller than the stride {strides} or the dilation "
+                             f"{dilations}")
+    attr_int(attrs, "groups", 1, 1, MAX_EXTENT)
+
+
 def _out_hw(x_hw, k_hw, strides, pads, dilations, out_pad):
+    """The output size, after checking it is the input of a convolution with these attributes whose output
+    is ``x_hw`` (the shared geometry bounds; ``pad_hi - output_padding`` may be negative)."""
     top, left, bottom, right = pads
     oh = (x_hw[0] - 1) * strides[0] - top - bottom + dilations[0] * (k_hw[0] - 1) + out_pad[0] + 1
     ow = (x_hw[1] - 1) * strides[1] - left - right + dilations[1] * (k_hw[1] - 1) + out_pad[1] + 1
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(f"conv2d_transpose: output size {(oh, ow)} is not positive")
+    for o, s, d in zip(out_pad, strides, dilations):
+        if not 0 <= o < max(s, d):
+            raise ShapeError(f"conv2d_transpose: output_padding {out_pad} must lie in [0, max(stride, dilation))")
+    if check_geometry("conv2d_transpose", (oh, ow), k_hw, strides, _col_pads(pads, out_pad), dilations,
+                      negative_hi=True) != tuple(x_hw):
+        raise ShapeError(f"conv2d_transpose: input {tuple(x_hw)} does not match output {(oh, ow)}")
     return oh, ow
 
 
@@ -68,19 +95,21 @@ def _grad(ctx, attrs, gy):
     return (gx, gw) + ((gb,) if n_rest else ())
 
 
-@register("conv2d_transpose", backward=_grad, shape=_shape)
+@register("conv2d_transpose", backward=_grad, shape=_shape, check=_check)
 def conv2d_transpose(ctx, attrs, x, w, *rest):
     """Transposed convolution: x (N, C, H, W), w (C, OC/groups, kh, kw), optional bias b (OC)."""
     b = rest[0] if rest else None
     strides, pads, dilations, out_pad, groups = _params(attrs)
+    if x.ndim != 4 or w.ndim != 4:
+        raise ShapeError(f"conv2d_transpose: input {x.shape} and filter {w.shape} must both be 4-D")
     n, c, h, wd = x.shape
     cw, ocg, kh, kw = w.shape
-    if cw != c or c % groups:
+    if groups < 1 or cw != c or c % groups:
         raise ValueError(f"conv2d_transpose: input has {c} channels, filter {w.shape} with groups={groups}")
     cg = c // groups
     oh, ow = _out_hw((h, wd), (kh, kw), strides, pads, dilations, out_pad)
-    if oh <= 0 or ow <= 0:
-        raise ValueError(f"conv2d_transpose: output size {(oh, ow)} is not positive")
+    check_size("conv2d_transpose", n, groups * ocg * kh * kw, h * wd)
+    check_size("conv2d_transpose", n, groups * ocg, oh, ow)
     wt = w.reshape(groups, cg, ocg * kh * kw).transpose(0, 2, 1)            # (g, OCg*kh*kw, Cg)
     cols = np.matmul(wt, x.reshape(n, groups, cg, h * wd))                  # (N, g, OCg*kh*kw, H*W)
     cols = cols.reshape(n, groups * ocg * kh * kw, h * wd)

@@ -29,7 +29,8 @@ import numpy as np
 
 from .._dispatch import compiled
 from ..errors import ShapeError
-from .registry import register
+from ..reference.im2col import MAX_EXTENT
+from .registry import attr_int, register
 
 LEVELS = 255
 
@@ -96,7 +97,13 @@ def _shape(attrs, x, *rest):
     return (lead + (int(attrs["N"]),),)
 
 
-@register("matmul_dynamic_int8", shape=_shape)
+def _check(attrs, inputs):
+    attr_int(attrs, "K", lo=1, hi=MAX_EXTENT)
+    attr_int(attrs, "N", lo=1, hi=MAX_EXTENT)
+    attr_int(attrs, "x_num_col_dims", -1, -1, 64)
+
+
+@register("matmul_dynamic_int8", shape=_shape, check=_check)
 def matmul_dynamic_int8(ctx, attrs, x, packed, col_sum, bias=None, w_scale=None):
     """float (..., K) x int8 packed (K, N) -> float32 (..., N): the activations quantized per call (asymmetric
     uint8 per tensor with a zero point, ORT's DynamicQuantizeLinear), the int8 GEMM, the f32 epilogue

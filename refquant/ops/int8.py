@@ -22,7 +22,8 @@ import numpy as np
 
 from .._dispatch import compiled
 from ..errors import ShapeError
-from .registry import register
+from ..reference.im2col import MAX_EXTENT, check_geometry, check_size
+from .registry import attr_bool, attr_choice, attr_float, attr_int, attr_ints, register
 
 
 def _gemm():
@@ -53,6 +54,99 @@ def _check_u8(x, rank, what):
                          f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
 
 
+# ---- load-time attribute checks (the ``check`` hooks) ---------------------------------------------------
+def _check_epilogue(attrs):
+    """``out_dtype`` "u8" (with ``out_zero`` and optional ``lo`` / ``hi`` in [0, 255]) or "f32" (optional float
+    bounds), ``a_zero`` in [0, 255], and a ``chain`` post-op's own attributes (f32 output only)."""
+    attr_int(attrs, "a_zero", 0, 0, 255)
+    out = attr_choice(attrs, "out_dtype", ("u8", "f32"), "u8")
+    if out == "u8":
+        attr_int(attrs, "out_zero", 0, 0, 255)
+        for name in ("lo", "hi"):
+            if attrs.get(name) is not None:
+                attr_int(attrs, name, lo=0, hi=255)
+    else:
+        for name in ("lo", "hi"):
+            if attrs.get(name) is not None:
+                attr_float(attrs, name, finite=False)
+    if attrs.get("chain"):
+        if out != "f32" or not isinstance(attrs["chain"], dict):
+            raise ShapeError('a chain post-op is a dict of attributes on an out_dtype "f32" op')
+        _check_chain(attrs["chain"], [])
+
+
+def _check_quantize(attrs):
+    """A fused op's optional u8 output: ``scale_inv`` > 0 with ``zero``, ``lo``, ``hi`` in [0, 255]."""
+    if "scale_inv" in attrs:
+        if not attr_float(attrs, "scale_inv") > 0:
+            raise ShapeError(f"attribute 'scale_inv' must be > 0, got {attrs['scale_inv']!r}")
+        for name in ("zero", "lo", "hi"):
+            attr_int(attrs, name, lo=0, hi=255)
+
+
+def _check_fused(attrs, inputs):
+    _check_quantize(attrs)
+    if not attr_bool(attrs, "want_float", True) and "scale_inv" not in attrs:
+        raise ShapeError("nothing to output: want_float is false and there is no scale_inv")
+
+
+def _check_chain(attrs, inputs):
+    for name in ("pre_mul", "pre_add", "post_mul", "post_add"):
+        attr_float(attrs, name, 1.0)
+    if attr_bool(attrs, "hard_swish"):
+        for name in ("offset", "threshold", "scale"):
+            attr_float(attrs, name)
+        if float(attrs["scale"]) == 0:
+            raise ShapeError("the hard swish scale must not be 0")
+    _check_fused(attrs, inputs)
+
+
+def _check_gemm(attrs):
+    attr_int(attrs, "K", lo=1, hi=MAX_EXTENT)
+    attr_int(attrs, "N", lo=1, hi=MAX_EXTENT)
+    _check_epilogue(attrs)
+
+
+def _check_conv_int8(attrs, inputs):
+    attr_ints(attrs, "ksize", lengths=(2,), lo=1, hi=MAX_EXTENT)
+    _check_window(attrs, dilations=True)
+    _check_gemm(attrs)
+
+
+def _check_depthwise_int8(attrs, inputs):
+    _check_window(attrs, dilations=True)
+    _check_epilogue(attrs)
+
+
+def _check_max_pool_int8(attrs, inputs):
+    if not attr_bool(attrs, "global_pooling"):
+        attr_ints(attrs, "ksize", lengths=(2,), lo=1, hi=MAX_EXTENT)
+        _check_window(attrs, dilations=False)
+
+
+def _check_window(attrs, dilations):
+    """``strides`` (and ``dilations``): 2 ints in [1, 2**31); ``paddings``: 4 ints in [0, 2**31), all required
+    (convert_to_int8 writes them out)."""
+    attr_ints(attrs, "strides", lengths=(2,), lo=1, hi=MAX_EXTENT)
+    attr_ints(attrs, "paddings", lengths=(4,), lo=0, hi=MAX_EXTENT)
+    if dilations:
+        attr_ints(attrs, "dilations", lengths=(2,), lo=1, hi=MAX_EXTENT)
+
+
+def _check_quantize_int8(attrs, inputs):
+    if not attr_float(attrs, "scale_inv") > 0:
+        raise ShapeError(f"attribute 'scale_inv' must be > 0, got {attrs['scale_inv']!r}")
+    for name in ("zero", "lo", "hi"):
+        attr_int(attrs, name, lo=0, hi=255)
+    attr_choice(attrs, "layout", ("NCHW", "NHWC"), "NCHW")
+
+
+def _check_dequantize_int8(attrs, inputs):
+    attr_float(attrs, "scale")
+    attr_int(attrs, "zero", lo=0, hi=255)
+    attr_choice(attrs, "layout", ("NCHW", "NHWC"), "NCHW")
+
+
 def gemm_packed(a, packed, col_sum, bias, mult, attrs):
     """The GEMM with this op's epilogue: ``a`` (M, K) u8 against the packed (K, N) weights, whose column sums
     ``col_sum`` undo the activation's zero point: ``- a_zero * col_sum[n]``. With a ``chain`` attribute, the
@@ -68,7 +162,7 @@ def _reshaped(y, shape):
     return y.reshape(shape)
 
 
-@register("fused_elementwise_add")
+@register("fused_elementwise_add", check=_check_fused)
 def fused_elementwise_add(ctx, attrs, a, b):
     """A residual add of two same-shape float32 NHWC tensors with what follows it, in one pass (the shape of
     Paddle's oneDNN ``fused_elementwise_add``): ``f = a + b``, ``relu`` if ``fuse_activation == "relu"``;
@@ -80,7 +174,7 @@ def fused_elementwise_add(ctx, attrs, a, b):
                              want_float=bool(attrs.get("want_float", True)), quantize=_fused_quantize(attrs))
 
 
-@register("fused_scalar_chain")
+@register("fused_scalar_chain", check=_check_chain)
 def fused_scalar_chain(ctx, attrs, x):
     """A chain of scalar float ops between INT8 ops, in one pass and the same float32 steps (what PaddleOCR's
     graphs spell out op by op): ``t = x * pre_mul + pre_add`` (PP-LCNetV3's learnable affine block), then if
@@ -105,7 +199,7 @@ def _chain(attrs):
     return chain_kwargs(attrs["chain"]) if attrs.get("chain") else None
 
 
-@register("fused_channel_mul")
+@register("fused_channel_mul", check=_check_fused)
 def fused_channel_mul(ctx, attrs, x, s):
     """An SE block's excitation with what follows it, in one pass: ``f = x * s`` for NHWC ``x`` (N, H, W, C) and
     its channel scale ``s`` (N, 1, 1, C), float32 as ``elementwise_mul``; outputs ``(f, q)`` as
@@ -125,7 +219,7 @@ def _fused_quantize(attrs):
     return float(attrs["scale_inv"]), int(attrs["zero"]), int(attrs["lo"]), int(attrs["hi"])
 
 
-@register("quantize_int8")
+@register("quantize_int8", check=_check_quantize_int8)
 def quantize_int8(ctx, attrs, x):
     """float32 -> uint8: ``clamp(rint(x * scale_inv) + zero, lo, hi)``; NCHW input becomes NHWC (``layout``
     "NCHW"), NHWC and 2-D inputs keep their layout."""
@@ -138,7 +232,7 @@ def quantize_int8(ctx, attrs, x):
     return d.quantize_rows(rows, s, zero, lo, hi).reshape(x.shape)
 
 
-@register("dequantize_int8")
+@register("dequantize_int8", check=_check_dequantize_int8)
 def dequantize_int8(ctx, attrs, q):
     """uint8 -> float32 ``(q - zero) * scale``; NHWC input becomes NCHW when ``layout`` is "NCHW"."""
     s, zero = float(attrs["scale"]), int(attrs["zero"])
@@ -149,7 +243,7 @@ def dequantize_int8(ctx, attrs, q):
     return d.dequantize_rows(q.reshape(-1, q.shape[-1]), s, zero).reshape(q.shape)
 
 
-@register("conv2d_int8")
+@register("conv2d_int8", check=_check_conv_int8)
 def conv2d_int8(ctx, attrs, x, packed, col_sum, bias, mult):
     """NHWC u8 conv as a GEMM: 1x1 stride-1 unpadded convs read x directly, others through a u8 im2col
     whose padded taps hold the zero point ``a_zero``. Output NHWC u8 or float32."""
@@ -157,16 +251,16 @@ def conv2d_int8(ctx, attrs, x, packed, col_sum, bias, mult):
     kh, kw = attrs["ksize"]
     stride, pad, dil = tuple(attrs["strides"]), tuple(attrs["paddings"]), tuple(attrs["dilations"])
     n, h, w, c = x.shape
+    oh, ow = check_geometry("conv2d_int8", (h, w), (kh, kw), stride, pad, dil, min_out=1)
+    check_size("conv2d_int8", n, oh, ow, int(attrs["N"]))
     if kh == kw == 1 and stride == (1, 1) and pad == (0, 0, 0, 0):
-        a, oh, ow = x.reshape(n * h * w, c), h, w
+        a = x.reshape(n * h * w, c)
     else:
         a = _direct().im2col_u8(np.ascontiguousarray(x), kh, kw, stride, pad, dil, int(attrs.get("a_zero", 0)))
-        oh = (h + pad[0] + pad[2] - dil[0] * (kh - 1) - 1) // stride[0] + 1
-        ow = (w + pad[1] + pad[3] - dil[1] * (kw - 1) - 1) // stride[1] + 1
     return _reshaped(gemm_packed(a, packed, col_sum, bias, mult, attrs), (n, oh, ow, int(attrs["N"])))
 
 
-@register("depthwise_conv2d_int8")
+@register("depthwise_conv2d_int8", check=_check_depthwise_int8)
 def depthwise_conv2d_int8(ctx, attrs, x, w, bias, mult):
     """NHWC u8 depthwise conv with (KH, KW, C) s8 weights, the direct kernel."""
     _check_u8(x, 4, "depthwise_conv2d_int8")
@@ -176,7 +270,7 @@ def depthwise_conv2d_int8(ctx, attrs, x, w, bias, mult):
         chain=_chain(attrs), **_epilogue(attrs))
 
 
-@register("matmul_int8")
+@register("matmul_int8", check=lambda attrs, inputs: _check_gemm(attrs))
 def matmul_int8(ctx, attrs, x, packed, col_sum, bias, mult):
     """u8 rows (..., K) times packed (K, N) s8 weights (fc / mul; a (B, T, H) input is B*T rows) -> (..., N)."""
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim < 2:
@@ -186,7 +280,7 @@ def matmul_int8(ctx, attrs, x, packed, col_sum, bias, mult):
     return _reshaped(y, x.shape[:-1] + (int(attrs["N"]),))
 
 
-@register("max_pool2d_int8")
+@register("max_pool2d_int8", check=_check_max_pool_int8)
 def max_pool2d_int8(ctx, attrs, x):
     """Max pooling on NHWC u8 (exact: quantization is monotonic, so max commutes with it)."""
     _check_u8(x, 4, "max_pool2d_int8")

@@ -12,15 +12,26 @@ Contract, in the style of an autograd ``Function``:
 * ``shape(attrs, *input_shapes) -> tuple[shape, ...]`` (optional): output shapes from input shapes. Ops
   whose output shape depends on input *values* (reshape fed by a shape tensor) leave it out and
   :meth:`refquant.graph.Model.infer_shapes` evaluates them instead.
+* ``check(attrs, inputs) -> None`` (optional): validates the attributes the forward needs (present, of the
+  right type, in range; ``inputs`` are the op's input names, ``""`` for an absent optional one) and raises a
+  :class:`RefquantError` or ValueError / TypeError otherwise. :meth:`refquant.graph.Model.validate` calls it
+  (through :func:`check_op`) for every op, so a model file or an imported ONNX graph with bad attributes is
+  rejected when it is loaded, not first when it runs. Checks see no tensor shapes: what depends on them (a
+  window against its input) is checked again by the forward.
 
 Forwards keep the dtype of their float inputs, so the gradient checks can run in float64.
 """
 from __future__ import annotations
 
+import inspect
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..errors import UnsupportedOpError
+import numpy as np
+
+from ..errors import GraphError, RefquantError, UnsupportedOpError
 
 
 @dataclass(frozen=True)
@@ -30,21 +41,129 @@ class OpDef:
     backward: Optional[Callable] = None
     shape: Optional[Callable] = None
     doc: str = ""
+    check: Optional[Callable] = None
 
 
 OPS: dict[str, OpDef] = {}
 
 
-def register(op_type: str, *, backward: Callable | None = None, shape: Callable | None = None):
+def register(op_type: str, *, backward: Callable | None = None, shape: Callable | None = None,
+             check: Callable | None = None):
     """Decorator: ``@register("relu", backward=relu_grad, shape=same_shape)`` on the forward function."""
 
     def wrap(forward: Callable) -> Callable:
         if op_type in OPS:
             raise ValueError(f"op type {op_type!r} registered twice")
-        OPS[op_type] = OpDef(op_type, forward, backward, shape, (forward.__doc__ or "").strip())
+        OPS[op_type] = OpDef(op_type, forward, backward, shape, (forward.__doc__ or "").strip(), check)
         return forward
 
     return wrap
+
+
+_ARITY: dict = {}  # forward -> (fewest, most) data inputs it takes (most None for *args)
+
+
+def _arity(forward) -> tuple:
+    try:
+        return _ARITY[forward]
+    except KeyError:
+        pass
+    params = list(inspect.signature(forward).parameters.values())[2:]  # after ctx, attrs
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    fewest = sum(p.default is p.empty for p in positional)
+    most = None if any(p.kind is p.VAR_POSITIONAL for p in params) else len(positional)
+    _ARITY[forward] = (fewest, most)
+    return fewest, most
+
+
+def check_op(op) -> None:
+    """Validate one graph op against its registered definition: an input count the forward accepts and the
+    op's ``check`` hook. Raises :class:`GraphError` naming the op; unknown op types are left to :func:`get_op`."""
+    opdef = OPS.get(op.type)
+    if opdef is None:
+        return
+    where = f"op {op.name!r} ({op.type})"
+    if not isinstance(op.attrs, dict):
+        raise GraphError(f"{where}: attributes must be a dict, got {type(op.attrs).__name__}")
+    fewest, most = _arity(opdef.forward)
+    if len(op.inputs) < fewest or (most is not None and len(op.inputs) > most):
+        want = f"{fewest}" + ("" if most == fewest else f" to {most}" if most is not None else " or more")
+        raise GraphError(f"{where}: takes {want} inputs, got {len(op.inputs)}")
+    if opdef.check is None:
+        return
+    try:
+        opdef.check(op.attrs, list(op.inputs))
+    except GraphError as exc:
+        raise GraphError(f"{where}: {exc}") from None
+    except (RefquantError, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        raise GraphError(f"{where}: {exc}") from None
+
+
+# ---- attribute checks, for the ``check`` hooks -----------------------------------------------------------
+_MISSING = object()
+
+
+def attr_int(attrs, name, default=_MISSING, lo=None, hi=None) -> int:
+    """The int attribute ``name`` (or ``default`` when absent; required without one) in [lo, hi]. An integral
+    float (2.0, as some writers spell ints) counts; a bool, a non-integral or non-finite number does not."""
+    v = attrs.get(name, default)
+    if v is _MISSING:
+        raise GraphError(f"missing required attribute {name!r}")
+    if isinstance(v, (bool, np.bool_)):
+        raise GraphError(f"attribute {name!r} must be an int, got {v!r}")
+    if isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer():
+        v = int(v)
+    if not isinstance(v, (numbers.Integral, np.integer)):
+        raise GraphError(f"attribute {name!r} must be an int, got {v!r}")
+    v = int(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise GraphError(f"attribute {name!r} must lie in [{lo}, {hi}], got {v}")
+    return v
+
+
+def attr_ints(attrs, name, default=_MISSING, lengths=None, lo=None, hi=None, scalar_ok=False) -> list:
+    """The list-of-ints attribute ``name`` (``lengths``: the allowed lengths; ``scalar_ok``: one int stands for a
+    list), each in [lo, hi]."""
+    v = attrs.get(name, default)
+    if v is _MISSING:
+        raise GraphError(f"missing required attribute {name!r}")
+    if scalar_ok and not isinstance(v, (list, tuple, np.ndarray)):
+        v = [v]
+    if not isinstance(v, (list, tuple, np.ndarray)):
+        raise GraphError(f"attribute {name!r} must be a list of ints, got {v!r}")
+    v = list(np.ravel(np.asarray(v, dtype=object))) if isinstance(v, np.ndarray) else list(v)
+    if lengths is not None and len(v) not in lengths:
+        raise GraphError(f"attribute {name!r} must have {' or '.join(map(str, lengths))} entries, got {v!r}")
+    return [attr_int({name: e}, name, lo=lo, hi=hi) for e in v]
+
+
+def attr_float(attrs, name, default=_MISSING, finite=True) -> float:
+    """The real attribute ``name`` (finite unless ``finite=False``, where +-inf pass but NaN does not)."""
+    v = attrs.get(name, default)
+    if v is _MISSING:
+        raise GraphError(f"missing required attribute {name!r}")
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.floating, np.integer)):
+        raise GraphError(f"attribute {name!r} must be a number, got {v!r}")
+    f = float(v)
+    if math.isnan(f) or (finite and not math.isfinite(f)):
+        raise GraphError(f"attribute {name!r} must be {'finite' if finite else 'a number (not NaN)'}, got {v!r}")
+    return f
+
+
+def attr_bool(attrs, name, default=False) -> bool:
+    v = attrs.get(name, default)
+    if not isinstance(v, (bool, np.bool_, numbers.Integral, np.integer)) or int(v) not in (0, 1):
+        raise GraphError(f"attribute {name!r} must be a bool, got {v!r}")
+    return bool(v)
+
+
+def attr_choice(attrs, name, choices, default=_MISSING):
+    v = attrs.get(name, default)
+    if v is _MISSING:
+        raise GraphError(f"missing required attribute {name!r}")
+    if not isinstance(v, (str, type(None))) or v not in choices:
+        raise GraphError(f"attribute {name!r} must be one of {tuple(choices)}, got {v!r}")
+    return v
 
 
 def get_op(op_type: str, node: str = "?") -> OpDef:
