@@ -120,10 +120,11 @@ def test_abs_max_clipping():
 def test_log_hand_worked():
     w = np.array([[1.0, -0.5, 0.25, 0.0, -0.3]], np.float32)
     q, dictionary = quant_log(w, merge_config({"lookup_table": {"quantize_type": "log"}})["lookup_table"])
-    # L = 0, -1, -2, -inf, round(log2 .3 / .125) * .125 = round(-13.9) * .125 = -1.75 -> levels -2, -1.75, -1, 0
-    np.testing.assert_array_equal(dictionary, np.float32(2) ** np.float32([-2, -1.75, -1, 0]))
-    assert q.dtype == np.int8 and q.tolist() == [[3, 2 - 128, 0, 0, 1 - 128]]
-    np.testing.assert_array_equal(dequant_log_table(q, dictionary), [[1, -0.5, 0.25, 0.25, -dictionary[1]]])
+    # L = 0, -1, -2, -inf, round(log2 .3 / .125) * .125 = round(-13.9) * .125 = -1.75; fewer than 128 levels, so
+    # the zero's -inf stays in the dictionary (PaddleSlim): levels -inf, -2, -1.75, -1, 0
+    np.testing.assert_array_equal(dictionary, np.float32(2) ** np.float32([-np.inf, -2, -1.75, -1, 0]))
+    assert dictionary[0] == 0 and q.dtype == np.int8 and q.tolist() == [[4, 3 - 128, 1, 0, 2 - 128]]
+    np.testing.assert_array_equal(dequant_log_table(q, dictionary), [[1, -0.5, 0.25, 0, -dictionary[2]]])
 
 
 def test_log_keeps_the_128_largest_levels():
@@ -157,7 +158,8 @@ def test_op_equals_full_table_dequantization(qtype):
     else:
         full = dequant_log_table(qm.params["w.int"], qm.params["w.dict"])
     want = full[ids]
-    want[ids == 7] = 0
+    # padding rows read the integer 0: +0 (abs_max) or dict[0] (log), as Paddle's lookup_table + dequantize op
+    want[ids == 7] = 0 if qtype == "abs_max" else qm.params["w.dict"][0]
     np.testing.assert_array_equal(out, want)
     assert qm.infer_shapes({"ids": (4, 50)})["y"] == (4, 50, 24)
     with _dispatch.use_reference():

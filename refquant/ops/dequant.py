@@ -8,7 +8,9 @@ quantization write them (:mod:`refquant.quant.post_dynamic`, :mod:`refquant.quan
   table that dequantizes only the rows it reads. ``quantize_type`` "abs_max": ``y = (T * q) / qmax`` in float32
   with ``T`` the float32 threshold (Paddle's ``dequantize_abs_max``, ``qmax = 2**(quantize_bits-1) - 1``); ``scale``
   holds one T (per tensor) or one per row. "log": ``scale`` is the float32 dictionary, ``y = dict[q]`` for
-  q >= 0, ``-dict[q + 128]`` for q < 0 (Paddle's ``dequantize_log``). ``padding_idx`` as ``lookup_table``.
+  q >= 0, ``-dict[q + 128]`` for q < 0 (Paddle's ``dequantize_log``). ``padding_idx`` (any negative: none)
+  rows read the integer 0, as Paddle's ``lookup_table`` leaves them for its dequantize op: +0 for abs_max,
+  ``dict[0]`` for log (0 when the dictionary holds PaddleSlim's zero level).
   The row gather + dequantize is the Cython kernel ``refquant._kernels.embedding`` (twin:
   :mod:`refquant.reference.embedding`).
 """
@@ -56,8 +58,11 @@ def qmax_of(bits: int) -> int:
 
 
 def lookup_rows(table, scale, ids, quantize_type="abs_max", quantize_bits=8, padding_idx=-1):
-    """Dequantized rows ``table[ids]`` as float32 (n, D) for flat ``ids``: the kernel when built, else the twin."""
-    padding_idx = int(padding_idx) if padding_idx is not None and int(padding_idx) >= 0 else -1
+    """Dequantized rows ``table[ids]`` as float32 (n, D) for flat ``ids``: the kernel when built, else the twin.
+    Both validate (ids in [0, V), an int8/int16 2-D table, padding_idx < V) before reading anything."""
+    if padding_idx is None or (isinstance(padding_idx, (int, np.integer)) and not isinstance(padding_idx, bool)
+                               and padding_idx < 0):
+        padding_idx = -1
     fast = _dispatch.compiled("embedding")
     mod = fast if fast is not None and fast.is_usable_for(table) else _ref_embedding
     if quantize_type == "abs_max":

@@ -14,7 +14,8 @@ stored threshold is used unchanged. Forward = quant-dequant with that threshold,
 ``fake_quantize_range_abs_max``, window W = window_size, initial scale 0.001): the step counter becomes
 it = 1 on the first batch; idx = it mod W; removed = window[idx]; window[idx] = m = max|x|; T = T_prev;
 if T < m: T = m; elif |removed - T| < 1e-6: T = max(window[:min(it, W)]) (while it < W this excludes the slot
-just written, as in Paddle).
+just written, as in Paddle). The test is Paddle's: the float32 difference compared with the double ``1e-6``, so a
+difference of exactly float32(1e-6) (9.99999997e-7) evicts.
 """
 from __future__ import annotations
 
@@ -68,6 +69,6 @@ def range_abs_max(ctx, attrs, x, scale, it, window):
     t = np.float32(np.asarray(scale, np.float32).reshape(-1)[0])
     if t < m:
         t = m
-    elif abs(removed - t) < 1e-6:
+    elif float(abs(removed - t)) < 1e-6:         # float32 difference, double constant (not float32(1e-6))
         t = np.float32(np.max(w[:min(step, size)]))
     return (_qdq(ctx, attrs, x, t), np.array([t], np.float32), np.array([step], np.int64), w)

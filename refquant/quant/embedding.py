@@ -15,13 +15,21 @@ output tensor, which dequantizes only the rows it reads. The FP32 table is dropp
 * abs_max (per tensor): clip to ``+-threshold`` if given; else no clip if ``max|W| < 1.0``; else clip to
   ``np.percentile(|W|, 99.99)``. ``T = max|W_clipped|`` (float32), ``q = np.round(W_clipped / T * qmax)``
   (ties to even). Dequantized: ``(T * q) / qmax`` in float32 (Paddle's ``dequantize_abs_max``).
-* log: ``L = round(log2|W| / 0.125) * 0.125``; the dictionary is the 128 largest distinct L (ascending), stored
-  as float32 ``2**L``; each element takes the index of the nearest dictionary level (ties: the upper one; levels
-  below the dictionary, and zeros, take index 0); negative elements store ``index - 128``. Dequantized:
-  ``dict[q]`` for q >= 0, ``-dict[q + 128]`` for q < 0 (Paddle's ``dequantize_log``).
+* log: ``L = round(log2|W| / 0.125) * 0.125`` (float32; an exact zero gives ``-inf``); the dictionary is the 128
+  largest distinct L (ascending, ``-inf`` included: a table with fewer than 128 levels and a zero gets the zero
+  level ``2**-inf = 0`` first), stored as float32 ``2**L``; each element takes PaddleSlim's nearest index
+  (``searchsorted``, then the left neighbour when strictly closer; below the dictionary: 0); negative elements
+  store ``index - 128``. Dequantized: ``dict[q]`` for q >= 0, ``-dict[q + 128]`` for q < 0 (Paddle's
+  ``dequantize_log``). The search is the kernel ``refquant._kernels.embedding.log_index`` (twin
+  :func:`refquant.reference.embedding.log_index`).
+* ``padding_idx`` rows of a ``lookup_table_dequant`` read the integer 0, as Paddle's ``lookup_table`` writes them
+  before ``dequantize_log`` / ``dequantize_abs_max`` run: +0 for abs_max, ``dict[0]`` for log (0 when the
+  dictionary holds the zero level, else its smallest level).
 
 The NumPy expressions are PaddleSlim's, so tables come out bit-identical. Deviations (errors where PaddleSlim
-silently misbehaves): ``quantize_bits`` 16 with ``dtype`` int8 raises ``ValueError`` (PaddleSlim overflows), and
+silently misbehaves): ``quantize_bits`` 16 with ``dtype`` int8 raises ``ValueError`` (PaddleSlim overflows), a
+table holding NaN or Inf raises :class:`~refquant.errors.NonFiniteError` naming it (PaddleSlim turns NaN into a
+log level and abs_max into NaN scales), an all-zero table raises ``ValueError`` for abs_max (a zero scale), and
 only ``lookup_table`` exists in refquant (``lookup_table_v2``, ``fused_embedding_seq_pool`` and ``pyramid_hash``
 are accepted in ``quantize_op_types`` but match no op).
 """
@@ -32,7 +40,10 @@ from typing import Optional
 
 import numpy as np
 
+from .. import _dispatch
+from ..errors import NonFiniteError
 from ..graph import Model, Op
+from ..reference import embedding as _ref_embedding
 
 SUPPORT_OP_TYPES = ("lookup_table", "lookup_table_v2", "fused_embedding_seq_pool", "pyramid_hash")
 SUPPORT_QUANTIZE_TYPES = ("abs_max", "log")
@@ -81,6 +92,15 @@ def merge_config(config: Optional[dict]) -> dict:
     return merged
 
 
+def check_table(array, name: str = "table") -> np.ndarray:
+    """The table as an ndarray, rejected with NonFiniteError (naming it) if it holds NaN or Inf."""
+    array = np.asarray(array)
+    bad = int(np.count_nonzero(~np.isfinite(array)))
+    if bad:
+        raise NonFiniteError(f"quant_embedding: table {name!r} holds {bad} NaN/Inf entries", tensor=name, count=bad)
+    return array
+
+
 # ---- abs_max ----------------------------------------------------------------------------------------
 def clip_array(array: np.ndarray, config: dict) -> np.ndarray:
     """PaddleSlim's ``_clip_array``."""
@@ -93,32 +113,31 @@ def clip_array(array: np.ndarray, config: dict) -> np.ndarray:
     return np.clip(array, -threshold, threshold)
 
 
-def quant_abs_max(array: np.ndarray, config: dict) -> tuple[np.ndarray, np.ndarray]:
+def quant_abs_max(array: np.ndarray, config: dict, name: str = "table") -> tuple[np.ndarray, np.ndarray]:
     """``(q, scale)``: clip, ``T = max|W|`` (float32), ``q = round(W / T * qmax)`` as ``config['dtype']``."""
-    array = clip_array(array, config)
+    array = clip_array(check_table(array, name), config)
     scale = np.max(np.abs(array)).astype("float32")
     if not scale > 0:
-        raise ValueError("quant_embedding: the table is all zeros (abs_max would divide by zero)")
+        raise ValueError(f"quant_embedding: table {name!r} is all zeros (abs_max would divide by zero)")
     q = np.round(array / scale * ((1 << (config["quantize_bits"] - 1)) - 1))
     return q.astype(config["dtype"]), np.asarray([scale], dtype=np.float32)
 
 
 # ---- log --------------------------------------------------------------------------------------------
-def quant_log(array: np.ndarray, config: dict) -> tuple[np.ndarray, np.ndarray]:
-    """``(q, dictionary)``: see the module docstring."""
+def log_levels(array: np.ndarray) -> np.ndarray:
+    """``round(log2|W| / 0.125) * 0.125`` in float32; exact zeros give ``-inf``."""
     with np.errstate(divide="ignore"):
-        levels = np.round(np.log2(np.abs(array)) / LOG_INTERVAL) * LOG_INTERVAL
-    distinct = np.unique(levels[np.isfinite(levels)])               # ascending
-    if distinct.size == 0:
-        raise ValueError("quant_embedding: the table is all zeros (no log level)")
-    dict_levels = distinct[-(LOG_DICT_SIZE // 2):]
-    # nearest dictionary level in the log2 domain; equidistant -> the upper index; below the dictionary -> 0
-    hi = np.clip(np.searchsorted(dict_levels, levels, side="left"), 0, dict_levels.size - 1)
-    lo = np.maximum(hi - 1, 0)
-    take_lo = (levels - dict_levels[lo]) < (dict_levels[hi] - levels)
-    index = np.where(take_lo, lo, hi)
-    index = np.where(array < 0, index - 128, index)
-    return index.astype(config["dtype"]), np.power(np.float32(2), dict_levels.astype(np.float32))
+        return np.round(np.log2(np.abs(np.asarray(array, np.float32))) / LOG_INTERVAL) * LOG_INTERVAL
+
+
+def quant_log(array: np.ndarray, config: dict, name: str = "table") -> tuple[np.ndarray, np.ndarray]:
+    """``(q, dictionary)`` of a float32 2-D table: see the module docstring."""
+    array = np.ascontiguousarray(check_table(array, name), dtype=np.float32)
+    levels = log_levels(array)
+    dict_levels = np.unique(levels)[-(LOG_DICT_SIZE // 2):]           # ascending; -inf (zeros) included
+    fast = _dispatch.compiled("embedding")
+    index = (fast if fast is not None else _ref_embedding).log_index(levels, dict_levels, array)
+    return index.astype(config["dtype"]), np.power(np.float32(2), dict_levels)
 
 
 def dequant_log_table(q: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
@@ -148,10 +167,10 @@ def quant_embedding(model: Model, config: Optional[dict] = None) -> Model:
                 raise ValueError(f"quant_embedding: table {table!r} must be a 2-D float array, got {w.dtype} "
                                  f"{w.shape}")
             if single["quantize_type"] == "abs_max":
-                q, aux = quant_abs_max(np.array(w), single)
+                q, aux = quant_abs_max(np.array(w), single, table)
                 aux_name = f"{table}.scale"
             else:
-                q, aux = quant_log(np.array(w), single)
+                q, aux = quant_log(np.array(w), single, table)
                 aux_name = f"{table}.dict"
             new.params[f"{table}.int"], new.params[aux_name] = q, aux
             done[table] = (f"{table}.int", aux_name)

@@ -9,6 +9,11 @@ Every rule keeps Paddle's float32 operation order, because the orders are *not* 
   ``np.round`` (half to even).
 * Dequantization: ``(q * T) / qmax`` (multiply first).
 
+Signed zeros follow the C++ ops: ``std::round`` and Paddle's clip functor (``x < lo ? lo : x > hi ? hi : x``) keep
+``-0.0``, so a negative input that quantizes to zero (``-0.0``, ``-1e-10``) gives ``-0.0`` after quantize and
+dequantize (:func:`round_half_away`, :func:`clip_op`). The Python freeze helpers use ``np.clip`` / ``np.round``, as
+Paddle's Python code does.
+
 ``qmax = 2**(bits-1) - 1`` (Paddle's ``bnt`` / ``bin_cnt`` / ``max_range``). The stored "scale" of Paddle's graphs
 is the threshold T; the integer step is ``T / qmax`` (:func:`step`).
 """
@@ -32,14 +37,21 @@ def qmax(bits: int = 8) -> int:
 def round_half_away(x):
     """Round half away from zero (C ``std::round``): ``sign(x) * floor(|x| + 1/2)``, computed exactly.
 
-    Implemented as ``trunc(x) + sign(x) * (|x - trunc(x)| >= 0.5)``: ``x - trunc(x)`` is exact in binary floating
-    point, so values just below a half (0.49999997 in float32) are not pushed up as ``floor(x + 0.5)`` would.
-    Keeps the dtype.
+    Implemented as ``trunc(x) + copysign(|x - trunc(x)| >= 0.5, x)``: ``x - trunc(x)`` is exact in binary floating
+    point, so values just below a half (0.49999997 in float32) are not pushed up as ``floor(x + 0.5)`` would; the
+    copysign keeps the sign of zero (``-0.0`` and ``-0.3`` give ``-0.0``, as ``std::round``). Keeps the dtype.
     """
     x = np.asarray(x)
     t = np.trunc(x)
     up = (np.abs(x - t) >= 0.5).astype(x.dtype)
-    return t + np.sign(x) * up
+    return t + np.copysign(up, x)
+
+
+def clip_op(x, lo, hi):
+    """Paddle's C++ clip functor ``x < lo ? lo : (x > hi ? hi : x)``: unlike ``np.clip`` it returns ``x`` itself
+    (so ``-0.0`` stays ``-0.0``) whenever x is inside, NaN included."""
+    x = np.asarray(x)
+    return np.where(x < lo, lo, np.where(x > hi, hi, x)).astype(x.dtype, copy=False)
 
 
 def round_half_even(x):
@@ -77,9 +89,9 @@ def quantize_op(x, threshold, bits: int = 8, round_type: int = ROUND_HALF_AWAY):
     qm = qmax(bits)
     factor = np.float32(qm) * inv_threshold(t)
     if int(round_type) == ROUND_HALF_AWAY:
-        return round_half_away(factor * np.clip(x, -t, t)).astype(np.float32)
+        return round_half_away(factor * clip_op(x, -t, t)).astype(np.float32)
     if int(round_type) == ROUND_HALF_EVEN:
-        return np.clip(round_half_even(factor * x), -qm - 1, qm).astype(np.float32)
+        return clip_op(round_half_even(factor * x), np.float32(-qm - 1), np.float32(qm)).astype(np.float32)
     raise ValueError(f"round_type must be 0 (half to even) or 1 (half away from zero), got {round_type!r}")
 
 

@@ -1,0 +1,152 @@
+"""refquant against recorded Paddle 3.3.1 / PaddleSlim 2.6.0 outputs, bit for bit. The fixtures under
+tests/data/paddle_oracles/ come from the make_*.py scripts there (run with Paddle installed); these tests only read
+them."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import refquant
+from refquant import _dispatch
+from refquant.quant.embedding import quant_embedding
+
+ORACLES = Path(__file__).parent / "data" / "paddle_oracles"
+
+
+def _bits(a):
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+# ---- embedding quantization (make_embedding.py) ----------------------------------------------------------
+EMB = np.load(ORACLES / "embedding.npz", allow_pickle=False)
+EMB_CASES = sorted({k.split("/")[0] for k in EMB.files})
+
+
+def _lookup_model(w, padding_idx):
+    ids = refquant.TensorSpec("ids", (None,), "int64")
+    op = refquant.Op("lookup_table", ["w", "ids"], ["y"], {"padding_idx": int(padding_idx)}, name="emb")
+    return refquant.Model([op], {"w": w}, [ids], ["y"])
+
+
+def _emb_config(case):
+    if case.endswith("abs_max16_pad"):
+        return {"lookup_table": {"quantize_type": "abs_max", "quantize_bits": 16, "dtype": "int16"}}
+    return {"lookup_table": {"quantize_type": "log" if "_log" in case else "abs_max"}}
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["dispatch", "twin"])
+@pytest.mark.parametrize("case", EMB_CASES)
+def test_quant_embedding_matches_paddleslim(case, reference):
+    w, ids, pad = EMB[f"{case}/w"], EMB[f"{case}/ids"], int(EMB[f"{case}/pad"])
+    with _dispatch.use_reference(reference):
+        qm = quant_embedding(_lookup_model(w, pad), _emb_config(case))
+        rows = qm.run({"ids": ids})["y"]
+    aux = qm.params["w.dict" if "_log" in case else "w.scale"]
+    assert qm.params["w.int"].dtype == EMB[f"{case}/q"].dtype
+    np.testing.assert_array_equal(qm.params["w.int"], EMB[f"{case}/q"])
+    np.testing.assert_array_equal(_bits(aux), EMB[f"{case}/aux_bits"])
+    np.testing.assert_array_equal(_bits(rows), EMB[f"{case}/rows_bits"])
+
+
+def test_log_zero_level_and_padding_by_hand():
+    """The 0/1 table keeps PaddleSlim's zero level (dict [0, 1]); a padding row reads dict[0]."""
+    w = np.array([[0, 1], [1, 0], [1, 1]], np.float32)
+    qm = quant_embedding(_lookup_model(w, -1), {"lookup_table": {"quantize_type": "log"}})
+    assert qm.params["w.int"].tolist() == [[0, 1], [1, 0], [1, 1]] and qm.params["w.dict"].tolist() == [0, 1]
+    np.testing.assert_array_equal(qm.run({"ids": np.array([0, 1, 2])})["y"], w)
+    w = np.array([[0.5, 1], [1, 0.25], [-1, 2]], np.float32)     # no zero: padding reads the smallest level
+    qm = quant_embedding(_lookup_model(w, 1), {"lookup_table": {"quantize_type": "log"}})
+    assert qm.params["w.dict"].tolist() == [0.25, 0.5, 1, 2]
+    np.testing.assert_array_equal(qm.run({"ids": np.array([1, 2])})["y"], [[0.25, 0.25], [-1, 2]])
+
+
+def test_text_mean_tables_match_paddleslim():
+    from refquant.models.pretrained import pretrained
+    from refquant.models.zoo import load_data
+    want = json.loads((ORACLES / "embedding_text_mean.json").read_text())
+    model = pretrained("text_mean", train_if_missing=False)
+    w = model.params[want["table"]]
+    assert hashlib.sha256(np.ascontiguousarray(w, np.float32).tobytes()).hexdigest() == want["fp32_sha256"]
+    x, y = load_data("text_mean", "test")
+    for qtype, aux_name in (("log", "dict"), ("abs_max", "scale")):
+        qm = quant_embedding(model, {"lookup_table": {"quantize_type": qtype}})
+        q = qm.params[f"{want['table']}.int"]
+        assert hashlib.sha256(q.tobytes()).hexdigest() == want[qtype]["int_sha256"], qtype
+        assert _bits(qm.params[f"{want['table']}.{aux_name}"]).tolist() == want[qtype]["aux_bits"]
+        from refquant.ops.dequant import lookup_rows
+        rows = lookup_rows(q, qm.params[f"{want['table']}.{aux_name}"], np.arange(w.shape[0]), qtype, 8,
+                           want["padding_idx"])
+        assert hashlib.sha256(_bits(rows).tobytes()).hexdigest() == want[qtype]["rows_sha256"], qtype
+        if qtype == "log":   # the tables PaddleSlim writes score 95.75% on the test split (the zero level kept)
+            acc = float((qm.run({"ids": x})[qm.outputs[0]].argmax(-1) == y).mean())
+            assert acc == 0.9575, acc
+
+
+# ---- C++ fake-quant ops: signed zeros, range_abs_max's eviction edge (make_quant_ops.py) -----------------
+QOPS = np.load(ORACLES / "quant_ops.npz", allow_pickle=False)
+QOPS_INDEX = json.loads((ORACLES / "quant_ops.json").read_text())
+
+
+def _forward(op_type, attrs, *inputs, training=False):
+    from refquant.ops import OpContext, get_op
+    out = get_op(op_type).forward(OpContext(training=training), dict(attrs), *inputs)
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _same_bits(got, key):
+    want = QOPS[key]
+    got = np.asarray(got)
+    assert got.shape == want.shape or got.size == want.size, (key, got.shape, want.shape)
+    np.testing.assert_array_equal(_bits(got).reshape(want.shape), want, err_msg=key)
+
+
+@pytest.mark.parametrize("case", sorted(QOPS_INDEX))
+def test_fake_quant_ops_match_paddle(case):
+    op, attrs = QOPS_INDEX[case]["op"], QOPS_INDEX[case]["attrs"]
+    x = QOPS[f"{case}/in_X"]
+    rt = attrs.get("round_type", 1)
+    from refquant.quant import rounding
+    if op == "fake_quantize_abs_max":
+        t = np.max(np.abs(x))
+        _same_bits(rounding.quantize_op(x, t, 8, rt), f"{case}/Out_bits")
+        _same_bits([t], f"{case}/OutScale_bits")
+    elif op in ("fake_quantize_dequantize_abs_max", "fake_channel_wise_quantize_dequantize_abs_max"):
+        (y,) = _forward(op, attrs, x)
+        _same_bits(y, f"{case}/Out_bits")
+    elif op == "fake_quantize_dequantize_moving_average_abs_max":
+        y, scale, state, accum = _forward(op, attrs, x, QOPS[f"{case}/in_InScale"], QOPS[f"{case}/in_InState"],
+                                          QOPS[f"{case}/in_InAccum"], training=True)
+        for got, slot in ((y, "Out"), (scale, "OutScale"), (state, "OutState"), (accum, "OutAccum")):
+            _same_bits(got, f"{case}/{slot}_bits")
+    elif op == "quantize_linear":
+        (y,) = _forward(op, attrs, x, QOPS[f"{case}/in_Scale"], QOPS[f"{case}/in_ZeroPoint"])
+        _same_bits(y, f"{case}/Y_bits")
+    elif op == "fake_quantize_range_abs_max":       # refquant's op is the quantize + dequantize pair
+        it = QOPS[f"{case}/in_Iter"] - 1             # refquant's op counts the step itself
+        window = QOPS[f"{case}/in_OutScales"]
+        before = window.copy()
+        y, scale, it_out, win = _forward("fake_quantize_dequantize_range_abs_max", dict(attrs, window_size=3), x,
+                                         QOPS[f"{case}/in_InScale"], it, window, training=True)
+        _same_bits(scale, f"{case}/OutScale_bits")
+        _same_bits(win, f"{case}/OutScales_bits")
+        _same_bits(y, f"{case}/Dequant_bits")
+        _same_bits(rounding.quantize_op(x, scale[0], 8, rt), f"{case}/Out_bits")
+        assert it_out[0] == QOPS[f"{case}/in_Iter"][0]
+        np.testing.assert_array_equal(window, before)
+    else:
+        raise AssertionError(f"no refquant mapping for {op}")
+
+
+def test_signed_zero_by_hand():
+    """std::round and Paddle's clip keep -0.0; a tiny negative quantizes and dequantizes to -0.0."""
+    from refquant.quant import rounding
+    x = np.float32([-0.0, -1e-10, -0.3, 0.0])
+    assert np.signbit(rounding.round_half_away(x)).tolist() == [True, True, True, False]
+    assert np.signbit(rounding.clip_op(np.float32([-0.0, -1.0]), np.float32(-0.0), np.float32(0.0))).all()
+    for t in (np.float32(1.0), np.float32(0.0)):
+        for rt in (0, 1):
+            assert np.signbit(rounding.quant_dequant_op(x, t, 8, rt)).tolist() == [True, True, True, False]
