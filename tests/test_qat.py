@@ -165,3 +165,24 @@ def test_reduce_range_weights_train_on_the_deployed_grid(lenet):
     # on: its logits are much closer to that graph's than to the 8-bit QAT graph's
     assert np.abs(got - rr).mean() < 0.25 * np.abs(eight_bit - rr).mean()
     assert np.abs(got - rr).max() <= 0.05 * np.abs(got).max()
+
+
+def test_init_statistics_threshold_or_paddle():
+    """A warm-started threshold T: refquant's default continues the average from T (accum = T); Paddle's pass
+    keeps accum = state = 1, so the first training step forgets T."""
+    import refquant
+    w = np.float32([[0.5, -0.25], [0.125, 1.0]])
+    model = refquant.Model([refquant.Op("mul", ["x", "w"], ["y"], name="fc")], {"w": w},
+                           [refquant.TensorSpec("x", (None, 2))], ["y"])
+    t = np.float32(3.0)
+    x = np.float32([[2.0, -0.5]])
+    op = "fake_quantize_dequantize_moving_average_abs_max"
+    for mode, accum0 in (("threshold", t), ("paddle", np.float32(1))):
+        q = quant_aware(model, init_thresholds={"x": t}, init_statistics=mode)
+        assert (q.params["x@scale"][0], q.params["x@state"][0], q.params["x@accum"][0]) == (t, 1, accum0)
+        _, (_, scale, _, _) = _run(op, {"moving_rate": 0.9}, x, q.params["x@scale"], q.params["x@state"],
+                                   q.params["x@accum"])
+        f = np.float32
+        assert scale[0] == (f(0.9) * accum0 + f(2.0)) / (f(0.9) * f(1) + f(1))
+    with pytest.raises(ValueError, match="init_statistics"):
+        quant_aware(model, init_statistics="ones")

@@ -74,16 +74,27 @@ def _skipped(op: Op, patterns) -> bool:
     return any(re.search(re.escape(p), scope) for p in patterns)
 
 
+INIT_STATISTICS = ("threshold", "paddle")
+
+
 def quant_aware(model: Model, config: Optional[dict] = None, for_test: bool = False,
-                init_thresholds: Optional[dict] = None) -> Model:
+                init_thresholds: Optional[dict] = None, init_statistics: str = "threshold") -> Model:
     """A new model with fake-quant ops on the inputs and weights of the quantizable ops (module docstring).
 
     ``for_test=True`` marks the activation ops ``is_test`` (thresholds frozen even in training mode), as the
     test program of PaddleSlim. ``init_thresholds``: ``{activation name: T}`` to start from, e.g.
-    ``refquant.quant.thresholds(ptq_model)`` (PaddleSlim's ``quant_post_first``): the moving average then starts
-    at ``scale = accum = T``, ``state = 1``.
+    ``refquant.quant.thresholds(ptq_model)`` (PaddleSlim's ``quant_post_first``). ``init_statistics`` says how
+    the moving average starts from such a T:
+
+    * ``"threshold"`` (default): ``scale = accum = T``, ``state = 1``, so the first training step gives
+      ``(0.9 T + max|x|) / 1.9``: the average continues from T. The default because it is what a warm start is
+      for (``finetune_zoo`` relies on it).
+    * ``"paddle"``: Paddle's pass: ``scale = T`` but ``accum = state = 1`` as for a fresh tensor, so T only serves
+      eval / ``for_test`` runs and the first training step gives ``(0.9 + max|x|) / 1.9`` whatever T was.
     """
     _args.quant_aware_args(model, config, for_test, init_thresholds)
+    if init_statistics not in INIT_STATISTICS:
+        raise ValueError(f"quant_aware: init_statistics must be one of {INIT_STATISTICS}, got {init_statistics!r}")
     cfg = merge_config(config)
     q = model.copy()
     a_bits, w_bits = int(cfg["activation_bits"]), int(cfg["weight_bits"])
@@ -99,7 +110,8 @@ def quant_aware(model: Model, config: Optional[dict] = None, for_test: bool = Fa
                     continue
                 if x not in qdq_of:
                     qdq_of[x] = f"{x}.quant_dequant"
-                    new_ops.append(_act_op(q, x, act_type, cfg, a_bits, for_test, init_thresholds))
+                    new_ops.append(_act_op(q, x, act_type, cfg, a_bits, for_test, init_thresholds,
+                                           init_statistics))
                 op.inputs[k] = qdq_of[x]
             w = op.inputs[1]
             wq = f"{w}.quant_dequant"
@@ -121,7 +133,8 @@ def quant_aware(model: Model, config: Optional[dict] = None, for_test: bool = Fa
     return q
 
 
-def _act_op(q: Model, x: str, op_type: str, cfg: dict, bits: int, for_test: bool, init) -> Op:
+def _act_op(q: Model, x: str, op_type: str, cfg: dict, bits: int, for_test: bool, init,
+            init_statistics: str = "threshold") -> Op:
     attrs = {"bit_length": bits, "round_type": 1}
     out = f"{x}.quant_dequant"
     if op_type.endswith("abs_max") and "moving" not in op_type and "range" not in op_type:
@@ -131,7 +144,8 @@ def _act_op(q: Model, x: str, op_type: str, cfg: dict, bits: int, for_test: bool
     q.params[f"{x}@scale"] = np.array([t0], np.float32)
     if "moving" in op_type:
         q.params[f"{x}@state"] = np.array([1.0], np.float32)
-        q.params[f"{x}@accum"] = np.array([t0 if init and x in init else 1.0], np.float32)
+        warm = init and x in init and init_statistics == "threshold"
+        q.params[f"{x}@accum"] = np.array([t0 if warm else 1.0], np.float32)
         names += [f"{x}@state", f"{x}@accum"]
         attrs["moving_rate"] = float(cfg["moving_rate"])
     else:
