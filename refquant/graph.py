@@ -39,6 +39,10 @@ class Op:
                    dict(d.get("attrs", {})), str(d.get("name", "")))
 
 
+INPUT_DTYPES = ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float16",
+                "float32", "float64")  # what a graph input may be fed as
+
+
 @dataclass
 class TensorSpec:
     """A graph input: its name, shape (``None`` marks a dynamic dimension) and dtype."""
@@ -54,6 +58,22 @@ class TensorSpec:
         for axis, (want, got) in enumerate(zip(self.shape, value.shape)):
             if want is not None and want != got:
                 raise ShapeError(f"input {self.name!r}: dimension {axis} must be {want}, got shape {value.shape}")
+
+    def validate(self) -> None:
+        """A graph input must be a plain numeric dtype the executor can feed (:data:`INPUT_DTYPES`) with a shape
+        of non-negative ints or None; raises :class:`GraphError`."""
+        if not isinstance(self.name, str) or not self.name:
+            raise GraphError(f"graph input name must be a non-empty string, got {self.name!r}")
+        try:
+            known = np.dtype(self.dtype).name in INPUT_DTYPES and self.dtype != ""
+        except (TypeError, ValueError):
+            known = False
+        if not known:
+            raise GraphError(f"input {self.name!r}: dtype {self.dtype!r} is not one of {INPUT_DTYPES}")
+        if not isinstance(self.shape, (tuple, list)) or any(
+                d is not None and (isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0)
+                for d in self.shape):
+            raise GraphError(f"input {self.name!r}: shape {self.shape!r} must hold non-negative ints or None")
 
     def to_json(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
@@ -112,6 +132,8 @@ class Model:
         and order the ops topologically. Raises :class:`GraphError` naming the op. Every Model, built, loaded
         (:func:`refquant.load`) or imported (:func:`refquant.import_onnx`), passes through here."""
         from .ops.registry import check_op
+        for spec in self.input_specs:
+            spec.validate()
         names = self.inputs
         if len(set(names)) != len(names):
             raise GraphError(f"duplicate graph input names: {names}")

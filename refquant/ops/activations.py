@@ -12,7 +12,7 @@ from scipy.special import erf, expit
 
 from .._dispatch import compiled
 from ..reference import floatops as _floatops_twin
-from .registry import register, same_shape
+from .registry import attr_spec, register, same_shape
 
 
 def _floatops(x):
@@ -41,7 +41,7 @@ def _relu6_grad(ctx, attrs, gy):
     return (gy * ((x > 0) & (x < float(attrs.get("threshold", 6.0)))),)
 
 
-@register("relu6", backward=_relu6_grad, shape=same_shape)
+@register("relu6", backward=_relu6_grad, shape=same_shape, check=attr_spec(threshold="float"))
 def relu6(ctx, attrs, x):
     """y = clip(x, 0, threshold)."""
     ctx.save(x)
@@ -53,7 +53,7 @@ def _hard_sigmoid_grad(ctx, attrs, gy):
     return (gy * (float(attrs.get("slope", 0.2)) * ((u > 0) & (u < 1))),)
 
 
-@register("hard_sigmoid", backward=_hard_sigmoid_grad, shape=same_shape)
+@register("hard_sigmoid", backward=_hard_sigmoid_grad, shape=same_shape, check=attr_spec(slope="float", offset="float"))
 def hard_sigmoid(ctx, attrs, x):
     """y = clip(slope * x + offset, 0, 1)."""
     u = float(attrs.get("slope", 0.2)) * x + float(attrs.get("offset", 0.5))
@@ -73,7 +73,8 @@ def _hard_swish_grad(ctx, attrs, gy):
     return (gy * dy,)
 
 
-@register("hard_swish", backward=_hard_swish_grad, shape=same_shape)
+@register("hard_swish", backward=_hard_swish_grad, shape=same_shape,
+          check=attr_spec(threshold="float", scale="float", offset="float"))
 def hard_swish(ctx, attrs, x):
     """y = x * clip(x + offset, 0, threshold) / scale."""
     threshold, scale, offset = _hard_swish_attrs(attrs)
@@ -120,7 +121,7 @@ def _gelu_grad(ctx, attrs, gy):
     return (gy * dy,)
 
 
-@register("gelu", backward=_gelu_grad, shape=same_shape)
+@register("gelu", backward=_gelu_grad, shape=same_shape, check=attr_spec(approximate="bool"))
 def gelu(ctx, attrs, x):
     """y = x/2 * (1 + erf(x / sqrt(2))); approximate: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))).
 
@@ -145,7 +146,7 @@ def _clip_grad(ctx, attrs, gy):
     return (gy * ((x > lo) & (x < hi)),)
 
 
-@register("clip", backward=_clip_grad, shape=same_shape)
+@register("clip", backward=_clip_grad, shape=same_shape, check=attr_spec(min="real", max="real"))
 def clip(ctx, attrs, x):
     """y = min(max(x, min), max); the gradient is 0 at and beyond the bounds."""
     ctx.save(x)
@@ -168,7 +169,7 @@ def _softmax_grad(ctx, attrs, gy):
     return (softmax_vjp(y, gy, int(attrs.get("axis", -1))),)
 
 
-@register("softmax", backward=_softmax_grad, shape=same_shape)
+@register("softmax", backward=_softmax_grad, shape=same_shape, check=attr_spec(axis="int"))
 def softmax(ctx, attrs, x):
     """y = exp(x - max) / sum(exp(x - max)) along ``axis``; float32 over the last axis runs the float32 kernel
     (see refquant/reference/floatops.py)."""
@@ -189,7 +190,7 @@ def _log_softmax_grad(ctx, attrs, gy):
     return (gy - np.exp(y) * np.sum(gy, axis=int(attrs.get("axis", -1)), keepdims=True),)
 
 
-@register("log_softmax", backward=_log_softmax_grad, shape=same_shape)
+@register("log_softmax", backward=_log_softmax_grad, shape=same_shape, check=attr_spec(axis="int"))
 def log_softmax(ctx, attrs, x):
     """y = x - log(sum(exp(x))) along ``axis``."""
     y = log_softmax_array(x, int(attrs.get("axis", -1)))
@@ -239,7 +240,8 @@ def _scale_grad(ctx, attrs, gy):
     return (gy * float(attrs.get("scale", 1.0)),)
 
 
-@register("scale", backward=_scale_grad, shape=same_shape)
+@register("scale", backward=_scale_grad, shape=same_shape,
+          check=attr_spec(scale="float", bias="float", bias_after_scale="bool"))
 def scale(ctx, attrs, x):
     """y = scale * x + bias, or scale * (x + bias) when ``bias_after_scale`` is false. With bias 0 (and
     bias_after_scale) one pass, y = scale * x: the dtype is kept (float32 stays float32), and a -0 product stays -0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from .registry import register
+from .registry import attr_spec, register
 
 
 def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
@@ -83,4 +83,4 @@ _ELEMENTWISE = {
 for _type, (_formula, _fn, _grads) in _ELEMENTWISE.items():
     _forward, _backward = _binary(_fn, _grads)
     _forward.__doc__ = f"out = {_formula}, broadcast with Paddle's axis rule."
-    register(_type, backward=_backward, shape=_shape)(_forward)
+    register(_type, backward=_backward, shape=_shape, check=attr_spec(axis="int"))(_forward)

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import register
+from .registry import attr_choice, attr_spec, register
+
+
+CAST_DTYPES = ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float16",
+               "float32", "float64")  # what ``cast`` converts to: plain numeric dtypes
 
 
 def _norm_axes(axes, rank: int) -> list[int]:
@@ -27,7 +31,7 @@ def _shape_shape(attrs, x):
     return ((n,),)
 
 
-@register("shape", backward=lambda ctx, attrs, gy: (None,), shape=_shape_shape)
+@register("shape", backward=lambda ctx, attrs, gy: (None,), shape=_shape_shape, check=attr_spec(start="int", end="int"))
 def shape(ctx, attrs, x):
     """The input's shape as an int64 vector; ONNX's optional ``start`` / ``end`` attributes pick a range."""
     return np.array(x.shape[slice(attrs.get("start", 0), attrs.get("end"))], dtype=np.int64)
@@ -75,7 +79,7 @@ def _slice_grad(ctx, attrs, gy):
     return (gx,) + (None,) * n_extra
 
 
-@register("slice", backward=_slice_grad)
+@register("slice", backward=_slice_grad, check=attr_spec(starts="ints", ends="ints", axes="ints", steps="ints"))
 def slice_(ctx, attrs, x, *rest):
     """ONNX Slice. ``starts`` / ``ends`` / ``axes`` / ``steps`` come from attributes or, when given, from
     optional int tensor inputs (in that order), so a slice bound computed at run time works too."""
@@ -108,7 +112,7 @@ def _squeeze_shape(attrs, x):
     return (tuple(d for i, d in enumerate(x) if i not in axes),)
 
 
-@register("squeeze", backward=_reshape_back, shape=_squeeze_shape)
+@register("squeeze", backward=_reshape_back, shape=_squeeze_shape, check=attr_spec(axes="ints"))
 def squeeze(ctx, attrs, x):
     """Drop the size-1 dimensions ``axes`` (all size-1 dimensions when ``axes`` is empty or absent)."""
     ctx.save(x.shape)
@@ -125,7 +129,7 @@ def _unsqueeze_shape(attrs, x):
     return (tuple(out),)
 
 
-@register("unsqueeze", backward=_reshape_back, shape=_unsqueeze_shape)
+@register("unsqueeze", backward=_reshape_back, shape=_unsqueeze_shape, check=attr_spec(axes="ints!"))
 def unsqueeze(ctx, attrs, x):
     """Insert size-1 dimensions at ``axes`` (positions in the output, negative counts from its end)."""
     ctx.save(x.shape)
@@ -140,7 +144,8 @@ def _cast_grad(ctx, attrs, gy):
     return (gy.astype(dtype),)
 
 
-@register("cast", backward=_cast_grad, shape=lambda attrs, x: (tuple(x),))
+@register("cast", backward=_cast_grad, shape=lambda attrs, x: (tuple(x),), 
+          check=lambda attrs, inputs: attr_choice(attrs, "dtype", CAST_DTYPES))
 def cast(ctx, attrs, x):
     """Convert to ``dtype`` (a NumPy dtype name: "float32", "int64", "bool", ...)."""
     ctx.save(np.asarray(x).dtype)
@@ -157,7 +162,7 @@ def _gather_grad(ctx, attrs, gy, _=None):
     return gx, None
 
 
-@register("gather", backward=_gather_grad)
+@register("gather", backward=_gather_grad, check=attr_spec(axis="int"))
 def gather(ctx, attrs, x, index):
     """ONNX Gather: ``np.take(x, index, axis)``; the output has shape
     ``x.shape[:axis] + index.shape + x.shape[axis+1:]`` (a scalar index drops the axis)."""
@@ -177,7 +182,12 @@ def _expand_grad(ctx, attrs, gy, _=None):
     return (g,) + (None,) * (n_inputs - 1)
 
 
-@register("expand", backward=_expand_grad)
+def _check_expand(attrs, inputs):
+    if len(inputs) < 2 or not inputs[1]:
+        attr_spec(shape="ints!")(attrs, inputs)
+
+
+@register("expand", backward=_expand_grad, check=_check_expand)
 def expand(ctx, attrs, x, *rest):
     """ONNX Expand: broadcast ``x`` against ``shape`` (the int tensor input, else the ``shape`` attribute)."""
     shape = rest[0] if rest else None

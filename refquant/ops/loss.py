@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .activations import log_softmax_array, softmax_vjp
-from .registry import register
+from .registry import attr_spec, register
 
 
 def _gather(x, label, ignore_index):
@@ -39,7 +39,8 @@ def _swce_grad(ctx, attrs, g_softmax, g_loss):
 
 
 @register("softmax_with_cross_entropy", backward=_swce_grad,
-          shape=lambda attrs, logits, label: (tuple(logits), _loss_shape(attrs, logits)))
+          shape=lambda attrs, logits, label: (tuple(logits), _loss_shape(attrs, logits)),
+          check=attr_spec(axis="int", ignore_index="int"))
 def softmax_with_cross_entropy(ctx, attrs, logits, label):
     """softmax = exp(logits - logsumexp(logits)) along ``axis``; loss = -log(softmax[label]) (0 where ignored)."""
     axis, ignore_index = int(attrs.get("axis", -1)), int(attrs.get("ignore_index", -100))
@@ -59,7 +60,8 @@ def _ce_grad(ctx, attrs, g_loss):
     return (d, None)
 
 
-@register("cross_entropy", backward=_ce_grad, shape=lambda attrs, p, label: (_loss_shape({}, p),))
+@register("cross_entropy", backward=_ce_grad, shape=lambda attrs, p, label: (_loss_shape({}, p),),
+          check=attr_spec(ignore_index="int"))
 def cross_entropy(ctx, attrs, p, label):
     """loss = -log(p[..., label]) over the last dimension, shaped (..., 1); 0 where label == ignore_index."""
     picked, index, counted = _gather(p, label, int(attrs.get("ignore_index", -100)))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import register
+from .registry import attr_spec, register
 
 
 def _dims(attrs, ndim):
@@ -11,6 +11,9 @@ def _dims(attrs, ndim):
     if dim is None or (not np.isscalar(dim) and len(dim) == 0):
         return tuple(range(ndim))
     return tuple(sorted(int(d) % ndim for d in np.atleast_1d(dim)))
+
+
+_check = attr_spec(dim="ints", keep_dim="bool")
 
 
 def _reduce_shape(attrs, x):
@@ -31,14 +34,16 @@ def _spread(ctx, attrs, g, divide):
     return (np.array(np.broadcast_to(g, x_shape)),)
 
 
-@register("reduce_sum", backward=lambda ctx, attrs, g: _spread(ctx, attrs, g, False), shape=_reduce_shape)
+@register("reduce_sum", backward=lambda ctx, attrs, g: _spread(ctx, attrs, g, False), shape=_reduce_shape,
+          check=_check)
 def reduce_sum(ctx, attrs, x):
     """y = sum of x over ``dim``."""
     ctx.save(x.shape)
     return np.asarray(np.sum(x, axis=_dims(attrs, x.ndim), keepdims=bool(attrs.get("keep_dim", False))))
 
 
-@register("reduce_mean", backward=lambda ctx, attrs, g: _spread(ctx, attrs, g, True), shape=_reduce_shape)
+@register("reduce_mean", backward=lambda ctx, attrs, g: _spread(ctx, attrs, g, True), shape=_reduce_shape,
+          check=_check)
 def reduce_mean(ctx, attrs, x):
     """y = mean of x over ``dim``."""
     ctx.save(x.shape)

@@ -191,3 +191,30 @@ class OpContext:
 def same_shape(attrs, x, *rest):
     """Shape rule of elementwise unary ops: the output has the input's shape."""
     return (tuple(x),)
+
+
+def attr_spec(**kinds) -> Callable:
+    """A ``check`` hook from a declaration ``name=kind``: "int", "ints" (a list, or one int), "float" (finite),
+    "real" (+-inf allowed), "bool", or a tuple of allowed strings; a trailing "!" marks a required attribute
+    (the others may be absent or None)."""
+    def check(attrs, inputs):
+        for name, kind in kinds.items():
+            required = isinstance(kind, str) and kind.endswith("!")
+            kind = kind.rstrip("!") if isinstance(kind, str) else kind
+            if attrs.get(name) is None:
+                if required:
+                    raise GraphError(f"missing required attribute {name!r}")
+                continue
+            if isinstance(kind, tuple):
+                attr_choice(attrs, name, kind)
+            elif kind == "int":
+                attr_int(attrs, name)
+            elif kind == "ints":
+                attr_ints(attrs, name, scalar_ok=True)
+            elif kind in ("float", "real"):
+                attr_float(attrs, name, finite=kind == "float")
+            elif kind == "bool":
+                attr_bool(attrs, name)
+            else:
+                raise ValueError(f"attr_spec: unknown kind {kind!r}")
+    return check

@@ -24,7 +24,8 @@ import math
 
 import numpy as np
 
-from .registry import register
+from ..errors import GraphError
+from .registry import attr_choice, attr_float, attr_ints, register
 
 _MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nn")
 _NEAREST = ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil")
@@ -35,6 +36,24 @@ def _pair(v):
         return [v, v]
     v = list(np.ravel(v))
     return v if len(v) == 2 else v[-2:]
+
+
+def _check(attrs, inputs):
+    """Load-time check: without a size input, an ``out_size`` (ints >= 1) or a ``scale`` (finite, > 0) is
+    required; the coordinate and nearest modes are known ones."""
+    if attrs.get("out_size") is not None:
+        if min(attr_ints(attrs, "out_size", scalar_ok=True) or [0]) < 1:
+            raise GraphError(f"attribute 'out_size' must be ints >= 1, got {attrs['out_size']!r}")
+    elif attrs.get("scale") is not None:
+        for v in _pair(attrs["scale"]):
+            if not attr_float({"scale": v}, "scale") > 0:
+                raise GraphError(f"attribute 'scale' must be > 0, got {attrs['scale']!r}")
+    elif len(inputs) < 2 or not any(inputs[1:]):
+        raise GraphError("needs an out_size or a scale attribute, or a size input")
+    if attrs.get("coordinate_transformation_mode"):
+        attr_choice(attrs, "coordinate_transformation_mode", _MODES)
+    if attrs.get("nearest_mode"):
+        attr_choice(attrs, "nearest_mode", _NEAREST)
 
 
 def _plan(attrs, in_hw, size_input):
@@ -116,7 +135,7 @@ def _check_x(x, op):
         raise ValueError(f"{op} expects an NCHW input, got shape {x.shape}")
 
 
-@register("nearest_interp", backward=_separable_grad)
+@register("nearest_interp", backward=_separable_grad, check=_check)
 def nearest_interp(ctx, attrs, x, *rest):
     """Nearest-neighbour resize of an NCHW map (ONNX Resize mode "nearest")."""
     out_size = rest[0] if rest else None
@@ -141,7 +160,7 @@ def _linear_taps(n_out, n_in, scale, mode):
     return i0, i1, (c - i0.astype(np.float32))
 
 
-@register("bilinear_interp", backward=_separable_grad)
+@register("bilinear_interp", backward=_separable_grad, check=_check)
 def bilinear_interp(ctx, attrs, x, *rest):
     """Bilinear resize of an NCHW map (ONNX Resize mode "linear")."""
     out_size = rest[0] if rest else None

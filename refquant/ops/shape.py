@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ShapeError
-from .registry import register
+from ..errors import GraphError, ShapeError
+from .registry import attr_ints, attr_spec, register
 
 
 def _back_to_input_shape(ctx, attrs, g):
@@ -25,7 +25,19 @@ def reshape_target(x_shape, shape):
     return tuple(out)
 
 
-@register("reshape", backward=_back_to_input_shape)  # no shape rule: the target may be a tensor's value
+def _check_target(attrs, inputs):
+    """reshape / expand: the ``shape`` attribute (a list of ints) is required when no shape tensor is given."""
+    if len(inputs) < 2 or not inputs[1]:
+        attr_spec(shape="ints!")(attrs, inputs)
+
+
+def _check_perm(attrs, inputs):
+    perm = attr_ints(attrs, "perm")
+    if sorted(perm) != list(range(len(perm))):
+        raise GraphError(f"attribute 'perm' must be a permutation of 0..{len(perm) - 1}, got {perm}")
+
+
+@register("reshape", backward=_back_to_input_shape, check=_check_target)  # no shape rule: the target may be a tensor's value
 def reshape(ctx, attrs, x, shape=None):
     """y = x.reshape(target), target = the ``shape`` tensor if given, else the ``shape`` attribute."""
     target = attrs["shape"] if shape is None else shape.tolist()
@@ -41,7 +53,8 @@ def _flat_shape(x_shape, attrs):
     return tuple(x_shape[:start]) + (int(np.prod(x_shape[start:stop + 1])),) + tuple(x_shape[stop + 1:])
 
 
-@register("flatten", backward=_back_to_input_shape, shape=lambda attrs, x: (_flat_shape(x, attrs),))
+@register("flatten", backward=_back_to_input_shape, shape=lambda attrs, x: (_flat_shape(x, attrs),),
+          check=attr_spec(start_axis="int", stop_axis="int"))
 def flatten(ctx, attrs, x):
     """y = x with dimensions start_axis..stop_axis (inclusive) merged into one."""
     ctx.save(x.shape)
@@ -53,7 +66,8 @@ def _transpose_grad(ctx, attrs, g):
     return (np.transpose(g, np.argsort(attrs["perm"])),)
 
 
-@register("transpose", backward=_transpose_grad, shape=lambda attrs, x: (tuple(x[p] for p in attrs["perm"]),))
+@register("transpose", backward=_transpose_grad, shape=lambda attrs, x: (tuple(x[p] for p in attrs["perm"]),),
+          check=_check_perm)
 def transpose(ctx, attrs, x):
     """y = x.transpose(perm)."""
     return np.transpose(x, attrs["perm"])
@@ -72,7 +86,7 @@ def _concat_grad(ctx, attrs, g):
     return tuple(np.split(g, np.cumsum(sizes)[:-1], axis=int(attrs.get("axis", 0))))
 
 
-@register("concat", backward=_concat_grad, shape=_concat_shape)
+@register("concat", backward=_concat_grad, shape=_concat_shape, check=attr_spec(axis="int"))
 def concat(ctx, attrs, *xs):
     """y = concatenate(xs, axis)."""
     axis = int(attrs.get("axis", 0))
