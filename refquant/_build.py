@@ -41,18 +41,10 @@ def build_info() -> dict:
 
 def kernel_status(name: str) -> str:
     """Which path the dispatcher takes for ``refquant._kernels.<name>``: "compiled" or "reference (<why>)"."""
-    module = f"refquant._kernels.{name}"
     if _dispatch._FORCE_REFERENCE:
         return "reference (forced by REFQUANT_FORCE_REFERENCE)"
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name != module:
-            return f"reference (import failed: {e})"
-        return "reference (not built)"
-    except ImportError as e:  # built but broken, e.g. an unresolved OpenMP symbol
-        return f"reference (import failed: {e})"
-    return "compiled"
+    failure = _dispatch.import_failure(name)
+    return "compiled" if failure is None else f"reference ({failure})"
 
 
 def int8_paths() -> dict:

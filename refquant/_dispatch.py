@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import warnings
 
 from .reference import im2col as _ref_im2col
 
@@ -15,22 +16,64 @@ _FORCE_REFERENCE = os.environ.get("REFQUANT_FORCE_REFERENCE", "") not in ("", "0
 
 
 _MODULES: dict = {}  # module name -> the imported extension or None, looked up once (this runs once per op call)
+_FAILURES: dict = {}  # module name -> why its import failed ("not built: ..." or "import failed: ...")
+_WARNED_NOT_BUILT = False
 
 
 def compiled(module: str):
-    """The compiled extension ``refquant._kernels.<module>``, or ``None`` if it is not built or forced off."""
+    """The compiled extension ``refquant._kernels.<module>``, or ``None`` if it is not built or forced off.
+
+    A module that does not import is a slow path taken silently no more: the first failure warns (a
+    :class:`KernelFallbackWarning` naming the module and the import error; one warning for all unbuilt modules, one
+    per module that is built but broken), and :func:`import_failure` keeps the reason for ``refquant info``.
+    ``REFQUANT_FORCE_REFERENCE`` asks for the twins, so it neither imports nor warns."""
     if _FORCE_REFERENCE:
         return None
     try:
         return _MODULES[module]
     except KeyError:
         pass
+    name = f"refquant._kernels.{module}"
     try:
-        found = importlib.import_module(f"refquant._kernels.{module}")
-    except ImportError:
+        found = importlib.import_module(name)
+    except ImportError as e:
         found = None
+        _FAILURES[module] = _why(name, e)
+        _warn_fallback(module, _FAILURES[module])
     _MODULES[module] = found
     return found
+
+
+def import_failure(module: str):
+    """Why ``refquant._kernels.<module>`` did not import (None if it did, or was never asked for)."""
+    if not _FORCE_REFERENCE:
+        compiled(module)
+    return _FAILURES.get(module)
+
+
+class KernelFallbackWarning(RuntimeWarning):
+    """A compiled kernel did not import: its NumPy twin runs instead (same results, ~10-300x slower)."""
+
+
+def _why(name: str, error: ImportError) -> str:
+    if isinstance(error, ModuleNotFoundError) and error.name == name:
+        where = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        hint = ("a source tree that was not built in place (run `python -m pip install -e .` there, or run "
+                "from another directory to import the installed build)"
+                if os.path.exists(os.path.join(where, "setup.py")) else "an install without its compiled kernels")
+        return f"not built: refquant is imported from {os.path.dirname(os.path.abspath(__file__))}, {hint}"
+    return f"import failed: {error}"
+
+
+def _warn_fallback(module: str, reason: str) -> None:
+    global _WARNED_NOT_BUILT
+    if reason.startswith("not built"):
+        if _WARNED_NOT_BUILT:
+            return
+        _WARNED_NOT_BUILT = True
+    warnings.warn(f"refquant._kernels.{module} is not available, so the NumPy twins run instead ({reason}); "
+                  "set REFQUANT_FORCE_REFERENCE=1 to ask for the twins without this warning",
+                  KernelFallbackWarning, stacklevel=3)
 
 
 @contextlib.contextmanager

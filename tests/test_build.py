@@ -52,6 +52,59 @@ def test_forcing_the_reference_is_reported():
     assert out.strip().endswith(", 1]")
 
 
+def _unbuilt_copy(tmp_path, broken=None):
+    """A copy of the refquant package without its compiled kernels (a source tree not built in place); ``broken``:
+    one kernel module that exists but fails to import, as an extension with an unresolved symbol does."""
+    import shutil
+    src = os.path.dirname(refquant.__file__)
+    shutil.copytree(src, tmp_path / "refquant", ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    if broken:
+        (tmp_path / "refquant" / "_kernels" / f"{broken}.py").write_text(
+            "raise ImportError('undefined symbol: GOMP_parallel')\n")
+    return dict(os.environ, PYTHONPATH=str(tmp_path), REFQUANT_FORCE_REFERENCE="")
+
+
+_FALLBACK_PROBE = """
+import warnings, refquant
+from refquant import _dispatch
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    assert refquant.__file__.startswith({root!r}), refquant.__file__
+    found = [_dispatch.compiled(m) for m in ("qgemm", "im2col", "qgemm", "kl")]
+    print(found)
+    for w in caught:
+        print("WARN", w.category.__name__, w.message)
+print(refquant.build_info()["kernels"]["qgemm"])
+"""
+
+
+def test_unbuilt_kernels_warn_once_and_info_says_why(tmp_path):
+    env = _unbuilt_copy(tmp_path)
+    out = subprocess.run([sys.executable, "-c", _FALLBACK_PROBE.format(root=str(tmp_path))], env=env,
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    lines = out.splitlines()
+    assert lines[0] == "[None, None, None, None]"
+    warned = [line for line in lines if line.startswith("WARN")]
+    assert len(warned) == 1, out  # one warning for every module that is not built
+    assert "KernelFallbackWarning refquant._kernels.qgemm" in warned[0] and "not built" in warned[0]
+    assert "REFQUANT_FORCE_REFERENCE" in warned[0]
+    assert lines[-1].startswith("reference (not built: refquant is imported from ")
+    env["REFQUANT_FORCE_REFERENCE"] = "1"  # asking for the twins: no warning
+    out = subprocess.run([sys.executable, "-c", _FALLBACK_PROBE.format(root=str(tmp_path))], env=env,
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert "WARN" not in out and out.splitlines()[-1] == "reference (forced by REFQUANT_FORCE_REFERENCE)"
+
+
+def test_a_broken_kernel_warns_with_its_import_error(tmp_path):
+    env = _unbuilt_copy(tmp_path, broken="qgemm")
+    out = subprocess.run([sys.executable, "-c", _FALLBACK_PROBE.format(root=str(tmp_path))], env=env,
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    warned = [line for line in out.splitlines() if line.startswith("WARN")]
+    assert len(warned) == 2, out  # the broken module, then one for the unbuilt ones
+    assert "refquant._kernels.qgemm" in warned[0] and "undefined symbol: GOMP_parallel" in warned[0]
+    assert out.splitlines()[-1] == "reference (import failed: undefined symbol: GOMP_parallel)"
+
+
 def test_cpu_features():
     cpu = cpu_features()
     assert set(cpu) == {"arch", "model", *FEATURES}
