@@ -122,7 +122,8 @@ def test_fake_quant_ops_match_paddle(case):
                                           QOPS[f"{case}/in_InAccum"], training=True)
         for got, slot in ((y, "Out"), (scale, "OutScale"), (state, "OutState"), (accum, "OutAccum")):
             _same_bits(got, f"{case}/{slot}_bits")
-    elif op == "quantize_linear":
+    elif op == "quantize_linear":                   # Paddle's is_test run = refquant's inference form
+        attrs = {k: v for k, v in attrs.items() if k != "is_test"}
         (y,) = _forward(op, attrs, x, QOPS[f"{case}/in_Scale"], QOPS[f"{case}/in_ZeroPoint"])
         _same_bits(y, f"{case}/Y_bits")
     elif op == "fake_quantize_range_abs_max":       # refquant's op is the quantize + dequantize pair

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..quant import rounding
-from .quant import _ste_grad
+from .quant import _ste_grad, moving_average_threshold
 from .registry import register
 
 
@@ -46,12 +46,8 @@ def moving_average_abs_max(ctx, attrs, x, scale, state, accum):
     if _frozen(ctx, attrs):
         t = np.asarray(scale, np.float32).reshape(-1)[0]
         return _qdq(ctx, attrs, x, t), scale, state, accum
-    r = np.float32(attrs.get("moving_rate", 0.9))
-    m = np.max(np.abs(np.asarray(x, np.float32))) if x.size else np.float32(0)
-    new_state = (r * np.asarray(state, np.float32) + np.float32(1)).astype(np.float32)
-    new_accum = (r * np.asarray(accum, np.float32) + m).astype(np.float32)
-    new_scale = (new_accum / new_state).astype(np.float32)
-    return _qdq(ctx, attrs, x, new_scale.reshape(-1)[0]), new_scale, new_state, new_accum
+    new_scale, new_state, new_accum = moving_average_threshold(x, state, accum, attrs.get("moving_rate", 0.9))
+    return _qdq(ctx, attrs, x, new_scale[0]), new_scale, new_state, new_accum
 
 
 @register("fake_quantize_dequantize_range_abs_max", backward=_stat_grad)

@@ -97,25 +97,73 @@ def _linear_threshold(x, scale, attrs):
     return rounding.channel_view(t, x.ndim, axis)
 
 
-def _identity_grad(ctx, attrs, gy):
-    return (gy, None, None)
+def _identity_grad(ctx, attrs, gy, *_):
+    n = len(ctx.needs_input_grad) if ctx.needs_input_grad else 3
+    return (gy,) + (None,) * (n - 1)
+
+
+def moving_average_threshold(x, state, accum, rate):
+    """Paddle's ``FindMovingAverageAbsMaxFunctor`` in float32: ``S = r S + 1``, ``A = r A + max|x|``, ``T = A / S``.
+    Returns ``(T, S, A)`` as float32 arrays of one element."""
+    r = np.float32(rate)
+    m = np.max(np.abs(np.asarray(x, np.float32))) if np.size(x) else np.float32(0)
+    new_state = (r * np.asarray(state, np.float32) + np.float32(1)).astype(np.float32).reshape(-1)
+    new_accum = (r * np.asarray(accum, np.float32) + m).astype(np.float32).reshape(-1)
+    return (new_accum / new_state).astype(np.float32), new_state, new_accum
+
+
+def _channel_abs_max(x, axis):
+    """Paddle's ``FindChannelAbsMaxFunctor``: max|x| over every axis but ``axis``, float32 (C,)."""
+    a = np.abs(np.asarray(x, np.float32))
+    return np.max(a, axis=tuple(i for i in range(a.ndim) if i != axis)).astype(np.float32).reshape(-1)
 
 
 @register("quantize_linear", backward=_identity_grad, shape=same_shape)
-def quantize_linear(ctx, attrs, x, scale, zero_point=None):
-    """ONNX-format quantize (inference form): integer-valued float32 ``q`` for threshold ``scale`` (per tensor
-    when ``quant_axis`` = -1, the default; else per channel). Zero point is always 0 (symmetric).
+def quantize_linear(ctx, attrs, x, scale, zero_point=None, state=None, accum=None):
+    """ONNX-format quantize: integer-valued float32 ``q`` for threshold ``scale`` (per tensor when ``quant_axis``
+    = -1, the default; else per channel). Zero point is always 0 (symmetric).
 
-    Attrs: quant_axis (-1), bit_length (8), round_type (**0**: half to even, clip to [-qmax-1, qmax]; 1: clip to
-    [-T, T], half away), only_observer (False; True returns x unchanged). Paddle has no grad op for it (its
-    passes rewire the backward to the dequantized tensor); here the backward is the identity, so a
-    quantize_linear/dequantize_linear pair passes the gradient straight through.
+    Attrs: quant_axis (-1), bit_length (8), round_type (**0**: half to even, clip to [-qmax-1, qmax], so a
+    negative input beyond T dequantizes to ``-(qmax+1)/qmax * T``; 1: clip to [-T, T], half away), only_observer
+    (False; True returns x unchanged). Paddle has no grad op for it (its passes rewire the backward to the
+    dequantized tensor); here the backward is the identity, so a quantize_linear/dequantize_linear pair passes the
+    gradient straight through, unmasked, as in Paddle's training graph.
+
+    Two forms, told apart by the ``is_test`` attribute:
+
+    * without it (inference, what PTQ and ``convert`` write): ``(x, scale[, zero_point]) -> q``;
+    * with it (QAT with ``onnx_format``, Paddle's ``QuantizationTransformPassV2``), the statistics are also
+      outputs, so that a training run writes them back: per tensor ``(x, scale, zero_point, state, accum) ->
+      (q, scale, state, accum)``, where in training (and ``is_test`` False) ``S = r S + 1``, ``A = r A + max|x|``,
+      ``T = A / S`` (r = ``moving_rate``, 0.9) and x is quantized with the new T; per channel ``(x, scale,
+      zero_point) -> (q, scale)``, where in training the scale becomes max|x| per channel (Paddle's weight
+      path). In eval mode, or with ``is_test`` True, the stored scale is used and returned unchanged.
     """
+    bits, round_type = int(attrs.get("bit_length", 8)), int(attrs.get("round_type", 0))
+    if "is_test" not in attrs:
+        if state is not None or accum is not None:
+            raise ValueError("quantize_linear: state / accum inputs belong to the QAT form (an is_test attribute)")
+        if attrs.get("only_observer", False):
+            return x
+        return rounding.quantize_op(x, _linear_threshold(x, scale, attrs), bits, round_type).astype(x.dtype,
+                                                                                                  copy=False)
+    axis = int(attrs.get("quant_axis", -1))
+    update = ctx.training and not attrs["is_test"]
+    if axis < 0:
+        if state is None or accum is None:
+            raise ValueError("quantize_linear: the per-tensor QAT form needs state and accum inputs")
+        if update:
+            scale, state, accum = moving_average_threshold(x, state, accum, attrs.get("moving_rate", 0.9))
+    elif update:
+        if axis >= np.ndim(x):
+            raise ValueError(f"quantize_linear: quant_axis {axis} for a rank-{np.ndim(x)} input")
+        scale = _channel_abs_max(x, axis)
     if attrs.get("only_observer", False):
-        return x
-    t = _linear_threshold(x, scale, attrs)
-    q = rounding.quantize_op(x, t, int(attrs.get("bit_length", 8)), int(attrs.get("round_type", 0)))
-    return q.astype(x.dtype, copy=False)
+        y = x
+    else:
+        y = rounding.quantize_op(x, _linear_threshold(x, scale, attrs), bits, round_type).astype(x.dtype,
+                                                                                               copy=False)
+    return (y, scale, state, accum) if axis < 0 else (y, scale)
 
 
 @register("dequantize_linear", backward=_identity_grad, shape=same_shape)
