@@ -151,3 +151,110 @@ def test_signed_zero_by_hand():
     for t in (np.float32(1.0), np.float32(0.0)):
         for rt in (0, 1):
             assert np.signbit(rounding.quant_dequant_op(x, t, 8, rt)).tolist() == [True, True, True, False]
+
+
+# ---- QAT with onnx_format=True (make_qat_onnx.py) ---------------------------------------------------------
+QAT = np.load(ORACLES / "qat_onnx.npz", allow_pickle=False)
+
+
+def _qf(key):
+    return QAT[key].view(np.float32) if key.endswith("_bits") else QAT[key]
+
+
+def _qat_onnx_model():
+    ops = [refquant.Op("mul", ["x", "w1"], ["h"], name="fc1"), refquant.Op("relu", ["h"], ["r"], name="act"),
+           refquant.Op("mul", ["r", "w2"], ["o"], name="fc2")]
+    model = refquant.Model(ops, {"w1": QAT["w1_init"].copy(), "w2": QAT["w2_init"].copy()},
+                           [refquant.TensorSpec("x", (4, 3))], ["o"])
+    from refquant.quant import quant_aware
+    return quant_aware(model, {"onnx_format": True})
+
+
+def _set_state(q, prefix):
+    """Weights and statistics as Paddle had them (``prefix``: a step's fetches or "final")."""
+    for name in ("x@scale", "w1@scale", "r@scale", "w2@scale", "x@state", "x@accum", "r@state", "r@accum"):
+        if f"{prefix}/{name}_bits" in QAT.files:
+            q.params[name] = _qf(f"{prefix}/{name}_bits").reshape(-1).copy()
+
+
+def test_qat_onnx_graph_is_paddles():
+    q = _qat_onnx_model()
+    assert [op.type for op in q.ops] == ["quantize_linear", "dequantize_linear", "quantize_linear",
+                                         "dequantize_linear", "mul", "relu", "quantize_linear", "dequantize_linear",
+                                         "quantize_linear", "dequantize_linear", "mul"]
+    assert q.ops[4].inputs == ["x.quantized.dequantized", "w1.quantized.dequantized"]
+    assert q.params["x@scale"].tolist() == [np.float32(0.001)] and q.params["x@state"][0] == q.params["x@accum"][0] == 1
+    assert np.array_equal(q.params["w1@scale"], np.full(5, 0.001, np.float32))
+    assert "w1@state" not in q.params and "w1" in q.trainable and "x@scale" not in q.trainable
+
+
+def test_qat_onnx_steps_match_paddle_bit_for_bit():
+    """Every quantize_linear / dequantize_linear output and state update of four SGD steps, fed Paddle's inputs of
+    that step (weights before the step, the relu output) and its statistics of the step before."""
+    from refquant.executor import backward, forward
+    q = _qat_onnx_model()
+    for step in range(int(QAT["steps"])):
+        prev = f"step{step - 1}"
+        if step:
+            _set_state(q, prev)
+        for w in ("w1", "w2"):
+            q.params[w] = _qf(f"step{step}/{w}_before_bits").copy()
+        env, tape = forward(q, {"x": QAT["x"][step]}, training=True, record=True, keep_all=True)
+        for name in ("x.quantized", "x.quantized.dequantized", "w1.quantized", "w1.quantized.dequantized",
+                     "w2.quantized", "w2.quantized.dequantized", "x@scale", "x@state", "x@accum", "w1@scale",
+                     "w2@scale"):
+            want = QAT[f"step{step}/{name}_bits"]
+            got = env[name] if name in env else q.params[name]
+            np.testing.assert_array_equal(_bits(got).reshape(want.shape), want, err_msg=f"step {step} {name}")
+        # the relu output's pair on Paddle's own relu output (h is a BLAS product: compared with a tolerance)
+        np.testing.assert_allclose(env["r"], _qf(f"step{step}/r_bits"), rtol=1e-6, atol=1e-6)
+        from refquant.ops import OpContext, get_op
+        pair = [op for op in q.ops if op.inputs[0] == "r"][0]
+        stats = (QAT[f"{prev}/r@state_bits"].view(np.float32), QAT[f"{prev}/r@accum_bits"].view(np.float32)) \
+            if step else (np.float32([1]), np.float32([1]))
+        scale_in = _qf(f"{prev}/r@scale_bits") if step else np.float32([0.001])
+        rq, scale, state, accum = get_op("quantize_linear").forward(
+            OpContext(training=True), pair.attrs, _qf(f"step{step}/r_bits"), scale_in, None, *stats)
+        for got, name in ((rq, "r.quantized"), (scale, "r@scale"), (state, "r@state"), (accum, "r@accum")):
+            want = QAT[f"step{step}/{name}_bits"]
+            np.testing.assert_array_equal(_bits(got).reshape(want.shape), want, err_msg=f"step {step} {name}")
+        # straight through, unmasked: the gradients of Paddle's rewired backward (clipped inputs included)
+        grads = backward(q, env, tape, {"o": QAT["c"][step]})
+        for name in ("w1", "w2", "r", "h"):
+            np.testing.assert_allclose(grads[name], _qf(f"step{step}/{name}@GRAD_bits").reshape(grads[name].shape),
+                                       rtol=1e-5, atol=1e-6, err_msg=f"step {step} d{name}")
+    assert QAT["step0/x.quantized_bits"].view(np.float32).min() == -128   # a clipped negative (-128/127 T)
+
+
+def test_qat_onnx_training_eval_and_convert_match_paddle():
+    from refquant.executor import backward, forward
+    from refquant.quant import convert, thresholds
+    q = _qat_onnx_model()
+    lr = np.float32(QAT["lr"])
+    for step in range(int(QAT["steps"])):            # refquant's own SGD trajectory
+        env, tape = forward(q, {"x": QAT["x"][step]}, training=True, record=True)
+        grads = backward(q, env, tape, {"o": QAT["c"][step]})
+        for w in ("w1", "w2"):
+            q.params[w] = (q.params[w] - lr * grads[w]).astype(np.float32)
+    for w in ("w1", "w2"):
+        np.testing.assert_allclose(q.params[w], _qf(f"final/{w}_bits"), rtol=1e-5, atol=1e-6)
+    # eval and convert from Paddle's exact final state
+    _set_state(q, "final")
+    for w in ("w1", "w2"):
+        q.params[w] = _qf(f"final/{w}_bits").copy()
+    env, _ = forward(q, {"x": QAT["x_eval"]}, keep_all=True)
+    for name in ("x.quantized.dequantized", "w1.quantized.dequantized"):
+        want = QAT[f"eval/{name}_bits"]
+        np.testing.assert_array_equal(_bits(env[name]).reshape(want.shape), want, err_msg=name)
+    np.testing.assert_allclose(env["o"], _qf("eval/o_bits").reshape(4, 2), rtol=1e-5, atol=1e-6)
+    frozen = convert(q)
+    for w in ("w1", "w2"):
+        assert frozen.params[w].dtype == np.int8
+        np.testing.assert_array_equal(frozen.params[w], QAT[f"convert/{w}"])
+    assert [op.type for op in frozen.ops] == ["quantize_linear", "dequantize_linear", "dequantize_linear", "mul",
+                                              "relu", "quantize_linear", "dequantize_linear", "dequantize_linear",
+                                              "mul"]
+    np.testing.assert_allclose(frozen.run({"x": QAT["x_eval"]})["o"], _qf("convert/o_bits").reshape(4, 2),
+                               rtol=1e-5, atol=1e-6)
+    assert frozen.meta["quantization"]["onnx_format"] is True
+    assert np.float32(thresholds(frozen)["x"]) == _qf("final/x@scale_bits")[0]

@@ -186,3 +186,28 @@ def test_init_statistics_threshold_or_paddle():
         assert scale[0] == (f(0.9) * accum0 + f(2.0)) / (f(0.9) * f(1) + f(1))
     with pytest.raises(ValueError, match="init_statistics"):
         quant_aware(model, init_statistics="ones")
+
+
+def test_onnx_format_qat_trains_converts_and_deploys(lenet):
+    """onnx_format: quantize_linear / dequantize_linear pairs, trained scales, int8 weights after convert (the
+    graph quant_post_static(onnx_format=True) writes), which convert_to_int8 deploys."""
+    m, x, y, _ = lenet
+    from refquant.train import fit
+    q = quant_aware(m, {"onnx_format": True})
+    assert q.op_counts()["quantize_linear"] == 10 and "fake_quantize_dequantize_moving_average_abs_max" \
+        not in q.op_counts()
+    with pytest.raises(ValueError, match="initial scale"):
+        convert(q)
+    fit(q, x[:64], y[:64], epochs=1, lr=0.001, batch_size=32)
+    assert q.params["x@state"][0] == np.float32(np.float32(0.9) * np.float32(1.9) + 1)   # two steps
+    frozen = convert(q)
+    w = [op.inputs[0] for op in frozen.ops if op.type == "dequantize_linear" and op.inputs[0] in frozen.params]
+    assert len(w) == 5 and all(frozen.params[n].dtype == np.int8 for n in w)
+    assert frozen.meta["quantization"]["onnx_format"] and "x@state" not in frozen.params
+    got = q.run({"x": x[:64]})[m.outputs[0]]
+    fz = frozen.run({"x": x[:64]})[m.outputs[0]]
+    assert np.abs(got - fz).max() <= 1e-4 * np.abs(got).max()
+    i8 = convert_to_int8(frozen).run({"x": x[:64]})[m.outputs[0]]
+    assert (i8.argmax(-1) == fz.argmax(-1)).mean() >= 0.95
+    with pytest.raises(ValueError, match="weight_reduce_range"):
+        quant_aware(m, {"onnx_format": True, "weight_reduce_range": True})

@@ -42,6 +42,9 @@ DEFAULT_CONFIG = {
     # refquant's: train GEMM weights (conv2d, mul, matmul; not depthwise) on the grid that
     # convert_to_int8(reduce_range=True) deploys them on (8-bit integers halved, rint(q / 2) * 2)
     "weight_reduce_range": False,
+    # PaddleSlim's key (its default is True): quantize_linear / dequantize_linear pairs
+    # (QuantizationTransformPassV2) instead of fake quant-dequant ops; False here, see quant_aware
+    "onnx_format": False,
 }
 ACT_OPS = {"moving_average_abs_max": "fake_quantize_dequantize_moving_average_abs_max",
            "range_abs_max": "fake_quantize_dequantize_range_abs_max",
@@ -63,6 +66,8 @@ def merge_config(config: Optional[dict]) -> dict:
         raise ValueError(f"quant_aware: weight_quantize_type must be one of {sorted(WEIGHT_OPS)}")
     for key in ("weight_bits", "activation_bits"):
         rounding.qmax(cfg[key])  # validates 2..16
+    if cfg["onnx_format"] and cfg["weight_reduce_range"]:
+        raise ValueError("quant_aware: weight_reduce_range applies to the fake quant-dequant ops, not onnx_format")
     bad = set(cfg["quantize_op_types"]) - set(WEIGHT_OP_TYPES)
     if bad:
         raise ValueError(f"quant_aware: quantize_op_types {sorted(bad)} are not weight op types {WEIGHT_OP_TYPES}")
@@ -91,6 +96,14 @@ def quant_aware(model: Model, config: Optional[dict] = None, for_test: bool = Fa
       for (``finetune_zoo`` relies on it).
     * ``"paddle"``: Paddle's pass: ``scale = T`` but ``accum = state = 1`` as for a fresh tensor, so T only serves
       eval / ``for_test`` runs and the first training step gives ``(0.9 + max|x|) / 1.9`` whatever T was.
+
+    ``config["onnx_format"]`` (PaddleSlim's key; False here, True in PaddleSlim 2.6) builds Paddle's
+    ``QuantizationTransformPassV2`` graph instead: every quantized tensor goes through ``quantize_linear`` (QAT
+    form, round half to even with integers in [-qmax-1, qmax]) and ``dequantize_linear``. Activations and
+    per-tensor (abs_max) weights keep a moving-average threshold (``<x>@scale`` 0.001, ``@state`` 1, ``@accum``
+    1; ``activation_quantize_type`` has no effect, as in Paddle's pass); channel-wise weights take max|W| per
+    channel at every training step into ``<w>@scale`` (0.001 before the first). False stays the default because
+    it is the format ``quant_post_static`` writes by default and the one every cached QAT model was trained in.
     """
     _args.quant_aware_args(model, config, for_test, init_thresholds)
     if init_statistics not in INIT_STATISTICS:
@@ -109,20 +122,28 @@ def quant_aware(model: Model, config: Optional[dict] = None, for_test: bool = Fa
                 if k == 1 or not x or x in q.params:
                     continue
                 if x not in qdq_of:
-                    qdq_of[x] = f"{x}.quant_dequant"
-                    new_ops.append(_act_op(q, x, act_type, cfg, a_bits, for_test, init_thresholds,
-                                           init_statistics))
+                    if cfg["onnx_format"]:
+                        pair = _act_linear(q, x, cfg, a_bits, for_test, init_thresholds, init_statistics)
+                    else:
+                        pair = [_act_op(q, x, act_type, cfg, a_bits, for_test, init_thresholds, init_statistics)]
+                    qdq_of[x] = pair[-1].outputs[0]
+                    new_ops += pair
                 op.inputs[k] = qdq_of[x]
             w = op.inputs[1]
-            wq = f"{w}.quant_dequant"
-            if wq not in qdq_of.values():
-                attrs = {"bit_length": w_bits, "round_type": 1, "qat_weight": True}
-                if cfg["weight_quantize_type"] == "channel_wise_abs_max":
-                    attrs["quant_axis"] = weight_channel_axis(op.type)
-                    if cfg["weight_reduce_range"] and op.type != "depthwise_conv2d":
-                        attrs["reduce_range"] = True
-                new_ops.append(Op(WEIGHT_OPS[cfg["weight_quantize_type"]], [w], [wq], attrs, wq))
-                qdq_of[w] = wq
+            if w not in qdq_of:
+                if cfg["onnx_format"]:
+                    pair = _weight_linear(q, w, op.type, cfg, w_bits, for_test)
+                else:
+                    attrs = {"bit_length": w_bits, "round_type": 1, "qat_weight": True}
+                    if cfg["weight_quantize_type"] == "channel_wise_abs_max":
+                        attrs["quant_axis"] = weight_channel_axis(op.type)
+                        if cfg["weight_reduce_range"] and op.type != "depthwise_conv2d":
+                            attrs["reduce_range"] = True
+                    pair = [Op(WEIGHT_OPS[cfg["weight_quantize_type"]], [w], [f"{w}.quant_dequant"], attrs,
+                               f"{w}.quant_dequant")]
+                qdq_of[w] = pair[-1].outputs[0]
+                new_ops += pair
+            wq = qdq_of[w]
             op.inputs[1] = wq
             op.attrs["qat"] = True
             quantized.append(op.name)
@@ -159,13 +180,58 @@ def _act_op(q: Model, x: str, op_type: str, cfg: dict, bits: int, for_test: bool
     return Op(op_type, [x] + names, [out] + names, attrs, out)
 
 
+def _linear_pair(q: Model, x: str, attrs: dict, stats: list, scale0, bits: int, axis: int) -> list[Op]:
+    """quantize_linear (QAT form) + dequantize_linear on ``x`` with Paddle's names: ``<x>@scale``,
+    ``<x>.quantized``, ``<x>.quantized.dequantized`` and their int32 zero points; ``stats`` the state / accum
+    parameter names (per tensor) or empty (per channel)."""
+    qn, dq = f"{x}.quantized", f"{x}.quantized.dequantized"
+    scale = f"{x}@scale"
+    q.params[scale] = np.asarray(scale0, np.float32).reshape(-1)
+    q.params[f"{qn}@zero_point"] = np.zeros(q.params[scale].size, np.int32)
+    q.params[f"{dq}@zero_point"] = np.zeros(q.params[scale].size, np.int32)
+    for n in [scale, f"{qn}@zero_point", f"{dq}@zero_point"] + stats:
+        q.trainable.discard(n)
+    base = {"quant_axis": axis, "bit_length": bits}
+    return [Op("quantize_linear", [x, scale, f"{qn}@zero_point"] + stats, [qn, scale] + stats,
+               dict(base, round_type=0, **attrs), qn),
+            Op("dequantize_linear", [qn, scale, f"{dq}@zero_point"], [dq], dict(base), dq)]
+
+
+def _moving_stats(q: Model, x: str, accum0) -> list[str]:
+    q.params[f"{x}@state"] = np.array([1.0], np.float32)
+    q.params[f"{x}@accum"] = np.array([accum0], np.float32)
+    return [f"{x}@state", f"{x}@accum"]
+
+
+def _act_linear(q: Model, x: str, cfg: dict, bits: int, for_test: bool, init, init_statistics: str) -> list[Op]:
+    """Paddle's V2 activation pair: moving-average threshold, whatever ``activation_quantize_type`` says."""
+    warm = bool(init) and x in init
+    t0 = np.float32(init[x]) if warm else np.float32(0.001)
+    stats = _moving_stats(q, x, t0 if warm and init_statistics == "threshold" else 1.0)
+    attrs = {"is_test": bool(for_test), "moving_rate": float(cfg["moving_rate"])}
+    return _linear_pair(q, x, attrs, stats, [t0], bits, -1)
+
+
+def _weight_linear(q: Model, w: str, op_type: str, cfg: dict, bits: int, for_test: bool) -> list[Op]:
+    """Paddle's V2 weight pair: max|W| per channel each training step, or (abs_max) a moving average."""
+    attrs = {"is_test": bool(for_test), "qat_weight": True}
+    if cfg["weight_quantize_type"] == "channel_wise_abs_max":
+        axis = weight_channel_axis(op_type)
+        return _linear_pair(q, w, attrs, [], np.full(q.params[w].shape[axis], 0.001, np.float32), bits, axis)
+    attrs["moving_rate"] = float(cfg["moving_rate"])
+    return _linear_pair(q, w, attrs, _moving_stats(q, w, 1.0), [0.001], bits, -1)
+
+
 def convert(model: Model) -> Model:
-    """Freeze a :func:`quant_aware` model into the fake-quant inference graph of :func:`quant_post_static`."""
+    """Freeze a :func:`quant_aware` model into the inference graph of :func:`quant_post_static` (its
+    ``onnx_format`` follows the QAT config: see :func:`_convert_onnx` for True)."""
     _args.convert_args(model)
     info = model.meta.get("qat")
     if not info:
         raise ValueError("convert: the model was not made by quant_aware")
     cfg = info["config"]
+    if cfg.get("onnx_format", False):
+        return _convert_onnx(model, cfg)
     q = model.copy()
     a_bits, w_bits = int(cfg["activation_bits"]), int(cfg["weight_bits"])
     weight_src = {op.outputs[0]: op for op in q.ops if op.attrs.get("qat_weight")}
@@ -213,6 +279,61 @@ def convert(model: Model) -> Model:
         "method": "qat", "algo": cfg["activation_quantize_type"], "weight_bits": w_bits, "activation_bits": a_bits,
         "weight_quantize_type": cfg["weight_quantize_type"], "quantizable_op_type": list(cfg["quantize_op_types"]),
         "onnx_format": False, "quantized_ops": [op.name for op in new_ops if "quantization_type" in op.attrs],
+        "activation_thresholds": act_t, "weight_thresholds": w_t,
+    }
+    q.validate()
+    return q
+
+
+def _convert_onnx(model: Model, cfg: dict) -> Model:
+    """Paddle's ``QuantWeightPass`` on an ``onnx_format`` QAT model: each weight becomes int8 (int16 above 8 bits)
+    ``clip(np.round((W / T_c) * qmax), -qmax-1, qmax)`` with the **stored** scale ``<w>@scale`` (the one of the
+    last training step, as Paddle, not recomputed from the final weights), its quantize_linear disappears and its
+    dequantize_linear reads the int weight; activation pairs keep their trained scale in the inference form
+    (statistics dropped). The result is the graph ``quant_post_static(onnx_format=True)`` writes."""
+    q = model.copy()
+    a_bits, w_bits = int(cfg["activation_bits"]), int(cfg["weight_bits"])
+    act_t: dict[str, float] = {}
+    w_t: dict = {}
+    int_of: dict[str, str] = {}    # <w>.quantized -> w, for the weight dequantize_linear
+    new_ops: list[Op] = []
+    for op in q.ops:
+        if op.type == "quantize_linear" and "is_test" in op.attrs:
+            x, scale = op.inputs[0], op.inputs[1]
+            t = np.asarray(q.params[scale], np.float32).reshape(-1)
+            for stat in op.inputs[3:]:
+                q.params.pop(stat, None)
+            if x in q.params:
+                axis = int(op.attrs["quant_axis"])
+                if np.all(t == np.float32(0.001)) and np.max(np.abs(q.params[x])) != np.float32(0.001):
+                    raise ValueError(f"convert: weight {x!r} still has its initial scale 0.001: onnx_format QAT "
+                                     "freezes the scale of the last training step, so train before converting")
+                tw = t if axis >= 0 else t[0]
+                qw = rounding.freeze_weight_onnx(q.params[x], tw, axis if axis >= 0 else None, w_bits)
+                q.params[x] = qw.astype(np.int8 if w_bits <= 8 else np.int16)
+                q.trainable.discard(x)
+                int_of[op.outputs[0]] = x
+                w_t[x] = list(map(float, t)) if axis >= 0 else float(t[0])
+                q.params.pop(op.inputs[2], None)
+                continue
+            act_t[x] = float(t[0])
+            attrs = {k: v for k, v in op.attrs.items() if k not in ("is_test", "moving_rate", "round_type")}
+            new_ops.append(Op("quantize_linear", op.inputs[:3], op.outputs[:1], attrs, op.name))
+            continue
+        if op.type == "dequantize_linear" and op.inputs[0] in int_of:
+            op.inputs[0] = int_of[op.inputs[0]]
+        if op.attrs.pop("qat", False):
+            op.attrs.update(quantization_type=f"qat_{cfg['activation_quantize_type']}", weight_bits=w_bits,
+                            activation_bits=a_bits, weight_quantize_type=cfg["weight_quantize_type"])
+            if cfg["weight_quantize_type"] == "channel_wise_abs_max":
+                op.attrs["weight_quant_axis"] = weight_channel_axis(op.type)
+        new_ops.append(op)
+    q.ops = new_ops
+    del q.meta["qat"]
+    q.meta["quantization"] = {
+        "method": "qat", "algo": cfg["activation_quantize_type"], "weight_bits": w_bits, "activation_bits": a_bits,
+        "weight_quantize_type": cfg["weight_quantize_type"], "quantizable_op_type": list(cfg["quantize_op_types"]),
+        "onnx_format": True, "quantized_ops": [op.name for op in new_ops if "quantization_type" in op.attrs],
         "activation_thresholds": act_t, "weight_thresholds": w_t,
     }
     q.validate()
