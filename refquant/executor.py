@@ -78,7 +78,8 @@ def forward(model: Model, feeds: dict, *, training: bool = False, rng: Optional[
         except Exception as exc:  # name the node: a bare numpy error deep in a graph is useless
             shapes = [None if a is None else getattr(a, "shape", None) for a in args]
             try:
-                named = type(exc)(f"op {op.name!r} ({op.type}) with input shapes {shapes}: {exc}")
+                named = type(exc)(f"op {op.name!r} ({op.type}) with input shapes {shapes}: {exc}"
+                                  f"{_nonfinite_inputs(model, op, args)}")
             except Exception:  # an exception type with another constructor: keep it as it is
                 raise exc
             raise named from exc
@@ -105,6 +106,27 @@ def forward(model: Model, feeds: dict, *, training: bool = False, rng: Optional[
             for name in drop[i]:
                 env.pop(name, None)
     return env, tape
+
+
+def _nonfinite_inputs(model: Model, op, args) -> str:
+    """For an op that failed: its float inputs holding NaN/Inf, each named with the op that produced it (the
+    usual cause of a quantizer's "NaN or inf" error is upstream), as a message suffix; "" if there are none."""
+    found = []
+    for name, a in zip(op.inputs, args):
+        if isinstance(a, np.ndarray) and a.dtype.kind in "fc" and a.size:
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            if bad:
+                found.append(f"input {name!r} ({_origin(model, name)}) holds {bad} NaN/Inf value(s)")
+    return "; " + "; ".join(found) if found else ""
+
+
+def _origin(model: Model, name: str) -> str:
+    if name in model.params:
+        return "a parameter"
+    if name in model.inputs:
+        return "a model input"
+    producer = next((p for p in model.ops if name in p.outputs), None)
+    return f"the output of op {producer.name!r} ({producer.type})" if producer else "no producer"
 
 
 def run(model: Model, feeds: dict, outputs: Optional[Iterable[str]] = None) -> dict[str, np.ndarray]:

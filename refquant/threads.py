@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import threading
 
 from ._dispatch import compiled
 
@@ -36,7 +37,12 @@ def get_num_threads() -> int:
 def blas_on_one_thread(active: bool = True):
     """While refquant's OpenMP kernels run on more than one thread, keep NumPy's BLAS on one: OpenBLAS's workers
     spin-wait after each call and take the cores the OpenMP team needs next (a dynamic-INT8 BERT ran 553 ms at 2
-    threads with both pools, 178 ms with this, 224 ms at 1 thread). Uses threadpoolctl; without it, a no-op."""
+    threads with both pools, 178 ms with this, 224 ms at 1 thread). Uses threadpoolctl; without it, a no-op.
+
+    The BLAS thread count is process-wide, so concurrent callers (several Python threads running INT8 graphs)
+    share one limit, reference-counted under a lock: the first to enter sets it, the last to leave restores the
+    count found on entry. (Separate limits would interleave: a later entrant records the limited count as the
+    original, and restoring it last leaves BLAS on one thread for good.)"""
     global _blas
     if _blas is None:
         try:
@@ -47,5 +53,30 @@ def blas_on_one_thread(active: bool = True):
     if not (active and _blas and get_num_threads() > 1):
         yield
         return
-    with _blas.limit(limits=1, user_api="blas"):
+    _enter_limit()
+    try:
         yield
+    finally:
+        _leave_limit()
+
+
+_lock = threading.Lock()
+_holders = 0  # callers inside blas_on_one_thread
+_limiter = None  # threadpoolctl's limiter while _holders > 0: it restores the counts found on entry
+
+
+def _enter_limit():
+    global _holders, _limiter
+    with _lock:
+        if _holders == 0:
+            _limiter = _blas.limit(limits=1, user_api="blas")
+        _holders += 1
+
+
+def _leave_limit():
+    global _holders, _limiter
+    with _lock:
+        _holders -= 1
+        if _holders == 0:
+            limiter, _limiter = _limiter, None
+            limiter.restore_original_limits()

@@ -8,9 +8,14 @@ name recorded in ``zero_size``; a tensor that is empty in every batch gets no th
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
+import numpy as np
+
+from ..errors import ArgumentTypeError, NonFiniteError
+from ..quant import _args
 from .observers import AbsMinMaxObserver, HistogramObserver, Observer, make_observer
 
 ALGOS = ("KL", "hist", "abs_max", "avg", "mse", "emd", "min_max")
@@ -48,13 +53,14 @@ def _passes(batches) -> Callable[[], Iterable[Mapping]]:
     if callable(batches):
         return batches
     if iter(batches) is batches:
-        raise TypeError("calibrate: KL and hist read the batches twice; pass a list or a function returning a "
-                        "fresh iterable, not an iterator")
+        raise ArgumentTypeError("calibrate: KL and hist read the batches twice; pass a list or a function "
+                                "returning a fresh iterable, not an iterator")
     return lambda: batches
 
 
 def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float = 0.99999,
-              onnx_format: bool = False, bins: int = 2048, ranges: Mapping | None = None) -> Calibration:
+              onnx_format: bool = False, bins: int = 2048, ranges: Mapping | None = None,
+              producers: Mapping[str, str] | None = None) -> Calibration:
     """Calibrate every tensor in ``batches`` with ``algo`` (Paddle's defaults: KL, 8 bits, hist_percent 0.99999,
     2048 bins, onnx_format False; onnx_format only changes mse/emd).
 
@@ -64,39 +70,57 @@ def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float =
     Sharded KL/hist: ``algo="ranges"`` runs pass 1 only (``result.ranges``, thresholds = max|x|); merge the
     shards' results, then give ``ranges=merged.ranges`` to each shard's KL/hist run, which skips pass 1 and
     builds every histogram on those ranges; the merged shards then equal one run over all the data.
+
+    Every argument is checked before any batch is read: ``bits`` an int in [2, 16], ``hist_percent`` a float in
+    (0, 1], ``bins`` an int >= 3 (KL) or >= 1. A tensor holding NaN/Inf raises
+    :class:`refquant.errors.NonFiniteError` naming it, the batch and, from ``producers`` (``{tensor: "the output
+    of op 'conv1' (conv2d)"}``), where it comes from.
     """
-    if algo not in ALGOS + ("ranges",):
-        raise ValueError(f"calibrate: algo must be one of {ALGOS}, got {algo!r}")
+    _args.choice("calibrate", "algo", algo, ALGOS + ("ranges",))
+    bits = _args.bits("calibrate", "bits", bits)
+    hist_percent = _args.hist_percent("calibrate", hist_percent)
+    onnx_format = _args.boolean("calibrate", "onnx_format", onnx_format)
+    bins = _args.integer("calibrate", "bins", bins, 3 if algo == "KL" else 1)
+    if ranges is not None and not (isinstance(ranges, Mapping)
+                                   and all(isinstance(o, AbsMinMaxObserver) for o in ranges.values())):
+        raise ArgumentTypeError("calibrate: ranges must be a {name: AbsMinMaxObserver} mapping (a "
+                                "Calibration.ranges), or None")
+    if not callable(batches) and not isinstance(batches, Iterable):
+        raise ArgumentTypeError(f"calibrate: batches must be an iterable of {{name: array}} dicts or a function "
+                                f"returning one, got {type(batches).__name__}")
+    feed = functools.partial(_feed, producers=producers or {})
     result = Calibration(algo)
     two_passes = algo in ("KL", "hist") and ranges is None
     get = _passes(batches) if two_passes else batches if callable(batches) else lambda: batches
     if algo == "ranges":
-        _feed(get(), result.ranges, AbsMinMaxObserver, result.zero_size)
+        feed(get(), result.ranges, AbsMinMaxObserver, result.zero_size)
         result.observers = result.ranges  # one dict under both names
         result.thresholds = {name: obs.threshold() for name, obs in result.ranges.items() if not obs.empty}
         return result
     if algo in ("KL", "hist"):
         if ranges is None:
             ranges = {}
-            _feed(get(), ranges, AbsMinMaxObserver, result.zero_size)
+            feed(get(), ranges, AbsMinMaxObserver, result.zero_size)
         result.ranges = {name: copy.copy(obs) for name, obs in ranges.items()}
         histograms = {name: HistogramObserver.from_range(obs, bins=bins, method=algo, bits=bits,
                                                          hist_percent=hist_percent)
                       for name, obs in ranges.items()}
-        _feed(get(), histograms, None, result.zero_size)
+        feed(get(), histograms, None, result.zero_size)
         observers: dict[str, Observer] = histograms
     else:
         observers = {}
-        _feed(get(), observers, lambda: make_observer(algo, bits=bits, onnx_format=onnx_format), result.zero_size)
+        feed(get(), observers, lambda: make_observer(algo, bits=bits, onnx_format=onnx_format), result.zero_size)
     result.observers = observers
     result.thresholds = {name: obs.threshold() for name, obs in observers.items() if not obs.empty}
     return result
 
 
-def _feed(batches, observers: dict, new, zero_size: set):
+def _feed(batches, observers: dict, new, zero_size: set, producers: Mapping[str, str]):
     """Update ``observers[name]`` with every non-empty tensor of every batch; ``new`` makes a missing observer
     (None: names without one are skipped, as Paddle's pass 2 skips tensors pass 1 never saw)."""
-    for batch in batches:
+    for b, batch in enumerate(batches):
+        if not isinstance(batch, Mapping):
+            raise ArgumentTypeError(f"calibrate: batch {b} is a {type(batch).__name__}, not a {{name: array}} dict")
         for name, x in batch.items():
             if getattr(x, "size", None) == 0:
                 zero_size.add(name)
@@ -106,4 +130,11 @@ def _feed(batches, observers: dict, new, zero_size: set):
                 if new is None:
                     continue
                 obs = observers[name] = new()
-            obs.update(x)
+            try:
+                obs.update(x)
+            except NonFiniteError as e:
+                op = producers.get(name)
+                where = f"tensor {name!r}" + (f" ({op})" if op else "")
+                raise NonFiniteError(f"calibrate: {where} holds {e.count} NaN/Inf value(s) out of "
+                                     f"{np.size(x)} in batch {b}; calibration statistics would be meaningless",
+                                     tensor=name, op=op, count=e.count) from None

@@ -3,45 +3,41 @@
 Both paths return the same float bit for bit (``kernels/kl.pyx`` replays the twin's float operations in the same
 order; tests/test_kl.py checks the oracle's 20 histograms and hundreds of synthetic ones). The compiled path takes
 1-D int64 and float64 histograms (other integer dtypes are converted when their total cannot overflow); any other
-dtype (float32, bool, ...) and bits > 16 run the twin, which keeps Paddle's exact Python/NumPy type behaviour.
+dtype (float32, bool, ...) runs the twin, which keeps Paddle's exact Python/NumPy type behaviour. Both paths get
+the same validated arguments: ``bits`` an int in [2, 16] (Paddle's fake-quant ``bit_length`` range 1..16 minus
+the 1 bit that has no level), checked before the search (a 17-bit search runs 65535 levels per candidate).
 """
 from __future__ import annotations
-
-import operator
 
 import numpy as np
 
 from .._dispatch import compiled
+from ..errors import ArgumentError
+from ..quant import _args
 from ..reference import kl as _twin
 
 
 def _validate(hist, bits):
-    """The histogram as a 1-D numeric ndarray, and bits as an int; ValueError for what Paddle would crash on."""
+    """The histogram as a 1-D numeric ndarray, and bits as an int in [2, 16]; ArgumentError (a ValueError) for
+    anything else, checked before any search."""
+    bits = _args.bits("cal_kl_threshold", "bits", bits)
     hist = np.asarray(hist)
     if hist.ndim != 1:
-        raise ValueError(f"cal_kl_threshold: hist must be 1-D, got shape {hist.shape}")
+        raise ArgumentError(f"cal_kl_threshold: hist must be 1-D, got shape {hist.shape}")
     if hist.shape[0] < 3:
-        raise ValueError(f"cal_kl_threshold: need at least 3 bins, got {hist.shape[0]} "
-                         "(Paddle's loop indexes an empty list there)")
+        raise ArgumentError(f"cal_kl_threshold: need at least 3 bins, got {hist.shape[0]} "
+                            "(Paddle's loop indexes an empty list there)")
     if hist.dtype.kind not in "biuf":
-        raise ValueError(f"cal_kl_threshold: hist must hold numbers, got dtype {hist.dtype}")
+        raise ArgumentError(f"cal_kl_threshold: hist must hold numbers, got dtype {hist.dtype}")
     if hist.dtype.kind == "f" and not np.all(np.isfinite(hist)):
-        raise ValueError("cal_kl_threshold: hist contains NaN or Inf")
+        raise ArgumentError("cal_kl_threshold: hist contains NaN or Inf")
     if hist.dtype.kind in "if" and np.any(hist < 0):
-        raise ValueError("cal_kl_threshold: hist has negative counts")
-    try:
-        bits = operator.index(bits)
-    except TypeError:
-        raise ValueError(f"cal_kl_threshold: bits must be an integer, got {bits!r}") from None
-    if bits < 2:
-        raise ValueError(f"cal_kl_threshold: bits must be >= 2 (2**(bits-1) - 1 target levels), got {bits}")
+        raise ArgumentError("cal_kl_threshold: hist has negative counts")
     return hist, bits
 
 
 def _for_kernel(hist, bits):
     """The array the compiled kernel can take with unchanged results, or None (then the twin runs)."""
-    if bits > 16:  # 2**(bits-1) - 1 groups per candidate: the kernel's buffers are sized for up to 16 bits
-        return None
     if hist.dtype == np.float64 and np.all(hist == np.floor(hist)) and hist.sum() < 2.0 ** 53:
         # whole-number float counts: every sum the twin forms is exact, so the int64 path (with its exact integer
         # sums and cached logs) gives the same bits, ~5x faster than the float path
@@ -94,8 +90,9 @@ def cal_kl_threshold(hist, bin_width, bits: int = 8):
     multiples of it, counted from 0); ``bits``: quantization bits (8 gives 127 target levels).
     Returns ``(best_i + 0.5) * bin_width`` computed with the caller's ``bin_width`` object, as Paddle does (so a
     NumPy float64 width gives a NumPy float64).
-    Raises ValueError for a non-1-D or too short histogram, NaN/Inf or negative counts, bits < 2, and where Paddle
-    itself fails (a zero in the expanded distribution; impossible for integer histograms).
+    Raises ArgumentError (a ValueError) for a non-1-D or too short histogram, NaN/Inf or negative counts, bits not
+    an int in [2, 16], and ValueError where Paddle itself fails (a zero in the expanded distribution; impossible
+    for integer histograms).
     """
     hist, bits = _validate(hist, bits)
     fast = compiled("kl")

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import stats
 from .kl import cal_kl_threshold
+from ..quant import _args
 from ..reference import histogram as _hist
 from ..reference import search as _search
 
@@ -202,8 +203,11 @@ class HistogramObserver(Observer):
 
     def __init__(self, abs_min: float, abs_max: float, bins: int = 2048, method: str = "KL", bits: int = 8,
                  hist_percent: float = 0.99999):
-        if method not in ("KL", "hist"):
-            raise ValueError(f"HistogramObserver: method must be 'KL' or 'hist', got {method!r}")
+        who = "HistogramObserver"
+        method = _args.choice(who, "method", method, ("KL", "hist"))
+        bins = _args.integer(who, "bins", bins, 3 if method == "KL" else 1)
+        bits = _args.bits(who, "bits", bits)
+        hist_percent = _args.hist_percent(who, hist_percent)
         if not (np.isfinite(abs_min) and np.isfinite(abs_max)) or abs_min > abs_max:
             raise ValueError(f"HistogramObserver: need finite abs_min <= abs_max, got {abs_min}, {abs_max}")
         self.abs_min, self.abs_max = abs_min, abs_max
@@ -250,12 +254,29 @@ class HistogramObserver(Observer):
         return self
 
     def kl_threshold(self, bits: int | None = None):
+        bits = self.bits if bits is None else _args.bits("HistogramObserver.kl_threshold", "bits", bits)
         self._need_data()
-        return cal_kl_threshold(self.hist, self.bin_width, self.bits if bits is None else bits)
+        return cal_kl_threshold(self.hist, self.bin_width, bits)
 
     def hist_threshold(self, hist_percent: float | None = None):
+        """Paddle's hist threshold (``reference.histogram.hist_threshold``) for ``hist_percent`` in (0, 1].
+
+        Paddle walks the float running sum of ``hist / total``; when round-off keeps it below ``hist_percent`` (for
+        1.0 about every other histogram) Paddle returns ``-0.5 * bin_width``, a negative threshold. Here that case
+        gives the centre of the last non-empty bin instead, where the exact cumulative fraction reaches 1; every
+        other result is Paddle's float.
+        """
+        p = self.hist_percent if hist_percent is None else _args.hist_percent("HistogramObserver.hist_threshold",
+                                                                              hist_percent)
         self._need_data()
-        return _hist.hist_threshold(self.hist, self.edges, self.hist_percent if hist_percent is None else hist_percent)
+        if not self.hist.any():
+            raise ValueError(f"HistogramObserver.hist_threshold: all {self.dropped} values fell outside the range "
+                             f"[{self.abs_min!r}, {self.abs_max!r}]")
+        T = _hist.hist_threshold(self.hist, self.edges, p)
+        if T < 0:
+            last = int(np.flatnonzero(self.hist)[-1])
+            T = (last + 1 - 0.5) * self.bin_width
+        return T
 
     def threshold(self) -> float:
         return float(self.kl_threshold() if self.method == "KL" else self.hist_threshold())
@@ -274,8 +295,8 @@ class SearchObserver(Observer):
     loss = "mse"
 
     def __init__(self, bits: int = 8, onnx_format: bool = False):
-        self.bits = bits
-        self.onnx_format = onnx_format
+        self.bits = _args.bits(type(self).__name__, "bits", bits)
+        self.onnx_format = _args.boolean(type(self).__name__, "onnx_format", onnx_format)
         self.batch_best: list[tuple[np.float32, float] | None] = []
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._dispatch import compiled
+from ..errors import NonFiniteError
 from ..reference import histogram as _hist_twin
 from ..reference import search as _search_twin
 
@@ -28,7 +29,8 @@ def as_batch(x, who: str) -> np.ndarray:
 
 
 def batch_abs_range(x, who: str = "abs range") -> tuple[float, float]:
-    """``(float(min|x|), float(max|x|))`` of a non-empty batch; ValueError if it is empty or holds NaN/Inf."""
+    """``(float(min|x|), float(max|x|))`` of a non-empty batch; ValueError if it is empty, NonFiniteError (a
+    ValueError) if it holds NaN/Inf."""
     x = as_batch(x, who)
     fast = compiled("histogram")
     if fast is not None and fast.is_usable_for(x):
@@ -36,8 +38,8 @@ def batch_abs_range(x, who: str = "abs range") -> tuple[float, float]:
     else:
         lo, hi, bad = _hist_twin.abs_min_max(x)
     if bad:
-        raise ValueError(f"{who}: the input holds {bad} NaN/Inf value(s) out of {x.size}; "
-                         "calibration statistics would be meaningless")
+        raise NonFiniteError(f"{who}: the input holds {bad} NaN/Inf value(s) out of {x.size}; "
+                             "calibration statistics would be meaningless", count=bad)
     return lo, hi
 
 

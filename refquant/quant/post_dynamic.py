@@ -1,8 +1,8 @@
 """Dynamic (weight-only) post-training quantization: PaddleSlim's ``quant_post_dynamic`` (alias
 ``quant_post_only_weight``), i.e. Paddle's ``WeightQuantization.quantize_weight_to_int``.
 
-No data is needed. For every op of ``quantizable_op_type`` (conv2d, depthwise_conv2d, mul), every parameter input
-(the weight, and a conv's bias input if it has one, as Paddle quantizes every persistable input) becomes
+No data is needed. For every op of ``quantizable_op_type`` (conv2d, depthwise_conv2d, mul), the weight input --
+the second input, Paddle's ``Filter`` (conv) or ``Y`` (mul) -- if it is a parameter, becomes
 
 * ``abs_max``: ``T = max|W|`` (or, with ``threshold_rate > 1e-10``, the right edge of the first of 5000 |W|
   histogram bins where the normalised cumulative sum reaches ``1 - threshold_rate``; W is clipped to +-T first);
@@ -14,6 +14,10 @@ replaces it in place), with the step sizes ``s`` in the float32 parameter ``<W>_
 ``dequantize_weight`` op computes ``float32(q) * s`` into ``<W>.dequantized`` and every reader of ``W`` is rewired
 to it, so inference dequantizes and runs in float (Paddle Lite's behaviour). The quantized op gets Paddle's
 attributes ``quantization_type``, ``quantize_weight_bits`` and ``with_quant_attr``.
+
+Paddle quantizes every persistable input of those ops, which in Paddle's graphs is the Filter / Y alone: a conv's
+bias is added by a separate ``elementwise_add``. refquant's conv2d may carry the bias as a third input; it stays
+float, as Paddle's bias does (an op whose weight is not a parameter is left alone).
 
 ``generate_test_model=True`` returns Paddle's "test model" instead: the float graph unchanged, each weight
 replaced by ``(q * s).astype(float32)``.
@@ -28,6 +32,7 @@ from typing import Iterable
 import numpy as np
 
 from ..graph import Model, Op
+from . import _args
 
 SUPPORTED_OP_TYPES = ("conv2d", "depthwise_conv2d", "mul")
 WEIGHT_QUANTIZE_TYPES = ("abs_max", "channel_wise_abs_max")
@@ -102,29 +107,23 @@ def quant_post_dynamic(model: Model, weight_bits: int = 8,
                        threshold_rate: float = 0.0) -> Model:
     """A NEW model with int8/int16 weights and ``dequantize_weight`` ops (see the module docstring); the input
     model is untouched."""
-    if weight_bits not in _DTYPES or isinstance(weight_bits, bool):
-        raise ValueError(f"quant_post_dynamic: weight_bits must be 8 or 16, got {weight_bits!r}")
-    if isinstance(quantizable_op_type, str):
+    who = "quant_post_dynamic"
+    _args.model(who, model)
+    weight_bits = _args.choice(who, "weight_bits", _args.integer(who, "weight_bits", weight_bits), tuple(_DTYPES))
+    if isinstance(quantizable_op_type, str):  # one op type
         quantizable_op_type = [quantizable_op_type]
-    op_types = list(quantizable_op_type)
-    bad = [t for t in op_types if t not in SUPPORTED_OP_TYPES]
-    if bad:
-        raise ValueError(f"quant_post_dynamic: quantizable_op_type may only hold {list(SUPPORTED_OP_TYPES)}, "
-                         f"got {bad}")
-    if weight_quantize_type not in WEIGHT_QUANTIZE_TYPES:
-        raise ValueError(f"quant_post_dynamic: weight_quantize_type must be one of {list(WEIGHT_QUANTIZE_TYPES)}, "
-                         f"got {weight_quantize_type!r}")
-    threshold_rate = float(threshold_rate)
-    if not 0.0 <= threshold_rate < 1.0:
-        raise ValueError(f"quant_post_dynamic: threshold_rate must be in [0, 1), got {threshold_rate}")
+    op_types = _args.names(who, "quantizable_op_type", quantizable_op_type, allowed=SUPPORTED_OP_TYPES)
+    weight_quantize_type = _args.choice(who, "weight_quantize_type", weight_quantize_type, WEIGHT_QUANTIZE_TYPES)
+    generate_test_model = _args.boolean(who, "generate_test_model", generate_test_model)
+    threshold_rate = _args.real(who, "threshold_rate", threshold_rate, 0.0, 1.0, hi_open=True)
 
     new = model.copy()
-    targets = [(op, name) for op in new.ops if op.type in op_types for name in op.inputs
-               if name and name in new.params]
+    targets = [(op, op.inputs[1]) for op in new.ops
+               if op.type in op_types and len(op.inputs) > 1 and op.inputs[1] in new.params]
     if not targets:
         present = sorted(new.op_counts())
-        raise ValueError(f"quant_post_dynamic: the model has no {op_types} op with a parameter input to quantize "
-                         f"(its op types: {present})")
+        raise ValueError(f"quant_post_dynamic: the model has no {op_types} op with a parameter weight to "
+                         f"quantize (its op types: {present})")
 
     channel_wise = weight_quantize_type == "channel_wise_abs_max"
     done: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}

@@ -27,13 +27,15 @@ within float32 rounding otherwise.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
+from ..calibration import ALGOS as CALIBRATION_ALGOS
 from ..calibration import Calibration, calibrate, weight_channel_axis, weight_threshold
+from ..errors import ArgumentError, ArgumentTypeError
 from ..graph import Model, Op
-from . import adaround, rounding
+from . import _args, adaround, rounding
 
 #: Paddle's ``SUPPORT_WEIGHT_QUANTIZATION_OP_DICT`` keys.
 WEIGHT_OP_TYPES = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2")
@@ -51,7 +53,75 @@ OBSERVER_OP_TYPES = frozenset({
     "reduce_mean", "reduce_sum", "reduce_max", "lookup_table", "lookup_table_v2", "dropout",
 })
 
-_SUPPORTED_ALGOS = ("KL", "hist", "avg", "abs_max", "mse", "emd")
+#: The activation algorithms of :func:`quant_post_static`: :data:`refquant.calibration.ALGOS` but min_max (Paddle
+#: stores min/max as attributes, not thresholds; not implemented, nor is Paddle's ptf).
+ALGOS = tuple(a for a in CALIBRATION_ALGOS if a != "min_max")
+_NOT_IMPLEMENTED_ALGOS = ("min_max", "ptf")
+
+
+def _check_data_loader(who, value):
+    if isinstance(value, Mapping):
+        raise ArgumentTypeError(f"{who}: data_loader is one feed dict; pass a list of them (one per batch)")
+    if value is not None and not callable(value) and not isinstance(value, Iterable):
+        raise ArgumentTypeError(f"{who}: data_loader must be an iterable of feed dicts, a function returning one, "
+                                f"or None, got {type(value).__name__}")
+    return value
+
+
+def _check_algo(who, value):
+    if isinstance(value, str) and value in _NOT_IMPLEMENTED_ALGOS:
+        raise NotImplementedError(f"{who}: algo {value!r} is not implemented in refquant")
+    return _args.choice(who, "algo", value, ALGOS)
+
+
+def _check_bias_correction(who, value):
+    if value is not False and value is not True and value != "paddle":
+        raise ArgumentError(f"{who}: bias_correction must be False, True or 'paddle', got {value!r}")
+    return value
+
+
+def _check_calibration(who, value):
+    if value is not None and not isinstance(value, Calibration):
+        raise ArgumentTypeError(f"{who}: calibration must be a refquant.calibration.Calibration or None, got "
+                                f"{type(value).__name__}")
+    return value
+
+
+#: One checker per public argument of quant_post_static / calibrate_model: ``(who, value) -> normalised value``.
+_CHECKS = {
+    "model": _args.model,
+    "data_loader": _check_data_loader,
+    "batch_nums": lambda who, v: _args.optional_integer(who, "batch_nums", v, 1),
+    "algo": _check_algo,
+    "hist_percent": _args.hist_percent,
+    "bias_correction": _check_bias_correction,
+    "quantizable_op_type": lambda who, v: tuple(_args.names(who, "quantizable_op_type", v,
+                                                            allowed=sorted(WEIGHT_OP_TYPES + tuple(OBSERVER_OP_TYPES)),
+                                                            empty=False)),
+    "is_full_quantize": lambda who, v: _args.boolean(who, "is_full_quantize", v),
+    "weight_bits": lambda who, v: _args.bits(who, "weight_bits", v),
+    "activation_bits": lambda who, v: _args.bits(who, "activation_bits", v),
+    "bits": lambda who, v: _args.bits(who, "bits", v),
+    "weight_quantize_type": lambda who, v: _args.choice(who, "weight_quantize_type", v,
+                                                        ("abs_max", "channel_wise_abs_max")),
+    "skip_tensor_list": lambda who, v: _args.names(who, "skip_tensor_list", v, empty=True, none=True),
+    "round_type": lambda who, v: _args.choice(who, "round_type", v, ("round", "adaround")),
+    "onnx_format": lambda who, v: _args.boolean(who, "onnx_format", v),
+    "learning_rate": lambda who, v: _args.real(who, "learning_rate", v, 0.0, lo_open=True),
+    "adaround_iters": lambda who, v: _args.integer(who, "adaround_iters", v, 1),
+    "adaround_mode": lambda who, v: _args.choice(who, "adaround_mode", v, ("paper", "paddle")),
+    "calibration": _check_calibration,
+}
+
+
+def check_args(who: str, **kwargs) -> dict:
+    """The named public arguments of :func:`quant_post_static` checked (ArgumentError / ArgumentTypeError naming
+    ``who`` and the argument; NotImplementedError for algos min_max and ptf) and normalised (ints as int, reals as
+    float, name lists as tuples / lists). An unknown name is an ArgumentTypeError, as Python's own."""
+    unknown = sorted(set(kwargs) - set(_CHECKS))
+    if unknown:
+        raise ArgumentTypeError(f"{who}: unexpected keyword argument(s) {unknown}")
+    return {name: _CHECKS[name](who, value) for name, value in kwargs.items()}
 
 
 def _batches(data_loader, batch_nums: Optional[int]):
@@ -117,15 +187,33 @@ def calibrate_model(model: Model, data_loader, algo: str = "KL", *, batch_nums: 
     """
     from ..executor import run
 
-    _, _, acts = _plan(model, tuple(quantizable_op_type), is_full_quantize, skip_tensor_list)
-    get = _batches(data_loader, batch_nums)
+    a = check_args("calibrate_model", model=model, data_loader=data_loader, batch_nums=batch_nums,
+                   hist_percent=hist_percent, bits=bits, onnx_format=onnx_format,
+                   quantizable_op_type=quantizable_op_type, is_full_quantize=is_full_quantize,
+                   skip_tensor_list=skip_tensor_list)
+    _args.choice("calibrate_model", "algo", algo, CALIBRATION_ALGOS + ("ranges",))
+    if data_loader is None:
+        raise ArgumentError("calibrate_model: data_loader is None")
+    _, _, acts = _plan(model, a["quantizable_op_type"], is_full_quantize, skip_tensor_list)
+    get = _batches(data_loader, a["batch_nums"])
 
     def activation_batches():
         for feeds in get():
             yield run(model, feeds, outputs=acts)
 
-    return calibrate(activation_batches, algo, bits=bits, hist_percent=hist_percent, onnx_format=onnx_format,
-                     ranges=ranges)
+    return calibrate(activation_batches, algo, bits=a["bits"], hist_percent=a["hist_percent"],
+                     onnx_format=onnx_format, ranges=ranges, producers=producers(model))
+
+
+def producers(model: Model) -> dict[str, str]:
+    """``{tensor: where it comes from}`` for error messages: "the output of op 'conv1' (conv2d)" or "a model
+    input"."""
+    out = {name: "a model input" for name in model.inputs}
+    for op in model.ops:
+        for name in op.outputs:
+            if name:
+                out[name] = f"the output of op {op.name!r} ({op.type})"
+    return out
 
 
 def _layer_inputs(model: Model, get, names) -> dict[str, list[np.ndarray]]:
@@ -174,34 +262,32 @@ def quant_post_static(model: Model, data_loader, batch_nums: Optional[int] = Non
     Not implemented (raise NotImplementedError): algos min_max and ptf, ``bias_correction=True`` with
     ``onnx_format=True``.
     """
-    if algo not in _SUPPORTED_ALGOS:
-        if algo in ("min_max", "ptf"):
-            raise NotImplementedError(f"quant_post_static: algo {algo!r} is not implemented in refquant")
-        raise ValueError(f"quant_post_static: algo must be one of {_SUPPORTED_ALGOS}, got {algo!r}")
-    if bias_correction not in (False, True, "paddle"):
-        raise ValueError(f"quant_post_static: bias_correction must be False, True or 'paddle', got "
-                         f"{bias_correction!r}")
+    a = check_args("quant_post_static", model=model, data_loader=data_loader, batch_nums=batch_nums, algo=algo,
+                   hist_percent=hist_percent, bias_correction=bias_correction,
+                   quantizable_op_type=quantizable_op_type, is_full_quantize=is_full_quantize,
+                   weight_bits=weight_bits, activation_bits=activation_bits,
+                   weight_quantize_type=weight_quantize_type, skip_tensor_list=skip_tensor_list,
+                   round_type=round_type, onnx_format=onnx_format, learning_rate=learning_rate,
+                   adaround_iters=adaround_iters, adaround_mode=adaround_mode, calibration=calibration)
+    (batch_nums, hist_percent, quantizable_op_type, weight_bits, activation_bits, skip_tensor_list,
+     learning_rate, adaround_iters) = (a["batch_nums"], a["hist_percent"], a["quantizable_op_type"],
+                                       a["weight_bits"], a["activation_bits"], a["skip_tensor_list"],
+                                       a["learning_rate"], a["adaround_iters"])
     if bias_correction is True and onnx_format:
         raise NotImplementedError("quant_post_static: bias_correction=True with onnx_format=True is not "
                                   "implemented (Paddle ignores bias correction in that format: use 'paddle')")
-    if round_type not in ("round", "adaround"):
-        raise ValueError(f"quant_post_static: round_type must be 'round' or 'adaround', got {round_type!r}")
-    if adaround_mode not in ("paper", "paddle"):
-        raise ValueError(f"quant_post_static: adaround_mode must be 'paper' or 'paddle', got {adaround_mode!r}")
     if round_type == "adaround" and adaround_mode == "paddle" and onnx_format:
         raise NotImplementedError("quant_post_static: adaround_mode='paddle' with onnx_format=True (Paddle "
                                   "quantizes the scaled weights a second time there) is not reproduced")
     if weight_bits != activation_bits:
-        raise ValueError("quant_post_static: Paddle requires activation_bits == weight_bits")
-    if weight_quantize_type not in ("abs_max", "channel_wise_abs_max"):
-        raise ValueError(f"quant_post_static: weight_quantize_type must be 'abs_max' or 'channel_wise_abs_max', "
-                         f"got {weight_quantize_type!r}")
-    if batch_nums is not None and int(batch_nums) < 1:
-        raise ValueError(f"quant_post_static: batch_nums must be >= 1 or None, got {batch_nums!r}")
+        raise ArgumentError("quant_post_static: Paddle requires activation_bits == weight_bits, got "
+                            f"{activation_bits} and {weight_bits}")
+    if calibration is None and data_loader is None:
+        raise ArgumentError("quant_post_static: give a data_loader or a calibration")
+    if round_type == "adaround" and adaround_mode == "paper" and data_loader is None:
+        raise ArgumentError("quant_post_static: round_type='adaround' needs the data_loader")
     quant_ops, weights, acts = _plan(model, tuple(quantizable_op_type), is_full_quantize, skip_tensor_list)
     if calibration is None:
-        if data_loader is None:
-            raise ValueError("quant_post_static: give a data_loader or a calibration")
         cal = calibrate_model(model, data_loader, algo, batch_nums=batch_nums, hist_percent=hist_percent,
                               bits=activation_bits, onnx_format=onnx_format, quantizable_op_type=quantizable_op_type,
                               is_full_quantize=is_full_quantize, skip_tensor_list=skip_tensor_list)
@@ -215,8 +301,6 @@ def quant_post_static(model: Model, data_loader, batch_nums: Optional[int] = Non
     act_t = {name: float(t) for name, t in cal.thresholds.items()}
     w_t = {w: weight_threshold(model.params[w], op_type, weight_quantize_type) for w, op_type in weights.items()}
     if round_type == "adaround" and adaround_mode == "paper":
-        if data_loader is None:
-            raise ValueError("quant_post_static: round_type='adaround' needs the data_loader")
         ada_inputs = _layer_inputs(model, _batches(data_loader, batch_nums), [xs[0] for _, _, xs in quant_ops])
 
     def round_weight(op, w, tw, axis, xs):

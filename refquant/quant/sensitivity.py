@@ -15,14 +15,33 @@ relative output error ``sum((y_q - y)^2) / sum(y^2)`` of the model's first outpu
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..errors import ArgumentError, ArgumentTypeError
 from ..graph import Model
-from .post_static import _plan, calibrate_model, quant_post_static
+from . import _args
+from .post_static import _plan, calibrate_model, check_args, quant_post_static
 
 DEFAULT_OPS = ("conv2d", "depthwise_conv2d", "mul", "matmul")
+
+
+#: The quant_post_static arguments that also shape the calibration (sensitivity calibrates once, as PTQ would).
+_CALIBRATION_ARGS = ("batch_nums", "hist_percent", "onnx_format", "is_full_quantize")
+
+
+def _feed_list(who: str, name: str, feeds) -> list:
+    """A non-empty list of feed dicts."""
+    if isinstance(feeds, Mapping) or not isinstance(feeds, Iterable):
+        raise ArgumentTypeError(f"{who}: {name} must be a list of feed dicts, got {type(feeds).__name__}")
+    feeds = list(feeds)
+    if not feeds:
+        raise ArgumentError(f"{who}: {name} is empty")
+    bad = [i for i, f in enumerate(feeds) if not isinstance(f, Mapping)]
+    if bad:
+        raise ArgumentTypeError(f"{who}: {name}[{bad[0]}] is a {type(feeds[bad[0]]).__name__}, not a feed dict")
+    return feeds
 
 
 def quantized_ops(model: Model, quantizable_op_type: Iterable[str] = DEFAULT_OPS) -> list[tuple[str, str]]:
@@ -54,15 +73,27 @@ def sensitivity(model: Model, calib_feeds, eval_fn: Optional[Callable[[Model], f
     ``eval_fn(qmodel) -> loss`` or, by default, :func:`output_error` on ``eval_feeds`` (default ``calib_feeds``).
     ``ptq_kwargs`` go to ``quant_post_static`` (e.g. ``hist_percent``).
     """
-    if mode not in ("only", "all_but"):
-        raise ValueError(f"sensitivity: mode must be 'only' or 'all_but', got {mode!r}")
-    calib_feeds = list(calib_feeds)
+    who = "sensitivity"
+    _args.choice(who, "mode", mode, ("only", "all_but"))
+    calib_feeds, eval_feeds = _feed_list(who, "calib_feeds", calib_feeds), \
+        (None if eval_feeds is None else _feed_list(who, "eval_feeds", eval_feeds))
+    if eval_fn is not None and not callable(eval_fn):
+        raise ArgumentTypeError(f"{who}: eval_fn must be a function qmodel -> loss, got {type(eval_fn).__name__}")
+    fixed = sorted({"calibration", "skip_tensor_list", "data_loader", "model"} & set(ptq_kwargs))
+    if fixed:
+        raise ArgumentTypeError(f"{who}: {fixed} are set by sensitivity itself")
+    a = check_args(who, model=model, algo=algo, quantizable_op_type=quantizable_op_type, **ptq_kwargs)
+    if a.get("weight_bits", 8) != a.get("activation_bits", 8):
+        raise ArgumentError(f"{who}: Paddle requires activation_bits == weight_bits")
+    if a.get("round_type") == "adaround" and a.get("adaround_mode", "paper") == "paper":
+        raise ArgumentError(f"{who}: round_type='adaround' (adaround_mode 'paper') needs the data_loader, which "
+                            "the per-layer variants do not get")
     ops = quantized_ops(model, quantizable_op_type)
     weights = [w for _, w in ops]
-    kw = dict(algo=algo, quantizable_op_type=tuple(quantizable_op_type), **ptq_kwargs)
-    hist_percent = ptq_kwargs.get("hist_percent", 0.99999)
-    cal = calibrate_model(model, calib_feeds, algo, quantizable_op_type=tuple(quantizable_op_type),
-                          hist_percent=hist_percent)
+    kw = dict(algo=algo, quantizable_op_type=a["quantizable_op_type"], **ptq_kwargs)
+    cal = calibrate_model(model, calib_feeds, algo, quantizable_op_type=a["quantizable_op_type"],
+                          **{k: ptq_kwargs[k] for k in _CALIBRATION_ARGS if k in ptq_kwargs},
+                          bits=ptq_kwargs.get("activation_bits", 8))
     if eval_fn is None:
         feeds = list(eval_feeds) if eval_feeds is not None else calib_feeds
         ref = _outputs(model, feeds)
@@ -89,8 +120,10 @@ def auto_skip(model: Model, calib_feeds, k: int, *, ranking: Optional[list] = No
 
     ``ranking``: a :func:`sensitivity` result to reuse (otherwise computed with ``sensitivity_kwargs``). Passing
     the result to ``quant_post_static(..., skip_tensor_list=...)`` quantizes exactly the other ops."""
-    if k < 0:
-        raise ValueError(f"auto_skip: k must be >= 0, got {k}")
+    k = _args.integer("auto_skip", "k", k, 0)
+    if ranking is not None and (isinstance(ranking, (str, bytes)) or not isinstance(ranking, Sequence)):
+        raise ArgumentTypeError(f"auto_skip: ranking must be a sensitivity() result (a list), got "
+                                f"{type(ranking).__name__}")
     weight_of = dict(quantized_ops(model, quantizable_op_type))
     if ranking is None:
         ranking = sensitivity(model, calib_feeds, quantizable_op_type=quantizable_op_type, **sensitivity_kwargs)
