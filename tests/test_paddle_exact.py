@@ -258,3 +258,22 @@ def test_qat_onnx_training_eval_and_convert_match_paddle():
                                rtol=1e-5, atol=1e-6)
     assert frozen.meta["quantization"]["onnx_format"] is True
     assert np.float32(thresholds(frozen)["x"]) == _qf("final/x@scale_bits")[0]
+
+
+def test_warm_started_threshold_paddle_init_statistics():
+    """make_qat_init.py: with x@scale already set, Paddle's pass still starts state = accum = 1, and the first
+    training step forgets the threshold; quant_aware(init_statistics="paddle") does the same, bit for bit."""
+    init = np.load(ORACLES / "qat_init.npz", allow_pickle=False)
+    t0 = np.float32(init["t0"])
+    ops = [refquant.Op("mul", ["x", "w1"], ["h"], name="fc1")]
+    model = refquant.Model(ops, {"w1": QAT["w1_init"].copy()}, [refquant.TensorSpec("x", (4, 3))], ["h"])
+    from refquant.executor import forward
+    from refquant.quant import quant_aware
+    q = quant_aware(model, init_thresholds={"x": t0}, init_statistics="paddle")
+    for k in ("scale", "state", "accum"):
+        np.testing.assert_array_equal(_bits(q.params[f"x@{k}"]), init[f"init/{k}_bits"], err_msg=k)
+    forward(q, {"x": QAT["x"][0]}, training=True)
+    for k in ("scale", "state", "accum"):
+        np.testing.assert_array_equal(_bits(q.params[f"x@{k}"]), init[f"step0/{k}_bits"], err_msg=k)
+    default = quant_aware(model, init_thresholds={"x": t0})
+    assert default.params["x@accum"][0] == t0                  # refquant's default continues from T
