@@ -22,6 +22,8 @@ from _openmp cimport threads_for
 
 import numpy as np
 
+from refquant.reference import histogram as _twin
+
 # Elements per thread below which a call stays single-threaded.
 cdef Py_ssize_t MIN_WORK_PER_THREAD = 1 << 16
 
@@ -47,10 +49,8 @@ def abs_min_max(x):
 def histogram_abs(x, edges):
     """int64 counts of |x| in the bins of the increasing float64 ``edges`` (np.histogram's rule)."""
     x = np.ascontiguousarray(x).reshape(-1)
-    edges = np.ascontiguousarray(edges, dtype=np.float64)
+    edges = _twin.check_edges(edges)
     cdef Py_ssize_t nbins = edges.shape[0] - 1
-    if nbins < 1:
-        raise ValueError("histogram_abs: need at least 2 edges")
     cdef int chunks = threads_for(x.shape[0], MIN_WORK_PER_THREAD)
     partial = np.zeros((chunks, nbins), dtype=np.int64)
     if x.dtype == np.float32:

@@ -33,7 +33,10 @@ cdef enum:
     SKIPPED = 0     # hist[i-1] == 0: the original skips this length
     SCORED = 1      # D[i] holds the divergence
     LOG_DOMAIN = 2  # a log argument was <= 0 (q == 0 where p != 0): Paddle's math.log raises here
+    NO_MEMORY = 3   # internal: a thread's scratch allocation failed (kl_scan raises MemoryError)
 
+# The largest ``levels`` (2**(bits-1) - 1 for bits <= 16, the range cal_kl_threshold accepts).
+cdef int MAX_LEVELS = 2 ** 15 - 1
 # log(Qsum * p) is cached for integral p below this (counts of real histograms are mostly small).
 cdef Py_ssize_t CACHE_SIZE = 4096
 # Candidate-bin operations per thread below which a call stays single-threaded.
@@ -52,10 +55,13 @@ def kl_scan(hist, double P_sum, int levels, Py_ssize_t start):
     ``levels`` is ``2**(bits-1) - 1``; ``start`` is ``int((n - 1) * 0.5)``. ``status[i]`` is SKIPPED (0),
     SCORED (1) or LOG_DOMAIN (2, the original raises); entries below ``start`` are SKIPPED.
     """
+    if not isinstance(hist, np.ndarray) or hist.ndim != 1:
+        raise ValueError(f"kl_scan: hist must be a 1-D ndarray, got {getattr(hist, 'shape', type(hist).__name__)}")
     hist = np.ascontiguousarray(hist)
     cdef Py_ssize_t n = hist.shape[0]
-    if levels < 1 or start < 1 or start > n:
-        raise ValueError(f"kl_scan: need levels >= 1 and 1 <= start <= n, got levels={levels}, start={start}, n={n}")
+    if levels < 1 or levels > MAX_LEVELS or start < 1 or start > n:
+        raise ValueError(f"kl_scan: need 1 <= levels <= {MAX_LEVELS} (bits <= 16) and 1 <= start <= n, got "
+                         f"levels={levels}, start={start}, n={n}")
     D = np.zeros(n, dtype=np.float64)
     status = np.zeros(n, dtype=np.int8)
     if hist.dtype == np.int64:
@@ -72,6 +78,8 @@ def best_index(const double[::1] D, const int8_t[::1] status):
     as the original's ``min_kl_index``) and how many candidates hit the log-domain error."""
     cdef Py_ssize_t i, best_i = 0, errors = 0
     cdef double best_D = 0.0
+    if D.shape[0] != status.shape[0]:
+        raise ValueError(f"best_index: D and status must have one length, got {D.shape[0]} and {status.shape[0]}")
     for i in range(D.shape[0]):
         if status[i] == LOG_DOMAIN:
             errors += 1
@@ -82,8 +90,8 @@ def best_index(const double[::1] D, const int8_t[::1] status):
     return best_i, errors
 
 
-cdef void _scan(const count_t[::1] h, double P_sum, int levels, Py_ssize_t start, double[::1] D,
-                int8_t[::1] status) noexcept:
+cdef int _scan(const count_t[::1] h, double P_sum, int levels, Py_ssize_t start, double[::1] D,
+               int8_t[::1] status) except -1:
     cdef Py_ssize_t n = h.shape[0], i, j = 0, k
     cdef int64_t *suffix = NULL
     cdef double *share = NULL
@@ -98,6 +106,8 @@ cdef void _scan(const count_t[::1] h, double P_sum, int levels, Py_ssize_t start
     if count_t is int64_t:
         # Exact integer tail sums; Python's sum over int64 scalars is exact too (no overflow: see the caller).
         suffix = <int64_t *> malloc((n + 1) * sizeof(int64_t))
+        if suffix == NULL:
+            raise MemoryError("kl_scan: no memory for the suffix sums")
         suffix[n] = 0
         for k in range(n - 1, -1, -1):
             suffix[k] = suffix[k + 1] + h[k]
@@ -105,9 +115,13 @@ cdef void _scan(const count_t[::1] h, double P_sum, int levels, Py_ssize_t start
         share = <double *> malloc(levels * sizeof(double))
         cache = <double *> malloc(CACHE_SIZE * sizeof(double))
         cache_key = <Py_ssize_t *> malloc(CACHE_SIZE * sizeof(Py_ssize_t))
-        for j in range(CACHE_SIZE):
-            cache_key[j] = -1
+        if cache_key != NULL:
+            for j in range(CACHE_SIZE):
+                cache_key[j] = -1
         for i in prange(start, n, schedule="dynamic", chunksize=4):
+            if share == NULL or cache == NULL or cache_key == NULL:
+                status[i] = NO_MEMORY  # this thread could not get its scratch: reported below
+                continue
             if h[i - 1] == 0:
                 status[i] = SKIPPED
                 continue
@@ -122,6 +136,10 @@ cdef void _scan(const count_t[::1] h, double P_sum, int levels, Py_ssize_t start
         free(cache)
         free(cache_key)
     free(suffix)
+    for i in range(start, n):
+        if status[i] == NO_MEMORY:
+            raise MemoryError("kl_scan: no memory for a thread's scratch")
+    return 0
 
 
 @cython.cdivision(True)

@@ -29,7 +29,8 @@ import time
 
 import numpy as np
 
-from refquant.reference.qgemm import _check_weights  # one validation for both sides
+from refquant.reference.qgemm import (_check_weights, _epilogue_scalars, _vector, check_a, check_a_zero,  # one
+                                      check_out)  # validation for both sides
 
 cdef extern from "qgemm/qgemm.h" nogil:
     ctypedef struct qgemm_args:
@@ -103,7 +104,6 @@ cdef Py_ssize_t CHUNKS_PER_THREAD = 4
 
 OUT_DTYPES = {"s32": np.int32, "f32": np.float32, "u8": np.uint8, "s8": np.int8}
 _OUT_KIND = {"s32": QGEMM_OUT_S32, "f32": QGEMM_OUT_F32, "u8": QGEMM_OUT_U8, "s8": QGEMM_OUT_S8}
-_INT_RANGE = {"u8": (0, 255), "s8": (-128, 127)}
 
 PATHS = tuple(QGEMM_PATHS[i].name.decode() for i in range(QGEMM_NPATHS))   # compiled, in order of preference
 KNOWN_PATHS = ("avx512vnni", "avxvnni", "avx2", "i8mm", "dotprod", "neon", "portable")
@@ -190,86 +190,6 @@ def is_usable_for(a, packed):
             and (a.shape[1] <= 1 or a.strides[1] == 1) and isinstance(packed, np.ndarray) and packed.dtype == np.int8)
 
 
-def _vector(x, n, dtype, name):
-    """x as a contiguous (n,) array of dtype (a Python scalar is broadcast); TypeError/ValueError otherwise."""
-    if isinstance(x, np.ndarray):
-        if x.dtype != dtype:
-            raise TypeError(f"gemm_u8s8: {name} must be {np.dtype(dtype).name}, got {x.dtype}")
-        if x.shape != (n,):
-            raise ValueError(f"gemm_u8s8: {name} must have shape ({n},), got {x.shape}")
-        return np.ascontiguousarray(x)
-    if isinstance(x, (int, float, np.number)) and not isinstance(x, bool):
-        if dtype == np.int32 and not float(x).is_integer():
-            raise TypeError(f"gemm_u8s8: {name} must be an integer, got {x!r}")
-        return np.full(n, x, dtype=dtype)
-    raise TypeError(f"gemm_u8s8: {name} must be a {np.dtype(dtype).name} ndarray of shape ({n},), "
-                    f"got {type(x).__name__}")
-
-
-def _epilogue_scalars(out_dtype, out_zero, lo, hi, bint has_scale):
-    """Validate the scalar epilogue arguments: (out_zero, lo, hi) as floats (lo/hi default to the type's range,
-    -inf/+inf for f32)."""
-    if out_dtype == "s32":
-        if has_scale or lo is not None or hi is not None or out_zero:
-            raise ValueError('gemm_u8s8: scale, lo, hi and out_zero do not apply to out_dtype="s32"')
-        return 0.0, 0.0, 0.0
-    if not has_scale:
-        raise ValueError(f'gemm_u8s8: out_dtype="{out_dtype}" needs scale (float32 (N,))')
-    if out_dtype == "f32":
-        if out_zero:
-            raise ValueError('gemm_u8s8: out_zero does not apply to out_dtype="f32"')
-        lo = -math.inf if lo is None else float(np.float32(lo))
-        hi = math.inf if hi is None else float(np.float32(hi))
-    else:
-        tmin, tmax = _INT_RANGE[out_dtype]
-        lo = tmin if lo is None else lo
-        hi = tmax if hi is None else hi
-        for name, v in (("out_zero", out_zero), ("lo", lo), ("hi", hi)):
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not float(v).is_integer() \
-                    or not tmin <= v <= tmax:
-                raise ValueError(f'gemm_u8s8: {name} must be an integer in [{tmin}, {tmax}] for '
-                                 f'out_dtype="{out_dtype}", got {v!r}')
-        out_zero, lo, hi = float(out_zero), float(lo), float(hi)
-    if math.isnan(lo) or math.isnan(hi) or lo > hi:
-        raise ValueError(f"gemm_u8s8: need lo <= hi, got lo={lo}, hi={hi}")
-    return float(out_zero), lo, hi
-
-
-def check_a(a, K):
-    """Validate the activation: uint8 (M, K), M >= 1, contiguous last axis, non-negative row stride."""
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"gemm_u8s8: a must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype != np.uint8:
-        raise TypeError(f"gemm_u8s8: a must be uint8 (shift s8 activations by +128 and pass a_zero=128), "
-                        f"got {a.dtype}")
-    if a.ndim != 2 or a.shape[0] < 1:
-        raise ValueError(f"gemm_u8s8: a must be 2-D (M, K) with M >= 1, got shape {a.shape}")
-    if a.shape[1] != K:
-        raise ValueError(f"gemm_u8s8: a has K={a.shape[1]} columns but the weights were packed for K={K}")
-    if K > 1 and a.strides[1] != 1:
-        raise ValueError("gemm_u8s8: the last axis of a must be contiguous (rows may have a stride)")
-    if a.strides[0] < 0:
-        raise ValueError("gemm_u8s8: a must have a non-negative row stride")
-
-
-def check_out(out, M, N, out_dtype):
-    """Validate a preallocated output: (M, N) of out_dtype, writeable, contiguous last axis."""
-    dtype = OUT_DTYPES[out_dtype]
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"gemm_u8s8: out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != dtype:
-        raise TypeError(f'gemm_u8s8: out must be {np.dtype(dtype).name} for out_dtype="{out_dtype}", got {out.dtype}')
-    if out.shape != (M, N):
-        raise ValueError(f"gemm_u8s8: out must have shape ({M}, {N}), got {out.shape}")
-    if not out.flags.writeable:
-        raise ValueError("gemm_u8s8: out is read-only")
-    if not out.flags.aligned:
-        raise ValueError("gemm_u8s8: out must be aligned to its element size")
-    isz = out.itemsize
-    if (N > 1 and out.strides[1] != isz) or out.strides[0] < 0 or out.strides[0] % isz:
-        raise ValueError("gemm_u8s8: the last axis of out must be contiguous with a non-negative row stride")
-
-
 _PACKED_ERRORS = {
     -1: "packed is not a qgemm packed array (bad magic): use qgemm.pack_b(w)",
     -2: "packed has another layout version: pack the weights again",
@@ -305,11 +225,7 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     except (KeyError, TypeError):
         raise ValueError(f"gemm_u8s8: out_dtype must be one of {list(OUT_DTYPES)}, got {out_dtype!r}") from None
     cdef int ipath = _path_index(path)
-    if isinstance(a_zero, bool) or not isinstance(a_zero, (int, np.integer)) or not 0 <= a_zero <= 255:
-        raise ValueError(f"gemm_u8s8: a_zero must be an integer in [0, 255] (0 or 128), got {a_zero!r}")
-    cdef uint32_t az = a_zero
-    if az and col_sum is None:
-        raise ValueError("gemm_u8s8: a_zero != 0 needs col_sum (qgemm.col_sums(w))")
+    cdef uint32_t az = check_a_zero(a_zero, col_sum)
     out_zero_f, lo_f, hi_f = _epilogue_scalars(out_dtype, out_zero, lo, hi, scale is not None)
     M = a.shape[0]
     Kp = (Kc + 3) // 4 * 4
@@ -356,7 +272,7 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     elif out is None:
         out = np.empty((M, Nc), dtype=OUT_DTYPES[out_dtype])
     else:
-        check_out(out, M, Nc, out_dtype)
+        check_out(out, M, Nc, out_dtype, a)
     cdef uint8_t[:, :] outv = out.view(np.uint8)     # a byte view: only the address and row stride are used
     cdef const uint8_t[:, :] av = a
     cdef qgemm_args args

@@ -25,6 +25,8 @@ from _openmp cimport threads_for
 
 import numpy as np
 
+from refquant.reference import search as _twin
+
 # What the pairwise sum adds up, element k.
 cdef enum Kind:
     SQ_ERR = 0    # (x - qdq)^2            mse loss
@@ -50,8 +52,9 @@ def is_usable_for(x):
     return isinstance(x, np.ndarray) and x.dtype == np.float32
 
 
-def scan_losses(x, scales, int bits, bint onnx_format, str loss):
+def scan_losses(x, scales, bits, bint onnx_format, str loss):
     """float32 losses of the candidate thresholds ``scales`` (doubles), ``loss`` "mse" or "emd"."""
+    _twin.check_scan(x, scales, bits, loss)
     x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
     cdef const float[::1] xv = x
     cdef const double[::1] sv = np.ascontiguousarray(scales, dtype=np.float64)

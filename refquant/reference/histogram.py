@@ -29,13 +29,24 @@ def histogram_edges(abs_min: float, abs_max: float, bins: int = 2048) -> np.ndar
     return np.histogram([], bins=bins, range=(abs_min, abs_max))[1]
 
 
+def check_edges(edges) -> np.ndarray:
+    """``edges`` as a contiguous float64 1-D array of at least 2 finite, non-decreasing values (what
+    ``np.histogram`` requires of an edge array); ValueError otherwise. Shared with the compiled module."""
+    e = np.ascontiguousarray(edges, dtype=np.float64)
+    if e.ndim != 1 or e.shape[0] < 2:
+        raise ValueError(f"histogram_abs: edges must be 1-D with at least 2 values, got shape {e.shape}")
+    if not np.all(np.isfinite(e)) or np.any(e[:-1] > e[1:]):
+        raise ValueError("histogram_abs: edges must be finite and increase monotonically")
+    return e
+
+
 def histogram_abs(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """int64 counts of |x| in the bins of ``edges``: ``np.histogram(np.abs(x), bins=edges)``.
 
     With an edge array NumPy compares in float64: bin k holds ``edges[k] <= v < edges[k+1]``, the last bin also
     ``v == edges[-1]``, values outside ``[edges[0], edges[-1]]`` are dropped.
     """
-    return np.histogram(np.abs(x), bins=edges)[0]
+    return np.histogram(np.abs(x), bins=check_edges(edges))[0]
 
 
 def bin_width(edges: np.ndarray):

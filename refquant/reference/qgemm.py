@@ -22,11 +22,14 @@ A multiply of two float32 values is rounded once (no fused multiply-add), which 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 NR, KG, HEADER_BYTES, MAGIC, VERSION = 16, 4, 64, b"RQGEMMv1", 1
 FLAGS_AT, PAIRS_FIT_S16 = 48, 1
 OUT_DTYPES = {"s32": np.int32, "f32": np.float32, "u8": np.uint8, "s8": np.int8}
+_INT_RANGE = {"u8": (0, 255), "s8": (-128, 127)}
 
 
 def _round_up(x: int, m: int) -> int:
@@ -124,22 +127,102 @@ def _check_packed(packed, K=None, N=None) -> tuple[int, int]:
     pk, pn, Kp, Np = (int(v) for v in np.ascontiguousarray(packed[16:48]).view(np.int64))
     if K is not None and (pk, pn) != (K, N):
         raise ValueError(f"gemm_u8s8: packed holds weights of K={pk}, N={pn}, called with K={K}, N={N}")
-    if min(pk, pn) < 1 or (Kp, Np) != (_round_up(pk, KG), _round_up(pn, NR)) \
+    if min(pk, pn) < 1 or max(pk, pn) >= 2**31 or (Kp, Np) != (_round_up(pk, KG), _round_up(pn, NR)) \
             or packed.shape[0] != HEADER_BYTES + Kp * Np + 4 * Np:
         raise ValueError("gemm_u8s8: packed has the wrong size for its header (truncated or altered)")
     return Kp, Np
 
 
 def _vector(x, n, dtype, name):
+    """x as a contiguous (n,) array of dtype (a Python scalar is broadcast); TypeError/ValueError otherwise."""
     if isinstance(x, np.ndarray):
         if x.dtype != dtype:
             raise TypeError(f"gemm_u8s8: {name} must be {np.dtype(dtype).name}, got {x.dtype}")
         if x.shape != (n,):
             raise ValueError(f"gemm_u8s8: {name} must have shape ({n},), got {x.shape}")
-        return x
+        return np.ascontiguousarray(x)
     if isinstance(x, (int, float, np.number)) and not isinstance(x, bool):
+        if dtype == np.int32 and not float(x).is_integer():
+            raise TypeError(f"gemm_u8s8: {name} must be an integer, got {x!r}")
         return np.full(n, x, dtype=dtype)
-    raise TypeError(f"gemm_u8s8: {name} must be a {np.dtype(dtype).name} ndarray of shape ({n},)")
+    raise TypeError(f"gemm_u8s8: {name} must be a {np.dtype(dtype).name} ndarray of shape ({n},), "
+                    f"got {type(x).__name__}")
+
+
+def _epilogue_scalars(out_dtype, out_zero, lo, hi, has_scale):
+    """Validate the scalar epilogue arguments: (out_zero, lo, hi) as floats (lo/hi default to the type's range,
+    -inf/+inf for f32)."""
+    if out_dtype == "s32":
+        if has_scale or lo is not None or hi is not None or out_zero:
+            raise ValueError('gemm_u8s8: scale, lo, hi and out_zero do not apply to out_dtype="s32"')
+        return 0.0, 0.0, 0.0
+    if not has_scale:
+        raise ValueError(f'gemm_u8s8: out_dtype="{out_dtype}" needs scale (float32 (N,))')
+    if out_dtype == "f32":
+        if out_zero:
+            raise ValueError('gemm_u8s8: out_zero does not apply to out_dtype="f32"')
+        lo = -math.inf if lo is None else float(np.float32(lo))
+        hi = math.inf if hi is None else float(np.float32(hi))
+    else:
+        tmin, tmax = _INT_RANGE[out_dtype]
+        lo = tmin if lo is None else lo
+        hi = tmax if hi is None else hi
+        for name, v in (("out_zero", out_zero), ("lo", lo), ("hi", hi)):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not float(v).is_integer() \
+                    or not tmin <= v <= tmax:
+                raise ValueError(f'gemm_u8s8: {name} must be an integer in [{tmin}, {tmax}] for '
+                                 f'out_dtype="{out_dtype}", got {v!r}')
+        out_zero, lo, hi = float(out_zero), float(lo), float(hi)
+    if math.isnan(lo) or math.isnan(hi) or lo > hi:
+        raise ValueError(f"gemm_u8s8: need lo <= hi, got lo={lo}, hi={hi}")
+    return float(out_zero), lo, hi
+
+
+def check_a(a, K):
+    """Validate the activation: uint8 (M, K), M >= 1, contiguous last axis, non-negative row stride."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"gemm_u8s8: a must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != np.uint8:
+        raise TypeError(f"gemm_u8s8: a must be uint8 (shift s8 activations by +128 and pass a_zero=128), "
+                        f"got {a.dtype}")
+    if a.ndim != 2 or a.shape[0] < 1:
+        raise ValueError(f"gemm_u8s8: a must be 2-D (M, K) with M >= 1, got shape {a.shape}")
+    if a.shape[1] != K:
+        raise ValueError(f"gemm_u8s8: a has K={a.shape[1]} columns but the weights were packed for K={K}")
+    if K > 1 and a.strides[1] != 1:
+        raise ValueError("gemm_u8s8: the last axis of a must be contiguous (rows may have a stride)")
+    if a.strides[0] < 0:
+        raise ValueError("gemm_u8s8: a must have a non-negative row stride")
+
+
+def check_out(out, M, N, out_dtype, a):
+    """Validate a preallocated output: (M, N) of out_dtype, writeable, contiguous last axis, not overlapping the
+    activation ``a`` (the kernel writes out while it reads a)."""
+    dtype = OUT_DTYPES[out_dtype]
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"gemm_u8s8: out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f'gemm_u8s8: out must be {np.dtype(dtype).name} for out_dtype="{out_dtype}", got {out.dtype}')
+    if out.shape != (M, N):
+        raise ValueError(f"gemm_u8s8: out must have shape ({M}, {N}), got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError("gemm_u8s8: out is read-only")
+    if not out.flags.aligned:
+        raise ValueError("gemm_u8s8: out must be aligned to its element size")
+    isz = out.itemsize
+    if (N > 1 and out.strides[1] != isz) or out.strides[0] < 0 or out.strides[0] % isz:
+        raise ValueError("gemm_u8s8: the last axis of out must be contiguous with a non-negative row stride")
+    if np.may_share_memory(out, a):
+        raise ValueError("gemm_u8s8: out overlaps a")
+
+
+def check_a_zero(a_zero, col_sum):
+    """a_zero: an int in [0, 255]; a nonzero one needs col_sum."""
+    if isinstance(a_zero, bool) or not isinstance(a_zero, (int, np.integer)) or not 0 <= a_zero <= 255:
+        raise ValueError(f"gemm_u8s8: a_zero must be an integer in [0, 255] (0 or 128), got {a_zero!r}")
+    if a_zero and col_sum is None:
+        raise ValueError("gemm_u8s8: a_zero != 0 needs col_sum (qgemm.col_sums(w))")
+    return int(a_zero)
 
 
 def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
@@ -156,22 +239,26 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
         f = gemm_u8s8(a, packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype="f32",
                       lo=lo, hi=hi)
         return qdirect.scalar_chain_f32(f, **chain)
+    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or isinstance(N, bool) \
+            or not isinstance(N, (int, np.integer)):
+        raise TypeError(f"gemm_u8s8: K and N must be ints, got {K!r}, {N!r}")
     K, N = int(K), int(N)
-    if not isinstance(a, np.ndarray) or a.dtype != np.uint8:
-        raise TypeError("gemm_u8s8: a must be a uint8 numpy.ndarray")
-    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] != K:
-        raise ValueError(f"gemm_u8s8: a must be (M, {K}) with M >= 1, got shape {a.shape}")
-    if out_dtype not in OUT_DTYPES:
-        raise ValueError(f"gemm_u8s8: out_dtype must be one of {list(OUT_DTYPES)}, got {out_dtype!r}")
+    if K < 1 or N < 1:
+        raise ValueError(f"gemm_u8s8: need K >= 1 and N >= 1, got K={K}, N={N}")
+    check_a(a, K)
     w = unpack_b(packed, K, N)
+    if not isinstance(out_dtype, str) or out_dtype not in OUT_DTYPES:
+        raise ValueError(f"gemm_u8s8: out_dtype must be one of {list(OUT_DTYPES)}, got {out_dtype!r}")
+    a_zero = check_a_zero(a_zero, col_sum)
+    out_zero, lo, hi = _epilogue_scalars(out_dtype, out_zero, lo, hi, scale is not None)
     M = a.shape[0]
+    if out is not None:
+        check_out(out, M, N, out_dtype, a)
 
     dot = a.astype(np.int64) @ w.astype(np.int64)
     offset = np.zeros(N, dtype=np.int64)
     if a_zero:
-        if col_sum is None:
-            raise ValueError("gemm_u8s8: a_zero != 0 needs col_sum")
-        offset -= int(a_zero) * _vector(col_sum, N, np.int32, "col_sum").astype(np.int64)
+        offset -= a_zero * _vector(col_sum, N, np.int32, "col_sum").astype(np.int64)
     if bias is not None:
         offset += _vector(bias, N, np.int32, "bias")
     acc = (dot + offset).astype(np.int32)              # wraps modulo 2^32 like int32 arithmetic
@@ -179,24 +266,17 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     if out_dtype == "s32":
         result = acc
     else:
-        if scale is None:
-            raise ValueError(f'gemm_u8s8: out_dtype="{out_dtype}" needs scale')
-        f = acc.astype(np.float32) * _vector(scale, N, np.float32, "scale")
+        s = _vector(scale, N, np.float32, "scale")
+        if not np.all(np.isfinite(s)):
+            raise ValueError("gemm_u8s8: scale must be finite")
+        f = acc.astype(np.float32) * s
+        lo_f, hi_f = np.float32(lo), np.float32(hi)
         if out_dtype == "f32":
-            lo_f = np.float32(-np.inf if lo is None else lo)
-            hi_f = np.float32(np.inf if hi is None else hi)
             result = np.minimum(np.maximum(f, lo_f), hi_f)
         else:
-            info = np.iinfo(OUT_DTYPES[out_dtype])
-            lo_f = np.float32(info.min if lo is None else lo)
-            hi_f = np.float32(info.max if hi is None else hi)
             r = np.minimum(np.maximum(np.rint(f) + np.float32(out_zero), lo_f), hi_f)
             result = r.astype(OUT_DTYPES[out_dtype])
     if out is None:
         return result.astype(OUT_DTYPES[out_dtype], copy=False)
-    if not isinstance(out, np.ndarray) or out.dtype != OUT_DTYPES[out_dtype]:
-        raise TypeError(f"gemm_u8s8: out must be a {np.dtype(OUT_DTYPES[out_dtype]).name} ndarray")
-    if out.shape != (M, N):
-        raise ValueError(f"gemm_u8s8: out must have shape ({M}, {N}), got {out.shape}")
     out[...] = result
     return out

@@ -50,10 +50,22 @@ def emd_loss(x: np.ndarray, qdq: np.ndarray):
     return np.abs(np.mean(x) - np.mean(qdq)) + np.abs(np.std(x) - np.std(qdq))
 
 
-def scan_losses(x: np.ndarray, scales, bits: int = 8, onnx_format: bool = False, loss: str = "mse") -> np.ndarray:
-    """The loss of every candidate threshold in ``scales`` on the flattened ``x`` (float32 for float32 x)."""
+def check_scan(x, scales, bits, loss) -> None:
+    """The arguments of :func:`scan_losses`, checked the same way by the compiled module: a non-empty ``x``, a
+    1-D sequence of ``scales``, ``bits`` an int in [2, 16], ``loss`` "mse" or "emd"."""
     if loss not in ("mse", "emd"):
         raise ValueError(f"scan_losses: loss must be 'mse' or 'emd', got {loss!r}")
+    if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 16:
+        raise ValueError(f"scan_losses: bits must be an int in [2, 16], got {bits!r}")
+    if np.size(x) == 0:
+        raise ValueError("scan_losses: empty input")
+    if np.ndim(scales) != 1:
+        raise ValueError(f"scan_losses: scales must be 1-D, got shape {np.shape(scales)}")
+
+
+def scan_losses(x: np.ndarray, scales, bits: int = 8, onnx_format: bool = False, loss: str = "mse") -> np.ndarray:
+    """The loss of every candidate threshold in ``scales`` on the flattened ``x`` (float32 for float32 x)."""
+    check_scan(x, scales, bits, loss)
     x = x.flatten()
     score = mse_loss if loss == "mse" else emd_loss
     return np.array([score(x, quant_dequant(x, scale, bits, onnx_format)) for scale in scales])

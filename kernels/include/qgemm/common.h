@@ -136,6 +136,9 @@ static inline int qgemm_check_header(const int8_t *packed, size_t nbytes, ptrdif
     if (memcmp(h.magic, QGEMM_MAGIC, 8) != 0) return -1;
     if (h.version != QGEMM_LAYOUT_VERSION || h.nr != QGEMM_NR) return -2;
     if (h.K != K || h.N != N) return -3;
+    /* K, N < 2^31 (also the twin's bound), so Kp * Np < 2^63 and the size formula below cannot wrap: a header
+     * claiming a huge K or N (a crafted file) cannot make the expected size wrap to what a small buffer holds */
+    if (K < 1 || N < 1 || K >= ((ptrdiff_t)1 << 31) || N >= ((ptrdiff_t)1 << 31)) return -4;
     if (nbytes != qgemm_packed_bytes(K, N)) return -4;
     return 0;
 }
