@@ -1,4 +1,4 @@
-"""Paddle 3.3.1's rounding and clipping rules, in one place (paddle_reference.md 0.1, ptq.md "Rounding").
+"""Paddle 3.3.1's rounding and clipping rules, in one place (docs/ptq.md lists where each applies).
 
 Every rule keeps Paddle's float32 operation order, because the orders are *not* bitwise interchangeable:
 
