@@ -59,6 +59,38 @@ def test_log_kernel_equals_twin(dtype, v, d, n, size):
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
+def _paddleslim_search(dict_levels, levels, table):
+    """PaddleSlim's per-element loop, spelled out: searchsorted (left), the left neighbour only when strictly
+    closer, then the sign offset."""
+    out = np.empty(levels.shape, np.int64)
+    for i, (v, w) in enumerate(zip(levels.reshape(-1), table.reshape(-1))):
+        idx = int(np.searchsorted(dict_levels, v))
+        if idx > 0 and (idx == len(dict_levels) or
+                        abs(dict_levels[idx - 1] - v) < abs(dict_levels[idx] - v)):
+            idx -= 1
+        out.reshape(-1)[i] = idx - 128 if w < 0 else idx
+    return out
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_log_index_kernel_twin_and_paddleslim_loop_agree(seed):
+    rng = np.random.default_rng(seed)
+    grid = np.arange(-60, 20, dtype=np.float32) * np.float32(0.125)
+    dict_levels = np.sort(rng.choice(grid, size=40, replace=False))        # gaps: ties and nearest choices
+    if seed != 13:
+        dict_levels = np.concatenate([[-np.inf], dict_levels]).astype(np.float32)   # the zero level
+    levels = rng.choice(np.concatenate([grid, [-np.inf, 3.0, -9.0]]).astype(np.float32), size=(23, 17))
+    table = rng.standard_normal((23, 17)).astype(np.float32)
+    table[levels == -np.inf] = rng.choice(np.float32([0.0, -0.0]), size=int((levels == -np.inf).sum()))
+    want = _paddleslim_search(dict_levels, levels, table)
+    got = twin.log_index(levels, dict_levels, table)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+    if kernel is not None:
+        np.testing.assert_array_equal(kernel.log_index(levels, dict_levels, table), want)
+    assert (want[table < 0] < 0).all() and (want[~(table < 0)] >= 0).all()
+
+
 @needs_kernel
 def test_kernel_threads_do_not_change_bits():
     rng = np.random.default_rng(7)
