@@ -2,8 +2,65 @@
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 from pathlib import Path
+
+from .errors import ArgumentError, RefquantError
+
+
+class UsageError(ArgumentError):
+    """A command-line argument names something that does not exist or cannot be used (exit status 2)."""
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _output_path(text: str) -> Path:
+    """argparse type: a path to write a file to; not empty, not an existing directory, FIFO or device."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the output path is empty")
+    path = Path(text)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot use {text!r}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; name the file to write")
+    if not stat.S_ISREG(mode):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a regular file (a FIFO, socket or device)")
+    return path
+
+
+def _check_folder(out: Path) -> Path:
+    """``out`` if its folder exists (checked before the work whose result goes there)."""
+    folder = out.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {out}: the folder {folder} does not exist")
+    return out
+
+
+def _regular_file(path) -> Path:
+    """``path`` if it names an existing regular file: checked with os.stat before anything opens it (opening a
+    FIFO for reading blocks until a writer comes)."""
+    path = Path(path)
+    mode = os.stat(path).st_mode  # FileNotFoundError / PermissionError: reported as OSError
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"{path} is a directory, not a model file")
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{path} is not a regular file (a FIFO, socket or device), not a model file")
+    return path
 
 
 def cmd_info(args) -> int:
@@ -35,8 +92,9 @@ def _qat(name, bits, epochs, out, progress=False) -> int:
     from .io import save
     from .models import zoo
     from .quant.qat import finetune_zoo
+    _check_folder(Path(out))
     if name not in zoo.names():
-        raise ValueError(f"QAT fine-tunes a zoo model on its data; {name!r} is not one of {', '.join(zoo.names())}")
+        raise UsageError(f"QAT fine-tunes a zoo model on its data; {name!r} is not one of {', '.join(zoo.names())}")
     qmodel, history = finetune_zoo(name, bits, epochs=epochs, progress=progress)
     save(qmodel, out)
     r = qmodel.meta["quantization"]["finetune"]
@@ -47,6 +105,8 @@ def _qat(name, bits, epochs, out, progress=False) -> int:
 
 def cmd_eval(args) -> int:
     from .report import evaluate_zoo_model, format_table
+    if args.file is not None:
+        _regular_file(args.file)
     rows = [evaluate_zoo_model(name, path=args.file) for name in args.models]
     print(format_table(rows))
     return 0
@@ -56,12 +116,12 @@ def load_model(spec: str):
     """A model from a file path, or a zoo name (its trained weights)."""
     from .io import load
     from .models import zoo
-    if Path(spec).exists():
-        return load(spec)
+    if spec and os.path.lexists(spec):
+        return load(_regular_file(spec))
     if spec in zoo.names():
         from .models.pretrained import pretrained
         return pretrained(spec)
-    raise ValueError(f"{spec!r} is neither a model file nor a zoo model ({', '.join(zoo.names())})")
+    raise UsageError(f"{spec!r} is neither a model file nor a zoo model ({', '.join(zoo.names())})")
 
 
 def calibration_feeds(model, batch_size: int, batch_nums: int) -> list[dict]:
@@ -87,6 +147,12 @@ def cmd_quantize(args) -> int:
     from .io import save
     from .io.format import to_bytes
     from . import quant
+    if args.report is not False and args.method != "static":
+        raise UsageError(f"--report needs --method static (got --method {args.method})")
+    out = _check_folder(args.out or Path(f"{Path(args.model).stem}.{args.method}.rq"))
+    for path in (args.report,):
+        if path:
+            _check_folder(path)
     model = load_model(args.model)
     if args.method == "static":
         feeds = calibration_feeds(model, args.batch_size, args.batch_nums)
@@ -96,13 +162,12 @@ def cmd_quantize(args) -> int:
             round_type=args.round_type, bias_correction=args.bias_correction, is_full_quantize=args.full,
             skip_tensor_list=args.skip or None)
     elif args.method == "qat":
-        return _qat(args.model, args.bits, args.epochs, args.out or Path(f"{Path(args.model).stem}.qat.rq"))
+        return _qat(args.model, args.bits, args.epochs, out)
     elif args.method == "dynamic":
         qmodel = quant.quant_post_dynamic(model, weight_bits=args.bits,
                                           weight_quantize_type=args.weight_quantize_type)
     else:
         qmodel = quant.quant_embedding(model, {"lookup_table": {"quantize_type": args.embedding_type}})
-    out = args.out or Path(f"{Path(args.model).stem}.{args.method}.rq")
     save(qmodel, out)
     fp32_mb, q_mb = len(to_bytes(model)) / 1e6, out.stat().st_size / 1e6
     print(f"saved {out}: {q_mb:.3f} MB ({q_mb / fp32_mb:.2f}x of FP32 {fp32_mb:.3f} MB)")
@@ -110,8 +175,6 @@ def cmd_quantize(args) -> int:
     if top1 is not None:
         print(f"test top-1: FP32 {top1:.2f}%, quantized {_top1(qmodel):.2f}%")
     if args.report is not False:
-        if args.method != "static":
-            raise ValueError("--report needs --method static")
         _report(model, qmodel, feeds[:args.report_batches], args.report)
     return 0
 
@@ -120,9 +183,9 @@ def cmd_convert(args) -> int:
     from .deploy import convert_to_int8
     from .io import save
     from .report import latency_ms
+    out = _check_folder(args.out or Path(f"{Path(args.qmodel).stem}.int8.rq"))
     qmodel = load_model(args.qmodel)
     i8 = convert_to_int8(qmodel, unsigned=not args.fake_quant_grid, reduce_range=args.reduce_range)
-    out = args.out or Path(f"{Path(args.qmodel).stem}.int8.rq")
     save(i8, out)
     counts = i8.op_counts()
     print(f"saved {out}: {out.stat().st_size / 1e6:.3f} MB; INT8 ops: " +
@@ -147,6 +210,8 @@ def _report(model, qmodel, feeds, json_path):
 
 
 def cmd_inspect(args) -> int:
+    if args.json is not None:
+        _check_folder(args.json)
     qmodel = load_model(args.qmodel)
     if "quantization" not in qmodel.meta:
         raise ValueError(f"{args.qmodel} is not a quantized model")
@@ -177,9 +242,12 @@ def cmd_bench(args) -> int:
     pkg = _benchmarks_package()
     available = sorted(p.stem[len("bench_"):] for p in Path(pkg.__file__).parent.glob("bench_*.py"))
     names = args.names or available
+    for path in (args.json, args.md):
+        if path is not None:
+            _check_folder(path)
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise ValueError(f"unknown benchmark(s) {unknown}; available: {', '.join(available)}")
+        raise UsageError(f"unknown benchmark(s) {unknown}; available: {', '.join(available)}")
     results, parts = {}, []
     for name in names:
         mod = importlib.import_module(f"benchmarks.bench_{name}")
@@ -196,11 +264,14 @@ def cmd_bench(args) -> int:
 
 def cmd_demo(args) -> int:
     from .report import demo
+    if args.json is not None:
+        _check_folder(args.json)
     return demo(models=args.models or None, json_path=args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .models import zoo
+    from .quant.post_static import ALGOS as STATIC_ALGOS
     ap = argparse.ArgumentParser(prog="refquant", description="A reference implementation of neural-network "
                                  "quantization on its own small NN runtime.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -208,9 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("train", help="train a zoo model on its embedded data and save it")
     p.add_argument("model", choices=zoo.names())
-    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="override the recipe's epochs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="output file (default ./<model>.rq)")
+    p.add_argument("--out", type=_output_path, default=None, help="output file (default ./<model>.rq)")
     p.add_argument("--cache", action="store_true", help="write data/zoo/<model>.rq, the demo's cache")
     p.add_argument("--qat", action="store_true", help="quantization-aware fine-tuning of the trained model "
                    "(lr 1/10, 1/4 of the epochs, warmup; then convert)")
@@ -224,28 +295,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="quantize a zoo model or a model file and save it")
     p.add_argument("model", help="a zoo name or a .rq file")
     p.add_argument("--method", choices=("static", "dynamic", "embedding", "qat"), default="static")
-    p.add_argument("--epochs", type=int, default=None, help="qat: epochs (default: 1/4 of the training recipe's)")
-    p.add_argument("--algo", default="KL", choices=("KL", "hist", "avg", "abs_max", "mse", "emd"))
+    p.add_argument("--epochs", type=_positive_int, default=None, help="qat: epochs (default: 1/4 of the training recipe's)")
+    p.add_argument("--algo", default="KL", choices=STATIC_ALGOS)
     p.add_argument("--bits", type=int, default=8, help="weight (and activation) bits; dynamic: 8 or 16")
     p.add_argument("--weight-quantize-type", default="channel_wise_abs_max",
                    choices=("abs_max", "channel_wise_abs_max"))
     p.add_argument("--hist-percent", type=float, default=0.99999)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--batch-nums", type=int, default=10, help="calibration batches (from the zoo training split)")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--batch-nums", type=_positive_int, default=10, help="calibration batches (from the zoo training split)")
     p.add_argument("--onnx-format", action="store_true", help="quantize_linear/dequantize_linear, int8 weights")
     p.add_argument("--round-type", default="round", choices=("round", "adaround"))
     p.add_argument("--bias-correction", action="store_true")
     p.add_argument("--full", action="store_true", help="is_full_quantize")
     p.add_argument("--skip", nargs="*", default=[], help="skip_tensor_list: ops reading these stay float")
     p.add_argument("--embedding-type", default="abs_max", choices=("abs_max", "log"))
-    p.add_argument("--out", type=Path, default=None, help="default ./<model>.<method>.rq")
-    p.add_argument("--report", type=Path, nargs="?", const=None, default=False,
+    p.add_argument("--out", type=_output_path, default=None, help="default ./<model>.<method>.rq")
+    p.add_argument("--report", type=_output_path, nargs="?", const=None, default=False,
                    help="print the per-layer report (and write it as JSON to the path given)")
-    p.add_argument("--report-batches", type=int, default=2)
+    p.add_argument("--report-batches", type=_positive_int, default=2)
     p.set_defaults(func=cmd_quantize)
     p = sub.add_parser("convert", help="turn a quantized (fake-quant) model into an INT8 graph and save it")
     p.add_argument("qmodel", help="a model file written by `refquant quantize --method static`")
-    p.add_argument("--out", type=Path, default=None, help="default ./<qmodel>.int8.rq")
+    p.add_argument("--out", type=_output_path, default=None, help="default ./<qmodel>.int8.rq")
     p.add_argument("--fake-quant-grid", action="store_true",
                    help="keep relu outputs on the fake-quant grid T/127 instead of u8 T/255")
     p.add_argument("--reduce-range", action="store_true",
@@ -255,29 +326,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="per-layer report of a quantized model: threshold, scale, clipping, SQNR")
     p.add_argument("qmodel", help="a model file written by `refquant quantize --method static`")
     p.add_argument("--fp32", default=None, help="its FP32 model (file or zoo name; default: its zoo name)")
-    p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--batch-nums", type=int, default=2)
+    p.add_argument("--json", type=_output_path, default=None, help="also write the report as JSON")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--batch-nums", type=_positive_int, default=2)
     p.set_defaults(func=cmd_inspect)
     p = sub.add_parser("bench", help="run the benchmarks (benchmarks/bench_<name>.py): speed ratios side by side")
     p.add_argument("names", nargs="*", help="default: all of them")
-    p.add_argument("--json", type=Path, default=None, help="write every result as JSON")
-    p.add_argument("--md", type=Path, default=None, help="write the markdown tables")
+    p.add_argument("--json", type=_output_path, default=None, help="write every result as JSON")
+    p.add_argument("--md", type=_output_path, default=None, help="write the markdown tables")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("demo", help="the main job: FP32 zoo models (trained or cached) with accuracy, size, latency")
     p.add_argument("models", nargs="*", choices=zoo.names() + [[]], help="default: all")
-    p.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
+    p.add_argument("--json", type=_output_path, default=None, help="also write the table as JSON")
     p.set_defaults(func=cmd_demo)
     return ap
 
 
 def main(argv=None) -> int:
+    """Run one command. Argument errors argparse finds exit 2 with its usage message; errors from bad input found
+    later print one line ``refquant: error: ...`` on stderr and exit 2 (an argument: ArgumentError, UsageError)
+    or 1 (a file, a model, the system: any other RefquantError, OSError, ValueError, KeyError,
+    NotImplementedError). Other exceptions are bugs and keep their traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"refquant {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except (RefquantError, OSError, ValueError, KeyError, NotImplementedError) as exc:
+        print(f"refquant: error: {_one_line(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, ArgumentError) else 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (a KeyError's without its repr quotes, an OSError's with its path)."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        text = str(exc.args[0])
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename is not None else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

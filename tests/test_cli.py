@@ -74,8 +74,77 @@ def test_quantize_other_methods(tmp_path, capsys, args, size_ratio):
 def test_quantize_errors_are_clean(tmp_path, capsys):
     assert main(["quantize", "no_such_model"]) == 2
     assert "neither a model file nor a zoo model" in capsys.readouterr().err
-    assert main(["quantize", "lenet5", "--method", "dynamic", "--report", "--out", str(tmp_path / "d.rq")]) == 2
-    assert main(["inspect", "lenet5"]) == 2  # an FP32 model
+    assert main(["inspect", "lenet5"]) == 1  # an FP32 model: bad input, not bad usage
+    assert capsys.readouterr().err == "refquant: error: lenet5 is not a quantized model\n"
+
+
+def _one_error_line(capsys, code, expected_code, *words):
+    err = capsys.readouterr().err
+    assert code == expected_code, err
+    assert err.startswith("refquant: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+
+
+def test_dynamic_with_report_rejected_before_writing(tmp_path, capsys):
+    out = tmp_path / "d.rq"
+    code = main(["quantize", "lenet5", "--method", "dynamic", "--report", "--out", str(out)])
+    _one_error_line(capsys, code, 2, "--report needs --method static")
+    assert not out.exists()
+
+
+def test_unknown_op_in_a_model_file_is_one_line(tmp_path, capsys):
+    from refquant.io import save
+    from refquant.models.lenet import lenet5
+    m = lenet5(input_size=28)
+    m.ops[1].type = "no_such_op"
+    save(m, tmp_path / "bad.rq")
+    code = main(["quantize", str(tmp_path / "bad.rq"), "--method", "dynamic", "--out", str(tmp_path / "q.rq")])
+    _one_error_line(capsys, code, 1, "no_such_op")
+
+
+@pytest.mark.parametrize("out,words", [("", "empty"), (".", "directory")])
+def test_out_that_cannot_be_a_file_is_a_usage_error(tmp_path, capsys, monkeypatch, out, words):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", "lenet5", "--method", "dynamic", "--out", out])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --out" in err and words in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_in_a_missing_folder_rejected_before_work(tmp_path, capsys):
+    code = main(["quantize", "lenet5", "--method", "dynamic", "--out", str(tmp_path / "no" / "q.rq")])
+    _one_error_line(capsys, code, 2, "does not exist")
+
+
+@pytest.mark.parametrize("args", [["--batch-size", "0"], ["--batch-nums", "-1"], ["--epochs", "0"]])
+def test_counts_must_be_positive(capsys, args):
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", "lenet5"] + args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {args[0]}" in err and "range()" not in err
+
+
+def test_bad_hist_percent_is_a_usage_error(tmp_path, capsys):
+    code = main(["quantize", "lenet5", "--algo", "hist", "--hist-percent", "1.5", "--out", str(tmp_path / "q.rq")])
+    _one_error_line(capsys, code, 2, "hist_percent")
+    assert not (tmp_path / "q.rq").exists()
+
+
+def test_fifo_model_path_refused_without_opening(tmp_path):
+    """In a subprocess: opening a FIFO for reading would block forever."""
+    import os
+    import subprocess
+    import sys
+    fifo = tmp_path / "model.rq"
+    os.mkfifo(fifo)
+    for args in (["quantize", str(fifo), "--out", str(tmp_path / "q.rq")], ["eval", "lenet5", "--file", str(fifo)]):
+        r = subprocess.run([sys.executable, "-m", "refquant.cli", *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr == f"refquant: error: {fifo} is not a regular file (a FIFO, socket or device), not a model file\n"
 
 
 def test_bench_rejects_unknown_names(capsys):
@@ -91,7 +160,7 @@ def test_convert_a_quantized_file(tmp_path, capsys):
     assert "conv2d_int8 2" in text and "matmul_int8 3" in text and "test top-1: fake-quant" in text
     i8 = refquant.load(out)
     assert i8.meta["int8"]["int8_ops"] >= 5
-    assert main(["convert", "lenet5"]) == 2  # an FP32 model: a clean error
+    assert main(["convert", "lenet5", "--out", str(tmp_path / "x.rq")]) == 1  # an FP32 model: a clean error
 
 
 def test_train_qat_then_convert(tmp_path, capsys):
