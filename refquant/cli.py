@@ -295,14 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="quantize a zoo model or a model file and save it")
     p.add_argument("model", help="a zoo name or a .rq file")
     p.add_argument("--method", choices=("static", "dynamic", "embedding", "qat"), default="static")
-    p.add_argument("--epochs", type=_positive_int, default=None, help="qat: epochs (default: 1/4 of the training recipe's)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="qat: epochs (default: 1/4 of the training recipe's)")
     p.add_argument("--algo", default="KL", choices=STATIC_ALGOS)
     p.add_argument("--bits", type=int, default=8, help="weight (and activation) bits; dynamic: 8 or 16")
     p.add_argument("--weight-quantize-type", default="channel_wise_abs_max",
                    choices=("abs_max", "channel_wise_abs_max"))
     p.add_argument("--hist-percent", type=float, default=0.99999)
     p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--batch-nums", type=_positive_int, default=10, help="calibration batches (from the zoo training split)")
+    p.add_argument("--batch-nums", type=_positive_int, default=10,
+                   help="calibration batches (from the zoo training split)")
     p.add_argument("--onnx-format", action="store_true", help="quantize_linear/dequantize_linear, int8 weights")
     p.add_argument("--round-type", default="round", choices=("round", "adaround"))
     p.add_argument("--bias-correction", action="store_true")

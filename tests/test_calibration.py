@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from refquant import _dispatch, threads
+from refquant.errors import ArgumentError
 from refquant.calibration import (AbsMaxObserver, AbsMinMaxObserver, AvgObserver, EMDObserver, HistogramObserver,
                                   MinMaxObserver, MSEObserver, calibrate, weight_channel_axis, weight_threshold)
 from refquant.reference import histogram as hist_twin
@@ -403,3 +404,27 @@ def test_lenet_weight_thresholds(algo, onnx_format, filename):
         assert want["quant_axis"] == weight_channel_axis(want["op_type"])
         assert weight_threshold(W[param], want["op_type"]) == want["threshold_per_channel"], param
         assert weight_threshold(W[param], want["op_type"], "abs_max") == max(want["threshold_per_channel"])
+
+
+def _ten_equal_bins(p):
+    """Ten bins of one value each: the float running sum of ten 0.1 fractions is 0.9999999999999999 < 1."""
+    obs = HistogramObserver(0.0, 1.0, bins=10, method="hist", hist_percent=p)
+    obs.update(np.arange(10, dtype=np.float32) / 10 + 0.05)
+    return obs
+
+
+def test_hist_percent_one_gives_the_last_bin_not_a_negative_threshold():
+    obs = _ten_equal_bins(1.0)
+    width = obs.bin_width
+    assert hist_twin.hist_threshold(obs.hist, obs.edges, 1.0) == -0.5 * width  # Paddle's walk never gets there
+    assert obs.threshold() == (9 + 0.5) * width
+    assert obs.hist_threshold(0.5) == hist_twin.hist_threshold(obs.hist, obs.edges, 0.5) == 4.5 * width
+
+
+@pytest.mark.parametrize("p", [1.5, 1.0000001, float("nan"), float("inf"), 0.0, -0.1, None, True, "0.9"])
+def test_hist_percent_outside_0_1_rejected(p):
+    with pytest.raises(ArgumentError, match="hist_percent"):
+        _ten_equal_bins(p)
+    if p is not None:  # hist_threshold(None): the observer's own
+        with pytest.raises(ArgumentError, match="hist_percent"):
+            _ten_equal_bins(0.5).hist_threshold(p)

@@ -144,7 +144,8 @@ def test_fifo_model_path_refused_without_opening(tmp_path):
     for args in (["quantize", str(fifo), "--out", str(tmp_path / "q.rq")], ["eval", "lenet5", "--file", str(fifo)]):
         r = subprocess.run([sys.executable, "-m", "refquant.cli", *args], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, r.stderr
-        assert r.stderr == f"refquant: error: {fifo} is not a regular file (a FIFO, socket or device), not a model file\n"
+        assert r.stderr == (f"refquant: error: {fifo} is not a regular file (a FIFO, socket or device), "
+                            "not a model file\n")
 
 
 def test_bench_rejects_unknown_names(capsys):

@@ -1,7 +1,12 @@
-"""Determinism: the same input gives the same output with 1 or 2 OpenMP threads, forward and backward."""
+"""Determinism: the same input gives the same output with 1 or 2 OpenMP threads, forward and backward; concurrent
+INT8 runs leave NumPy's BLAS thread count as they found it."""
+import threading
+
 import numpy as np
+import pytest
 
 import refquant
+from refquant import threads
 from refquant.executor import backward, forward
 from refquant.models import mobilenet_v2, resnet20
 from refquant.train import with_loss
@@ -29,3 +34,61 @@ def test_one_and_two_threads_agree_bit_for_bit():
         out2, g2 = _run(model, x, y, 2)
         assert out1.tobytes() == out2.tobytes()
         assert g1.keys() == g2.keys() and all(g1[k].tobytes() == g2[k].tobytes() for k in g1)
+
+
+class FakeBlas:
+    """threadpoolctl's ThreadpoolController for one BLAS pool: ``limit`` records the current count and sets the new
+    one; the returned limiter restores what it recorded."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def limit(self, limits, user_api):
+        blas, original = self, self.n
+        self.n = limits
+
+        class Limiter:
+            def restore_original_limits(self):
+                blas.n = original
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.restore_original_limits()
+
+        return Limiter()
+
+
+def test_blas_limit_restored_after_interleaved_threads(monkeypatch):
+    """A enters, B enters, A leaves, B leaves (forced with events): BLAS is on one thread while either is inside
+    and back on its 4 threads after both (separate threadpoolctl limits left it on 1)."""
+    blas = FakeBlas(4)
+    monkeypatch.setattr(threads, "_blas", blas)
+    monkeypatch.setattr(threads, "get_num_threads", lambda: 2)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def a():
+        with threads.blas_on_one_thread():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def b():
+        a_in.wait(5)
+        with threads.blas_on_one_thread():
+            b_in.set()
+            a_out.wait(5)
+            seen.append(blas.n)
+
+    workers = [threading.Thread(target=f) for f in (a, b)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(10)
+    assert seen == [1] and blas.n == 4
+    with pytest.raises(KeyError):  # a body that raises releases its hold too
+        with threads.blas_on_one_thread():
+            raise KeyError("x")
+    assert blas.n == 4

@@ -1,20 +1,15 @@
-"""Hostile arguments to the calibration, PTQ, QAT and sensitivity APIs: every one is rejected before any work with
-an error naming the argument; hist_percent = 1.0 gives a usable threshold; weight-only PTQ leaves conv biases in
-float; concurrent blas_on_one_thread callers restore the BLAS thread count; NaN inside a model is traced to the
-tensor and op."""
-import threading
-
+"""Hostile arguments to the calibration, PTQ, QAT, AdaRound, report and sensitivity APIs: every one is rejected
+before any work with an error naming the argument; NaN inside a model is traced to the tensor and the op that
+produced it."""
 import numpy as np
 import pytest
 
-from refquant import threads
 from refquant.calibration import HistogramObserver, cal_kl_threshold, calibrate, kl_curve
 from refquant.errors import ArgumentError, NonFiniteError, RefquantError
 from refquant.models.lenet import lenet5
 from refquant.quant import convert, quant_aware, quant_post_dynamic, quant_post_static
 from refquant.quant.post_static import calibrate_model
 from refquant.quant.sensitivity import auto_skip, sensitivity
-from refquant.reference import histogram as hist_twin
 
 NAN = float("nan")
 
@@ -69,128 +64,6 @@ def test_calibrate_rejects_a_batch_that_is_not_a_dict():
         calibrate([np.ones(3)], "abs_max")
 
 
-# ---------------------------------------------------------------- hist_percent
-
-def _ten_equal_bins(p):
-    """Ten bins of one value each: the float running sum of ten 0.1 fractions is 0.9999999999999999 < 1."""
-    obs = HistogramObserver(0.0, 1.0, bins=10, method="hist", hist_percent=p)
-    obs.update(np.arange(10, dtype=np.float32) / 10 + 0.05)
-    return obs
-
-
-def test_hist_percent_one_gives_the_last_bin_not_a_negative_threshold():
-    obs = _ten_equal_bins(1.0)
-    width = obs.bin_width
-    assert hist_twin.hist_threshold(obs.hist, obs.edges, 1.0) == -0.5 * width  # Paddle's walk never gets there
-    assert obs.threshold() == (9 + 0.5) * width
-    assert obs.hist_threshold(0.5) == hist_twin.hist_threshold(obs.hist, obs.edges, 0.5) == 4.5 * width
-
-
-@pytest.mark.parametrize("p", [1.5, 1.0000001, NAN, float("inf"), 0.0, -0.1, None, True, "0.9"])
-def test_hist_percent_outside_0_1_rejected(p):
-    with pytest.raises(ArgumentError, match="hist_percent"):
-        _ten_equal_bins(p)
-    if p is not None:  # hist_threshold(None): the observer's own
-        with pytest.raises(ArgumentError, match="hist_percent"):
-            _ten_equal_bins(0.5).hist_threshold(p)
-
-
-def test_ptq_hist_percent_one_gives_positive_thresholds(model):
-    q = quant_post_static(model, Loader(), algo="hist", hist_percent=1.0)
-    acts = q.meta["quantization"]["activation_thresholds"]
-    assert acts and all(t > 0 for t in acts.values())
-
-
-# ---------------------------------------------------------------- quant_post_dynamic: Filter / Y only
-
-def test_dynamic_leaves_conv_biases_float(model):
-    """Untrained lenet5: zero conv biases. Only the conv filters and mul weights are quantized; the biases (here
-    one with non-zero values) stay float32 and are read directly."""
-    m = model.copy()
-    conv = next(op for op in m.ops if op.type == "conv2d")
-    bias = conv.inputs[2]
-    m.params[bias] = np.linspace(-1, 1, m.params[bias].size, dtype=np.float32)
-    for src in (model, m):
-        q = quant_post_dynamic(src)
-        quantized = {op.inputs[0] for op in q.ops if op.type == "dequantize_weight"}
-        weights = {op.inputs[1] for op in src.ops if op.type in ("conv2d", "mul")}
-        assert quantized == weights
-        for op in src.ops:
-            if op.type == "conv2d" and len(op.inputs) > 2:
-                assert q.params[op.inputs[2]].dtype == np.float32
-                assert np.array_equal(q.params[op.inputs[2]], src.params[op.inputs[2]])
-    assert conv.inputs[2] in next(op for op in q.ops if op.name == conv.name).inputs
-
-
-# ---------------------------------------------------------------- blas_on_one_thread under concurrency
-
-class FakeBlas:
-    """threadpoolctl's ThreadpoolController for one BLAS pool: ``limit`` records the current count and sets the new
-    one; the returned limiter restores what it recorded."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def limit(self, limits, user_api):
-        blas, original = self, self.n
-        self.n = limits
-
-        class Limiter:
-            def restore_original_limits(self):
-                blas.n = original
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                self.restore_original_limits()
-
-        return Limiter()
-
-
-def test_blas_limit_restored_after_interleaved_threads(monkeypatch):
-    """A enters, B enters, A leaves, B leaves (forced with events): BLAS is back on its 4 threads, and on one
-    while either is inside."""
-    blas = FakeBlas(4)
-    monkeypatch.setattr(threads, "_blas", blas)
-    monkeypatch.setattr(threads, "get_num_threads", lambda: 2)
-    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
-    seen = []
-
-    def a():
-        with threads.blas_on_one_thread():
-            a_in.set()
-            b_in.wait(5)
-        a_out.set()
-
-    def b():
-        a_in.wait(5)
-        with threads.blas_on_one_thread():
-            b_in.set()
-            a_out.wait(5)
-            seen.append(blas.n)
-
-    workers = [threading.Thread(target=f) for f in (a, b)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(10)
-    assert seen == [1] and blas.n == 4
-
-
-def test_blas_limit_released_when_the_body_raises(monkeypatch):
-    blas = FakeBlas(3)
-    monkeypatch.setattr(threads, "_blas", blas)
-    monkeypatch.setattr(threads, "get_num_threads", lambda: 2)
-    with pytest.raises(KeyError):
-        with threads.blas_on_one_thread():
-            raise KeyError("x")
-    assert blas.n == 3
-    with threads.blas_on_one_thread():
-        assert blas.n == 1
-    assert blas.n == 3
-
-
 # ---------------------------------------------------------------- PTQ argument validation
 
 BAD_PTQ = [
@@ -231,7 +104,8 @@ def test_calibrate_model_rejects_before_reading_data(model, kwargs, name):
     assert loader.reads == 0
 
 
-@pytest.mark.parametrize("kwargs,name", [(dict(weight_bits=8.0), "weight_bits"), (dict(weight_bits=True), "weight_bits"),
+@pytest.mark.parametrize("kwargs,name", [(dict(weight_bits=8.0), "weight_bits"),
+                                         (dict(weight_bits=True), "weight_bits"),
                                          (dict(threshold_rate=NAN), "threshold_rate"),
                                          (dict(quantizable_op_type=[]), "quantizable_op_type"),
                                          (dict(generate_test_model="no"), "generate_test_model")])
@@ -240,7 +114,8 @@ def test_quant_post_dynamic_arguments(model, kwargs, name):
         quant_post_dynamic(model, **kwargs)
 
 
-@pytest.mark.parametrize("config,name", [({"weight_bits": 8.0}, "weight_bits"), ({"activation_bits": True}, "activation_bits"),
+@pytest.mark.parametrize("config,name", [({"weight_bits": 8.0}, "weight_bits"),
+                                         ({"activation_bits": True}, "activation_bits"),
                                          ({"window_size": 0}, "window_size"), ({"moving_rate": NAN}, "moving_rate"),
                                          ({"quantize_op_types": []}, "quantize_op_types"),
                                          ({"weight_reduce_range": "yes"}, "weight_reduce_range")])
@@ -310,3 +185,20 @@ def test_errors_are_refquant_errors():
         cal_kl_threshold(np.ones(8), 1.0, 17)
     with pytest.raises(TypeError):  # a wrong type is also a TypeError
         cal_kl_threshold(np.ones(8), 1.0, 8.0)
+
+
+def test_adaround_and_layer_report_arguments(model):
+    from refquant.quant.adaround import adaround_weight
+    from refquant.quant.report import layer_report
+    conv = next(op for op in model.ops if op.type == "conv2d")
+    w = model.params[conv.inputs[1]]
+    x = [np.zeros((1, 1, 28, 28), np.float32)]
+    for kwargs, name in [(dict(iters=-1), "iters"), (dict(iters=10.0), "iters"), (dict(lr=NAN), "lr"),
+                         (dict(bits=1), "bits"), (dict(warm_start=1.5), "warm_start")]:
+        with pytest.raises(ArgumentError, match=name):
+            adaround_weight(conv, w, np.ones(w.shape[0], np.float32), 0, x, **kwargs)
+    q = quant_post_static(model, Loader(), algo="abs_max")
+    with pytest.raises(ArgumentError, match="feeds_list"):
+        layer_report(model, q, {"x": x[0]})
+    with pytest.raises(ArgumentError, match="feeds_list"):
+        layer_report(model, q, [])

@@ -186,3 +186,23 @@ def test_dequantize_weight_op_rules():
         op.forward(OpContext(), {"quant_axis": 0}, q, np.ones(3, np.float32))
     with pytest.raises(TypeError):
         op.forward(OpContext(), {}, q.astype(np.float32), s[:1])
+
+
+def test_conv_biases_stay_float():
+    """Untrained lenet5: zero conv biases. Only the conv filters and mul weights are quantized; the biases (here
+    one with non-zero values) stay float32 and are read directly."""
+    model = lenet5(input_size=28)
+    m = model.copy()
+    conv = next(op for op in m.ops if op.type == "conv2d")
+    bias = conv.inputs[2]
+    m.params[bias] = np.linspace(-1, 1, m.params[bias].size, dtype=np.float32)
+    for src in (model, m):
+        q = quant_post_dynamic(src)
+        quantized = {op.inputs[0] for op in q.ops if op.type == "dequantize_weight"}
+        weights = {op.inputs[1] for op in src.ops if op.type in ("conv2d", "mul")}
+        assert quantized == weights
+        for op in src.ops:
+            if op.type == "conv2d" and len(op.inputs) > 2:
+                assert q.params[op.inputs[2]].dtype == np.float32
+                assert np.array_equal(q.params[op.inputs[2]], src.params[op.inputs[2]])
+    assert conv.inputs[2] in next(op for op in q.ops if op.name == conv.name).inputs

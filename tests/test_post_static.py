@@ -194,6 +194,13 @@ def test_bad_arguments(lenet, batches):
             quant_post_static(lenet, batches, **kwargs)
 
 
+def test_hist_percent_one_gives_positive_thresholds(lenet, batches):
+    """Paddle's walk at 1.0 often never reaches the sum (a negative threshold); refquant takes the last bin."""
+    q = quant_post_static(lenet, batches, algo="hist", hist_percent=1.0)
+    acts = q.meta["quantization"]["activation_thresholds"]
+    assert acts and all(t > 0 for t in acts.values())
+
+
 @pytest.fixture(scope="module")
 def digits_lenet():
     from refquant.data import load_digits

@@ -29,9 +29,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..errors import ArgumentError
 from ..graph import Op
 from ..ops import OpContext, get_op
-from . import rounding
+from . import _args, rounding
 
 GAMMA, ZETA = -0.1, 1.1
 
@@ -85,8 +86,19 @@ def adaround_weight(op: Op, w, threshold, axis: Optional[int], inputs: Sequence[
     ``inputs``: the op's FP32 input (its first input) for each calibration batch; iteration ``i`` uses batch
     ``i % len(inputs)``. ``act_threshold``: the input's activation threshold (None: the input is not quantized).
     """
+    who = "adaround_weight"
+    bits = _args.bits(who, "bits", bits)
+    iters = _args.integer(who, "iters", iters, 0)  # 0: the initial (nearest) rounding
+    lr = _args.real(who, "lr", lr, 0.0, lo_open=True)
+    reg_weight = _args.real(who, "reg_weight", reg_weight, 0.0)
+    warm_start = _args.real(who, "warm_start", warm_start, 0.0, 1.0, hi_open=True)
+    if act_threshold is not None:
+        act_threshold = _args.real(who, "act_threshold", act_threshold, 0.0)
+    beta_range = tuple(_args.real(who, "beta_range", b, 0.0, lo_open=True) for b in beta_range)
+    if len(beta_range) != 2:
+        raise ArgumentError(f"{who}: beta_range must be a (start, end) pair, got {beta_range}")
     if not inputs:
-        raise ValueError("adaround_weight: no calibration inputs")
+        raise ArgumentError(f"{who}: no calibration inputs")
     opdef = get_op(op.type, op.name)
     qm = rounding.qmax(bits)
     v, t = scaled_weight(w, threshold, axis, bits)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Optional
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
 from ..calibration import weight_channel_axis
+from ..errors import ArgumentError, ArgumentTypeError
 from ..graph import Model
-from . import rounding
+from . import _args, rounding
 
 
 def sqnr_db(ref, test) -> float:
@@ -48,12 +49,17 @@ def _stored_weight(qmodel: Model, w: str, info: dict, op) -> np.ndarray:
 def layer_report(model: Model, qmodel: Model, feeds_list) -> list[dict]:
     """One row per quantized op of ``qmodel`` (made from ``model`` by :func:`quant_post_static`), measured on
     ``feeds_list`` (a list of feed dicts; statistics are pooled over them)."""
+    _args.model("layer_report", model)
+    _args.model("layer_report", qmodel, "qmodel")
     info = qmodel.meta.get("quantization")
     if not info or info.get("method") not in ("post_static", "qat"):
         raise ValueError("layer_report: qmodel was not produced by quant_post_static or QAT's convert")
+    if isinstance(feeds_list, Mapping) or not isinstance(feeds_list, Iterable):
+        raise ArgumentTypeError(f"layer_report: feeds_list must be a list of feed dicts, got "
+                                f"{type(feeds_list).__name__}")
     feeds_list = list(feeds_list)
     if not feeds_list:
-        raise ValueError("layer_report: no data")
+        raise ArgumentError("layer_report: feeds_list is empty (no data)")
     bits = int(info["activation_bits"])
     qm = rounding.qmax(bits)
     fp32_ops = {op.name: op for op in model.ops}
