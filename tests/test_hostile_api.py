@@ -137,6 +137,7 @@ def test_quant_aware_and_convert_other_arguments(model):
                                          (dict(algo="KL2"), "algo"), (dict(weight_bits=16.0), "weight_bits"),
                                          (dict(round_type="adaround"), "adaround"),
                                          (dict(calibration=None), "calibration"), (dict(eval_fn=3), "eval_fn"),
+                                         (dict(bits=8), "bits"),
                                          (dict(quantizable_op_type=[]), "quantizable_op_type")])
 def test_sensitivity_arguments(model, kwargs, name):
     with pytest.raises(ArgumentError, match=name):

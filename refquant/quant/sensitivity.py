@@ -15,6 +15,7 @@ relative output error ``sum((y_q - y)^2) / sum(y^2)`` of the model's first outpu
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -82,6 +83,9 @@ def sensitivity(model: Model, calib_feeds, eval_fn: Optional[Callable[[Model], f
     fixed = sorted({"calibration", "skip_tensor_list", "data_loader", "model"} & set(ptq_kwargs))
     if fixed:
         raise ArgumentTypeError(f"{who}: {fixed} are set by sensitivity itself")
+    unknown = sorted(set(ptq_kwargs) - set(inspect.signature(quant_post_static).parameters))
+    if unknown:
+        raise ArgumentTypeError(f"{who}: unexpected keyword argument(s) {unknown} (not quant_post_static's)")
     a = check_args(who, model=model, algo=algo, quantizable_op_type=quantizable_op_type, **ptq_kwargs)
     if a.get("weight_bits", 8) != a.get("activation_bits", 8):
         raise ArgumentError(f"{who}: Paddle requires activation_bits == weight_bits")
