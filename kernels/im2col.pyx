@@ -124,17 +124,17 @@ cdef void _im2col_plane(const floating *x, floating *cols, const Geometry *g) no
                 if ih < 0 or ih >= g.h:
                     memset(out, 0, n_out * sizeof(floating))
                 else:
-                    row = x + ih * w + iw0
+                    row = x + ih * w  # the reads below are row[iw0 + ow*sw], inside [0, w) for ow in [lo, hi)
                     for ow in range(lo):
                         out[ow] = 0
                     if sw == 1:
-                        memcpy(out + lo, row + lo, (hi - lo) * sizeof(floating))
+                        memcpy(out + lo, row + iw0 + lo, (hi - lo) * sizeof(floating))
                     elif sw == 2:  # a constant stride the compiler vectorizes
                         for ow in range(lo, hi):
-                            out[ow] = row[2 * ow]
+                            out[ow] = row[iw0 + 2 * ow]
                     else:
                         for ow in range(lo, hi):
-                            out[ow] = row[ow * sw]
+                            out[ow] = row[iw0 + ow * sw]
                     for ow in range(hi, n_out):
                         out[ow] = 0
                 out += n_out
