@@ -427,6 +427,13 @@ def test_shape_cast_gather_expand_flatten():
     check(model, {"x": rnd(2, 3, 4, 5)})
 
 
+def test_scalar_initializer_stays_a_scalar():
+    """A 0-d index drops the gathered axis (the initializer must not become shape (1,))."""
+    node = helper.make_node("Gather", ["x", "i"], ["y"], axis=1)
+    model = make_model([node], [("x", [2, 3, 4], F32)], ["y"], {"i": np.array(2, np.int64)})
+    rq = check(model, {"x": rnd(2, 3, 4)})
+    assert rq.params["i"].shape == ()
+
 def test_shape_start_end_opset15():
     node = helper.make_node("Shape", ["x"], ["s"], start=1, end=-1)
     model = make_model([node], [("x", [2, 3, 4, 5], F32)], [("s", I64)], opset=15)
@@ -748,6 +755,9 @@ CASES = {
     "tensor written twice": (lambda: make_model([helper.make_node("Relu", ["x"], ["y"]),
                                                  helper.make_node("Sigmoid", ["x"], ["y"], name="again")],
                                                 [("x", [2], F32)], ["y"]), GraphError, "'again'.*'y'"),
+    "runtime shape input of rank 4": (lambda: make_model([helper.make_node("Reshape", ["x", "x"], ["y"], name="rs")],
+                                                        [("x", [1, 2, 2, 2], F32)], ["y"]),
+                                     ShapeError, "'rs'.*shape input 'x' must have rank 1"),
     "matmul inner dimensions": (lambda: make_model([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
                                                    [("x", [2, 3], F32)], ["y"], {"w": rnd(4, 5)}),
                                 ShapeError, "'mm'.*inner"),

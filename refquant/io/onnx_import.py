@@ -665,7 +665,7 @@ def _normalize_const(arr: np.ndarray, what: str) -> np.ndarray:
         raise UnsupportedOpError(f"{what} has dtype {name}, which refquant does not run")
     if arr.dtype.kind == "f" and arr.dtype != np.float32:
         arr = arr.astype(np.float32)
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(arr).reshape(arr.shape)   # ascontiguousarray alone makes a scalar 1-D
 
 
 def _static_broadcast(a: tuple, b: tuple, what: str) -> tuple:
@@ -1248,6 +1248,7 @@ def _resize(im, node):
                 sizes = _int_values(node, im.const(node.input(3)), "Resize sizes")
             else:
                 size_tensor = node.input(3)
+                _check_shape(node, size_tensor, im.shape_of(size_tensor), 1, "the sizes input")
     if scales is not None:
         if np.asarray(scales).dtype.kind != "f":
             raise _shape_error(node, f"scales must be a float tensor, got {np.asarray(scales).dtype.name}")
@@ -1344,6 +1345,7 @@ def _reshape(im, node):
     else:
         if allowzero:
             raise _unsupported(node, "allowzero=1 with a shape computed at run time")
+        _check_shape(node, shape, im.shape_of(shape), 1, "the shape input")
         im.emit("reshape", [x, shape], [node.outputs[0]], {}, node.name)
 
 
@@ -1443,6 +1445,8 @@ def _slice(im, node):
     else:
         while extra and not extra[-1]:
             extra.pop()
+        for n, what in zip(extra, ("starts", "ends", "axes", "steps")):
+            _check_shape(node, n, im.shape_of(n) if n else None, 1, f"the {what} input")
         im.emit("slice", [x] + extra, [y], {}, node.name)
 
 
@@ -1498,6 +1502,7 @@ def _expand(im, node):
         xs = im.shape_of(x)
         if xs is not None:
             _check_broadcast(node, xs, tuple(target))
+    _check_shape(node, shape, im.shape_of(shape), 1, "the shape input")
     im.emit("expand", [x, shape], [node.outputs[0]], {}, node.name)
 
 
