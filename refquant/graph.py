@@ -61,7 +61,7 @@ class TensorSpec:
 
     def validate(self) -> None:
         """A graph input must be a plain numeric dtype the executor can feed (:data:`INPUT_DTYPES`) with a shape
-        of non-negative ints or None; raises :class:`GraphError`."""
+        of ints in [0, 2**63) (what an array can have) or None; raises :class:`GraphError`."""
         if not isinstance(self.name, str) or not self.name:
             raise GraphError(f"graph input name must be a non-empty string, got {self.name!r}")
         try:
@@ -71,9 +71,9 @@ class TensorSpec:
         if not known:
             raise GraphError(f"input {self.name!r}: dtype {self.dtype!r} is not one of {INPUT_DTYPES}")
         if not isinstance(self.shape, (tuple, list)) or any(
-                d is not None and (isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0)
+                d is not None and (isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d < 2**63)
                 for d in self.shape):
-            raise GraphError(f"input {self.name!r}: shape {self.shape!r} must hold non-negative ints or None")
+            raise GraphError(f"input {self.name!r}: shape {self.shape!r} must hold ints in [0, 2**63) or None")
 
     def to_json(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
