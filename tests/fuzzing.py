@@ -7,8 +7,8 @@ within the per-case timeout (a hang) is recorded as a failure of that case and r
 is not one of the allowed outcomes. The worker runs with a 3 GiB address-space limit, so an allocation the
 readers failed to bound surfaces as ``MemoryError`` instead of the OOM killer.
 
-Budget per test: ``REFQUANT_FUZZ_CASES`` (default 200; 0 = no limit) within ``REFQUANT_FUZZ_SECONDS`` (default 20,
-a cap, so a slow machine runs fewer cases rather than a longer test),
+Budget per test: ``REFQUANT_FUZZ_CASES`` (default: the test's, about 10 s of cases; 0 = no limit) within
+``REFQUANT_FUZZ_SECONDS`` (default 20, a cap, so a slow machine runs fewer cases rather than a longer test),
 ``REFQUANT_FUZZ_SEED`` (default 0), ``REFQUANT_FUZZ_CASE_TIMEOUT`` (seconds, default 30),
 ``REFQUANT_FUZZ_OUT`` (a directory that receives every failing case and a summary).
 """
@@ -29,10 +29,10 @@ DECOY = b"REFQUANT-DECOY-SECRET-0123456789"     # the bytes of a file no model m
 MEMORY_LIMIT = 3 * 2 ** 30
 
 
-def budget() -> tuple[float, int, int, float]:
+def budget(default_cases: int = 200) -> tuple[float, int, int, float]:
     """(seconds, max cases or 0, seed, per-case timeout) from the environment."""
     env = os.environ
-    return (float(env.get("REFQUANT_FUZZ_SECONDS", "20")), int(env.get("REFQUANT_FUZZ_CASES", "200")),
+    return (float(env.get("REFQUANT_FUZZ_SECONDS", "20")), int(env.get("REFQUANT_FUZZ_CASES", default_cases)),
             int(env.get("REFQUANT_FUZZ_SEED", "0")), float(env.get("REFQUANT_FUZZ_CASE_TIMEOUT", "30")))
 
 
@@ -104,10 +104,10 @@ def _write_case(case_dir: str, files: dict) -> None:
                 f.write(content)
 
 
-def fuzz(kind: str, make_case: Callable[[int], tuple[str, dict]], workdir: str) -> dict:
+def fuzz(kind: str, make_case: Callable[[int], tuple[str, dict]], workdir: str, default_cases: int = 200) -> dict:
     """Run cases ``make_case(index) -> (description, files)`` within the budget; returns the report
     ``{"cases", "seconds", "outcomes": Counter, "failures": [(index, description, outcome)]}``."""
-    seconds, max_cases, _, timeout = budget()
+    seconds, max_cases, _, timeout = budget(default_cases)
     with open(os.path.join(workdir, ".env"), "wb") as f:    # the decoy, outside every case directory
         f.write(DECOY)
     out_dir = os.environ.get("REFQUANT_FUZZ_OUT")

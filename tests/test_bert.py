@@ -188,6 +188,10 @@ def test_load_bert_tiny_checkpoint(tmp_path):
     ("config.json", json.dumps(dict(TINY, num_hidden_layers=-1)).encode(), "num_hidden_layers"),
     ("config.json", json.dumps(dict(TINY, layer_norm_eps=[1])).encode(), "layer_norm_eps"),
     ("config.json", json.dumps(dict(TINY, intermediate_size=12)).encode(), r"intermediate.dense.weight.*\(16, 8\)"),
+    ("config.json", json.dumps(dict(TINY, num_hidden_layers=2 ** 31)).encode(), "no tensor 'encoder.layer.1"),
+    ("config.json", json.dumps(dict(TINY, model_type="roberta")).encode(), "model_type 'roberta'"),
+    ("config.json", json.dumps(dict(TINY, num_attention_heads=3)).encode(), "not divisible"),
+    ("1_Pooling/config.json", b"{}", "unsupported pooling config"),
     ("modules.json", b'{"type": 1}', "JSON array"),
     ("modules.json", b'["Normalize"]', "list of objects"),
     ("tokenizer.json", b'{"model": ' + b"[" * 3000, "nested"),
@@ -197,6 +201,7 @@ def test_load_bert_malformed_files(tmp_path, name, content, msg):
     from refquant import ModelFormatError
     from refquant.models import load_bert
     path = _tiny_checkpoint(tmp_path / "m")
+    (path / name).parent.mkdir(exist_ok=True)
     (path / name).write_bytes(content)
     with pytest.raises(ModelFormatError, match=msg) as info:
         load_bert(path)

@@ -19,7 +19,7 @@ A model that imports but whose run fails in an op's forward with a plain ``Value
 ``TypeError`` (the executor names the op; typically a shape that only this input contradicts) is counted as
 ``run-error raw`` and reported; ``REFQUANT_FUZZ_STRICT=1`` makes it a failure.
 
-Budget: ``REFQUANT_FUZZ_CASES`` (default 200, about 10 s; 0 = no limit) within ``REFQUANT_FUZZ_SECONDS``
+Budget: ``REFQUANT_FUZZ_CASES`` (default 150, about 10 s; 0 = no limit) within ``REFQUANT_FUZZ_SECONDS``
 (default 20), ``REFQUANT_FUZZ_SEED`` (default 0), ``REFQUANT_FUZZ_CASE_TIMEOUT`` (default 30 s),
 ``REFQUANT_FUZZ_OUT`` (keeps failing cases and a summary). A long local run::
 
@@ -621,6 +621,6 @@ def test_seed_models_import_and_run(tmp_path):
 
 
 def test_fuzz_import_onnx(tmp_path):
-    report = fuzzing.fuzz("onnx", make_case, str(tmp_path))
+    report = fuzzing.fuzz("onnx", make_case, str(tmp_path), default_cases=150)
     assert report["cases"] > 0
     assert not report["failures"], fuzzing.failure_message(report)

@@ -453,7 +453,8 @@ def load_bert(path=None, *, normalize: Optional[bool] = None, token_type_ids: bo
     elif pool_cfg.get("pooling_mode_cls_token", False):
         pooling = "cls"
     else:
-        raise ValueError(f"load_bert: unsupported pooling config {pool_cfg}")
+        raise ModelFormatError(f"load_bert: {os.path.join(path, '1_Pooling', 'config.json')}: unsupported pooling "
+                               f"config {pool_cfg!r:.200} (mean or CLS)")
     st = os.path.join(path, "model.safetensors")
     if not os.path.exists(st):
         raise FileNotFoundError(f"load_bert: {st} not found (only safetensors checkpoints are read; no pickle)")
@@ -480,7 +481,8 @@ _CONFIG_INTS = ("hidden_size", "num_attention_heads", "num_hidden_layers", "inte
 
 def _check_config(config: dict, where: str) -> dict:
     """The fields of ``config.json`` the builder reads, checked for type and range (positive integer sizes, a
-    positive finite ``layer_norm_eps``, string ``model_type`` / ``hidden_act``)."""
+    positive finite ``layer_norm_eps``, a supported ``model_type`` / ``hidden_act`` / position embedding, heads
+    that divide the hidden size)."""
     for key in _CONFIG_INTS:
         if key not in config and key not in ("hidden_size", "num_attention_heads", "num_hidden_layers"):
             continue
@@ -490,37 +492,44 @@ def _check_config(config: dict, where: str) -> dict:
     eps = config.get("layer_norm_eps", 1e-12)
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 < eps < math.inf:
         raise ModelFormatError(f"load_bert: {where}: layer_norm_eps must be a positive number, got {eps!r:.80}")
-    for key in ("model_type", "hidden_act", "position_embedding_type"):
-        if key in config and not isinstance(config[key], str):
-            raise ModelFormatError(f"load_bert: {where}: {key} must be a string, got {config[key]!r:.80}")
+    for key, allowed in (("model_type", ("bert",)), ("hidden_act", ("gelu", "gelu_new", "gelu_pytorch_tanh")),
+                         ("position_embedding_type", ("absolute",))):
+        if key in config and config[key] not in allowed:
+            raise ModelFormatError(f"load_bert: {where}: {key} {config[key]!r:.80} is not supported {allowed}")
+    if config["hidden_size"] % config["num_attention_heads"]:
+        raise ModelFormatError(f"load_bert: {where}: hidden_size {config['hidden_size']} is not divisible by "
+                               f"num_attention_heads {config['num_attention_heads']}")
     return config
 
 
 def _check_weights(weights: dict, config: dict, where: str, config_path: str) -> None:
-    """Every tensor the builder reads is present, floating point and of the shape ``config`` implies."""
+    """Every tensor the builder reads is present, floating point and of the shape ``config`` implies (checked
+    layer by layer, so a ``num_hidden_layers`` the checkpoint does not have fails at its first missing layer)."""
     prefix = "bert." if "bert.embeddings.word_embeddings.weight" in weights else ""
-    H, L = config["hidden_size"], config["num_hidden_layers"]
-    inter = config.get("intermediate_size")
-    want = {"embeddings.word_embeddings.weight": (config.get("vocab_size"), H),
-            "embeddings.position_embeddings.weight": (config.get("max_position_embeddings"), H),
-            "embeddings.token_type_embeddings.weight": (config.get("type_vocab_size"), H),
-            "embeddings.LayerNorm.weight": (H,), "embeddings.LayerNorm.bias": (H,)}
-    for i in range(L):
-        p = f"encoder.layer.{i}."
-        for dense, (n_out, n_in) in (("attention.self.query", (H, H)), ("attention.self.key", (H, H)),
-                                     ("attention.self.value", (H, H)), ("attention.output.dense", (H, H)),
-                                     ("intermediate.dense", (inter, H)), ("output.dense", (H, inter))):
-            want[p + dense + ".weight"] = (n_out, n_in)
-            want[p + dense + ".bias"] = (n_out,)
-        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
-            want[p + norm + ".weight"] = (H,)
-            want[p + norm + ".bias"] = (H,)
-    for key, shape in want.items():
+    H, inter = config["hidden_size"], config.get("intermediate_size")
+
+    def check(key, shape):
         arr = weights.get(prefix + key)
         if arr is None:
-            raise ModelFormatError(f"load_bert: {where} has no tensor {prefix + key!r}")
+            raise ModelFormatError(f"load_bert: {where} has no tensor {prefix + key!r} (see {config_path})")
         if arr.dtype.kind != "f" or arr.ndim != len(shape) or any(
                 w is not None and d != w for d, w in zip(arr.shape, shape)) or 0 in arr.shape:
             raise ModelFormatError(f"load_bert: {where}: tensor {prefix + key!r} is {arr.dtype.name} {arr.shape}; "
                                    f"{config_path} implies a non-empty float tensor of shape {shape} "
                                    f"(None: any size)")
+
+    for key, shape in (("embeddings.word_embeddings.weight", (config.get("vocab_size"), H)),
+                       ("embeddings.position_embeddings.weight", (config.get("max_position_embeddings"), H)),
+                       ("embeddings.token_type_embeddings.weight", (config.get("type_vocab_size"), H)),
+                       ("embeddings.LayerNorm.weight", (H,)), ("embeddings.LayerNorm.bias", (H,))):
+        check(key, shape)
+    for i in range(config["num_hidden_layers"]):
+        p = f"encoder.layer.{i}."
+        for dense, shape in (("attention.self.query", (H, H)), ("attention.self.key", (H, H)),
+                             ("attention.self.value", (H, H)), ("attention.output.dense", (H, H)),
+                             ("intermediate.dense", (inter, H)), ("output.dense", (H, inter))):
+            check(p + dense + ".weight", shape)
+            check(p + dense + ".bias", shape[:1])
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            check(p + norm + ".weight", (H,))
+            check(p + norm + ".bias", (H,))
