@@ -171,3 +171,25 @@ def test_ops_registered_with_docs():
     for name in ("fake_quantize_dequantize_abs_max", "fake_channel_wise_quantize_dequantize_abs_max",
                  "quantize_linear", "dequantize_linear"):
         assert OPS[name].doc and OPS[name].backward is not None and OPS[name].shape is not None
+
+
+def test_quantize_linear_qat_form_by_hand():
+    """The is_test attribute selects the QAT form: statistics in and out, updated only in training."""
+    from refquant.ops import OpContext
+    op = get_op("quantize_linear")
+    x = np.float32([[3.0, -1.0], [0.5, -4.0]])
+    attrs = {"quant_axis": -1, "bit_length": 8, "is_test": False, "moving_rate": 0.9}
+    one = np.float32([1.0])
+    q, s, st, ac = op.forward(OpContext(training=True), attrs, x, np.float32([0.001]), None, one, one)
+    f = np.float32
+    assert st[0] == f(0.9) + f(1) and ac[0] == f(0.9) + f(4) and s[0] == ac[0] / st[0]
+    assert q[1, 1] == -128                                  # beyond T: clipped to -qmax - 1 (round_type 0)
+    q2, s2, st2, _ = op.forward(OpContext(training=False), attrs, x, s, None, st, ac)
+    assert s2 is s and st2 is st and np.array_equal(q2, q)   # eval: the stored threshold, unchanged
+    # per channel: the scale becomes max|x| per channel in training, returned as the second output
+    q, s = op.forward(OpContext(training=True), {"quant_axis": 1, "is_test": False}, x, np.float32([1, 1]), None)
+    assert s.tolist() == [3.0, 4.0] and q.tolist() == [[127, -32], [21, -127]]
+    with pytest.raises(ValueError, match="state and accum"):
+        op.forward(OpContext(training=True), attrs, x, np.float32([1.0]), None)
+    with pytest.raises(ValueError, match="QAT form"):
+        op.forward(OpContext(), {}, x, np.float32([1.0]), None, one, one)
