@@ -2,6 +2,7 @@
 error handling. Skips cleanly when onnx / onnxruntime (or the PP-OCR model files) are not installed."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -647,6 +648,15 @@ def test_external_constant_and_initializer_next_to_the_model_work(tmp_path, monk
     rq = import_onnx(sub / "conv.onnx")
     np.testing.assert_array_equal(rq.params["w"], w)
 
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_external_location_must_be_a_regular_file(tmp_path):
+    os.mkfifo(tmp_path / "pipe")                 # opening it for reading would block
+    (tmp_path / "dir").mkdir()
+    for location in ("pipe", "dir"):
+        onnx.save(external_constant_model(location), str(tmp_path / "m.onnx"))
+        with pytest.raises(ModelFormatError, match="not a regular file|cannot read"):
+            import_onnx(tmp_path / "m.onnx")
 
 def test_external_tensors_may_not_share_bytes(tmp_path):
     (tmp_path / "c.bin").write_bytes(SECRET.tobytes())

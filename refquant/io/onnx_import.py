@@ -78,10 +78,11 @@ def _load(source, onnx):
             base_dir = os.path.dirname(os.path.abspath(where))
         else:
             raise TypeError(f"import_onnx takes a path, bytes or an onnx.ModelProto, got {type(source).__name__}")
+        from google.protobuf.message import DecodeError
         proto = onnx.ModelProto()
         try:
             proto.ParseFromString(data)
-        except Exception as exc:  # google.protobuf.message.DecodeError, RuntimeWarning-as-error, ...
+        except (DecodeError, RuntimeError, ValueError) as exc:
             raise ModelFormatError(f"{where}: not a valid ONNX model (protobuf parse failed: {exc}); "
                                    f"the file is truncated or not an ONNX file") from None
     if not proto.HasField("graph") or (len(proto.graph.node) == 0 and len(proto.graph.output) == 0):
@@ -146,25 +147,27 @@ def _load_external(tensors, base_dir: str, where: str) -> None:
         path = os.path.realpath(os.path.join(root, loc))
         if os.path.commonpath([root, path]) != root or path == root:
             raise ModelFormatError(f"{what} resolves outside the model's directory (symbolic link?)")
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise ModelFormatError(f"{what}: cannot read it ({exc.strerror})") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise ModelFormatError(f"{what} is not a regular file")
         offset = _external_int(info, "offset", 0, what)
         length = _external_int(info, "length", None, what)
-        if length is None:
-            length = st.st_size - offset
-        if offset > st.st_size or offset + length > st.st_size or length < 0:
-            raise ModelFormatError(f"{what}: bytes [{offset}, {offset + length}) lie outside the file "
-                                   f"({st.st_size} bytes)")
-        for b, e, other in spans.get(path, ()):
-            if offset < e and b < offset + length:
-                raise ModelFormatError(f"{what}: bytes [{offset}, {offset + length}) overlap those of tensor "
-                                       f"{other!r}")
-        spans.setdefault(path, []).append((offset, offset + length, t.name))
-        with open(path, "rb") as f:
+        try:   # no symlink swapped in after the check, and a FIFO must not block the open
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError as exc:
+            raise ModelFormatError(f"{what}: cannot read it ({exc.strerror})") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise ModelFormatError(f"{what} is not a regular file")
+        with os.fdopen(fd, "rb") as f:
+            if length is None:
+                length = max(st.st_size - offset, 0)
+            if offset + length > st.st_size:
+                raise ModelFormatError(f"{what}: bytes [{offset}, {offset + length}) lie outside the file "
+                                       f"({st.st_size} bytes)")
+            for b, e, other in spans.get(path, ()):
+                if offset < e and b < offset + length:
+                    raise ModelFormatError(f"{what}: bytes [{offset}, {offset + length}) overlap those of tensor "
+                                           f"{other!r}")
+            spans.setdefault(path, []).append((offset, offset + length, t.name))
             f.seek(offset)
             raw = f.read(length)
         if len(raw) != length:
