@@ -66,8 +66,9 @@ def _check_conv(attrs, inputs):
 
 
 def _out_hw(x_shape, w_shape, stride, pad, dilation, what="conv2d"):
-    """(OH, OW), both >= 1, after the shared geometry check of the input, kernel, stride, padding, dilation."""
-    return check_geometry(what, x_shape[2:4], w_shape[2:4], stride, pad, dilation, min_out=1)
+    """(OH, OW) after the shared geometry check of the input, kernel, stride, padding, dilation; 0 (an empty
+    output: the window just misses the padded input, as shape inference on small dummy sizes meets) is allowed."""
+    return check_geometry(what, x_shape[2:4], w_shape[2:4], stride, pad, dilation)
 
 
 def _conv_shape(attrs, x, w, b=None):

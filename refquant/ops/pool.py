@@ -51,7 +51,7 @@ def _geometry(attrs, x_shape):
     oh, ow = check_geometry("pool2d", (h, w), k, s, pad)
     if attrs.get("ceil_mode", False):
         oh, ow = _out_size(h, k[0], s[0], pad[0], pad[2], True), _out_size(w, k[1], s[1], pad[1], pad[3], True)
-    if oh < 1 or ow < 1:
+    if oh < 0 or ow < 0:  # 0 is an empty output (a window that just misses), as the float conv gives
         raise ShapeError(f"pool2d: kernel {k} with stride {s} does not fit the padded input {(h, w)} + padding "
                          f"{pad} (output {(oh, ow)})")
     check_size("pool2d", x_shape[0], x_shape[1], oh, ow)
