@@ -283,12 +283,13 @@ def main() -> dict:
     return summary
 
 
-def test_fuzz_rq_files_load_and_run_or_fail_cleanly():
+def test_fuzz_rq_files_load_and_run_or_fail_cleanly(record_property):
     proc = subprocess.run([sys.executable, __file__], capture_output=True, text=True, timeout=3600,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     print(proc.stderr.strip().splitlines()[-1])
+    record_property("fuzz_cases", summary["cases"])
     assert summary["cases"] > 0
     assert summary["n_failures"] == 0, json.dumps(summary["failures"][:10], indent=1)
 

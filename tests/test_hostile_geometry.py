@@ -214,7 +214,7 @@ def test_load_rejects_bad_attributes_naming_the_op():
 
 @pytest.mark.parametrize("op_type,attrs,inputs,match", [
     ("matmul_int8", {"N": 4}, ("x", "p", "c", "b", "m"), "'K'"),
-    ("conv2d_int8", {"ksize": [1, 1], "strides": [1, 1], "paddings": [0, 0], "dilations": [1, 1], "K": 1, "N": 1},
+    ("conv2d_int8", {"ksize": [1, 1], "strides": [1, 1], "paddings": [0, 0, 0], "dilations": [1, 1], "K": 1, "N": 1},
      ("x", "p", "c", "b", "m"), "paddings"),
     ("quantize_int8", {"scale_inv": 1.0, "zero": 0, "lo": 0}, ("x",), "'hi'"),
     ("mul", {"x_num_col_dims": "two"}, ("x", "x"), "x_num_col_dims"),

@@ -23,6 +23,7 @@ import numpy as np
 from .._dispatch import compiled
 from ..errors import ShapeError
 from ..reference.im2col import MAX_EXTENT, check_geometry, check_size
+from .conv import pads4
 from .registry import attr_bool, attr_choice, attr_float, attr_int, attr_ints, register
 
 
@@ -125,10 +126,10 @@ def _check_max_pool_int8(attrs, inputs):
 
 
 def _check_window(attrs, dilations):
-    """``strides`` (and ``dilations``): 2 ints in [1, 2**31); ``paddings``: 4 ints in [0, 2**31), all required
-    (convert_to_int8 writes them out)."""
+    """``strides`` (and ``dilations``): 2 ints in [1, 2**31); ``paddings``: 4 ints (or 2, symmetric) in [0, 2**31),
+    all required (convert_to_int8 writes them out)."""
     attr_ints(attrs, "strides", lengths=(2,), lo=1, hi=MAX_EXTENT)
-    attr_ints(attrs, "paddings", lengths=(4,), lo=0, hi=MAX_EXTENT)
+    attr_ints(attrs, "paddings", lengths=(2, 4), lo=0, hi=MAX_EXTENT)
     if dilations:
         attr_ints(attrs, "dilations", lengths=(2,), lo=1, hi=MAX_EXTENT)
 
@@ -249,7 +250,7 @@ def conv2d_int8(ctx, attrs, x, packed, col_sum, bias, mult):
     whose padded taps hold the zero point ``a_zero``. Output NHWC u8 or float32."""
     _check_u8(x, 4, "conv2d_int8")
     kh, kw = attrs["ksize"]
-    stride, pad, dil = tuple(attrs["strides"]), tuple(attrs["paddings"]), tuple(attrs["dilations"])
+    stride, pad, dil = tuple(attrs["strides"]), pads4(attrs["paddings"]), tuple(attrs["dilations"])
     n, h, w, c = x.shape
     oh, ow = check_geometry("conv2d_int8", (h, w), (kh, kw), stride, pad, dil, min_out=1)
     check_size("conv2d_int8", n, oh, ow, int(attrs["N"]))
