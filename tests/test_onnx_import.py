@@ -681,6 +681,18 @@ def test_external_tensor_in_a_subgraph_is_checked(tmp_path):
         import_onnx(tmp_path / "m.onnx")
 
 
+def test_names_that_are_not_utf8(tmp_path):
+    """protobuf returns bytes for a string field that is not UTF-8; the importer must not pass them on."""
+    (tmp_path / "weights.bin").write_bytes(SECRET.tobytes())
+    data = external_constant_model("weights.bin").SerializeToString().replace(b"weights.bin", b"weights.b\xffn")
+    (tmp_path / "m.onnx").write_bytes(data)
+    with pytest.raises(ModelFormatError, match="not UTF-8"):
+        import_onnx(tmp_path / "m.onnx")
+    model = unary_model("Relu")
+    model.graph.node[0].name = "node_name"
+    with pytest.raises(ModelFormatError, match="not UTF-8"):
+        import_onnx(model.SerializeToString().replace(b"node_name", b"node_\xfe\xffme"))
+
 # ---- hostile files: unbounded work, raw errors, invalid graphs ------------------------------------------------
 def test_constant_folding_is_bounded():
     nodes = [helper.make_node("Constant", [], ["v"], value=helper.make_tensor("v", F32, [], [1.0])),

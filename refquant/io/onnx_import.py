@@ -89,6 +89,10 @@ def _load(source, onnx):
         raise ModelFormatError(f"{where}: not a valid ONNX model: it has no graph (truncated or not an ONNX file?)")
     if len(proto.graph.output) == 0:
         raise ModelFormatError(f"{where}: not a valid ONNX model: the graph has no outputs (truncated file?)")
+    for text in _texts(proto):
+        if not isinstance(text, str):   # protobuf hands back bytes for a string field that is not UTF-8
+            raise ModelFormatError(f"{where}: not a valid ONNX model: the name or string {text[:60]!r} is not "
+                                   f"UTF-8")
     external = [t for t in _all_tensors(proto.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
         if base_dir is None:
@@ -97,6 +101,26 @@ def _load(source, onnx):
                 f"read when the model is given as a path (it is resolved inside the model's directory)")
         _load_external(external, base_dir, where)
     return proto, where
+
+
+def _texts(proto):
+    """The string fields the importer reads (names, op types, domains, external-data entries)."""
+    yield proto.producer_name
+    for imp in proto.opset_import:
+        yield imp.domain
+    g = proto.graph
+    yield g.name
+    for vi in list(g.input) + list(g.output):
+        yield vi.name
+    for node in g.node:
+        yield from (node.name, node.op_type, node.domain)
+        yield from node.input
+        yield from node.output
+        yield from (a.name for a in node.attribute)
+    for t in _all_tensors(g):
+        yield t.name
+        for kv in t.external_data:
+            yield from (kv.key, kv.value)
 
 
 def _all_tensors(graph):
