@@ -1,6 +1,6 @@
 """A bounded, seeded fuzz of the ``.rq`` model format: mutated and truncated files of zoo models (float, fake-quant
 and INT8) and of models with crafted attributes (huge, negative, NaN, wrongly typed geometry, missing attributes),
-each loaded with :func:`refquant.io.format.from_bytes` and, when it loads, run on a small input.
+each written to a file, loaded with :func:`refquant.load` and, when it loads, run on a small input.
 
 Every case must end in one of:
 
@@ -185,13 +185,18 @@ def _feeds(model, rng):
 
 def _case(blob: bytes, rng) -> dict:
     """Load, then run: the outcome as a dict (stage, outcome, exception class names and message)."""
+    import tempfile
+
     import refquant
-    from refquant.io.format import from_bytes
+    with tempfile.NamedTemporaryFile(suffix=".rq", delete=False) as f:
+        f.write(blob)
     try:
-        model = from_bytes(blob)
+        model = refquant.load(f.name)
     except BaseException as exc:  # noqa: BLE001 - the classification below is the test
         return {"stage": "load", "outcome": "raised", "types": [t.__name__ for t in type(exc).__mro__],
                 "message": str(exc)[:200]}
+    finally:
+        os.unlink(f.name)
     try:
         feeds = _feeds(model, rng)
     except (ValueError, MemoryError):  # an input this harness cannot build (a declared dimension near 2**63)
@@ -203,7 +208,6 @@ def _case(blob: bytes, rng) -> dict:
     except BaseException as exc:  # noqa: BLE001
         return {"stage": "run", "outcome": "raised", "types": [t.__name__ for t in type(exc).__mro__],
                 "message": str(exc)[:200]}
-    del refquant
     return {"stage": "run", "outcome": "ran"}
 
 
