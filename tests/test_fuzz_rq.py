@@ -38,7 +38,6 @@ import warnings
 import zlib
 
 import numpy as np
-import pytest
 
 HOSTILE = [0, -1, 1, 2, 3, 2**31 - 1, 2**31, 2**62 + 1, 3 * 2**61, 2**63 - 1, -2**63, 2**64, 1.5, 1e300,
            float("nan"), float("inf"), -float("inf"), "3", "", "NCHW", None, True, False, [], [1], [0, 0], [1, 2, 3],

@@ -37,7 +37,8 @@ def _check_perm(attrs, inputs):
         raise GraphError(f"attribute 'perm' must be a permutation of 0..{len(perm) - 1}, got {perm}")
 
 
-@register("reshape", backward=_back_to_input_shape, check=_check_target)  # no shape rule: the target may be a tensor's value
+# no shape rule: the target may be a tensor's value
+@register("reshape", backward=_back_to_input_shape, check=_check_target)
 def reshape(ctx, attrs, x, shape=None):
     """y = x.reshape(target), target = the ``shape`` tensor if given, else the ``shape`` attribute."""
     target = attrs["shape"] if shape is None else shape.tolist()
