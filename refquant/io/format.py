@@ -12,8 +12,11 @@ Layout (all integers little-endian)::
 
 Nothing in the file is ever executed: no pickle (arrays are rebuilt with ``np.frombuffer`` from a whitelist of
 plain numeric dtypes), every length and offset is checked against the file size before use, and the checksum
-catches truncation and bit rot. Files are written atomically: a temporary file in the target directory,
-fsync, then ``os.replace``; an interrupted save leaves the old file intact.
+catches truncation and bit rot. The graph is then a :class:`~refquant.graph.Model`, whose validation checks every
+op's input count and attributes (window geometry bounds, required attributes: ``refquant.ops.registry.check_op``)
+and the graph inputs' dtypes and shapes, so a crafted file is rejected here, not when it runs. Files are written
+atomically: a temporary file in the target directory, fsync, then ``os.replace``; an interrupted save leaves the old
+file intact.
 """
 from __future__ import annotations
 
