@@ -763,7 +763,7 @@ def _converter(*op_types):
 
 
 def _unsupported(node, why: str):
-    return UnsupportedOpError(f"{node.where}: unsupported ONNX op type {node.type!r} (node {node.name!r}): {why}")
+    return UnsupportedOpError(f"{node.where}: unsupported: {why}")
 
 
 def _bad(node, why: str):
