@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ShapeError
 from .registry import attr_choice, attr_spec, register
 
 
@@ -192,5 +193,7 @@ def expand(ctx, attrs, x, *rest):
     """ONNX Expand: broadcast ``x`` against ``shape`` (the int tensor input, else the ``shape`` attribute)."""
     shape = rest[0] if rest else None
     target = tuple(int(v) for v in (np.ravel(shape) if shape is not None else attrs["shape"]))
+    if len(target) > 32 or min(target, default=0) < 0:  # NumPy broadcasts at most 32 operand dimensions
+        raise ShapeError(f"expand: target shape {target[:40]} must have at most 32 non-negative dimensions")
     ctx.save(x.shape, 1 + len(rest))
     return np.array(np.broadcast_to(x, np.broadcast_shapes(x.shape, target)))
