@@ -780,6 +780,8 @@ CASES = {
     "runtime shape input of rank 4": (lambda: make_model([helper.make_node("Reshape", ["x", "x"], ["y"], name="rs")],
                                                         [("x", [1, 2, 2, 2], F32)], ["y"]),
                                      ShapeError, "'rs'.*shape input 'x' must have rank 1"),
+    "attribute that became an input": (lambda: unary_model("Squeeze", shape=(2, 1, 3), axes=[1], opset=13),
+                                       ModelFormatError, "'axes' became an input in opset 13"),
     "matmul inner dimensions": (lambda: make_model([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
                                                    [("x", [2, 3], F32)], ["y"], {"w": rnd(4, 5)}),
                                 ShapeError, "'mm'.*inner"),

@@ -471,6 +471,10 @@ class _Importer:
                 raise ModelFormatError(f"{where}: required input {i} is empty")
         if not outputs or not outputs[0] and node.op_type != "Split" or len(outputs) > max_out:
             raise ModelFormatError(f"{where} has outputs {outputs}; it needs 1 to {max_out} with the first named")
+        for attr, since in _MOVED_ATTRS.get(node.op_type, ()):
+            if self.opset >= since and attr in attrs:
+                raise ModelFormatError(f"{where}: attribute {attr!r} became an input in opset {since}; the model "
+                                       f"declares opset {self.opset}")
         for n in inputs:
             if n and n not in self.consts and n not in self.shapes:
                 raise ModelFormatError(f"{where} reads {n!r}, which no initializer, input or earlier node "
@@ -659,6 +663,13 @@ _ARITY = {
     "Squeeze": (1, 2, 1), "Unsqueeze": (1, 2, 1), "Slice": (3, 5, 1), "Shape": (1, 1, 1), "Cast": (1, 1, 1),
     "Gather": (2, 2, 1), "Expand": (2, 2, 1), "Split": (1, 2, _ANY),
 }
+
+
+# attributes that later opsets turned into inputs: (name, first opset without the attribute)
+_MOVED_ATTRS = {"Squeeze": (("axes", 13),), "Unsqueeze": (("axes", 13),), "ReduceSum": (("axes", 13),),
+                "ReduceMean": (("axes", 18),), "Split": (("split", 13),), "Reshape": (("shape", 5),),
+                "Slice": (("starts", 10), ("ends", 10), ("axes", 10), ("steps", 10)),
+                "Clip": (("min", 11), ("max", 11)), "Upsample": (("scales", 9),)}
 
 
 def _arity(op_type: str, opset: int) -> tuple:
