@@ -74,7 +74,8 @@ def cmd_train(args) -> int:
     from .models import zoo
     if args.qat:
         default = Path("data/zoo" if args.cache else ".") / f"{args.model}.qat{args.bits}.rq"
-        return _qat(args.model, args.bits, args.epochs, args.out or default, progress=not args.quiet)
+        return _qat(args.model, args.bits, args.epochs, args.out or default, progress=not args.quiet,
+                    onnx_format=args.onnx_format)
     model, history, top1 = zoo.train(args.model, seed=args.seed, progress=not args.quiet, epochs=args.epochs)
     if args.out is None:
         out = Path("data/zoo" if args.cache else ".") / f"{args.model}.rq"
@@ -87,15 +88,17 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _qat(name, bits, epochs, out, progress=False) -> int:
-    """The seeds' QAT recipe on a zoo model (refquant.quant.qat.finetune_zoo), saved and evaluated."""
+def _qat(name, bits, epochs, out, progress=False, onnx_format=False) -> int:
+    """The seeds' QAT recipe on a zoo model (refquant.quant.qat.finetune_zoo), saved and evaluated;
+    ``onnx_format``: quantize_linear / dequantize_linear pairs (PaddleSlim's QuantizationTransformPassV2)."""
     from .io import save
     from .models import zoo
     from .quant.qat import finetune_zoo
     _check_folder(Path(out))
     if name not in zoo.names():
         raise UsageError(f"QAT fine-tunes a zoo model on its data; {name!r} is not one of {', '.join(zoo.names())}")
-    qmodel, history = finetune_zoo(name, bits, epochs=epochs, progress=progress)
+    qmodel, history = finetune_zoo(name, bits, epochs=epochs, progress=progress,
+                                   config={"onnx_format": True} if onnx_format else None)
     save(qmodel, out)
     r = qmodel.meta["quantization"]["finetune"]
     print(f"{name}: QAT {bits}-bit, {r['epochs']} epochs at lr {r['lr']:g}: test top-1 {_top1(qmodel):.2f}% "
@@ -162,7 +165,7 @@ def cmd_quantize(args) -> int:
             round_type=args.round_type, bias_correction=args.bias_correction, is_full_quantize=args.full,
             skip_tensor_list=args.skip or None)
     elif args.method == "qat":
-        return _qat(args.model, args.bits, args.epochs, out)
+        return _qat(args.model, args.bits, args.epochs, out, onnx_format=args.onnx_format)
     elif args.method == "dynamic":
         qmodel = quant.quant_post_dynamic(model, weight_bits=args.bits,
                                           weight_quantize_type=args.weight_quantize_type)
@@ -286,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qat", action="store_true", help="quantization-aware fine-tuning of the trained model "
                    "(lr 1/10, 1/4 of the epochs, warmup; then convert)")
     p.add_argument("--bits", type=int, default=8, help="with --qat: weight and activation bits")
+    p.add_argument("--onnx-format", action="store_true",
+                   help="with --qat: quantize_linear/dequantize_linear pairs (PaddleSlim's onnx_format=True)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="top-1, size and latency of trained zoo models on their test split")

@@ -172,3 +172,14 @@ def test_train_qat_then_convert(tmp_path, capsys):
     assert q.meta["quantization"]["method"] == "qat"
     assert main(["convert", str(out), "--out", str(tmp_path / "i8.rq")]) == 0
     assert main(["quantize", "nope.rq", "--method", "qat"]) == 2
+
+
+def test_train_qat_onnx_format(tmp_path, capsys):
+    """--onnx-format reaches the QAT config: the saved graph has quantize_linear / dequantize_linear pairs and
+    deploys like a quant_post_static(onnx_format=True) graph."""
+    out = tmp_path / "qat_onnx.rq"
+    assert main(["train", "lenet5", "--qat", "--onnx-format", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    counts = refquant.load(out).op_counts()
+    assert counts.get("quantize_linear", 0) > 0 and counts.get("dequantize_linear", 0) > 0
+    assert "fake_quantize_dequantize_moving_average_abs_max" not in counts
+    assert main(["convert", str(out), "--out", str(tmp_path / "i8.rq")]) == 0

@@ -152,3 +152,17 @@ def test_zoo_model_round_trip_bit_identical(tmp_path):
         loaded = refquant.load(refquant.save(model, tmp_path / "z.rq"))
         a, b = model.run({"x": x}), loaded.run({"x": x})
         assert all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+
+def test_load_refuses_a_fifo_without_opening_it(tmp_path):
+    """Opening a FIFO for reading blocks until a writer comes: load checks the file type first (in a subprocess, so
+    a regression fails on the timeout instead of hanging the suite)."""
+    import subprocess
+    import sys
+    fifo = tmp_path / "model.rq"
+    os.mkfifo(fifo)
+    code = f"import refquant\ntry:\n    refquant.load({str(fifo)!r})\nexcept refquant.errors.ModelFormatError as e:\n    print(e)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "is not a regular file (a FIFO, socket or device)" in r.stdout, r.stderr
+    with pytest.raises(ModelFormatError, match="is a directory"):
+        refquant.load(tmp_path)

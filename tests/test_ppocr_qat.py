@@ -81,15 +81,22 @@ def test_zero_steps_is_ptq(cls, zero_steps):
 
 @needs_models
 def test_few_steps_reduce_distillation_loss_and_deploy(cls, zero_steps):
-    """6 Adam steps lower the distillation loss on the training lines; BN attrs are restored, the imported
-    (cached) model is untouched, and the result deploys to INT8 agreeing with its fake-quant model."""
+    """8 Adam steps lower the distillation loss on the training lines by a margin; BN attrs are restored, the
+    imported (cached) model is untouched, and the result deploys to INT8 agreeing with its fake-quant model.
+
+    The loss at the start is tiny (~1e-3) and moves with BLAS rounding: perturbing the weights by 1e-6 of
+    themselves (the size of the differences between OpenBLAS kernels) changes it by up to 4x. So the assertion
+    is a margin measured across that noise: after / before was 0.01-0.27 on the Haswell, Sandybridge and Prescott
+    kernels and over 14 perturbations of relative size 1e-6, and at most 0.61 over 10 of size 1e-5; the test asks
+    for < 0.8. (At 6 steps and lr 1e-5 the ratio reached 1.65 on the SkylakeX kernel.)"""
     model, calib, train = cls
     before = _loss_on(zero_steps[0], model, train)
-    q, i8 = ppocr.qat(model, calib, train, algo="abs_max", steps=6, lr=1e-5, warmup=0)
+    q, i8 = ppocr.qat(model, calib, train, algo="abs_max", steps=8, lr=2e-5, warmup=0)
     info = q.meta["quantization"]
     assert info["method"] == "qat" and len(info["quantized_ops"]) == 54
-    assert len(info["qat"]["loss_history"]) == 6
-    assert _loss_on(q, model, train) < before
+    assert len(info["qat"]["loss_history"]) == 8
+    after = _loss_on(q, model, train)
+    assert after < 0.8 * before, (after, before)
     assert all("use_global_stats" not in op.attrs for op in q.ops)
     for op in (op for op in q.ops if op.type == "batch_norm"):  # running statistics frozen
         for name in op.inputs[3:5]:

@@ -127,8 +127,10 @@ def test_training_with_fake_quant_lowers_the_loss_and_updates_scales(lenet):
     from refquant.models import zoo
     _, x, y, _ = lenet
     q = quant_aware(zoo.build("lenet5"), {"weight_bits": 4, "activation_bits": 4})  # untrained
-    h = fit(q, x[:512], y[:512], epochs=3, batch_size=64, lr=0.05, progress=False, schedule=None)
-    assert h["loss"][-1] < h["loss"][0]
+    # lr 0.02: last / first epoch loss 0.57-0.74 measured over init seeds 0-2 and the Haswell, Sandybridge and
+    # Prescott OpenBLAS kernels (seed 0: 0.572-0.575). At lr 0.05 the third epoch diverged on Prescott (2.25 > 2.23).
+    h = fit(q, x[:512], y[:512], epochs=3, batch_size=64, lr=0.02, progress=False, schedule=None)
+    assert h["loss"][-1] < 0.85 * h["loss"][0], h["loss"]
     assert q.params["x@scale"][0] > 0.5 and q.params["x@state"][0] > 1  # the moving average moved
     out = convert(q)
     assert out.meta["quantization"]["weight_bits"] == 4

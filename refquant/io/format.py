@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 import tempfile
 import zlib
@@ -171,11 +172,12 @@ def from_bytes(blob: bytes) -> Model:
 def load(path) -> Model:
     """Read a model written by :func:`save`."""
     path = Path(path)
-    try:
-        blob = path.read_bytes()
-    except IsADirectoryError:
+    mode = os.stat(path).st_mode  # checked before opening: reading a FIFO blocks until a writer comes
+    if stat.S_ISDIR(mode):
         _fail(f"{path} is a directory")
-    return from_bytes(blob)
+    if not stat.S_ISREG(mode):
+        _fail(f"{path} is not a regular file (a FIFO, socket or device)")
+    return from_bytes(path.read_bytes())
 
 
 __all__ = ["save", "load", "to_bytes", "from_bytes", "FORMAT_VERSION", "RefquantError"]
