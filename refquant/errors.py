@@ -36,3 +36,20 @@ class NonFiniteError(RefquantError, ValueError):
     def __init__(self, message: str, *, tensor: str | None = None, op: str | None = None, count: int = 0):
         super().__init__(message)
         self.tensor, self.op, self.count = tensor, op, count
+
+
+class OpError(RefquantError):
+    """An op's forward failed on the values it was given at run time (shapes that only this input contradicts, an
+    index out of range, a dtype the op cannot take); the message names the op and its input shapes. Each instance
+    is also of the standard type the op raised (:func:`op_error` makes ``OpValueError`` for ValueError, and so on),
+    so code that catches ValueError / IndexError / TypeError still does."""
+
+
+_OP_ERRORS: dict = {}
+
+
+def op_error(base: type) -> type:
+    """The subclass of :class:`OpError` and ``base`` (ValueError, IndexError, TypeError, ...), made once."""
+    if base not in _OP_ERRORS:
+        _OP_ERRORS[base] = type(f"Op{base.__name__}", (OpError, base), {"__module__": __name__})
+    return _OP_ERRORS[base]

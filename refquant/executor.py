@@ -10,10 +10,13 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .errors import GraphError, ShapeError, UnsupportedOpError
+from .errors import GraphError, RefquantError, ShapeError, UnsupportedOpError, op_error
 from .graph import Model
 from .ops import get_op, OpContext
 from .threads import blas_on_one_thread
+
+# What an op raises when the values it is given do not fit it; run() re-raises them as errors.op_error(type).
+_INPUT_ERRORS = (ValueError, IndexError, TypeError, ArithmeticError)
 
 
 def _check_feeds(model: Model, feeds: dict) -> dict[str, np.ndarray]:
@@ -73,13 +76,16 @@ def forward(model: Model, feeds: dict, *, training: bool = False, rng: Optional[
         args = [env[n] if n else None for n in op.inputs]
         try:
             result = opdef.forward(ctx, op.attrs, *args)
-        except (GraphError, ShapeError, UnsupportedOpError):
+        except RefquantError:
             raise
         except Exception as exc:  # name the node: a bare numpy error deep in a graph is useless
             shapes = [None if a is None else getattr(a, "shape", None) for a in args]
+            message = f"op {op.name!r} ({op.type}) with input shapes {shapes}: {exc}{_nonfinite_inputs(model, op, args)}"
+            base = next((t for t in _INPUT_ERRORS if isinstance(exc, t)), None)
+            if base is not None:  # the input does not fit the op: a RefquantError that is still a ValueError, ...
+                raise op_error(base)(message) from exc
             try:
-                named = type(exc)(f"op {op.name!r} ({op.type}) with input shapes {shapes}: {exc}"
-                                  f"{_nonfinite_inputs(model, op, args)}")
+                named = type(exc)(message)
             except Exception:  # an exception type with another constructor: keep it as it is
                 raise exc
             raise named from exc

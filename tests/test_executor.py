@@ -121,3 +121,13 @@ def test_int8_graphs_run_with_blas_on_one_thread():
     finally:
         threads.set_num_threads(n_before)
     assert max(seen[0]) == 1 and seen[1] == before and seen[2] == before and blas() == before
+
+
+def test_an_op_failing_on_its_inputs_raises_a_named_op_error():
+    """Shapes that only the fed values contradict: a RefquantError naming the op, still a ValueError."""
+    from refquant.errors import OpError, RefquantError
+    m = Model([Op("elementwise_add", ["x", "b"], ["y"], {}, name="add0")], {"b": np.ones((4,), np.float32)},
+              [TensorSpec("x", (None, 3), "float32")], ["y"])
+    with pytest.raises(OpError, match=r"op 'add0' \(elementwise_add\) with input shapes \[\(2, 3\), \(4,\)\]") as e:
+        m.run({"x": np.ones((2, 3), np.float32)})
+    assert isinstance(e.value, ValueError) and isinstance(e.value, RefquantError)
