@@ -149,8 +149,8 @@ TINY = {"model_type": "bert", "hidden_size": 8, "num_attention_heads": 2, "num_h
         "layer_norm_eps": 1e-12, "hidden_act": "gelu"}
 
 
-def _tiny_checkpoint(path, config=TINY):
-    """A one-layer BERT directory with random weights (no tokenizer)."""
+def tiny_bert_weights(config=TINY) -> dict:
+    """Random float32 weights of a one-layer BERT of ``config``, under the checkpoint's tensor names."""
     rng = np.random.default_rng(0)
     H, inter = config["hidden_size"], config["intermediate_size"]
     shapes = {"embeddings.word_embeddings.weight": (config["vocab_size"], H),
@@ -164,9 +164,13 @@ def _tiny_checkpoint(path, config=TINY):
         shapes[p + dense + ".weight"], shapes[p + dense + ".bias"] = shape, shape[:1]
     for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
         shapes[p + norm + ".weight"] = shapes[p + norm + ".bias"] = (H,)
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+
+
+def _tiny_checkpoint(path, config=TINY):
+    """A one-layer BERT directory with random weights (no tokenizer)."""
     path.mkdir(exist_ok=True)
-    write_safetensors(path / "model.safetensors",
-                      {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()})
+    write_safetensors(path / "model.safetensors", tiny_bert_weights(config))
     (path / "config.json").write_text(json.dumps(config))
     (path / "modules.json").write_text(json.dumps([{"type": "sentence_transformers.models.Normalize"}]))
     return path

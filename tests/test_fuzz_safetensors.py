@@ -31,15 +31,12 @@ import numpy as np
 
 from refquant.models.bert import write_safetensors
 from tests import fuzzing
+from tests.test_bert import TINY, tiny_bert_weights
 
 EVIL_INTS = [0, -1, 1, 2, 3, 4, 7, 8, 2 ** 31, 2 ** 32, 2 ** 62, 2 ** 63, 2 ** 64, -2 ** 63, 10 ** 30]
 EVIL_VALUES = EVIL_INTS + [1.5, -0.0, "3", None, True, [], [1], {}, "F32", 1e308]
 DTYPES = ["F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL", "F8_E4M3",
           "f32", "", "PICKLE", 3, None, ["F32"]]
-
-TINY = {"model_type": "bert", "hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1,
-        "intermediate_size": 16, "vocab_size": 20, "max_position_embeddings": 16, "type_vocab_size": 2,
-        "layer_norm_eps": 1e-12, "hidden_act": "gelu"}
 
 
 # ---- seeds -----------------------------------------------------------------------------------------------------
@@ -60,23 +57,6 @@ def _split(blob: bytes) -> tuple[dict, bytes]:
 def _join(header, data: bytes, text: bytes = None) -> bytes:
     raw = json.dumps(header).encode() if text is None else text
     return struct.pack("<Q", len(raw)) + raw + data
-
-
-def _bert_weights(config=TINY) -> dict:
-    rng = np.random.default_rng(0)
-    H, inter = config["hidden_size"], config["intermediate_size"]
-    shapes = {"embeddings.word_embeddings.weight": (config["vocab_size"], H),
-              "embeddings.position_embeddings.weight": (config["max_position_embeddings"], H),
-              "embeddings.token_type_embeddings.weight": (config["type_vocab_size"], H),
-              "embeddings.LayerNorm.weight": (H,), "embeddings.LayerNorm.bias": (H,)}
-    p = "encoder.layer.0."
-    for dense, shape in (("attention.self.query", (H, H)), ("attention.self.key", (H, H)),
-                         ("attention.self.value", (H, H)), ("attention.output.dense", (H, H)),
-                         ("intermediate.dense", (inter, H)), ("output.dense", (H, inter))):
-        shapes[p + dense + ".weight"], shapes[p + dense + ".bias"] = shape, shape[:1]
-    for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
-        shapes[p + norm + ".weight"] = shapes[p + norm + ".bias"] = (H,)
-    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
 
 
 @functools.lru_cache(maxsize=None)
@@ -101,7 +81,7 @@ def checkpoint() -> dict:
             "modules.json": json.dumps([{"idx": 0, "type": "sentence_transformers.models.Transformer"},
                                         {"idx": 1, "type": "sentence_transformers.models.Normalize"}]).encode(),
             "1_Pooling/config.json": json.dumps({"pooling_mode_mean_tokens": True}).encode(),
-            "model.safetensors": _file(_bert_weights())}
+            "model.safetensors": _file(tiny_bert_weights())}
 
 
 # ---- mutations ---------------------------------------------------------------------------------------------------

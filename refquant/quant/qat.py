@@ -273,13 +273,20 @@ def convert(model: Model) -> Model:
             if axis is not None:
                 op.attrs["weight_quant_axis"] = axis
         new_ops.append(op)
-    q.ops = new_ops
+    return _frozen(q, new_ops, cfg, onnx_format=False, activation_thresholds=act_t, weight_thresholds=w_t)
+
+
+def _frozen(q: Model, ops: list, cfg: dict, *, onnx_format: bool, activation_thresholds: dict,
+            weight_thresholds: dict) -> Model:
+    """``q`` with the converted ``ops`` and the ``meta["quantization"]`` record of quant_post_static's format."""
+    q.ops = ops
     del q.meta["qat"]
     q.meta["quantization"] = {
-        "method": "qat", "algo": cfg["activation_quantize_type"], "weight_bits": w_bits, "activation_bits": a_bits,
-        "weight_quantize_type": cfg["weight_quantize_type"], "quantizable_op_type": list(cfg["quantize_op_types"]),
-        "onnx_format": False, "quantized_ops": [op.name for op in new_ops if "quantization_type" in op.attrs],
-        "activation_thresholds": act_t, "weight_thresholds": w_t,
+        "method": "qat", "algo": cfg["activation_quantize_type"], "weight_bits": int(cfg["weight_bits"]),
+        "activation_bits": int(cfg["activation_bits"]), "weight_quantize_type": cfg["weight_quantize_type"],
+        "quantizable_op_type": list(cfg["quantize_op_types"]), "onnx_format": onnx_format,
+        "quantized_ops": [op.name for op in ops if "quantization_type" in op.attrs],
+        "activation_thresholds": activation_thresholds, "weight_thresholds": weight_thresholds,
     }
     q.validate()
     return q
@@ -328,16 +335,7 @@ def _convert_onnx(model: Model, cfg: dict) -> Model:
             if cfg["weight_quantize_type"] == "channel_wise_abs_max":
                 op.attrs["weight_quant_axis"] = weight_channel_axis(op.type)
         new_ops.append(op)
-    q.ops = new_ops
-    del q.meta["qat"]
-    q.meta["quantization"] = {
-        "method": "qat", "algo": cfg["activation_quantize_type"], "weight_bits": w_bits, "activation_bits": a_bits,
-        "weight_quantize_type": cfg["weight_quantize_type"], "quantizable_op_type": list(cfg["quantize_op_types"]),
-        "onnx_format": True, "quantized_ops": [op.name for op in new_ops if "quantization_type" in op.attrs],
-        "activation_thresholds": act_t, "weight_thresholds": w_t,
-    }
-    q.validate()
-    return q
+    return _frozen(q, new_ops, cfg, onnx_format=True, activation_thresholds=act_t, weight_thresholds=w_t)
 
 
 def finetune_zoo(name: str, bits: int = 8, *, epochs: Optional[int] = None, lr_fraction: Optional[float] = None,
