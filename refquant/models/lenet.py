@@ -1,6 +1,6 @@
 """LeNet-5: two conv + relu + max-pool stages and three fully connected layers (Paddle's fc pattern).
 
-At ``input_size=28`` with the default width it is exactly the oracle LeNet of ``shared/oracle/lenet`` (Paddle's
+At ``input_size=28`` with the default width it is exactly the oracle LeNet of ``tests/data`` (Paddle's
 static-graph model: conv 5x5 pad 2 -> 6, pool, conv 5x5 -> 16, pool, fc 120, fc 84, fc 10), parameter for
 parameter; ``bias_style="add"`` also reproduces its tensor names (conv bias as reshape2 + elementwise_add, so
 ``conv2d_0.tmp_1``, ``relu_0.tmp_0``, ``pool2d_0.tmp_0``, ``flatten_0.tmp_0``, ``fc_0.tmp_2`` ...).
