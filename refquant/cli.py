@@ -7,6 +7,7 @@ import stat
 import sys
 from pathlib import Path
 
+from ._files import write_text_atomic
 from .errors import ArgumentError, RefquantError
 
 
@@ -259,9 +260,9 @@ def cmd_bench(args) -> int:
         parts.append(f"## {name}\n\n" + mod.markdown(results[name]))
         print(parts[-1] + "\n", flush=True)
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=1, default=str))
+        write_text_atomic(args.json, json.dumps(results, indent=1, default=str))
     if args.md is not None:
-        args.md.write_text("\n\n".join(parts) + "\n")
+        write_text_atomic(args.md, "\n\n".join(parts) + "\n")
     return 0
 
 

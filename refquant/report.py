@@ -9,6 +9,7 @@ from typing import Optional
 
 import numpy as np
 
+from ._files import write_text_atomic
 from .graph import Model
 
 
@@ -213,5 +214,5 @@ def demo(models: Optional[list[str]] = None, json_path: Optional[Path] = None) -
                    "fine-tuned now: a few minutes each)", [n for n in names if n in QAT_MODELS], qat_row,
                    format_qat_table)
     if json_path is not None:
-        Path(json_path).write_text(json.dumps({"fp32": rows, "ptq": ptq, "int8": int8, "qat": qat}, indent=1))
+        write_text_atomic(json_path, json.dumps({"fp32": rows, "ptq": ptq, "int8": int8, "qat": qat}, indent=1))
     return 0

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from refquant import _dispatch, executor
-from refquant.errors import UnsupportedOpError
 from refquant.graph import Model, Op, TensorSpec
 from refquant.ops import OPS, conv
 from tests.gradcheck import run_op

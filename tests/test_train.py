@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import refquant.models as M
-from refquant.data import load_digits, load_text, random_shift
+from refquant.data import load_digits, random_shift
 from refquant.executor import backward, forward
 from refquant.graph import Model, Op, TensorSpec
 from refquant.models import zoo

@@ -25,13 +25,13 @@ import math
 import os
 import stat
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import GraphError, ModelFormatError, RefquantError
+from .._files import write_atomic
 from ..graph import Model, Op, TensorSpec
 from ..reference import qgemm as _qgemm
 
@@ -89,27 +89,6 @@ def to_bytes(model: Model) -> bytes:
 def save(model: Model, path) -> Path:
     """Write ``model`` to ``path`` atomically (temp file + rename). Returns the path."""
     return write_atomic(path, to_bytes(model))
-
-
-def write_atomic(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``: a reader sees the old
-    file or the new one, never a part; on any failure the temp file is removed and the old file is untouched."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file 0600; give it a normal file's permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _fail(why: str):

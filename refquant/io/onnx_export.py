@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import UnsupportedOpError
 from ..graph import Model, Op
-from .format import write_atomic
+from .._files import write_atomic
 
 FLT_MAX = float(np.finfo(np.float32).max)
 

@@ -31,6 +31,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .._files import write_atomic
 from ..errors import ModelFormatError
 from ..graph import Model
 from .builder import GraphBuilder
@@ -228,11 +229,7 @@ def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: Optional[d
         off += len(data)
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for data in blobs:
-            f.write(data)
+    write_atomic(path, b"".join([struct.pack("<Q", len(raw)), raw, *blobs]))
 
 
 def _read_weights(path) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
+from .._files import write_text_atomic
 from ..calibration import weight_channel_axis
 from ..errors import ArgumentError, ArgumentTypeError
 from ..graph import Model
@@ -120,5 +121,4 @@ def write_report_json(rows: list[dict], path, meta: Optional[dict] = None) -> No
     def clean(v):
         return None if isinstance(v, float) and math.isinf(v) else v
     doc = {"meta": meta or {}, "layers": [{k: clean(v) for k, v in r.items()} for r in rows]}
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1)
+    write_text_atomic(path, json.dumps(doc, indent=1))
