@@ -15,8 +15,9 @@ from .graph import Model
 from .ops import get_op, OpContext
 from .threads import blas_on_one_thread
 
-# What an op raises when the values it is given do not fit it; run() re-raises them as errors.op_error(type).
-_INPUT_ERRORS = (ValueError, IndexError, TypeError, ArithmeticError)
+# What an op raises when the values it is given do not fit it, most specific first; run() re-raises them as
+# errors.op_error(type), which is still of that type.
+_INPUT_ERRORS = (ValueError, IndexError, TypeError, ZeroDivisionError, OverflowError, FloatingPointError, ArithmeticError)
 
 
 def _check_feeds(model: Model, feeds: dict) -> dict[str, np.ndarray]:
