@@ -17,7 +17,8 @@ from .threads import blas_on_one_thread
 
 # What an op raises when the values it is given do not fit it, most specific first; run() re-raises them as
 # errors.op_error(type), which is still of that type.
-_INPUT_ERRORS = (ValueError, IndexError, TypeError, ZeroDivisionError, OverflowError, FloatingPointError, ArithmeticError)
+_INPUT_ERRORS = (ValueError, IndexError, TypeError, ZeroDivisionError, OverflowError, FloatingPointError,
+                 ArithmeticError)
 
 
 def _check_feeds(model: Model, feeds: dict) -> dict[str, np.ndarray]:
@@ -81,7 +82,8 @@ def forward(model: Model, feeds: dict, *, training: bool = False, rng: Optional[
             raise
         except Exception as exc:  # name the node: a bare numpy error deep in a graph is useless
             shapes = [None if a is None else getattr(a, "shape", None) for a in args]
-            message = f"op {op.name!r} ({op.type}) with input shapes {shapes}: {exc}{_nonfinite_inputs(model, op, args)}"
+            message = (f"op {op.name!r} ({op.type}) with input shapes {shapes}: {exc}"
+                       f"{_nonfinite_inputs(model, op, args)}")
             base = next((t for t in _INPUT_ERRORS if isinstance(exc, t)), None)
             if base is not None:  # the input does not fit the op: a RefquantError that is still a ValueError, ...
                 raise op_error(base)(message) from exc

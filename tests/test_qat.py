@@ -213,3 +213,31 @@ def test_onnx_format_qat_trains_converts_and_deploys(lenet):
     assert (i8.argmax(-1) == fz.argmax(-1)).mean() >= 0.95
     with pytest.raises(ValueError, match="weight_reduce_range"):
         quant_aware(m, {"onnx_format": True, "weight_reduce_range": True})
+
+
+def test_paddleslim_tutorial_config_runs_as_written(lenet):
+    """The config of PaddleSlim's QAT tutorial, every key as written (dtype included), gives the same graph as
+    refquant's defaults with those values; keys refquant cannot honour say why."""
+    m = lenet[0]
+    tutorial = {"weight_quantize_type": "channel_wise_abs_max", "activation_quantize_type": "moving_average_abs_max",
+                "weight_bits": 8, "activation_bits": 8, "not_quant_pattern": ["skip_quant"],
+                "quantize_op_types": ["conv2d", "depthwise_conv2d", "mul"], "dtype": "int8", "window_size": 10000,
+                "moving_rate": 0.9, "for_tensorrt": False, "is_full_quantize": False, "quant_post_first": False,
+                "scale_trainable": True, "deploy_backend": None}
+    a, b = quant_aware(m, tutorial), quant_aware(m)
+    assert [(op.type, op.inputs, op.attrs) for op in a.ops] == [(op.type, op.inputs, op.attrs) for op in b.ops]
+    with pytest.raises(ValueError, match="'int8'"):
+        quant_aware(m, {"dtype": "uint8"})
+    for key, value, words in (("is_full_quantize", True, "non-weight ops"), ("for_tensorrt", True, "TensorRT"),
+                              ("quant_post_first", True, "init_thresholds"),
+                              ("deploy_backend", "MKLDNN", "convert_to_int8")):
+        with pytest.raises(ValueError, match=words):
+            quant_aware(m, {key: value})
+
+
+def test_scale_trainable_false_freezes_the_scales_as_for_test(lenet):
+    m = lenet[0]
+    frozen, for_test = quant_aware(m, {"scale_trainable": False}), quant_aware(m, for_test=True)
+    assert [(op.type, op.attrs) for op in frozen.ops] == [(op.type, op.attrs) for op in for_test.ops]
+    assert any(op.attrs.get("is_test") for op in frozen.ops)
+    assert not any(op.attrs.get("is_test") for op in quant_aware(m).ops)

@@ -134,6 +134,8 @@ def quant_aware_args(model_, config, for_test, init_thresholds) -> None:
         "moving_rate": lambda v: real(who, "config['moving_rate']", v, 0.0, 1.0, lo_open=True, hi_open=True),
         "weight_reduce_range": lambda v: boolean(who, "config['weight_reduce_range']", v),
         "onnx_format": lambda v: boolean(who, "config['onnx_format']", v),
+        **{key: (lambda v, key=key: boolean(who, f"config[{key!r}]", v))
+           for key in ("scale_trainable", "for_tensorrt", "is_full_quantize", "quant_post_first")},
     }
     for key, value in config.items():
         if key in checks:

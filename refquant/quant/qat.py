@@ -45,6 +45,24 @@ DEFAULT_CONFIG = {
     # PaddleSlim's key (its default is True): quantize_linear / dequantize_linear pairs
     # (QuantizationTransformPassV2) instead of fake quant-dequant ops; False here, see quant_aware
     "onnx_format": False,
+    # PaddleSlim's keys that refquant takes with PaddleSlim's meaning, or refuses where it cannot have it
+    "dtype": "int8",            # PaddleSlim's only valid value (symmetric signed integers)
+    "scale_trainable": True,    # False: activation and weight scales frozen in training too (Paddle's is_test)
+    "for_tensorrt": False,      # True: TensorRT's op list, including quant-dequant of non-weight ops (refused)
+    "is_full_quantize": False,  # True: every op type Paddle can quantize, including non-weight ops (refused)
+    "quant_post_first": False,  # True: PTQ thresholds first (refused: pass init_thresholds, see quant_aware)
+    "deploy_backend": None,     # a backend's op list (refused: refquant deploys with convert_to_int8)
+}
+# Why each PaddleSlim key that refquant cannot honour is refused (keyed by the value that asks for it).
+_REFUSED = {
+    "for_tensorrt": "TensorRT's op list quantizes the inputs of pool2d / elementwise_add / leaky_relu with "
+                    "quant-dequant ops; refquant's QAT quantizes the inputs and weights of weight ops only",
+    "is_full_quantize": "it adds quant-dequant ops on the inputs of non-weight ops (pool2d, elementwise_add, ...); "
+                        "refquant's QAT quantizes the inputs and weights of weight ops only",
+    "quant_post_first": "quant_aware takes no calibration data; run quant_post_static first and pass "
+                        "init_thresholds=refquant.quant.thresholds(ptq_model)",
+    "deploy_backend": "a backend's quantizer changes the op lists for TensorRT / MKLDNN / ARM runtimes; refquant "
+                      "deploys any QAT model with refquant.deploy.convert_to_int8",
 }
 ACT_OPS = {"moving_average_abs_max": "fake_quantize_dequantize_moving_average_abs_max",
            "range_abs_max": "fake_quantize_dequantize_range_abs_max",
@@ -60,6 +78,12 @@ def merge_config(config: Optional[dict]) -> dict:
         if key not in cfg:
             raise ValueError(f"quant_aware: unknown config key {key!r} (known: {sorted(cfg)})")
         cfg[key] = value
+    if cfg["dtype"] != "int8":
+        raise ValueError(f"quant_aware: config['dtype'] must be 'int8' (PaddleSlim's only valid value), "
+                         f"got {cfg['dtype']!r}")
+    for key, why in _REFUSED.items():
+        if cfg[key] not in (False, None):
+            raise ValueError(f"quant_aware: config[{key!r}]={cfg[key]!r} is not supported: {why}")
     if cfg["activation_quantize_type"] not in ACT_OPS:
         raise ValueError(f"quant_aware: activation_quantize_type must be one of {sorted(ACT_OPS)}")
     if cfg["weight_quantize_type"] not in WEIGHT_OPS:
@@ -104,11 +128,17 @@ def quant_aware(model: Model, config: Optional[dict] = None, for_test: bool = Fa
     1; ``activation_quantize_type`` has no effect, as in Paddle's pass); channel-wise weights take max|W| per
     channel at every training step into ``<w>@scale`` (0.001 before the first). False stays the default because
     it is the format ``quant_post_static`` writes by default and the one every cached QAT model was trained in.
+
+    PaddleSlim's other config keys: ``dtype`` must be "int8" (its only valid value); ``scale_trainable=False``
+    freezes the scales in training too, as ``for_test`` does; ``for_tensorrt``, ``is_full_quantize``,
+    ``quant_post_first`` and ``deploy_backend`` are accepted at their defaults and refused otherwise, with the
+    reason (:data:`DEFAULT_CONFIG`).
     """
     _args.quant_aware_args(model, config, for_test, init_thresholds)
     if init_statistics not in INIT_STATISTICS:
         raise ValueError(f"quant_aware: init_statistics must be one of {INIT_STATISTICS}, got {init_statistics!r}")
     cfg = merge_config(config)
+    for_test = for_test or not cfg["scale_trainable"]  # Paddle's is_test
     q = model.copy()
     a_bits, w_bits = int(cfg["activation_bits"]), int(cfg["weight_bits"])
     act_type = ACT_OPS[cfg["activation_quantize_type"]]
