@@ -90,7 +90,7 @@ def cmd_train(args) -> int:
 
 
 def _qat(name, bits, epochs, out, progress=False, onnx_format=False) -> int:
-    """The seeds' QAT recipe on a zoo model (refquant.quant.qat.finetune_zoo), saved and evaluated;
+    """The zoo QAT recipe on a zoo model (refquant.quant.qat.finetune_zoo), saved and evaluated;
     ``onnx_format``: quantize_linear / dequantize_linear pairs (PaddleSlim's QuantizationTransformPassV2)."""
     from .io import save
     from .models import zoo

@@ -371,9 +371,9 @@ def _convert_onnx(model: Model, cfg: dict) -> Model:
 def finetune_zoo(name: str, bits: int = 8, *, epochs: Optional[int] = None, lr_fraction: Optional[float] = None,
                  config: Optional[dict] = None, init_from_ptq: bool = True, seed: int = 0,
                  progress: bool = False) -> tuple[Model, dict]:
-    """The seeds' QAT recipe on zoo model ``name``: start from its trained FP32 weights, ``quant_aware`` at
+    """The zoo QAT recipe on zoo model ``name``: start from its trained FP32 weights, ``quant_aware`` at
     ``bits`` (weights and activations), train with the zoo recipe at ``lr_fraction`` of its learning rate for
-    ``epochs`` with a one-epoch warmup, then :func:`convert`. Defaults: 8 bits and more, the seeds' recipe (1/10 of
+    ``epochs`` with a one-epoch warmup, then :func:`convert`. Defaults: 8 bits and more, the usual recipe (1/10 of
     the learning rate, 1/4 of the epochs, at least 2); fewer bits, more of both (3/10, 1/2), since the weights have
     further to move (MobileNetV1 4-bit: 77.4% after 3 epochs at 1/10, 84.1% after 6 at 3/10).
     ``init_from_ptq``: start the activation thresholds from static PTQ (hist) on 10 training batches.

@@ -1,7 +1,7 @@
 """KL threshold search, the plain-Python twin of ``kernels/kl.pyx``.
 
 This is Paddle 3.3.1's ``cal_kl_threshold`` (``paddle/static/quantization/cal_kl_threshold.py``) step by step,
-with the names of the spec (ptq.md, paddle_reference.md 1.7). It works on Python lists and scalars exactly as
+with Paddle's names (docs/calibration.md). It works on Python lists and scalars exactly as
 the original does, so every float operation happens with the same operands, the same types and in the same order,
 and the result is the same float, bit for bit, for any histogram (int64 or float64 counts, and even the dtypes the
 fast kernel declines). It is O(n^2) pure Python: about a second per 2048-bin histogram.
