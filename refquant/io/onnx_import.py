@@ -36,6 +36,8 @@ import numpy as np
 from ..errors import GraphError, ModelFormatError, RefquantError, ShapeError, UnsupportedOpError
 from ..graph import Model, Op, TensorSpec
 from ..ops import OpContext, get_op
+from ..ops.pool import pool_out_size
+from ..reference.im2col import conv_out_size
 
 FLT_MAX = float(np.finfo(np.float32).max)
 MAX_OPSET = 22                      # the newest default-domain opset whose changes to the mapped ops are handled
@@ -246,18 +248,11 @@ def _broadcast(*shapes):
 
 
 def _conv_len(n, k, s, lo, hi, d):
-    return None if n is None else (n + lo + hi - d * (k - 1) - 1) // s + 1
+    return None if n is None else conv_out_size(n, k, s, lo, hi, d)
 
 
 def _pool_len(n, k, s, lo, hi, ceil_mode):
-    if n is None:
-        return None
-    if ceil_mode:
-        out = -(-(n + lo + hi - k) // s) + 1
-        if (out - 1) * s >= n + lo:  # ONNX / PyTorch: the last window must start inside the input
-            out -= 1
-        return out
-    return (n + lo + hi - k) // s + 1
+    return None if n is None else pool_out_size(n, k, s, lo, hi, ceil_mode)
 
 
 class _Importer:

@@ -33,7 +33,8 @@ def _check(attrs, inputs):
     attr_bool(attrs, "exclusive", True)
 
 
-def _out_size(size, k, s, lo, hi, ceil_mode):
+def pool_out_size(size, k, s, lo, hi, ceil_mode):
+    """Output length of one spatial dimension (module docstring: floor and ceil mode)."""
     if not ceil_mode:
         return (size + lo + hi - k) // s + 1
     out = -(-(size + lo + hi - k) // s) + 1
@@ -50,7 +51,8 @@ def _geometry(attrs, x_shape):
     pad = pads4(attrs.get("paddings", [0, 0, 0, 0]))
     oh, ow = check_geometry("pool2d", (h, w), k, s, pad)
     if attrs.get("ceil_mode", False):
-        oh, ow = _out_size(h, k[0], s[0], pad[0], pad[2], True), _out_size(w, k[1], s[1], pad[1], pad[3], True)
+        oh = pool_out_size(h, k[0], s[0], pad[0], pad[2], True)
+        ow = pool_out_size(w, k[1], s[1], pad[1], pad[3], True)
     if oh < 0 or ow < 0:  # 0 is an empty output (a window that just misses), as the float conv gives
         raise ShapeError(f"pool2d: kernel {k} with stride {s} does not fit the padded input {(h, w)} + padding "
                          f"{pad} (output {(oh, ow)})")

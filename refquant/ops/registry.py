@@ -93,8 +93,6 @@ def check_op(op) -> None:
         return
     try:
         opdef.check(op.attrs, list(op.inputs))
-    except GraphError as exc:
-        raise GraphError(f"{where}: {exc}") from None
     except (RefquantError, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
         raise GraphError(f"{where}: {exc}") from None
 
