@@ -125,17 +125,9 @@ def _nonfinite_inputs(model: Model, op, args) -> str:
         if isinstance(a, np.ndarray) and a.dtype.kind in "fc" and a.size:
             bad = int(a.size - np.count_nonzero(np.isfinite(a)))
             if bad:
-                found.append(f"input {name!r} ({_origin(model, name)}) holds {bad} NaN/Inf value(s)")
+                found.append(f"input {name!r} ({model.origins().get(name, 'no producer')}) holds {bad} NaN/Inf "
+                             "value(s)")
     return "; " + "; ".join(found) if found else ""
-
-
-def _origin(model: Model, name: str) -> str:
-    if name in model.params:
-        return "a parameter"
-    if name in model.inputs:
-        return "a model input"
-    producer = next((p for p in model.ops if name in p.outputs), None)
-    return f"the output of op {producer.name!r} ({producer.type})" if producer else "no producer"
 
 
 def run(model: Model, feeds: dict, outputs: Optional[Iterable[str]] = None) -> dict[str, np.ndarray]:

@@ -105,6 +105,16 @@ class Model:
     def inputs(self) -> list[str]:
         return [spec.name for spec in self.input_specs]
 
+    def origins(self) -> dict[str, str]:
+        """Tensor name -> where its value comes from, for error messages: "a parameter", "a model input" or
+        "the output of op 'conv1' (conv2d)"."""
+        out = {name: "a parameter" for name in self.params}
+        out.update((name, "a model input") for name in self.inputs)
+        for op in self.ops:
+            out.update((name, f"the output of op {op.name!r} ({op.type})") for name in op.outputs
+                       if name and name not in self.params)
+        return out
+
     def producers(self) -> dict[str, int]:
         """Tensor name -> index of the op producing it (state writes to parameters are not producers)."""
         prod: dict[str, int] = {}

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from ..errors import ArgumentTypeError, NonFiniteError
-from ..quant import _args
+from .. import _args
 from .observers import AbsMinMaxObserver, HistogramObserver, Observer, make_observer
 
 ALGOS = ("KL", "hist", "abs_max", "avg", "mse", "emd", "min_max")

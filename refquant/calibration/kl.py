@@ -13,7 +13,7 @@ import numpy as np
 
 from .._dispatch import compiled
 from ..errors import ArgumentError
-from ..quant import _args
+from .. import _args
 from ..reference import kl as _twin
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import stats
 from .kl import cal_kl_threshold
-from ..quant import _args
+from .. import _args
 from ..reference import histogram as _hist
 from ..reference import search as _search
 

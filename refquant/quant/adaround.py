@@ -32,7 +32,8 @@ import numpy as np
 from ..errors import ArgumentError
 from ..graph import Op
 from ..ops import OpContext, get_op
-from . import _args, rounding
+from .. import _args
+from . import rounding
 
 GAMMA, ZETA = -0.1, 1.1
 

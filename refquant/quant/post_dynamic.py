@@ -32,7 +32,7 @@ from typing import Iterable
 import numpy as np
 
 from ..graph import Model, Op
-from . import _args
+from .. import _args
 
 SUPPORTED_OP_TYPES = ("conv2d", "depthwise_conv2d", "mul")
 WEIGHT_QUANTIZE_TYPES = ("abs_max", "channel_wise_abs_max")

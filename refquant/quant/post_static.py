@@ -35,7 +35,8 @@ from ..calibration import ALGOS as CALIBRATION_ALGOS
 from ..calibration import Calibration, calibrate, weight_channel_axis, weight_threshold
 from ..errors import ArgumentError, ArgumentTypeError
 from ..graph import Model, Op
-from . import _args, adaround, rounding
+from .. import _args
+from . import adaround, rounding
 
 #: Paddle's ``SUPPORT_WEIGHT_QUANTIZATION_OP_DICT`` keys.
 WEIGHT_OP_TYPES = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2")
@@ -202,18 +203,7 @@ def calibrate_model(model: Model, data_loader, algo: str = "KL", *, batch_nums: 
             yield run(model, feeds, outputs=acts)
 
     return calibrate(activation_batches, algo, bits=a["bits"], hist_percent=a["hist_percent"],
-                     onnx_format=onnx_format, ranges=ranges, producers=producers(model))
-
-
-def producers(model: Model) -> dict[str, str]:
-    """``{tensor: where it comes from}`` for error messages: "the output of op 'conv1' (conv2d)" or "a model
-    input"."""
-    out = {name: "a model input" for name in model.inputs}
-    for op in model.ops:
-        for name in op.outputs:
-            if name:
-                out[name] = f"the output of op {op.name!r} ({op.type})"
-    return out
+                     onnx_format=onnx_format, ranges=ranges, producers=model.origins())
 
 
 def _layer_inputs(model: Model, get, names) -> dict[str, list[np.ndarray]]:

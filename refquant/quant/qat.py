@@ -27,7 +27,8 @@ import numpy as np
 
 from ..calibration import weight_channel_axis, weight_threshold
 from ..graph import Model, Op
-from . import _args, rounding
+from .. import _args
+from . import rounding
 from .post_static import WEIGHT_OP_TYPES
 
 DEFAULT_CONFIG = {

@@ -23,7 +23,8 @@ from .._files import write_text_atomic
 from ..calibration import weight_channel_axis
 from ..errors import ArgumentError, ArgumentTypeError
 from ..graph import Model
-from . import _args, rounding
+from .. import _args
+from . import rounding
 
 
 def sqnr_db(ref, test) -> float:

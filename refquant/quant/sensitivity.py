@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError
 from ..graph import Model
-from . import _args
+from .. import _args
 from .post_static import _plan, calibrate_model, check_args, quant_post_static
 
 DEFAULT_OPS = ("conv2d", "depthwise_conv2d", "mul", "matmul")

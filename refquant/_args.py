@@ -14,7 +14,7 @@ from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
-from ..errors import ArgumentError, ArgumentTypeError
+from .errors import ArgumentError, ArgumentTypeError
 
 #: Bits of Paddle's fake-quant ops (``bit_length`` 1..16) that give at least one quantization level:
 #: 1 bit has ``qmax = 2**0 - 1 = 0`` and every threshold would divide by zero.
@@ -107,7 +107,7 @@ def names(who: str, name: str, value, *, allowed: Optional[Iterable[str]] = None
 
 def model(who: str, value, name: str = "model"):
     """A :class:`refquant.graph.Model`."""
-    from ..graph import Model
+    from .graph import Model
     if not isinstance(value, Model):
         raise ArgumentTypeError(f"{who}: {name} must be a refquant Model, got {type(value).__name__}")
     return value
