@@ -116,25 +116,68 @@ def cmd_eval(args) -> int:
     return 0
 
 
+PADDLE_SUFFIXES = (".pdmodel", ".json")
+
+
+def _is_paddle(path: Path) -> bool:
+    """A Paddle inference model: a folder, a .pdmodel / .json program file, or a path prefix of one."""
+    if path.is_dir():
+        return True
+    if path.suffix.lower() in PADDLE_SUFFIXES:
+        return True
+    return not os.path.lexists(path) and any(
+        os.path.lexists(f"{path}{suffix}") for suffix in PADDLE_SUFFIXES)
+
+
+def _import_paddle(path: Path):
+    try:
+        from .io import import_paddle
+    except ImportError:
+        try:
+            from .io.paddle_import import import_paddle
+        except ImportError:
+            raise UsageError(f"{path}: reading Paddle inference models needs refquant.io.import_paddle, which "
+                             "this refquant does not have") from None
+    return import_paddle(str(path))
+
+
 def load_model(spec: str):
-    """A model from a file path, or a zoo name (its trained weights)."""
+    """A model from a file: refquant's .rq, ONNX (.onnx), a Paddle inference model (folder, .pdmodel / .json, or
+    path prefix); or a zoo name (its trained weights)."""
     from .io import load
     from .models import zoo
-    if spec and os.path.lexists(spec):
-        return load(_regular_file(spec))
+    if spec and spec.strip():
+        path = Path(spec)
+        if _is_paddle(path):
+            return _import_paddle(path)
+        if os.path.lexists(spec):
+            if path.suffix.lower() == ".onnx":
+                from .io import import_onnx
+                return import_onnx(str(_regular_file(spec)))
+            return load(_regular_file(spec))
     if spec in zoo.names():
         from .models.pretrained import pretrained
         return pretrained(spec)
     raise UsageError(f"{spec!r} is neither a model file nor a zoo model ({', '.join(zoo.names())})")
 
 
-def calibration_feeds(model, batch_size: int, batch_nums: int) -> list[dict]:
-    """The first ``batch_nums`` batches of the model's zoo training split (its ``meta["zoo"]``)."""
-    from .models import zoo
-    name = model.meta.get("zoo")
-    if name is None:
-        raise ValueError("the model has no zoo name (meta['zoo']), so refquant does not know its calibration data")
-    return zoo.calibration_feeds(name, model.inputs[0], batch_size, batch_nums)
+def _progress_loader(feeds: list, quiet: bool):
+    """A data loader (a function returning a fresh iterable per calibration pass) over ``feeds`` that reports
+    each pass and its batch count on stderr."""
+    import time
+    state = {"pass": 0, "start": time.perf_counter()}
+
+    def one_pass():
+        state["pass"] += 1
+        tty = sys.stderr.isatty()
+        for i, feed in enumerate(feeds, start=1):
+            if not quiet and (tty or i == len(feeds)):
+                end = "\n" if i == len(feeds) else "\r"
+                print(f"calibration pass {state['pass']}: batch {i}/{len(feeds)} "
+                      f"({time.perf_counter() - state['start']:.1f} s)", end=end, file=sys.stderr, flush=True)
+            yield feed
+
+    return one_pass
 
 
 def _top1(model):
@@ -147,33 +190,85 @@ def _top1(model):
     return 100 * evaluate(model, x, y)
 
 
-def cmd_quantize(args) -> int:
-    from .io import save
+OUT_SUFFIXES = (".rq", ".onnx")
+
+
+def _out_format(out: Path) -> str:
+    suffix = out.suffix.lower()
+    if suffix not in OUT_SUFFIXES:
+        raise UsageError(f"--out {out}: the suffix decides the format, .rq (refquant) or .onnx (QDQ ONNX); "
+                         f"got {suffix or 'none'!r}")
+    return suffix[1:]
+
+
+def _check_onnx_export(model) -> None:
+    """Before calibrating: the onnx package is there and every op of ``model`` has an ONNX mapping."""
+    from .errors import UnsupportedOpError
+    from .io.onnx_export import _require_onnx, supported_op_types
+    _require_onnx()
+    known = set(supported_op_types())
+    missing = sorted({op.type for op in model.ops} - known)
+    if missing:
+        raise UnsupportedOpError(f"--out .onnx: refquant cannot export op types {missing} to ONNX; use .rq")
+
+
+def _save(qmodel, out: Path, fmt: str) -> None:
+    from .io import export_onnx, save
+    if fmt == "onnx":
+        export_onnx(qmodel, out)
+    else:
+        save(qmodel, out)
+
+
+def _size_mb(model, fmt: str) -> float:
+    if fmt == "onnx":
+        from .io import export_onnx
+        return export_onnx(model).ByteSize() / 1e6
     from .io.format import to_bytes
+    return len(to_bytes(model)) / 1e6
+
+
+def cmd_quantize(args) -> int:
+    import time
     from . import quant
+    from .data.files import describe_feeds, feeds_from_args
     if args.report is not False and args.method != "static":
         raise UsageError(f"--report needs --method static (got --method {args.method})")
-    out = _check_folder(args.out or Path(f"{Path(args.model).stem}.{args.method}.rq"))
+    if args.data and args.method not in ("static", "qat"):
+        raise UsageError(f"--data is calibration data; --method {args.method} reads none")
+    if args.data and args.method == "qat":
+        raise UsageError("--method qat fine-tunes a zoo model on its embedded data; --data is for --method static")
+    out = _check_folder(args.out or Path(f"{Path(args.model.rstrip('/')).stem}.{args.method}.rq"))
+    fmt = _out_format(out)
     for path in (args.report,):
         if path:
             _check_folder(path)
-    model = load_model(args.model)
-    if args.method == "static":
-        feeds = calibration_feeds(model, args.batch_size, args.batch_nums)
-        qmodel = quant.quant_post_static(
-            model, feeds, algo=args.algo, hist_percent=args.hist_percent, weight_bits=args.bits,
-            activation_bits=args.bits, weight_quantize_type=args.weight_quantize_type, onnx_format=args.onnx_format,
-            round_type=args.round_type, bias_correction=args.bias_correction, is_full_quantize=args.full,
-            skip_tensor_list=args.skip or None)
-    elif args.method == "qat":
+    if args.method == "qat":
+        if fmt != "rq":
+            raise UsageError("--method qat writes a .rq file")
         return _qat(args.model, args.bits, args.epochs, out, onnx_format=args.onnx_format)
+    model = load_model(args.model)
+    if fmt == "onnx":
+        _check_onnx_export(model)
+    if args.method == "static":
+        feeds = feeds_from_args(args, model)
+        if not args.quiet:
+            print(f"calibration data: {describe_feeds(feeds)}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        qmodel = quant.quant_post_static(
+            model, _progress_loader(feeds, args.quiet), algo=args.algo, hist_percent=args.hist_percent,
+            weight_bits=args.bits, activation_bits=args.bits, weight_quantize_type=args.weight_quantize_type,
+            onnx_format=args.onnx_format, round_type=args.round_type, bias_correction=args.bias_correction,
+            is_full_quantize=args.full, skip_tensor_list=args.skip or None)
+        if not args.quiet:
+            print(f"calibrated in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     elif args.method == "dynamic":
         qmodel = quant.quant_post_dynamic(model, weight_bits=args.bits,
                                           weight_quantize_type=args.weight_quantize_type)
     else:
         qmodel = quant.quant_embedding(model, {"lookup_table": {"quantize_type": args.embedding_type}})
-    save(qmodel, out)
-    fp32_mb, q_mb = len(to_bytes(model)) / 1e6, out.stat().st_size / 1e6
+    _save(qmodel, out, fmt)
+    fp32_mb, q_mb = _size_mb(model, fmt), out.stat().st_size / 1e6
     print(f"saved {out}: {q_mb:.3f} MB ({q_mb / fp32_mb:.2f}x of FP32 {fp32_mb:.3f} MB)")
     top1 = _top1(model)
     if top1 is not None:
@@ -214,16 +309,21 @@ def _report(model, qmodel, feeds, json_path):
 
 
 def cmd_inspect(args) -> int:
+    from .data.files import feeds_from_args
     if args.json is not None:
         _check_folder(args.json)
     qmodel = load_model(args.qmodel)
     if "quantization" not in qmodel.meta:
         raise ValueError(f"{args.qmodel} is not a quantized model")
-    fp32 = load_model(args.fp32 or qmodel.meta.get("zoo", ""))
+    fp32_spec = args.fp32 or qmodel.meta.get("zoo")
+    if not fp32_spec:
+        raise UsageError(f"{args.qmodel} is not a zoo model: name its FP32 model with --fp32")
+    fp32 = load_model(fp32_spec)
     info = qmodel.meta["quantization"]
+    feeds = feeds_from_args(args, fp32)
     print(f"{args.qmodel}: {info['method']} {info.get('algo', '')}, {info.get('weight_bits')}-bit weights "
           f"({info.get('weight_quantize_type')})")
-    _report(fp32, qmodel, calibration_feeds(fp32, args.batch_size, args.batch_nums), args.json)
+    _report(fp32, qmodel, feeds, args.json)
     return 0
 
 
@@ -274,6 +374,7 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.files import add_data_arguments
     from .models import zoo
     from .quant.post_static import ALGOS as STATIC_ALGOS
     ap = argparse.ArgumentParser(prog="refquant", description="A reference implementation of neural-network "
@@ -298,8 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", choices=zoo.names())
     p.add_argument("--file", type=Path, default=None, help="a saved model to evaluate instead of the cached one")
     p.set_defaults(func=cmd_eval)
-    p = sub.add_parser("quantize", help="quantize a zoo model or a model file and save it")
-    p.add_argument("model", help="a zoo name or a .rq file")
+    p = sub.add_parser("quantize", help="quantize a zoo model or a model file and save it (.rq or QDQ .onnx)")
+    p.add_argument("model", help="a zoo name, a .rq or .onnx file, or a Paddle inference model (folder, "
+                   ".pdmodel / .json file or path prefix)")
     p.add_argument("--method", choices=("static", "dynamic", "embedding", "qat"), default="static")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="qat: epochs (default: 1/4 of the training recipe's)")
@@ -308,19 +410,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-quantize-type", default="channel_wise_abs_max",
                    choices=("abs_max", "channel_wise_abs_max"))
     p.add_argument("--hist-percent", type=float, default=0.99999)
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--batch-nums", type=_positive_int, default=10,
-                   help="calibration batches (from the zoo training split)")
     p.add_argument("--onnx-format", action="store_true", help="quantize_linear/dequantize_linear, int8 weights")
     p.add_argument("--round-type", default="round", choices=("round", "adaround"))
     p.add_argument("--bias-correction", action="store_true")
     p.add_argument("--full", action="store_true", help="is_full_quantize")
     p.add_argument("--skip", nargs="*", default=[], help="skip_tensor_list: ops reading these stay float")
     p.add_argument("--embedding-type", default="abs_max", choices=("abs_max", "log"))
-    p.add_argument("--out", type=_output_path, default=None, help="default ./<model>.<method>.rq")
+    p.add_argument("--out", type=_output_path, default=None,
+                   help="the output file; its suffix picks the format: .rq (refquant) or .onnx (QDQ ONNX that "
+                        "onnxruntime runs); default ./<model>.<method>.rq")
     p.add_argument("--report", type=_output_path, nargs="?", const=None, default=False,
                    help="print the per-layer report (and write it as JSON to the path given)")
     p.add_argument("--report-batches", type=_positive_int, default=2)
+    p.add_argument("--quiet", action="store_true", help="no calibration progress on stderr")
+    add_data_arguments(p, batch_nums=10)
     p.set_defaults(func=cmd_quantize)
     p = sub.add_parser("convert", help="turn a quantized (fake-quant) model into an INT8 graph and save it")
     p.add_argument("qmodel", help="a model file written by `refquant quantize --method static`")
@@ -333,10 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
     p = sub.add_parser("inspect", help="per-layer report of a quantized model: threshold, scale, clipping, SQNR")
     p.add_argument("qmodel", help="a model file written by `refquant quantize --method static`")
-    p.add_argument("--fp32", default=None, help="its FP32 model (file or zoo name; default: its zoo name)")
+    p.add_argument("--fp32", default=None, help="its FP32 model (a file as for quantize, or a zoo name; "
+                   "default: its zoo name)")
     p.add_argument("--json", type=_output_path, default=None, help="also write the report as JSON")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--batch-nums", type=_positive_int, default=2)
+    add_data_arguments(p, batch_nums=2)
     p.set_defaults(func=cmd_inspect)
     p = sub.add_parser("bench", help="run the benchmarks (benchmarks/bench_<name>.py): speed ratios side by side")
     p.add_argument("names", nargs="*", help="default: all of them")
