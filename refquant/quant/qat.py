@@ -55,7 +55,7 @@ DEFAULT_CONFIG = {
     "deploy_backend": None,     # a backend's op list (refused: refquant deploys with convert_to_int8)
 }
 # Why each PaddleSlim key that refquant cannot honour is refused (keyed by the value that asks for it).
-_REFUSED = {
+REFUSED_CONFIG = {
     "for_tensorrt": "TensorRT's op list quantizes the inputs of pool2d / elementwise_add / leaky_relu with "
                     "quant-dequant ops; refquant's QAT quantizes the inputs and weights of weight ops only",
     "is_full_quantize": "it adds quant-dequant ops on the inputs of non-weight ops (pool2d, elementwise_add, ...); "
@@ -82,7 +82,7 @@ def merge_config(config: Optional[dict]) -> dict:
     if cfg["dtype"] != "int8":
         raise ValueError(f"quant_aware: config['dtype'] must be 'int8' (PaddleSlim's only valid value), "
                          f"got {cfg['dtype']!r}")
-    for key, why in _REFUSED.items():
+    for key, why in REFUSED_CONFIG.items():
         if cfg[key] not in (False, None):
             raise ValueError(f"quant_aware: config[{key!r}]={cfg[key]!r} is not supported: {why}")
     if cfg["activation_quantize_type"] not in ACT_OPS:
