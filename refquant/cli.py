@@ -165,10 +165,13 @@ def _progress_loader(feeds: list, quiet: bool):
     """A data loader (a function returning a fresh iterable per calibration pass) over ``feeds`` that reports
     each pass and its batch count on stderr."""
     import time
+    from .data.files import describe_feeds
     state = {"pass": 0, "start": time.perf_counter()}
 
     def one_pass():
         state["pass"] += 1
+        if state["pass"] == 1 and not quiet:  # after quant_post_static checked its arguments
+            print(f"calibration data: {describe_feeds(feeds)}", file=sys.stderr, flush=True)
         tty = sys.stderr.isatty()
         for i, feed in enumerate(feeds, start=1):
             if not quiet and (tty or i == len(feeds)):
@@ -231,7 +234,7 @@ def _size_mb(model, fmt: str) -> float:
 def cmd_quantize(args) -> int:
     import time
     from . import quant
-    from .data.files import describe_feeds, feeds_from_args
+    from .data.files import feeds_from_args
     if args.report is not False and args.method != "static":
         raise UsageError(f"--report needs --method static (got --method {args.method})")
     if args.data and args.method not in ("static", "qat"):
@@ -252,14 +255,12 @@ def cmd_quantize(args) -> int:
         _check_onnx_export(model)
     if args.method == "static":
         feeds = feeds_from_args(args, model)
-        if not args.quiet:
-            print(f"calibration data: {describe_feeds(feeds)}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         qmodel = quant.quant_post_static(
             model, _progress_loader(feeds, args.quiet), algo=args.algo, hist_percent=args.hist_percent,
             weight_bits=args.bits, activation_bits=args.bits, weight_quantize_type=args.weight_quantize_type,
             onnx_format=args.onnx_format, round_type=args.round_type, bias_correction=args.bias_correction,
-            is_full_quantize=args.full, skip_tensor_list=args.skip or None)
+            is_full_quantize=args.full, skip_tensor_list=args.skip or None, quantizable_op_type=args.op_types)
         if not args.quiet:
             print(f"calibrated in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     elif args.method == "dynamic":
@@ -415,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bias-correction", action="store_true")
     p.add_argument("--full", action="store_true", help="is_full_quantize")
     p.add_argument("--skip", nargs="*", default=[], help="skip_tensor_list: ops reading these stay float")
+    p.add_argument("--op-types", nargs="+", default=["conv2d", "depthwise_conv2d", "mul"], metavar="TYPE",
+                   help="quantizable_op_type (default PaddleSlim's: conv2d depthwise_conv2d mul; imported ONNX "
+                        "graphs often need matmul too)")
     p.add_argument("--embedding-type", default="abs_max", choices=("abs_max", "log"))
     p.add_argument("--out", type=_output_path, default=None,
                    help="the output file; its suffix picks the format: .rq (refquant) or .onnx (QDQ ONNX that "
