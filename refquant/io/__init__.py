@@ -12,3 +12,10 @@ def export_onnx(model, path=None, **kwargs):
     """Export a refquant model to ONNX (optionally saved to ``path``); see :mod:`refquant.io.onnx_export`."""
     from .onnx_export import export_onnx as _export_onnx
     return _export_onnx(model, path, **kwargs)
+
+
+def import_paddle(path, **kwargs):
+    """Import a saved Paddle inference model (``.pdmodel`` or PIR ``.json`` + ``.pdiparams``) without Paddle; see
+    :mod:`refquant.io.paddle_import`."""
+    from .paddle_import import import_paddle as _import_paddle
+    return _import_paddle(path, **kwargs)

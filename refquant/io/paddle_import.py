@@ -1,0 +1,388 @@
+"""Import a saved Paddle inference model into a refquant :class:`~refquant.graph.Model`, without Paddle.
+
+``import_paddle(path) -> Model`` reads the two files ``paddle.static.save_inference_model`` / ``paddle.jit.save``
+write (``docs/paddle_import.md`` explains them):
+
+* the *program*: a legacy ``ProgramDesc`` protobuf (``model.pdmodel``), read with the bounds-checked wire decoder
+  of :mod:`refquant.io._protowire`, or a PIR JSON program (``model.json``, Paddle 3.x), read with :mod:`json`;
+* the *parameters* (``model.pdiparams``): every persistable tensor, **sorted by name** (Paddle's ``save_vars``
+  and ``save_vars_pir`` both iterate ``sorted(names)``), each as Paddle's ``SerializeToStream`` writes a dense
+  tensor: ``uint32`` version 0, ``uint64`` LoD level count (+ the levels), ``uint32`` tensor version 0, ``int32``
+  size of a ``TensorDesc`` protobuf (dtype, dims), the desc, then the raw little-endian data.
+
+Both programs become one neutral form (:class:`PaddleOp`: type, input / output slots of variable names, attrs, in
+the legacy op vocabulary; PIR ops are translated on reading), which :mod:`refquant.io.paddle_ops` converts to
+refquant ops. Quantized programs (PTQ and QAT, both Paddle formats) import in the form
+:func:`refquant.quant.quant_post_static` produces, with Paddle's scales as thresholds.
+
+Everything read from the files is checked: sizes against what is left of the file, element counts, dtypes, names,
+dims against the program's declared shapes; every problem is a :class:`refquant.ModelFormatError` (or
+:class:`refquant.UnsupportedOpError` for an op refquant cannot express) naming the file and the tensor or op.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import struct
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ..errors import ModelFormatError
+from ..graph import Model
+from . import _protowire
+
+MAX_PROGRAM_BYTES = 256 * 2 ** 20    # a program file larger than this is refused (real ones are below 10 MiB)
+MAX_DESC_BYTES = 1 << 16             # one serialized TensorDesc in the parameter file
+MAX_LOD_LEVELS = 16
+MAX_RANK = 32
+MAX_JSON_DEPTH = 64
+
+# ---- framework.proto (Paddle's paddle/fluid/framework/framework.proto), as _protowire schemas ----------------
+_COMPLEX = {1: ("r", "double", False), 2: ("i", "double", False)}
+_SCALAR = {1: ("type", "enum", False), 2: ("b", "bool", False), 3: ("i", "int64", False), 4: ("r", "double", False),
+           5: ("c", _COMPLEX, False)}
+_ATTR = {1: ("name", "string", False), 2: ("type", "enum", False), 3: ("i", "int32", False), 4: ("f", "float", False),
+         5: ("s", "string", False), 6: ("ints", "int32", True), 7: ("floats", "float", True),
+         8: ("strings", "string", True), 10: ("b", "bool", False), 11: ("bools", "bool", True),
+         12: ("block_idx", "int32", False), 13: ("l", "int64", False), 14: ("blocks_idx", "int32", True),
+         15: ("longs", "int64", True), 16: ("float64s", "double", True), 17: ("var_name", "string", False),
+         18: ("vars_name", "string", True), 19: ("float64", "double", False), 20: ("scalar", _SCALAR, False),
+         21: ("scalars", _SCALAR, True)}
+_SLOT = {1: ("parameter", "string", False), 2: ("arguments", "string", True)}
+_OPDESC = {3: ("type", "string", False), 1: ("inputs", _SLOT, True), 2: ("outputs", _SLOT, True),
+           4: ("attrs", _ATTR, True)}
+TENSOR_DESC = {1: ("data_type", "enum", False), 2: ("dims", "int64", True)}
+_DENSE = {1: ("tensor", TENSOR_DESC, False), 2: ("lod_level", "int32", False)}
+_VARTYPE = {1: ("type", "enum", False), 3: ("dense_tensor", _DENSE, False)}
+_VARDESC = {1: ("name", "string", False), 2: ("type", _VARTYPE, False), 3: ("persistable", "bool", False)}
+_BLOCK = {1: ("idx", "int32", False), 2: ("parent_idx", "int32", False), 3: ("vars", _VARDESC, True),
+          4: ("ops", _OPDESC, True)}
+PROGRAM_DESC = {1: ("blocks", _BLOCK, True), 4: ("version", {1: ("version", "int64", False)}, False)}
+
+#: AttrType enum -> the OpDesc.Attr field holding the value.
+_ATTR_FIELD = {0: "i", 1: "f", 2: "s", 3: "ints", 4: "floats", 5: "strings", 6: "b", 7: "bools", 8: "block_idx",
+               9: "l", 10: "blocks_idx", 11: "longs", 12: "float64s", 13: "var_name", 14: "vars_name",
+               15: "float64", 16: "scalar", 17: "scalars"}
+_LIST_FIELDS = ("ints", "floats", "strings", "bools", "blocks_idx", "longs", "float64s", "vars_name", "scalars")
+#: VarType.Type of a tensor -> NumPy dtype (little-endian).
+DTYPES = {0: "bool", 1: "int16", 2: "int32", 3: "int64", 4: "float16", 5: "float32", 6: "float64", 20: "uint8",
+          21: "int8", 36: "uint16", 37: "uint32", 38: "uint64"}
+_DENSE_TENSOR, _FEED_MINIBATCH, _FETCH_LIST = 7, 9, 10
+
+
+@dataclass
+class PaddleVar:
+    """A variable of the program: dtype name (None when not a plain tensor), dims (-1 unknown), persistable."""
+    name: str
+    dtype: Optional[str]
+    dims: Optional[tuple]
+    persistable: bool = False
+
+
+@dataclass
+class PaddleOp:
+    """One op in the legacy vocabulary: ``inputs`` / ``outputs`` map slot names to variable names."""
+    type: str
+    inputs: dict
+    outputs: dict
+    attrs: dict = field(default_factory=dict)
+    index: int = 0
+
+    def ins(self, slot: str) -> list:
+        return list(self.inputs.get(slot, ()))
+
+    def outs(self, slot: str) -> list:
+        return list(self.outputs.get(slot, ()))
+
+
+@dataclass
+class PaddleProgram:
+    """The neutral form of either program format."""
+    ops: list
+    vars: dict                       # name -> PaddleVar
+    feeds: list                      # graph input names, by column
+    fetches: list                    # graph output names, by column
+    params: list                     # persistable tensor names stored in the parameter file
+    constants: dict = field(default_factory=dict)   # name -> ndarray made by the program itself (PIR full ops)
+    format: str = "pdmodel"
+    where: str = ""
+
+
+# ------------------------------------------------------------------------------------------------------
+# locating the files
+# ------------------------------------------------------------------------------------------------------
+def _resolve(path, model_filename, params_filename) -> tuple[str, Optional[str]]:
+    """``(program file, parameter file or None)`` from the ``import_paddle`` arguments."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, str) or not path:
+        raise TypeError(f"import_paddle: path must be a non-empty str or os.PathLike, got {type(path).__name__}")
+    for what, v in (("model_filename", model_filename), ("params_filename", params_filename)):
+        if v is not None and (not isinstance(v, (str, os.PathLike)) or not os.fspath(v)):
+            raise TypeError(f"import_paddle: {what} must be a non-empty str or None, got {v!r}")
+    if os.path.isdir(path):
+        if model_filename is not None:
+            program = os.path.join(path, os.fspath(model_filename))
+        else:
+            found = sorted(f for f in os.listdir(path) if f.endswith((".pdmodel", ".json")) and not f.startswith("."))
+            if not found:
+                found = [f for f in ("__model__",) if os.path.isfile(os.path.join(path, f))]
+            if len(found) != 1:
+                raise ModelFormatError(f"{path}: expected one *.pdmodel or *.json program in the directory, found "
+                                       f"{found or 'none'}; pass model_filename=")
+            program = os.path.join(path, found[0])
+        if params_filename is not None:
+            params = os.path.join(path, os.fspath(params_filename))
+        else:
+            stem = os.path.splitext(program)[0]
+            candidates = [stem + ".pdiparams"] + [os.path.join(path, f) for f in ("__params__", "params")]
+            params = next((c for c in candidates if os.path.isfile(c)), None)
+            if params is None:
+                any_params = sorted(f for f in os.listdir(path) if f.endswith(".pdiparams"))
+                params = os.path.join(path, any_params[0]) if len(any_params) == 1 else None
+        return program, params
+    if os.path.isfile(path) and path.endswith((".pdmodel", ".json")) or (os.path.isfile(path) and model_filename
+                                                                         is None and params_filename is not None):
+        program = path
+    else:
+        candidates = [path + ext for ext in (".pdmodel", ".json")]
+        existing = [c for c in candidates if os.path.isfile(c)]
+        if model_filename is not None:
+            existing = [os.path.join(os.path.dirname(path), os.fspath(model_filename))]
+        if not existing:
+            raise FileNotFoundError(f"import_paddle: no Paddle program at {path!r} (tried {', '.join(candidates)})")
+        if len(existing) > 1:
+            raise ModelFormatError(f"{path}: both {existing[0]} and {existing[1]} exist; name the program file")
+        program = existing[0]
+    if params_filename is not None:
+        params = os.path.join(os.path.dirname(program), os.fspath(params_filename))
+    else:
+        params = os.path.splitext(program)[0] + ".pdiparams"
+        if not os.path.exists(params):
+            params = None
+    return program, params
+
+
+def _read_file(path: str, limit: int, what: str) -> bytes:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"import_paddle: {what} {path!r} does not exist") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFormatError(f"{path}: the {what} is not a regular file")
+    if st.st_size > limit:
+        raise ModelFormatError(f"{path}: the {what} has {st.st_size} bytes, more than the {limit} this reader takes")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ModelFormatError(f"{path}: the {what} grew beyond {limit} bytes while being read")
+    return data
+
+
+# ------------------------------------------------------------------------------------------------------
+# the legacy ProgramDesc
+# ------------------------------------------------------------------------------------------------------
+def _attr_value(a: dict, where: str):
+    t = a.get("type")
+    key = _ATTR_FIELD.get(t)
+    if key is None:
+        raise ModelFormatError(f"{where}: attribute {a.get('name')!r} has the unknown type {t}")
+    if key in ("scalar", "scalars"):
+        vals = a.get(key) if key == "scalars" else [a.get(key) or {}]
+        out = []
+        for s in vals:
+            kind = s.get("type")
+            out.append(bool(s.get("b", False)) if kind == 1 else int(s.get("i", 0)) if kind == 2
+                       else float(s.get("r", 0.0)) if kind == 3 else None)
+            if out[-1] is None:
+                raise ModelFormatError(f"{where}: scalar attribute {a.get('name')!r} of type {kind} (complex "
+                                       f"scalars are not supported)")
+        return out if key == "scalars" else out[0]
+    if key in _LIST_FIELDS:
+        return list(a.get(key, []))
+    default = {"i": 0, "f": 0.0, "s": "", "b": False, "block_idx": 0, "l": 0, "var_name": "", "float64": 0.0}
+    return a.get(key, default[key])
+
+
+def _tensor_var(v: dict, where: str) -> PaddleVar:
+    name = v.get("name", "")
+    vt = v.get("type") or {}
+    if vt.get("type") != _DENSE_TENSOR:
+        return PaddleVar(name, None, None, bool(v.get("persistable", False)))
+    desc = (vt.get("dense_tensor") or {}).get("tensor") or {}
+    dtype = DTYPES.get(desc.get("data_type", 5))
+    dims = tuple(desc.get("dims", ()))
+    if len(dims) > MAX_RANK or any(d < -1 for d in dims):
+        raise ModelFormatError(f"{where}: variable {name!r} declares the dims {list(dims)[:8]}")
+    return PaddleVar(name, dtype, dims, bool(v.get("persistable", False)))
+
+
+def read_pdmodel(path: str) -> PaddleProgram:
+    """The legacy ``ProgramDesc`` at ``path`` in the neutral form (block 0; ops in sub-blocks are refused)."""
+    data = _read_file(path, MAX_PROGRAM_BYTES, "program")
+    desc = _protowire.decode(data, PROGRAM_DESC, path)
+    blocks = desc.get("blocks", [])
+    if not blocks:
+        raise ModelFormatError(f"{path}: not a Paddle program (no blocks; truncated or not a .pdmodel file?)")
+    block = blocks[0]
+    variables: dict = {}
+    for v in block.get("vars", []):
+        var = _tensor_var(v, path)
+        if not var.name:
+            raise ModelFormatError(f"{path}: a variable has no name")
+        if var.name in variables:
+            raise ModelFormatError(f"{path}: variable {var.name!r} is declared twice")
+        variables[var.name] = var
+    ops, feeds, fetches = [], {}, {}
+    for i, o in enumerate(block.get("ops", [])):
+        where = f"{path}: op {i} ({o.get('type', '')!r})"
+        if not o.get("type"):
+            raise ModelFormatError(f"{path}: op {i} has no type")
+        attrs = {}
+        for a in o.get("attrs", []):
+            attrs[a.get("name", "")] = _attr_value(a, where)
+        slots = []
+        for side in ("inputs", "outputs"):
+            d = {}
+            for s in o.get(side, []):
+                slot = s.get("parameter", "")
+                if slot in d:
+                    raise ModelFormatError(f"{where}: {side[:-1]} slot {slot!r} appears twice")
+                d[slot] = list(s.get("arguments", []))
+            slots.append(d)
+        op = PaddleOp(o["type"], slots[0], slots[1], attrs, i)
+        if op.type in ("feed", "fetch"):
+            col = attrs.get("col", 0)
+            names = op.outs("Out") if op.type == "feed" else op.ins("X")
+            table = feeds if op.type == "feed" else fetches
+            if len(names) != 1 or not isinstance(col, int) or col in table:
+                raise ModelFormatError(f"{where}: a {op.type} op needs one variable and a column of its own")
+            table[col] = names[0]
+            continue
+        ops.append(op)
+    if not fetches:
+        raise ModelFormatError(f"{path}: the program has no fetch ops (not an inference program)")
+    params = sorted(name for name, v in variables.items() if v.persistable and v.dtype is not None)
+    return PaddleProgram(ops, variables, [feeds[k] for k in sorted(feeds)], [fetches[k] for k in sorted(fetches)],
+                         params, format="pdmodel", where=path)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the parameter file
+# ------------------------------------------------------------------------------------------------------
+def read_pdiparams(path: str, names: list, variables: dict) -> dict:
+    """``{name: ndarray}`` of the tensors ``names`` (already in the file's order) from the combined parameter file
+    at ``path``; every header and size is checked against the file and the declared dims. The dtype is the file's:
+    Paddle's quantization passes store int8 weights without updating the program's declaration (float32)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"import_paddle: parameter file {path!r} does not exist") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFormatError(f"{path}: the parameter file is not a regular file")
+    out: dict = {}
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        pos = 0
+
+        def take(n: int, what: str, name: str) -> bytes:
+            nonlocal pos
+            if n < 0 or n > size - pos:
+                raise ModelFormatError(f"{path}: tensor {name!r}: {what} needs {n} bytes, {size - pos} are left "
+                                       f"(truncated file, or the parameters do not belong to this program)")
+            b = f.read(n)
+            if len(b) != n:
+                raise ModelFormatError(f"{path}: tensor {name!r}: the file ended while reading {what}")
+            pos += n
+            return b
+
+        for name in names:
+            version, = struct.unpack("<I", take(4, "the version", name))
+            if version != 0:
+                raise ModelFormatError(f"{path}: tensor {name!r}: unknown tensor version {version}")
+            levels, = struct.unpack("<Q", take(8, "the LoD level count", name))
+            if levels > MAX_LOD_LEVELS:
+                raise ModelFormatError(f"{path}: tensor {name!r}: {levels} LoD levels")
+            for _ in range(levels):
+                nbytes, = struct.unpack("<Q", take(8, "a LoD level size", name))
+                if nbytes % 8:
+                    raise ModelFormatError(f"{path}: tensor {name!r}: a LoD level of {nbytes} bytes")
+                take(nbytes, "a LoD level", name)
+            version, = struct.unpack("<I", take(4, "the tensor version", name))
+            if version != 0:
+                raise ModelFormatError(f"{path}: tensor {name!r}: unknown tensor desc version {version}")
+            desc_size, = struct.unpack("<i", take(4, "the desc size", name))
+            if not 0 <= desc_size <= MAX_DESC_BYTES:
+                raise ModelFormatError(f"{path}: tensor {name!r}: a TensorDesc of {desc_size} bytes")
+            desc = _protowire.decode(take(desc_size, "the TensorDesc", name), TENSOR_DESC, f"{path}: tensor {name!r}")
+            code = desc.get("data_type")
+            dtype = DTYPES.get(code)
+            if dtype is None:
+                raise ModelFormatError(f"{path}: tensor {name!r}: unsupported data type {code}")
+            dims = list(desc.get("dims", []))
+            if len(dims) > MAX_RANK or any(d < 0 for d in dims):
+                raise ModelFormatError(f"{path}: tensor {name!r}: invalid dims {dims[:8]}")
+            itemsize = np.dtype(dtype).itemsize
+            count = math.prod(dims)
+            if count * itemsize > size - pos:
+                raise ModelFormatError(f"{path}: tensor {name!r}: {dims} {dtype} needs {count * itemsize} bytes, "
+                                       f"{size - pos} are left (truncated file?)")
+            var = variables.get(name)
+            if var is not None and var.dims is not None and var.dims and (
+                    len(var.dims) != len(dims) or any(a not in (-1, b) for a, b in zip(var.dims, dims))):
+                if not (math.prod(d for d in var.dims) == count and -1 not in var.dims):
+                    raise ModelFormatError(f"{path}: tensor {name!r} has the dims {dims}, the program declares "
+                                           f"{list(var.dims)}")
+            raw = bytearray(take(count * itemsize, "the data", name))
+            out[name] = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"), count=count).reshape(dims)
+        if pos != size:
+            raise ModelFormatError(f"{path}: {size - pos} bytes after the last tensor ({names[-1] if names else '-'}"
+                                   f"); the file holds more tensors than the program declares")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------
+# the public entry
+# ------------------------------------------------------------------------------------------------------
+def read_program(program_path: str) -> PaddleProgram:
+    """Either program format, chosen by the file's first byte (``{`` is PIR JSON)."""
+    with open(program_path, "rb") as f:
+        head = f.read(64).lstrip()
+    if head.startswith(b"{"):
+        return read_pir(program_path)
+    return read_pdmodel(program_path)
+
+
+def import_paddle(path, *, model_filename=None, params_filename=None, name: Optional[str] = None) -> Model:
+    """Import a Paddle inference model (legacy ``.pdmodel`` or PIR ``.json`` program, ``.pdiparams`` parameters).
+
+    ``path``: a path prefix (``"dir/model"`` reads ``dir/model.pdmodel`` or ``dir/model.json`` and
+    ``dir/model.pdiparams``), a directory holding one program (``model_filename`` / ``params_filename`` name the
+    files inside it, as PaddleSlim's ``quant_post_static`` takes them), or the program file itself. ``name``: the
+    model's name (default: the program file's stem). Quantized programs import in refquant's quantized form
+    (``meta["quantization"]``, :func:`refquant.quant.thresholds`). Raises ModelFormatError for a damaged or
+    inconsistent model, UnsupportedOpError for an op refquant cannot express, FileNotFoundError for a missing file.
+    """
+    from .paddle_ops import convert
+
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"import_paddle: name must be a str or None, got {type(name).__name__}")
+    program_path, params_path = _resolve(path, model_filename, params_filename)
+    if not os.path.isfile(program_path):
+        raise FileNotFoundError(f"import_paddle: program file {program_path!r} does not exist")
+    prog = read_program(program_path)
+    if prog.params and params_path is None:
+        raise FileNotFoundError(f"import_paddle: {program_path} needs {len(prog.params)} parameters "
+                                f"({prog.params[0]!r}, ...) but no .pdiparams file was found; pass "
+                                f"params_filename=")
+    params = read_pdiparams(params_path, prog.params, prog.vars) if prog.params else {}
+    if not prog.params and params_path is not None and os.path.getsize(params_path):
+        raise ModelFormatError(f"{params_path}: the program declares no parameters but the file is not empty")
+    stem = os.path.splitext(os.path.basename(program_path))[0]
+    return convert(prog, params, name=name or stem)
