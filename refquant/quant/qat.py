@@ -126,7 +126,8 @@ def quant_aware(model: Model, config: Optional[dict] = None, for_test: bool = Fa
     ``QuantizationTransformPassV2`` graph instead: every quantized tensor goes through ``quantize_linear`` (QAT
     form, round half to even with integers in [-qmax-1, qmax]) and ``dequantize_linear``. Activations and
     per-tensor (abs_max) weights keep a moving-average threshold (``<x>@scale`` 0.001, ``@state`` 1, ``@accum``
-    1; ``activation_quantize_type`` has no effect, as in Paddle's pass); channel-wise weights take max|W| per
+    1, rate 0.9 whatever ``moving_rate`` says; ``activation_quantize_type`` has no effect, as in Paddle's pass and
+    kernel); channel-wise weights take max|W| per
     channel at every training step into ``<w>@scale`` (0.001 before the first). False stays the default because
     it is the format ``quant_post_static`` writes by default and the one every cached QAT model was trained in.
 
@@ -234,12 +235,19 @@ def _moving_stats(q: Model, x: str, accum0) -> list[str]:
     return [f"{x}@state", f"{x}@accum"]
 
 
+#: The moving-average rate of Paddle's ``quantize_linear`` training kernel: fixed at 0.9, whatever the pass's
+#: ``moving_rate`` (measured on Paddle 3.3.1: config moving_rate 0.5 gives the same scale as 0.9 with
+#: onnx_format=True, and a different one with onnx_format=False).
+V2_MOVING_RATE = 0.9
+
+
 def _act_linear(q: Model, x: str, cfg: dict, bits: int, for_test: bool, init, init_statistics: str) -> list[Op]:
-    """Paddle's V2 activation pair: moving-average threshold, whatever ``activation_quantize_type`` says."""
+    """Paddle's V2 activation pair: moving-average threshold (rate :data:`V2_MOVING_RATE`), whatever
+    ``activation_quantize_type`` and ``moving_rate`` say."""
     warm = bool(init) and x in init
     t0 = np.float32(init[x]) if warm else np.float32(0.001)
     stats = _moving_stats(q, x, t0 if warm and init_statistics == "threshold" else 1.0)
-    attrs = {"is_test": bool(for_test), "moving_rate": float(cfg["moving_rate"])}
+    attrs = {"is_test": bool(for_test), "moving_rate": V2_MOVING_RATE}
     return _linear_pair(q, x, attrs, stats, [t0], bits, -1)
 
 
@@ -249,7 +257,7 @@ def _weight_linear(q: Model, w: str, op_type: str, cfg: dict, bits: int, for_tes
     if cfg["weight_quantize_type"] == "channel_wise_abs_max":
         axis = weight_channel_axis(op_type)
         return _linear_pair(q, w, attrs, [], np.full(q.params[w].shape[axis], 0.001, np.float32), bits, axis)
-    attrs["moving_rate"] = float(cfg["moving_rate"])
+    attrs["moving_rate"] = V2_MOVING_RATE
     return _linear_pair(q, w, attrs, _moving_stats(q, w, 1.0), [0.001], bits, -1)
 
 
