@@ -119,14 +119,9 @@ def cmd_eval(args) -> int:
 PADDLE_SUFFIXES = (".pdmodel", ".json")
 
 
-def _is_paddle(path: Path) -> bool:
-    """A Paddle inference model: a folder, a .pdmodel / .json program file, or a path prefix of one."""
-    if path.is_dir():
-        return True
-    if path.suffix.lower() in PADDLE_SUFFIXES:
-        return True
-    return not os.path.lexists(path) and any(
-        os.path.lexists(f"{path}{suffix}") for suffix in PADDLE_SUFFIXES)
+def _paddle_prefix(spec: str) -> bool:
+    """``spec`` is the path prefix of a Paddle inference model (``<spec>.pdmodel`` or ``<spec>.json`` exists)."""
+    return any(os.path.lexists(f"{spec}{suffix}") for suffix in PADDLE_SUFFIXES)
 
 
 def _import_paddle(path: Path):
@@ -146,18 +141,19 @@ def load_model(spec: str):
     path prefix); or a zoo name (its trained weights)."""
     from .io import load
     from .models import zoo
-    if spec and spec.strip():
+    if spec and os.path.lexists(spec):
         path = Path(spec)
-        if _is_paddle(path):
+        if path.is_dir() or path.suffix.lower() in PADDLE_SUFFIXES:
             return _import_paddle(path)
-        if os.path.lexists(spec):
-            if path.suffix.lower() == ".onnx":
-                from .io import import_onnx
-                return import_onnx(str(_regular_file(spec)))
-            return load(_regular_file(spec))
+        if path.suffix.lower() == ".onnx":
+            from .io import import_onnx
+            return import_onnx(str(_regular_file(spec)))
+        return load(_regular_file(spec))
     if spec in zoo.names():
         from .models.pretrained import pretrained
         return pretrained(spec)
+    if spec and _paddle_prefix(spec):
+        return _import_paddle(Path(spec))
     raise UsageError(f"{spec!r} is neither a model file nor a zoo model ({', '.join(zoo.names())})")
 
 

@@ -119,6 +119,18 @@ def test_bad_array_files_name_the_file(tmp_path, writer, error, words):
     assert words in str(exc.value) and str(path) in str(exc.value)
 
 
+def test_content_decides_not_the_suffix(tmp_path):
+    model = _spec_model(TensorSpec("x", (None, 2)))
+    np.savez(tmp_path / "zip.npz", x=np.ones((1, 2), np.float32))
+    (tmp_path / "zip.npy").write_bytes((tmp_path / "zip.npz").read_bytes())
+    np.save(tmp_path / "arr.npy", np.ones((1, 2), np.float32))
+    (tmp_path / "arr.npz").write_bytes((tmp_path / "arr.npy").read_bytes())
+    with pytest.raises(files.DataFileError, match="zip.npy.*name the file .npz"):
+        files.load_feeds(model, tmp_path / "zip.npy")
+    with pytest.raises(files.DataFileError, match="arr.npz.*name the file .npy"):
+        files.load_feeds(model, tmp_path / "arr.npz")
+
+
 def test_truncated_npy_and_npz(tmp_path):
     model = _spec_model(TensorSpec("x", (None, 64)))
     np.save(tmp_path / "full.npy", np.ones((32, 64), np.float32))
@@ -344,6 +356,14 @@ def test_bad_data_on_the_command_line(lenet_onnx, tmp_path, capsys, extra, code,
     args = ["quantize", str(lenet_onnx / "lenet.onnx"), "--out", str(out)] + [a.format(d=tmp_path) for a in extra]
     _one_error_line(capsys, main(args), code, words)
     assert not out.exists()
+
+
+def test_zoo_name_wins_over_a_paddle_prefix(tmp_path, monkeypatch, capsys):
+    """A file lenet5.json in the working folder (e.g. a report) does not turn the zoo name into a Paddle model."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lenet5.json").write_text("{}")
+    assert main(["quantize", "lenet5", "--method", "dynamic", "--out", "q.rq"]) == 0
+    assert "saved q.rq" in capsys.readouterr().out
 
 
 def test_out_suffix_and_directory(lenet_onnx, tmp_path, capsys):

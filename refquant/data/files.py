@@ -339,6 +339,20 @@ def _load_array(path: Path, what: str, loader):
         raise DataFileError(f"{path}: not a readable {path.suffix} file ({type(exc).__name__}: {text})") from None
 
 
+def _np_load(path: Path, npz: bool):
+    """The array of a .npy file, or ``{key: array}`` of a .npz file; ValueError when the content is the other
+    format (``np.load`` goes by the content, not the suffix)."""
+    loaded = np.load(path, allow_pickle=False)
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            if not npz:
+                raise ValueError("the content is a .npz archive; name the file .npz")
+            return {key: loaded[key] for key in loaded.files}
+    if npz:
+        raise ValueError("the content is a single .npy array; name the file .npy")
+    return loaded
+
+
 def _read_arrays(path: Path, specs) -> dict[str, np.ndarray]:
     """The arrays of one .npy / .npz file keyed by input name, with a batch axis."""
     names = [s.name for s in specs]
@@ -346,14 +360,9 @@ def _read_arrays(path: Path, specs) -> dict[str, np.ndarray]:
         if len(specs) != 1:
             raise DataFileError(f"{path}: a .npy file holds one array, the model has inputs {names}; "
                                 "use .npz files with one array per input name")
-        arrays = {names[0]: _load_array(path, "the file", lambda: np.load(path, allow_pickle=False))}
+        arrays = {names[0]: _load_array(path, "the file", lambda: _np_load(path, npz=False))}
     else:
-        def read():
-            with np.load(path, allow_pickle=False) as z:
-                if not isinstance(z, np.lib.npyio.NpzFile):
-                    raise ValueError("not a zip archive of arrays")
-                return {key: z[key] for key in z.files}
-        stored = _load_array(path, "an array", read)
+        stored = _load_array(path, "an array", lambda: _np_load(path, npz=True))
         if len(stored) == 1 and len(specs) == 1:
             arrays = {names[0]: next(iter(stored.values()))}
         else:
