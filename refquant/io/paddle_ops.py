@@ -40,6 +40,7 @@ _VARTYPE_DTYPES = {0: "bool", 1: "int16", 2: "int32", 3: "int64", 4: "float16", 
                    20: "uint8", 21: "int8"}
 _THRESHOLD_ATTR = re.compile(r"^([A-Za-z]+)(\d+)_threshold$")
 _KEPT_QUANT_ATTRS = ("out_threshold", "with_quant_attr", "quantization_type")
+_FOLDABLE = ("reshape", "squeeze", "unsqueeze", "flatten", "transpose", "cast", "scale")
 
 
 def converter(*types):
@@ -153,11 +154,45 @@ class _Cx:
                 if k in _KEPT_QUANT_ATTRS or _THRESHOLD_ATTR.match(k):
                     attrs.setdefault(k, v)
         op = Op(op_type, list(inputs), outs, attrs, name or (outs[0] if outs and outs[0] else f"{op_type}_{len(self.ops)}"))
+        if self._fold(op):
+            return op
+        self._canonical_bias(op)
         self.ops.append(op)
         for o in outs:
             if o:
                 self.producer[o] = op
         return op
+
+    def _fold(self, op: Op) -> bool:
+        """Evaluate a shape op whose inputs are all parameters (PIR reshapes each conv bias to (1, C, 1, 1)) and
+        keep its output as a parameter."""
+        if op.type not in _FOLDABLE or not op.inputs or any(n not in self.params for n in op.inputs if n) \
+                or len(op.outputs) != 1:
+            return False
+        from ..ops import OpContext, get_op
+        from ..ops.registry import check_op
+        try:
+            check_op(op)
+        except GraphError as exc:
+            raise ModelFormatError(f"{self.where()}: {exc}") from None
+        args = [self.params[n] if n else None for n in op.inputs]
+        if sum(np.asarray(a).nbytes for a in args if a is not None) > 1 << 28:
+            return False
+        self.params[op.outputs[0]] = np.asarray(get_op(op.type).forward(OpContext(), op.attrs, *args))
+        return True
+
+    def _canonical_bias(self, op: Op) -> None:
+        """``elementwise_add(conv_out, b)`` with ``b`` of shape (1, C, 1, 1) and NumPy broadcasting (PIR's form) as
+        Paddle's legacy form, a (C,) bias on axis 1 (what refquant's passes fuse into the conv)."""
+        if op.type != "elementwise_add" or len(op.inputs) != 2 or op.inputs[1] not in self.params:
+            return
+        prod = self.producer.get(op.inputs[0])
+        b = np.asarray(self.params[op.inputs[1]])
+        if prod is None or prod.type not in ("conv2d", "depthwise_conv2d", "conv2d_transpose") or b.ndim != 4 \
+                or b.shape[0] != 1 or b.shape[2:] != (1, 1) or op.attrs.get("axis", -1) != -1:
+            return
+        op.inputs[1] = self.param(f"{op.inputs[1]}.bias", b.reshape(-1))
+        op.attrs["axis"] = 1
 
     def param(self, base: str, value) -> str:
         """A new parameter holding ``value`` (a constant the conversion needs)."""
