@@ -58,6 +58,12 @@ def test_npy_files_as_stored_and_rebatched(tmp_path):
     assert [f["x"].shape[0] for f in rebatched] == [3, 3, 1]
     assert np.array_equal(np.concatenate([f["x"] for f in rebatched]), x)
     assert [f["x"].shape[0] for f in files.load_feeds(model, tmp_path, batch_size=3, batch_nums=2)] == [3, 3]
+    # batch_nums stops the reading: a damaged file after the last batch needed is never opened
+    (tmp_path / "d.npy").write_bytes(b"damaged")
+    assert len(files.load_feeds(model, tmp_path, batch_nums=3)) == 3
+    assert len(files.load_feeds(model, tmp_path, batch_size=7, batch_nums=1)) == 1
+    with pytest.raises(files.DataFileError, match="d.npy"):
+        files.load_feeds(model, tmp_path, batch_nums=4)
     # a list of entries, duplicates dropped, order kept
     listed = files.load_feeds(model, [tmp_path / "c.npy", tmp_path / "a.npy", str(tmp_path / "c.npy")])
     assert [f["x"].shape[0] for f in listed] == [2, 4]

@@ -462,10 +462,10 @@ def _batches(chunks, batch_size, batch_nums) -> Iterator[dict]:
     emitted = 0
     if batch_size is None:
         for _, arrays in chunks:
-            if batch_nums is not None and emitted >= batch_nums:
-                return
             yield arrays
             emitted += 1
+            if batch_nums is not None and emitted >= batch_nums:
+                return  # before the next file is read
         return
     pending: list[dict] = []
     count, key = 0, None
