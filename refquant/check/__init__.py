@@ -29,7 +29,7 @@ from .runtime import OpRow, check_runtime
 from .scales import DEFAULT_RTOL, ScaleRow, activation_row, collect_stats, summarize, threshold_row, weight_row
 from . import qdq
 
-__all__ = ["check", "CheckReport", "ScaleRow", "OpRow", "DEFAULT_RTOL", "load_model"]
+__all__ = ["check", "check_loaded", "CheckReport", "ScaleRow", "OpRow", "DEFAULT_RTOL", "load_model"]
 
 RUNTIMES = ("onnxruntime", "paddle")
 
@@ -52,18 +52,16 @@ def load_model(source, what: str = "model"):
         raise ArgumentTypeError(f"check: the {what} must be a path, an ONNX ModelProto or bytes, or a refquant "
                                 f"Model; got {type(source).__name__}")
     path = os.fspath(source)
+    lower = path.lower()
+    paddle_prefix = any(os.path.isfile(path + suffix) for suffix in (".pdmodel", ".json"))
+    if os.path.isdir(path) or lower.endswith((".pdmodel", ".json")) or (not os.path.exists(path) and paddle_prefix):
+        from ..io import import_paddle
+        return import_paddle(path), None, path
     if not os.path.exists(path):
         raise FileNotFoundError(f"check: the {what} {path} does not exist")
-    lower = path.lower()
-    if os.path.isdir(path) or lower.endswith((".pdmodel", ".json")):
-        from .. import io as rio
-        if not hasattr(rio, "import_paddle"):
-            raise ArgumentError(f"check: {path} looks like a Paddle model, and this refquant has no Paddle model "
-                                f"reader (refquant.io.import_paddle)")
-        return rio.import_paddle(path), None, path
     if lower.endswith(".onnx"):
         proto, label = qdq.load_proto(path)
-        return import_onnx(path), proto, label
+        return import_onnx(proto), proto, label
     from ..io import load
     return load(path), None, path
 
@@ -78,6 +76,17 @@ def _check_feeds(feeds) -> list:
     if not isinstance(feeds, (list, tuple)) or not feeds or not all(isinstance(f, dict) for f in feeds):
         raise ArgumentTypeError("check: feeds must be a non-empty list of {input name: array} dicts")
     return list(feeds)
+
+
+def _validate(runtime, tol_lsb, rtol, activations) -> None:
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ArgumentError(f"check: runtime must be one of {RUNTIMES} or None, got {runtime!r}")
+    if isinstance(tol_lsb, bool) or not isinstance(tol_lsb, (int, np.integer)) or tol_lsb < 0:
+        raise ArgumentError(f"check: tol_lsb must be an int >= 0, got {tol_lsb!r}")
+    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 <= rtol < 1:
+        raise ArgumentError(f"check: rtol must be a number in [0, 1), got {rtol!r}")
+    if activations not in ("auto", "refquant", "onnxruntime"):
+        raise ArgumentError(f"check: activations must be 'auto', 'refquant' or 'onnxruntime', got {activations!r}")
 
 
 def check(fp32_model, quant_model, feeds, *, runtime: Optional[str] = "onnxruntime", tol_lsb: int = 1,
@@ -96,17 +105,20 @@ def check(fp32_model, quant_model, feeds, *, runtime: Optional[str] = "onnxrunti
     run it: float kernels differ in the last bits, and a bit-exact verdict needs the same floats the foreign tool
     saw) or "auto" (onnxruntime when both models are ONNX and onnxruntime is installed, else refquant).
     """
-    if runtime is not None and runtime not in RUNTIMES:
-        raise ArgumentError(f"check: runtime must be one of {RUNTIMES} or None, got {runtime!r}")
-    if isinstance(tol_lsb, bool) or not isinstance(tol_lsb, (int, np.integer)) or tol_lsb < 0:
-        raise ArgumentError(f"check: tol_lsb must be an int >= 0, got {tol_lsb!r}")
-    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 <= rtol < 1:
-        raise ArgumentError(f"check: rtol must be a number in [0, 1), got {rtol!r}")
-    if activations not in ("auto", "refquant", "onnxruntime"):
-        raise ArgumentError(f"check: activations must be 'auto', 'refquant' or 'onnxruntime', got {activations!r}")
+    _validate(runtime, tol_lsb, rtol, activations)
     feeds = _check_feeds(feeds)
-    fp, fp_proto, fp_label = load_model(fp32_model, "FP32 model")
-    qm, proto, q_label = load_model(quant_model, "quantized model")
+    return check_loaded(load_model(fp32_model, "FP32 model"), load_model(quant_model, "quantized model"), feeds,
+                        runtime=runtime, tol_lsb=tol_lsb, session_options=session_options, rtol=rtol,
+                        activations=activations)
+
+
+def check_loaded(fp32, quant, feeds, *, runtime="onnxruntime", tol_lsb=1, session_options=None,
+                 rtol=DEFAULT_RTOL, activations="auto") -> CheckReport:
+    """:func:`check` of two models already read by :func:`load_model` (``(Model, proto, label)`` each)."""
+    _validate(runtime, tol_lsb, rtol, activations)
+    feeds = _check_feeds(feeds)
+    fp, fp_proto, fp_label = fp32
+    qm, proto, q_label = quant
     report = CheckReport(fp_label, q_label, runtime, int(tol_lsb), float(rtol))
     fp32_tensors = _tensor_names(fp)
     runner = None
