@@ -503,8 +503,9 @@ def quant_embedding(program, place, config=None, scope=None) -> Model:
                             f"and one dict per op type {list(_EMBEDDING_OP_TYPES)}")
     tables = [t for t in ("lookup_table", "lookup_table_v2") if t in types]
     if len(tables) == 2 and cfg.get("lookup_table", {}) != cfg.get("lookup_table_v2", {}):
-        raise ArgumentError(f"{who}: config sets lookup_table and lookup_table_v2 differently; both are refquant's "
-                            f"lookup_table op, so give them the same settings (or list one)")
+        raise ArgumentError(f"{who}: quantize_op_types lists lookup_table and lookup_table_v2 (the default lists "
+                            f"both) with different settings; both are refquant's lookup_table op, so list the one "
+                            f"the model uses in config['quantize_op_types'] or give both the same settings")
     refquant_types = list(dict.fromkeys("lookup_table" if t in tables else t for t in types))
     refquant_cfg: dict = {"quantize_op_types": refquant_types}
     for t in refquant_types:
