@@ -205,6 +205,10 @@ def test_imagenet_preset_and_static_shapes(tmp_path):
     assert np.abs(x - ref.transpose(2, 0, 1)).max() < 1e-5
     # a static 32x32 input: crop 32, short side round(32 * 256 / 224) = 37
     assert files.image_sample(path, TensorSpec("x", (None, 3, 32, 32)), files.preset("imagenet")).shape == (3, 32, 32)
+    # a line preset takes the input's static height and width, and pads short lines on the right with 0
+    Image.new("RGB", (40, 20), (255, 255, 255)).save(tmp_path / "short.png")
+    rec = files.image_sample(tmp_path / "short.png", TensorSpec("x", (None, 3, 32, 100)), files.preset("ppocr-rec"))
+    assert rec.shape == (3, 32, 100) and np.all(rec[:, :, :64] == 1.0) and np.all(rec[:, :, 64:] == 0.0)
     # NHWC and grayscale inputs
     nhwc = files.image_sample(path, TensorSpec("x", (None, 224, 224, 3)), files.preset("imagenet", layout="nhwc"))
     assert np.array_equal(nhwc, x.transpose(1, 2, 0))
