@@ -130,7 +130,9 @@ def _resolve(path, model_filename, params_filename) -> tuple[str, Optional[str]]
         if model_filename is not None:
             program = os.path.join(path, os.fspath(model_filename))
         else:
-            found = sorted(f for f in os.listdir(path) if f.endswith((".pdmodel", ".json")) and not f.startswith("."))
+            names = sorted(f for f in os.listdir(path) if not f.startswith("."))
+            found = [f for f in names if f.endswith(".pdmodel")] or \
+                [f for f in names if f.endswith(".json") and _looks_like_pir(os.path.join(path, f))]
             if not found:
                 found = [f for f in ("__model__",) if os.path.isfile(os.path.join(path, f))]
             if len(found) != 1:
@@ -167,6 +169,16 @@ def _resolve(path, model_filename, params_filename) -> tuple[str, Optional[str]]
         if not os.path.exists(params):
             params = None
     return program, params
+
+
+def _looks_like_pir(path: str) -> bool:
+    """Whether a .json file starts like a PIR program (other JSON files, such as scales, may share the folder)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    return head.lstrip().startswith(b"{") and (b'"base_code"' in head or b'"program"' in head)
 
 
 def _read_file(path: str, limit: int, what: str) -> bytes:
