@@ -162,6 +162,7 @@ def _qdq_scales(report, fp, proto, feeds, fp32_tensors, rtol, runner) -> dict:
         name = mapped[q.output]
         report.scales.append(activation_row(q.input, name, q.dtype, q.scale, q.zero_point, stats.get(name), rtol,
                                             shared_with=None if shared == q.input else shared))
+    _same_scale(report.scales)
     consts = qdq.constants(proto)
     for out, dq in qdq.dequantize_nodes(proto, report.quant_model).items():
         q = consts.get(dq.input)
@@ -171,6 +172,19 @@ def _qdq_scales(report, fp, proto, feeds, fp32_tensors, rtol, runner) -> dict:
         report.scales.append(weight_row(dq.input, wname, None if wname is None else fp.params[wname], q,
                                         dq.scale, dq.zero_point, dq.dtype, dq.axis, rtol))
     return {k: v for k, v in mapped.items() if v}
+
+
+def _same_scale(rows) -> None:
+    """A tensor that matches no candidate but carries exactly the scale and zero point of another tensor that
+    does (a tool gives a conv output the range of the Relu after it, a pooling output its input's) is said so."""
+    exact = [r for r in rows if r.kind == "activation" and r.exact]
+    for r in rows:
+        if r.kind != "activation" or r.exact or r.closest is None:
+            continue
+        twin = next((e for e in exact if e.scale == r.scale and e.zero_point == r.zero_point), None)
+        if twin is not None:
+            r.shared_with = r.shared_with or twin.tensor
+            r.verdict += f"; the same scale as {twin.tensor}, which is bit-exact with {twin.exact[0]}"
 
 
 def _threshold_scales(report, fp, qm, feeds, fp32_tensors, rtol, runner) -> None:
