@@ -426,20 +426,30 @@ def test_ppocr_cls_onnx_and_images_to_qdq_onnx(tmp_path, capsys):
     assert np.mean(a.argmax(1) == b.argmax(1)) >= 7 / 8 and np.abs(a - b).max() < 0.2
 
 
-PADDLE_CNN = Path(__file__).parent / "data" / "paddle_models" / "cnn" / "fp32"
+PADDLE_CNN = Path(__file__).parent / "data" / "paddle_models" / "cnn"
 
 
-@pytest.mark.skipif(not PADDLE_CNN.exists(), reason="no Paddle inference model fixture")
+@pytest.mark.skipif(not (PADDLE_CNN / "fp32" / "model.pdmodel").exists(), reason="no Paddle model fixture")
 def test_quantize_a_paddle_inference_model(tmp_path, capsys):
-    try:
-        from refquant.io import import_paddle
-    except ImportError:
-        pytest.skip("refquant.io.import_paddle is not available")
-    model = import_paddle(str(PADDLE_CNN))
-    spec = model.input_specs[0]
-    shape = [2 if d is None else d for d in spec.shape]
-    np.save(tmp_path / "calib.npy", np.random.default_rng(0).random(shape).astype(spec.dtype))
-    out = tmp_path / "q.rq"
-    assert main(["quantize", str(PADDLE_CNN), "--data", str(tmp_path / "calib.npy"), "--algo", "abs_max",
-                 "--out", str(out), "--quiet"]) == 0
-    assert refquant.load(out).meta["quantization"]["algo"] == "abs_max"
+    """A Paddle inference model by folder, path prefix and PIR .json file, calibrated on .npy batches; the .onnx
+    output runs in onnxruntime close to the .rq fake-quant model."""
+    calib = np.load(PADDLE_CNN / "io.npz")["calib"]  # (batches, batch, 3, 16, 16)
+    for i, batch in enumerate(calib):
+        np.save(tmp_path / f"calib{i}.npy", batch)
+    data = ["--data", str(tmp_path / "calib*.npy"), "--algo", "abs_max", "--op-types", "conv2d", "matmul", "--quiet"]
+    assert main(["quantize", str(PADDLE_CNN / "fp32"), "--out", str(tmp_path / "q.rq")] + data) == 0
+    assert main(["quantize", str(PADDLE_CNN / "fp32" / "model"), "--out", str(tmp_path / "prefix.rq")] + data) == 0
+    assert main(["quantize", str(PADDLE_CNN / "fp32_pir" / "model.json"), "--out", str(tmp_path / "pir.rq")]
+                + data) == 0
+    q = refquant.load(tmp_path / "q.rq")
+    x = np.load(PADDLE_CNN / "io.npz")["x"]
+    ref = q.run({"x": x})[q.outputs[0]]
+    for other in ("prefix.rq", "pir.rq"):
+        o = refquant.load(tmp_path / other)
+        assert np.abs(o.run({"x": x})[o.outputs[0]] - ref).max() < 1e-5
+    assert q.meta["quantization"]["algo"] == "abs_max"
+    if HAVE_ORT:
+        import onnxruntime as ort
+        assert main(["quantize", str(PADDLE_CNN / "fp32"), "--out", str(tmp_path / "q.onnx")] + data) == 0
+        sess = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+        assert np.abs(sess.run(None, {q.inputs[0]: x})[0] - ref).max() < 0.02  # softmax probabilities
