@@ -1021,6 +1021,9 @@ def _linear(cx, op):
         attrs["only_observer"] = True
     if axis < 0 and t.size != 1:
         raise ModelFormatError(f"{cx.where(op)}: a per-tensor {op.type} with {t.size} scales")
+    if attrs.get("only_observer") and x in cx.params:    # an observer on a constant (a reshaped bias): identity
+        cx.set_alias(cx.out(op, "Y"), x)
+        return
     cx.params[scale] = t                                   # 0-d / (1, C) scales as refquant's 1-D ones
     ins = [x, scale]
     if zp is not None:
