@@ -253,6 +253,10 @@ def test_bad_images(tmp_path):
         files.load_feeds(_spec_model(TensorSpec("x", (None, 8), "int64")), tmp_path / "ok.png")
     with pytest.raises(ArgumentError, match="mean has 2 values"):
         files.load_feeds(model, tmp_path / "ok.png", preprocess=files.Preprocess(mean=(0.1, 0.2)))
+    Image.new("RGB", (20000, 1)).save(tmp_path / "thin.png")  # short side 1 -> 256: 256 x 5,120,000 pixels
+    with pytest.raises(ShapeError, match="thin.png: resizing"):
+        files.load_feeds(_spec_model(TensorSpec("x", (None, 3, None, None))), tmp_path / "thin.png",
+                         preprocess=files.preset("imagenet"))
     for bad in (dict(geometry="nope"), dict(std=0.0), dict(scale=-1.0), dict(resize=(0, 3)),
                 dict(geometry="line", crop=3), dict(mean="a")):
         with pytest.raises(ArgumentError):

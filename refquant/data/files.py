@@ -181,16 +181,21 @@ def _read_image(path: Path, grayscale: bool):
         raise DataFileError(f"{path}: not a readable image ({exc})") from None
 
 
-def _resize(im, width: int, height: int):
+def _resize(im, width: int, height: int, path: Path):
+    """Pillow bilinear resize; a result beyond Pillow's decompression-bomb limit (an extreme aspect ratio scaled
+    up) is refused instead of filling the memory."""
     from PIL import Image
+    if Image.MAX_IMAGE_PIXELS and int(width) * int(height) > Image.MAX_IMAGE_PIXELS:
+        raise ShapeError(f"{path}: resizing the {im.size[1]}x{im.size[0]} image to {height}x{width} exceeds "
+                         f"{Image.MAX_IMAGE_PIXELS} pixels")
     return im.resize((int(width), int(height)), Image.BILINEAR)
 
 
-def _short_side(im, short: int):
+def _short_side(im, short: int, path: Path):
     w, h = im.size
     if w <= h:
-        return _resize(im, short, max(1, int(short * h / w)))
-    return _resize(im, max(1, int(short * w / h)), short)
+        return _resize(im, short, max(1, int(short * h / w)), path)
+    return _resize(im, max(1, int(short * w / h)), short, path)
 
 
 def _center_crop(im, size: tuple, path: Path):
@@ -220,22 +225,24 @@ def image_sample(path, spec, pre: Preprocess) -> np.ndarray:
     pad_to = None
     if pre.geometry == "plain":
         if pre.resize is not None:
-            im = _short_side(im, pre.resize) if isinstance(pre.resize, int) else _resize(im, pre.resize[1],
-                                                                                          pre.resize[0])
+            if isinstance(pre.resize, int):
+                im = _short_side(im, pre.resize, path)
+            else:
+                im = _resize(im, pre.resize[1], pre.resize[0], path)
         if pre.crop is not None:
             im = _center_crop(im, _pair(pre.crop), path)
         elif static is not None and pre.resize is None:
-            im = _resize(im, static[1], static[0])
+            im = _resize(im, static[1], static[0], path)
         elif static is not None:
             im = _center_crop(im, static, path)
     elif pre.geometry == "center_crop":
         crop = _pair(pre.crop) if pre.crop is not None else static or pre.size or (224, 224)
         if pre.resize is None:
-            im = _short_side(im, int(round(min(crop) * pre.resize_ratio)))
+            im = _short_side(im, int(round(min(crop) * pre.resize_ratio)), path)
         elif isinstance(pre.resize, int):
-            im = _short_side(im, pre.resize)
+            im = _short_side(im, pre.resize, path)
         else:
-            im = _resize(im, pre.resize[1], pre.resize[0])
+            im = _resize(im, pre.resize[1], pre.resize[0], path)
         im = _center_crop(im, crop, path)
     elif pre.geometry == "det":
         if static is not None or isinstance(pre.resize, tuple):
@@ -243,7 +250,7 @@ def image_sample(path, spec, pre: Preprocess) -> np.ndarray:
         else:
             limit = pre.resize if pre.resize is not None else pre.limit_side_len
             rh, rw = det_resize_shape(im.size[1], im.size[0], limit_side_len=limit, limit_type="max")
-        im = _resize(im, rw, rh)
+        im = _resize(im, rw, rh, path)
     else:  # "line"
         size = pre.size or (48, 320)
         if isinstance(pre.resize, tuple):
@@ -253,7 +260,7 @@ def image_sample(path, spec, pre: Preprocess) -> np.ndarray:
         height, width = h_s or size[0], w_s or size[1]
         w, h = im.size
         resized_w = min(width, int(math.ceil(height * w / float(h))))
-        im = _resize(im, resized_w, height)
+        im = _resize(im, resized_w, height, path)
         pad_to = width
     arr = np.asarray(im, dtype=np.float32)
     if arr.ndim == 2:
