@@ -66,8 +66,34 @@ def load_model(source, what: str = "model"):
     return load(path), None, path
 
 
-def _tensor_names(model: Model) -> set:
-    return {s.name for s in model.input_specs} | {o for op in model.ops for o in op.outputs if o}
+def _tensor_names(model: Model, proto=None) -> set:
+    """Every tensor of the FP32 model: inputs, op outputs, parameters, and (for ONNX) every name of the original
+    graph, which the importer may have renamed (an Identity before a graph output) or folded (a Reshape of a
+    constant)."""
+    names = {s.name for s in model.input_specs} | {o for op in model.ops for o in op.outputs if o}
+    names |= set(model.params)
+    if proto is not None:
+        names |= {t.name for t in proto.graph.initializer} | {i.name for i in proto.graph.input}
+        names |= {o for n in proto.graph.node for o in n.output if o}
+    return names
+
+
+def _refquant_runner(model: Model, proto):
+    """``runner(feed, names)`` on refquant's executor; a name the importer replaced (an Identity's input or
+    output) is read under the name the model has."""
+    alias = {}
+    if proto is not None:
+        for n in proto.graph.node:
+            if n.op_type == "Identity" and n.input and n.output:
+                alias[n.input[0]], alias[n.output[0]] = n.output[0], n.input[0]
+    have = _tensor_names(model)
+
+    def runner(feed, names):
+        from ..executor import run
+        real = {n: (n if n in have else alias.get(n, n)) for n in names}
+        outs = run(model, feed, outputs=sorted(set(real.values())))
+        return {n: outs[r] for n, r in real.items()}
+    return runner
 
 
 def _check_feeds(feeds) -> list:
@@ -120,7 +146,7 @@ def check_loaded(fp32, quant, feeds, *, runtime="onnxruntime", tol_lsb=1, sessio
     fp, fp_proto, fp_label = fp32
     qm, proto, q_label = quant
     report = CheckReport(fp_label, q_label, runtime, int(tol_lsb), float(rtol))
-    fp32_tensors = _tensor_names(fp)
+    fp32_tensors = _tensor_names(fp, fp_proto)
     runner = None
     if activations != "refquant" and fp_proto is not None and (proto is not None or activations == "onnxruntime"):
         try:
@@ -134,13 +160,16 @@ def check_loaded(fp32, quant, feeds, *, runtime="onnxruntime", tol_lsb=1, sessio
         raise ArgumentError("check: activations='onnxruntime' needs an ONNX FP32 model")
     report.notes["fp32_activations"] = ("onnxruntime (graph optimizations off)" if runner is not None
                                         else "refquant")
+    runner = runner or _refquant_runner(fp, fp_proto)
     if proto is not None:
         fp32_names = _qdq_scales(report, fp, proto, feeds, fp32_tensors, rtol, runner)
         if runtime == "paddle":
             check_runtime(fp, qm, proto, feeds, runtime="paddle")   # raises the reason
         if runtime == "onnxruntime":
-            report.ops, report.notes = check_runtime(fp, qm, proto, feeds, tol_lsb=int(tol_lsb),
-                                                     session_options=session_options, fp32_names=fp32_names)
+            report.ops, notes = check_runtime(fp, qm, proto, feeds, tol_lsb=int(tol_lsb),
+                                              session_options=session_options, fp32_names=fp32_names,
+                                              fp32_runner=runner)
+            report.notes.update(notes)
     else:
         _threshold_scales(report, fp, qm, feeds, fp32_tensors, rtol, runner)
         if runtime == "paddle":
@@ -157,11 +186,15 @@ def _qdq_scales(report, fp, proto, feeds, fp32_tensors, rtol, runner) -> dict:
     mapped = {q.output: qdq.fp32_name(q, proto, fp32_tensors) for q in qnodes}
     stats = collect_stats(fp, feeds, [n for n in mapped.values() if n], runner)
     first_user: dict = {}
+    constant = set(fp.params) | {t.name for t in proto.graph.initializer} | set(qdq.constants(proto))
     for q in qnodes:
         shared = first_user.setdefault(q.scale_name, q.input)
         name = mapped[q.output]
-        report.scales.append(activation_row(q.input, name, q.dtype, q.scale, q.zero_point, stats.get(name), rtol,
-                                            shared_with=None if shared == q.input else shared))
+        row = activation_row(q.input, name, q.dtype, q.scale, q.zero_point, stats.get(name), rtol,
+                             shared_with=None if shared == q.input else shared)
+        if name in constant or q.input in constant:
+            row.kind = "constant"     # a weight stored as a Constant node, quantized like an activation
+        report.scales.append(row)
     _same_scale(report.scales)
     consts = qdq.constants(proto)
     for out, dq in qdq.dequantize_nodes(proto, report.quant_model).items():

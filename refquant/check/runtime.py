@@ -183,6 +183,8 @@ def _int_sources(model, proto) -> tuple[dict, dict]:
     sources, exact = {}, {}
     for out, p in qdq.dequantize_nodes(proto).items():
         q = consts.get(p.input)
+        if q is None and out in model.params:
+            q = _recover(model.params[out], p)          # a quantized constant the importer folded
         if q is not None:
             q = np.asarray(q)
             if q.dtype.kind not in "iu":
@@ -197,6 +199,27 @@ def _int_sources(model, proto) -> tuple[dict, dict]:
             exact[out] = (q.astype(np.int64) - zp_b) * s64
         sources[out] = _IntSource(p.input, q, p.scale, p.zero_point, p.dtype, p.axis)
     return sources, exact
+
+
+def _recover(value, p) -> Optional[np.ndarray]:
+    """The integers behind a dequantized constant ``value = float32((q - zp) * s)``: ``rint(value / s) + zp``
+    (exact for 8- and 16-bit q), or None when they do not dequantize back to ``value`` bit for bit."""
+    value = np.asarray(value)
+    if value.dtype != np.float32 or p.dtype not in ("uint8", "int8", "uint16", "int16"):
+        return None
+    s, zp = p.scale, p.zero_point
+    if p.per_channel:
+        if value.ndim == 0 or p.axis is None or value.shape[p.axis % value.ndim] != s.size:
+            return None
+        shape = [1] * value.ndim
+        shape[p.axis % value.ndim] = -1
+        s, zp = s.reshape(shape), zp.reshape(shape)
+    else:
+        s, zp = s[0], zp[0]
+    lo, hi = INT_RANGES[p.dtype]
+    q = np.clip(np.rint(value.astype(np.float64) / s) + zp, lo, hi).astype(p.dtype)
+    back = ((q.astype(np.int64) - zp).astype(np.float32) * s).astype(np.float32)
+    return q if np.array_equal(back, value) else None
 
 
 def _const_weight(src: _IntSource, param: np.ndarray) -> Optional[np.ndarray]:
@@ -511,9 +534,11 @@ class Reference:
 
 
 def check_runtime(fp32_model, quant_model, proto, feeds, *, runtime: str = "onnxruntime", tol_lsb: int = 1,
-                  session_options=None, fp32_names: Optional[dict] = None) -> tuple[list[OpRow], dict]:
+                  session_options=None, fp32_names: Optional[dict] = None, fp32_runner=None
+                  ) -> tuple[list[OpRow], dict]:
     """Rows of every quantized tensor (graph order) and notes (``fused_ops`` with and without the exposed
-    tensors). ``fp32_names``: Q output -> FP32 tensor (for SQNR)."""
+    tensors). ``fp32_names``: Q output -> FP32 tensor (for SQNR); ``fp32_runner(feed, names)`` computes them
+    (default: refquant's executor on ``fp32_model``)."""
     if runtime != "onnxruntime":
         if runtime == "paddle":
             try:
@@ -536,7 +561,12 @@ def check_runtime(fp32_model, quant_model, proto, feeds, *, runtime: str = "onnx
     wanted = sorted({v for v in fp32_names.values() if v})
     rows: dict = {}
     for feed, got in zip(feeds, foreign):
-        fp32 = fp32_model.run(feed, outputs=wanted) if wanted else {}
+        if not wanted:
+            fp32 = {}
+        elif fp32_runner is not None:
+            fp32 = fp32_runner(feed, wanted)
+        else:
+            fp32 = fp32_model.run(feed, outputs=wanted)
         ref.compare(feed, got, fp32, rows, fp32_names)
     ordered = [rows[n] for n in names if n in rows]
     for r in ordered:

@@ -147,9 +147,10 @@ def collect_stats(fp32_model, feeds, tensors, runner=None) -> dict[str, TensorSt
     for feed in feeds:
         outs = runner(feed, tensors)
         for t in tensors:
-            x = outs[t]
-            if np.size(x) == 0 or np.asarray(x).dtype.kind != "f":
+            x = np.asarray(outs[t])
+            if x.size == 0 or x.dtype.kind != "f":
                 continue
+            x = x.reshape(1) if x.ndim == 0 else x    # a quantized scalar constant: a batch of one value
             s = stats[t]
             s.range.update(x)
             s.minmax.update(x)
@@ -161,9 +162,10 @@ def collect_stats(fp32_model, feeds, tensors, runner=None) -> dict[str, TensorSt
     for feed in feeds:
         outs = runner(feed, tensors)
         for t in tensors:
-            if stats[t].hist and np.size(outs[t]):
+            x = np.asarray(outs[t])
+            if stats[t].hist and x.size:
                 for o in stats[t].hist.values():
-                    o.update(outs[t])
+                    o.update(x.reshape(1) if x.ndim == 0 else x)
     return {t: s for t, s in stats.items() if not s.range.empty}
 
 
@@ -300,7 +302,7 @@ def weight_row(name: str, fp32_name: Optional[str], w, q, scale, zero_point, dty
 def summarize(rows: list[ScaleRow], rtol: float = DEFAULT_RTOL) -> list[str]:
     """Sentences drawn from the rows: which candidate every compared activation (and weight) matches."""
     out = []
-    for kind in ("activation", "weight"):
+    for kind in ("activation", "constant", "weight"):
         compared = [r for r in rows if r.kind == kind and r.closest is not None]
         if not compared:
             continue
