@@ -324,3 +324,51 @@ def test_cli_writes_json_and_sets_the_exit_code(tmp_path):
     assert args.func(args) == 0
     with pytest.raises(SystemExit):
         ap.parse_args(base + ["--tol-lsb", "-1"])
+
+
+# ---- PP-OCR (rapidocr-onnxruntime's ONNX files), quantized by onnxruntime's quantize_static --------------------
+def _ppocr(kind, n):
+    from refquant.realmodels import ppocr
+    if ppocr.model_path(kind) is None:
+        pytest.skip("rapidocr-onnxruntime (PP-OCR ONNX models) is not installed")
+    if kind == "cls":
+        x = ppocr.cls_set(n, seed=ppocr.CALIB_SEED)[0]
+    else:
+        x = ppocr.rec_set(n, seed=ppocr.CALIB_SEED, width=160)[0]
+    return ppocr, ppocr.model_path(kind), ppocr.batches(x, 2)
+
+
+def _by_tensor(rep):
+    return {(r.kind, r.tensor): r for r in rep.scales}
+
+
+@pytest.mark.parametrize("kind", ["cls", "rec"])
+def test_ppocr_entropy_without_bin_counts_is_minmax(kind, tmp_path):
+    ppocr, fp32, feeds = _ppocr(kind, 4 if kind == "cls" else 2)
+    reps = {m: check(fp32, ppocr.ort_quantize(fp32, str(tmp_path / f"{m}.onnx"), feeds, m), feeds, runtime=None)
+            for m in ("MinMax", "Entropy")}
+    mm, ent = _by_tensor(reps["MinMax"]), _by_tensor(reps["Entropy"])
+    assert mm.keys() == ent.keys()
+    # the tool's own verdicts: the same scale, bit-exact with the same candidates, tensor by tensor
+    assert all(mm[k].scale == ent[k].scale and mm[k].exact == ent[k].exact for k in mm)
+    acts = [r for r in reps["MinMax"].scales if r.kind == "activation"]
+    direct = [r for r in acts if "the same scale as" not in r.verdict]
+    # min/max of the tensor itself, or (a Slice / Transpose / pooling output) the scale of the tensor it shares
+    assert sum("min_max" in r.exact for r in direct) >= 0.99 * len(direct)
+    assert all("min_max" in r.exact or r.shared_with or abs(r.rel_diff) < 0.01 for r in acts)
+    assert reps["MinMax"].summary[0].startswith(f"{sum(bool(r.exact) for r in acts)} of {len(acts)} activation")
+
+
+def test_ppocr_cls_percentile_is_closest_to_hist_and_runtime_is_exact(tmp_path):
+    ppocr, fp32, feeds = _ppocr("cls", 4)
+    q = ppocr.ort_quantize(fp32, str(tmp_path / "p.onnx"), feeds, "Percentile")
+    rep = check(fp32, q, feeds)
+    acts = [r for r in rep.scales if r.kind == "activation" and r.closest]
+    # onnxruntime's 99.999th percentile of |x| lands next to Paddle's hist (hist_percent 0.99999), not on it
+    assert sum(r.closest == "hist" for r in acts) > 0.7 * len(acts)
+    assert sum(bool(r.exact) for r in acts) < 0.05 * len(acts)
+    assert all(abs(r.rel_diff) < 0.01 for r in acts)
+    # the constants (weights stored as Constant nodes) are quantized like activations: u8 x u8 kernels, exact
+    assert rep.ok, rep.format_table()
+    assert sum(r.path == "exact integer" for r in rep.ops) >= 50
+    assert "QLinearConv" in rep.notes["fused_ops"]
