@@ -354,7 +354,7 @@ def test_ppocr_entropy_without_bin_counts_is_minmax(kind, tmp_path):
     acts = [r for r in reps["MinMax"].scales if r.kind == "activation"]
     direct = [r for r in acts if "the same scale as" not in r.verdict]
     # min/max of the tensor itself, or (a Slice / Transpose / pooling output) the scale of the tensor it shares
-    assert sum("min_max" in r.exact for r in direct) >= 0.99 * len(direct)
+    assert sum("min_max" in r.exact for r in direct) >= 0.95 * len(direct)
     assert all("min_max" in r.exact or r.shared_with or abs(r.rel_diff) < 0.01 for r in acts)
     assert reps["MinMax"].summary[0].startswith(f"{sum(bool(r.exact) for r in acts)} of {len(acts)} activation")
 
