@@ -354,9 +354,13 @@ def test_ppocr_entropy_without_bin_counts_is_minmax(kind, tmp_path):
     acts = [r for r in reps["MinMax"].scales if r.kind == "activation"]
     direct = [r for r in acts if "the same scale as" not in r.verdict]
     # min/max of the tensor itself, or (a Slice / Transpose / pooling output) the scale of the tensor it shares
-    assert sum("min_max" in r.exact for r in direct) >= 0.95 * len(direct)
-    assert all("min_max" in r.exact or r.shared_with or abs(r.rel_diff) < 0.01 for r in acts)
-    assert reps["MinMax"].summary[0].startswith(f"{sum(bool(r.exact) for r in acts)} of {len(acts)} activation")
+    assert sum("min_max" in r.exact or "unit_range" in r.exact for r in direct) >= 0.99 * len(direct)
+    assert all(r.exact or r.shared_with for r in acts), [r.verdict for r in acts if not (r.exact or r.shared_with)]
+    summary = reps["MinMax"].summary[0]
+    if all("min_max" in r.exact for r in acts):
+        assert summary.startswith(f"all {len(acts)} activation scales are bit-exact with min_max")
+    else:
+        assert summary.startswith(f"{sum(bool(r.exact) for r in acts)} of {len(acts)} activation")
 
 
 def test_ppocr_cls_percentile_is_closest_to_hist_and_runtime_is_exact(tmp_path):

@@ -14,11 +14,12 @@ zero point of each tensor:
   ``s = float32((rmax - rmin) / (qmax - qmin))`` computed in float64, ``zp = round_half_even(qmin - rmin / s)``
   with the float64 s. The implied range is ``[(qmin - zp) s, (qmax - zp) s]``.
 
-Candidates: the plain signed range [min, max] (``min_max``: what ONNX Runtime's MinMax calibrator gives) and
-refquant's threshold algorithms (Paddle's KL, hist, abs_max, avg, mse, emd; abs_max is also ONNX Runtime's
-symmetric max|x|). Under the asymmetric convention a threshold T gives the range [-T, T] clipped to the observed
-[min, max] (as ONNX Runtime clips its histogram thresholds). A threshold is rounded to float32 first, as every tool
-stores it.
+Candidates: the plain signed range [min, max] (``min_max``: what ONNX Runtime's MinMax calibrator gives, always
+under the asymmetric convention, whose zero point may land on 0 or 128 by chance), refquant's threshold algorithms
+(Paddle's KL, hist, abs_max, avg, mse, emd; abs_max is also ONNX Runtime's symmetric max|x|) and the fixed range
+[0, 1] (``unit_range``: ONNX Runtime gives it to Softmax outputs). Under the asymmetric convention a threshold T
+gives the range [-T, T] clipped to the observed [min, max] (as ONNX Runtime clips its histogram thresholds). A
+threshold is rounded to float32 first, as every tool stores it.
 
 Verdicts: ``bit-exact with <algo>`` when the candidate's float32 scale (and zero point) equals the foreign one;
 ``within tolerance of <algo>`` when the relative scale difference is at most ``rtol`` (default
@@ -209,14 +210,18 @@ def activation_row(tensor: str, fp32_tensor: Optional[str], dtype: str, scale, z
         return row
     mn, mx = stats.minmax.threshold()
     thresholds = stats.thresholds()
-    for algo in CANDIDATES:
-        if conv == "asymmetric":
+    for algo in CANDIDATES + ("unit_range",):
+        if algo == "unit_range":
+            if conv == "symmetric":
+                continue
+            cs, czp = scale_from_range(0.0, 1.0, dtype)
+            ok = cs == s and czp == zp
+        elif conv == "asymmetric" or algo == "min_max":
+            # min_max is asymmetric even where its zero point lands on 0 or 128 (a range symmetric by chance)
             lo, hi = (mn, mx) if algo == "min_max" else (max(-thresholds[algo], mn), min(thresholds[algo], mx))
             cs, czp = scale_from_range(lo, hi, dtype)
             ok = cs == s and czp == zp
         else:
-            if algo == "min_max":
-                continue  # symmetric min/max is max|x|: abs_max
             cs = scale_from_threshold(thresholds[algo], conv, dtype)
             ok = cs == s
         row.candidates[algo] = _rel(cs, s)
