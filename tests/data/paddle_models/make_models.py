@@ -344,39 +344,6 @@ def run_legacy(model_dir, x):
     return [to_f32(r) for r in res], prog, feeds, [v.name for v in fetch], scope
 
 
-def quant_ops_description(prog, scope):
-    """Every op of a quantized legacy program that carries quantization data: its slots, its attributes and, for
-    the quantize / dequantize ops, the dtype and shape of the persistable tensors they read."""
-    skip = {"op_callstack", "op_device", "op_role", "op_role_var", "op_namescope", "with_quant_attr"}
-    out = []
-    for op in prog.global_block().ops:
-        is_quant = op.type in QUANT_OPS or op.type.startswith("fake_")
-        names = [a for a in op.attr_names if a not in skip and (is_quant or a.endswith("threshold"))]
-        if not names:
-            continue
-        attrs = {}
-        for a in sorted(names):
-            v = op.attr(a)
-            attrs[a] = v if isinstance(v, (int, float, str, bool, list)) else str(v)
-        entry = {"type": op.type,
-                 "inputs": {s: list(op.input(s)) for s in op.input_names if op.input(s)},
-                 "outputs": {s: list(op.output(s)) for s in op.output_names if op.output(s)},
-                 "attrs": attrs}
-        if is_quant:
-            tensors = {}
-            for s in op.input_names:
-                for n in op.input(s):
-                    var = prog.global_block().vars.get(n)
-                    if var is not None and var.persistable and scope.find_var(n) is not None:
-                        a = np.array(scope.find_var(n).get_tensor())
-                        tensors[n] = {"dtype": str(a.dtype), "shape": list(a.shape)}
-                        if a.size == 1 or s == "ZeroPoint":
-                            tensors[n]["values"] = np.unique(a).tolist()[:4]
-            entry["persistable_inputs"] = tensors
-        out.append(entry)
-    return out
-
-
 QUANT_OPS = ("fake_quantize_abs_max", "fake_quantize_range_abs_max", "fake_quantize_moving_average_abs_max",
              "fake_channel_wise_quantize_abs_max", "fake_quantize_dequantize_moving_average_abs_max",
              "fake_quantize_dequantize_abs_max", "fake_channel_wise_quantize_dequantize_abs_max",
@@ -478,6 +445,22 @@ def read_scales(prog, scope):
             "weights_stored": dict(sorted(stored.items()))}
 
 
+def strip_callstacks(path):
+    """Remove the ``op_callstack`` attributes from a saved ProgramDesc. Paddle records the Python stack (absolute
+    file paths and line numbers of the generating script) on the ops it adds while saving, e.g. feed and fetch;
+    without them the file depends only on the model."""
+    with open(path, "rb") as f:
+        desc = paddle.base.core.ProgramDesc(f.read())
+    for b in range(desc.num_blocks()):
+        block = desc.block(b)
+        for i in range(block.op_size()):
+            op = block.op(i)
+            if op.has_attr("op_callstack"):
+                op.remove_attr("op_callstack")
+    with open(path, "wb") as f:
+        f.write(desc.serialize_to_string())
+
+
 class Recorder:
     """Collects per-variant outputs and descriptions while the models are saved."""
 
@@ -488,6 +471,7 @@ class Recorder:
 
     def legacy(self, model, variant, x):
         d = os.path.join(self.out_dir, model, variant)
+        strip_callstacks(os.path.join(d, "model.pdmodel"))
         outs, prog, feeds, fetch, scope = run_legacy(d, x)
         io = self.io.setdefault(model, {})
         for i, o in enumerate(outs):
@@ -496,8 +480,7 @@ class Recorder:
         self.meta.setdefault(model, {})[variant] = {
             "format": "legacy", "ops": inspect_legacy(prog), "inputs": feed_shapes, "outputs": fetch}
         if variant not in ("fp32",):
-            write_json(os.path.join(d, "scales.json"), dict(read_scales(prog, scope),
-                       quant_ops=quant_ops_description(prog, scope)))
+            write_json(os.path.join(d, "scales.json"), read_scales(prog, scope))
         print(f"{model}/{variant}: {sum(self.meta[model][variant]['ops'].values())} ops,"
               f" outputs {[o.shape for o in outs]}")
         return outs
