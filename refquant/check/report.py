@@ -69,7 +69,8 @@ class CheckReport:
                     rng = f"[{r.rmin:.4g}, {r.rmax:.4g}]"
                 else:
                     rng = ""
-                shared = f" (scale shared with {r.shared_with})" if r.shared_with else ""
+                shared = (f" (scale shared with {r.shared_with})" if r.shared_with and "the same scale as" not in r.verdict
+                          else "")
                 lines.append(f"  {r.kind:<10} {_short(r.tensor, 34):<34} {r.dtype:<5} {s:>11} {zp:>4} {rng:<24} "
                              f"{r.verdict}{shared}")
         for s in self.summary:

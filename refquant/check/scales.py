@@ -320,14 +320,18 @@ def summarize(rows: list[ScaleRow], rtol: float = DEFAULT_RTOL) -> list[str]:
             out.append(f"all {n} {kind} scales are bit-exact with {' and '.join(names)}")
             continue
         exact = sum(bool(r.exact) for r in compared)
-        within = sum(not r.exact and abs(r.rel_diff) <= rtol for r in compared)
+        twins = sum(not r.exact and "the same scale as" in r.verdict for r in compared)
+        within = sum(not r.exact and "the same scale as" not in r.verdict and abs(r.rel_diff) <= rtol
+                     for r in compared)
         parts = [f"{exact} of {n} {kind} scales bit-exact with some candidate"]
+        if twins:
+            parts.append(f"{twins} carry the scale of another tensor that is")
         by_algo: dict = {}
         for r in compared:
             by_algo[r.exact[0] if r.exact else r.closest] = by_algo.get(r.exact[0] if r.exact else r.closest, 0) + 1
         if within:
             parts.append(f"{within} within {rtol:.0%}")
-        parts.append(f"{n - exact - within} match none")
+        parts.append(f"{n - exact - twins - within} match none")
         best = max(by_algo, key=by_algo.get)
         parts.append(f"closest most often: {best} ({by_algo[best]} of {n})")
         med = float(np.median([abs(r.rel_diff) for r in compared]))
