@@ -63,7 +63,8 @@ class CheckReport:
             for r in self.scales:
                 s = f"{r.scale[0]:.5g}" if len(r.scale) == 1 else f"{len(r.scale)} ch"
                 zp = str(r.zero_point[0]) if len(r.zero_point) == 1 else "..."
-                if r.threshold is not None and r.convention != "asymmetric":
+                by_range = any(a in ("min_max", "unit_range") for a in r.exact)  # asymmetric, zp 0 / 128 by chance
+                if r.threshold is not None and r.convention != "asymmetric" and not by_range:
                     rng = f"T={r.threshold:.5g}"
                 elif r.rmin is not None:
                     rng = f"[{r.rmin:.4g}, {r.rmax:.4g}]"
