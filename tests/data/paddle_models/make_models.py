@@ -401,10 +401,13 @@ def read_scales(prog, scope):
             inslot = "Input" if "Input" in producer.input_names else "X"
             names = op.input("Scales")
             src = dict(attrs, op=t, slot="Scales")
-            add_weight(producer.input(wslot)[0], tensor(names[0]), dict(src, index=0, tensor=names[0]))
+            wscale = tensor(names[0])
+            add_weight(producer.input(wslot)[0], wscale,
+                       dict(src, index=0, tensor=names[0], scale_shape=list(wscale.shape)))
             if len(names) > 1:
-                add_act(fp32_name(producer.input(inslot)[0]), np.asarray(tensor(names[1])).ravel()[0],
-                        dict(src, index=1, tensor=names[1]))
+                ascale = tensor(names[1])
+                add_act(fp32_name(producer.input(inslot)[0]), ascale.ravel()[0],
+                        dict(src, index=1, tensor=names[1], scale_shape=list(ascale.shape)))
         elif t in QUANT_OPS:
             slot = next(s for s in ("Scale", "InScale", "OutScale") if s in op.input_names + op.output_names
                         and (op.input(s) if s in op.input_names else op.output(s)))
@@ -412,7 +415,7 @@ def read_scales(prog, scope):
             x = op.input("X")[0]
             base = fp32_name(x)
             values = tensor(sname)
-            src = dict(attrs, op=t, slot=slot, tensor=sname)
+            src = dict(attrs, op=t, slot=slot, tensor=sname, scale_shape=list(values.shape))
             if base in persistable:
                 add_weight(base, values, src)
             else:
@@ -600,7 +603,9 @@ def inspect_pir(prog):
     return dict(sorted(ops.items()))
 
 
-def run_pir(model_dir, x):
+def run_pir(model_dir, x, scales=False):
+    """Load a saved PIR model with Paddle and run it on ``x``: (outputs, description); with ``scales``, also write
+    the program's thresholds to ``scales.json``."""
     paddle.enable_static()
     exe = paddle.static.Executor(paddle.CPUPlace())
     scope = paddle.static.Scope()
@@ -613,6 +618,8 @@ def run_pir(model_dir, x):
                 info["inputs"][op.attrs()["name"]] = list(op.result(0).shape)
             if op.name() == "pd_op.fetch":
                 info["outputs"].append(op.attrs()["name"])
+        if scales:
+            write_json(os.path.join(model_dir, "scales.json"), read_pir_scales(prog, scope))
     paddle.disable_static()
     return [to_f32(r) for r in res], info
 
@@ -657,6 +664,36 @@ def translate_legacy(src, dst):
     paddle.disable_static()
 
 
+def read_pir_scales(prog, scope):
+    """The thresholds of a PIR program's pd_op.quantize_linear / dequantize_linear ops, in ``read_scales``'s layout.
+    PIR values have no names, so an activation is keyed by its scale parameter's name without the ``@scale``
+    suffix, which is the FP32 tensor name of the legacy program."""
+    def param_name(value):
+        op = value.get_defining_op() if value.initialized() else None
+        return op.attrs()["parameter_name"] if op is not None and op.name() == "builtin.parameter" else None
+
+    acts, weights, stored = {}, {}, {}
+    for op in prog.global_block().ops:
+        if op.name() not in ("pd_op.quantize_linear", "pd_op.dequantize_linear"):
+            continue
+        attrs = op.attrs()
+        sname = param_name(op.operand_source(1))
+        held = np.array(scope.find_var(sname).get_tensor())
+        src = {k: attrs[k] for k in ("quant_axis", "bit_length", "qmin", "qmax", "round_type", "only_observer")}
+        src.update(op=op.name(), slot="Scale", tensor=sname, scale_shape=list(held.shape))
+        x = param_name(op.operand_source(0))
+        if x is not None:
+            weights.setdefault(x, []).append(dict(src, thresholds=to_f32(held).ravel().tolist()))
+            w = np.array(scope.find_var(x).get_tensor())
+            stored[x] = {"dtype": str(w.dtype), "shape": list(w.shape), "min": float(w.min()), "max": float(w.max()),
+                         "integer_valued": bool(np.all(w == np.round(w)))}
+        else:
+            name = sname[: -len("@scale")] if sname.endswith("@scale") else sname
+            acts.setdefault(name, []).append(dict(src, threshold=float(to_f32(held).ravel()[0])))
+    return {"activations": dict(sorted(acts.items())), "weights": dict(sorted(weights.items())),
+            "weights_stored": dict(sorted(stored.items()))}
+
+
 def pir_main(out_dir, models, work):
     """Child process (PIR on): jit.save each Layer as fp32_pir; translate ocrhead/ptq_onnx to ptq_pir."""
     result = {}
@@ -677,7 +714,7 @@ def pir_main(out_dir, models, work):
             translate_legacy(os.path.join(out_dir, model, "ptq_onnx"), os.path.join(out_dir, model, "ptq_pir"))
             # Paddle 3.3.1 saves this program but does not run it correctly (see the README): its output is kept
             # apart from io.npz and only compared with ptq_onnx's, whose program it translates.
-            outs, info = run_pir(os.path.join(out_dir, model, "ptq_pir"), x)
+            outs, info = run_pir(os.path.join(out_dir, model, "ptq_pir"), x, scales=True)
             result[f"{model}/ptq_pir"] = {"unverified_outs": [o.tolist() for o in outs], "info": info}
     with open(os.path.join(work, "pir.json"), "w") as f:
         json.dump(result, f)
