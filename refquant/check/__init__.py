@@ -26,7 +26,8 @@ from ..errors import ArgumentError, ArgumentTypeError
 from ..graph import Model
 from .report import CheckReport
 from .runtime import OpRow, check_runtime
-from .scales import DEFAULT_RTOL, ScaleRow, activation_row, collect_stats, summarize, threshold_row, weight_row
+from .scales import (DEFAULT_RTOL, ScaleRow, _verdict, activation_row, collect_stats, summarize, threshold_row,
+                     weight_row)
 from . import qdq
 
 __all__ = ["check", "check_loaded", "CheckReport", "ScaleRow", "OpRow", "DEFAULT_RTOL", "load_model"]
@@ -257,7 +258,6 @@ def _threshold_scales(report, fp, qm, feeds, fp32_tensors, rtol, runner) -> None
                 row.closest, row.rel_diff, row.candidates = label, float(rel[worst]), {label: float(rel[worst])}
                 if np.array_equal(cand, T.astype(np.float32)):
                     row.exact.append(label)
-                from .scales import _verdict
                 row.verdict = _verdict(row, rtol)
             else:
                 row.verdict = f"{T.size} thresholds for a weight of shape {w.shape}"

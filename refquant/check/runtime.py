@@ -551,6 +551,11 @@ def check_runtime(fp32_model, quant_model, proto, feeds, *, runtime: str = "onnx
         raise ArgumentError(f"check: unknown runtime {runtime!r} (onnxruntime or paddle)")
     if isinstance(tol_lsb, bool) or not isinstance(tol_lsb, (int, np.integer)) or tol_lsb < 0:
         raise ArgumentError(f"check: tol_lsb must be an int >= 0, got {tol_lsb!r}")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ArgumentError("check: the runtime check needs the onnxruntime package (pip install onnxruntime); "
+                            "runtime=None (--runtime none) checks the scales only") from None
     qnodes = qdq.quantize_nodes(proto)
     names = [q.output for q in qnodes]
     dtypes = {q.output: q.dtype for q in qnodes}
