@@ -444,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=_output_path, default=None, help="also write the report as JSON")
     add_data_arguments(p, batch_nums=2)
     p.set_defaults(func=cmd_inspect)
+    from .check.cli import add_parser as _add_check
+    _add_check(sub)
+
     p = sub.add_parser("bench", help="run the benchmarks (benchmarks/bench_<name>.py): speed ratios side by side")
     p.add_argument("names", nargs="*", help="default: all of them")
     p.add_argument("--json", type=_output_path, default=None, help="write every result as JSON")
