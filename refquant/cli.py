@@ -8,22 +8,12 @@ import sys
 from pathlib import Path
 
 from ._files import write_text_atomic
+from .data.files import positive_int as _positive_int
 from .errors import ArgumentError, RefquantError
 
 
 class UsageError(ArgumentError):
     """A command-line argument names something that does not exist or cannot be used (exit status 2)."""
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _output_path(text: str) -> Path:

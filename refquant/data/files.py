@@ -529,7 +529,8 @@ def load_feeds(model, data, *, batch_size: Optional[int] = None, batch_nums: Opt
 
 
 # ---- command-line options ----------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
     import argparse
     try:
         value = int(text)
@@ -615,10 +616,10 @@ def add_data_arguments(parser, *, batch_nums: Optional[int] = None, zoo_batch_si
                        help="feed channels in RGB order (overrides a preset's BGR)")
     g.add_argument("--layout", choices=("nchw", "nhwc"), default=None,
                    help="image tensor layout (default: the preset's, else from the input's shape)")
-    g.add_argument("--batch-size", type=_positive_int, default=None,
+    g.add_argument("--batch-size", type=positive_int, default=None,
                    help=f"samples per batch (default: each file as stored, one image per batch; a zoo model's "
                         f"embedded data: {zoo_batch_size})")
-    g.add_argument("--batch-nums", type=_positive_int, default=batch_nums,
+    g.add_argument("--batch-nums", type=positive_int, default=batch_nums,
                    help=f"at most this many batches (default: {batch_nums or 'all'})")
     parser.set_defaults(zoo_batch_size=zoo_batch_size)
 
