@@ -414,15 +414,14 @@ def _paddle_fixtures():
 
 
 def _activation_scales(saved: dict) -> dict:
-    """``{tensor: threshold}`` from the fixture's scales.json ({name: T} or {"activations": {name: T or {...}}})."""
-    acts = saved.get("activations", saved)
+    """``{tensor: threshold}`` from the fixture's scales.json: ``activations`` maps each tensor to the list of
+    places Paddle stored its threshold (attributes or scale tensors), all holding one value."""
     out = {}
-    for name, v in acts.items():
-        if isinstance(v, dict):
-            v = v.get("threshold", v.get("scale"))
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[name] = float(v)
-    assert out, f"scales.json holds no activation thresholds in a known layout: {sorted(saved)[:5]}"
+    for name, sources in saved["activations"].items():
+        values = {float(src["threshold"]) for src in sources}
+        assert len(values) == 1, f"{name}: Paddle stored different thresholds {sorted(values)}"
+        out[name] = values.pop()
+    assert out, "scales.json holds no activation thresholds"
     return out
 
 
@@ -434,7 +433,7 @@ def test_paddle_fixture_matches_paddleslim(name, tmp_path):
     from refquant.io.paddle_import import import_paddle
 
     fp32 = PADDLE_MODELS / name / "fp32"
-    io = np.load(fp32 / "io.npz")
+    io = np.load(fp32.parent / "io.npz")
     model = import_paddle(str(fp32), model_filename="model.pdmodel", params_filename="model.pdiparams")
     calib = io["calib"]
     batches = [{model.inputs[0]: b} for b in (calib if calib.ndim > len(model.input_specs[0].shape) else [calib])]
