@@ -68,6 +68,8 @@ CASES = [
     ("elementwise_div", lambda: [randn(2, 3, 4, 2), uniform(0.5, 2, 3, 1)], {"axis": 1}),
     ("elementwise_pow", lambda: [uniform(0.5, 2, 2, 3, 4), randn(3, 4)], {}),
     ("elementwise_pow", lambda: [uniform(0.5, 2, 2, 3), randn(2, 3, 4)], {"axis": 0}),
+    ("elementwise_max", lambda: [randn(2, 3, 4), randn(3, 4)], {}),
+    ("elementwise_min", lambda: [randn(2, 3, 4), randn(2, 3)], {"axis": 0}),
     # ---- convolution: bias, stride, asymmetric padding, dilation, groups, depthwise with a multiplier
     ("conv2d", lambda: [randn(2, 3, 5, 5), randn(4, 3, 3, 3), randn(4)], {}),
     ("conv2d", lambda: [randn(2, 3, 6, 5), randn(4, 3, 3, 2)],
@@ -109,6 +111,10 @@ CASES = [
     ("concat", lambda: [randn(2, 3), randn(1, 3), randn(3, 3)], {}),
     ("concat", lambda: [randn(2, 1, 2), randn(2, 3, 2)], {"axis": 1}),
     ("concat", lambda: [randn(2, 3), randn(2, 2)], {"axis": -1}),
+    ("stack", lambda: [randn(2, 3), randn(2, 3), randn(2, 3)], {"axis": 1}),
+    *[("pad3d", lambda: [randn(1, 2, 3, 3, 4)], {"paddings": [2, 1, 1, 2, 0, 1], "mode": mode})
+      for mode in ("constant", "reflect", "replicate", "circular")],
+    ("pad3d", lambda: [randn(1, 2, 3, 4, 2)], {"paddings": [1, 1, 1, 0, 0, 0], "data_format": "NDHWC"}),
     ("mean", lambda: [randn(3, 4)], {}),
     ("reduce_mean", lambda: [randn(2, 3, 4)], {"dim": [1], "keep_dim": True}),
     ("reduce_mean", lambda: [randn(2, 3, 4)], {"dim": [0, -1]}),

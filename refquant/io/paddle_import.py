@@ -396,12 +396,15 @@ PIR_OPS = {
     "multiply": ("elementwise_mul", ["X", "Y"], _OUT, {}, {}),
     "divide": ("elementwise_div", ["X", "Y"], _OUT, {}, {}),
     "elementwise_pow": ("elementwise_pow", ["X", "Y"], _OUT, {}, {}),
+    "maximum": ("elementwise_max", ["X", "Y"], _OUT, {}, {}), "minimum": ("elementwise_min", ["X", "Y"], _OUT, {}, {}),
     "add_n": ("sum", ["*X"], _OUT, {}, {}),
     "scale": ("scale", ["X", "ScaleTensor"], _OUT, {}, {1: "scale"}),
     "matmul": ("matmul_v2", ["X", "Y"], _OUT, {"transpose_x": "trans_x", "transpose_y": "trans_y"}, {}),
     "pool2d": ("pool2d", ["X", "KSize"], _OUT, {}, {1: "ksize"}),
     "flatten": ("flatten_contiguous_range", _X, ["Out", "XShape"], {}, {}),
     "reshape": ("reshape2", ["X", "Shape"], ["Out", "XShape"], {}, {1: "shape"}),
+    "stack": ("stack", ["*X"], ["Y"], {}, {}),
+    "pad3d": ("pad3d", ["X", "Paddings"], _OUT, {}, {1: "paddings"}),
     "transpose": ("transpose2", _X, _OUT, {"perm": "axis"}, {}),
     "squeeze": ("squeeze2", ["X", "AxesTensor"], ["Out", "XShape"], {}, {1: "axes"}),
     "unsqueeze": ("unsqueeze2", ["X", "AxesTensor"], ["Out", "XShape"], {}, {1: "axes"}),
@@ -507,6 +510,7 @@ class _PirReader:
         self.feeds: list = []
         self.fetches: dict = {}
         self.vec_types: dict = {}    # name of a vector result -> [(dtype, dims)] of its elements
+        self.generated: set = set()  # names made up from a value id (PIR values have none of their own)
 
     def read(self, doc) -> PaddleProgram:
         if not isinstance(doc, dict) or not isinstance(doc.get("program"), dict):
@@ -529,6 +533,7 @@ class _PirReader:
             self._op(i, op)
         if not self.fetches:
             raise ModelFormatError(f"{self.path}: the program has no fetch ops (not an inference program)")
+        self._name_quantized_values()
         params = sorted(self.params)
         if len(set(params)) != len(params):
             dup = next(n for a, n in zip(params, params[1:]) if a == n)
@@ -601,6 +606,7 @@ class _PirReader:
                 continue
             name = f"{opname.rstrip('_')}_{vid}"
             self._define(vid, name, r.get("TT"), where)
+            self.generated.add(name)
             outs.append(name)
         self._pd_op(i, opname, attrs, ins, outs, where)
 
@@ -742,6 +748,33 @@ class _PirReader:
             attrs["dropout_implementation"] = str(attrs["dropout_implementation"]).replace("downscale_in_infer",
                                                                                            "downgrade_in_infer")
         self.ops.append(PaddleOp(legacy, inputs, outputs, attrs, i))
+
+    def _name_quantized_values(self) -> None:
+        """Give a quantized value the name its scale tensor carries (``quantize_linear(hardswish_98,
+        "hardswish_0.tmp_0@scale")`` names it ``hardswish_0.tmp_0``), so that thresholds and reports use the legacy
+        variable names PaddleSlim wrote; a name already taken or claimed twice is left alone."""
+        claims: dict = {}
+        for op in self.ops:
+            if op.type != "quantize_linear":
+                continue
+            x, scale = op.ins("X"), op.ins("Scale")
+            if len(x) == 1 and len(scale) == 1 and x[0] in self.generated and scale[0].endswith("@scale"):
+                claims.setdefault(scale[0][:-len("@scale")], set()).add(x[0])
+        rename, ambiguous = {}, set()
+        for new, olds in claims.items():
+            if len(olds) == 1 and new not in self.vars:
+                (old,) = olds
+                ambiguous.update([old] if old in rename else [])
+                rename[old] = new
+        rename = {old: new for old, new in rename.items() if old not in ambiguous}
+        for old, new in rename.items():
+            self._rename(old, new, self.path)
+        for op in self.ops:
+            for slots in (op.inputs, op.outputs):
+                for slot, names in slots.items():
+                    slots[slot] = [rename.get(n, n) for n in names]
+        self.feeds = [rename.get(n, n) for n in self.feeds]
+        self.fetches = {k: rename.get(n, n) for k, n in self.fetches.items()}
 
     def _rename(self, old: str, new: str, where: str) -> None:
         if new in self.vars:

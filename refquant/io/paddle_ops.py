@@ -446,7 +446,8 @@ def _swish(cx, op):
     cx.emit("elementwise_mul", [x, sig], [out], {"axis": -1})
 
 
-@converter("elementwise_add", "elementwise_sub", "elementwise_mul", "elementwise_div", "elementwise_pow")
+@converter("elementwise_add", "elementwise_sub", "elementwise_mul", "elementwise_div", "elementwise_pow",
+           "elementwise_max", "elementwise_min")
 def _binary(cx, op):
     cx.emit(op.type, [cx.inp(op, "X"), cx.inp(op, "Y")], [cx.out(op)], {"axis": _int(cx, op, "axis", -1)})
 
@@ -581,8 +582,18 @@ def _reshape(cx, op):
     x, out = cx.inp(op, "X"), cx.out(op)
     shape = _int_list_input(cx, op, "ShapeTensor") or _int_list_input(cx, op, "Shape")
     if shape and shape[0] == "dynamic":
-        if op.ins("ShapeTensor") and len(op.ins("ShapeTensor")) > 1:
-            raise _unsupported(cx, op, "a ShapeTensor list computed at run time")
+        pieces = op.ins("ShapeTensor")
+        if len(pieces) > 1:   # [x.shape[0], 8, -1]: one-element int tensors, joined at run time
+            if len(pieces) > 32:
+                raise ModelFormatError(f"{cx.where(op)}: a ShapeTensor list of {len(pieces)} entries")
+            ones = []
+            for k, n in enumerate(pieces):
+                one = cx.tmp(f"{out}.dim{k}")
+                cx.emit("reshape", [cx.get(n)], [("=", one)], {"shape": [1]}, one)
+                ones.append(one)
+            target = cx.tmp(out + ".shape")
+            cx.emit("concat", ones, [("=", target)], {"axis": 0}, target)
+            shape = ["dynamic", target]
         cx.emit("reshape", [x, shape[1]], [out], {})
         return
     if shape is None:
@@ -595,6 +606,24 @@ def _reshape(cx, op):
 @converter("transpose2", "transpose")
 def _transpose(cx, op):
     cx.emit("transpose", [cx.inp(op, "X")], [cx.out(op)], {"perm": _ints(cx, op, "axis")})
+
+
+@converter("pad3d")
+def _pad3d(cx, op):
+    pads = _int_list_input(cx, op, "Paddings") or _ints(cx, op, "paddings", length=(6,))
+    if pads and pads[0] == "dynamic":
+        raise _unsupported(cx, op, "paddings computed at run time")
+    cx.emit("pad3d", [cx.inp(op, "X")], [cx.out(op)],
+            {"paddings": pads, "mode": _str(cx, op, "mode", "constant"), "value": _float(cx, op, "value", 0.0),
+             "data_format": _str(cx, op, "data_format", "NCDHW")})
+
+
+@converter("stack")
+def _stack(cx, op):
+    names = [cx.get(n) for n in op.ins("X")]
+    if not names:
+        raise ModelFormatError(f"{cx.where(op)}: stack of no inputs")
+    cx.emit("stack", names, [cx.out(op, "Y")], {"axis": _int(cx, op, "axis", 0)})
 
 
 @converter("squeeze2", "squeeze")

@@ -78,6 +78,9 @@ _ELEMENTWISE = {
     "elementwise_mul": ("x * y", np.multiply, lambda g, x, y, out: (g * y, g * x)),
     "elementwise_div": ("x / y", _divide, lambda g, x, y, out: (g / y, -g * out / y)),
     "elementwise_pow": ("x ** y", np.power, lambda g, x, y, out: (g * y * x ** (y - 1), g * out * _log_base(x))),
+    # Paddle's grad kernels: the gradient goes to x where x > y (max) or x < y (min), to y on ties
+    "elementwise_max": ("max(x, y)", np.maximum, lambda g, x, y, out: (g * (x > y), g * (x <= y))),
+    "elementwise_min": ("min(x, y)", np.minimum, lambda g, x, y, out: (g * (x < y), g * (x >= y))),
 }
 
 for _type, (_formula, _fn, _grads) in _ELEMENTWISE.items():
