@@ -411,3 +411,19 @@ def test_fixtures_are_reproduced_by_make_models(tmp_path):
             got = m.run({m.inputs[0]: new["x"]})[m.outputs[0]]
             assert float(np.abs(got - ref).max()) <= _grid_tolerance(m, m.outputs[0], ref)
     shutil.rmtree(out)
+
+
+@needs_fixtures
+def test_layer_report_reads_an_imported_paddle_model():
+    """`refquant.quant.report.layer_report` takes a PaddleSlim model and the FP32 model it was made from."""
+    from refquant.quant.report import layer_report
+    fp32 = refquant.import_paddle(os.path.join(FIXTURES, "cnn", "fp32"))
+    q = refquant.import_paddle(os.path.join(FIXTURES, "cnn", "ptq"))
+    io = np.load(os.path.join(FIXTURES, "cnn", "io.npz"))
+    with open(os.path.join(FIXTURES, "cnn", "ptq", "scales.json")) as f:
+        scales = json.load(f)
+    rows = layer_report(fp32, q, [{fp32.inputs[0]: io["x"]}])
+    assert [r["type"] for r in rows] == ["conv2d", "conv2d", "matmul"]
+    for r in rows:
+        assert any(r["threshold"] == pytest.approx(e["threshold"], rel=1e-6) for e in scales["activations"][r["input"]])
+        assert r["output_sqnr_db"] > 10

@@ -54,8 +54,8 @@ def layer_report(model: Model, qmodel: Model, feeds_list) -> list[dict]:
     _args.model("layer_report", model)
     _args.model("layer_report", qmodel, "qmodel")
     info = qmodel.meta.get("quantization")
-    if not info or info.get("method") not in ("post_static", "qat"):
-        raise ValueError("layer_report: qmodel was not produced by quant_post_static or QAT's convert")
+    if not info or info.get("method") not in ("post_static", "qat", "paddle_import"):
+        raise ValueError("layer_report: qmodel was not produced by quant_post_static, QAT's convert or import_paddle")
     if isinstance(feeds_list, Mapping) or not isinstance(feeds_list, Iterable):
         raise ArgumentTypeError(f"layer_report: feeds_list must be a list of feed dicts, got "
                                 f"{type(feeds_list).__name__}")
