@@ -1,4 +1,5 @@
-"""The subprocess harness of the mutation fuzz tests (``test_fuzz_onnx.py``, ``test_fuzz_safetensors.py``).
+"""The subprocess harness of the mutation fuzz tests (``test_fuzz_<kind>.py``: onnx, safetensors, paddle), each
+providing ``run_case(case_dir) -> outcome``.
 
 The test process generates each case (a directory of files) from ``numpy.random.default_rng([seed, index])``,
 so any case can be regenerated from its index, and hands its path to one worker process over a pipe. The worker
@@ -170,10 +171,8 @@ def worker(kind: str) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)                               # stray prints go to stderr, never into the answers
-    if kind == "onnx":
-        from tests.test_fuzz_onnx import run_case
-    else:
-        from tests.test_fuzz_safetensors import run_case
+    import importlib
+    run_case = importlib.import_module(f"tests.test_fuzz_{kind}").run_case
     for line in sys.stdin:
         case_dir = line.strip()
         if not case_dir:
