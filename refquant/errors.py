@@ -21,6 +21,11 @@ class ModelFormatError(RefquantError, ValueError):
     """A model file is truncated, corrupted, of an unknown version or otherwise not a refquant model."""
 
 
+class DataFileError(RefquantError, ValueError):
+    """A data file cannot be used: unreadable, truncated, not the format its suffix says, holding Python objects
+    (pickle), or holding arrays that do not name the model's inputs. The message names the file."""
+
+
 class ArgumentError(RefquantError, ValueError):
     """A function argument is out of its documented range, or an invalid combination (the message names it)."""
 

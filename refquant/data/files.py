@@ -39,7 +39,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ArgumentError, NonFiniteError, RefquantError, ShapeError
+from ..errors import ArgumentError, DataFileError, NonFiniteError, ShapeError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -47,11 +47,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GEOMETRIES = ("plain", "center_crop", "det", "line")
 _CAN_BE_DATA = IMAGE_SUFFIXES + ARRAY_SUFFIXES
-
-
-class DataFileError(RefquantError, ValueError):
-    """A data file cannot be used: unreadable, truncated, not the format its suffix says, holding Python objects
-    (pickle), or holding arrays that do not name the model's inputs. The message names the file."""
 
 
 # ---- image preprocessing ---------------------------------------------------------------------------------
