@@ -32,7 +32,7 @@ from . import qdq
 
 __all__ = ["check", "check_loaded", "CheckReport", "ScaleRow", "OpRow", "DEFAULT_RTOL", "load_model"]
 
-RUNTIMES = ("onnxruntime", "paddle")
+RUNTIMES = ("onnxruntime",)
 
 
 def load_model(source, what: str = "model"):
@@ -123,8 +123,7 @@ def check(fp32_model, quant_model, feeds, *, runtime: Optional[str] = "onnxrunti
     ``fp32_model`` / ``quant_model``: paths (ONNX, refquant ``.rq``, Paddle), ONNX protos or bytes, or refquant
     Models (a quantized refquant Model is checked by its recorded thresholds). ``feeds``: a list of
     ``{input name: array}`` batches, the calibration data. ``runtime``: "onnxruntime" (runs a QDQ ONNX model op by
-    op against the exact reference), "paddle" (only where ``paddle`` is importable; not implemented: a clear
-    error) or None (scales only). ``tol_lsb``: the largest difference, in integer steps, that still counts as
+    op against the exact reference) or None (scales only). ``tol_lsb``: the largest difference, in integer steps, that still counts as
     exact. ``session_options``: an ``onnxruntime.SessionOptions`` or a dict of session config entries (e.g.
     ``{"session.x64quantprecision": "1"}``). ``rtol``: the relative scale tolerance of the "within tolerance"
     verdict. ``activations``: who computes the FP32 tensors the algorithms calibrate on: "refquant" (its
@@ -164,8 +163,6 @@ def check_loaded(fp32, quant, feeds, *, runtime="onnxruntime", tol_lsb=1, sessio
     runner = runner or _refquant_runner(fp, fp_proto)
     if proto is not None:
         fp32_names = _qdq_scales(report, fp, proto, feeds, fp32_tensors, rtol, runner)
-        if runtime == "paddle":
-            check_runtime(fp, qm, proto, feeds, runtime="paddle")   # raises the reason
         if runtime == "onnxruntime":
             report.ops, notes = check_runtime(fp, qm, proto, feeds, tol_lsb=int(tol_lsb),
                                               session_options=session_options, fp32_names=fp32_names,
@@ -173,8 +170,6 @@ def check_loaded(fp32, quant, feeds, *, runtime="onnxruntime", tol_lsb=1, sessio
             report.notes.update(notes)
     else:
         _threshold_scales(report, fp, qm, feeds, fp32_tensors, rtol, runner)
-        if runtime == "paddle":
-            check_runtime(fp, qm, None, feeds, runtime="paddle")
         if runtime == "onnxruntime":
             report.notes["runtime"] = ("not run: the quantized model is not a QDQ ONNX model; only its scales "
                                        "were checked")

@@ -1,6 +1,6 @@
 """The ``refquant check`` subcommand: ``add_parser(subparsers)`` adds it, ``run(args)`` runs it.
 
-    refquant check FP32_MODEL QUANT_MODEL --data calib.npy [--runtime onnxruntime|paddle|none]
+    refquant check FP32_MODEL QUANT_MODEL --data calib.npy [--runtime onnxruntime|none]
                    [--json out.json] [--tol-lsb 1] [--rtol 0.01] [--activations auto|refquant|onnxruntime]
                    [--session-config KEY=VALUE ...]
 
@@ -51,7 +51,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "equal the exact integer reference, and where they first differ.")
     p.add_argument("fp32_model", help="the FP32 model (.onnx, .rq, or a Paddle inference model)")
     p.add_argument("quant_model", help="the quantized model (QDQ .onnx, or a Paddle quantized inference model)")
-    p.add_argument("--runtime", choices=("onnxruntime", "paddle", "none"), default="onnxruntime",
+    p.add_argument("--runtime", choices=("onnxruntime", "none"), default="onnxruntime",
                    help="the runtime to check op by op (none: scales only)")
     p.add_argument("--tol-lsb", type=_non_negative_int, default=1,
                    help="largest difference, in integer steps, that still counts as exact (default 1)")

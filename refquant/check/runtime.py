@@ -540,15 +540,8 @@ def check_runtime(fp32_model, quant_model, proto, feeds, *, runtime: str = "onnx
     tensors). ``fp32_names``: Q output -> FP32 tensor (for SQNR); ``fp32_runner(feed, names)`` computes them
     (default: refquant's executor on ``fp32_model``)."""
     if runtime != "onnxruntime":
-        if runtime == "paddle":
-            try:
-                import paddle  # noqa: F401
-            except ImportError:
-                raise ArgumentError("check: --runtime paddle needs the 'paddle' package in this Python; it is not "
-                                    "importable here") from None
-            raise ArgumentError("check: runtime 'paddle' is not implemented; check a Paddle model's scales with "
-                                "the default runtime, or export it to ONNX (onnx_format) and check that")
-        raise ArgumentError(f"check: unknown runtime {runtime!r} (onnxruntime or paddle)")
+        raise ArgumentError(f"check: unknown runtime {runtime!r}: the op-by-op check runs QDQ ONNX models on "
+                            f"'onnxruntime' (a Paddle model's scales are checked with runtime 'none')")
     if isinstance(tol_lsb, bool) or not isinstance(tol_lsb, (int, np.integer)) or tol_lsb < 0:
         raise ArgumentError(f"check: tol_lsb must be an int >= 0, got {tol_lsb!r}")
     try:
