@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from refquant.calibration import weight_channel_axis, weight_threshold
-from refquant.quant import adaround, quant_post_static, rounding
+from refquant.quant import adaround, quant_post_static
+from refquant.reference import rounding
 from refquant.quant.post_static import _layer_inputs, _plan
 
 

@@ -12,7 +12,8 @@ from refquant import _dispatch, threads
 from refquant.deploy import convert_to_int8
 from refquant.io import load, save
 from refquant.ops import OpContext, get_op
-from refquant.quant import quant_post_static, rounding
+from refquant.quant import quant_post_static
+from refquant.reference import rounding
 
 INT8_OPS = ("conv2d_int8", "depthwise_conv2d_int8", "matmul_int8")
 

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from refquant.quant import layer_report, quant_post_static, rounding
+from refquant.quant import layer_report, quant_post_static
+from refquant.reference import rounding
 from refquant.quant.report import sqnr_db
 
 

@@ -166,7 +166,7 @@ def quantized(request):
 
 @pytest.mark.parametrize("onnx_format", [False, True])
 def test_fake_quant_matches_onnxruntime(quantized, onnx_format):
-    from refquant.quant import rounding
+    from refquant.reference import rounding
     name, qs = quantized
     q = qs[onnx_format]
     xt, _ = _data(name)

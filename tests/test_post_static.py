@@ -5,11 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from refquant.calibration.algorithms import static_algorithms
 from refquant.models.lenet import lenet5
-from refquant.quant import quant_post_static, rounding, thresholds
+from refquant.quant import quant_post_static, thresholds
+from refquant.reference import rounding
 
 DATA = Path(__file__).parent / "data"
-ALGOS = ("KL", "hist", "avg", "abs_max", "mse", "emd")
+ALGOS = static_algorithms()  # each has its Paddle oracle, tests/data/lenet_<algo>.json
 # inputs of conv2d / mul: the activations Paddle puts a fake quant op in front of
 QUANTIZED_ACTS = ("x", "pool2d_0.tmp_0", "flatten_0.tmp_0", "fc_0.tmp_2", "fc_1.tmp_2")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from refquant.ops import OPS, get_op
-from refquant.quant import rounding
+from refquant.reference import rounding
 from tests.gradcheck import run_op
 
 CONV = json.loads((Path(__file__).parent / "data" / "conventions.json").read_text())

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import GraphError, ModelFormatError, RefquantError, UnsupportedOpError
 from ..graph import INPUT_DTYPES, Model, Op, TensorSpec
-from ..quant import rounding
+from ..reference import rounding
 
 CONVERTERS: dict[str, Callable] = {}
 WEIGHT_OP_TYPES = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul")
@@ -295,13 +295,18 @@ def _window(cx, op, x, ksize, strides, dilations):
 # ------------------------------------------------------------------------------------------------------
 # converters
 # ------------------------------------------------------------------------------------------------------
+def _filter_dims(cx, op, w: str) -> tuple:
+    ws = cx.dims(w)
+    if ws is None or len(ws) != 4:
+        raise ModelFormatError(f"{cx.where(op)}: the filter {w!r} must be 4-D, got {ws}")
+    return ws
+
+
 @converter("conv2d", "depthwise_conv2d")
 def _conv(cx, op):
     _nchw(cx, op)
     x, w = cx.inp(op, "Input"), cx.inp(op, "Filter")
-    ws = cx.dims(w)
-    if ws is None or len(ws) != 4:
-        raise ModelFormatError(f"{cx.where(op)}: the filter {w!r} must be 4-D, got {ws}")
+    ws = _filter_dims(cx, op, w)
     strides = _ints(cx, op, "strides", [1, 1], length=(2,))
     dilations = _ints(cx, op, "dilations", [1, 1], length=(2,))
     pads, dilations = _window(cx, op, x, ws[2:], strides, dilations)
@@ -317,9 +322,7 @@ def _conv(cx, op):
 def _conv_transpose(cx, op):
     _nchw(cx, op)
     x, w = cx.inp(op, "Input"), cx.inp(op, "Filter")
-    ws = cx.dims(w)
-    if ws is None or len(ws) != 4:
-        raise ModelFormatError(f"{cx.where(op)}: the filter {w!r} must be 4-D, got {ws}")
+    ws = _filter_dims(cx, op, w)
     if _str(cx, op, "padding_algorithm", "EXPLICIT") not in ("EXPLICIT", "", "VALID"):
         raise _unsupported(cx, op, "padding_algorithm='SAME' for a transposed convolution")
     pads = [0, 0, 0, 0] if op.attrs.get("padding_algorithm") == "VALID" else _pads4(cx, op)

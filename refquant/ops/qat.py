@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..quant import rounding
+from ..reference import rounding
 from .quant import _ste_grad, moving_average_threshold
 from .registry import register
 

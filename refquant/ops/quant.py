@@ -1,6 +1,6 @@
 """Fake quantization ops (Paddle names): quantize-dequantize in float32 with a straight-through backward.
 
-Rounding follows Paddle's C++ ops (implemented once in :mod:`refquant.quant.rounding`):
+Rounding follows Paddle's C++ ops (implemented once in :mod:`refquant.reference.rounding`):
 ``round_type=1`` (default of the ``fake_*`` ops) clips to [-T, T] and rounds half away from zero; ``round_type=0``
 rounds half to even and clips the integers to [-qmax-1, qmax]. The product is ``(qmax * inv(T)) * x`` in float32
 and the quant-dequant output is ``(q * T) / qmax``.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..quant import rounding
+from ..reference import rounding
 from .registry import register, same_shape
 
 

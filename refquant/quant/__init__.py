@@ -1,6 +1,5 @@
 """Quantization passes (docs/ptq.md, docs/dynamic_and_embedding.md).
 
-- :mod:`refquant.quant.rounding` -- Paddle's rounding / clipping rules, place by place.
 - :func:`quant_post_static` -- static post-training quantization (Paddle's ``PostTrainingQuantization``).
 - :func:`calibrate_model` -- the activation calibration of ``quant_post_static`` alone (mergeable shards).
 - :mod:`refquant.quant.adaround` -- AdaRound weight rounding (``round_type="adaround"``).
@@ -11,19 +10,12 @@
 - :func:`quant_post_dynamic` -- weight-only INT8/INT16 quantization (Paddle's ``WeightQuantization``).
 - :func:`quant_embedding` -- int8 embedding tables (PaddleSlim's ``quant_embedding``).
 """
-from . import rounding  # noqa: F401
+from .embedding import quant_embedding
+from .post_dynamic import quant_post_dynamic
+from .post_static import calibrate_model, quant_post_static, thresholds
+from .qat import convert, quant_aware
+from .report import layer_report
+from .sensitivity import auto_skip
 
-_LAZY = {"quant_post_static": "post_static", "thresholds": "post_static", "calibrate_model": "post_static",
-         "layer_report": "report", "quant_aware": "qat", "convert": "qat",
-         "auto_skip": "sensitivity",
-         "quant_post_dynamic": "post_dynamic", "quant_embedding": "embedding"}
-__all__ = ["rounding", *_LAZY]
-
-
-def __getattr__(name):
-    # Lazy: refquant.ops.quant imports rounding while refquant.ops is initialising, and the passes need the
-    # executor (which needs refquant.ops).
-    if name in _LAZY:
-        from importlib import import_module
-        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'refquant.quant' has no attribute {name!r}")
+__all__ = ["quant_post_static", "thresholds", "calibrate_model", "layer_report", "quant_aware", "convert",
+           "auto_skip", "quant_post_dynamic", "quant_embedding"]

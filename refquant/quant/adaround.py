@@ -33,7 +33,7 @@ from ..errors import ArgumentError
 from ..graph import Op
 from ..ops import OpContext, get_op
 from .. import _args
-from . import rounding
+from ..reference import rounding
 
 GAMMA, ZETA = -0.1, 1.1
 

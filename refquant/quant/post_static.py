@@ -11,7 +11,7 @@ Flow (paddle_reference.md 1.2-1.9; docs/ptq.md):
 3. Weight thresholds: :func:`refquant.calibration.weight_threshold` (channel axis 0 for conv, 1 for mul/matmul).
 4. Rewrite a copy: each quantized op's activation input goes through a ``fake_quantize_dequantize_abs_max`` op
    (static scale parameter ``<tensor>@scale``, round_type 1 as Paddle's ``fake_quantize_range_abs_max``), shared
-   per tensor; its weight is frozen (:func:`refquant.quant.rounding.freeze_weight`, half-to-even) and stored
+   per tensor; its weight is frozen (:func:`refquant.reference.rounding.freeze_weight`, half-to-even) and stored
    dequantized ``q * T_c / qmax`` in float32, its thresholds in ``<weight>@scale``.
 5. Output thresholds (1.9): ``out_threshold`` / ``<OutArg>0_threshold`` / ``with_quant_attr`` attributes, and
    ``quantization_type = "post_<algo>"`` on quantized ops.
@@ -31,12 +31,13 @@ from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
-from ..calibration import ALGOS as CALIBRATION_ALGOS
+from ..calibration import algorithms
 from ..calibration import Calibration, calibrate, weight_channel_axis, weight_threshold
 from ..errors import ArgumentError, ArgumentTypeError
 from ..graph import Model, Op
 from .. import _args
-from . import adaround, rounding
+from . import adaround
+from ..reference import rounding
 
 #: Paddle's ``SUPPORT_WEIGHT_QUANTIZATION_OP_DICT`` keys.
 WEIGHT_OP_TYPES = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2")
@@ -54,10 +55,10 @@ OBSERVER_OP_TYPES = frozenset({
     "reduce_mean", "reduce_sum", "reduce_max", "lookup_table", "lookup_table_v2", "dropout",
 })
 
-#: The activation algorithms of :func:`quant_post_static`: :data:`refquant.calibration.ALGOS` but min_max (Paddle
-#: stores min/max as attributes, not thresholds; not implemented, nor is Paddle's ptf).
-ALGOS = tuple(a for a in CALIBRATION_ALGOS if a != "min_max")
-_NOT_IMPLEMENTED_ALGOS = ("min_max", "ptf")
+#: The activation algorithms of :func:`quant_post_static` when refquant was imported
+#: (:func:`refquant.calibration.algorithms.static_algorithms`: all but min_max, which Paddle stores as attributes,
+#: not thresholds; Paddle's ptf is not implemented).
+ALGOS = algorithms.static_algorithms()
 
 
 def _check_data_loader(who, value):
@@ -70,9 +71,9 @@ def _check_data_loader(who, value):
 
 
 def _check_algo(who, value):
-    if isinstance(value, str) and value in _NOT_IMPLEMENTED_ALGOS:
+    if isinstance(value, str) and value in algorithms.refused_algorithms():
         raise NotImplementedError(f"{who}: algo {value!r} is not implemented in refquant")
-    return _args.choice(who, "algo", value, ALGOS)
+    return _args.choice(who, "algo", value, algorithms.static_algorithms())
 
 
 def _check_bias_correction(who, value):
@@ -192,7 +193,7 @@ def calibrate_model(model: Model, data_loader, algo: str = "KL", *, batch_nums: 
                    hist_percent=hist_percent, bits=bits, onnx_format=onnx_format,
                    quantizable_op_type=quantizable_op_type, is_full_quantize=is_full_quantize,
                    skip_tensor_list=skip_tensor_list)
-    _args.choice("calibrate_model", "algo", algo, CALIBRATION_ALGOS + ("ranges",))
+    _args.choice("calibrate_model", "algo", algo, algorithms.algorithm_names() + ("ranges",))
     if data_loader is None:
         raise ArgumentError("calibrate_model: data_loader is None")
     _, _, acts = _plan(model, a["quantizable_op_type"], is_full_quantize, skip_tensor_list)
@@ -231,7 +232,8 @@ def quant_post_static(model: Model, data_loader, batch_nums: Optional[int] = Non
 
     ``data_loader``: an iterable of feed dicts (``{input_name: array}``) or a function returning one; a list or a
     function is read once per pass (twice for KL/hist), a one-shot iterator is read once and replayed.
-    ``batch_nums``: how many batches (None: all). ``algo``: KL, hist, avg, abs_max, mse, emd.
+    ``batch_nums``: how many batches (None: all). ``algo``: KL, hist, abs_max, avg, mse, emd
+    (:func:`refquant.calibration.algorithms.static_algorithms`).
     ``skip_tensor_list``: ops reading any listed tensor stay in float (their tensors are still calibrated).
 
     ``onnx_format``: False (fake quant-dequant ops, frozen float weights) or True (quantize_linear /

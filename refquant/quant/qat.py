@@ -28,7 +28,7 @@ import numpy as np
 from ..calibration import weight_channel_axis, weight_threshold
 from ..graph import Model, Op
 from .. import _args
-from . import rounding
+from ..reference import rounding
 from .post_static import WEIGHT_OP_TYPES
 
 DEFAULT_CONFIG = {

@@ -24,7 +24,7 @@ from ..calibration import weight_channel_axis
 from ..errors import ArgumentError, ArgumentTypeError
 from ..graph import Model
 from .. import _args
-from . import rounding
+from ..reference import rounding
 
 
 def sqnr_db(ref, test) -> float:
