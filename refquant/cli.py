@@ -1,4 +1,5 @@
-"""The ``refquant`` command line: ``info``, ``train``, ``eval``, ``quantize``, ``convert``, ``inspect``, ``bench``, ``demo``."""
+"""The ``refquant`` command line: ``info``, ``train``, ``eval``, ``quantize``, ``convert``, ``inspect``, ``bench``, ``plot``,
+``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -356,6 +357,14 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from .plot import save_figure
+    _check_folder(args.out)
+    save_figure(args.kind, args.out, quick=args.quick, dpi=args.dpi)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e3:.0f} kB)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .report import demo
     if args.json is not None:
@@ -442,6 +451,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=_output_path, default=None, help="write every result as JSON")
     p.add_argument("--md", type=_output_path, default=None, help="write the markdown tables")
     p.set_defaults(func=cmd_bench)
+    from .plot import KINDS as _PLOT_KINDS
+    p = sub.add_parser("plot", help="draw a teaching figure from a real run (PNG; needs matplotlib: "
+                       "pip install 'refquant[plot]')")
+    p.add_argument("kind", choices=list(_PLOT_KINDS))
+    p.add_argument("--out", type=_output_path, required=True, help="the PNG file to write")
+    p.add_argument("--quick", action="store_true", help="less data, fewer steps, 50 dpi (a quick look)")
+    p.add_argument("--dpi", type=_positive_int, default=None, help="default 100 (50 with --quick)")
+    p.set_defaults(func=cmd_plot)
     p = sub.add_parser("demo", help="the main job: FP32 zoo models (trained or cached) with accuracy, size, latency")
     p.add_argument("models", nargs="*", choices=zoo.names() + [[]], help="default: all")
     p.add_argument("--json", type=_output_path, default=None, help="also write the table as JSON")

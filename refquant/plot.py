@@ -207,14 +207,14 @@ def fig_perchannel(quick: bool = False):
     from .calibration import weight_threshold
     from .models.pretrained import pretrained
     from .quant.report import sqnr_db
-    from .reference.rounding import dequantize_weight, freeze_weight
     model = pretrained("mobilenet_v1", progress=False)
     op = next(o for o in model.ops if o.type == "depthwise_conv2d")
     w = np.asarray(model.params[op.inputs[1]], dtype=np.float32)
     tc = np.asarray(weight_threshold(w, "depthwise_conv2d"), dtype=np.float32)
     tt = float(np.asarray(weight_threshold(w, "depthwise_conv2d", "abs_max")).ravel()[0])
-    per_tensor = dequantize_weight(freeze_weight(w, tt, None), tt, None)
-    per_channel = dequantize_weight(freeze_weight(w, tc, 0), tc, 0)
+    tcv = tc.reshape(-1, *([1] * (w.ndim - 1)))
+    per_tensor = np.round(w / tt * 127) * tt / 127  # nothing clips: T = max|w| in both cases
+    per_channel = np.round(w / tcv * 127) * tcv / 127
     snr_t = [sqnr_db(w[c], per_tensor[c]) for c in range(len(tc))]
     snr_c = [sqnr_db(w[c], per_channel[c]) for c in range(len(tc))]
     ch = np.arange(len(tc))
