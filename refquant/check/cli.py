@@ -22,16 +22,6 @@ def _session_entry(text: str) -> tuple:
     return key, value
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
 def _fraction(text: str) -> float:
     try:
         v = float(text)
@@ -44,7 +34,7 @@ def _fraction(text: str) -> float:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``check`` to an argparse subparsers object; returns its parser (``func`` is set to :func:`run`)."""
-    from ..data.files import add_data_arguments
+    from ..data.files import add_data_arguments, non_negative_int
     p = subparsers.add_parser(
         "check", help="hold a foreign quantized model (QDQ ONNX, Paddle) and its INT8 runtime against the reference",
         description="Which refquant algorithm gives the foreign scales; whether the runtime's quantized tensors "
@@ -53,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("quant_model", help="the quantized model (QDQ .onnx, or a Paddle quantized inference model)")
     p.add_argument("--runtime", choices=("onnxruntime", "none"), default="onnxruntime",
                    help="the runtime to check op by op (none: scales only)")
-    p.add_argument("--tol-lsb", type=_non_negative_int, default=1,
+    p.add_argument("--tol-lsb", type=non_negative_int, default=1,
                    help="largest difference, in integer steps, that still counts as exact (default 1)")
     p.add_argument("--rtol", type=_fraction, default=DEFAULT_RTOL,
                    help=f"relative scale tolerance of the 'within tolerance' verdict (default {DEFAULT_RTOL})")

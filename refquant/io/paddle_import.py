@@ -181,13 +181,19 @@ def _looks_like_pir(path: str) -> bool:
     return head.lstrip().startswith(b"{") and (b'"base_code"' in head or b'"program"' in head)
 
 
-def _read_file(path: str, limit: int, what: str) -> bytes:
+def _regular_file(path: str, what: str) -> os.stat_result:
+    """``os.stat(path)`` of an existing regular file (a FIFO or a directory is refused before anything opens it)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"import_paddle: {what} {path!r} does not exist") from None
     if not stat.S_ISREG(st.st_mode):
         raise ModelFormatError(f"{path}: the {what} is not a regular file")
+    return st
+
+
+def _read_file(path: str, limit: int, what: str) -> bytes:
+    st = _regular_file(path, what)
     if st.st_size > limit:
         raise ModelFormatError(f"{path}: the {what} has {st.st_size} bytes, more than the {limit} this reader takes")
     with open(path, "rb") as f:
@@ -292,12 +298,7 @@ def read_pdiparams(path: str, names: list, variables: dict) -> dict:
     """``{name: ndarray}`` of the tensors ``names`` (already in the file's order) from the combined parameter file
     at ``path``; every header and size is checked against the file and the declared dims. The dtype is the file's:
     Paddle's quantization passes store int8 weights without updating the program's declaration (float32)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"import_paddle: parameter file {path!r} does not exist") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ModelFormatError(f"{path}: the parameter file is not a regular file")
+    _regular_file(path, "parameter file")
     out: dict = {}
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size

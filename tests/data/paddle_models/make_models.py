@@ -489,17 +489,22 @@ class Recorder:
         return outs
 
 
+def _initialized(model, scope, place, exe, start, layer):
+    """Run the startup program in ``scope`` (already guarded), then set the model's seeded weights."""
+    exe.run(start)
+    values = init_weights(layer, SEEDS[model])
+    names = {k: v.name for k, v in layer.state_dict().items()}
+    for key, v in values.items():
+        scope.find_var(names[key]).get_tensor().set(v, place)
+
+
 def save_fp32(model, rec):
     main, start, test, x, outs, loss, layer = build_static(model)
     place = paddle.CPUPlace()
     exe = paddle.static.Executor(place)
     scope = paddle.static.Scope()
-    values = init_weights(layer, SEEDS[model])
-    names = {k: v.name for k, v in layer.state_dict().items()}
     with paddle.static.scope_guard(scope):
-        exe.run(start)
-        for key, v in values.items():
-            scope.find_var(names[key]).get_tensor().set(v, place)
+        _initialized(model, scope, place, exe, start, layer)
         paddle.static.save_inference_model(os.path.join(rec.out_dir, model, "fp32", "model"), [x], outs, exe,
                                            program=test)
     return main, start, test, x, outs, loss, scope
@@ -525,14 +530,10 @@ def save_qat(model, rec, onnx_format):
     place = paddle.CPUPlace()
     exe = paddle.static.Executor(place)
     scope = paddle.static.Scope()
-    values = init_weights(layer, SEEDS[model])
-    names = {k: v.name for k, v in layer.state_dict().items()}
     config = {"quantize_op_types": ["conv2d", "depthwise_conv2d", "mul", "matmul_v2"], "onnx_format": onnx_format}
     rng = np.random.default_rng(SEEDS[model] + 3)
     with paddle.static.scope_guard(scope):
-        exe.run(start)
-        for key, v in values.items():
-            scope.find_var(names[key]).get_tensor().set(v, place)
+        _initialized(model, scope, place, exe, start, layer)
         train = quant_aware(main, place, config, scope=scope, for_test=False, return_program=True)
         test_q = quant_aware(test, place, config, scope=scope, for_test=True)
         label_var = main.global_block().var("label")
