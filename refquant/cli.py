@@ -81,11 +81,11 @@ def cmd_train(args) -> int:
 
 
 def _qat(name, bits, epochs, out, progress=False, onnx_format=False) -> int:
-    """The zoo QAT recipe on a zoo model (refquant.quant.qat.finetune_zoo), saved and evaluated;
+    """The zoo QAT recipe on a zoo model (refquant.models.pretrained.finetune_zoo), saved and evaluated;
     ``onnx_format``: quantize_linear / dequantize_linear pairs (PaddleSlim's QuantizationTransformPassV2)."""
     from .io import save
     from .models import zoo
-    from .quant.qat import finetune_zoo
+    from .models.pretrained import finetune_zoo
     _check_folder(Path(out))
     if name not in zoo.names():
         raise UsageError(f"QAT fine-tunes a zoo model on its data; {name!r} is not one of {', '.join(zoo.names())}")

@@ -276,9 +276,8 @@ def fig_sqnr(quick: bool = False):
 def accuracy_vs_bits(quick: bool = False) -> dict:
     """Test top-1 of zoo LeNet-5: FP32, static PTQ (KL) and QAT (``finetune_zoo``) at 8, 6 and 4 bits."""
     from .models import zoo
-    from .models.pretrained import pretrained
+    from .models.pretrained import finetune_zoo, pretrained
     from .quant import quant_post_static
-    from .quant.qat import finetune_zoo
     from .train import evaluate
     name = "lenet5"
     model = pretrained(name, progress=False)
