@@ -24,9 +24,11 @@ import time
 
 import numpy as np
 
+from refquant.calibration.algorithms import static_algorithms
+
 from .common import interleaved_medians, machine, table
 
-ALGOS = ("KL", "hist", "abs_max", "avg", "mse", "emd")
+ALGOS = static_algorithms()
 #: which models get the sensitivity ranking + auto_skip variants (cls already matches FP32 without it)
 ORT_METHODS = ("MinMax", "Entropy", "Percentile")
 SIZES = {  # evaluation lines / pages, calibration lines / pages, batch size (latency is per batch)

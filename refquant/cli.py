@@ -375,7 +375,7 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .data.files import add_data_arguments
     from .models import zoo
-    from .quant.post_static import ALGOS as STATIC_ALGOS
+    from .calibration.algorithms import static_algorithms
     ap = argparse.ArgumentParser(prog="refquant", description="A reference implementation of neural-network "
                                  "quantization on its own small NN runtime.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("static", "dynamic", "embedding", "qat"), default="static")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="qat: epochs (default: 1/4 of the training recipe's)")
-    p.add_argument("--algo", default="KL", choices=STATIC_ALGOS)
+    p.add_argument("--algo", default="KL", choices=static_algorithms())
     p.add_argument("--bits", type=int, default=8, help="weight (and activation) bits; dynamic: 8 or 16")
     p.add_argument("--weight-quantize-type", default="channel_wise_abs_max",
                    choices=("abs_max", "channel_wise_abs_max"))

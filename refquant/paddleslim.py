@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from . import _args
+from .calibration import algorithms
 from .errors import ArgumentError, ArgumentTypeError, ShapeError
 from .graph import Model
 
@@ -322,12 +323,7 @@ def _calibration_source(who: str, model: Model, batch_generator, sample_generato
 
 
 # ---- quant_post_static --------------------------------------------------------------------------------------
-_PADDLE_ALGOS = ("KL", "hist", "avg", "mse", "emd", "abs_max", "min_max", "ptf")
-_REFUSED_ALGOS = {
-    "min_max": "Paddle stores the calibrated min and max as op attributes instead of thresholds "
-               "(_save_input_threshold), a form refquant's quantized models do not have",
-    "ptf": "the power-of-two factor search (ptf) is not implemented in refquant",
-}
+# the algo names: refquant.calibration.algorithms (Paddle's, with the reason for those refquant refuses)
 
 
 def quant_post_static(executor, model_dir, quantize_model_path, batch_generator=None, sample_generator=None,
@@ -360,9 +356,10 @@ def quant_post_static(executor, model_dir, quantize_model_path, batch_generator=
     _optional_name(who, "save_params_filename", save_params_filename)
     batch_size = _args.integer(who, "batch_size", batch_size, 1)
     batch_nums = _args.optional_integer(who, "batch_nums", batch_nums, 1)
-    algo = _args.choice(who, "algo", algo, _PADDLE_ALGOS)
-    if algo in _REFUSED_ALGOS:
-        raise ArgumentError(f"{who}: algo {algo!r} is not supported: {_REFUSED_ALGOS[algo]}")
+    algo = _args.choice(who, "algo", algo, algorithms.paddle_algorithms())
+    refused = algorithms.refused_algorithms()
+    if algo in refused:
+        raise ArgumentError(f"{who}: algo {algo!r} is not supported: {refused[algo]}")
     round_type = _args.choice(who, "round_type", round_type, ("round", "adaround"))
     bias_correction = _args.boolean(who, "bias_correction", bias_correction)
     is_full_quantize = _args.boolean(who, "is_full_quantize", is_full_quantize)

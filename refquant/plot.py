@@ -18,7 +18,6 @@ import numpy as np
 
 from .errors import RefquantError
 
-ALGOS = ("KL", "hist", "avg", "abs_max", "mse", "emd")
 COLORS = dict(KL="tab:blue", hist="tab:orange", avg="tab:green", abs_max="tab:red", mse="tab:purple",
               emd="tab:brown")
 # The PP-OCR recognizer's depthwise 3x3 on 64 channels (p2o.Conv.7), one of its two most sensitive ops
@@ -78,13 +77,13 @@ def layer_activation(quick: bool = False) -> tuple[str, list[dict], str]:
 
 
 def _thresholds(name: str, batches: list[dict]) -> dict:
-    from .calibration import calibrate
-    return {algo: float(calibrate(batches, algo).thresholds[name]) for algo in ALGOS}
+    from .calibration import calibrate, static_algorithms
+    return {algo: float(calibrate(batches, algo).thresholds[name]) for algo in static_algorithms()}
 
 
 def _mark_thresholds(ax, ts: dict, styles=("-", "--", ":", "-.")):
     for k, (algo, t) in enumerate(sorted(ts.items(), key=lambda kv: kv[1])):
-        ax.axvline(t, color=COLORS[algo], ls=styles[k % len(styles)], lw=1.5, label=f"{algo}: T = {t:.3g}")
+        ax.axvline(t, color=COLORS.get(algo), ls=styles[k % len(styles)], lw=1.5, label=f"{algo}: T = {t:.3g}")
 
 
 # ---- the figures ----

@@ -57,7 +57,10 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-STATIC_ALGOS = ("KL", "hist", "avg", "abs_max", "mse", "emd")
+def static_algos() -> tuple[str, ...]:
+    """The static PTQ columns of the table: :func:`refquant.calibration.algorithms.static_algorithms`."""
+    from .calibration.algorithms import static_algorithms
+    return static_algorithms()
 
 
 def ptq_row(name: str, batch_size: int = 32, batch_nums: int = 10) -> dict:
@@ -74,7 +77,7 @@ def ptq_row(name: str, batch_size: int = 32, batch_nums: int = 10) -> dict:
     feeds = zoo.calibration_feeds(name, model.inputs[0], batch_size, batch_nums)
     row = {"model": name, "fp32": 100 * evaluate(model, xt, yt), "fp32_mb": len(to_bytes(model)) / 1e6}
     start = time.perf_counter()
-    for algo in STATIC_ALGOS:
+    for algo in static_algos():
         row[algo] = 100 * evaluate(quant_post_static(model, feeds, algo=algo), xt, yt)
     for bits in (8, 16):
         q = quant_post_dynamic(model, weight_bits=bits)
@@ -88,11 +91,12 @@ def ptq_row(name: str, batch_size: int = 32, batch_nums: int = 10) -> dict:
 
 def format_ptq_table(rows: list[dict]) -> str:
     """Top-1 % per method and sizes, one model per line ("-": not applicable)."""
-    head = ["model", "FP32"] + [f"static {a}" for a in STATIC_ALGOS] + \
+    algos = static_algos()
+    head = ["model", "FP32"] + [f"static {a}" for a in algos] + \
         ["dynamic INT8", "dynamic INT16", "embedding INT8", "MB FP32 / INT8 / INT16 / emb"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in rows:
-        cells = [r["model"], f"{r['fp32']:.2f}"] + [f"{r[a]:.2f}" for a in STATIC_ALGOS] + \
+        cells = [r["model"], f"{r['fp32']:.2f}"] + [f"{r[a]:.2f}" for a in algos] + \
             [f"{r['int8']:.2f}", f"{r['int16']:.2f}", f"{r['embedding']:.2f}" if "embedding" in r else "-"]
         sizes = [r["fp32_mb"], r["int8_mb"], r["int16_mb"]] + ([r["embedding_mb"]] if "embedding" in r else [])
         cells.append(" / ".join(f"{s:.3f}" for s in sizes))

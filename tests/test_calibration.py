@@ -19,7 +19,8 @@ import pytest
 from refquant import _dispatch, threads
 from refquant.errors import ArgumentError
 from refquant.calibration import (AbsMaxObserver, AbsMinMaxObserver, AvgObserver, EMDObserver, HistogramObserver,
-                                  MinMaxObserver, MSEObserver, calibrate, weight_channel_axis, weight_threshold)
+                                  MinMaxObserver, MSEObserver, algorithm_names, calibrate, weight_channel_axis,
+                                  weight_threshold)
 from refquant.reference import histogram as hist_twin
 from refquant.reference import search as search_twin
 
@@ -277,7 +278,7 @@ def test_calibrate_skips_zero_size_tensors():
     batches = [{"a": rng.standard_normal((2, 3)).astype(np.float32),
                 "b": np.zeros((0, 3), np.float32) if k == 1 else rng.standard_normal((2, 3)).astype(np.float32),
                 "never": np.zeros((2, 0), np.float32)} for k in range(3)]
-    for algo in ("KL", "hist", "abs_max", "avg", "mse", "emd", "min_max"):
+    for algo in algorithm_names():
         res = calibrate(batches, algo)
         assert set(res.thresholds) == {"a", "b"} and res.zero_size == {"b", "never"}
         only_b = [{"b": batches[0]["b"]}, {"b": batches[2]["b"]}]

@@ -1,8 +1,9 @@
 """``calibrate``: run Paddle's activation calibration over batches of named tensors.
 
-This is the collection level of ``PostTrainingQuantization`` (paddle_reference.md 1.3): for abs_max, avg, mse,
-emd and min_max one pass feeds every batch to one observer per tensor; KL and hist take two passes (abs range, then
-histograms on that range). As in Paddle, a tensor with zero elements in a batch is skipped for that batch and its
+This is the collection level of ``PostTrainingQuantization`` (paddle_reference.md 1.3): the algorithms are those of
+:data:`refquant.calibration.algorithms.ALGORITHMS`; a one-pass algorithm (abs_max, avg, mse, emd, min_max) feeds
+every batch to one observer per tensor, a two-pass one (KL, hist) records each tensor's abs range first and then
+fills an observer built on that range (the histograms). As in Paddle, a tensor with zero elements in a batch is skipped for that batch and its
 name recorded in ``zero_size``; a tensor that is empty in every batch gets no threshold.
 """
 from __future__ import annotations
@@ -16,9 +17,11 @@ import numpy as np
 
 from ..errors import ArgumentTypeError, NonFiniteError
 from .. import _args
-from .observers import AbsMinMaxObserver, HistogramObserver, Observer, make_observer
+from . import algorithms
+from .observers import AbsMinMaxObserver, Observer
 
-ALGOS = ("KL", "hist", "abs_max", "avg", "mse", "emd", "min_max")
+#: The algorithm names of :data:`refquant.calibration.algorithms.ALGORITHMS` when refquant was imported.
+ALGOS = algorithms.algorithm_names()
 
 
 @dataclass
@@ -65,7 +68,7 @@ def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float =
     2048 bins, onnx_format False; onnx_format only changes mse/emd).
 
     ``batches``: a list of ``{name: array}`` dicts, one per batch, or a zero-argument function returning a fresh
-    iterable of them (KL and hist read the batches twice).
+    iterable of them (the two-pass algorithms, KL and hist, read the batches twice).
 
     Sharded KL/hist: ``algo="ranges"`` runs pass 1 only (``result.ranges``, thresholds = max|x|); merge the
     shards' results, then give ``ranges=merged.ranges`` to each shard's KL/hist run, which skips pass 1 and
@@ -76,11 +79,12 @@ def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float =
     :class:`refquant.errors.NonFiniteError` naming it, the batch and, from ``producers`` (``{tensor: "the output
     of op 'conv1' (conv2d)"}``), where it comes from.
     """
-    _args.choice("calibrate", "algo", algo, ALGOS + ("ranges",))
+    _args.choice("calibrate", "algo", algo, algorithms.algorithm_names() + ("ranges",))
+    spec = algorithms.ALGORITHMS.get(algo)
     bits = _args.bits("calibrate", "bits", bits)
     hist_percent = _args.hist_percent("calibrate", hist_percent)
     onnx_format = _args.boolean("calibrate", "onnx_format", onnx_format)
-    bins = _args.integer("calibrate", "bins", bins, 3 if algo == "KL" else 1)
+    bins = _args.integer("calibrate", "bins", bins, spec.min_bins if spec else 1)
     if ranges is not None and not (isinstance(ranges, Mapping)
                                    and all(isinstance(o, AbsMinMaxObserver) for o in ranges.values())):
         raise ArgumentTypeError("calibrate: ranges must be a {name: AbsMinMaxObserver} mapping (a "
@@ -90,26 +94,25 @@ def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float =
                                 f"returning one, got {type(batches).__name__}")
     feed = functools.partial(_feed, producers=producers or {})
     result = Calibration(algo)
-    two_passes = algo in ("KL", "hist") and ranges is None
+    two_passes = spec is not None and spec.passes == 2 and ranges is None
     get = _passes(batches) if two_passes else batches if callable(batches) else lambda: batches
     if algo == "ranges":
         feed(get(), result.ranges, AbsMinMaxObserver, result.zero_size)
         result.observers = result.ranges  # one dict under both names
         result.thresholds = {name: obs.threshold() for name, obs in result.ranges.items() if not obs.empty}
         return result
-    if algo in ("KL", "hist"):
+    options = dict(bits=bits, onnx_format=onnx_format, bins=bins, hist_percent=hist_percent)
+    if spec.passes == 2:
         if ranges is None:
             ranges = {}
             feed(get(), ranges, AbsMinMaxObserver, result.zero_size)
         result.ranges = {name: copy.copy(obs) for name, obs in ranges.items()}
-        histograms = {name: HistogramObserver.from_range(obs, bins=bins, method=algo, bits=bits,
-                                                         hist_percent=hist_percent)
-                      for name, obs in ranges.items()}
-        feed(get(), histograms, None, result.zero_size)
-        observers: dict[str, Observer] = histograms
+        observers: dict[str, Observer] = {name: spec.new_observer(algo, obs, **options)
+                                          for name, obs in ranges.items()}
+        feed(get(), observers, None, result.zero_size)
     else:
         observers = {}
-        feed(get(), observers, lambda: make_observer(algo, bits=bits, onnx_format=onnx_format), result.zero_size)
+        feed(get(), observers, lambda: spec.new_observer(algo, **options), result.zero_size)
     result.observers = observers
     result.thresholds = {name: obs.threshold() for name, obs in observers.items() if not obs.empty}
     return result

@@ -384,16 +384,11 @@ def weight_threshold(w, op_type: str = "conv2d", weight_quantize_type: str = "ch
 
 
 def make_observer(algo: str, *, bits: int = 8, onnx_format: bool = False) -> Observer:
-    """The single-pass observer of ``algo`` ("abs_max", "avg", "mse", "emd", "min_max"). KL and hist need a
-    range first: use :class:`AbsMinMaxObserver` and then :meth:`HistogramObserver.from_range`."""
-    if algo == "abs_max":
-        return AbsMaxObserver()
-    if algo == "avg":
-        return AvgObserver()
-    if algo == "mse":
-        return MSEObserver(bits, onnx_format)
-    if algo == "emd":
-        return EMDObserver(bits, onnx_format)
-    if algo == "min_max":
-        return MinMaxObserver()
-    raise ValueError(f"make_observer: unknown single-pass algo {algo!r} (KL and hist are two-pass)")
+    """The observer of the one-pass algorithm ``algo`` (abs_max, avg, mse, emd, min_max: see
+    :data:`refquant.calibration.algorithms.ALGORITHMS`). KL and hist need a range first: use
+    :class:`AbsMinMaxObserver` and then :meth:`HistogramObserver.from_range`."""
+    from .algorithms import ALGORITHMS
+    spec = ALGORITHMS.get(algo)
+    if spec is None or spec.passes != 1:
+        raise ValueError(f"make_observer: unknown single-pass algo {algo!r} (KL and hist are two-pass)")
+    return spec.new_observer(algo, bits=bits, onnx_format=onnx_format)

@@ -37,16 +37,17 @@ from typing import Optional
 
 import numpy as np
 
-from ..calibration import (AbsMinMaxObserver, AvgObserver, EMDObserver, HistogramObserver, MinMaxObserver,
-                           MSEObserver)
+from ..calibration import AbsMinMaxObserver, MinMaxObserver, make_observer
+from ..calibration.algorithms import ALGORITHMS, static_algorithms, two_pass_algorithms
 from ..errors import ArgumentError
 from ..executor import run
 from ..ops.affine import INT_RANGES
 
 #: Default relative tolerance of the "within tolerance" verdict.
 DEFAULT_RTOL = 0.01
-#: The threshold algorithms, in the order they are tried (ties go to the first).
-THRESHOLD_ALGOS = ("abs_max", "KL", "hist", "avg", "mse", "emd")
+#: The threshold algorithms, in the order they are tried (ties go to the first): abs_max, then the other
+#: algorithms of quant_post_static in the registry's order.
+THRESHOLD_ALGOS = ("abs_max",) + tuple(a for a in static_algorithms() if a != "abs_max")
 CANDIDATES = ("min_max",) + THRESHOLD_ALGOS
 
 
@@ -125,7 +126,8 @@ class TensorStats:
     def __init__(self):
         self.range = AbsMinMaxObserver()
         self.minmax = MinMaxObserver()
-        self.single = {"avg": AvgObserver(), "mse": MSEObserver(8), "emd": EMDObserver(8)}
+        self.single = {a: make_observer(a, bits=8) for a in THRESHOLD_ALGOS
+                       if a != "abs_max" and ALGORITHMS[a].passes == 1}  # abs_max: self.range
         self.hist: dict = {}
 
     def thresholds(self) -> dict:
@@ -159,7 +161,7 @@ def collect_stats(fp32_model, feeds, tensors, runner=None) -> dict[str, TensorSt
                 o.update(x)
     for t, s in stats.items():
         if not s.range.empty:
-            s.hist = {m: HistogramObserver.from_range(s.range, method=m) for m in ("KL", "hist")}
+            s.hist = {m: ALGORITHMS[m].new_observer(m, s.range) for m in two_pass_algorithms()}
     for feed in feeds:
         outs = runner(feed, tensors)
         for t in tensors:
