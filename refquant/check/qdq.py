@@ -40,14 +40,6 @@ class QParam:
     scale_name: str
 
     @property
-    def qmin(self) -> int:
-        return INT_RANGES[self.dtype][0]
-
-    @property
-    def qmax(self) -> int:
-        return INT_RANGES[self.dtype][1]
-
-    @property
     def per_channel(self) -> bool:
         return self.scale.size > 1
 

@@ -20,8 +20,6 @@ gathers rows and columns, the backward multiplies by the transposed matrices.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..errors import GraphError
@@ -178,7 +176,3 @@ def bilinear_interp(ctx, attrs, x, *rest):
              1 + len(rest))
     return y.astype(x.dtype, copy=False)
 
-
-def output_size(in_size: int, scale: float) -> int:
-    """ONNX's output length for a scale: ``floor(in * scale)`` in float32 arithmetic."""
-    return int(math.floor(np.float32(in_size) * np.float32(scale)))
