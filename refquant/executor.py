@@ -6,6 +6,8 @@ calling each op's vector-Jacobian product and summing gradients where a tensor h
 """
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Iterable, Optional
 
 import numpy as np
@@ -163,8 +165,15 @@ def backward(model: Model, env: dict, tape: list, seeds: dict[str, np.ndarray]) 
     return grads
 
 
-def infer_shapes(model: Model, input_shapes: dict[str, tuple]) -> dict[str, tuple]:
-    """Shapes of all tensors for concrete input shapes (see :meth:`Model.infer_shapes`)."""
+def infer_shapes(model: Model, input_shapes: dict[str, tuple], *, partial: bool = False,
+                 cost: str = "") -> dict[str, tuple]:
+    """Shapes of all tensors for concrete input shapes (see :meth:`Model.infer_shapes`).
+
+    ``partial=True`` accepts None for unknown input dimensions (and missing inputs: their spec's shape) and
+    returns None for every dimension (or shape) that cannot be known; a shape rule that fails warns, naming the op
+    and what ``cost`` says that costs, instead of raising (:class:`PartialShapes`)."""
+    if partial:
+        return partial_shapes(model, input_shapes, cost)
     shapes: dict[str, tuple] = {k: tuple(v.shape) for k, v in model.params.items()}
     dtypes: dict[str, np.dtype] = {k: v.dtype for k, v in model.params.items()}
     values: dict[str, np.ndarray] = dict(model.params)
@@ -203,3 +212,286 @@ def infer_shapes(model: Model, input_shapes: dict[str, tuple]) -> dict[str, tupl
                     if from_real:
                         real.add(name)
     return shapes
+
+
+# ---- partial shape inference --------------------------------------------------------------------------
+# A partial shape is None (rank unknown) or a tuple of ints and None (an unknown dimension, e.g. a dynamic batch).
+_PROBES = (1031, 2053)      # stand-ins for unknown dims in shape rules: far apart, so no stride maps both to one size
+_SMALL_PROBES = (2, 3)      # the same for ops evaluated on zeros (no shape rule): small, the arrays are allocated
+_MAX_VALUES = 64            # int vectors up to this length keep their values (Shape outputs, reshape targets)
+_RULE_ERRORS = _INPUT_ERRORS + (KeyError, RefquantError)
+
+
+def _merge(a, b):
+    """The partial shape (or value list) two probe runs agree on: a dim that changed with the probe is unknown."""
+    if a is None or b is None or len(a) != len(b):
+        return None
+    return tuple(x if x == y else None for x, y in zip(a, b))
+
+
+def _known(shape) -> bool:
+    return shape is not None and None not in shape
+
+
+class PartialShapes:
+    """Shape inference that tolerates unknown dimensions, op by op (the ONNX importer calls :meth:`add` as it
+    emits ops; :func:`infer_shapes` with ``partial=True`` runs it over a model).
+
+    Each op's registered shape rule runs twice, with two stand-ins for every unknown dimension; a dimension that
+    differs between the runs is unknown. Where a rule refuses the stand-ins (an unknown dimension broadcast
+    against a known one), unknown dimensions take the known size of another input at the same position.
+    Ops whose output shape depends on input values (reshape, expand, slice, gather, interpolation) have a
+    partial rule here, and small int vectors computed from shapes (``Shape -> Gather -> Concat``) keep their
+    values, None where unknown, so a reshape target computed at run time still gives known dimensions. Other ops
+    without a rule run on zeros. A rule that fails warns once, naming the op and the error, and leaves the op's
+    outputs unknown; ``cost`` says what that costs the caller.
+    """
+
+    def __init__(self, params: dict, cost: str = ""):
+        self.params = params
+        self.cost = cost
+        self.shapes: dict[str, Optional[tuple]] = {}
+        self.dtypes: dict[str, np.dtype] = {}
+        self.values: dict[str, tuple] = {}
+        self._warned: set = set()
+
+    def shape(self, name: str):
+        if name in self.params:
+            return tuple(np.shape(self.params[name]))
+        return self.shapes.get(name)
+
+    def value(self, name: str):
+        """The values of a small int vector (None entries unknown), or None."""
+        if name in self.params:
+            v = np.asarray(self.params[name])
+            return tuple(int(x) for x in v.ravel()) if v.dtype.kind in "iu" and v.ndim <= 1 \
+                and v.size <= _MAX_VALUES else None
+        return self.values.get(name)
+
+    def set_input(self, name: str, shape, dtype) -> None:
+        self.shapes[name] = None if shape is None else tuple(None if d is None else int(d) for d in shape)
+        self.dtypes[name] = np.dtype(dtype)
+
+    def add(self, op) -> None:
+        opdef = get_op(op.type, op.name)
+        ins = [self.shape(n) if n else None for n in op.inputs]
+        try:
+            outs, values, dtypes = self._infer(op, opdef, ins)
+        except _RULE_ERRORS as exc:
+            key = (op.type, type(exc).__name__)
+            if key not in self._warned:
+                self._warned.add(key)
+                cost = f"; {self.cost}" if self.cost else ""
+                warnings.warn(f"shape inference: op {op.name!r} ({op.type}) with input shapes {ins} failed "
+                              f"({type(exc).__name__}: {exc}); its output shapes are unknown{cost}",
+                              RuntimeWarning, stacklevel=2)
+            outs, values, dtypes = [None] * len(op.outputs), {}, {}
+        first = next((self.dtypes[n] for n in op.inputs if n in self.dtypes),
+                     next((np.asarray(self.params[n]).dtype for n in op.inputs if n in self.params),
+                          np.dtype("float32")))
+        for i, name in enumerate(op.outputs):
+            if name and name not in self.params:
+                self.shapes[name] = outs[i] if i < len(outs) else None
+                self.dtypes[name] = dtypes.get(i, first)
+                if i in values:
+                    self.values[name] = values[i]
+                else:
+                    self.values.pop(name, None)
+
+    # ---- one op ---------------------------------------------------------------------------------------
+    def _infer(self, op, opdef, ins):
+        """(output shapes, {output index: values}, {output index: dtype})."""
+        if op.type == "shape":
+            x = ins[0]
+            if x is None:
+                return [None], {}, {0: np.dtype(np.int64)}
+            dims = tuple(x)[slice(op.attrs.get("start", 0), op.attrs.get("end"))]
+            return [(len(dims),)], {0: dims}, {0: np.dtype(np.int64)}
+        vals = [self.value(n) if n else None for n in op.inputs]
+        if all(not n or n in self.params for n in op.inputs) or \
+                all(not n or vals[i] is not None for i, n in enumerate(op.inputs)):
+            return self._evaluate(op, opdef, vals)     # parameters only, or small int vectors only
+        if op.type in _VALUE_RULES:
+            return [_VALUE_RULES[op.type](op, ins, vals)], {}, {}
+        if any(n and ins[i] is None for i, n in enumerate(op.inputs)):
+            return [None] * len(op.outputs), {}, {}      # an input of unknown rank
+        if opdef.shape is not None:
+            return self._probe_rule(op, opdef, ins), {}, {}
+        return self._probe_forward(op, opdef, ins)
+
+    def _probe_rule(self, op, opdef, ins):
+        def run(pins, p):
+            shapes = [None if s is None else tuple(pins.get((i, j), p) if d is None else d for j, d in enumerate(s))
+                      for i, s in enumerate(ins)]
+            return [tuple(int(d) for d in s) for s in opdef.shape(op.attrs, *shapes)]
+
+        def merged(pins):
+            return [_merge(a, b) for a, b in zip(run(pins, _PROBES[0]), run(pins, _PROBES[1]))]
+        if all(s is None or _known(s) for s in ins):
+            return run({}, None)
+        try:
+            return merged({})
+        except _RULE_ERRORS as exc:
+            first = exc
+        # The rule refuses some stand-in (an unknown dim broadcast against a known one, squeezed, concatenated):
+        # pin unknown dims to what the rule can accept (another input's size at that position, else 1), then
+        # free again every pin the rule does not need.
+        pins = dict(_pins(ins))
+        try:
+            merged(pins)
+        except _RULE_ERRORS:
+            raise first from None
+        for key in list(pins):
+            value = pins.pop(key)
+            try:
+                merged(pins)
+            except _RULE_ERRORS:
+                pins[key] = value
+        return merged(pins)
+
+    def _probe_forward(self, op, opdef, ins):
+        runs = []
+        for p in ((None,) if all(_known(s) for s in ins if s is not None) else _SMALL_PROBES):
+            args = [None if not n else np.asarray(self.params[n]) if n in self.params else
+                    np.zeros(tuple(p if d is None else d for d in ins[i]), self.dtypes.get(n, np.float32))
+                    for i, n in enumerate(op.inputs)]
+            result = opdef.forward(OpContext(False, None), op.attrs, *args)
+            runs.append([np.asarray(v) for v in (result if isinstance(result, tuple) else (result,))])
+        shapes = [_merge(a.shape, b.shape) for a, b in zip(runs[0], runs[-1])]
+        return shapes, {}, {i: a.dtype for i, a in enumerate(runs[0])}
+
+    def _evaluate(self, op, opdef, vals):
+        """An op reading only parameters and small int vectors: run it (twice when some entries are unknown,
+        each with its own stand-in, so an entry that depends on one is unknown too)."""
+        unknown = any(v is not None and None in v for v in vals)
+        runs = []
+        for k in ((0, 1) if unknown else (0,)):
+            args = []
+            for i, n in enumerate(op.inputs):
+                if not n:
+                    args.append(None)
+                elif n in self.params:
+                    args.append(np.asarray(self.params[n]))
+                else:
+                    v = [_PROBES[k] + 7 * j if x is None else x for j, x in enumerate(vals[i])]
+                    shape = self.shapes.get(n)
+                    args.append(np.array(v, dtype=self.dtypes.get(n, np.int64)).reshape(
+                        shape if shape is not None else (len(v),)))
+            result = opdef.forward(OpContext(False, None), op.attrs, *args)
+            runs.append([np.asarray(r) for r in (result if isinstance(result, tuple) else (result,))])
+        shapes, values = [], {}
+        for i, (a, b) in enumerate(zip(runs[0], runs[-1])):
+            shapes.append(_merge(a.shape, b.shape))
+            if a.dtype.kind in "iu" and a.ndim <= 1 and a.size <= _MAX_VALUES and a.shape == b.shape:
+                values[i] = _merge(tuple(int(x) for x in a.ravel()), tuple(int(x) for x in b.ravel()))
+        return shapes, values, {i: a.dtype for i, a in enumerate(runs[0])}
+
+
+def _pins(shapes):
+    """For each unknown dim (input, axis), the size it most likely has: the known size of another input at the
+    same position from the end (what broadcasting and concatenation require), else 1 (what squeeze requires)."""
+    known: dict[int, int] = {}
+    for s in shapes:
+        for j, d in enumerate(reversed(s or ())):
+            if d is not None and d != 1:
+                known.setdefault(j, d)
+    for i, s in enumerate(shapes):
+        for j, d in enumerate(s or ()):
+            if d is None:
+                yield (i, j), known.get(len(s) - 1 - j, 1)
+
+
+# Partial rules of the ops whose output shape depends on their inputs' values (no registered shape rule).
+def _reshape_rule(op, ins, vals):
+    x = ins[0]
+    if len(op.inputs) > 1 and op.inputs[1]:
+        target = vals[1]
+        if target is None:
+            s = ins[1]
+            return None if s is None or s[0] is None else (None,) * s[0]
+    else:
+        target = list(op.attrs["shape"])
+    out = []
+    for i, t in enumerate(target):
+        if t == 0:
+            out.append(x[i] if x is not None and i < len(x) else None)
+        elif t is None or t < 0:
+            out.append(None)
+        else:
+            out.append(t)
+    if -1 in target and _known(x) and None not in out:
+        known = math.prod(d for d in out if d is not None)
+        out[list(target).index(-1)] = math.prod(x) // known if known else None
+    return tuple(out)
+
+
+def _slice_rule(op, ins, vals):
+    x = ins[0]
+    if x is None:
+        return None
+    attrs = dict(op.attrs)
+    for i, key in enumerate(("starts", "ends", "axes", "steps"), start=1):
+        if len(op.inputs) > i and op.inputs[i]:
+            if vals[i] is None or None in vals[i]:
+                return (None,) * len(x)
+            attrs[key] = list(vals[i])
+    from .ops.indexing import _slice_index
+    out = list(x)
+    starts = attrs["starts"]
+    axes = [a % len(x) for a in attrs.get("axes") or range(len(starts))]
+    steps = attrs.get("steps") or [1] * len(axes)
+    for s, e, a, st in zip(starts, attrs["ends"], axes, steps):
+        out[a] = None if x[a] is None else len(range(x[a])[_slice_index((x[a],), [s], [e], [0], [st])[0]])
+    return tuple(out)
+
+
+def _gather_rule(op, ins, vals):
+    x, idx = ins
+    if x is None or idx is None:
+        return None
+    axis = op.attrs.get("axis", 0) % len(x)
+    return tuple(x[:axis]) + tuple(idx) + tuple(x[axis + 1:])
+
+
+def _expand_rule(op, ins, vals):
+    x = ins[0]
+    target = vals[1] if len(op.inputs) > 1 and op.inputs[1] else tuple(op.attrs["shape"])
+    if x is None or target is None:
+        s = ins[1] if len(ins) > 1 else None
+        return None if x is None or s is None or s[0] is None else (None,) * max(len(x), s[0])
+    rank = max(len(x), len(target))
+    x, target = (1,) * (rank - len(x)) + tuple(x), (1,) * (rank - len(target)) + tuple(target)
+    return tuple(d if t == 1 else None if t is None else t for d, t in zip(x, target))
+
+
+def _interp_rule(op, ins, vals):
+    x = ins[0]
+    if x is None:
+        return None
+    if len(op.inputs) > 1 and op.inputs[1]:
+        hw = vals[1][-2:] if vals[1] is not None and len(vals[1]) >= 2 else (None, None)
+        return (x[0], x[1]) + tuple(hw)
+    if op.attrs.get("out_size") is not None:
+        return (x[0], x[1]) + tuple(int(v) for v in op.attrs["out_size"])
+    s = op.attrs["scale"]
+    s = [s, s] if np.ndim(s) == 0 else list(s)
+    return (x[0], x[1]) + tuple(None if x[2 + i] is None else int(math.floor(np.float32(x[2 + i]) * np.float32(s[i])))
+                                for i in range(2))
+
+
+_VALUE_RULES = {"reshape": _reshape_rule, "slice": _slice_rule, "gather": _gather_rule, "expand": _expand_rule,
+                "nearest_interp": _interp_rule, "bilinear_interp": _interp_rule}
+
+
+def partial_shapes(model: Model, input_shapes: Optional[dict] = None, cost: str = "") -> dict[str, Optional[tuple]]:
+    """Partial shapes of every tensor (see :class:`PartialShapes`); input dims default to the model's input specs
+    (None where dynamic)."""
+    inference = PartialShapes(model.params, cost)
+    for spec in model.input_specs:
+        shape = (input_shapes or {}).get(spec.name, spec.shape)
+        inference.set_input(spec.name, shape, spec.dtype)
+    for op in model.ops:
+        inference.add(op)
+    out = {k: tuple(np.shape(v)) for k, v in model.params.items()}
+    out.update(inference.shapes)
+    return out

@@ -495,6 +495,42 @@ def test_dynamic_shape_subgraph_stays_int64_ops():
         np.testing.assert_allclose(rq.run({"x": x})["p"], ort_run(model, {"x": x})["p"], atol=1e-6)
 
 
+def test_a_failing_shape_rule_warns_naming_the_op(monkeypatch):
+    # a bug in an op's shape rule must not pass unnoticed: the importer warns, names the op and what it costs
+    # (the rank of the relu output is unknown, so the MatMul stays matmul instead of mul)
+    import dataclasses
+    from refquant.ops import registry
+
+    def broken(attrs, x):
+        raise ValueError("broken rule")
+    monkeypatch.setitem(registry.OPS, "relu", dataclasses.replace(registry.OPS["relu"], shape=broken))
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="the_relu"), helper.make_node("MatMul", ["r", "w"], ["y"])]
+    model = make_model(nodes, [("x", [None, 3, 12], F32)], ["y"], {"w": rnd(12, 4)})
+    with pytest.warns(RuntimeWarning, match=r"op 'the_relu' \(relu\).*broken rule.*stays matmul"):
+        rq = import_onnx(model)
+    assert rq.op_counts() == {"relu": 1, "matmul": 1}
+    monkeypatch.undo()
+    assert import_onnx(model).op_counts() == {"relu": 1, "mul": 1}
+
+
+def test_partial_shapes_keep_what_is_known():
+    from refquant.executor import infer_shapes
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zs"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "zero"], ["n1"]),
+             helper.make_node("Concat", ["n1", "m1"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["r"]),
+             helper.make_node("Add", ["r", "b"], ["y"]),
+             helper.make_node("Squeeze", ["x", "two"], ["q"])]
+    inits = {"zs": np.array(0, np.int64), "zero": np.array([0], np.int64), "m1": np.array([-1], np.int64),
+             "b": rnd(36), "two": np.array([2])}
+    model = make_model(nodes, [("x", [None, 3, 1, 12], F32)], ["y", "q"], inits)
+    shapes = infer_shapes(import_onnx(model), {}, partial=True)
+    assert shapes["target"] == (2,) and shapes["r"] == (None, None) and shapes["y"] == (None, 36)
+    assert shapes["q"] == (None, 3, 12)
+    assert infer_shapes(import_onnx(model), {"x": (5, 3, 1, 12)}, partial=True)["y"] == (5, 36)
+
+
 def test_int64_initializers_stay_int64_and_float64_becomes_float32():
     nodes = [helper.make_node("Cast", ["x"], ["xd"], to=TensorProto.DOUBLE),
              helper.make_node("Add", ["xd", "d"], ["s"]),

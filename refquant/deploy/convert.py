@@ -40,6 +40,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..executor import infer_shapes
 from ..graph import Model, Op
 from ..ops.conv import pads4, pair
 from ..reference import qgemm as _ref_gemm
@@ -100,12 +101,11 @@ class _Converter:
 
     # ---------------------------------------------------------------- analysis
     def _shapes(self):
-        feeds = {s.name: tuple(1 if (d is None and i == 0) else (64 if d is None else d)
-                               for i, d in enumerate(s.shape)) for s in self.q.input_specs}
-        try:
-            return self.q.infer_shapes(feeds)
-        except Exception:  # shapes only refine decisions; without them ranks come from the op types
-            return {}
+        """Partial shapes (None where a dimension is dynamic); a shape rule that fails warns and leaves its op's
+        outputs unknown."""
+        shapes = infer_shapes(self.q, {}, partial=True, cost="convert_to_int8 decides without it (layout and "
+                                                                 "bias fusions that need a rank or size)")
+        return {n: s for n, s in shapes.items() if s is not None}
 
     def analyse(self):
         q = self.q
@@ -452,7 +452,8 @@ class _Converter:
         """An SE block's excitation: ``elementwise_mul`` of an NHWC tensor (N, C, H, W) by an NHWC (N, C, 1, 1)."""
         if op.type != "elementwise_mul" or len(op.inputs) != 2 or not all(n.endswith("@nhwc") for n in op.inputs):
             return None
-        shapes = sorted((tuple(self.shapes.get(n[:-len("@nhwc")], ())) for n in op.inputs), key=lambda t: t[2:])
+        shapes = sorted((tuple(self.shapes.get(n[:-len("@nhwc")], ())) for n in op.inputs),
+                        key=lambda t: t[2:] != (1, 1))
         if len(shapes[0]) != 4 or len(shapes[1]) != 4 or shapes[0][2:] != (1, 1) or shapes[1][2:] == (1, 1) \
                 or shapes[0][:2] != shapes[1][:2]:
             return None

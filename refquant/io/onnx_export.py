@@ -21,11 +21,13 @@ value exactly on a tie can land 1 LSB apart (``round_type`` 0 ops, the ONNX form
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import numpy as np
 
 from ..errors import UnsupportedOpError
+from ..executor import infer_shapes
 from ..graph import Model, Op
 from .._files import write_atomic
 
@@ -112,24 +114,12 @@ class _Exporter:
 
     # ---- shapes ---------------------------------------------------------------------------------------
     def _shapes(self):
-        """Concrete shapes (dynamic dims set to 2) and the set of (tensor, axis) that depend on a dynamic dim."""
-        def feeds(k):
-            return {s.name: tuple(k if d is None else d for d in s.shape) for s in self.m.input_specs}
-        try:
-            a = self.m.infer_shapes(feeds(2))
-        except Exception:
-            return {}, set()
-        dyn = set()
-        if any(d is None for s in self.m.input_specs for d in s.shape):
-            try:
-                b = self.m.infer_shapes(feeds(3))
-                for n, s in a.items():
-                    t = b.get(n)
-                    if t is not None and len(t) == len(s):
-                        dyn.update((n, i) for i, (p, q) in enumerate(zip(s, t)) if p != q)
-            except Exception:
-                pass
-        return a, dyn
+        """Partial shapes (None for a dimension that depends on a dynamic input dimension) and the set of
+        (tensor, axis) that are dynamic."""
+        shapes = infer_shapes(self.m, {}, partial=True, cost="exporting an op that needs its rank or a static "
+                                                             "size is refused")
+        dyn = {(n, i) for n, s in shapes.items() if s is not None for i, d in enumerate(s) if d is None}
+        return shapes, dyn
 
     def shape(self, name) -> Optional[tuple]:
         return self.shapes.get(name)
@@ -252,7 +242,7 @@ class _Exporter:
         proto.ir_version = min(proto.ir_version, _ir_version_for(self.opset))
         # the graph outputs' types and shapes from ONNX shape inference, on a copy whose initializers are only
         # declared (graph inputs with their type and shape), so no weight bytes are serialized for it
-        try:
+        try:   # ONNX's own checker and inference refuse some graphs (e.g. through QDQ pairs): refquant's shapes stand in
             declared, small = [], []
             for t in inits:
                 if int(np.prod(t.dims)) <= 4096:  # shapes, axes, scales: shape inference reads their values
@@ -264,7 +254,9 @@ class _Exporter:
             light = helper.make_graph(self.nodes, "shapes", inputs + declared, outputs, initializer=small)
             inferred = onnx.shape_inference.infer_shapes(helper.make_model(light, opset_imports=opsets))
             known = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
-        except Exception:
+        except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+            warnings.warn(f"export_onnx: ONNX shape inference failed ({exc}); the graph outputs get refquant's ranks "
+                          f"with symbolic dimensions", RuntimeWarning, stacklevel=3)
             known = {}
         for out in proto.graph.output:
             vi = known.get(out.name)
@@ -283,13 +275,9 @@ class _Exporter:
         return proto
 
     def _output_rank(self, name):
-        """Rank of graph output ``name`` from refquant's shape inference (dynamic dims set to 1 / 64), or None."""
-        feeds = {sp.name: tuple(1 if (d is None and i == 0) else (64 if d is None else d)
-                                for i, d in enumerate(sp.shape)) for sp in self.m.input_specs}
-        try:
-            return len(self.m.infer_shapes(feeds)[name])
-        except Exception:
-            return None
+        """Rank of graph output ``name`` from refquant's shape inference, or None."""
+        shape = self.shapes.get(name)
+        return None if shape is None else len(shape)
 
     # ---- quantization helpers ---------------------------------------------------------------------------------
     def qdq_int8(self, x: str, threshold: np.ndarray, axis: Optional[int], clip: bool, out: str, bits: int = 8):
@@ -496,6 +484,8 @@ def _layer_norm(ex, op):
     begin = int(op.attrs.get("begin_norm_axis", 1)) % r
     eps = float(op.attrs.get("epsilon", 1e-5))
     norm_shape = ex.shape(x)[begin:]
+    if None in norm_shape:
+        raise ex.unsupported(f"layer_norm over dynamic axes (input shape {ex.shape(x)})")
     ins = [ex.x(x)]
     affine = []
     for i in (1, 2):
@@ -694,6 +684,8 @@ def _pool(ex, op):
         shape = ex.shape(op.inputs[0])
         for axis in range(2):
             n = shape[2 + axis] if shape else None
+            if n is None:
+                raise ex.unsupported("ceil_mode with exclusive=False needs a static input size")
             lo, hi = pads[axis], pads[axis + 2]
             out = -(-(n + lo + hi - k[axis]) // s[axis]) + 1
             if (out - 1) * s[axis] >= n + lo:
@@ -881,7 +873,7 @@ def _mul(ex, op):
             wsrc = ex.node("Reshape", [wsrc, ex.i64([int(np.prod(wshape[:yc])), -1], f"{w}@mshape")])
     else:
         wshape = ex.shape(w)
-        if wshape is None:
+        if wshape is None or None in wshape:
             raise ex.unsupported("mul with a computed weight of unknown shape")
         wsrc = ex.x(w)
         if len(wshape) != 2 or yc != 1:

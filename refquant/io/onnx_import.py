@@ -35,15 +35,17 @@ import numpy as np
 
 from ..errors import GraphError, ModelFormatError, RefquantError, ShapeError, UnsupportedOpError
 from ..graph import Model, Op, TensorSpec
+from ..executor import PartialShapes
 from ..ops import OpContext, get_op
 from ..ops.pool import pool_out_size
-from ..reference.im2col import conv_out_size
 
 FLT_MAX = float(np.finfo(np.float32).max)
 MAX_OPSET = 22                      # the newest default-domain opset whose changes to the mapped ops are handled
 MAX_FOLD_BYTES = 256 * 2 ** 20      # the largest tensor constant folding may create
 MAX_STATIC_ELEMENTS = 2 ** 32       # a tensor whose known dimensions already multiply beyond this is refused
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+_SHAPE_COST = ("converters that need its rank or size refuse the node or take the rank-free mapping (a MatMul "
+               "then stays matmul, not mul)")
 # Ops whose float parameter inputs are weights an optimizer trains (by refquant op type -> input positions).
 _WEIGHT_INPUTS = {"conv2d": (1, 2), "depthwise_conv2d": (1, 2), "conv2d_transpose": (1, 2), "mul": (0, 1),
                   "matmul": (0, 1), "batch_norm": (1, 2)}
@@ -227,34 +229,6 @@ def import_onnx(source, *, name: Optional[str] = None) -> Model:
     return _Importer(proto, onnx, where).build(name)
 
 
-# ------------------------------------------------------------------------------------------------------
-# partial shapes: a shape is None (rank unknown) or a tuple of ints / None (unknown dimension)
-# ------------------------------------------------------------------------------------------------------
-def _broadcast(*shapes):
-    if any(s is None for s in shapes):
-        return None
-    rank = max(len(s) for s in shapes)
-    out = []
-    for i in range(rank):
-        dims = [s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0]
-        known = [d for d in dims if d is not None and d != 1]
-        if known:
-            out.append(known[0])
-        elif any(d is None for d in dims):
-            out.append(None)
-        else:
-            out.append(1)
-    return tuple(out)
-
-
-def _conv_len(n, k, s, lo, hi, d):
-    return None if n is None else conv_out_size(n, k, s, lo, hi, d)
-
-
-def _pool_len(n, k, s, lo, hi, ceil_mode):
-    return None if n is None else pool_out_size(n, k, s, lo, hi, ceil_mode)
-
-
 class _Importer:
     def __init__(self, proto, onnx, where: str):
         self.proto = proto
@@ -274,8 +248,9 @@ class _Importer:
         self.consts: dict[str, np.ndarray] = {}
         self.ops: list[Op] = []
         self.alias: dict[str, str] = {}
-        self.shapes: dict[str, Optional[tuple]] = {}
-        self.values: dict[str, list] = {}          # partial values of small runtime int vectors
+        # partial shapes of the emitted ops' outputs, from the ops' own shape rules (refquant.executor)
+        self.inference = PartialShapes(self.consts, cost=_SHAPE_COST)
+        self.shapes: dict[str, Optional[tuple]] = self.inference.shapes
         self.names: set[str] = set()               # every tensor name in use
         self.defined: set[str] = set()             # tensor names an initializer, input or node defines
         self.op_names: set[str] = set()
@@ -407,7 +382,7 @@ class _Importer:
             if vi.name in self.defined:
                 raise GraphError(f"{self.where}: graph input {vi.name!r} is declared twice")
             specs.append(self._spec(vi))
-            self.shapes[vi.name] = tuple(specs[-1].shape)
+            self.inference.set_input(vi.name, specs[-1].shape, specs[-1].dtype)
             self.defined.add(vi.name)
         used_node_names = {}
         for idx, node in enumerate(self.graph.node):
@@ -539,24 +514,13 @@ class _Importer:
 
     # ---- partial shape inference ---------------------------------------------------------------------
     def _infer(self, op: Op) -> None:
-        rule = _SHAPE_RULES.get(op.type)
-        ins = [self.shape_of(n) if n else None for n in op.inputs]
-        out = None
-        try:
-            out = rule(self, op, ins) if rule else None
-        except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError):
-            out = None  # best effort: an unknown shape only means a rank-free mapping later
-        if out is not None:
-            known = math.prod(d for d in out if d is not None)
+        self.inference.add(op)
+        for name in op.outputs:
+            out = self.shapes.get(name) if name and name not in self.consts else None
+            known = math.prod(d for d in out if d is not None) if out is not None else 0
             if known > MAX_STATIC_ELEMENTS:
                 raise ShapeError(f"{self.where}: op {op.name!r} ({op.type}) would produce a tensor of shape "
                                  f"{tuple(out)} ({known} elements, above the limit of {MAX_STATIC_ELEMENTS})")
-        if op.type == "batch_norm":
-            self.shapes[op.outputs[0]] = out
-            return
-        for name in op.outputs:
-            if name and name not in self.consts:
-                self.shapes[name] = out if name == op.outputs[0] else None
 
 
 class _Node:
@@ -1239,7 +1203,7 @@ def _pool(im, node):
             if n is None:
                 raise _unsupported(node, "ceil_mode=1 with count_include_pad=1 needs a static input size")
             lo, hi = pads[axis], pads[axis + 2]
-            out = _pool_len(n, kernel[axis], strides[axis], lo, hi, True)
+            out = pool_out_size(n, kernel[axis], strides[axis], lo, hi, True)
             if (out - 1) * strides[axis] + kernel[axis] > n + lo + hi:
                 raise _unsupported(node, "ceil_mode=1 with count_include_pad=1 where the last window runs past "
                                          "the padding (ONNX's clipped divisor differs from pool2d's kh*kw)")
@@ -1635,259 +1599,6 @@ def _quantize_linear(im, node):
 @_converter("DequantizeLinear")
 def _dequantize_linear(im, node):
     _affine(im, node, False)
-
-
-# ------------------------------------------------------------------------------------------------------
-# partial shape rules, by refquant op type (None = unknown); run as ops are emitted
-# ------------------------------------------------------------------------------------------------------
-def _same(im, op, ins):
-    return ins[0]
-
-
-def _rule_conv(im, op, ins):
-    x, w = ins[0], ins[1]
-    if x is None or w is None:
-        return None if w is None else (None, w[0], None, None)
-    s, p, d = op.attrs["strides"], op.attrs["paddings"], op.attrs["dilations"]
-    return (x[0], w[0], _conv_len(x[2], w[2], s[0], p[0], p[2], d[0]), _conv_len(x[3], w[3], s[1], p[1], p[3], d[1]))
-
-
-def _rule_conv_t(im, op, ins):
-    x, w = ins[0], ins[1]
-    if w is None:
-        return None
-    g = op.attrs.get("groups", 1)
-    if x is None:
-        return (None, w[1] * g, None, None)
-    s, p, d, o = op.attrs["strides"], op.attrs["paddings"], op.attrs["dilations"], op.attrs["output_padding"]
-    hw = [None if x[2 + i] is None else (x[2 + i] - 1) * s[i] - p[i] - p[i + 2] + d[i] * (w[2 + i] - 1) + o[i] + 1
-          for i in range(2)]
-    return (x[0], w[1] * g, hw[0], hw[1])
-
-
-def _rule_pool(im, op, ins):
-    x = ins[0]
-    if x is None:
-        return None
-    if op.attrs.get("global_pooling"):
-        return (x[0], x[1], 1, 1)
-    k, s, p, c = op.attrs["ksize"], op.attrs["strides"], op.attrs["paddings"], op.attrs["ceil_mode"]
-    return (x[0], x[1], _pool_len(x[2], k[0], s[0], p[0], p[2], c), _pool_len(x[3], k[1], s[1], p[1], p[3], c))
-
-
-def _rule_binary(im, op, ins):
-    return _broadcast(ins[0], ins[1])
-
-
-def _rule_mul(im, op, ins):
-    x, w = ins
-    if x is None or w is None:
-        return None
-    return tuple(x[:op.attrs["x_num_col_dims"]]) + tuple(w[op.attrs["y_num_col_dims"]:])
-
-
-def _rule_matmul(im, op, ins):
-    a, b = ins
-    if a is None or b is None:
-        return None
-    if op.attrs.get("trans_x") and len(a) >= 2:
-        a = a[:-2] + (a[-1], a[-2])
-    if op.attrs.get("trans_y") and len(b) >= 2:
-        b = b[:-2] + (b[-1], b[-2])
-    if len(a) == 1 and len(b) == 1:
-        return ()
-    if len(a) == 1:
-        return b[:-2] + (b[-1],)
-    if len(b) == 1:
-        return a[:-1]
-    batch = _broadcast(a[:-2], b[:-2])
-    return batch + (a[-2], b[-1])
-
-
-def _rule_reshape(im, op, ins):
-    x = ins[0]
-    if len(op.inputs) > 1 and op.inputs[1]:
-        sname = op.inputs[1]
-        target = [int(v) for v in im.consts[sname].ravel()] if im.is_const(sname) else im.values.get(sname)
-        if target is None:
-            s = ins[1]
-            return None if s is None or s[0] is None else (None,) * s[0]
-    else:
-        target = list(op.attrs["shape"])
-    out = []
-    for i, t in enumerate(target):
-        if t == 0:
-            out.append(x[i] if x is not None and i < len(x) else None)
-        elif t is None or t < 0:
-            out.append(None)
-        else:
-            out.append(t)
-    if -1 in target and x is not None and None not in x and None not in out:
-        total = int(np.prod(x))
-        known = int(np.prod([d for d in out if d is not None])) if out else 1
-        out[target.index(-1)] = total // known if known else None
-    return tuple(out)
-
-
-def _rule_flatten(im, op, ins):
-    x = ins[0]
-    if x is None:
-        return None
-    r = len(x)
-    a, b = op.attrs.get("start_axis", 1) % max(r, 1), op.attrs.get("stop_axis", -1) % max(r, 1)
-    mid = x[a:b + 1]
-    prod = None if None in mid else int(np.prod(mid))
-    return tuple(x[:a]) + (prod,) + tuple(x[b + 1:])
-
-
-def _rule_transpose(im, op, ins):
-    return None if ins[0] is None else tuple(ins[0][p] for p in op.attrs["perm"])
-
-
-def _rule_concat(im, op, ins):
-    known = [s for s in ins if s is not None]
-    if not known:
-        return None
-    r = len(known[0])
-    axis = op.attrs["axis"] % r
-    out = list(known[0])
-    out[axis] = None if len(known) < len(ins) or any(s[axis] is None for s in known) else sum(s[axis] for s in known)
-    for s in known[1:]:
-        for i in range(r):
-            if i != axis and out[i] is None:
-                out[i] = s[i]
-    if all(im.is_const(n) or n in im.values for n in op.inputs) and r == 1:
-        vals = []
-        for n in op.inputs:
-            vals.extend(int(v) for v in im.consts[n].ravel()) if im.is_const(n) else vals.extend(im.values[n])
-        im.values[op.outputs[0]] = vals
-    return tuple(out)
-
-
-def _rule_squeeze(im, op, ins):
-    x = ins[0]
-    if x is None:
-        return None
-    axes = op.attrs.get("axes")
-    if not axes:
-        if None in x:
-            return None
-        return tuple(d for d in x if d != 1)
-    axes = {a % len(x) for a in axes}
-    return tuple(d for i, d in enumerate(x) if i not in axes)
-
-
-def _rule_unsqueeze(im, op, ins):
-    x = ins[0]
-    if x is None:
-        return None
-    if op.inputs[0] in im.values and len(x) == 0:
-        im.values[op.outputs[0]] = list(im.values[op.inputs[0]])
-    r = len(x) + len(op.attrs["axes"])
-    out = list(x)
-    for a in sorted(a % r for a in op.attrs["axes"]):
-        out.insert(a, 1)
-    return tuple(out)
-
-
-def _rule_slice(im, op, ins):
-    x = ins[0]
-    if x is None:
-        return None
-    if len(op.inputs) > 1:
-        return (None,) * len(x)
-    from ..ops.indexing import _slice_index
-    out = list(x)
-    axes = [a % len(x) for a in op.attrs.get("axes", range(len(op.attrs["starts"])))]
-    steps = op.attrs.get("steps") or [1] * len(axes)
-    for s, e, a, st in zip(op.attrs["starts"], op.attrs["ends"], axes, steps):
-        if x[a] is None:
-            out[a] = None
-            continue
-        out[a] = len(range(x[a])[_slice_index((x[a],), [s], [e], [0], [st])[0]])
-    if len(x) == 1 and op.inputs[0] in im.values:
-        vals = im.values[op.inputs[0]]
-        im.values[op.outputs[0]] = vals[_slice_index((len(vals),), op.attrs["starts"], op.attrs["ends"], [0],
-                                                     steps)[0]]
-    return tuple(out)
-
-
-def _rule_shape(im, op, ins):
-    x = ins[0]
-    if x is None:
-        return None
-    dims = list(x)[slice(op.attrs.get("start", 0), op.attrs.get("end"))]
-    im.values[op.outputs[0]] = dims
-    return (len(dims),)
-
-
-def _rule_cast(im, op, ins):
-    if op.inputs[0] in im.values:
-        im.values[op.outputs[0]] = list(im.values[op.inputs[0]])
-    return ins[0]
-
-
-def _rule_gather(im, op, ins):
-    x, idx = ins
-    if x is None or idx is None:
-        return None
-    axis = op.attrs.get("axis", 0) % len(x)
-    if op.inputs[0] in im.values and im.is_const(op.inputs[1]) and len(x) == 1:
-        vals = im.values[op.inputs[0]]
-        picked = [vals[int(i)] for i in np.ravel(im.consts[op.inputs[1]])]
-        im.values[op.outputs[0]] = picked
-    return tuple(x[:axis]) + tuple(idx) + tuple(x[axis + 1:])
-
-
-def _rule_reduce(im, op, ins):
-    x = ins[0]
-    if x is None:
-        return None
-    dims = op.attrs.get("dim")
-    axes = set(range(len(x))) if dims is None else {d % len(x) for d in dims}
-    if op.attrs.get("keep_dim"):
-        return tuple(1 if i in axes else d for i, d in enumerate(x))
-    return tuple(d for i, d in enumerate(x) if i not in axes)
-
-
-def _rule_interp(im, op, ins):
-    x = ins[0]
-    if x is None:
-        return None
-    if len(op.inputs) > 1:
-        return (x[0], x[1], None, None)
-    if op.attrs.get("out_size") is not None:
-        return (x[0], x[1]) + tuple(op.attrs["out_size"])
-    s = op.attrs["scale"]
-    hw = [None if x[2 + i] is None else int(math.floor(np.float32(x[2 + i]) * np.float32(s[i]))) for i in range(2)]
-    return (x[0], x[1], hw[0], hw[1])
-
-
-def _rule_expand(im, op, ins):
-    x, s = ins
-    if x is not None and len(op.inputs) > 1 and im.is_const(op.inputs[1]):
-        target = tuple(int(v) for v in np.ravel(im.consts[op.inputs[1]]))
-        rank = max(len(x), len(target))
-        x, target = (1,) * (rank - len(x)) + tuple(x), (1,) * (rank - len(target)) + target
-        return tuple(d if t == 1 else t for d, t in zip(x, target))
-    if x is None or s is None or s[0] is None:
-        return None
-    return (None,) * max(len(x), s[0])
-
-
-_SHAPE_RULES = {
-    "conv2d": _rule_conv, "depthwise_conv2d": _rule_conv, "conv2d_transpose": _rule_conv_t,
-    "batch_norm": _same, "pool2d": _rule_pool, "mul": _rule_mul, "matmul": _rule_matmul,
-    "reshape": _rule_reshape, "flatten": _rule_flatten, "transpose": _rule_transpose, "concat": _rule_concat,
-    "squeeze": _rule_squeeze, "unsqueeze": _rule_unsqueeze, "slice": _rule_slice, "shape": _rule_shape,
-    "cast": _rule_cast, "gather": _rule_gather, "reduce_mean": _rule_reduce, "reduce_sum": _rule_reduce,
-    "nearest_interp": _rule_interp, "bilinear_interp": _rule_interp, "expand": _rule_expand,
-}
-for _t in ("relu", "relu6", "sigmoid", "tanh", "sqrt", "exp", "log", "hard_sigmoid", "hard_swish", "clip", "scale",
-           "softmax", "log_softmax", "quantize_affine", "dequantize_affine"):
-    _SHAPE_RULES[_t] = _same
-for _t in ("elementwise_add", "elementwise_sub", "elementwise_mul", "elementwise_div", "elementwise_pow"):
-    _SHAPE_RULES[_t] = _rule_binary
 
 
 def supported_onnx_ops() -> list[str]:
