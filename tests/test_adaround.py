@@ -5,7 +5,7 @@ import pytest
 from refquant.calibration import weight_channel_axis, weight_threshold
 from refquant.quant import adaround, quant_post_static
 from refquant.reference import rounding
-from refquant.quant.post_static import _layer_inputs, _plan
+from refquant.quant.post_static import _collect_target_varnames, _layer_inputs
 
 
 def test_rectified_sigmoid_and_its_inverse():
@@ -29,7 +29,7 @@ def digits():
 
 
 def _layers(m, loader):
-    quant_ops, _, _ = _plan(m, ("conv2d", "depthwise_conv2d", "mul"), False, None)
+    quant_ops, _, _ = _collect_target_varnames(m, ("conv2d", "depthwise_conv2d", "mul"), False, None)
     inputs = _layer_inputs(m, lambda: loader, [xs[0] for _, _, xs in quant_ops])
     for i, w, xs in quant_ops:
         op = m.ops[i]

@@ -1,25 +1,33 @@
 """Static post-training quantization: Paddle 3.3.1's ``PostTrainingQuantization`` (both graph formats).
 
-Flow (paddle_reference.md 1.2-1.9; docs/ptq.md):
+Flow (paddle_reference.md 1.2-1.9; docs/ptq.md), one function per step of Paddle's ``quantize()``:
 
-1. Collect tensors: for every op whose type is a quantizable *weight* op (conv2d, depthwise_conv2d,
-   conv2d_transpose, mul, matmul, matmul_v2 in ``quantizable_op_type``) its weight parameter (the second input) is a
-   weight and its other non-parameter inputs and outputs are activations; every output of an *observer* op type
-   (Paddle's activation-op dict, see :data:`OBSERVER_OP_TYPES`) is an activation too (only for ``out_threshold``).
-2. Calibrate the activations with :func:`refquant.calibration.calibrate` over ``batch_nums`` batches (KL / hist run
-   the FP32 model twice over the batches, as Paddle does).
-3. Weight thresholds: :func:`refquant.calibration.weight_threshold` (channel axis 0 for conv, 1 for mul/matmul).
-4. Rewrite a copy: each quantized op's activation input goes through a ``fake_quantize_dequantize_abs_max`` op
-   (static scale parameter ``<tensor>@scale``, round_type 1 as Paddle's ``fake_quantize_range_abs_max``), shared
-   per tensor; its weight is frozen (:func:`refquant.reference.rounding.freeze_weight`, half-to-even) and stored
-   dequantized ``q * T_c / qmax`` in float32, its thresholds in ``<weight>@scale``.
-5. Output thresholds (1.9): ``out_threshold`` / ``<OutArg>0_threshold`` / ``with_quant_attr`` attributes, and
-   ``quantization_type = "post_<algo>"`` on quantized ops.
+1. :func:`_collect_target_varnames`: for every op whose type is a quantizable *weight* op (conv2d,
+   depthwise_conv2d, conv2d_transpose, mul, matmul, matmul_v2 in ``quantizable_op_type``) its weight parameter
+   (the second input) is a weight and its other non-parameter inputs and outputs are activations; every output of
+   an *observer* op type (Paddle's activation-op dict, see :data:`OBSERVER_OP_TYPES`) is an activation too (only
+   for ``out_threshold``).
+2. :func:`_sample_activations` (Paddle's ``_preprocessing``, ``_sampling``, ``_calculate_kl_hist_threshold``):
+   calibrate the activations with :func:`refquant.calibration.calibrate` over ``batch_nums`` batches (KL / hist
+   run the FP32 model twice over the batches, as Paddle does).
+3. :func:`_sample_weights`: weight thresholds, :func:`refquant.calibration.weight_threshold` (channel axis 0 for
+   conv, 1 for mul/matmul).
+4. :func:`_update_program`: rewrite a copy. :func:`_insert_quant_dequant` (``QuantizationTransformPass``): each
+   quantized op's activation input goes through a ``fake_quantize_dequantize_abs_max`` op (static scale parameter
+   ``<tensor>@scale``, round_type 1 as Paddle's ``fake_quantize_range_abs_max``), shared per tensor;
+   :func:`_freeze_weight` (``QuantizationFreezePass``): its weight is frozen
+   (:func:`refquant.reference.rounding.freeze_weight`, half-to-even, or AdaRound: :func:`_weight_rounding`) and
+   stored dequantized ``q * T_c / qmax`` in float32, its thresholds in ``<weight>@scale``; quantized ops get
+   ``quantization_type = "post_<algo>"``.
+5. :func:`_save_output_threshold` (1.9): ``out_threshold`` / ``<OutArg>0_threshold`` / ``with_quant_attr``
+   attributes.
 
 ``onnx_format=True`` (1.8 "new format") instead puts ``quantize_linear`` + ``dequantize_linear`` (round_type 0) in
-front of each quantized activation input, stores each weight as int8 (round, then clip to [-qmax-1, qmax]) read
-through a ``dequantize_linear`` with its ``quant_axis``, and adds ``only_observer`` pairs (identity, carrying T)
-after every other calibrated output except the graph outputs; no ``out_threshold`` attributes, as in Paddle.
+front of each quantized activation input (``QuantizationTransformPassV2``), stores each weight as int8 (round, then
+clip to [-qmax-1, qmax]) read through a ``dequantize_linear`` with its ``quant_axis`` (``QuantWeightPass``), and
+in step 5 :func:`_add_quant_dequant_for_inference` (``AddQuantDequantForInferencePass``) adds ``only_observer``
+pairs (identity, carrying T) after every other calibrated output except the graph outputs; no ``out_threshold``
+attributes, as in Paddle.
 
 Running the rewritten model gives ``conv(qdq(x), w_dq)``; Paddle's frozen model computes ``conv(q_x, q_w)`` on
 integer-valued floats and rescales by ``T_w[c] * T_a / (qmax * qmax)`` after the op: equal in exact arithmetic,
@@ -27,6 +35,7 @@ within float32 rounding otherwise.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
 import numpy as np
@@ -143,8 +152,9 @@ def _batches(data_loader, batch_nums: Optional[int]):
     return get
 
 
-def _plan(model: Model, quantizable_op_type, is_full_quantize: bool, skip_tensor_list):
-    """Which ops are quantized, which weights and activations are calibrated."""
+def _collect_target_varnames(model: Model, quantizable_op_type, is_full_quantize: bool, skip_tensor_list):
+    """Step 1, Paddle's ``_collect_target_varnames``: the quantized ops ``[(op index, weight, activation
+    inputs)]``, the weights ``{weight: op type}`` and the activations to calibrate, in graph order."""
     types = set(WEIGHT_OP_TYPES) if is_full_quantize else set(quantizable_op_type)
     weight_types = types & set(WEIGHT_OP_TYPES)
     skip = set(skip_tensor_list or ())
@@ -196,7 +206,7 @@ def calibrate_model(model: Model, data_loader, algo: str = "KL", *, batch_nums: 
     _args.choice("calibrate_model", "algo", algo, algorithms.algorithm_names() + ("ranges",))
     if data_loader is None:
         raise ArgumentError("calibrate_model: data_loader is None")
-    _, _, acts = _plan(model, a["quantizable_op_type"], is_full_quantize, skip_tensor_list)
+    _, _, acts = _collect_target_varnames(model, a["quantizable_op_type"], is_full_quantize, skip_tensor_list)
     get = _batches(data_loader, a["batch_nums"])
 
     def activation_batches():
@@ -253,6 +263,8 @@ def quant_post_static(model: Model, data_loader, batch_nums: Optional[int] = Non
 
     Not implemented (raise NotImplementedError): algos min_max and ptf, ``bias_correction=True`` with
     ``onnx_format=True``.
+
+    The body runs the module docstring's steps, one function each, as Paddle's ``quantize()`` does.
     """
     a = check_args("quant_post_static", model=model, data_loader=data_loader, batch_nums=batch_nums, algo=algo,
                    hist_percent=hist_percent, bias_correction=bias_correction,
@@ -261,145 +273,241 @@ def quant_post_static(model: Model, data_loader, batch_nums: Optional[int] = Non
                    weight_quantize_type=weight_quantize_type, skip_tensor_list=skip_tensor_list,
                    round_type=round_type, onnx_format=onnx_format, learning_rate=learning_rate,
                    adaround_iters=adaround_iters, adaround_mode=adaround_mode, calibration=calibration)
-    (batch_nums, hist_percent, quantizable_op_type, weight_bits, activation_bits, skip_tensor_list,
-     learning_rate, adaround_iters) = (a["batch_nums"], a["hist_percent"], a["quantizable_op_type"],
-                                       a["weight_bits"], a["activation_bits"], a["skip_tensor_list"],
-                                       a["learning_rate"], a["adaround_iters"])
-    if bias_correction is True and onnx_format:
+    _check_combinations(a, data_loader, calibration)
+    o = _Options(algo=algo, batch_nums=a["batch_nums"], hist_percent=a["hist_percent"],
+                 quantizable_op_type=tuple(a["quantizable_op_type"]), is_full_quantize=is_full_quantize,
+                 skip_tensor_list=a["skip_tensor_list"], weight_bits=int(a["weight_bits"]),
+                 activation_bits=int(a["activation_bits"]), weight_quantize_type=weight_quantize_type,
+                 onnx_format=onnx_format, bias_correction=bias_correction, round_type=round_type,
+                 adaround_mode=adaround_mode, adaround_iters=a["adaround_iters"], learning_rate=a["learning_rate"])
+    quant_ops, weights, acts = _collect_target_varnames(model, o.quantizable_op_type, o.is_full_quantize,
+                                                        o.skip_tensor_list)                        # 1
+    cal = _sample_activations(model, data_loader, calibration, acts, o)                            # 2
+    act_t = {name: float(t) for name, t in cal.thresholds.items()}
+    w_t = _sample_weights(model, weights, o.weight_quantize_type)                                  # 3
+    round_weight = _weight_rounding(model, data_loader, quant_ops, act_t, o)
+    q, qdq_of = _update_program(model, quant_ops, weights, act_t, w_t, round_weight, o)            # 4
+    if o.onnx_format:                                                                              # 5
+        _add_quant_dequant_for_inference(q, qdq_of, act_t, o.activation_bits)
+    else:
+        _save_output_threshold(q, act_t)
+    for name in [n for n in q.params if n.endswith("@scale") or n.endswith("@zero_point")]:
+        q.trainable.discard(name)
+    q.meta["quantization"] = _quantization_meta(q, o, act_t, w_t, cal)
+    q.validate()
+    return q
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The checked arguments of :func:`quant_post_static`, as its steps read them."""
+    algo: str
+    batch_nums: Optional[int]
+    hist_percent: float
+    quantizable_op_type: tuple
+    is_full_quantize: bool
+    skip_tensor_list: Optional[list]
+    weight_bits: int
+    activation_bits: int
+    weight_quantize_type: str
+    onnx_format: bool
+    bias_correction: bool | str
+    round_type: str
+    adaround_mode: str
+    adaround_iters: int
+    learning_rate: float
+
+
+def _check_combinations(a: dict, data_loader, calibration) -> None:
+    """The option combinations Paddle refuses or refquant does not reproduce (each argument is checked alone by
+    :func:`check_args`)."""
+    onnx_format, round_type, adaround_mode = a["onnx_format"], a["round_type"], a["adaround_mode"]
+    if a["bias_correction"] is True and onnx_format:
         raise NotImplementedError("quant_post_static: bias_correction=True with onnx_format=True is not "
                                   "implemented (Paddle ignores bias correction in that format: use 'paddle')")
     if round_type == "adaround" and adaround_mode == "paddle" and onnx_format:
         raise NotImplementedError("quant_post_static: adaround_mode='paddle' with onnx_format=True (Paddle "
                                   "quantizes the scaled weights a second time there) is not reproduced")
-    if weight_bits != activation_bits:
+    if a["weight_bits"] != a["activation_bits"]:
         raise ArgumentError("quant_post_static: Paddle requires activation_bits == weight_bits, got "
-                            f"{activation_bits} and {weight_bits}")
+                            f"{a['activation_bits']} and {a['weight_bits']}")
     if calibration is None and data_loader is None:
         raise ArgumentError("quant_post_static: give a data_loader or a calibration")
     if round_type == "adaround" and adaround_mode == "paper" and data_loader is None:
         raise ArgumentError("quant_post_static: round_type='adaround' needs the data_loader")
-    quant_ops, weights, acts = _plan(model, tuple(quantizable_op_type), is_full_quantize, skip_tensor_list)
+
+
+def _sample_activations(model: Model, data_loader, calibration: Optional[Calibration], acts, o: _Options
+                        ) -> Calibration:
+    """Step 2, Paddle's ``_preprocessing`` + ``_sampling`` + ``_calculate_kl_hist_threshold``: the activation
+    thresholds of ``o.algo`` (:func:`calibrate_model`), or the given ``calibration`` checked against ``acts``."""
     if calibration is None:
-        cal = calibrate_model(model, data_loader, algo, batch_nums=batch_nums, hist_percent=hist_percent,
-                              bits=activation_bits, onnx_format=onnx_format, quantizable_op_type=quantizable_op_type,
-                              is_full_quantize=is_full_quantize, skip_tensor_list=skip_tensor_list)
-    else:
-        cal = calibration
-        if cal.algo != algo:
-            raise ValueError(f"quant_post_static: the calibration was made with algo {cal.algo!r}, not {algo!r}")
-        missing = [name for name in acts if name not in cal.thresholds and name not in cal.zero_size]
-        if missing:
-            raise ValueError(f"quant_post_static: the calibration has no threshold for {missing[:5]}")
-    act_t = {name: float(t) for name, t in cal.thresholds.items()}
-    w_t = {w: weight_threshold(model.params[w], op_type, weight_quantize_type) for w, op_type in weights.items()}
-    if round_type == "adaround" and adaround_mode == "paper":
-        ada_inputs = _layer_inputs(model, _batches(data_loader, batch_nums), [xs[0] for _, _, xs in quant_ops])
+        return calibrate_model(model, data_loader, o.algo, batch_nums=o.batch_nums, hist_percent=o.hist_percent,
+                               bits=o.activation_bits, onnx_format=o.onnx_format,
+                               quantizable_op_type=o.quantizable_op_type, is_full_quantize=o.is_full_quantize,
+                               skip_tensor_list=o.skip_tensor_list)
+    if calibration.algo != o.algo:
+        raise ValueError(f"quant_post_static: the calibration was made with algo {calibration.algo!r}, not "
+                         f"{o.algo!r}")
+    missing = [name for name in acts if name not in calibration.thresholds and name not in calibration.zero_size]
+    if missing:
+        raise ValueError(f"quant_post_static: the calibration has no threshold for {missing[:5]}")
+    return calibration
+
+
+def _sample_weights(model: Model, weights: Mapping[str, str], weight_quantize_type: str) -> dict:
+    """Step 3, the weight part of Paddle's ``_sampling``: ``{weight: threshold}`` (a float for abs_max, one float
+    per channel for channel_wise_abs_max)."""
+    return {w: weight_threshold(model.params[w], op_type, weight_quantize_type) for w, op_type in weights.items()}
+
+
+def _weight_rounding(model: Model, data_loader, quant_ops, act_t: Mapping[str, float], o: _Options):
+    """``round_weight(op, w, tw, axis, xs)``: the integer-valued float32 weight, nearest (the freeze pass's
+    np.round) or AdaRound's choice (Paddle's ``_adaround_apply``, which reads the calibration batches again)."""
+    if o.round_type == "adaround" and o.adaround_mode == "paper":
+        ada_inputs = _layer_inputs(model, _batches(data_loader, o.batch_nums), [xs[0] for _, _, xs in quant_ops])
 
     def round_weight(op, w, tw, axis, xs):
-        """The integer-valued float32 weight: nearest (the freeze pass's np.round) or AdaRound's choice."""
-        if round_type == "round":
-            return rounding.freeze_weight(model.params[w], tw, axis, int(weight_bits))
-        if adaround_mode == "paddle":
-            return adaround.paddle_adaround_weight(model.params[w], tw, axis, int(weight_bits))
-        return adaround.adaround_weight(op, model.params[w], tw, axis, ada_inputs[xs[0]], bits=int(weight_bits),
-                                        act_threshold=act_t.get(xs[0]), iters=adaround_iters, lr=learning_rate)
+        if o.round_type == "round":
+            return rounding.freeze_weight(model.params[w], tw, axis, o.weight_bits)
+        if o.adaround_mode == "paddle":
+            return adaround.paddle_adaround_weight(model.params[w], tw, axis, o.weight_bits)
+        return adaround.adaround_weight(op, model.params[w], tw, axis, ada_inputs[xs[0]], bits=o.weight_bits,
+                                        act_threshold=act_t.get(xs[0]), iters=o.adaround_iters,
+                                        lr=o.learning_rate)
+    return round_weight
 
+
+def _update_program(model: Model, quant_ops, weights: Mapping[str, str], act_t: Mapping[str, float],
+                    w_t: Mapping, round_weight, o: _Options) -> tuple[Model, dict[str, str]]:
+    """Step 4, Paddle's ``_update_program``: a copy of ``model`` where each quantized op reads its activations
+    through quant-dequant ops (:func:`_insert_quant_dequant`, the ``QuantizationTransformPass``) and its weight
+    frozen (:func:`_freeze_weight`: ``QuantizationFreezePass``, or ``QuantWeightPass`` with onnx_format), marked
+    ``quantization_type = "post_<algo>"``. Returns the copy and ``{activation: its quant-dequant output}``."""
     q = model.copy()
-    bits = int(activation_bits)
     qdq_of: dict[str, str] = {}
     new_ops: list[Op] = []
     quant_index = {i: (w, xs) for i, w, xs in quant_ops}
     for i, op in enumerate(q.ops):
         if i in quant_index:
             w, xs = quant_index[i]
-            for x in xs:
-                if x not in act_t:
-                    raise ValueError(f"quant_post_static: activation {x!r} of op {op.name!r} got no threshold "
-                                     f"(empty in every batch)")
-                if x not in qdq_of:
-                    q.params[f"{x}@scale"] = np.array([act_t[x]], dtype=np.float32)
-                    if onnx_format:
-                        qdq_of[x] = f"{x}.quantized.dequantized"
-                        new_ops += _linear_pair(q, x, bits)
-                    else:
-                        qdq_of[x] = f"{x}.quant_dequant"
-                        new_ops.append(Op("fake_quantize_dequantize_abs_max", [x, f"{x}@scale"], [qdq_of[x]],
-                                          {"bit_length": bits, "round_type": 1}, f"{x}.quant_dequant"))
-                op.inputs = [qdq_of.get(n, n) if k != 1 else n for k, n in enumerate(op.inputs)]
-            t = w_t[w]
-            axis = None if weight_quantize_type == "abs_max" else weight_channel_axis(weights[w])
-            tq = np.asarray(t, dtype=np.float32).reshape(-1)
-            tw = tq if axis is not None else tq[0]
-            q.params[f"{w}@scale"] = tq
-            if onnx_format:
-                # QuantWeightPass: round, then clip to [-qmax-1, qmax], stored as int8; dequantize_linear feeds op
-                qw = rounding.freeze_weight_onnx(model.params[w], tw, axis, int(weight_bits)) \
-                    if round_type == "round" else round_weight(op, w, tw, axis, xs)
-                q.params[w] = qw.astype(np.int8 if weight_bits <= 8 else np.int16)
-                q.trainable.discard(w)
-                dq = f"{w}.quantized.dequantized"
-                q.params[f"{dq}@zero_point"] = np.zeros(tq.size, dtype=np.int32)
-                new_ops.append(Op("dequantize_linear", [w, f"{w}@scale", f"{dq}@zero_point"], [dq],
-                                  {"quant_axis": -1 if axis is None else axis, "bit_length": int(weight_bits)},
-                                  dq))
-                op.inputs = [dq if k == 1 else n for k, n in enumerate(op.inputs)]
-            else:
-                # QuantizationFreezePass: clip, divide, multiply, np.round; stored dequantized q * T_c / qmax
-                qw = round_weight(op, w, tw, axis, xs)
-                if bias_correction:
-                    qw = bias_correction_w(model.params[w], qw, tw, axis, int(weight_bits),
-                                           paddle_broadcast=bias_correction == "paddle")
-                q.params[w] = rounding.dequantize_weight(qw, tw, axis, int(weight_bits))
-            op.attrs["quantization_type"] = f"post_{algo.lower()}"
-            op.attrs["weight_bits"] = int(weight_bits)
-            op.attrs["activation_bits"] = bits
-            op.attrs["weight_quantize_type"] = weight_quantize_type
-            if axis is not None:
-                op.attrs["weight_quant_axis"] = axis
+            new_ops += _insert_quant_dequant(q, op, xs, act_t, qdq_of, o)
+            new_ops += _freeze_weight(model, q, op, w, weights[w], w_t[w], xs, round_weight, o)
+            op.attrs["quantization_type"] = f"post_{o.algo.lower()}"
+            op.attrs["weight_bits"] = o.weight_bits
+            op.attrs["activation_bits"] = o.activation_bits
+            op.attrs["weight_quantize_type"] = o.weight_quantize_type
+            if o.weight_quantize_type != "abs_max":
+                op.attrs["weight_quant_axis"] = weight_channel_axis(weights[w])
         new_ops.append(op)
-    observed = [out for op in new_ops
-                if op.type in WEIGHT_OP_TYPES or op.type in OBSERVER_OP_TYPES
-                for out in op.outputs if out in act_t]
-    if onnx_format:
-        # AddQuantDequantForInferencePass: an only_observer pair (identity) after every calibrated output that has
-        # no real quant pair and is not a graph output; later readers read its output, as in Paddle's graph
-        for out in observed:
-            if out in qdq_of or out in q.outputs:
-                continue
-            q.params.setdefault(f"{out}@scale", np.array([act_t[out]], dtype=np.float32))
-            pair = _linear_pair(q, out, bits, only_observer=True)
-            dq = pair[-1].outputs[0]
-            for op in new_ops:
-                op.inputs = [dq if n == out and op.type != "quantize_linear" else n for n in op.inputs]
-            at = next(k for k, op in enumerate(new_ops) if out in op.outputs) + 1
-            new_ops[at:at] = pair
-    else:
-        # output thresholds (paddle_reference.md 1.9), float32 attributes as in Paddle
-        for op in new_ops:
-            if op.type in WEIGHT_OP_TYPES or op.type in OBSERVER_OP_TYPES:
-                arg = _OUT_ARG.get(op.type, "Out")
-                for k, out in enumerate(op.outputs):
-                    if out in act_t:
-                        op.attrs["out_threshold"] = float(np.float32(act_t[out]))
-                        op.attrs[f"{arg}{k}_threshold"] = float(np.float32(act_t[out]))
-                        op.attrs["with_quant_attr"] = True
-    for name in [n for n in q.params if n.endswith("@scale") or n.endswith("@zero_point")]:
-        q.trainable.discard(name)
     q.ops = new_ops
-    q.meta["quantization"] = {
-        "method": "post_static", "algo": algo, "hist_percent": hist_percent, "weight_bits": int(weight_bits),
-        "activation_bits": bits, "weight_quantize_type": weight_quantize_type,
-        "quantizable_op_type": list(quantizable_op_type), "is_full_quantize": bool(is_full_quantize),
-        "batch_nums": batch_nums, "onnx_format": bool(onnx_format), "bias_correction": bias_correction,
-        "round_type": round_type, **({"adaround_mode": adaround_mode, "adaround_iters": int(adaround_iters),
-                                      "learning_rate": learning_rate} if round_type == "adaround" else {}),
-        "quantized_ops": [op.name for op in new_ops if "quantization_type" in op.attrs],
+    return q, qdq_of
+
+
+def _insert_quant_dequant(q: Model, op: Op, xs, act_t: Mapping[str, float], qdq_of: dict, o: _Options
+                          ) -> list[Op]:
+    """``QuantizationTransformPass`` (V2 with onnx_format) on one op: the new quant-dequant ops of its activation
+    inputs ``xs`` (one per tensor, shared by every reader: ``qdq_of``), and ``op`` rewired to read them."""
+    bits = o.activation_bits
+    new_ops: list[Op] = []
+    for x in xs:
+        if x not in act_t:
+            raise ValueError(f"quant_post_static: activation {x!r} of op {op.name!r} got no threshold "
+                             f"(empty in every batch)")
+        if x not in qdq_of:
+            q.params[f"{x}@scale"] = np.array([act_t[x]], dtype=np.float32)
+            if o.onnx_format:
+                qdq_of[x] = f"{x}.quantized.dequantized"
+                new_ops += _linear_pair(q, x, bits)
+            else:
+                qdq_of[x] = f"{x}.quant_dequant"
+                new_ops.append(Op("fake_quantize_dequantize_abs_max", [x, f"{x}@scale"], [qdq_of[x]],
+                                  {"bit_length": bits, "round_type": 1}, f"{x}.quant_dequant"))
+        op.inputs = [qdq_of.get(n, n) if k != 1 else n for k, n in enumerate(op.inputs)]
+    return new_ops
+
+
+def _freeze_weight(model: Model, q: Model, op: Op, w: str, op_type: str, t, xs, round_weight, o: _Options
+                   ) -> list[Op]:
+    """The weight ``w`` of ``op`` (threshold ``t``) quantized in ``q``, its thresholds in ``<w>@scale``.
+    ``QuantizationFreezePass``: clip, divide, multiply, np.round (or AdaRound), bias correction, stored
+    dequantized ``q * T_c / qmax`` in float32. ``QuantWeightPass`` (onnx_format): round, clip to [-qmax-1, qmax],
+    stored as int8 and read through a new ``dequantize_linear`` op (returned)."""
+    bits = o.weight_bits
+    axis = None if o.weight_quantize_type == "abs_max" else weight_channel_axis(op_type)
+    tq = np.asarray(t, dtype=np.float32).reshape(-1)
+    tw = tq if axis is not None else tq[0]
+    q.params[f"{w}@scale"] = tq
+    if not o.onnx_format:
+        qw = round_weight(op, w, tw, axis, xs)
+        if o.bias_correction:
+            qw = bias_correction_w(model.params[w], qw, tw, axis, bits,
+                                   paddle_broadcast=o.bias_correction == "paddle")
+        q.params[w] = rounding.dequantize_weight(qw, tw, axis, bits)
+        return []
+    qw = rounding.freeze_weight_onnx(model.params[w], tw, axis, bits) \
+        if o.round_type == "round" else round_weight(op, w, tw, axis, xs)
+    q.params[w] = qw.astype(np.int8 if bits <= 8 else np.int16)
+    q.trainable.discard(w)
+    dq = f"{w}.quantized.dequantized"
+    q.params[f"{dq}@zero_point"] = np.zeros(tq.size, dtype=np.int32)
+    op.inputs = [dq if k == 1 else n for k, n in enumerate(op.inputs)]
+    return [Op("dequantize_linear", [w, f"{w}@scale", f"{dq}@zero_point"], [dq],
+               {"quant_axis": -1 if axis is None else axis, "bit_length": bits}, dq)]
+
+
+def _observed_outputs(q: Model, act_t: Mapping[str, float]) -> list[str]:
+    """The calibrated outputs of weight and observer ops, in graph order."""
+    return [out for op in q.ops if op.type in WEIGHT_OP_TYPES or op.type in OBSERVER_OP_TYPES
+            for out in op.outputs if out in act_t]
+
+
+def _save_output_threshold(q: Model, act_t: Mapping[str, float]) -> None:
+    """Step 5 (onnx_format False), Paddle's ``_save_output_threshold`` (paddle_reference.md 1.9): float32
+    ``out_threshold`` / ``<OutArg><k>_threshold`` and ``with_quant_attr`` on every weight and observer op with a
+    calibrated output."""
+    for op in q.ops:
+        if op.type in WEIGHT_OP_TYPES or op.type in OBSERVER_OP_TYPES:
+            arg = _OUT_ARG.get(op.type, "Out")
+            for k, out in enumerate(op.outputs):
+                if out in act_t:
+                    op.attrs["out_threshold"] = float(np.float32(act_t[out]))
+                    op.attrs[f"{arg}{k}_threshold"] = float(np.float32(act_t[out]))
+                    op.attrs["with_quant_attr"] = True
+
+
+def _add_quant_dequant_for_inference(q: Model, qdq_of: Mapping[str, str], act_t: Mapping[str, float],
+                                     bits: int) -> None:
+    """Step 5 (onnx_format True), Paddle's ``AddQuantDequantForInferencePass``: an only_observer pair (identity)
+    after every calibrated output that has no real quant pair and is not a graph output; later readers read its
+    output, as in Paddle's graph."""
+    new_ops = q.ops
+    for out in _observed_outputs(q, act_t):
+        if out in qdq_of or out in q.outputs:
+            continue
+        q.params.setdefault(f"{out}@scale", np.array([act_t[out]], dtype=np.float32))
+        pair = _linear_pair(q, out, bits, only_observer=True)
+        dq = pair[-1].outputs[0]
+        for op in new_ops:
+            op.inputs = [dq if n == out and op.type != "quantize_linear" else n for n in op.inputs]
+        at = next(k for k, op in enumerate(new_ops) if out in op.outputs) + 1
+        new_ops[at:at] = pair
+
+
+def _quantization_meta(q: Model, o: _Options, act_t: Mapping[str, float], w_t: Mapping, cal: Calibration) -> dict:
+    """``q.meta["quantization"]``: the options, the quantized ops and every threshold chosen."""
+    return {
+        "method": "post_static", "algo": o.algo, "hist_percent": o.hist_percent, "weight_bits": o.weight_bits,
+        "activation_bits": o.activation_bits, "weight_quantize_type": o.weight_quantize_type,
+        "quantizable_op_type": list(o.quantizable_op_type), "is_full_quantize": bool(o.is_full_quantize),
+        "batch_nums": o.batch_nums, "onnx_format": bool(o.onnx_format), "bias_correction": o.bias_correction,
+        "round_type": o.round_type, **({"adaround_mode": o.adaround_mode, "adaround_iters": int(o.adaround_iters),
+                                        "learning_rate": o.learning_rate} if o.round_type == "adaround" else {}),
+        "quantized_ops": [op.name for op in q.ops if "quantization_type" in op.attrs],
         "activation_thresholds": act_t,
         "weight_thresholds": {w: (list(map(float, t)) if isinstance(t, list) else float(t)) for w, t in w_t.items()},
         "zero_size": sorted(cal.zero_size),
     }
-    q.validate()
-    return q
 
 
 def bias_correction_w(w, qw, threshold, axis: Optional[int], bits: int = 8, *, paddle_broadcast: bool = False):

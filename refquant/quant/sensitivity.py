@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ArgumentError, ArgumentTypeError
 from ..graph import Model
 from .. import _args
-from .post_static import _plan, calibrate_model, check_args, quant_post_static
+from .post_static import _collect_target_varnames, calibrate_model, check_args, quant_post_static
 
 DEFAULT_OPS = ("conv2d", "depthwise_conv2d", "mul", "matmul")
 
@@ -47,7 +47,7 @@ def _feed_list(who: str, name: str, feeds) -> list:
 
 def quantized_ops(model: Model, quantizable_op_type: Iterable[str] = DEFAULT_OPS) -> list[tuple[str, str]]:
     """``[(op name, weight name)]`` of the ops static PTQ quantizes, in graph order."""
-    quant_ops, _, _ = _plan(model, tuple(quantizable_op_type), False, None)
+    quant_ops, _, _ = _collect_target_varnames(model, tuple(quantizable_op_type), False, None)
     return [(model.ops[i].name, w) for i, w, _ in quant_ops]
 
 
