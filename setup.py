@@ -23,18 +23,20 @@ KERNELS = {
     "_openmp_helpers": {},
     "im2col": {},
     "embedding": {},
+    # the single-core peak micro-benchmarks of benchmarks/bench_gemm.py (per-function target attributes)
+    "peak": {"depends": ["kernels/include/peak.h", "kernels/include/cpu_features.h"]},
     # INT8 kernels: one float32 multiply and a rint per output, never fused; the ISA paths are compiled with
     # per-function target attributes and chosen at run time, so no -m flag is needed here
     **{name: {"extra_compile_args": ["-ffp-contract=off"],
-              "depends": [f"kernels/include/{name}/{h}.h" for h in headers]}
+              "depends": [f"kernels/include/{name}/{h}.h" for h in headers] + ["kernels/include/cpu_features.h"]}
        for name, headers in (
            ("qdirect", ("common", "chain", "generic", "depthwise_avx2", "depthwise_avx512", "qdirect")),
            ("qgemm", ("common", "qgemm", "portable", "post", "avx2", "avx512vnni", "avxvnni", "neon", "dotprod",
-                      "peak", "../qdirect/chain")))},
+                      "../qdirect/chain")))},
     # float32 inference kernels (gelu, softmax): bit-equal to their twin, so no fused multiply-add; no FP traps, so
     # the selects stay vectorizable (the values are unchanged); ISA paths chosen at run time as for qdirect
     "floatops": {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"],
-                 "depends": ["kernels/include/floatops/floatops.h"]},
+                 "depends": ["kernels/include/floatops/floatops.h", "kernels/include/cpu_features.h"]},
     # calibration, bit-exact float code: no fused multiply-add (-march=native would allow it); no FP traps, so
     # branches become vectorizable selects (the values are unchanged)
     **{name: {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"]}

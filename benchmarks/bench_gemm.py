@@ -99,15 +99,15 @@ def _torch_fn(a, w):
 
 
 def run(threads=(1, 2), repeats: int = 7) -> dict:
-    from refquant._kernels import qgemm
+    from refquant._kernels import peak, qgemm
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(0)
     info = build_info()
-    peaks = {"fma_gflops": qgemm.fma_peak_gflops(0.3), "fma_width": 512 if info["cpu"].get("avx512f") else 256,
-             "vpdpbusd_gops": qgemm.vpdpbusd_peak_gops(0.3), "vpmaddwd_gops": qgemm.vpmaddwd_peak_gops(0.3)}
+    peaks = {"fma_gflops": peak.fma_peak_gflops(0.3), "fma_width": 512 if info["cpu"].get("avx512f") else 256,
+             "vpdpbusd_gops": peak.vpdpbusd_peak_gops(0.3), "vpmaddwd_gops": peak.vpmaddwd_peak_gops(0.3)}
     result = {"machine": machine(), "threadpools": info["threadpools"], "qgemm_path": qgemm.current_path(),
-              "available_paths": qgemm.available_paths(), "peaks": peaks, "rows": [],
+              "available_paths": list(qgemm.available_paths()), "peaks": peaks, "rows": [],
               "loadavg_at_start": os.getloadavg()}   # other jobs on the machine skew the multi-thread numbers
     before = threads_get()
     try:

@@ -6,8 +6,8 @@ tiles or element chunks; every output element is written by one thread with a fi
 the bits do not depend on the thread count).
 
 Paths: ``available_paths()`` lists what this CPU runs, best first ("avx512", "avx2", "portable"); ``current_path()`` is
-the default, the best one unless ``REFQUANT_FORCE_PORTABLE=1`` is set; every function takes ``path=`` to force
-one (for tests). All paths give the same bits. See docs/int8_kernels.md, "Direct kernels (qdirect)".
+the default (refquant/_paths.py: the best one, or the one ``REFQUANT_PATH_QDIRECT`` / ``REFQUANT_FORCE_PORTABLE=1``
+forces); every function takes ``path=`` to force one (for tests). All paths give the same bits. See docs/int8_kernels.md, "Direct kernels (qdirect)".
 """
 from cython.parallel cimport prange
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t
@@ -17,7 +17,7 @@ from _openmp cimport omp_get_thread_num, threads_for
 import math
 import numpy as np
 
-from refquant._dispatch import IsaPaths
+from refquant._paths import IsaPaths
 from refquant.reference import qdirect as _spec
 
 
@@ -47,35 +47,39 @@ cdef extern from "qdirect/qdirect.h" nogil:
         const int32_t *flat_b
         const float *flat_s
         Py_ssize_t flat_blocks
-    int qd_path_supported(int path)
+    ctypedef struct qd_path:
+        const char *name
+        int id
+        void (*dw_row)(const qd_dw *d, const uint8_t *x, Py_ssize_t oh, char *out) noexcept nogil
+        void (*quant_nchw)(const float *x, Py_ssize_t C, Py_ssize_t HW, Py_ssize_t p0, Py_ssize_t p1, float sinv,
+                           float lo_f, float hi_f, int32_t zero, uint8_t *out) noexcept nogil
+        void (*dequant_nhwc)(const uint8_t *q, Py_ssize_t C, Py_ssize_t HW, Py_ssize_t p0, Py_ssize_t p1,
+                             int32_t zero, float scale, float *out) noexcept nogil
+        void (*quant_rows)(const float *x, Py_ssize_t n, float sinv, float lo_f, float hi_f, int32_t zero,
+                           uint8_t *out) noexcept nogil
+        void (*dequant_rows)(const uint8_t *q, Py_ssize_t rows, Py_ssize_t K, int32_t zero, const float *scale,
+                             int per_column, float *out) noexcept nogil
+        void (*requant)(const uint8_t *q, Py_ssize_t n, int32_t in_zero, float multiplier, float lo_f, float hi_f,
+                        int32_t out_zero, uint8_t *out) noexcept nogil
+        void (*add)(const uint8_t *a, const uint8_t *b, Py_ssize_t n, int32_t az, float as_, int32_t bz, float bs,
+                    float out_sinv, float lo_f, float hi_f, int32_t out_zero, uint8_t *out) noexcept nogil
+        void (*add_f32)(const float *a, const float *b, Py_ssize_t n, int relu, float *y, uint8_t *q, float sinv,
+                        float lo_f, float hi_f, int32_t zero) noexcept nogil
+        void (*chain_f32)(const float *x, Py_ssize_t n, const float *k, int hs, float *y, uint8_t *q, float sinv,
+                          float lo_f, float hi_f, int32_t zero) noexcept nogil
+        void (*chmul_f32)(const float *x, const float *s, Py_ssize_t n, Py_ssize_t C, float *y, uint8_t *q,
+                          float sinv, float lo_f, float hi_f, int32_t zero) noexcept nogil
+        void (*maxpool_row)(const qd_geom *g, const uint8_t *x, Py_ssize_t oh, uint8_t *out) noexcept nogil
+        void (*avgpool_row)(const qd_geom *g, const uint8_t *x, Py_ssize_t oh, int exclusive, int32_t zero,
+                            int32_t *sum, uint8_t *out) noexcept nogil
+        void (*gap)(const uint8_t *x, Py_ssize_t HW, Py_ssize_t C, int32_t zero, double scale, int64_t *sum,
+                    float *out) noexcept nogil
+        void (*gap_f32)(const float *x, Py_ssize_t HW, Py_ssize_t C, float *out) noexcept nogil
+        void (*im2col_row)(const qd_geom *g, const uint8_t *x, Py_ssize_t oh, uint8_t pad, uint8_t *out) noexcept nogil
+    const qd_path QD_PATHS[]
+    const int QD_NPATHS
+    int qd_path_supported(int i)
     size_t qd_dw_prepare(qd_dw *d, int path, Py_ssize_t flat_lanes, const int32_t *bias, int32_t a_zero, char *ws)
-    void qd_dw_row(int path, const qd_dw *d, const uint8_t *x, Py_ssize_t oh, char *out)
-    void qd_quant_nchw(int path, const float *x, Py_ssize_t C, Py_ssize_t HW, Py_ssize_t p0, Py_ssize_t p1,
-                       float sinv, float lo_f, float hi_f, int32_t zero, uint8_t *out)
-    void qd_dequant_nhwc(int path, const uint8_t *q, Py_ssize_t C, Py_ssize_t HW, Py_ssize_t p0, Py_ssize_t p1,
-                         int32_t zero, float scale, float *out)
-    void qd_quant_rows(int path, const float *x, Py_ssize_t n, float sinv, float lo_f, float hi_f, int32_t zero,
-                       uint8_t *out)
-    void qd_dequant_rows(int path, const uint8_t *q, Py_ssize_t rows, Py_ssize_t K, int32_t zero,
-                         const float *scale, int per_column, float *out)
-    void qd_requant(int path, const uint8_t *q, Py_ssize_t n, int32_t in_zero, float multiplier, float lo_f,
-                    float hi_f, int32_t out_zero, uint8_t *out)
-    void qd_add(int path, const uint8_t *a, const uint8_t *b, Py_ssize_t n, int32_t az, float as_, int32_t bz,
-                float bs, float out_sinv, float lo_f, float hi_f, int32_t out_zero, uint8_t *out)
-    void qd_add_f32(int path, const float *a, const float *b, Py_ssize_t n, int relu, float *y, uint8_t *q,
-                    float sinv, float lo_f, float hi_f, int32_t zero)
-    void qd_chain_f32(int path, const float *x, Py_ssize_t n, const float *k, int hs, float *y, uint8_t *q,
-                      float sinv, float lo_f, float hi_f, int32_t zero)
-    void qd_chmul_f32(int path, const float *x, const float *s, Py_ssize_t n, Py_ssize_t C, float *y,
-                      uint8_t *q, float sinv, float lo_f, float hi_f, int32_t zero)
-    void qd_maxpool_row(int path, const qd_geom *g, const uint8_t *x, Py_ssize_t oh, uint8_t *out)
-    void qd_avgpool_row(int path, const qd_geom *g, const uint8_t *x, Py_ssize_t oh, int exclusive, int32_t zero,
-                        int32_t *sum, uint8_t *out)
-    void qd_gap(int path, const uint8_t *x, Py_ssize_t HW, Py_ssize_t C, int32_t zero, double scale, int64_t *sum,
-                float *out)
-    void qd_gap_f32(int path, const float *x, Py_ssize_t HW, Py_ssize_t C, float *out)
-    void qd_im2col_row(int path, const qd_geom *g, const uint8_t *x, Py_ssize_t oh, uint8_t pad, uint8_t *out)
-
 
 # Work per thread (MACs, or bytes touched) below which a call stays on the calling thread.
 cdef Py_ssize_t MIN_WORK_PER_THREAD = 1 << 17
@@ -83,15 +87,15 @@ cdef Py_ssize_t ELEMENT_CHUNK = 1 << 14   # elements per task of the elementwise
 cdef Py_ssize_t PIXEL_CHUNK = 256         # pixels per task of the layout changes
 cdef Py_ssize_t FLAT_MAX_LANES = 1 << 13  # largest lcm(C, 32) packed for the stride-1 flat walk
 
-_PATHS = IsaPaths({"avx512": QD_AVX512, "avx2": QD_AVX2, "portable": QD_PORTABLE}, lambda i: qd_path_supported(i))  # best first
-
+_PATHS = IsaPaths("qdirect", [QD_PATHS[i].name.decode() for i in range(QD_NPATHS)], lambda i: qd_path_supported(i),
+                  known=("avx512", "avx2", "portable"))
 
 available_paths = _PATHS.available
 current_path = _PATHS.current
 
 
-cdef int _path(path) except -1:
-    return _PATHS.index(path)
+cdef const qd_path *_path(path) except NULL:
+    return &QD_PATHS[_PATHS.index(path)]
 
 
 cdef qd_geom _geom(Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, kernel, stride, padding, dilation, Py_ssize_t oh,
@@ -116,7 +120,7 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
     "f32"). Returns NHWC (N, OH, OW, C). ``chain`` (f32 only): scalar_chain_f32's keyword arguments, applied to
     each output row while it is in cache; returns its ``(t or None, q or None)``.
     """
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     a = _spec.check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi)
     cdef float[::1] chain_k
     cdef int hs = 0
@@ -158,14 +162,14 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
         d.lo_f, d.hi_f, d.out_zero = a["lo"] - a["out_zero"], a["hi"] - a["out_zero"], a["out_zero"]
     d.scale_below_half = a["scale_below_half"]
     # the stride-1 flat walk packs lcm(C, lanes per vector) lanes
-    cdef Py_ssize_t lanes = 64 if p == QD_AVX512 else 32
+    cdef Py_ssize_t lanes = 64 if p.id == QD_AVX512 else 32
     cdef Py_ssize_t period = c * lanes // math.gcd(c, lanes)
     cdef Py_ssize_t flat_lanes = period if a["stride"][1] == 1 and period <= FLAT_MAX_LANES else 0
-    cdef size_t size = qd_dw_prepare(&d, p, flat_lanes, NULL, a["a_zero"], NULL)
+    cdef size_t size = qd_dw_prepare(&d, p.id, flat_lanes, NULL, a["a_zero"], NULL)
     cdef uint8_t[::1] wsv = np.empty(size + 64, dtype=np.uint8)
     cdef char *ws = <char *> &wsv[0]
     ws += (64 - (<size_t> ws) % 64) % 64
-    qd_dw_prepare(&d, p, flat_lanes, &bv[0], a["a_zero"], ws)
+    qd_dw_prepare(&d, p.id, flat_lanes, &bv[0], a["a_zero"], ws)
 
     cdef const uint8_t *xp = &xv[0, 0, 0, 0]
     cdef uint8_t[::1] ov = out.reshape(-1).view(np.uint8)
@@ -177,13 +181,13 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
     if chain is None:
         with nogil:
             for r in prange(rows, schedule="dynamic", num_threads=threads):
-                qd_dw_row(p, &d, xp + (r // oh) * img, r % oh, op + r * row_bytes)
+                p.dw_row(&d, xp + (r // oh) * img, r % oh, op + r * row_bytes)
         return out
     with nogil:  # each output row into this thread's float row (out), then through the chain
         for r in prange(rows, schedule="dynamic", num_threads=threads):
             buf = op + omp_get_thread_num() * row_bytes
-            qd_dw_row(p, &d, xp + (r // oh) * img, r % oh, buf)
-            qd_chain_f32(p, <float *> buf, row, &chain_k[0], hs, yp + r * row if yp != NULL else NULL,
+            p.dw_row(&d, xp + (r // oh) * img, r % oh, buf)
+            p.chain_f32(<float *> buf, row, &chain_k[0], hs, yp + r * row if yp != NULL else NULL,
                          qp + r * row if qp != NULL else NULL, c_sinv, c_lo, c_hi, c_zero)
     return y, q
 
@@ -191,7 +195,7 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
 # ------------------------------------------------------------------------------------- quantize / dequantize
 def quantize_nchw(x, scale_inv, *, zero=0, lo=0, hi=255, path=None):
     """float32 NCHW (N, C, H, W) -> uint8 NHWC: clamp(rint(x * scale_inv) + zero, lo, hi) (NaN -> lo)."""
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     _spec.check_array("quantize_nchw: x", x, np.float32, 4)
     cdef float s = _spec.check_float("scale_inv", scale_inv, positive=True)
     cdef int32_t z = _spec.check_int("zero", zero, 0, 255)
@@ -209,14 +213,14 @@ def quantize_nchw(x, scale_inv, *, zero=0, lo=0, hi=255, path=None):
         for t in prange(n * chunks, schedule="dynamic", num_threads=threads):
             i = t // chunks
             p0 = (t % chunks) * PIXEL_CHUNK
-            qd_quant_nchw(p, xp + i * c * hw, c, hw, p0, min(p0 + PIXEL_CHUNK, hw), s, lo_f, hi_f, z,
+            p.quant_nchw(xp + i * c * hw, c, hw, p0, min(p0 + PIXEL_CHUNK, hw), s, lo_f, hi_f, z,
                           op + i * c * hw)
     return out
 
 
 def dequantize_nhwc(q, scale, *, zero=0, path=None):
     """uint8 NHWC (N, H, W, C) -> float32 NCHW: float32(q - zero) * scale."""
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     _spec.check_array("dequantize_nhwc: q", q, np.uint8, 4)
     cdef float s = _spec.check_float("scale", scale)
     cdef int32_t z = _spec.check_int("zero", zero, 0, 255)
@@ -232,13 +236,13 @@ def dequantize_nhwc(q, scale, *, zero=0, path=None):
         for t in prange(n * chunks, schedule="dynamic", num_threads=threads):
             i = t // chunks
             p0 = (t % chunks) * PIXEL_CHUNK
-            qd_dequant_nhwc(p, qp + i * c * hw, c, hw, p0, min(p0 + PIXEL_CHUNK, hw), z, s, op + i * c * hw)
+            p.dequant_nhwc(qp + i * c * hw, c, hw, p0, min(p0 + PIXEL_CHUNK, hw), z, s, op + i * c * hw)
     return out
 
 
 def quantize_rows(x, scale_inv, zero=0, lo=0, hi=255, *, path=None):
     """float32 (M, K) -> uint8 (M, K): clamp(rint(x * scale_inv) + zero, lo, hi) (NaN -> lo)."""
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     _spec.check_array("quantize_rows: x", x, np.float32, 2)
     cdef float s = _spec.check_float("scale_inv", scale_inv, positive=True)
     cdef int32_t z = _spec.check_int("zero", zero, 0, 255)
@@ -252,13 +256,13 @@ def quantize_rows(x, scale_inv, zero=0, lo=0, hi=255, *, path=None):
     with nogil:
         for t in prange((total + ELEMENT_CHUNK - 1) // ELEMENT_CHUNK, schedule="dynamic", num_threads=threads):
             e0 = t * ELEMENT_CHUNK
-            qd_quant_rows(p, xp + e0, min(ELEMENT_CHUNK, total - e0), s, lo_f, hi_f, z, op + e0)
+            p.quant_rows(xp + e0, min(ELEMENT_CHUNK, total - e0), s, lo_f, hi_f, z, op + e0)
     return out
 
 
 def dequantize_rows(q, scale, zero=0, *, path=None):
     """uint8 (M, K) -> float32 (M, K): float32(q - zero) * scale, scale a scalar or a (K,) per-column array."""
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     _spec.check_array("dequantize_rows: q", q, np.uint8, 2)
     s, per_column = _spec.check_row_scale(scale, q.shape[1])
     cdef int32_t z = _spec.check_int("zero", zero, 0, 255)
@@ -276,7 +280,7 @@ def dequantize_rows(q, scale, zero=0, *, path=None):
     with nogil:
         for t in prange((m + rows_per - 1) // rows_per, schedule="dynamic", num_threads=threads):
             r0 = t * rows_per
-            qd_dequant_rows(p, qp + r0 * k, min(rows_per, m - r0), k, z, &sv[0], per_col, op + r0 * k)
+            p.dequant_rows(qp + r0 * k, min(rows_per, m - r0), k, z, &sv[0], per_col, op + r0 * k)
     return out
 
 
@@ -285,7 +289,7 @@ def im2col_u8(x, kh, kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), p
               path=None):
     """NHWC uint8 -> (N*OH*OW, KH*KW*C) uint8 rows for the GEMM: row (n, oh, ow), columns (kh, kw, c), padded
     taps = pad_value (the zero point). ``out``: a reusable C-contiguous uint8 buffer of that shape."""
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     oh_, ow_, kh, kw, stride, padding, dilation, pad_value = _spec.check_im2col(
         x, kh, kw, stride, padding, dilation, pad_value, out)
     cdef Py_ssize_t n = x.shape[0], oh = oh_, ow = ow_
@@ -301,14 +305,14 @@ def im2col_u8(x, kh, kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), p
     cdef int threads = threads_for(n * oh * row, MIN_WORK_PER_THREAD)
     with nogil:
         for r in prange(n * oh, schedule="dynamic", num_threads=threads):
-            qd_im2col_row(p, &g, xp + (r // oh) * img, r % oh, pad, op + r * row)
+            p.im2col_row(&g, xp + (r // oh) * img, r % oh, pad, op + r * row)
     return out
 
 
 # ------------------------------------------------------------------------------------ requantize / add / pools
 def requantize(q, multiplier, *, in_zero, out_zero, lo=0, hi=255, path=None):
     """uint8 (any shape) -> uint8: clamp(rint(float32(q - in_zero) * multiplier) + out_zero, lo, hi)."""
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     _spec.check_array("requantize: q", q, np.uint8)
     cdef float m = _spec.check_float("multiplier", multiplier, positive=True)
     cdef int32_t iz = _spec.check_int("in_zero", in_zero, 0, 255), oz = _spec.check_int("out_zero", out_zero, 0, 255)
@@ -322,14 +326,14 @@ def requantize(q, multiplier, *, in_zero, out_zero, lo=0, hi=255, path=None):
     with nogil:
         for t in prange((total + ELEMENT_CHUNK - 1) // ELEMENT_CHUNK, schedule="dynamic", num_threads=threads):
             e0 = t * ELEMENT_CHUNK
-            qd_requant(p, qp + e0, min(ELEMENT_CHUNK, total - e0), iz, m, lo_f, hi_f, oz, op + e0)
+            p.requant(qp + e0, min(ELEMENT_CHUNK, total - e0), iz, m, lo_f, hi_f, oz, op + e0)
     return out
 
 
 def add_u8(a, a_scale, a_zero, b, b_scale, b_zero, out_scale_inv, out_zero, lo=0, hi=255, *, path=None):
     """Elementwise residual add of two INT8 tensors of one shape: f = float32(a - a_zero) * a_scale +
     float32(b - b_zero) * b_scale (no fma), q = clamp(rint(f * out_scale_inv) + out_zero, lo, hi)."""
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     as_, az_, bs_, bz_, osi_, oz_, lo_, hi_ = _spec.check_add(a, a_scale, a_zero, b, b_scale, b_zero,
                                                              out_scale_inv, out_zero, lo, hi)
     cdef float fas = as_, fbs = bs_, osi = osi_, lo_f = lo_ - oz_, hi_f = hi_ - oz_
@@ -343,7 +347,7 @@ def add_u8(a, a_scale, a_zero, b, b_scale, b_zero, out_scale_inv, out_zero, lo=0
     with nogil:
         for t in prange((total + ELEMENT_CHUNK - 1) // ELEMENT_CHUNK, schedule="dynamic", num_threads=threads):
             e0 = t * ELEMENT_CHUNK
-            qd_add(p, ap + e0, bp + e0, min(ELEMENT_CHUNK, total - e0), az, fas, bz, fbs, osi, lo_f, hi_f, oz,
+            p.add(ap + e0, bp + e0, min(ELEMENT_CHUNK, total - e0), az, fas, bz, fbs, osi, lo_f, hi_f, oz,
                    op + e0)
     return out
 
@@ -359,7 +363,7 @@ def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), w
     """A chain of scalar float ops in one pass (float32 each step): t = x * pre[0] + pre[1]; hard swish if
     ``hard_swish = (offset, threshold, scale)``: t = (t * min(max(t + offset, 0), threshold)) / scale; then
     t = t * post[0] + post[1]; returns (t or None, q or None) like add_f32."""
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     _spec.check_array("scalar_chain_f32: x", x, np.float32)
     cdef float[::1] k
     cdef int hs
@@ -376,7 +380,7 @@ def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), w
     with nogil:
         for t in prange((total + ELEMENT_CHUNK - 1) // ELEMENT_CHUNK, schedule="dynamic", num_threads=threads):
             e0 = t * ELEMENT_CHUNK
-            qd_chain_f32(p, xp + e0, min(ELEMENT_CHUNK, total - e0), &k[0], hs, yp + e0 if yp != NULL else NULL,
+            p.chain_f32(xp + e0, min(ELEMENT_CHUNK, total - e0), &k[0], hs, yp + e0 if yp != NULL else NULL,
                          qp + e0 if qp != NULL else NULL, sinv, lo_f, hi_f, z)
     return y, q
 
@@ -384,7 +388,7 @@ def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), w
 def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
     """A float residual add and what follows it, in one pass: f = a + b, relu f > 0 ? f : 0; returns
     (f or None, q or None), q = clamp(rint(f * scale_inv) + zero, lo, hi) for quantize = (scale_inv, zero, lo, hi)."""
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     qz = _spec.check_add_f32(a, b, want_float, quantize)
     cdef float sinv, lo_f, hi_f
     cdef int32_t z
@@ -400,7 +404,7 @@ def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
     with nogil:
         for t in prange((total + ELEMENT_CHUNK - 1) // ELEMENT_CHUNK, schedule="dynamic", num_threads=threads):
             e0 = t * ELEMENT_CHUNK
-            qd_add_f32(p, ap + e0, bp + e0, min(ELEMENT_CHUNK, total - e0), r, yp + e0 if yp != NULL else NULL,
+            p.add_f32(ap + e0, bp + e0, min(ELEMENT_CHUNK, total - e0), r, yp + e0 if yp != NULL else NULL,
                        qp + e0 if qp != NULL else NULL, sinv, lo_f, hi_f, z)
     return y, q
 
@@ -408,7 +412,7 @@ def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
 def channel_mul_f32(x, s, *, want_float=True, quantize=None, path=None):
     """SE excitation and what follows it, in one pass: f = x[n, h, w, c] * s[n, c] (float32) for NHWC x and
     (N, C) s; returns (f or None, q or None) like add_f32."""
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     qz = _spec.check_channel_mul_f32(x, s, want_float, quantize)
     cdef float sinv, lo_f, hi_f
     cdef int32_t z
@@ -428,14 +432,14 @@ def channel_mul_f32(x, s, *, want_float=True, quantize=None, path=None):
             img = t // chunks
             p0 = (t % chunks) * PIXEL_CHUNK
             e0 = (img * hw + p0) * c
-            qd_chmul_f32(p, xp + e0, sp + img * c, min(PIXEL_CHUNK, hw - p0), c, yp + e0 if yp != NULL else NULL,
+            p.chmul_f32(xp + e0, sp + img * c, min(PIXEL_CHUNK, hw - p0), c, yp + e0 if yp != NULL else NULL,
                          qp + e0 if qp != NULL else NULL, sinv, lo_f, hi_f, z)
     return y, q
 
 
 def max_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), *, path=None):
     """NHWC uint8 max pool (padded taps ignored; padding must be smaller than the kernel)."""
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     kernel, stride, padding, oh_, ow_ = _spec.check_pool("max_pool_u8", x, kernel, stride, padding)
     cdef Py_ssize_t n = x.shape[0], oh = oh_, ow = ow_
     cdef qd_geom g = _geom(x.shape[1], x.shape[2], x.shape[3], kernel, stride, padding, (1, 1), oh, ow)
@@ -448,14 +452,14 @@ def max_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), *, path=None):
     cdef int threads = threads_for(n * oh * row * g.kh * g.kw, MIN_WORK_PER_THREAD)
     with nogil:
         for r in prange(n * oh, schedule="dynamic", num_threads=threads):
-            qd_maxpool_row(p, &g, xp + (r // oh) * img, r % oh, op + r * row)
+            p.maxpool_row(&g, xp + (r // oh) * img, r % oh, op + r * row)
     return out
 
 
 def avg_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), exclusive=True, zero=0, *, path=None):
     """NHWC uint8 average pool: clamp(rint(float32(sum(x - zero)) / float32(count)) + zero, 0, 255), count =
     valid taps (exclusive=True) or KH*KW (padded taps count as the zero point)."""
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     kernel, stride, padding, oh_, ow_ = _spec.check_pool("avg_pool_u8", x, kernel, stride, padding)
     cdef int32_t z = _spec.check_int("zero", zero, 0, 255)
     cdef int excl = bool(exclusive)
@@ -471,14 +475,14 @@ def avg_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), exclusive=True, 
     cdef int32_t[:, ::1] scratch = np.empty((threads, max(g.c, 1)), dtype=np.int32)
     with nogil:
         for r in prange(n * oh, schedule="dynamic", num_threads=threads):
-            qd_avgpool_row(p, &g, xp + (r // oh) * img, r % oh, excl, z, &scratch[omp_get_thread_num(), 0],
+            p.avgpool_row(&g, xp + (r // oh) * img, r % oh, excl, z, &scratch[omp_get_thread_num(), 0],
                            op + r * row)
     return out
 
 
 def global_avg_pool_u8(x, scale=1.0, zero=0, *, path=None):
     """NHWC uint8 (N, H, W, C) -> float32 (N, C): float32(float64(sum(x - zero)) / (H*W) * float64(scale))."""
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     scale_, zero_ = _spec.check_gap(x, scale, zero)
     cdef double s = scale_
     cdef int32_t z = zero_
@@ -492,13 +496,13 @@ def global_avg_pool_u8(x, scale=1.0, zero=0, *, path=None):
     cdef int threads = threads_for(n * hw * c, MIN_WORK_PER_THREAD)
     with nogil:
         for i in prange(n, schedule="dynamic", num_threads=threads):
-            qd_gap(p, xp + i * hw * c, hw, c, z, s, &sums[i, 0], op + i * c)
+            p.gap(xp + i * hw * c, hw, c, z, s, &sums[i, 0], op + i * c)
     return out
 
 
 def global_avg_pool_f32(x, *, path=None):
     """NHWC float32 (N, H, W, C) -> float32 (N, C): float32(the float64 sum over the pixels, in order, / (H*W))."""
-    cdef int p = _path(path)
+    cdef const qd_path *p = _path(path)
     _spec.check_gap_f32(x)
     cdef Py_ssize_t n = x.shape[0], c = x.shape[3], hw = x.shape[1] * x.shape[2], i
     out = np.empty((n, c), dtype=np.float32)
@@ -509,5 +513,5 @@ def global_avg_pool_f32(x, *, path=None):
     cdef int threads = threads_for(n * hw * c * 4, MIN_WORK_PER_THREAD)
     with nogil:
         for i in prange(n, schedule="dynamic", num_threads=threads):
-            qd_gap_f32(p, xp + i * hw * c, hw, c, op + i * c)
+            p.gap_f32(xp + i * hw * c, hw, c, op + i * c)
     return out

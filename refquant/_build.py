@@ -15,7 +15,8 @@ from ._cpu import FEATURES, cpu_features
 from .threads import get_num_threads
 
 # The compiled modules setup.py builds (its KERNELS dict); tests/test_build.py checks the two agree.
-KERNELS = ("_openmp_helpers", "embedding", "floatops", "histogram", "im2col", "kl", "qdirect", "qgemm", "search")
+KERNELS = ("_openmp_helpers", "embedding", "floatops", "histogram", "im2col", "kl", "peak", "qdirect", "qgemm",
+           "search")
 
 
 def build_info() -> dict:
@@ -48,13 +49,19 @@ def kernel_status(name: str) -> str:
 
 
 def int8_paths() -> dict:
-    """For each kernel module with ISA paths (the INT8 ones and floatops): the path it takes on this CPU and the
-    paths it could take (``REFQUANT_QGEMM_PATH`` / ``REFQUANT_FORCE_PORTABLE`` change the choice)."""
+    """For each kernel family with ISA paths (qgemm, qdirect, floatops): the path it takes on this CPU, the paths
+    it could take and the environment setting that forced the choice, if any (``REFQUANT_PATH_<FAMILY>``,
+    ``REFQUANT_FORCE_PORTABLE``; refquant/_paths.py). A setting this CPU cannot honour shows as the error."""
     out = {}
     for name in ("floatops", "qgemm", "qdirect"):
         mod = _dispatch.compiled(name)
         if mod is not None:
-            out[name] = {"current": mod.current_path(), "available": list(mod.available_paths())}
+            try:
+                current = mod.current_path()
+            except (ValueError, RuntimeError) as e:
+                current = f"error: {e}"
+            out[name] = {"current": current, "available": list(mod.available_paths()),
+                         "forced": mod._PATHS.forced()}
     return out
 
 
@@ -71,15 +78,19 @@ def format_build_info(info: dict) -> str:
         f"cpu:       {cpu['arch']} {cpu['model']}".rstrip(),
         f"features:  {features}",
         "kernels:",
-        *(f"  {name:<18}{status}" + (f", path {info['int8_paths'][name]['current']} (available: "
-                                       f"{', '.join(info['int8_paths'][name]['available'])})"
-                                       if name in info.get("int8_paths", {}) else "")
+        *(f"  {name:<18}{status}" + (_paths_text(info["int8_paths"][name]) if name in info.get("int8_paths", {})
+                                     else "")
           for name, status in info["kernels"].items()),
     ]
     if info["threadpools"]:
         lines.append("threadpools:")
         lines += [_pool_line(pool) for pool in info["threadpools"]]
     return "\n".join(lines)
+
+
+def _paths_text(paths: dict) -> str:
+    forced = f", forced by {paths['forced']}" if paths.get("forced") else ""
+    return f", path {paths['current']} (available: {', '.join(paths['available'])}{forced})"
 
 
 def _pool_line(pool: dict) -> str:

@@ -1,7 +1,9 @@
-"""The one place that picks a kernel: the compiled Cython path when it is built, else the NumPy twin.
+"""The one place that picks a kernel: :func:`kernel` returns the compiled Cython module when it is built, else its
+NumPy twin (``refquant._kernels.<name>`` or ``refquant.reference.<name>``, the same functions and results).
 
 ``REFQUANT_FORCE_REFERENCE=1`` in the environment forces every twin (for testing and debugging), and
-:func:`use_reference` does the same from Python, e.g. in a test that compares both paths.
+:func:`use_reference` does the same from Python, e.g. in a test that compares both paths. Which ISA path a compiled
+module takes is :mod:`refquant._paths`' choice.
 """
 from __future__ import annotations
 
@@ -9,8 +11,6 @@ import contextlib
 import importlib
 import os
 import warnings
-
-from .reference import im2col as _ref_im2col
 
 _FORCE_REFERENCE = os.environ.get("REFQUANT_FORCE_REFERENCE", "") not in ("", "0")
 
@@ -20,6 +20,16 @@ _FAILURES: dict = {}  # module name -> why its import failed ("not built: ..." o
 _WARNED_NOT_BUILT = False
 
 
+def kernel(name: str, *args):
+    """The module that computes ``name``: the compiled ``refquant._kernels.<name>``, or its twin
+    ``refquant.reference.<name>`` when that is not built or forced off (see :func:`compiled`). With ``args``, also
+    the twin when the compiled module has an ``is_usable_for`` that is false for them (dtypes it does not take)."""
+    fast = _compiled(name, 4)
+    if fast is not None and (not args or not hasattr(fast, "is_usable_for") or fast.is_usable_for(*args)):
+        return fast
+    return importlib.import_module(f"refquant.reference.{name.lstrip('_')}")
+
+
 def compiled(module: str):
     """The compiled extension ``refquant._kernels.<module>``, or ``None`` if it is not built or forced off.
 
@@ -27,6 +37,10 @@ def compiled(module: str):
     :class:`KernelFallbackWarning` naming the module and the import error; one warning for all unbuilt modules, one
     per module that is built but broken), and :func:`import_failure` keeps the reason for ``refquant info``.
     ``REFQUANT_FORCE_REFERENCE`` asks for the twins, so it neither imports nor warns."""
+    return _compiled(module, 4)
+
+
+def _compiled(module: str, stacklevel: int):
     if _FORCE_REFERENCE:
         return None
     try:
@@ -39,7 +53,7 @@ def compiled(module: str):
     except ImportError as e:
         found = None
         _FAILURES[module] = _why(name, e)
-        _warn_fallback(module, _FAILURES[module])
+        _warn_fallback(module, _FAILURES[module], stacklevel)
     _MODULES[module] = found
     return found
 
@@ -65,7 +79,7 @@ def _why(name: str, error: ImportError) -> str:
     return f"import failed: {error}"
 
 
-def _warn_fallback(module: str, reason: str) -> None:
+def _warn_fallback(module: str, reason: str, stacklevel: int) -> None:
     global _WARNED_NOT_BUILT
     if reason.startswith("not built"):
         if _WARNED_NOT_BUILT:
@@ -73,7 +87,7 @@ def _warn_fallback(module: str, reason: str) -> None:
         _WARNED_NOT_BUILT = True
     warnings.warn(f"refquant._kernels.{module} is not available, so the NumPy twins run instead ({reason}); "
                   "set REFQUANT_FORCE_REFERENCE=1 to ask for the twins without this warning",
-                  KernelFallbackWarning, stacklevel=3)
+                  KernelFallbackWarning, stacklevel=stacklevel)
 
 
 @contextlib.contextmanager
@@ -87,46 +101,11 @@ def use_reference(flag: bool = True):
         _FORCE_REFERENCE = old
 
 
-class IsaPaths:
-    """The ISA paths a compiled module was built with (``ids``: name -> the C enum, best first) and the ones this
-    CPU runs (``supported(id)``): ``available()``, ``current()`` (the best available, or "portable" under
-    ``REFQUANT_FORCE_PORTABLE=1``) and ``index(path)`` (the C id of ``path`` or of the current path; ValueError
-    for an unknown or unsupported one). Shared by qdirect and floatops; qgemm has its own, richer, choice."""
-
-    def __init__(self, ids: dict, supported):
-        self.ids = dict(ids)
-        self._available = tuple(name for name, ident in self.ids.items() if supported(ident))
-        force = os.environ.get("REFQUANT_FORCE_PORTABLE", "") not in ("", "0")
-        self._current = "portable" if force else self._available[0]
-
-    def available(self) -> tuple:
-        """The paths this CPU runs, best first."""
-        return self._available
-
-    def current(self) -> str:
-        """The path calls take without ``path=``: the best available, or "portable" under REFQUANT_FORCE_PORTABLE=1."""
-        return self._current
-
-    def index(self, path=None) -> int:
-        path = self._current if path is None else path
-        if path not in self.ids:
-            raise ValueError(f"path must be one of {tuple(self.ids)}, got {path!r}")
-        if path not in self._available:
-            raise ValueError(f"path {path!r} is not available on this CPU (available: {self._available})")
-        return self.ids[path]
-
-
 def im2col(x, kh, kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
     """(N, C, H, W) -> (N, C*kh*kw, OH*OW); see :mod:`refquant.reference.im2col`."""
-    fast = compiled("im2col")
-    if fast is not None and fast.is_usable_for(x):
-        return fast.im2col(x, kh, kw, tuple(stride), tuple(padding), tuple(dilation))
-    return _ref_im2col.im2col(x, kh, kw, stride, padding, dilation)
+    return kernel("im2col", x).im2col(x, kh, kw, stride, padding, dilation)
 
 
 def col2im(cols, x_shape, kh, kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
     """Adjoint of :func:`im2col`: (N, C*kh*kw, OH*OW) -> (N, C, H, W), summing overlaps."""
-    fast = compiled("im2col")
-    if fast is not None and fast.is_usable_for(cols):
-        return fast.col2im(cols, tuple(x_shape), kh, kw, tuple(stride), tuple(padding), tuple(dilation))
-    return _ref_im2col.col2im(cols, x_shape, kh, kw, stride, padding, dilation)
+    return kernel("im2col", cols).col2im(cols, x_shape, kh, kw, stride, padding, dilation)

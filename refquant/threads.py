@@ -12,7 +12,7 @@ import contextlib
 import operator
 import threading
 
-from ._dispatch import compiled
+from ._dispatch import kernel
 
 _blas = None  # threadpoolctl's controller, False when threadpoolctl is not installed
 
@@ -22,15 +22,12 @@ def set_num_threads(n: int) -> None:
     n = operator.index(n)
     if n <= 0:
         raise ValueError(f"set_num_threads: need n >= 1, got {n}")
-    helpers = compiled("_openmp_helpers")
-    if helpers is not None:
-        helpers.set_threads(n)
+    kernel("_openmp_helpers").set_threads(n)
 
 
 def get_num_threads() -> int:
     """The number of threads the next kernel call will use."""
-    helpers = compiled("_openmp_helpers")
-    return helpers.max_threads() if helpers is not None else 1
+    return kernel("_openmp_helpers").max_threads()
 
 
 @contextlib.contextmanager

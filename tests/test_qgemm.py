@@ -6,6 +6,7 @@ Every path this CPU can run is compared bit for bit with the twin, and the twin 
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from refquant import threads
+from refquant import _dispatch, threads
 from refquant.reference import qgemm as twin
 
 FORCED = os.environ.get("REFQUANT_FORCE_REFERENCE", "") not in ("", "0")
@@ -290,7 +291,7 @@ print(json.dumps([qgemm.current_path(), out.tolist()]))
 
 
 def _run_sub(env_extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("REFQUANT_FORCE_PORTABLE", "REFQUANT_QGEMM_PATH")}
+    env = {k: v for k, v in os.environ.items() if k not in ("REFQUANT_FORCE_PORTABLE", "REFQUANT_PATH_QGEMM")}
     env.update(env_extra)
     return subprocess.run([sys.executable, "-c", SUBPROCESS], env=env, capture_output=True, text=True)
 
@@ -343,7 +344,7 @@ def test_chain_needs_a_float_output(impl):
 def test_environment_forces_a_path():
     default = _run_sub({})
     portable = _run_sub({"REFQUANT_FORCE_PORTABLE": "1"})
-    forced = _run_sub({"REFQUANT_QGEMM_PATH": PATHS[-2] if len(PATHS) > 1 else "portable"})
+    forced = _run_sub({"REFQUANT_PATH_QGEMM": PATHS[-2] if len(PATHS) > 1 else "portable"})
     for run in (default, portable, forced):
         assert run.returncode == 0, run.stderr
     (p0, r0), (p1, r1), (p2, r2) = (json.loads(run.stdout) for run in (default, portable, forced))
@@ -352,23 +353,30 @@ def test_environment_forces_a_path():
 
 
 @needs_fast
-def test_environment_errors(monkeypatch):
-    """An unknown or unrunnable REFQUANT_QGEMM_PATH is an error when the path is first needed."""
-    missing = [p for p in fast.KNOWN_PATHS if p not in PATHS]
+@pytest.mark.parametrize("family", ["qgemm", "qdirect", "floatops"])
+def test_environment_errors(monkeypatch, family):
+    """An unknown or unrunnable REFQUANT_PATH_<FAMILY> is an error when the path is first needed."""
+    paths = importlib.import_module(f"refquant._kernels.{family}")._PATHS
+    missing = [p for p in paths.known if p not in paths.available()]
     monkeypatch.delenv("REFQUANT_FORCE_PORTABLE", raising=False)
-    saved = fast._current
+    var = f"REFQUANT_PATH_{family.upper()}"
     try:
         for value, exc, text in [("sse9", ValueError, "unknown path")] + \
                                 [(p, RuntimeError, "cannot run it") for p in missing[:1]]:
-            monkeypatch.setenv("REFQUANT_QGEMM_PATH", value)
-            fast._current = None
+            monkeypatch.setenv(var, value)
+            paths.reset()
             with pytest.raises(exc, match=text):
-                fast.current_path()
-        monkeypatch.setenv("REFQUANT_QGEMM_PATH", "portable")
-        fast._current = None
-        assert fast.current_path() == "portable"
+                paths.current()
+        monkeypatch.setenv(var, "portable")
+        paths.reset()
+        assert paths.current() == "portable" and paths.forced() == f"{var}=portable"
+        monkeypatch.setenv("REFQUANT_FORCE_PORTABLE", "1")
+        monkeypatch.setenv(var, "sse9")
+        paths.reset()
+        assert paths.current() == "portable"
     finally:
-        fast._current = saved
+        monkeypatch.undo()
+        paths.reset()
 
 
 @needs_fast
@@ -379,7 +387,6 @@ def test_pack_b_bytes_match_the_twin():
         p = fast.pack_b(w)
         assert p.ctypes.data % 64 == 0 and p.dtype == np.int8 and p.ndim == 1
         same(p, twin.pack_b(w))
-        assert fast.packed_shape(p) == (K, N)
         same(fast.col_sums(w), twin.col_sums(w))
     # a packed array that lost its 64-byte alignment (e.g. loaded from a file) still works on every path
     w = rng.integers(-128, 128, (37, 45), dtype=np.int8)
@@ -394,13 +401,12 @@ def test_pack_b_bytes_match_the_twin():
     same(fast.pack_b(w[::2, 1::3]), twin.pack_b(np.ascontiguousarray(w[::2, 1::3])))
 
 
-@needs_fast
-def test_bad_inputs_raise_clear_errors():
+def _bad_input_cases(impl):
     rng = np.random.default_rng(0)
     a, w = rand_case(rng, 4, 10, 20)
-    p = fast.pack_b(w)
-    g = fast.gemm_u8s8
-    cases = [
+    p = twin.pack_b(w)
+    g = impl.gemm_u8s8
+    return [
         (TypeError, "uint8", lambda: g(a.astype(np.int8), p, 10, 20)),
         (TypeError, "ndarray", lambda: g(a.tolist(), p, 10, 20)),
         (ValueError, "K=11", lambda: g(np.zeros((4, 11), np.uint8), p, 10, 20)),
@@ -428,29 +434,53 @@ def test_bad_inputs_raise_clear_errors():
         (TypeError, "int32", lambda: g(a, p, 10, 20, out=np.zeros((4, 20), np.int64))),
         (ValueError, "shape", lambda: g(a, p, 10, 20, out=np.zeros((4, 21), np.int32))),
         (ValueError, "contiguous", lambda: g(a, p, 10, 20, out=np.zeros((4, 40), np.int32)[:, ::2])),
-        (ValueError, "not available", lambda: g(a, p, 10, 20, path="no-such-path")),
-        (TypeError, "int8", lambda: fast.pack_b(w.astype(np.int16))),
-        (ValueError, "2-D", lambda: fast.pack_b(w[0])),
+        (TypeError, "bias must be an integer", lambda: g(a, p, 10, 20, bias=1.5)),
+        (TypeError, "K and N must be ints", lambda: g(a, p, 10.0, 20)),
+        (TypeError, "K and N must be ints", lambda: g(a, p, True, 20)),
+        (ValueError, "pack_b", lambda: g(a, np.zeros(2 * p.size, np.int8)[::2], 10, 20)),
+        (ValueError, "chain needs", lambda: g(a, p, 10, 20, chain={})),
+        (TypeError, "int8", lambda: impl.pack_b(w.astype(np.int16))),
+        (ValueError, "2-D", lambda: impl.pack_b(w[0])),
     ]
-    for exc, text, call in cases:
+
+
+@pytest.mark.parametrize("impl", [twin] + ([fast] if fast is not None and not FORCED else []),
+                         ids=lambda m: m.__name__)
+def test_bad_inputs_raise_clear_errors(impl):
+    for exc, text, call in _bad_input_cases(impl):
         with pytest.raises(exc, match=text):
             call()
-    # the twin rejects the same mistakes with the same types
-    for exc, text, call in [(ValueError, "K=10, N=20", lambda: twin.gemm_u8s8(a, p, 10, 21)),
-                            (TypeError, "uint8", lambda: twin.gemm_u8s8(a.astype(np.int8), p, 10, 20)),
-                            (ValueError, "bad magic", lambda: twin.gemm_u8s8(a, np.zeros(p.shape, np.int8), 10, 20))]:
-        with pytest.raises(exc, match=text):
-            call()
+
+
+@needs_fast
+def test_kernel_and_twin_reject_the_same_inputs_the_same_way():
+    # one validation (the twin's check_gemm): the same error class and message on both sides
+    for (_, _, bad_fast), (_, _, bad_twin) in zip(_bad_input_cases(fast), _bad_input_cases(twin)):
+        errors = []
+        for call in (bad_fast, bad_twin):
+            with pytest.raises((TypeError, ValueError)) as info:
+                call()
+            errors.append((type(info.value), str(info.value).replace("qgemm.pack_b", "pack_b")))
+        assert errors[0] == errors[1]
+
+
+@needs_fast
+def test_an_unknown_path_is_rejected():
+    rng = np.random.default_rng(0)
+    a, w = rand_case(rng, 4, 10, 20)
+    with pytest.raises(ValueError, match="must be one of"):
+        fast.gemm_u8s8(a, fast.pack_b(w), 10, 20, path="no-such-path")
 
 
 @needs_fast
 def test_paths_and_peaks_are_reported():
     assert fast.available_paths()[-1] == "portable"
     assert fast.current_path() in fast.available_paths()
+    peak = _dispatch.compiled("peak")
     if "avx2" in PATHS:
-        assert fast.fma_peak_gflops(seconds=0.03) > 1
-        assert fast.vpmaddwd_peak_gops(seconds=0.03) > 1
+        assert peak.fma_peak_gflops(seconds=0.03) > 1
+        assert peak.vpmaddwd_peak_gops(seconds=0.03) > 1
     if "avx512vnni" in PATHS or "avxvnni" in PATHS:
-        assert fast.vpdpbusd_peak_gops(seconds=0.03) > 1
+        assert peak.vpdpbusd_peak_gops(seconds=0.03) > 1
     else:
-        assert fast.vpdpbusd_peak_gops(seconds=0.03) is None
+        assert peak.vpdpbusd_peak_gops(seconds=0.03) is None

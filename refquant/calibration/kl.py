@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._dispatch import compiled
+from .._dispatch import kernel
 from ..errors import ArgumentError
 from .. import _args
-from ..reference import kl as _twin
 
 
 def _validate(hist, bits):
@@ -36,51 +35,10 @@ def _validate(hist, bits):
     return hist, bits
 
 
-def _for_kernel(hist, bits):
-    """The array the compiled kernel can take with unchanged results, or None (then the twin runs)."""
-    if hist.dtype == np.float64 and np.all(hist == np.floor(hist)) and hist.sum() < 2.0 ** 53:
-        # whole-number float counts: every sum the twin forms is exact, so the int64 path (with its exact integer
-        # sums and cached logs) gives the same bits, ~5x faster than the float path
-        counts = hist.astype(np.int64)
-    elif hist.dtype in (np.int64, np.float64):
-        counts = hist
-    elif hist.dtype.kind in "iu":
-        counts = hist.astype(np.int64)
-    else:
-        return None
-    if counts.dtype == np.int64:
-        limit = np.iinfo(np.int64).max if hist.dtype.kind == "f" else min(np.iinfo(hist.dtype).max,
-                                                                          np.iinfo(np.int64).max)
-        if int(hist.max()) * hist.shape[0] >= limit:
-            return None  # a sum might overflow: let the twin reproduce whatever NumPy does
-    return np.ascontiguousarray(counts)
-
-
-def _curve_fast(fast, hist, counts, bits):
-    n = hist.shape[0]
-    start = int((n - 1) * 0.5)
-    P_sum = np.sum(np.array(hist).ravel())  # as Paddle forms it; used as a double
-    D, status = fast.kl_scan(counts, float(P_sum), 2 ** (bits - 1) - 1, start)
-    return D, status
-
-
-def _raise_log_domain(i):
-    raise ValueError(f"cal_kl_threshold: at candidate length {i} the expanded distribution Q is 0 where P is not "
-                     "(or a log argument underflows to 0); Paddle fails here too (math.log: math domain error)")
-
-
 def kl_curve(hist, bits: int = 8) -> list[tuple[int, float]]:
     """``(i, D_i)`` for every candidate length Paddle scores, in order: the curve ``cal_kl_threshold`` minimises."""
     hist, bits = _validate(hist, bits)
-    fast = compiled("kl")
-    counts = _for_kernel(hist, bits) if fast is not None else None
-    if counts is None:
-        return _twin.kl_curve(hist, bits)
-    D, status = _curve_fast(fast, hist, counts, bits)
-    errors = np.flatnonzero(status == 2)
-    if errors.size:
-        _raise_log_domain(int(errors[0]))
-    return [(int(i), float(D[i])) for i in np.flatnonzero(status == 1)]
+    return kernel("kl", hist).kl_curve(hist, bits)
 
 
 def cal_kl_threshold(hist, bin_width, bits: int = 8):
@@ -95,14 +53,4 @@ def cal_kl_threshold(hist, bin_width, bits: int = 8):
     for integer histograms).
     """
     hist, bits = _validate(hist, bits)
-    fast = compiled("kl")
-    counts = _for_kernel(hist, bits) if fast is not None else None
-    if counts is None:
-        return _twin.cal_kl_threshold(hist, bin_width, bits)
-    D, status = _curve_fast(fast, hist, counts, bits)
-    best_i, errors = fast.best_index(D, status)
-    if errors:
-        _raise_log_domain(int(np.flatnonzero(status == 2)[0]))
-    if best_i == 0:
-        best_i = _twin.best_index(hist, [])  # nothing scored: the walk down from start
-    return (best_i + 0.5) * bin_width
+    return kernel("kl", hist).cal_kl_threshold(hist, bin_width, bits)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._dispatch import compiled
+from .._dispatch import kernel
 from ..errors import NonFiniteError
-from ..reference import histogram as _hist_twin
-from ..reference import search as _search_twin
 
 
 def as_batch(x, who: str) -> np.ndarray:
@@ -32,11 +30,7 @@ def batch_abs_range(x, who: str = "abs range") -> tuple[float, float]:
     """``(float(min|x|), float(max|x|))`` of a non-empty batch; ValueError if it is empty, NonFiniteError (a
     ValueError) if it holds NaN/Inf."""
     x = as_batch(x, who)
-    fast = compiled("histogram")
-    if fast is not None and fast.is_usable_for(x):
-        lo, hi, bad = fast.abs_min_max(x)
-    else:
-        lo, hi, bad = _hist_twin.abs_min_max(x)
+    lo, hi, bad = kernel("histogram", x).abs_min_max(x)
     if bad:
         raise NonFiniteError(f"{who}: the input holds {bad} NaN/Inf value(s) out of {x.size}; "
                              "calibration statistics would be meaningless", count=bad)
@@ -45,15 +39,9 @@ def batch_abs_range(x, who: str = "abs range") -> tuple[float, float]:
 
 def histogram_abs(x, edges: np.ndarray) -> np.ndarray:
     """int64 counts of |x| in the bins of ``edges``, exactly ``np.histogram(np.abs(x), bins=edges)[0]``."""
-    fast = compiled("histogram")
-    if fast is not None and fast.is_usable_for(x):
-        return fast.histogram_abs(x, edges)
-    return _hist_twin.histogram_abs(x, edges)
+    return kernel("histogram", x).histogram_abs(x, edges)
 
 
 def scan_losses(x: np.ndarray, scales, bits: int, onnx_format: bool, loss: str) -> np.ndarray:
     """The loss ("mse" or "emd") of each candidate threshold in ``scales`` on the flattened batch ``x``."""
-    fast = compiled("search")
-    if fast is not None and fast.is_usable_for(x):
-        return fast.scan_losses(x, scales, bits, onnx_format, loss)
-    return _search_twin.scan_losses(x, scales, bits, onnx_format, loss)
+    return kernel("search", x).scan_losses(x, scales, bits, onnx_format, loss)

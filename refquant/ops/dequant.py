@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _dispatch
-from ..reference import embedding as _ref_embedding
 from .registry import register, same_shape
 
 
@@ -63,8 +62,7 @@ def lookup_rows(table, scale, ids, quantize_type="abs_max", quantize_bits=8, pad
     if padding_idx is None or (isinstance(padding_idx, (int, np.integer)) and not isinstance(padding_idx, bool)
                                and padding_idx < 0):
         padding_idx = -1
-    fast = _dispatch.compiled("embedding")
-    mod = fast if fast is not None and fast.is_usable_for(table) else _ref_embedding
+    mod = _dispatch.kernel("embedding", table)
     if quantize_type == "abs_max":
         return mod.lookup_dequant_abs_max(table, scale, ids, qmax_of(quantize_bits), padding_idx)
     if quantize_type == "log":

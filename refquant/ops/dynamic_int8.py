@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._dispatch import compiled
+from .._dispatch import kernel
 from ..errors import ShapeError
 from ..reference.im2col import MAX_EXTENT
 from .registry import attr_int, register
@@ -37,8 +37,7 @@ LEVELS = 255
 
 def _kernels():
     """(qdirect, qgemm): the compiled kernels, or their NumPy twins."""
-    from ..reference import qdirect, qgemm
-    return compiled("qdirect") or qdirect, compiled("qgemm") or qgemm
+    return kernel("qdirect"), kernel("qgemm")
 
 
 def activation_params(x2: np.ndarray) -> tuple[np.float32, np.float32, int]:

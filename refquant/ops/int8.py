@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._dispatch import compiled
+from .._dispatch import kernel
 from ..errors import ShapeError
 from ..reference.im2col import MAX_EXTENT, check_geometry, check_size
 from .conv import pads4
@@ -29,14 +29,12 @@ from .registry import attr_bool, attr_choice, attr_float, attr_int, attr_ints, r
 
 def _gemm():
     """The compiled GEMM, or its NumPy twin."""
-    from ..reference import qgemm
-    return compiled("qgemm") or qgemm
+    return kernel("qgemm")
 
 
 def _direct():
     """The compiled direct kernels, or their NumPy twin."""
-    from ..reference import qdirect
-    return compiled("qdirect") or qdirect
+    return kernel("qdirect")
 
 
 def _epilogue(attrs):

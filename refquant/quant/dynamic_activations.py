@@ -51,9 +51,8 @@ def quantize_weight(w: np.ndarray, weight_quantize_type: str = "channel_wise_abs
 
 
 def _gemm():
-    from .._dispatch import compiled
-    from ..reference import qgemm
-    return compiled("qgemm") or qgemm
+    from .._dispatch import kernel
+    return kernel("qgemm")
 
 
 def quantize_dynamic(model: Model, op_types: Iterable[str] = ("mul", "matmul"),

@@ -43,7 +43,6 @@ import numpy as np
 from .. import _dispatch
 from ..errors import NonFiniteError
 from ..graph import Model, Op
-from ..reference import embedding as _ref_embedding
 
 SUPPORT_OP_TYPES = ("lookup_table", "lookup_table_v2", "fused_embedding_seq_pool", "pyramid_hash")
 SUPPORT_QUANTIZE_TYPES = ("abs_max", "log")
@@ -135,8 +134,7 @@ def quant_log(array: np.ndarray, config: dict, name: str = "table") -> tuple[np.
     array = np.ascontiguousarray(check_table(array, name), dtype=np.float32)
     levels = log_levels(array)
     dict_levels = np.unique(levels)[-(LOG_DICT_SIZE // 2):]           # ascending; -inf (zeros) included
-    fast = _dispatch.compiled("embedding")
-    index = (fast if fast is not None else _ref_embedding).log_index(levels, dict_levels, array)
+    index = _dispatch.kernel("embedding").log_index(levels, dict_levels, array)
     return index.astype(config["dtype"]), np.power(np.float32(2), dict_levels)
 
 

@@ -23,6 +23,7 @@ A multiply of two float32 values is rounded once (no fused multiply-add), which 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -117,7 +118,8 @@ def unpack_b(packed: np.ndarray, K: int, N: int) -> np.ndarray:
 
 def _check_packed(packed, K=None, N=None) -> tuple[int, int]:
     """(Kp, Np) of a valid packed array (its header matching (K, N) when given); ValueError otherwise."""
-    if not isinstance(packed, np.ndarray) or packed.dtype != np.int8 or packed.ndim != 1:
+    if not isinstance(packed, np.ndarray) or packed.dtype != np.int8 or packed.ndim != 1 \
+            or not packed.flags.c_contiguous:
         raise ValueError("gemm_u8s8: packed must be the 1-D int8 array returned by pack_b(w)")
     if packed.shape[0] < HEADER_BYTES or bytes(packed[:8].view(np.uint8)) != MAGIC:
         raise ValueError("gemm_u8s8: packed is not a qgemm packed array (bad magic): use pack_b(w)")
@@ -225,20 +227,30 @@ def check_a_zero(a_zero, col_sum):
     return int(a_zero)
 
 
-def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
-              lo=None, hi=None, out=None, chain=None, path=None):
-    """See the module docstring; ``path`` is accepted (and ignored) so callers can pass it to either side.
+class GemmArgs(NamedTuple):
+    """The validated arguments of gemm_u8s8 (check_gemm): vectors of N entries, or None where not given."""
+    K: int
+    N: int
+    a_zero: int
+    col_sum: Optional[np.ndarray]    # int32, when a_zero != 0
+    bias: Optional[np.ndarray]       # int32
+    scale: Optional[np.ndarray]      # float32, finite, for out_dtype != "s32"
+    out_zero: float
+    lo: float
+    hi: float
+    chain: Optional[tuple]           # qdirect.check_chain's (constants, hs, want_float, quantize) or None
 
-    ``chain`` (out_dtype "f32", no ``out``): ``qdirect.scalar_chain_f32(result, **chain)``, returned as its
-    ``(t or None, q or None)`` (the compiled GEMM applies it block by block, with the same bits)."""
+
+def check_gemm(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
+               lo=None, hi=None, out=None, chain=None) -> GemmArgs:
+    """The one validation of gemm_u8s8's arguments, for the twin and the compiled kernel alike (so both reject the
+    same inputs with the same errors): TypeError for a wrong type or dtype, ValueError for a wrong value, shape or
+    packed array."""
     if chain is not None:
         from . import qdirect
         if out_dtype != "f32" or out is not None:
             raise ValueError('gemm_u8s8: chain needs out_dtype="f32" and no out')
-        qdirect.check_chain(**chain)
-        f = gemm_u8s8(a, packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype="f32",
-                      lo=lo, hi=hi)
-        return qdirect.scalar_chain_f32(f, **chain)
+        chain = qdirect.check_chain(**chain)
     if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or isinstance(N, bool) \
             or not isinstance(N, (int, np.integer)):
         raise TypeError(f"gemm_u8s8: K and N must be ints, got {K!r}, {N!r}")
@@ -246,35 +258,53 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     if K < 1 or N < 1:
         raise ValueError(f"gemm_u8s8: need K >= 1 and N >= 1, got K={K}, N={N}")
     check_a(a, K)
-    w = unpack_b(packed, K, N)
+    _check_packed(packed, K, N)
     if not isinstance(out_dtype, str) or out_dtype not in OUT_DTYPES:
         raise ValueError(f"gemm_u8s8: out_dtype must be one of {list(OUT_DTYPES)}, got {out_dtype!r}")
     a_zero = check_a_zero(a_zero, col_sum)
     out_zero, lo, hi = _epilogue_scalars(out_dtype, out_zero, lo, hi, scale is not None)
-    M = a.shape[0]
     if out is not None:
-        check_out(out, M, N, out_dtype, a)
+        check_out(out, a.shape[0], N, out_dtype, a)
+    col_sum = _vector(col_sum, N, np.int32, "col_sum") if a_zero else None
+    bias = _vector(bias, N, np.int32, "bias") if bias is not None else None
+    if scale is not None:
+        scale = _vector(scale, N, np.float32, "scale")
+        if not np.all(np.isfinite(scale)):
+            raise ValueError("gemm_u8s8: scale must be finite")
+    return GemmArgs(K, N, a_zero, col_sum, bias, scale, out_zero, lo, hi, chain)
 
+
+def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
+              lo=None, hi=None, out=None, chain=None, path=None):
+    """See the module docstring; ``path`` is accepted (and ignored) so callers can pass it to either side.
+
+    ``chain`` (out_dtype "f32", no ``out``): ``qdirect.scalar_chain_f32(result, **chain)``, returned as its
+    ``(t or None, q or None)`` (the compiled GEMM applies it block by block, with the same bits)."""
+    g = check_gemm(a, packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype=out_dtype,
+                   out_zero=out_zero, lo=lo, hi=hi, out=out, chain=chain)
+    if chain is not None:
+        from . import qdirect
+        f = gemm_u8s8(a, packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype="f32",
+                      lo=lo, hi=hi)
+        return qdirect.scalar_chain_f32(f, **chain)
+    w = unpack_b(packed, g.K, g.N)
     dot = a.astype(np.int64) @ w.astype(np.int64)
-    offset = np.zeros(N, dtype=np.int64)
-    if a_zero:
-        offset -= a_zero * _vector(col_sum, N, np.int32, "col_sum").astype(np.int64)
-    if bias is not None:
-        offset += _vector(bias, N, np.int32, "bias")
+    offset = np.zeros(g.N, dtype=np.int64)
+    if g.col_sum is not None:
+        offset -= g.a_zero * g.col_sum.astype(np.int64)
+    if g.bias is not None:
+        offset += g.bias
     acc = (dot + offset).astype(np.int32)              # wraps modulo 2^32 like int32 arithmetic
 
     if out_dtype == "s32":
         result = acc
     else:
-        s = _vector(scale, N, np.float32, "scale")
-        if not np.all(np.isfinite(s)):
-            raise ValueError("gemm_u8s8: scale must be finite")
-        f = acc.astype(np.float32) * s
-        lo_f, hi_f = np.float32(lo), np.float32(hi)
+        f = acc.astype(np.float32) * g.scale
+        lo_f, hi_f = np.float32(g.lo), np.float32(g.hi)
         if out_dtype == "f32":
             result = np.minimum(np.maximum(f, lo_f), hi_f)
         else:
-            r = np.minimum(np.maximum(np.rint(f) + np.float32(out_zero), lo_f), hi_f)
+            r = np.minimum(np.maximum(np.rint(f) + np.float32(g.out_zero), lo_f), hi_f)
             result = r.astype(OUT_DTYPES[out_dtype])
     if out is None:
         return result.astype(OUT_DTYPES[out_dtype], copy=False)

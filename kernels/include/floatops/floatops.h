@@ -3,7 +3,8 @@
  *
  * Every kernel is a plain loop over always-inline scalar helpers written with selects instead of branches, so
  * GCC vectorizes it. FO_KERNELS instantiates the loops twice: with the suffix _portable (the build's baseline
- * ISA, SSE2 on x86-64) and, on x86, with _avx2 under target("avx2"); fo_path_supported says which the CPU runs.
+ * ISA, SSE2 on x86-64) and, on x86, with _avx2 under target("avx2"); the path table FO_PATHS lists them and
+ * fo_path_supported says which the CPU runs.
  * Compile with -ffp-contract=off: every product and sum is a single rounded float32 (or, where written, float64)
  * operation (no fused multiply-add), so both instantiations and the NumPy twin give the same bits.
  */
@@ -15,7 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { FO_PORTABLE = 0, FO_AVX2 = 1 };
+#include "cpu_features.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define FO_X86 1
@@ -27,15 +28,6 @@ enum { FO_PORTABLE = 0, FO_AVX2 = 1 };
 
 #define FO_INLINE static inline __attribute__((always_inline))
 #define FO_UNUSED __attribute__((unused))
-
-static int fo_path_supported(int path) {
-    if (path == FO_PORTABLE) return 1;
-#if FO_X86
-    __builtin_cpu_init();
-    if (path == FO_AVX2) return __builtin_cpu_supports("avx2");
-#endif
-    return 0;
-}
 
 FO_INLINE uint32_t fo_bits(float f) { uint32_t u; memcpy(&u, &f, sizeof u); return u; }
 FO_INLINE float fo_float(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
@@ -168,21 +160,28 @@ FO_INLINE void fo_layer_norm_row(const float *x, ptrdiff_t n, const float *scale
 FO_KERNELS(portable, )
 #if FO_X86
 FO_KERNELS(avx2, FO_AVX2_ATTR)
-#define FO_PICK(path, name, ...) \
-    do { if ((path) == FO_AVX2) name##_avx2(__VA_ARGS__); else name##_portable(__VA_ARGS__); } while (0)
-#else
-#define FO_PICK(path, name, ...) ((void)(path), name##_portable(__VA_ARGS__))
 #endif
 
-static void fo_gelu_erf(int path, const float *x, ptrdiff_t n, float *y) { FO_PICK(path, fo_gelu_erf, x, n, y); }
+/* The paths, best first ("portable" last): {name, the RQ_CPU_* features it runs on, its loops}. The wrapper
+ * calls through the entry refquant/_paths.py chose. */
+typedef struct {
+    const char *name;
+    unsigned needs;
+    void (*gelu_erf)(const float *x, ptrdiff_t n, float *y);
+    void (*softmax_rows)(const float *x, ptrdiff_t rows, ptrdiff_t n, float *y);
+    void (*layer_norm_rows)(const float *x, ptrdiff_t rows, ptrdiff_t n, const float *scale, const float *bias,
+                            double eps, float *y);
+} fo_path;
 
-static void fo_softmax_rows(int path, const float *x, ptrdiff_t rows, ptrdiff_t n, float *y) {
-    FO_PICK(path, fo_softmax_rows, x, rows, n, y);
-}
+static const fo_path FO_PATHS[] = {
+#if FO_X86
+    {"avx2", RQ_CPU_AVX2, fo_gelu_erf_avx2, fo_softmax_rows_avx2, fo_layer_norm_rows_avx2},
+#endif
+    {"portable", 0u, fo_gelu_erf_portable, fo_softmax_rows_portable, fo_layer_norm_rows_portable},
+};
+#define FO_NPATHS ((int)(sizeof FO_PATHS / sizeof FO_PATHS[0]))
 
-static void fo_layer_norm_rows(int path, const float *x, ptrdiff_t rows, ptrdiff_t n, const float *scale,
-                               const float *bias, double eps, float *y) {
-    FO_PICK(path, fo_layer_norm_rows, x, rows, n, scale, bias, eps, y);
-}
+/* 1 if this CPU can run path i. */
+FO_UNUSED static int fo_path_supported(int i) { return rq_cpu_has(FO_PATHS[i].needs); }
 
 #endif

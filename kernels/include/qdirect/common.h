@@ -12,8 +12,9 @@
 #include <string.h>
 
 #include "chain.h"
+#include "cpu_features.h"
 
-/* Paths, best last. A path is usable when the CPU has it (qd_path_supported); the caller picks one per call. */
+/* Path ids (the depthwise packing each path uses); the paths themselves are the table QD_PATHS of qdirect.h. */
 enum { QD_PORTABLE = 0, QD_AVX2 = 1, QD_AVX512 = 2 };
 
 #define QD_MAX_TAPS 256 /* KH*KW of a depthwise / pooling window (checked by the caller) */
@@ -27,18 +28,6 @@ enum { QD_PORTABLE = 0, QD_AVX2 = 1, QD_AVX512 = 2 };
 #endif
 
 #define QD_UNUSED __attribute__((unused)) /* a path may not call every instantiation of generic.h */
-
-QD_UNUSED static int qd_path_supported(int path) {
-    if (path == QD_PORTABLE) return 1;
-#if QD_X86
-    __builtin_cpu_init();
-    if (path == QD_AVX2) return __builtin_cpu_supports("avx2");
-    if (path == QD_AVX512)
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vnni");
-#endif
-    return 0;
-}
 
 /* Convolution / pooling window geometry on an NHWC image (H, W, C); padding is (top, left, bottom, right).
  *

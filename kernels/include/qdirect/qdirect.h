@@ -1,5 +1,5 @@
 /* qdirect/qdirect.h: the C side of kernels/qdirect.pyx. Instantiates the plain kernels for every path and
- * dispatches on the path the caller chose (QD_PORTABLE, or QD_AVX2 when qd_path_supported says the CPU has it).
+ * lists them in one path table, QD_PATHS, that the wrapper calls through (an entry the CPU runs: qd_path_supported).
  *
  *   path      depthwise                                   everything else
  *   portable  generic.h, baseline ISA                      generic.h, baseline ISA
@@ -41,7 +41,7 @@ static inline size_t qd_align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 static size_t qd_dw_prepare(qd_dw *d, int path, ptrdiff_t flat_lanes, const int32_t *bias, int32_t a_zero,
                             char *ws) {
-    const ptrdiff_t C = d->g.c, kw = d->g.kw, K = d->g.kh * kw;
+    const ptrdiff_t C = d->g.c, kw = d->g.kw;
     /* block geometry of the vector path: lanes per block, bytes of packed weights per block */
     const ptrdiff_t lanes = path == QD_AVX512 ? 64 : path == QD_AVX2 ? 32 : 0;
     const ptrdiff_t pix_blocks = lanes ? (C + lanes - 1) / lanes : 0;
@@ -118,88 +118,56 @@ static size_t qd_dw_prepare(qd_dw *d, int path, ptrdiff_t flat_lanes, const int3
     return off;
 }
 
+/* The paths, best first ("portable" last): {name, the RQ_CPU_* features it runs on, its id (the depthwise
+ * packing of qd_dw_prepare), its functions}. The wrapper picks an entry once per call (refquant/_paths.py
+ * chooses which) and calls through it. */
+typedef struct {
+    const char *name;
+    unsigned needs;
+    int id;
+    void (*dw_row)(const qd_dw *d, const uint8_t *x, ptrdiff_t oh, char *out);
+    void (*quant_nchw)(const float *x, ptrdiff_t C, ptrdiff_t HW, ptrdiff_t p0, ptrdiff_t p1, float sinv, float lo_f,
+                       float hi_f, int32_t zero, uint8_t *out);
+    void (*dequant_nhwc)(const uint8_t *q, ptrdiff_t C, ptrdiff_t HW, ptrdiff_t p0, ptrdiff_t p1, int32_t zero,
+                         float scale, float *out);
+    void (*quant_rows)(const float *x, ptrdiff_t n, float sinv, float lo_f, float hi_f, int32_t zero, uint8_t *out);
+    void (*dequant_rows)(const uint8_t *q, ptrdiff_t rows, ptrdiff_t K, int32_t zero, const float *scale,
+                         int per_column, float *out);
+    void (*requant)(const uint8_t *q, ptrdiff_t n, int32_t in_zero, float multiplier, float lo_f, float hi_f,
+                    int32_t out_zero, uint8_t *out);
+    void (*add)(const uint8_t *a, const uint8_t *b, ptrdiff_t n, int32_t az, float as, int32_t bz, float bs,
+                float out_sinv, float lo_f, float hi_f, int32_t out_zero, uint8_t *out);
+    void (*add_f32)(const float *a, const float *b, ptrdiff_t n, int relu, float *y, uint8_t *q, float sinv,
+                    float lo_f, float hi_f, int32_t zero);
+    void (*chain_f32)(const float *x, ptrdiff_t n, const float *k, int hs, float *y, uint8_t *q, float sinv,
+                      float lo_f, float hi_f, int32_t zero);
+    void (*chmul_f32)(const float *x, const float *s, ptrdiff_t n, ptrdiff_t C, float *y, uint8_t *q, float sinv,
+                      float lo_f, float hi_f, int32_t zero);
+    void (*maxpool_row)(const qd_geom *g, const uint8_t *x, ptrdiff_t oh, uint8_t *out);
+    void (*avgpool_row)(const qd_geom *g, const uint8_t *x, ptrdiff_t oh, int exclusive, int32_t zero, int32_t *sum,
+                        uint8_t *out);
+    void (*gap)(const uint8_t *x, ptrdiff_t HW, ptrdiff_t C, int32_t zero, double scale, int64_t *sum, float *out);
+    void (*gap_f32)(const float *x, ptrdiff_t HW, ptrdiff_t C, float *out);
+    void (*im2col_row)(const qd_geom *g, const uint8_t *x, ptrdiff_t oh, uint8_t pad, uint8_t *out);
+} qd_path;
+
+/* The plain kernels of generic.h instantiated with suffix SFX, in the order of qd_path's fields after dw_row. */
+#define QD_GENERIC(SFX)                                                                                         \
+    qd_quant_nchw_##SFX, qd_dequant_nhwc_##SFX, qd_quant_rows_##SFX, qd_dequant_rows_##SFX, qd_requant_##SFX,   \
+        qd_add_##SFX, qd_add_f32_##SFX, qd_chain_f32_##SFX, qd_chmul_f32_##SFX, qd_maxpool_row_##SFX,           \
+        qd_avgpool_row_##SFX, qd_gap_##SFX, qd_gap_f32_##SFX, qd_im2col_row_##SFX
+
+static const qd_path QD_PATHS[] = {
 #if QD_X86
-#define QD_PICK(path, name, ...) \
-    do { if ((path) >= QD_AVX2) name##_avx2(__VA_ARGS__); else name##_portable(__VA_ARGS__); } while (0)
-#else
-#define QD_PICK(path, name, ...) name##_portable(__VA_ARGS__)
+    {"avx512", RQ_CPU_AVX512F | RQ_CPU_AVX512BW | RQ_CPU_AVX512VNNI, QD_AVX512, qd_dw_row_avx512_kernel,
+     QD_GENERIC(_avx2)},
+    {"avx2", RQ_CPU_AVX2, QD_AVX2, qd_dw_row_avx2_kernel, QD_GENERIC(_avx2)},
 #endif
+    {"portable", 0u, QD_PORTABLE, qd_dw_row__portable, QD_GENERIC(_portable)},
+};
+#define QD_NPATHS ((int)(sizeof QD_PATHS / sizeof QD_PATHS[0]))
 
-static void qd_dw_row(int path, const qd_dw *d, const uint8_t *x, ptrdiff_t oh, char *out) {
-#if QD_X86
-    if (path == QD_AVX512) { qd_dw_row_avx512_kernel(d, x, oh, out); return; }
-    if (path == QD_AVX2) { qd_dw_row_avx2_kernel(d, x, oh, out); return; }
-#endif
-    (void)path;
-    qd_dw_row__portable(d, x, oh, out);
-}
-
-static void qd_quant_nchw(int path, const float *x, ptrdiff_t C, ptrdiff_t HW, ptrdiff_t p0, ptrdiff_t p1,
-                          float sinv, float lo_f, float hi_f, int32_t zero, uint8_t *out) {
-    QD_PICK(path, qd_quant_nchw_, x, C, HW, p0, p1, sinv, lo_f, hi_f, zero, out);
-}
-
-static void qd_dequant_nhwc(int path, const uint8_t *q, ptrdiff_t C, ptrdiff_t HW, ptrdiff_t p0, ptrdiff_t p1,
-                            int32_t zero, float scale, float *out) {
-    QD_PICK(path, qd_dequant_nhwc_, q, C, HW, p0, p1, zero, scale, out);
-}
-
-static void qd_quant_rows(int path, const float *x, ptrdiff_t n, float sinv, float lo_f, float hi_f,
-                          int32_t zero, uint8_t *out) {
-    QD_PICK(path, qd_quant_rows_, x, n, sinv, lo_f, hi_f, zero, out);
-}
-
-static void qd_dequant_rows(int path, const uint8_t *q, ptrdiff_t rows, ptrdiff_t K, int32_t zero,
-                            const float *scale, int per_column, float *out) {
-    QD_PICK(path, qd_dequant_rows_, q, rows, K, zero, scale, per_column, out);
-}
-
-static void qd_requant(int path, const uint8_t *q, ptrdiff_t n, int32_t in_zero, float multiplier, float lo_f,
-                       float hi_f, int32_t out_zero, uint8_t *out) {
-    QD_PICK(path, qd_requant_, q, n, in_zero, multiplier, lo_f, hi_f, out_zero, out);
-}
-
-static void qd_add(int path, const uint8_t *a, const uint8_t *b, ptrdiff_t n, int32_t az, float as, int32_t bz,
-                   float bs, float out_sinv, float lo_f, float hi_f, int32_t out_zero, uint8_t *out) {
-    QD_PICK(path, qd_add_, a, b, n, az, as, bz, bs, out_sinv, lo_f, hi_f, out_zero, out);
-}
-
-static void qd_add_f32(int path, const float *a, const float *b, ptrdiff_t n, int relu, float *y, uint8_t *q,
-                       float sinv, float lo_f, float hi_f, int32_t zero) {
-    QD_PICK(path, qd_add_f32_, a, b, n, relu, y, q, sinv, lo_f, hi_f, zero);
-}
-
-static void qd_chain_f32(int path, const float *x, ptrdiff_t n, const float *k, int hs, float *y, uint8_t *q,
-                         float sinv, float lo_f, float hi_f, int32_t zero) {
-    QD_PICK(path, qd_chain_f32_, x, n, k, hs, y, q, sinv, lo_f, hi_f, zero);
-}
-
-static void qd_chmul_f32(int path, const float *x, const float *s, ptrdiff_t n, ptrdiff_t C, float *y, uint8_t *q,
-                         float sinv, float lo_f, float hi_f, int32_t zero) {
-    QD_PICK(path, qd_chmul_f32_, x, s, n, C, y, q, sinv, lo_f, hi_f, zero);
-}
-
-static void qd_maxpool_row(int path, const qd_geom *g, const uint8_t *x, ptrdiff_t oh, uint8_t *out) {
-    QD_PICK(path, qd_maxpool_row_, g, x, oh, out);
-}
-
-static void qd_avgpool_row(int path, const qd_geom *g, const uint8_t *x, ptrdiff_t oh, int exclusive,
-                           int32_t zero, int32_t *sum, uint8_t *out) {
-    QD_PICK(path, qd_avgpool_row_, g, x, oh, exclusive, zero, sum, out);
-}
-
-static void qd_gap(int path, const uint8_t *x, ptrdiff_t HW, ptrdiff_t C, int32_t zero, double scale,
-                   int64_t *sum, float *out) {
-    QD_PICK(path, qd_gap_, x, HW, C, zero, scale, sum, out);
-}
-
-static void qd_gap_f32(int path, const float *x, ptrdiff_t HW, ptrdiff_t C, float *out) {
-    QD_PICK(path, qd_gap_f32_, x, HW, C, out);
-}
-
-static void qd_im2col_row(int path, const qd_geom *g, const uint8_t *x, ptrdiff_t oh, uint8_t pad,
-                          uint8_t *out) {
-    QD_PICK(path, qd_im2col_row_, g, x, oh, pad, out);
-}
+/* 1 if this CPU can run path i. */
+QD_UNUSED static int qd_path_supported(int i) { return rq_cpu_has(QD_PATHS[i].needs); }
 
 #endif

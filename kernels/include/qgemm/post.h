@@ -7,6 +7,7 @@
 #define REFQUANT_QGEMM_POST_H
 
 #include "common.h"
+#include "cpu_features.h"
 #include "qdirect/chain.h"
 
 #define QGEMM_POST_FLOATS 8192  /* a multiple of QGEMM_NR; 32 KB of stack */
@@ -43,7 +44,7 @@ __attribute__((unused)) static void qgemm_post_tile(qgemm_tile_fn tile, const qg
     float buf[QGEMM_POST_FLOATS];
     const qgemm_post *post = p->post;
 #if defined(__x86_64__)
-    const int avx2 = __builtin_cpu_supports("avx2");
+    const int avx2 = rq_cpu_has(RQ_CPU_AVX2);
 #endif
     for (ptrdiff_t c0 = n0; c0 < n1; c0 += QGEMM_POST_FLOATS) {
         const ptrdiff_t w = n1 - c0 < QGEMM_POST_FLOATS ? n1 - c0 : QGEMM_POST_FLOATS;

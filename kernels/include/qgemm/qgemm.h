@@ -4,6 +4,7 @@
 #ifndef REFQUANT_QGEMM_H
 #define REFQUANT_QGEMM_H
 
+#include "cpu_features.h"
 #include "common.h"
 #include "portable.h"
 #include "post.h"
@@ -21,8 +22,16 @@
 #define QGEMM_ARM 1
 #endif
 
+/* The C tests' emulated intrinsics (QGEMM_SIMD_EMULATION) run the x86 paths anywhere: they need no feature. */
+#ifdef QGEMM_SIMD_EMULATION
+#define QGEMM_NEEDS(features) 0u
+#else
+#define QGEMM_NEEDS(features) (features)
+#endif
+
 typedef struct {
     const char *name;
+    unsigned needs;             /* the RQ_CPU_* features (cpu_features.h) the path runs on */
     qgemm_tile_fn tile;
     int shifts_a;               /* computes sum (a - 128) * w: the wrapper adds 128 * colsum_b to the offset */
 } qgemm_path;
@@ -30,48 +39,20 @@ typedef struct {
 /* In order of preference (the first supported one is the default); "portable" is always last. */
 static const qgemm_path QGEMM_PATHS[] = {
 #ifdef QGEMM_X86
-    {"avx512vnni", qgemm_avx512vnni_tile, 0},
-    {"avxvnni", qgemm_avxvnni_tile, 0},
-    {"avx2", qgemm_avx2_tile, 0},
+    {"avx512vnni", QGEMM_NEEDS(RQ_CPU_AVX512F | RQ_CPU_AVX512VNNI), qgemm_avx512vnni_tile, 0},
+    {"avxvnni", QGEMM_NEEDS(RQ_CPU_AVX2 | RQ_CPU_AVXVNNI), qgemm_avxvnni_tile, 0},
+    {"avx2", QGEMM_NEEDS(RQ_CPU_AVX2), qgemm_avx2_tile, 0},
 #endif
 #ifdef QGEMM_ARM
-    {"i8mm", qgemm_i8mm_tile, 0},
-    {"dotprod", qgemm_dotprod_tile, 1},
-    {"neon", qgemm_neon_tile, 1},
+    {"i8mm", RQ_CPU_I8MM, qgemm_i8mm_tile, 0},
+    {"dotprod", RQ_CPU_DOTPROD, qgemm_dotprod_tile, 1},
+    {"neon", RQ_CPU_NEON, qgemm_neon_tile, 1},
 #endif
-    {"portable", qgemm_portable_tile, 0},
+    {"portable", 0u, qgemm_portable_tile, 0},
 };
 #define QGEMM_NPATHS ((int)(sizeof QGEMM_PATHS / sizeof QGEMM_PATHS[0]))
 
-#ifdef QGEMM_ARM
-#include <sys/auxv.h>
-#ifndef HWCAP_ASIMDDP
-#define HWCAP_ASIMDDP (1 << 20)
-#endif
-#ifndef HWCAP2_I8MM
-#define HWCAP2_I8MM (1 << 13)
-#endif
-#endif
-
-/* 1 if this CPU (and OS: __builtin_cpu_supports checks the enabled register state) can run path i. */
-static int qgemm_path_supported(int i) {
-    const char *name = QGEMM_PATHS[i].name;
-    (void)name;
-#if defined(QGEMM_X86) && defined(QGEMM_SIMD_EMULATION)
-    return 1;                   /* plain-C intrinsics run anywhere */
-#elif defined(QGEMM_X86)
-    __builtin_cpu_init();
-    if (!strcmp(name, "avx512vnni"))
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni");
-    if (!strcmp(name, "avxvnni")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avxvnni");
-    if (!strcmp(name, "avx2")) return __builtin_cpu_supports("avx2");
-#endif
-#ifdef QGEMM_ARM
-    if (!strcmp(name, "i8mm")) return (getauxval(AT_HWCAP2) & HWCAP2_I8MM) != 0;
-    if (!strcmp(name, "dotprod")) return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
-    if (!strcmp(name, "neon")) return 1;
-#endif
-    return 1;                   /* portable */
-}
+/* 1 if this CPU can run path i. */
+__attribute__((unused)) static int qgemm_path_supported(int i) { return rq_cpu_has(QGEMM_PATHS[i].needs); }
 
 #endif
