@@ -6,4 +6,4 @@ from ._build import build_info  # noqa: F401
 from .threads import get_num_threads, set_num_threads  # noqa: F401
 from .io import export_onnx, import_onnx, import_paddle, load, save  # noqa: F401
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401

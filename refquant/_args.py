@@ -105,19 +105,10 @@ def names(who: str, name: str, value, *, allowed: Optional[Iterable[str]] = None
     return out
 
 
-def model(who: str, value, name: str = "model"):
-    """A :class:`refquant.graph.Model`."""
-    from .graph import Model
-    if not isinstance(value, Model):
-        raise ArgumentTypeError(f"{who}: {name} must be a refquant Model, got {type(value).__name__}")
-    return value
-
-
-def quant_aware_args(model_, config, for_test, init_thresholds) -> None:
-    """The argument checks of :func:`refquant.quant.quant_aware`, before any work: the types and ranges of the
-    config values given (unknown keys and enum values are left to ``merge_config``)."""
+def quant_aware_args(config, for_test, init_thresholds) -> None:
+    """The argument checks of :func:`refquant.quant.quant_aware` after its model's, before any work: the types and
+    ranges of the config values given (unknown keys and enum values are left to ``merge_config``)."""
     who = "quant_aware"
-    model(who, model_)
     if config is not None and not isinstance(config, Mapping):
         raise ArgumentTypeError(f"{who}: config must be a dict or None, got {type(config).__name__}")
     config = config or {}
@@ -152,11 +143,6 @@ def quant_aware_args(model_, config, for_test, init_thresholds) -> None:
                 ok = False
             if isinstance(t, bool) or not ok:
                 raise ArgumentError(f"{who}: init_thresholds[{name!r}] must be a finite threshold >= 0, got {t!r}")
-
-
-def convert_args(model_) -> None:
-    """The argument check of :func:`refquant.quant.convert`: a Model."""
-    model("convert", model_)
 
 
 def _range_text(lo, hi) -> str:

@@ -22,7 +22,7 @@ KERNELS = ("_openmp_helpers", "embedding", "floatops", "histogram", "im2col", "k
 def build_info() -> dict:
     """Version, Python, NumPy, compiler, flags, OpenMP, thread count, CPU features, each kernel's path and
     (if threadpoolctl is installed) the BLAS / OpenMP thread pools loaded in this process."""
-    from . import __version__
+    from ._version import __version__
 
     facts = _build_facts()
     return {

@@ -18,7 +18,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .errors import GraphError, ShapeError
+from .errors import ArgumentTypeError, GraphError, ShapeError
 
 
 @dataclass
@@ -229,3 +229,11 @@ class Model:
     def __repr__(self) -> str:
         return (f"Model({self.name!r}, {len(self.ops)} ops, {len(self.params)} params "
                 f"{self.param_bytes() / 1e6:.2f} MB, inputs={self.inputs}, outputs={self.outputs})")
+
+
+def check_model(who: str, value, name: str = "model") -> Model:
+    """``value`` if it is a :class:`Model`; else an :class:`~refquant.errors.ArgumentTypeError` naming the caller
+    ``who`` and the argument ``name`` (the first check of every pass)."""
+    if not isinstance(value, Model):
+        raise ArgumentTypeError(f"{who}: {name} must be a refquant Model, got {type(value).__name__}")
+    return value

@@ -10,7 +10,7 @@ The data files live in the repository's top-level ``data/`` directory; an instal
 from ._locate import data_dir, data_file  # noqa: F401
 from .digits import load_digits, resize_bilinear, random_shift  # noqa: F401
 from .text import load_text, TextData, PAD, UNK  # noqa: F401
-from .batches import iter_batches  # noqa: F401
+from ..train.batches import iter_batches  # noqa: F401  (batching is part of training)
 
 __all__ = ["load_digits", "load_text", "iter_batches", "data_dir", "data_file", "resize_bilinear", "random_shift",
            "TextData", "PAD", "UNK"]

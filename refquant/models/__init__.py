@@ -46,7 +46,6 @@ def rebuild(meta: dict) -> Model:
 __all__ = ["GraphBuilder", "count_params", "make_divisible", "build", "rebuild", "BUILDERS", "lenet5",
            "mobilenet_v1", "mobilenet_v2", "resnet18", "resnet20", "resnet50", "resnet_cifar", "resnet_imagenet",
            "vgg_small", "vgg16", "text_classifier"]
-from . import zoo  # noqa: E402,F401  (recipes; imports BUILDERS above)
 
 
 def __getattr__(name):

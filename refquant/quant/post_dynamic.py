@@ -31,7 +31,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..graph import Model, Op
+from ..graph import Model, Op, check_model
 from .. import _args
 
 SUPPORTED_OP_TYPES = ("conv2d", "depthwise_conv2d", "mul")
@@ -108,7 +108,7 @@ def quant_post_dynamic(model: Model, weight_bits: int = 8,
     """A NEW model with int8/int16 weights and ``dequantize_weight`` ops (see the module docstring); the input
     model is untouched."""
     who = "quant_post_dynamic"
-    _args.model(who, model)
+    check_model(who, model)
     weight_bits = _args.choice(who, "weight_bits", _args.integer(who, "weight_bits", weight_bits), tuple(_DTYPES))
     if isinstance(quantizable_op_type, str):  # one op type
         quantizable_op_type = [quantizable_op_type]

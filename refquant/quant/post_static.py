@@ -43,7 +43,7 @@ import numpy as np
 from ..calibration import algorithms
 from ..calibration import Calibration, calibrate, weight_channel_axis, weight_threshold
 from ..errors import ArgumentError, ArgumentTypeError
-from ..graph import Model, Op
+from ..graph import Model, Op, check_model
 from .. import _args
 from . import adaround
 from ..reference import rounding
@@ -100,7 +100,7 @@ def _check_calibration(who, value):
 
 #: One checker per public argument of quant_post_static / calibrate_model: ``(who, value) -> normalised value``.
 _CHECKS = {
-    "model": _args.model,
+    "model": check_model,
     "data_loader": _check_data_loader,
     "batch_nums": lambda who, v: _args.optional_integer(who, "batch_nums", v, 1),
     "algo": _check_algo,

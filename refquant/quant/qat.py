@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from ..calibration import weight_channel_axis, weight_threshold
-from ..graph import Model, Op
+from ..graph import Model, Op, check_model
 from .. import _args
 from ..reference import rounding
 from .post_static import WEIGHT_OP_TYPES
@@ -136,7 +136,8 @@ def quant_aware(model: Model, config: Optional[dict] = None, for_test: bool = Fa
     ``quant_post_first`` and ``deploy_backend`` are accepted at their defaults and refused otherwise, with the
     reason (:data:`DEFAULT_CONFIG`).
     """
-    _args.quant_aware_args(model, config, for_test, init_thresholds)
+    check_model("quant_aware", model)
+    _args.quant_aware_args(config, for_test, init_thresholds)
     if init_statistics not in INIT_STATISTICS:
         raise ValueError(f"quant_aware: init_statistics must be one of {INIT_STATISTICS}, got {init_statistics!r}")
     cfg = merge_config(config)
@@ -264,7 +265,7 @@ def _weight_linear(q: Model, w: str, op_type: str, cfg: dict, bits: int, for_tes
 def convert(model: Model) -> Model:
     """Freeze a :func:`quant_aware` model into the inference graph of :func:`quant_post_static` (its
     ``onnx_format`` follows the QAT config: see :func:`_convert_onnx` for True)."""
-    _args.convert_args(model)
+    check_model("convert", model)
     info = model.meta.get("qat")
     if not info:
         raise ValueError("convert: the model was not made by quant_aware")

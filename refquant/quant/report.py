@@ -22,8 +22,7 @@ import numpy as np
 from .._files import write_text_atomic
 from ..calibration import weight_channel_axis
 from ..errors import ArgumentError, ArgumentTypeError
-from ..graph import Model
-from .. import _args
+from ..graph import Model, check_model
 from ..reference import rounding
 
 
@@ -51,8 +50,8 @@ def _stored_weight(qmodel: Model, w: str, info: dict, op) -> np.ndarray:
 def layer_report(model: Model, qmodel: Model, feeds_list) -> list[dict]:
     """One row per quantized op of ``qmodel`` (made from ``model`` by :func:`quant_post_static`), measured on
     ``feeds_list`` (a list of feed dicts; statistics are pooled over them)."""
-    _args.model("layer_report", model)
-    _args.model("layer_report", qmodel, "qmodel")
+    check_model("layer_report", model)
+    check_model("layer_report", qmodel, "qmodel")
     info = qmodel.meta.get("quantization")
     if not info or info.get("method") not in ("post_static", "qat", "paddle_import"):
         raise ValueError("layer_report: qmodel was not produced by quant_post_static, QAT's convert or import_paddle")

@@ -1,4 +1,4 @@
-"""Training: optimizers (SGD with momentum, Adam), learning-rate schedules and the fit / evaluate loops."""
+"""Training: optimizers (SGD, Adam), learning-rate schedules, mini-batches and the fit / evaluate loops."""
 from .optim import SGD, Adam, Optimizer, make_optimizer  # noqa: F401
 from .schedule import Constant, Cosine, Schedule, StepDecay, make_schedule  # noqa: F401
 from .loop import ProgressBar, evaluate, fit, predict, with_loss  # noqa: F401

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..executor import backward, forward
 from ..graph import Model, Op, TensorSpec
-from ..data.batches import iter_batches
+from .batches import iter_batches
 from .optim import Optimizer, make_optimizer
 from .schedule import Schedule, make_schedule
 
