@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -288,9 +288,3 @@ def ort_quantize(fp32_path: str, out_path: str, calib_feeds: Sequence[dict], met
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=getattr(CalibrationMethod, method))
     return out_path
-
-
-def timed(fn: Callable, repeats: int = 3, warmup: int = 1) -> float:
-    """Median ms of ``fn()`` (:func:`refquant.report.median_ms`)."""
-    from ..report import median_ms
-    return median_ms(fn, repeats, warmup)
