@@ -198,7 +198,7 @@ def _check_onnx_export(model) -> None:
         import onnx  # noqa: F401
     except ImportError:
         raise UsageError("--out .onnx needs the onnx package (pip install onnx); or write a .rq file") from None
-    from .io.onnx_export import supported_op_types
+    from .io.onnx import supported_op_types
     known = set(supported_op_types())
     missing = sorted({op.type for op in model.ops} - known)
     if missing:

@@ -394,7 +394,7 @@ def test_unexportable_model_is_refused_before_calibrating(tmp_path, capsys):
     """--out .onnx checks every op has an ONNX mapping before the calibration runs."""
     if not HAVE_ONNX:
         pytest.skip("needs the onnx package")
-    from refquant.io.onnx_export import supported_op_types
+    from refquant.io.onnx import supported_op_types
     assert "cross_entropy" not in supported_op_types()
     lenet = _lenet()
     model = Model(lenet.ops + [Op("softmax", [lenet.outputs[0]], ["prob"], {"axis": -1}, "sm"),

@@ -600,7 +600,7 @@ def test_path_input(tmp_path):
 
 def test_missing_onnx_package_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
-    from refquant.io import onnx_import
+    from refquant.io import onnx as onnx_import
     with pytest.raises(ImportError, match=r"pip install 'refquant\[onnx\]'"):
         onnx_import.import_onnx(b"")
 

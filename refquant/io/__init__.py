@@ -3,14 +3,14 @@ from .format import load, save  # noqa: F401
 
 
 def import_onnx(model, **kwargs):
-    """Import an ONNX model (path, bytes or ``onnx.ModelProto``); see :mod:`refquant.io.onnx_import`."""
-    from .onnx_import import import_onnx as _import_onnx
+    """Import an ONNX model (path, bytes or ``onnx.ModelProto``); see :mod:`refquant.io.onnx`."""
+    from .onnx.importer import import_onnx as _import_onnx
     return _import_onnx(model, **kwargs)
 
 
 def export_onnx(model, path=None, **kwargs):
-    """Export a refquant model to ONNX (optionally saved to ``path``); see :mod:`refquant.io.onnx_export`."""
-    from .onnx_export import export_onnx as _export_onnx
+    """Export a refquant model to ONNX (optionally saved to ``path``); see :mod:`refquant.io.onnx`."""
+    from .onnx.export import export_onnx as _export_onnx
     return _export_onnx(model, path, **kwargs)
 
 

@@ -51,7 +51,7 @@ def available() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _load(kind: str):
-    from ..io.onnx_import import import_onnx
+    from ..io.onnx import import_onnx
     return import_onnx(render.ppocr_model_path(kind))
 
 
