@@ -272,6 +272,7 @@ def cmd_quantize(args) -> int:
 def cmd_convert(args) -> int:
     from .deploy import convert_to_int8
     from .io import save
+    from .ops.registry import has_trait
     from .report import latency_ms
     out = _check_folder(args.out or Path(f"{Path(args.qmodel).stem}.int8.rq"))
     qmodel = load_model(args.qmodel)
@@ -279,7 +280,7 @@ def cmd_convert(args) -> int:
     save(i8, out)
     counts = i8.op_counts()
     print(f"saved {out}: {out.stat().st_size / 1e6:.3f} MB; INT8 ops: " +
-          ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k.endswith("_int8")))
+          ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if has_trait(k, "int8")))
     top1 = _top1(qmodel)
     if top1 is not None:
         print(f"test top-1: fake-quant {top1:.2f}%, INT8 {_top1(i8):.2f}%")

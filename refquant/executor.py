@@ -15,6 +15,7 @@ import numpy as np
 from .errors import GraphError, RefquantError, ShapeError, UnsupportedOpError, op_error
 from .graph import Model
 from .ops import get_op, OpContext
+from .ops.registry import has_trait
 from .threads import blas_on_one_thread
 
 # What an op raises when the values it is given do not fit it, most specific first; run() re-raises them as
@@ -133,10 +134,14 @@ def _nonfinite_inputs(model: Model, op, args) -> str:
 
 
 def run(model: Model, feeds: dict, outputs: Optional[Iterable[str]] = None) -> dict[str, np.ndarray]:
-    """Inference: ``{name: array}`` for the requested outputs (default: the graph outputs). A graph with INT8 ops
-    (refquant's OpenMP kernels) runs with NumPy's BLAS on one thread (:func:`refquant.threads.blas_on_one_thread`)."""
+    """Inference: ``{name: array}`` for the requested outputs (default: the graph outputs).
+
+    The threading rule: a graph holding an op with the ``int8`` or ``fused`` trait (:mod:`refquant.ops.registry`:
+    refquant's integer kernels and the fused float ops between them, all OpenMP) runs with NumPy's BLAS on one
+    thread (:func:`refquant.threads.blas_on_one_thread`), so that OpenMP and BLAS threads do not oversubscribe the
+    cores; any other graph leaves BLAS as it is."""
     names = list(model.outputs if outputs is None else outputs)
-    int8 = any(op.type.endswith("_int8") or op.type.startswith("fused_") for op in model.ops)
+    int8 = any(has_trait(op.type, "int8") or has_trait(op.type, "fused") for op in model.ops)
     with blas_on_one_thread(int8):
         env, _ = forward(model, feeds, outputs=names)
     return {name: env[name] for name in names}

@@ -43,6 +43,7 @@ import numpy as np
 from ..executor import infer_shapes
 from ..graph import Model, Op
 from ..ops.conv import pads4, pair
+from ..ops.registry import has_trait
 from ..reference import qgemm as _ref_gemm
 
 QDQ_TYPES = ("fake_quantize_dequantize_abs_max",)
@@ -360,7 +361,7 @@ class _Converter:
         out = Model(self.ops, params, q.input_specs, q.outputs, name=f"{q.name}.int8", meta=dict(q.meta),
                     trainable=set())
         out.meta["int8"] = {"unsigned": self.unsigned, "reduce_range": self.reduce_range, "int8_ops": sum(1 for op in self.ops
-                                                                      if op.type.endswith("_int8"))}
+                                                                      if has_trait(op.type, "int8"))}
         return out
 
     def _fuse_elementwise(self):

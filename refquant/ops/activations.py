@@ -27,7 +27,7 @@ def _relu_grad(ctx, attrs, gy):
     return (gy * (y > 0),)
 
 
-@register("relu", backward=_relu_grad, shape=same_shape)
+@register("relu", observed=True, backward=_relu_grad, shape=same_shape)
 def relu(ctx, attrs, x):
     """y = max(x, 0)."""
     y = np.maximum(x, 0)
@@ -40,7 +40,7 @@ def _relu6_grad(ctx, attrs, gy):
     return (gy * ((x > 0) & (x < float(attrs.get("threshold", 6.0)))),)
 
 
-@register("relu6", backward=_relu6_grad, shape=same_shape, check=attr_spec(threshold="float"))
+@register("relu6", observed=True, backward=_relu6_grad, shape=same_shape, check=attr_spec(threshold="float"))
 def relu6(ctx, attrs, x):
     """y = clip(x, 0, threshold)."""
     ctx.save(x)
@@ -52,7 +52,7 @@ def _hard_sigmoid_grad(ctx, attrs, gy):
     return (gy * (float(attrs.get("slope", 0.2)) * ((u > 0) & (u < 1))),)
 
 
-@register("hard_sigmoid", backward=_hard_sigmoid_grad, shape=same_shape, check=attr_spec(slope="float", offset="float"))
+@register("hard_sigmoid", observed=True, backward=_hard_sigmoid_grad, shape=same_shape, check=attr_spec(slope="float", offset="float"))
 def hard_sigmoid(ctx, attrs, x):
     """y = clip(slope * x + offset, 0, 1)."""
     u = float(attrs.get("slope", 0.2)) * x + float(attrs.get("offset", 0.5))
@@ -72,7 +72,7 @@ def _hard_swish_grad(ctx, attrs, gy):
     return (gy * dy,)
 
 
-@register("hard_swish", backward=_hard_swish_grad, shape=same_shape,
+@register("hard_swish", observed=True, backward=_hard_swish_grad, shape=same_shape,
           check=attr_spec(threshold="float", scale="float", offset="float"))
 def hard_swish(ctx, attrs, x):
     """y = x * clip(x + offset, 0, threshold) / scale."""
@@ -86,7 +86,7 @@ def _sigmoid_grad(ctx, attrs, gy):
     return (gy * y * (1 - y),)
 
 
-@register("sigmoid", backward=_sigmoid_grad, shape=same_shape)
+@register("sigmoid", observed=True, backward=_sigmoid_grad, shape=same_shape)
 def sigmoid(ctx, attrs, x):
     """y = 1 / (1 + exp(-x))."""
     y = expit(x)
@@ -99,7 +99,7 @@ def _tanh_grad(ctx, attrs, gy):
     return (gy * (1 - y * y),)
 
 
-@register("tanh", backward=_tanh_grad, shape=same_shape)
+@register("tanh", observed=True, backward=_tanh_grad, shape=same_shape)
 def tanh(ctx, attrs, x):
     """y = tanh(x)."""
     y = np.tanh(x)
@@ -120,7 +120,7 @@ def _gelu_grad(ctx, attrs, gy):
     return (gy * dy,)
 
 
-@register("gelu", backward=_gelu_grad, shape=same_shape, check=attr_spec(approximate="bool"))
+@register("gelu", observed=True, backward=_gelu_grad, shape=same_shape, check=attr_spec(approximate="bool"))
 def gelu(ctx, attrs, x):
     """y = x/2 * (1 + erf(x / sqrt(2))); approximate: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))).
 
@@ -145,7 +145,7 @@ def _clip_grad(ctx, attrs, gy):
     return (gy * ((x > lo) & (x < hi)),)
 
 
-@register("clip", backward=_clip_grad, shape=same_shape, check=attr_spec(min="real", max="real"))
+@register("clip", observed=True, backward=_clip_grad, shape=same_shape, check=attr_spec(min="real", max="real"))
 def clip(ctx, attrs, x):
     """y = min(max(x, min), max); the gradient is 0 at and beyond the bounds."""
     ctx.save(x)
@@ -168,7 +168,7 @@ def _softmax_grad(ctx, attrs, gy):
     return (softmax_vjp(y, gy, int(attrs.get("axis", -1))),)
 
 
-@register("softmax", backward=_softmax_grad, shape=same_shape, check=attr_spec(axis="int"))
+@register("softmax", observed=True, backward=_softmax_grad, shape=same_shape, check=attr_spec(axis="int"))
 def softmax(ctx, attrs, x):
     """y = exp(x - max) / sum(exp(x - max)) along ``axis``; float32 over the last axis runs the float32 kernel
     (see refquant/reference/floatops.py)."""
@@ -239,7 +239,7 @@ def _scale_grad(ctx, attrs, gy):
     return (gy * float(attrs.get("scale", 1.0)),)
 
 
-@register("scale", backward=_scale_grad, shape=same_shape,
+@register("scale", observed=True, backward=_scale_grad, shape=same_shape,
           check=attr_spec(scale="float", bias="float", bias_after_scale="bool"))
 def scale(ctx, attrs, x):
     """y = scale * x + bias, or scale * (x + bias) when ``bias_after_scale`` is false. With bias 0 (and

@@ -102,7 +102,7 @@ def _check(attrs, inputs):
     attr_int(attrs, "x_num_col_dims", -1, -1, 64)
 
 
-@register("matmul_dynamic_int8", shape=_shape, check=_check)
+@register("matmul_dynamic_int8", int8=True, shape=_shape, check=_check)
 def matmul_dynamic_int8(ctx, attrs, x, packed, col_sum, bias=None, w_scale=None):
     """float (..., K) x int8 packed (K, N) -> float32 (..., N): the activations quantized per call (asymmetric
     uint8 per tensor with a zero point, ORT's DynamicQuantizeLinear), the int8 GEMM, the f32 epilogue

@@ -83,7 +83,10 @@ _ELEMENTWISE = {
     "elementwise_min": ("min(x, y)", np.minimum, lambda g, x, y, out: (g * (x < y), g * (x >= y))),
 }
 
+_OBSERVED = {"elementwise_add", "elementwise_sub", "elementwise_mul", "elementwise_pow"}  # Paddle's act-op dict
+
 for _type, (_formula, _fn, _grads) in _ELEMENTWISE.items():
     _forward, _backward = _binary(_fn, _grads)
     _forward.__doc__ = f"out = {_formula}, broadcast with Paddle's axis rule."
-    register(_type, backward=_backward, shape=_shape, check=attr_spec(axis="int"))(_forward)
+    register(_type, backward=_backward, shape=_shape, check=attr_spec(axis="int"),
+             observed=_type in _OBSERVED)(_forward)

@@ -80,7 +80,7 @@ def _slice_grad(ctx, attrs, gy):
     return (gx,) + (None,) * n_extra
 
 
-@register("slice", backward=_slice_grad, check=attr_spec(starts="ints", ends="ints", axes="ints", steps="ints"))
+@register("slice", observed=True, backward=_slice_grad, check=attr_spec(starts="ints", ends="ints", axes="ints", steps="ints"))
 def slice_(ctx, attrs, x, *rest):
     """ONNX Slice. ``starts`` / ``ends`` / ``axes`` / ``steps`` come from attributes or, when given, from
     optional int tensor inputs (in that order), so a slice bound computed at run time works too."""

@@ -161,7 +161,7 @@ def _reshaped(y, shape):
     return y.reshape(shape)
 
 
-@register("fused_elementwise_add", check=_check_fused)
+@register("fused_elementwise_add", fused=True, check=_check_fused)
 def fused_elementwise_add(ctx, attrs, a, b):
     """A residual add of two same-shape float32 NHWC tensors with what follows it, in one pass (the shape of
     Paddle's oneDNN ``fused_elementwise_add``): ``f = a + b``, ``relu`` if ``fuse_activation == "relu"``;
@@ -173,7 +173,7 @@ def fused_elementwise_add(ctx, attrs, a, b):
                              want_float=bool(attrs.get("want_float", True)), quantize=_fused_quantize(attrs))
 
 
-@register("fused_scalar_chain", check=_check_chain)
+@register("fused_scalar_chain", fused=True, check=_check_chain)
 def fused_scalar_chain(ctx, attrs, x):
     """A chain of scalar float ops between INT8 ops, in one pass and the same float32 steps (what PaddleOCR's
     graphs spell out op by op): ``t = x * pre_mul + pre_add`` (PP-LCNetV3's learnable affine block), then if
@@ -198,7 +198,7 @@ def _chain(attrs):
     return chain_kwargs(attrs["chain"]) if attrs.get("chain") else None
 
 
-@register("fused_channel_mul", check=_check_fused)
+@register("fused_channel_mul", fused=True, check=_check_fused)
 def fused_channel_mul(ctx, attrs, x, s):
     """An SE block's excitation with what follows it, in one pass: ``f = x * s`` for NHWC ``x`` (N, H, W, C) and
     its channel scale ``s`` (N, 1, 1, C), float32 as ``elementwise_mul``; outputs ``(f, q)`` as
@@ -218,7 +218,7 @@ def _fused_quantize(attrs):
     return float(attrs["scale_inv"]), int(attrs["zero"]), int(attrs["lo"]), int(attrs["hi"])
 
 
-@register("quantize_int8", check=_check_quantize_int8)
+@register("quantize_int8", int8=True, check=_check_quantize_int8)
 def quantize_int8(ctx, attrs, x):
     """float32 -> uint8: ``clamp(rint(x * scale_inv) + zero, lo, hi)``; NCHW input becomes NHWC (``layout``
     "NCHW"), NHWC and 2-D inputs keep their layout."""
@@ -231,7 +231,7 @@ def quantize_int8(ctx, attrs, x):
     return d.quantize_rows(rows, s, zero, lo, hi).reshape(x.shape)
 
 
-@register("dequantize_int8", check=_check_dequantize_int8)
+@register("dequantize_int8", int8=True, check=_check_dequantize_int8)
 def dequantize_int8(ctx, attrs, q):
     """uint8 -> float32 ``(q - zero) * scale``; NHWC input becomes NCHW when ``layout`` is "NCHW"."""
     s, zero = float(attrs["scale"]), int(attrs["zero"])
@@ -242,7 +242,7 @@ def dequantize_int8(ctx, attrs, q):
     return d.dequantize_rows(q.reshape(-1, q.shape[-1]), s, zero).reshape(q.shape)
 
 
-@register("conv2d_int8", check=_check_conv_int8)
+@register("conv2d_int8", int8=True, check=_check_conv_int8)
 def conv2d_int8(ctx, attrs, x, packed, col_sum, bias, mult):
     """NHWC u8 conv as a GEMM: 1x1 stride-1 unpadded convs read x directly, others through a u8 im2col
     whose padded taps hold the zero point ``a_zero``. Output NHWC u8 or float32."""
@@ -259,7 +259,7 @@ def conv2d_int8(ctx, attrs, x, packed, col_sum, bias, mult):
     return _reshaped(gemm_packed(a, packed, col_sum, bias, mult, attrs), (n, oh, ow, int(attrs["N"])))
 
 
-@register("depthwise_conv2d_int8", check=_check_depthwise_int8)
+@register("depthwise_conv2d_int8", int8=True, check=_check_depthwise_int8)
 def depthwise_conv2d_int8(ctx, attrs, x, w, bias, mult):
     """NHWC u8 depthwise conv with (KH, KW, C) s8 weights, the direct kernel."""
     _check_u8(x, 4, "depthwise_conv2d_int8")
@@ -269,7 +269,7 @@ def depthwise_conv2d_int8(ctx, attrs, x, w, bias, mult):
         chain=_chain(attrs), **_epilogue(attrs))
 
 
-@register("matmul_int8", check=lambda attrs, inputs: _check_gemm(attrs))
+@register("matmul_int8", int8=True, check=lambda attrs, inputs: _check_gemm(attrs))
 def matmul_int8(ctx, attrs, x, packed, col_sum, bias, mult):
     """u8 rows (..., K) times packed (K, N) s8 weights (fc / mul; a (B, T, H) input is B*T rows) -> (..., N)."""
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim < 2:
@@ -279,7 +279,7 @@ def matmul_int8(ctx, attrs, x, packed, col_sum, bias, mult):
     return _reshaped(y, x.shape[:-1] + (int(attrs["N"]),))
 
 
-@register("max_pool2d_int8", check=_check_max_pool_int8)
+@register("max_pool2d_int8", int8=True, check=_check_max_pool_int8)
 def max_pool2d_int8(ctx, attrs, x):
     """Max pooling on NHWC u8 (exact: quantization is monotonic, so max commutes with it)."""
     _check_u8(x, 4, "max_pool2d_int8")

@@ -39,7 +39,7 @@ def _mul_grad(ctx, attrs, g):
     return _mul_grads(ctx, x, w, g, *_mul_cols(attrs))
 
 
-@register("mul", backward=_mul_grad, shape=_mul_shape, check=attr_spec(x_num_col_dims="int", y_num_col_dims="int"))
+@register("mul", weight_inputs=(1,), observed=True, backward=_mul_grad, shape=_mul_shape, check=attr_spec(x_num_col_dims="int", y_num_col_dims="int"))
 def mul(ctx, attrs, x, w):
     """y = x.reshape(prod(x.shape[:xc]), -1) @ w.reshape(prod(w.shape[:yc]), -1), shaped
     x.shape[:xc] + w.shape[yc:] (xc, yc = x_num_col_dims, y_num_col_dims)."""
@@ -119,7 +119,7 @@ def _matmul_grad(ctx, attrs, g):
     return dx, dy
 
 
-@register("matmul", backward=_matmul_grad, shape=_matmul_shape, check=attr_spec(trans_x="bool", trans_y="bool"))
+@register("matmul", weight_inputs=(1,), observed=True, backward=_matmul_grad, shape=_matmul_shape, check=attr_spec(trans_x="bool", trans_y="bool"))
 def matmul(ctx, attrs, x, y):
     """out = op(x) @ op(y) with NumPy matmul broadcasting; op transposes the last two dims when trans_x /
     trans_y (Paddle's matmul_v2)."""
@@ -147,7 +147,7 @@ def _lookup_grad(ctx, attrs, g):
     return (dw, None)
 
 
-@register("lookup_table", backward=_lookup_grad, shape=_lookup_shape, check=attr_spec(padding_idx="int"))
+@register("lookup_table", observed=True, backward=_lookup_grad, shape=_lookup_shape, check=attr_spec(padding_idx="int"))
 def lookup_table(ctx, attrs, w, ids):
     """y[..., :] = w[ids[...], :]; ids equal to ``padding_idx`` (-1: none) read zeros and give w no gradient."""
     if ids.size and (ids.min() < 0 or ids.max() >= w.shape[0]):
@@ -165,7 +165,7 @@ def _dropout_grad(ctx, attrs, g):
     return (g if mask is None else g * mask,)
 
 
-@register("dropout", backward=_dropout_grad, shape=same_shape,
+@register("dropout", observed=True, backward=_dropout_grad, shape=same_shape,
           check=attr_spec(dropout_prob="float", dropout_implementation=("upscale_in_train", "downgrade_in_infer")))
 def dropout(ctx, attrs, x):
     """Training: y = x * keep / (1 - p) (upscale_in_train) or x * keep (downgrade_in_infer), with

@@ -175,7 +175,7 @@ def _pool2d_nhwc(attrs, x):
     return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
 
 
-@register("pool2d", backward=_pool2d_grad, shape=_shape, check=_check)
+@register("pool2d", observed=True, backward=_pool2d_grad, shape=_shape, check=_check)
 def pool2d(ctx, attrs, x):
     """max: y = max over the window of x_pad (padding never wins); avg: y = sum over the window / divisor.
     ``data_format`` "NHWC": the same on an NHWC tensor (:func:`_pool2d_nhwc`; inference only)."""

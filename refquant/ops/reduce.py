@@ -34,7 +34,7 @@ def _spread(ctx, attrs, g, divide):
     return (np.array(np.broadcast_to(g, x_shape)),)
 
 
-@register("reduce_sum", backward=lambda ctx, attrs, g: _spread(ctx, attrs, g, False), shape=_reduce_shape,
+@register("reduce_sum", observed=True, backward=lambda ctx, attrs, g: _spread(ctx, attrs, g, False), shape=_reduce_shape,
           check=_check)
 def reduce_sum(ctx, attrs, x):
     """y = sum of x over ``dim``."""
@@ -42,7 +42,7 @@ def reduce_sum(ctx, attrs, x):
     return np.asarray(np.sum(x, axis=_dims(attrs, x.ndim), keepdims=bool(attrs.get("keep_dim", False))))
 
 
-@register("reduce_mean", backward=lambda ctx, attrs, g: _spread(ctx, attrs, g, True), shape=_reduce_shape,
+@register("reduce_mean", observed=True, backward=lambda ctx, attrs, g: _spread(ctx, attrs, g, True), shape=_reduce_shape,
           check=_check)
 def reduce_mean(ctx, attrs, x):
     """y = mean of x over ``dim``."""

@@ -20,6 +20,19 @@ Contract, in the style of an autograd ``Function``:
   window against its input) is checked again by the forward.
 
 Forwards keep the dtype of their float inputs, so the gradient checks can run in float64.
+
+Traits, declared at ``register(...)`` and read by the passes instead of lists of op type names:
+
+* ``int8``: the op runs one of refquant's integer kernels (u8 / s8 data, compiled with OpenMP or its NumPy twin):
+  the ``*_int8`` ops of :func:`refquant.deploy.convert_to_int8` and :func:`refquant.quant.quant_post_dynamic`.
+* ``fused``: several float ops of an INT8 deployment graph in one pass of a compiled OpenMP kernel (the
+  ``fused_*`` ops between INT8 ops).
+* ``weight_inputs``: the input positions that hold a weight post-training quantization quantizes (Paddle's
+  ``SUPPORT_WEIGHT_QUANTIZATION_OP_DICT``: conv2d, depthwise_conv2d, conv2d_transpose, mul, matmul).
+* ``observed``: static PTQ calibrates the op's outputs (Paddle's ``SUPPORT_ACT_QUANTIZATION_OP_DICT``, the
+  ``out_threshold`` attributes and onnx_format's only_observer pairs).
+
+:func:`op_types_with` lists the op types that have a trait.
 """
 from __future__ import annotations
 
@@ -42,22 +55,45 @@ class OpDef:
     shape: Optional[Callable] = None
     doc: str = ""
     check: Optional[Callable] = None
+    int8: bool = False
+    fused: bool = False
+    weight_inputs: tuple = ()
+    observed: bool = False
 
 
 OPS: dict[str, OpDef] = {}
 
+#: The traits of :class:`OpDef` (see the module docstring).
+TRAITS = ("int8", "fused", "weight_inputs", "observed")
+
 
 def register(op_type: str, *, backward: Callable | None = None, shape: Callable | None = None,
-             check: Callable | None = None):
-    """Decorator: ``@register("relu", backward=relu_grad, shape=same_shape)`` on the forward function."""
+             check: Callable | None = None, int8: bool = False, fused: bool = False, weight_inputs: tuple = (),
+             observed: bool = False):
+    """Decorator: ``@register("relu", observed=True, backward=relu_grad, shape=same_shape)`` on the forward
+    function; the keyword-only flags are the op's traits (module docstring)."""
 
     def wrap(forward: Callable) -> Callable:
         if op_type in OPS:
             raise ValueError(f"op type {op_type!r} registered twice")
-        OPS[op_type] = OpDef(op_type, forward, backward, shape, (forward.__doc__ or "").strip(), check)
+        OPS[op_type] = OpDef(op_type, forward, backward, shape, (forward.__doc__ or "").strip(), check,
+                             bool(int8), bool(fused), tuple(weight_inputs), bool(observed))
         return forward
 
     return wrap
+
+
+def op_types_with(trait: str) -> tuple[str, ...]:
+    """The registered op types whose ``trait`` (one of :data:`TRAITS`) is set, in registration order."""
+    if trait not in TRAITS:
+        raise ValueError(f"op_types_with: unknown trait {trait!r}; traits: {list(TRAITS)}")
+    return tuple(t for t, d in OPS.items() if getattr(d, trait))
+
+
+def has_trait(op_type: str, trait: str) -> bool:
+    """Whether the registered op type ``op_type`` has ``trait`` (False for an unknown op type)."""
+    opdef = OPS.get(op_type)
+    return opdef is not None and bool(getattr(opdef, trait))
 
 
 _ARITY: dict = {}  # forward -> (fewest, most) data inputs it takes (most None for *args)

@@ -133,7 +133,7 @@ def _check_x(x, op):
         raise ValueError(f"{op} expects an NCHW input, got shape {x.shape}")
 
 
-@register("nearest_interp", backward=_separable_grad, check=_check)
+@register("nearest_interp", observed=True, backward=_separable_grad, check=_check)
 def nearest_interp(ctx, attrs, x, *rest):
     """Nearest-neighbour resize of an NCHW map (ONNX Resize mode "nearest")."""
     out_size = rest[0] if rest else None
@@ -158,7 +158,7 @@ def _linear_taps(n_out, n_in, scale, mode):
     return i0, i1, (c - i0.astype(np.float32))
 
 
-@register("bilinear_interp", backward=_separable_grad, check=_check)
+@register("bilinear_interp", observed=True, backward=_separable_grad, check=_check)
 def bilinear_interp(ctx, attrs, x, *rest):
     """Bilinear resize of an NCHW map (ONNX Resize mode "linear")."""
     out_size = rest[0] if rest else None

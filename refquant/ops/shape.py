@@ -38,7 +38,7 @@ def _check_perm(attrs, inputs):
 
 
 # no shape rule: the target may be a tensor's value
-@register("reshape", backward=_back_to_input_shape, check=_check_target)
+@register("reshape", observed=True, backward=_back_to_input_shape, check=_check_target)
 def reshape(ctx, attrs, x, shape=None):
     """y = x.reshape(target), target = the ``shape`` tensor if given, else the ``shape`` attribute."""
     target = attrs["shape"] if shape is None else shape.tolist()
@@ -54,7 +54,7 @@ def _flat_shape(x_shape, attrs):
     return tuple(x_shape[:start]) + (int(np.prod(x_shape[start:stop + 1])),) + tuple(x_shape[stop + 1:])
 
 
-@register("flatten", backward=_back_to_input_shape, shape=lambda attrs, x: (_flat_shape(x, attrs),),
+@register("flatten", observed=True, backward=_back_to_input_shape, shape=lambda attrs, x: (_flat_shape(x, attrs),),
           check=attr_spec(start_axis="int", stop_axis="int"))
 def flatten(ctx, attrs, x):
     """y = x with dimensions start_axis..stop_axis (inclusive) merged into one."""
@@ -67,7 +67,7 @@ def _transpose_grad(ctx, attrs, g):
     return (np.transpose(g, np.argsort(attrs["perm"])),)
 
 
-@register("transpose", backward=_transpose_grad, shape=lambda attrs, x: (tuple(x[p] for p in attrs["perm"]),),
+@register("transpose", observed=True, backward=_transpose_grad, shape=lambda attrs, x: (tuple(x[p] for p in attrs["perm"]),),
           check=_check_perm)
 def transpose(ctx, attrs, x):
     """y = x.transpose(perm)."""
@@ -87,7 +87,7 @@ def _concat_grad(ctx, attrs, g):
     return tuple(np.split(g, np.cumsum(sizes)[:-1], axis=int(attrs.get("axis", 0))))
 
 
-@register("concat", backward=_concat_grad, shape=_concat_shape, check=attr_spec(axis="int"))
+@register("concat", observed=True, backward=_concat_grad, shape=_concat_shape, check=attr_spec(axis="int"))
 def concat(ctx, attrs, *xs):
     """y = concatenate(xs, axis)."""
     axis = int(attrs.get("axis", 0))

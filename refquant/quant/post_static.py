@@ -45,24 +45,27 @@ from ..calibration import Calibration, calibrate, weight_channel_axis, weight_th
 from ..errors import ArgumentError, ArgumentTypeError
 from ..graph import Model, Op, check_model
 from .. import _args
+from ..ops.registry import OPS, op_types_with
 from . import adaround
 from ..reference import rounding
 
-#: Paddle's ``SUPPORT_WEIGHT_QUANTIZATION_OP_DICT`` keys.
-WEIGHT_OP_TYPES = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2")
+#: Paddle's op names that refquant has no op of its own for (its importers map them to refquant's: matmul_v2 ->
+#: matmul, reshape2 -> reshape, flatten_contiguous_range -> flatten, transpose2 -> transpose, ...) or no op at all:
+#: ``quantizable_op_type`` accepts them as Paddle does; a refquant graph does not hold them.
+_PADDLE_ONLY_WEIGHT_OP_TYPES = ("matmul_v2",)
+_PADDLE_ONLY_OBSERVER_OP_TYPES = frozenset({
+    "matmul_v2", "leaky_relu", "prelu", "swish", "reshape2", "transpose2", "flatten_contiguous_range", "squeeze2",
+    "unsqueeze2", "nearest_interp_v2", "bilinear_interp_v2", "split", "pow", "reduce_max", "lookup_table_v2",
+})
+#: Paddle's ``SUPPORT_WEIGHT_QUANTIZATION_OP_DICT`` keys: the ops with the ``weight_inputs`` trait
+#: (:mod:`refquant.ops.registry`) and Paddle's matmul_v2.
+WEIGHT_OP_TYPES = op_types_with("weight_inputs") + _PADDLE_ONLY_WEIGHT_OP_TYPES
 #: Output argument names of Paddle's op definitions (for ``<OutArg><i>_threshold``).
 _OUT_ARG = {"conv2d": "Output", "depthwise_conv2d": "Output", "conv2d_transpose": "Output", "batch_norm": "Y",
             "layer_norm": "Y"}
-#: Observer op types: the op types of Paddle's ``SUPPORT_ACT_QUANTIZATION_OP_DICT`` that refquant has, under
-#: refquant's names (``reshape`` = reshape2, ``flatten`` = flatten_contiguous_range, ``transpose`` = transpose2).
-OBSERVER_OP_TYPES = frozenset({
-    "mul", "matmul", "matmul_v2", "pool2d", "elementwise_add", "elementwise_sub", "elementwise_mul",
-    "elementwise_pow", "concat", "softmax", "relu", "relu6", "leaky_relu", "prelu", "tanh", "swish", "sigmoid",
-    "hard_swish", "hard_sigmoid", "gelu", "layer_norm", "batch_norm", "reshape", "reshape2", "transpose",
-    "transpose2", "flatten", "flatten_contiguous_range", "squeeze2", "unsqueeze2", "nearest_interp",
-    "bilinear_interp", "nearest_interp_v2", "bilinear_interp_v2", "slice", "split", "scale", "clip", "pow",
-    "reduce_mean", "reduce_sum", "reduce_max", "lookup_table", "lookup_table_v2", "dropout",
-})
+#: Observer op types, Paddle's ``SUPPORT_ACT_QUANTIZATION_OP_DICT``: the ops with the ``observed`` trait and the
+#: Paddle-only names above.
+OBSERVER_OP_TYPES = frozenset(op_types_with("observed")) | _PADDLE_ONLY_OBSERVER_OP_TYPES
 
 #: The activation algorithms of :func:`quant_post_static` when refquant was imported
 #: (:func:`refquant.calibration.algorithms.static_algorithms`: all but min_max, which Paddle stores as attributes,
@@ -152,6 +155,12 @@ def _batches(data_loader, batch_nums: Optional[int]):
     return get
 
 
+def _weight_input(op_type: str) -> int:
+    """The input position of a weight op's weight: its ``weight_inputs`` trait (1 for Paddle's matmul_v2)."""
+    opdef = OPS.get(op_type)
+    return opdef.weight_inputs[0] if opdef is not None and opdef.weight_inputs else 1
+
+
 def _collect_target_varnames(model: Model, quantizable_op_type, is_full_quantize: bool, skip_tensor_list):
     """Step 1, Paddle's ``_collect_target_varnames``: the quantized ops ``[(op index, weight, activation
     inputs)]``, the weights ``{weight: op type}`` and the activations to calibrate, in graph order."""
@@ -168,14 +177,15 @@ def _collect_target_varnames(model: Model, quantizable_op_type, is_full_quantize
 
     for i, op in enumerate(model.ops):
         if op.type in weight_types:
-            w = op.inputs[1] if len(op.inputs) > 1 and op.inputs[1] in model.params else None
+            k_w = _weight_input(op.type)
+            w = op.inputs[k_w] if len(op.inputs) > k_w and op.inputs[k_w] in model.params else None
             for name in op.inputs + op.outputs:
                 add_act(name)
             if w is None:
                 continue  # Paddle's transform pass skips mul/matmul with all-activation inputs
             if any(n in skip for n in op.inputs if n):
                 continue
-            xs = [n for k, n in enumerate(op.inputs) if n and k != 1 and n not in model.params]
+            xs = [n for k, n in enumerate(op.inputs) if n and k != k_w and n not in model.params]
             if w in weights and weights[w] != op.type:
                 raise NotImplementedError(f"weight {w!r} is shared by a {weights[w]} and a {op.type} op")
             weights[w] = op.type
@@ -423,7 +433,8 @@ def _insert_quant_dequant(q: Model, op: Op, xs, act_t: Mapping[str, float], qdq_
                 qdq_of[x] = f"{x}.quant_dequant"
                 new_ops.append(Op("fake_quantize_dequantize_abs_max", [x, f"{x}@scale"], [qdq_of[x]],
                                   {"bit_length": bits, "round_type": 1}, f"{x}.quant_dequant"))
-        op.inputs = [qdq_of.get(n, n) if k != 1 else n for k, n in enumerate(op.inputs)]
+        k_w = _weight_input(op.type)
+        op.inputs = [qdq_of.get(n, n) if k != k_w else n for k, n in enumerate(op.inputs)]
     return new_ops
 
 
@@ -451,7 +462,8 @@ def _freeze_weight(model: Model, q: Model, op: Op, w: str, op_type: str, t, xs, 
     q.trainable.discard(w)
     dq = f"{w}.quantized.dequantized"
     q.params[f"{dq}@zero_point"] = np.zeros(tq.size, dtype=np.int32)
-    op.inputs = [dq if k == 1 else n for k, n in enumerate(op.inputs)]
+    k_w = _weight_input(op.type)
+    op.inputs = [dq if k == k_w else n for k, n in enumerate(op.inputs)]
     return [Op("dequantize_linear", [w, f"{w}@scale", f"{dq}@zero_point"], [dq],
                {"quant_axis": -1 if axis is None else axis, "bit_length": bits}, dq)]
 
