@@ -29,6 +29,10 @@ def test_ptq_op_lists_come_from_the_traits():
     assert set(op_types_with("weight_inputs")) == PADDLE_WEIGHT_OPS & set(OPS)
     assert set(op_types_with("observed")) == PADDLE_ACT_OPS & set(OPS)
     assert all(OPS[t].weight_inputs == (1,) for t in op_types_with("weight_inputs"))
+    # Paddle's output argument names (<OutArg><k>_threshold)
+    assert {t: d.out_arg for t, d in OPS.items() if d.out_arg != "Out"} == {
+        "conv2d": "Output", "depthwise_conv2d": "Output", "conv2d_transpose": "Output", "batch_norm": "Y",
+        "layer_norm": "Y"}
 
 
 def test_int8_and_fused_traits_name_the_deployment_ops():
@@ -73,5 +77,5 @@ def test_register_declares_traits(monkeypatch):
     register("toy_weight_op", weight_inputs=[1], observed=True)(lambda ctx, attrs, x, w: x @ w)
     d = registry.OPS["toy_weight_op"]
     assert d.weight_inputs == (1,) and d.observed and not d.int8 and not d.fused
-    assert set(TRAITS) == {"int8", "fused", "weight_inputs", "observed"}
+    assert d.out_arg == "Out" and set(TRAITS) == {"int8", "fused", "weight_inputs", "observed", "out_arg"}
     assert "toy_weight_op" not in OPS

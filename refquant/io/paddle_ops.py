@@ -31,10 +31,11 @@ import numpy as np
 
 from ..errors import GraphError, ModelFormatError, RefquantError, UnsupportedOpError
 from ..graph import INPUT_DTYPES, Model, Op, TensorSpec
+from ..ops.registry import op_types_with
 from ..reference import rounding
 
 CONVERTERS: dict[str, Callable] = {}
-WEIGHT_OP_TYPES = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul")
+WEIGHT_OP_TYPES = op_types_with("weight_inputs")  # conv2d, depthwise_conv2d, conv2d_transpose, mul, matmul
 #: Paddle's VarType.Type codes (the ``dtype`` / ``out_dtype`` attributes of cast, fill_constant, ...).
 _VARTYPE_DTYPES = {0: "bool", 1: "int16", 2: "int32", 3: "int64", 4: "float16", 5: "float32", 6: "float64",
                    20: "uint8", 21: "int8"}

@@ -148,7 +148,7 @@ def _conv2d_grad(ctx, attrs, gy):
     return (dx, dw, db)[:len(ctx.needs_input_grad)]  # the bias input may be absent or ""
 
 
-@register("conv2d", weight_inputs=(1,), backward=_conv2d_grad, shape=_conv_shape, check=_check_conv)
+@register("conv2d", weight_inputs=(1,), out_arg="Output", backward=_conv2d_grad, shape=_conv_shape, check=_check_conv)
 def conv2d(ctx, attrs, x, w, b=None):
     """y[n, o] = b[o] + sum_{c in group(o), i, j} w[o, c, i, j] * x_pad[n, c, p*sh + i*dh, q*sw + j*dw]."""
     stride, pad, dilation, groups = _params(attrs)
@@ -165,4 +165,4 @@ def conv2d(ctx, attrs, x, w, b=None):
     return y
 
 
-register("depthwise_conv2d", weight_inputs=(1,), backward=_conv2d_grad, shape=_conv_shape, check=_check_conv)(conv2d)
+register("depthwise_conv2d", weight_inputs=(1,), out_arg="Output", backward=_conv2d_grad, shape=_conv_shape, check=_check_conv)(conv2d)

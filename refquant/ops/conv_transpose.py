@@ -95,7 +95,7 @@ def _grad(ctx, attrs, gy):
     return (gx, gw) + ((gb,) if n_rest else ())
 
 
-@register("conv2d_transpose", weight_inputs=(1,), backward=_grad, shape=_shape, check=_check)
+@register("conv2d_transpose", weight_inputs=(1,), out_arg="Output", backward=_grad, shape=_shape, check=_check)
 def conv2d_transpose(ctx, attrs, x, w, *rest):
     """Transposed convolution: x (N, C, H, W), w (C, OC/groups, kh, kw), optional bias b (OC)."""
     b = rest[0] if rest else None

@@ -35,7 +35,7 @@ def _batch_norm_grad(ctx, attrs, gy, g_mean_out=None, g_var_out=None):
     return (dx, dscale, dbias, None, None)
 
 
-@register("batch_norm", observed=True, backward=_batch_norm_grad, shape=_bn_shape,
+@register("batch_norm", observed=True, out_arg="Y", backward=_batch_norm_grad, shape=_bn_shape,
           check=attr_spec(epsilon="float", momentum="float", use_global_stats="bool"))
 def batch_norm(ctx, attrs, x, scale, bias, mean, variance):
     """y = scale * (x - mu) / sqrt(var + epsilon) + bias, per channel (dimension 1).
@@ -98,7 +98,7 @@ def _layer_norm_grad(ctx, attrs, gy):
     return (dx, dscale, dbias)[:len(ctx.needs_input_grad)]  # scale / bias may be absent or ""
 
 
-@register("layer_norm", observed=True, backward=_layer_norm_grad, shape=_ln_shape, check=attr_spec(begin_norm_axis="int", epsilon="float"))
+@register("layer_norm", observed=True, out_arg="Y", backward=_layer_norm_grad, shape=_ln_shape, check=attr_spec(begin_norm_axis="int", epsilon="float"))
 def layer_norm(ctx, attrs, x, scale=None, bias=None):
     """y = (x - mean) / sqrt(var + epsilon) * scale + bias, statistics over dimensions begin_norm_axis..;
     scale and bias hold prod(x.shape[begin_norm_axis:]) values (1-D as Paddle, or that shape).

@@ -31,6 +31,8 @@ Traits, declared at ``register(...)`` and read by the passes instead of lists of
   ``SUPPORT_WEIGHT_QUANTIZATION_OP_DICT``: conv2d, depthwise_conv2d, conv2d_transpose, mul, matmul).
 * ``observed``: static PTQ calibrates the op's outputs (Paddle's ``SUPPORT_ACT_QUANTIZATION_OP_DICT``, the
   ``out_threshold`` attributes and onnx_format's only_observer pairs).
+* ``out_arg``: the name of the output argument in Paddle's op definition ("Out"; "Output" for convolutions, "Y"
+  for the norms), for PTQ's ``<out_arg><k>_threshold`` attributes.
 
 :func:`op_types_with` lists the op types that have a trait.
 """
@@ -59,17 +61,18 @@ class OpDef:
     fused: bool = False
     weight_inputs: tuple = ()
     observed: bool = False
+    out_arg: str = "Out"
 
 
 OPS: dict[str, OpDef] = {}
 
 #: The traits of :class:`OpDef` (see the module docstring).
-TRAITS = ("int8", "fused", "weight_inputs", "observed")
+TRAITS = ("int8", "fused", "weight_inputs", "observed", "out_arg")
 
 
 def register(op_type: str, *, backward: Callable | None = None, shape: Callable | None = None,
              check: Callable | None = None, int8: bool = False, fused: bool = False, weight_inputs: tuple = (),
-             observed: bool = False):
+             observed: bool = False, out_arg: str = "Out"):
     """Decorator: ``@register("relu", observed=True, backward=relu_grad, shape=same_shape)`` on the forward
     function; the keyword-only flags are the op's traits (module docstring)."""
 
@@ -77,7 +80,7 @@ def register(op_type: str, *, backward: Callable | None = None, shape: Callable 
         if op_type in OPS:
             raise ValueError(f"op type {op_type!r} registered twice")
         OPS[op_type] = OpDef(op_type, forward, backward, shape, (forward.__doc__ or "").strip(), check,
-                             bool(int8), bool(fused), tuple(weight_inputs), bool(observed))
+                             bool(int8), bool(fused), tuple(weight_inputs), bool(observed), out_arg)
         return forward
 
     return wrap

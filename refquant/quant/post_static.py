@@ -60,9 +60,6 @@ _PADDLE_ONLY_OBSERVER_OP_TYPES = frozenset({
 #: Paddle's ``SUPPORT_WEIGHT_QUANTIZATION_OP_DICT`` keys: the ops with the ``weight_inputs`` trait
 #: (:mod:`refquant.ops.registry`) and Paddle's matmul_v2.
 WEIGHT_OP_TYPES = op_types_with("weight_inputs") + _PADDLE_ONLY_WEIGHT_OP_TYPES
-#: Output argument names of Paddle's op definitions (for ``<OutArg><i>_threshold``).
-_OUT_ARG = {"conv2d": "Output", "depthwise_conv2d": "Output", "conv2d_transpose": "Output", "batch_norm": "Y",
-            "layer_norm": "Y"}
 #: Observer op types, Paddle's ``SUPPORT_ACT_QUANTIZATION_OP_DICT``: the ops with the ``observed`` trait and the
 #: Paddle-only names above.
 OBSERVER_OP_TYPES = frozenset(op_types_with("observed")) | _PADDLE_ONLY_OBSERVER_OP_TYPES
@@ -476,11 +473,11 @@ def _observed_outputs(q: Model, act_t: Mapping[str, float]) -> list[str]:
 
 def _save_output_threshold(q: Model, act_t: Mapping[str, float]) -> None:
     """Step 5 (onnx_format False), Paddle's ``_save_output_threshold`` (paddle_reference.md 1.9): float32
-    ``out_threshold`` / ``<OutArg><k>_threshold`` and ``with_quant_attr`` on every weight and observer op with a
-    calibrated output."""
+    ``out_threshold`` / ``<OutArg><k>_threshold`` (the op's ``out_arg`` trait) and ``with_quant_attr`` on every
+    weight and observer op with a calibrated output."""
     for op in q.ops:
         if op.type in WEIGHT_OP_TYPES or op.type in OBSERVER_OP_TYPES:
-            arg = _OUT_ARG.get(op.type, "Out")
+            arg = OPS[op.type].out_arg if op.type in OPS else "Out"
             for k, out in enumerate(op.outputs):
                 if out in act_t:
                     op.attrs["out_threshold"] = float(np.float32(act_t[out]))
