@@ -227,6 +227,8 @@ def cmd_quantize(args) -> int:
     from .data.files import feeds_from_args
     if args.report is not False and args.method != "static":
         raise UsageError(f"--report needs --method static (got --method {args.method})")
+    if (args.scheduler or args.workers) and args.method != "static":
+        raise UsageError(f"--scheduler / --workers calibrate --method static (got --method {args.method})")
     if args.data and args.method not in ("static", "qat"):
         raise UsageError(f"--data is calibration data; --method {args.method} reads none")
     if args.data and args.method == "qat":
@@ -243,7 +245,12 @@ def cmd_quantize(args) -> int:
     model = load_model(args.model)
     if fmt == "onnx":
         _check_onnx_export(model)
-    if args.method == "static":
+    if args.method == "static" and (args.scheduler or args.workers):
+        start, feeds = time.perf_counter(), None
+        qmodel = _quantize_distributed(args, model)
+        if not args.quiet:
+            print(f"calibrated in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    elif args.method == "static":
         feeds = feeds_from_args(args, model)
         start = time.perf_counter()
         qmodel = quant.quant_post_static(
@@ -265,8 +272,30 @@ def cmd_quantize(args) -> int:
     if top1 is not None:
         print(f"test top-1: FP32 {top1:.2f}%, quantized {_top1(qmodel):.2f}%")
     if args.report is not False:
+        if feeds is None:
+            from .data.files import load_feeds, preprocess_from_args
+            feeds = load_feeds(model, args.data, batch_size=args.batch_size, batch_nums=args.report_batches,
+                               preprocess=preprocess_from_args(args))
         _report(model, qmodel, feeds[:args.report_batches], args.report)
     return 0
+
+
+def _quantize_distributed(args, model):
+    """``--scheduler`` / ``--workers``: every ``--data`` file is one shard (the first ``--batch-nums`` files),
+    read and calibrated on the Dask workers (:mod:`refquant.distributed`); the weights are quantized here."""
+    from . import distributed
+    from .data.files import expand_data, preprocess_from_args
+    if not args.data:
+        raise UsageError("--scheduler / --workers calibrate the --data files on the workers; give --data")
+    if args.round_type == "adaround":
+        raise UsageError("--round-type adaround trains on the data in one process; drop --scheduler / --workers")
+    files = [str(p) for p in expand_data(args.data)][:args.batch_nums]
+    return distributed.quant_post_static(
+        model, files, algo=args.algo, client=args.scheduler, workers=args.workers, batch_size=args.batch_size,
+        preprocess=preprocess_from_args(args), progress=not args.quiet, hist_percent=args.hist_percent,
+        weight_bits=args.bits, activation_bits=args.bits, weight_quantize_type=args.weight_quantize_type,
+        onnx_format=args.onnx_format, bias_correction=args.bias_correction, is_full_quantize=args.full,
+        skip_tensor_list=args.skip or None, quantizable_op_type=args.op_types)
 
 
 def cmd_convert(args) -> int:
@@ -426,6 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the per-layer report (and write it as JSON to the path given)")
     p.add_argument("--report-batches", type=_positive_int, default=2)
     p.add_argument("--quiet", action="store_true", help="no calibration progress on stderr")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="calibrate on the workers of this Dask scheduler (tcp://HOST:8786): each --data file "
+                            "is one shard, read on a worker; --batch-nums counts files (pip install refquant[dask])")
+    where.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="as --scheduler, on a local Dask cluster of N processes (one thread each)")
     add_data_arguments(p, batch_nums=10)
     p.set_defaults(func=cmd_quantize)
     p = sub.add_parser("convert", help="turn a quantized (fake-quant) model into an INT8 graph and save it")

@@ -227,7 +227,8 @@ def connect(client=None, workers: Optional[int] = None):
         return
     n = _args.integer("refquant.distributed", "workers", 2 if workers is None else workers, 1)
     import logging
-    with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+    # dashboard_address ":0": the scheduler's HTTP server on any free port (8787 may belong to another cluster)
+    with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as c:
         yield c
 
