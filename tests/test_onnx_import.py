@@ -513,6 +513,20 @@ def test_a_failing_shape_rule_warns_naming_the_op(monkeypatch):
     assert import_onnx(model).op_counts() == {"relu": 1, "mul": 1}
 
 
+def test_a_failing_shape_rule_in_constant_folding_warns(monkeypatch):
+    import dataclasses
+    from refquant.ops import registry
+
+    def broken(attrs, x):
+        raise KeyError("broken rule")
+    monkeypatch.setitem(registry.OPS, "relu", dataclasses.replace(registry.OPS["relu"], shape=broken))
+    nodes = [helper.make_node("Relu", ["c"], ["rc"], name="folded_relu"), helper.make_node("Add", ["x", "rc"], ["y"])]
+    model = make_model(nodes, [("x", [2, 3], F32)], ["y"], {"c": rnd(2, 3)})
+    with pytest.warns(RuntimeWarning, match=r"shape rule of op 'folded_relu' \(relu\).*broken rule"):
+        rq = import_onnx(model)
+    np.testing.assert_array_equal(rq.params["rc"], np.maximum(rnd(2, 3), 0))
+
+
 def test_partial_shapes_keep_what_is_known():
     from refquant.executor import infer_shapes
     nodes = [helper.make_node("Shape", ["x"], ["s"]),

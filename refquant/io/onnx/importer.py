@@ -28,6 +28,7 @@ Every problem is a :class:`refquant.RefquantError` naming the file, node and op.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -185,7 +186,7 @@ class _Importer:
             opdef = get_op(op.type, op.name)
             args = [env[n] if n else None for n in op.inputs]
             try:
-                nbytes = _folded_bytes(op, opdef, args)
+                nbytes, rule_error = _folded_bytes(op, opdef, args)
                 if nbytes > MAX_FOLD_BYTES:
                     raise ShapeError(f"{where}: constant folding of {op.name!r} ({op.type}) would create a "
                                      f"{nbytes}-byte tensor, above the {MAX_FOLD_BYTES}-byte limit")
@@ -196,6 +197,14 @@ class _Importer:
                 raise ShapeError(f"{where}: constant folding of {op.name!r} ({op.type}) with input shapes "
                                  f"{[None if a is None else a.shape for a in args]} failed: {exc}") from exc
             result = result if isinstance(result, tuple) else (result,)
+            if rule_error is not None:   # the forward accepts what the shape rule refused: a bug in the rule
+                warnings.warn(f"{where}: the shape rule of op {op.name!r} ({op.type}) failed on input shapes "
+                              f"{[None if a is None else a.shape for a in args]} that its forward accepts "
+                              f"({type(rule_error).__name__}: {rule_error}); the folding size limit was checked "
+                              f"on the result", RuntimeWarning, stacklevel=2)
+                if max((np.asarray(v).nbytes for v in result), default=0) > MAX_FOLD_BYTES:
+                    raise ShapeError(f"{where}: constant folding of {op.name!r} ({op.type}) created a tensor above "
+                                     f"the {MAX_FOLD_BYTES}-byte limit")
             for out, value in zip(op.outputs, result):
                 if out:
                     self.add_const(out, _normalize_const(np.asarray(value), f"{where}: {out!r}"))
@@ -493,13 +502,14 @@ def _static_broadcast(a: tuple, b: tuple, what: str) -> tuple:
     return tuple(out)
 
 
-def _folded_bytes(op: Op, opdef, args: list) -> int:
-    """An upper bound of the bytes the largest output of ``op`` takes, from its inputs' shapes and values,
-    computed without running it."""
+def _folded_bytes(op: Op, opdef, args: list) -> tuple:
+    """``(bytes, rule_error)``: an upper bound of the bytes the largest output of ``op`` takes, from its inputs'
+    shapes and values, computed without running it, and the error of the op's shape rule if it failed (the bound
+    then counts the inputs only)."""
     shapes = [None if a is None else tuple(a.shape) for a in args]
     itemsize = max([a.dtype.itemsize for a in args if a is not None] + [4])
     where = f"op {op.name!r} ({op.type})"
-    out_shapes = None
+    out_shapes, rule_error = None, None
     if op.type == "expand" and len(args) > 1:
         target = tuple(int(v) for v in np.ravel(args[1]))
         out_shapes = [_static_broadcast(shapes[0], target, where)]
@@ -526,8 +536,8 @@ def _folded_bytes(op: Op, opdef, args: list) -> int:
     elif opdef.shape is not None and op.type not in ("reshape", "slice"):
         try:
             out_shapes = list(opdef.shape(op.attrs, *shapes))
-        except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError):
-            out_shapes = None  # the forward names the problem
+        except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError) as exc:
+            rule_error = exc   # the inputs do not fit (the forward names the problem) or the rule has a bug
     if out_shapes is None:  # ops that never enlarge their input (reshape, slice, cast, unary, reductions)
         out_shapes = [s for s in shapes if s is not None]
-    return max((math.prod(int(d) for d in s) * itemsize for s in out_shapes if s is not None), default=0)
+    return max((math.prod(int(d) for d in s) * itemsize for s in out_shapes if s is not None), default=0), rule_error
