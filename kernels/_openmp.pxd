@@ -6,15 +6,12 @@ cdef extern from *:
     """
     #ifdef _OPENMP
     #include <omp.h>
-    #define REFQUANT_OPENMP 1
     #else
-    #define REFQUANT_OPENMP 0
     static inline int omp_get_max_threads(void) { return 1; }
     static inline int omp_get_thread_num(void) { return 0; }
     static inline void omp_set_num_threads(int n) { (void)n; }
     #endif
     """
-    const bint REFQUANT_OPENMP
     int omp_get_max_threads() noexcept nogil
     int omp_get_thread_num() noexcept nogil
     void omp_set_num_threads(int n) noexcept nogil

@@ -4,7 +4,7 @@ Use it through :mod:`refquant.threads` and :func:`refquant.build_info`, not dire
 """
 import json
 
-from _openmp cimport REFQUANT_OPENMP, omp_get_max_threads, omp_set_num_threads
+from _openmp cimport omp_get_max_threads, omp_set_num_threads
 
 cdef extern from *:
     """
@@ -13,11 +13,6 @@ cdef extern from *:
     #endif
     """
     const char *REFQUANT_BUILD_FACTS
-
-
-def openmp_enabled():
-    """True when the kernels were compiled with OpenMP."""
-    return bool(REFQUANT_OPENMP)
 
 
 def max_threads():

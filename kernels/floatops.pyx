@@ -1,8 +1,10 @@
-"""Float32 inference kernels (gelu, softmax, layer norm). Twin and specification: refquant/reference/floatops.py.
+"""Float32 inference kernels (gelu, softmax, layer norm) and the float glue between INT8 ops (a residual add, a
+scalar chain, an SE excitation, a global average pool, each optionally quantizing for the next INT8 op). Twin
+and specification: refquant/reference/floatops.py.
 
 Thin typed wrappers: arguments are validated by the twin's own helper (so both reject the same inputs), the
-work runs in the C loops of ``kernels/include/floatops/floatops.h`` on the calling thread, in element chunks or
-row blocks. No OpenMP here on purpose: these memory-bound passes sit between BLAS calls (FP32 and dynamic-INT8
+work runs in the C loops of ``kernels/include/floatops/floatops.h`` (and ``glue.h``), in element chunks or row
+blocks. gelu, softmax and layer norm stay on the calling thread on purpose: these memory-bound passes sit between BLAS calls (FP32 and dynamic-INT8
 transformers), and an OpenMP team woken between them fights OpenBLAS's spin-waiting workers at 2 threads (BERT
 FP32 ran 484 ms at 2 threads vs 342 ms at 1 with these kernels parallel); im2col is serial for the same reason.
 
@@ -10,10 +12,17 @@ Paths: ``available_paths()`` lists what this CPU runs, best first ("avx2", "port
 the default (refquant/_paths.py: the best one, or the one ``REFQUANT_PATH_FLOATOPS`` / ``REFQUANT_FORCE_PORTABLE=1``
 forces); every function takes ``path=`` to force one (for tests). All paths give the same bits as the twin.
 """
+from cython.parallel cimport prange
+from libc.stdint cimport int32_t, uint8_t
+
+from _arrays cimport in_f32, out_f32, out_u8
+from _openmp cimport threads_for
+
 import numpy as np
 
 from refquant._paths import IsaPaths
 from refquant.reference import floatops as _spec
+from refquant.reference import qdirect as _qd_spec
 
 
 cdef extern from "floatops/floatops.h" nogil:
@@ -23,6 +32,13 @@ cdef extern from "floatops/floatops.h" nogil:
         void (*softmax_rows)(const float *x, Py_ssize_t rows, Py_ssize_t n, float *y) noexcept nogil
         void (*layer_norm_rows)(const float *x, Py_ssize_t rows, Py_ssize_t n, const float *scale,
                                 const float *bias, double eps, float *y) noexcept nogil
+        void (*add_f32)(const float *a, const float *b, Py_ssize_t n, int relu, float *y, uint8_t *q, float sinv,
+                        float lo_f, float hi_f, int32_t zero) noexcept nogil
+        void (*chain_f32)(const float *x, Py_ssize_t n, const float *k, int hs, float *y, uint8_t *q, float sinv,
+                          float lo_f, float hi_f, int32_t zero) noexcept nogil
+        void (*chmul_f32)(const float *x, const float *s, Py_ssize_t n, Py_ssize_t C, float *y, uint8_t *q,
+                          float sinv, float lo_f, float hi_f, int32_t zero) noexcept nogil
+        void (*gap_f32)(const float *x, Py_ssize_t HW, Py_ssize_t C, float *out) noexcept nogil
     const fo_path FO_PATHS[]
     const int FO_NPATHS
     int fo_path_supported(int i)
@@ -30,6 +46,11 @@ cdef extern from "floatops/floatops.h" nogil:
 
 # Elements (or rows x n) per C call.
 cdef Py_ssize_t CHUNK = 1 << 14
+# The float glue between INT8 ops: work per thread below which a call stays on the calling thread, elements per
+# task of the elementwise kernels, pixels per task of the SE excitation.
+cdef Py_ssize_t MIN_GLUE_WORK_PER_THREAD = 1 << 17
+cdef Py_ssize_t GLUE_CHUNK = 1 << 14
+cdef Py_ssize_t GLUE_PIXELS = 256
 
 _PATHS = IsaPaths("floatops", [FO_PATHS[i].name.decode() for i in range(FO_NPATHS)], lambda i: fo_path_supported(i),
                   known=("avx2", "portable"))
@@ -47,8 +68,8 @@ def gelu_erf(x, *, path=None):
     cdef const fo_path *p = _path(path)
     _spec.check_input("gelu_erf", x)
     y = np.empty(x.shape, dtype=np.float32)
-    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
-    cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data)
+    cdef const float *xp = in_f32(x)
+    cdef float *yp = out_f32(y)
     cdef Py_ssize_t total = x.size, t, e0
     with nogil:
         for t in range((total + CHUNK - 1) // CHUNK):
@@ -64,8 +85,8 @@ def softmax_lastaxis(x, *, path=None):
     y = np.empty(x.shape, dtype=np.float32)
     if x.size == 0:
         return y
-    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
-    cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data)
+    cdef const float *xp = in_f32(x)
+    cdef float *yp = out_f32(y)
     cdef Py_ssize_t n = x.shape[x.ndim - 1], rows = x.size // n
     cdef Py_ssize_t per = max(1, CHUNK // n), t, r0
     with nogil:
@@ -89,14 +110,14 @@ def layer_norm_lastaxis(x, scale=None, bias=None, epsilon=1e-5, *, path=None):
     y = np.empty(x.shape, dtype=np.float32)
     if x.size == 0:
         return y
-    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
+    cdef const float *xp = in_f32(x)
     cdef const float *sp = NULL
     cdef const float *bp = NULL
     if scale is not None:
-        sp = <const float *> (<Py_ssize_t> scale.ctypes.data)
+        sp = in_f32(scale)
     if bias is not None:
-        bp = <const float *> (<Py_ssize_t> bias.ctypes.data)
-    cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data)
+        bp = in_f32(bias)
+    cdef float *yp = out_f32(y)
     cdef Py_ssize_t n = x.shape[x.ndim - 1], rows = x.size // n
     cdef Py_ssize_t per = max(1, CHUNK // n), t, r0
     with nogil:
@@ -104,3 +125,108 @@ def layer_norm_lastaxis(x, scale=None, bias=None, epsilon=1e-5, *, path=None):
             r0 = t * per
             p.layer_norm_rows(xp + r0 * n, min(per, rows - r0), n, sp, bp, eps, yp + r0 * n)
     return y
+
+
+# ---- the float glue between INT8 ops: these sit between OpenMP INT8 kernels, not BLAS calls, so they run under
+# OpenMP as those do (each output element written by one thread, the same bits for any thread count)
+
+def _glue_outputs(shape, want_float, qz):
+    """The float32 and uint8 outputs of a float glue kernel, each None when not asked for."""
+    return (np.empty(shape, dtype=np.float32) if want_float else None,
+            np.empty(shape, dtype=np.uint8) if qz is not None else None)
+
+
+def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), want_float=True, quantize=None,
+                     path=None):
+    """A chain of scalar float ops in one pass (float32 each step): t = x * pre[0] + pre[1]; hard swish if
+    ``hard_swish = (offset, threshold, scale)``: t = (t * min(max(t + offset, 0), threshold)) / scale; then
+    t = t * post[0] + post[1]; returns (t or None, q or None) like add_f32."""
+    cdef const fo_path *p = _path(path)
+    _qd_spec.check_array("scalar_chain_f32: x", x, np.float32)
+    cdef float[::1] k
+    cdef int hs
+    k, hs, want_float, qz = _qd_spec.check_chain(pre, hard_swish, post, want_float, quantize)
+    cdef float sinv, lo_f, hi_f
+    cdef int32_t z
+    sinv, lo_f, hi_f, z = _qd_spec.q8_params(qz)
+    y, q = _glue_outputs(x.shape, want_float, qz)
+    cdef const float *xp = in_f32(x)
+    cdef float *yp = out_f32(y)
+    cdef uint8_t *qp = out_u8(q)
+    cdef Py_ssize_t total = x.size, t, e0
+    cdef int threads = threads_for(total * 4, MIN_GLUE_WORK_PER_THREAD)
+    with nogil:
+        for t in prange((total + GLUE_CHUNK - 1) // GLUE_CHUNK, schedule="dynamic", num_threads=threads):
+            e0 = t * GLUE_CHUNK
+            p.chain_f32(xp + e0, min(GLUE_CHUNK, total - e0), &k[0], hs, yp + e0 if yp != NULL else NULL,
+                         qp + e0 if qp != NULL else NULL, sinv, lo_f, hi_f, z)
+    return y, q
+
+
+def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
+    """A float residual add and what follows it, in one pass: f = a + b, relu f > 0 ? f : 0; returns
+    (f or None, q or None), q = clamp(rint(f * scale_inv) + zero, lo, hi) for quantize = (scale_inv, zero, lo, hi)."""
+    cdef const fo_path *p = _path(path)
+    qz = _spec.check_add_f32(a, b, want_float, quantize)
+    cdef float sinv, lo_f, hi_f
+    cdef int32_t z
+    sinv, lo_f, hi_f, z = _qd_spec.q8_params(qz)
+    y, q = _glue_outputs(a.shape, want_float, qz)
+    cdef const float *ap = in_f32(a)
+    cdef const float *bp = in_f32(b)
+    cdef float *yp = out_f32(y)
+    cdef uint8_t *qp = out_u8(q)
+    cdef int r = relu
+    cdef Py_ssize_t total = a.size, t, e0
+    cdef int threads = threads_for(total * 4, MIN_GLUE_WORK_PER_THREAD)
+    with nogil:
+        for t in prange((total + GLUE_CHUNK - 1) // GLUE_CHUNK, schedule="dynamic", num_threads=threads):
+            e0 = t * GLUE_CHUNK
+            p.add_f32(ap + e0, bp + e0, min(GLUE_CHUNK, total - e0), r, yp + e0 if yp != NULL else NULL,
+                       qp + e0 if qp != NULL else NULL, sinv, lo_f, hi_f, z)
+    return y, q
+
+
+def channel_mul_f32(x, s, *, want_float=True, quantize=None, path=None):
+    """SE excitation and what follows it, in one pass: f = x[n, h, w, c] * s[n, c] (float32) for NHWC x and
+    (N, C) s; returns (f or None, q or None) like add_f32."""
+    cdef const fo_path *p = _path(path)
+    qz = _spec.check_channel_mul_f32(x, s, want_float, quantize)
+    cdef float sinv, lo_f, hi_f
+    cdef int32_t z
+    sinv, lo_f, hi_f, z = _qd_spec.q8_params(qz)
+    y, q = _glue_outputs(x.shape, want_float, qz)
+    cdef const float *xp = in_f32(x)
+    cdef const float *sp = in_f32(s)
+    cdef float *yp = out_f32(y)
+    cdef uint8_t *qp = out_u8(q)
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[3], hw = x.shape[1] * x.shape[2]
+    cdef Py_ssize_t chunks = (hw + GLUE_PIXELS - 1) // GLUE_PIXELS, t, img, p0, e0
+    cdef int threads = threads_for(x.size * 4, MIN_GLUE_WORK_PER_THREAD)
+    if x.size == 0:
+        return y, q
+    with nogil:
+        for t in prange(n * chunks, schedule="dynamic", num_threads=threads):
+            img = t // chunks
+            p0 = (t % chunks) * GLUE_PIXELS
+            e0 = (img * hw + p0) * c
+            p.chmul_f32(xp + e0, sp + img * c, min(GLUE_PIXELS, hw - p0), c, yp + e0 if yp != NULL else NULL,
+                         qp + e0 if qp != NULL else NULL, sinv, lo_f, hi_f, z)
+    return y, q
+
+
+def global_avg_pool_f32(x, *, path=None):
+    """NHWC float32 (N, H, W, C) -> float32 (N, C): float32(the float64 sum over the pixels, in order, / (H*W))."""
+    cdef const fo_path *p = _path(path)
+    _spec.check_gap_f32(x)
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[3], hw = x.shape[1] * x.shape[2], i
+    out = np.empty((n, c), dtype=np.float32)
+    if out.size == 0:
+        return out
+    cdef const float *xp = in_f32(x)
+    cdef float *op = out_f32(out)
+    cdef int threads = threads_for(n * hw * c * 4, MIN_GLUE_WORK_PER_THREAD)
+    with nogil:
+        for i in prange(n, schedule="dynamic", num_threads=threads):
+            p.gap_f32(xp + i * hw * c, hw, c, op + i * c)
+    return out

@@ -12,6 +12,7 @@ forces); every function takes ``path=`` to force one (for tests). All paths give
 from cython.parallel cimport prange
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t
 
+from _arrays cimport in_f32, in_u8, out_f32, out_u8
 from _openmp cimport omp_get_thread_num, threads_for
 
 import math
@@ -63,18 +64,13 @@ cdef extern from "qdirect/qdirect.h" nogil:
                         int32_t out_zero, uint8_t *out) noexcept nogil
         void (*add)(const uint8_t *a, const uint8_t *b, Py_ssize_t n, int32_t az, float as_, int32_t bz, float bs,
                     float out_sinv, float lo_f, float hi_f, int32_t out_zero, uint8_t *out) noexcept nogil
-        void (*add_f32)(const float *a, const float *b, Py_ssize_t n, int relu, float *y, uint8_t *q, float sinv,
-                        float lo_f, float hi_f, int32_t zero) noexcept nogil
         void (*chain_f32)(const float *x, Py_ssize_t n, const float *k, int hs, float *y, uint8_t *q, float sinv,
                           float lo_f, float hi_f, int32_t zero) noexcept nogil
-        void (*chmul_f32)(const float *x, const float *s, Py_ssize_t n, Py_ssize_t C, float *y, uint8_t *q,
-                          float sinv, float lo_f, float hi_f, int32_t zero) noexcept nogil
         void (*maxpool_row)(const qd_geom *g, const uint8_t *x, Py_ssize_t oh, uint8_t *out) noexcept nogil
         void (*avgpool_row)(const qd_geom *g, const uint8_t *x, Py_ssize_t oh, int exclusive, int32_t zero,
                             int32_t *sum, uint8_t *out) noexcept nogil
         void (*gap)(const uint8_t *x, Py_ssize_t HW, Py_ssize_t C, int32_t zero, double scale, int64_t *sum,
                     float *out) noexcept nogil
-        void (*gap_f32)(const float *x, Py_ssize_t HW, Py_ssize_t C, float *out) noexcept nogil
         void (*im2col_row)(const qd_geom *g, const uint8_t *x, Py_ssize_t oh, uint8_t pad, uint8_t *out) noexcept nogil
     const qd_path QD_PATHS[]
     const int QD_NPATHS
@@ -175,8 +171,8 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
     cdef uint8_t[::1] ov = out.reshape(-1).view(np.uint8)
     cdef char *op = <char *> &ov[0]
     cdef Py_ssize_t rows = n * oh, r, img = h * wd * c, row_bytes = ow * c * (4 if f32 else 1), row = ow * c
-    cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data) if y is not None else NULL
-    cdef uint8_t *qp = <uint8_t *> (<Py_ssize_t> q.ctypes.data) if q is not None else NULL
+    cdef float *yp = out_f32(y)
+    cdef uint8_t *qp = out_u8(q)
     cdef char *buf
     if chain is None:
         with nogil:
@@ -205,8 +201,8 @@ def quantize_nchw(x, scale_inv, *, zero=0, lo=0, hi=255, path=None):
     out = np.empty((n, x.shape[2], x.shape[3], c), dtype=np.uint8)
     if out.size == 0:
         return out
-    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
-    cdef uint8_t *op = <uint8_t *> (<Py_ssize_t> out.ctypes.data)
+    cdef const float *xp = in_f32(x)
+    cdef uint8_t *op = out_u8(out)
     cdef Py_ssize_t chunks = (hw + PIXEL_CHUNK - 1) // PIXEL_CHUNK, t, i, p0
     cdef int threads = threads_for(n * c * hw * 4, MIN_WORK_PER_THREAD)
     with nogil:
@@ -228,8 +224,8 @@ def dequantize_nhwc(q, scale, *, zero=0, path=None):
     out = np.empty((n, c, q.shape[1], q.shape[2]), dtype=np.float32)
     if out.size == 0:
         return out
-    cdef const uint8_t *qp = <const uint8_t *> (<Py_ssize_t> q.ctypes.data)
-    cdef float *op = <float *> (<Py_ssize_t> out.ctypes.data)
+    cdef const uint8_t *qp = in_u8(q)
+    cdef float *op = out_f32(out)
     cdef Py_ssize_t chunks = (hw + PIXEL_CHUNK - 1) // PIXEL_CHUNK, t, i, p0
     cdef int threads = threads_for(n * c * hw * 4, MIN_WORK_PER_THREAD)
     with nogil:
@@ -249,8 +245,8 @@ def quantize_rows(x, scale_inv, zero=0, lo=0, hi=255, *, path=None):
     lo, hi = _spec.check_lo_hi(lo, hi)
     cdef float lo_f = lo - z, hi_f = hi - z
     out = np.empty(x.shape, dtype=np.uint8)
-    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
-    cdef uint8_t *op = <uint8_t *> (<Py_ssize_t> out.ctypes.data)
+    cdef const float *xp = in_f32(x)
+    cdef uint8_t *op = out_u8(out)
     cdef Py_ssize_t total = x.size, t, e0
     cdef int threads = threads_for(total * 4, MIN_WORK_PER_THREAD)
     with nogil:
@@ -273,8 +269,8 @@ def dequantize_rows(q, scale, zero=0, *, path=None):
     out = np.empty((m, k), dtype=np.float32)
     if out.size == 0:
         return out
-    cdef const uint8_t *qp = <const uint8_t *> (<Py_ssize_t> q.ctypes.data)
-    cdef float *op = <float *> (<Py_ssize_t> out.ctypes.data)
+    cdef const uint8_t *qp = in_u8(q)
+    cdef float *op = out_f32(out)
     cdef Py_ssize_t rows_per = max(1, ELEMENT_CHUNK // k)
     cdef int threads = threads_for(m * k * 4, MIN_WORK_PER_THREAD)
     with nogil:
@@ -298,8 +294,8 @@ def im2col_u8(x, kh, kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), p
         out = np.empty((n * oh * ow, kh * kw * g.c), dtype=np.uint8)
     if out.size == 0:
         return out
-    cdef const uint8_t *xp = <const uint8_t *> (<Py_ssize_t> x.ctypes.data)
-    cdef uint8_t *op = <uint8_t *> (<Py_ssize_t> out.ctypes.data)
+    cdef const uint8_t *xp = in_u8(x)
+    cdef uint8_t *op = out_u8(out)
     cdef uint8_t pad = pad_value
     cdef Py_ssize_t r, img = g.h * g.w * g.c, row = ow * kh * kw * g.c
     cdef int threads = threads_for(n * oh * row, MIN_WORK_PER_THREAD)
@@ -319,8 +315,8 @@ def requantize(q, multiplier, *, in_zero, out_zero, lo=0, hi=255, path=None):
     lo, hi = _spec.check_lo_hi(lo, hi)
     cdef float lo_f = lo - oz, hi_f = hi - oz
     out = np.empty(q.shape, dtype=np.uint8)
-    cdef const uint8_t *qp = <const uint8_t *> (<Py_ssize_t> q.ctypes.data)
-    cdef uint8_t *op = <uint8_t *> (<Py_ssize_t> out.ctypes.data)
+    cdef const uint8_t *qp = in_u8(q)
+    cdef uint8_t *op = out_u8(out)
     cdef Py_ssize_t total = q.size, t, e0
     cdef int threads = threads_for(total, MIN_WORK_PER_THREAD)
     with nogil:
@@ -339,9 +335,9 @@ def add_u8(a, a_scale, a_zero, b, b_scale, b_zero, out_scale_inv, out_zero, lo=0
     cdef float fas = as_, fbs = bs_, osi = osi_, lo_f = lo_ - oz_, hi_f = hi_ - oz_
     cdef int32_t az = az_, bz = bz_, oz = oz_
     out = np.empty(a.shape, dtype=np.uint8)
-    cdef const uint8_t *ap = <const uint8_t *> (<Py_ssize_t> a.ctypes.data)
-    cdef const uint8_t *bp = <const uint8_t *> (<Py_ssize_t> b.ctypes.data)
-    cdef uint8_t *op = <uint8_t *> (<Py_ssize_t> out.ctypes.data)
+    cdef const uint8_t *ap = in_u8(a)
+    cdef const uint8_t *bp = in_u8(b)
+    cdef uint8_t *op = out_u8(out)
     cdef Py_ssize_t total = a.size, t, e0
     cdef int threads = threads_for(total * 2, MIN_WORK_PER_THREAD)
     with nogil:
@@ -358,85 +354,6 @@ def _glue_outputs(shape, want_float, qz):
             np.empty(shape, dtype=np.uint8) if qz is not None else None)
 
 
-def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), want_float=True, quantize=None,
-                     path=None):
-    """A chain of scalar float ops in one pass (float32 each step): t = x * pre[0] + pre[1]; hard swish if
-    ``hard_swish = (offset, threshold, scale)``: t = (t * min(max(t + offset, 0), threshold)) / scale; then
-    t = t * post[0] + post[1]; returns (t or None, q or None) like add_f32."""
-    cdef const qd_path *p = _path(path)
-    _spec.check_array("scalar_chain_f32: x", x, np.float32)
-    cdef float[::1] k
-    cdef int hs
-    k, hs, want_float, qz = _spec.check_chain(pre, hard_swish, post, want_float, quantize)
-    cdef float sinv, lo_f, hi_f
-    cdef int32_t z
-    sinv, lo_f, hi_f, z = _spec.q8_params(qz)
-    y, q = _glue_outputs(x.shape, want_float, qz)
-    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
-    cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data) if y is not None else NULL
-    cdef uint8_t *qp = <uint8_t *> (<Py_ssize_t> q.ctypes.data) if q is not None else NULL
-    cdef Py_ssize_t total = x.size, t, e0
-    cdef int threads = threads_for(total * 4, MIN_WORK_PER_THREAD)
-    with nogil:
-        for t in prange((total + ELEMENT_CHUNK - 1) // ELEMENT_CHUNK, schedule="dynamic", num_threads=threads):
-            e0 = t * ELEMENT_CHUNK
-            p.chain_f32(xp + e0, min(ELEMENT_CHUNK, total - e0), &k[0], hs, yp + e0 if yp != NULL else NULL,
-                         qp + e0 if qp != NULL else NULL, sinv, lo_f, hi_f, z)
-    return y, q
-
-
-def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
-    """A float residual add and what follows it, in one pass: f = a + b, relu f > 0 ? f : 0; returns
-    (f or None, q or None), q = clamp(rint(f * scale_inv) + zero, lo, hi) for quantize = (scale_inv, zero, lo, hi)."""
-    cdef const qd_path *p = _path(path)
-    qz = _spec.check_add_f32(a, b, want_float, quantize)
-    cdef float sinv, lo_f, hi_f
-    cdef int32_t z
-    sinv, lo_f, hi_f, z = _spec.q8_params(qz)
-    y, q = _glue_outputs(a.shape, want_float, qz)
-    cdef const float *ap = <const float *> (<Py_ssize_t> a.ctypes.data)
-    cdef const float *bp = <const float *> (<Py_ssize_t> b.ctypes.data)
-    cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data) if y is not None else NULL
-    cdef uint8_t *qp = <uint8_t *> (<Py_ssize_t> q.ctypes.data) if q is not None else NULL
-    cdef int r = relu
-    cdef Py_ssize_t total = a.size, t, e0
-    cdef int threads = threads_for(total * 4, MIN_WORK_PER_THREAD)
-    with nogil:
-        for t in prange((total + ELEMENT_CHUNK - 1) // ELEMENT_CHUNK, schedule="dynamic", num_threads=threads):
-            e0 = t * ELEMENT_CHUNK
-            p.add_f32(ap + e0, bp + e0, min(ELEMENT_CHUNK, total - e0), r, yp + e0 if yp != NULL else NULL,
-                       qp + e0 if qp != NULL else NULL, sinv, lo_f, hi_f, z)
-    return y, q
-
-
-def channel_mul_f32(x, s, *, want_float=True, quantize=None, path=None):
-    """SE excitation and what follows it, in one pass: f = x[n, h, w, c] * s[n, c] (float32) for NHWC x and
-    (N, C) s; returns (f or None, q or None) like add_f32."""
-    cdef const qd_path *p = _path(path)
-    qz = _spec.check_channel_mul_f32(x, s, want_float, quantize)
-    cdef float sinv, lo_f, hi_f
-    cdef int32_t z
-    sinv, lo_f, hi_f, z = _spec.q8_params(qz)
-    y, q = _glue_outputs(x.shape, want_float, qz)
-    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
-    cdef const float *sp = <const float *> (<Py_ssize_t> s.ctypes.data)
-    cdef float *yp = <float *> (<Py_ssize_t> y.ctypes.data) if y is not None else NULL
-    cdef uint8_t *qp = <uint8_t *> (<Py_ssize_t> q.ctypes.data) if q is not None else NULL
-    cdef Py_ssize_t n = x.shape[0], c = x.shape[3], hw = x.shape[1] * x.shape[2]
-    cdef Py_ssize_t chunks = (hw + PIXEL_CHUNK - 1) // PIXEL_CHUNK, t, img, p0, e0
-    cdef int threads = threads_for(x.size * 4, MIN_WORK_PER_THREAD)
-    if x.size == 0:
-        return y, q
-    with nogil:
-        for t in prange(n * chunks, schedule="dynamic", num_threads=threads):
-            img = t // chunks
-            p0 = (t % chunks) * PIXEL_CHUNK
-            e0 = (img * hw + p0) * c
-            p.chmul_f32(xp + e0, sp + img * c, min(PIXEL_CHUNK, hw - p0), c, yp + e0 if yp != NULL else NULL,
-                         qp + e0 if qp != NULL else NULL, sinv, lo_f, hi_f, z)
-    return y, q
-
-
 def max_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), *, path=None):
     """NHWC uint8 max pool (padded taps ignored; padding must be smaller than the kernel)."""
     cdef const qd_path *p = _path(path)
@@ -446,8 +363,8 @@ def max_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), *, path=None):
     out = np.empty((n, oh, ow, g.c), dtype=np.uint8)
     if out.size == 0:
         return out
-    cdef const uint8_t *xp = <const uint8_t *> (<Py_ssize_t> x.ctypes.data)
-    cdef uint8_t *op = <uint8_t *> (<Py_ssize_t> out.ctypes.data)
+    cdef const uint8_t *xp = in_u8(x)
+    cdef uint8_t *op = out_u8(out)
     cdef Py_ssize_t r, img = g.h * g.w * g.c, row = ow * g.c
     cdef int threads = threads_for(n * oh * row * g.kh * g.kw, MIN_WORK_PER_THREAD)
     with nogil:
@@ -468,8 +385,8 @@ def avg_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), exclusive=True, 
     out = np.empty((n, oh, ow, g.c), dtype=np.uint8)
     if out.size == 0:
         return out
-    cdef const uint8_t *xp = <const uint8_t *> (<Py_ssize_t> x.ctypes.data)
-    cdef uint8_t *op = <uint8_t *> (<Py_ssize_t> out.ctypes.data)
+    cdef const uint8_t *xp = in_u8(x)
+    cdef uint8_t *op = out_u8(out)
     cdef Py_ssize_t r, img = g.h * g.w * g.c, row = ow * g.c
     cdef int threads = threads_for(n * oh * row * g.kh * g.kw, MIN_WORK_PER_THREAD)
     cdef int32_t[:, ::1] scratch = np.empty((threads, max(g.c, 1)), dtype=np.int32)
@@ -491,27 +408,10 @@ def global_avg_pool_u8(x, scale=1.0, zero=0, *, path=None):
     if out.size == 0:
         return out
     cdef int64_t[:, ::1] sums = np.empty((n, c), dtype=np.int64)
-    cdef const uint8_t *xp = <const uint8_t *> (<Py_ssize_t> x.ctypes.data)
-    cdef float *op = <float *> (<Py_ssize_t> out.ctypes.data)
+    cdef const uint8_t *xp = in_u8(x)
+    cdef float *op = out_f32(out)
     cdef int threads = threads_for(n * hw * c, MIN_WORK_PER_THREAD)
     with nogil:
         for i in prange(n, schedule="dynamic", num_threads=threads):
             p.gap(xp + i * hw * c, hw, c, z, s, &sums[i, 0], op + i * c)
-    return out
-
-
-def global_avg_pool_f32(x, *, path=None):
-    """NHWC float32 (N, H, W, C) -> float32 (N, C): float32(the float64 sum over the pixels, in order, / (H*W))."""
-    cdef const qd_path *p = _path(path)
-    _spec.check_gap_f32(x)
-    cdef Py_ssize_t n = x.shape[0], c = x.shape[3], hw = x.shape[1] * x.shape[2], i
-    out = np.empty((n, c), dtype=np.float32)
-    if out.size == 0:
-        return out
-    cdef const float *xp = <const float *> (<Py_ssize_t> x.ctypes.data)
-    cdef float *op = <float *> (<Py_ssize_t> out.ctypes.data)
-    cdef int threads = threads_for(n * hw * c * 4, MIN_WORK_PER_THREAD)
-    with nogil:
-        for i in prange(n, schedule="dynamic", num_threads=threads):
-            p.gap_f32(xp + i * hw * c, hw, c, op + i * c)
     return out

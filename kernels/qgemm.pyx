@@ -122,7 +122,7 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     """out (M, N) = epilogue(a (M, K) u8 @ w (K, N) s8): see the module docstring for the formulas. ``packed``
     is ``pack_b(w)``; ``out`` (optional) may be a column slice of a wider array; ``path`` forces a path.
 
-    ``chain`` (out_dtype "f32" only): the keyword arguments of ``qdirect.scalar_chain_f32`` (pre, hard_swish,
+    ``chain`` (out_dtype "f32" only): the keyword arguments of ``floatops.scalar_chain_f32`` (pre, hard_swish,
     post, want_float, quantize), applied to the float output block by block while it is in cache; returns that
     function's ``(t or None, q or None)`` instead of ``out``."""
     g = _spec.check_gemm(a, packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale,

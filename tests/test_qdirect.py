@@ -17,11 +17,15 @@ import numpy as np
 import pytest
 
 from refquant import _dispatch, threads
+from refquant.reference import floatops as glue_twin
 from refquant.reference import qdirect as twin
 
 fast = _dispatch.compiled("qdirect")
 needs_fast = pytest.mark.skipif(fast is None, reason="qdirect extension not built (or REFQUANT_FORCE_REFERENCE)")
 PATHS = list(fast.available_paths()) if fast is not None else []
+# the float glue between INT8 ops (add_f32, scalar_chain_f32, channel_mul_f32, global_avg_pool_f32) is floatops'
+glue_fast = _dispatch.compiled("floatops")
+GLUE_PATHS = list(glue_fast.available_paths()) if glue_fast is not None else []
 
 
 def same(a, b):
@@ -270,10 +274,10 @@ def test_fused_float_add_equals_twin():
             a.flat[:4] = (np.nan, np.inf, -np.inf, -0.0)
             for relu, want_float, quantize in [(True, True, (20.0, 0, 0, 255)), (False, True, None),
                                                (False, False, (12.7, 128, 1, 255)), (True, True, None)]:
-                ty, tq = twin.add_f32(a, b, relu=relu, want_float=want_float, quantize=quantize)
-                for path, n in itertools.product(PATHS, (1, 2)):
+                ty, tq = glue_twin.add_f32(a, b, relu=relu, want_float=want_float, quantize=quantize)
+                for path, n in itertools.product(GLUE_PATHS, (1, 2)):
                     threads.set_num_threads(n)
-                    y, q = fast.add_f32(a, b, relu=relu, want_float=want_float, quantize=quantize, path=path)
+                    y, q = glue_fast.add_f32(a, b, relu=relu, want_float=want_float, quantize=quantize, path=path)
                     assert (y is None) == (ty is None) and (q is None) == (tq is None)
                     if y is not None:
                         same(y, ty)
@@ -297,10 +301,10 @@ def test_fused_scalar_chain_equals_twin():
             x.flat[:6] = (np.nan, np.inf, -np.inf, -3.0, 3.0, -0.0)
             for chain, (want_float, quantize) in itertools.product(
                     CHAINS, [(True, None), (True, (20.0, 128, 1, 255)), (False, (7.5, 0, 0, 255))]):
-                ty, tq = twin.scalar_chain_f32(x, want_float=want_float, quantize=quantize, **chain)
-                for path, n in itertools.product(PATHS, (1, 2)):
+                ty, tq = glue_twin.scalar_chain_f32(x, want_float=want_float, quantize=quantize, **chain)
+                for path, n in itertools.product(GLUE_PATHS, (1, 2)):
                     threads.set_num_threads(n)
-                    y, q = fast.scalar_chain_f32(x, want_float=want_float, quantize=quantize, path=path, **chain)
+                    y, q = glue_fast.scalar_chain_f32(x, want_float=want_float, quantize=quantize, path=path, **chain)
                     if ty is not None:
                         same(y, ty)
                     if tq is not None:
@@ -317,29 +321,31 @@ def test_channel_mul_and_float_global_pool_equal_twin():
         x.flat[:4] = (np.nan, np.inf, -np.inf, -0.0)
         s = rng.random((shape[0], shape[3])).astype(np.float32)
         for want_float, quantize in [(True, None), (False, (20.0, 128, 1, 255)), (True, (7.0, 0, 0, 255))]:
-            ty, tq = twin.channel_mul_f32(x, s, want_float=want_float, quantize=quantize)
-            for path, n in itertools.product(PATHS, (1, 2)):
+            ty, tq = glue_twin.channel_mul_f32(x, s, want_float=want_float, quantize=quantize)
+            for path, n in itertools.product(GLUE_PATHS, (1, 2)):
                 threads.set_num_threads(n)
-                same_outputs(fast.channel_mul_f32(x, s, want_float=want_float, quantize=quantize, path=path),
+                same_outputs(glue_fast.channel_mul_f32(x, s, want_float=want_float, quantize=quantize, path=path),
                              (ty, tq))
-        check_all_paths("global_avg_pool_f32", np.abs(x))
+        want = glue_twin.global_avg_pool_f32(np.abs(x))
+        for path in GLUE_PATHS:
+            same(glue_fast.global_avg_pool_f32(np.abs(x), path=path), want)
 
 
 def test_channel_mul_and_float_global_pool_twins_hand_worked():
     x = np.array([1.0, -2.0, 3.0, 0.5, 0.25, -1.0], np.float32).reshape(1, 1, 3, 2)   # 3 pixels, 2 channels
-    y, q = twin.channel_mul_f32(x, np.array([[2.0, 0.5]], np.float32), quantize=(4.0, 128, 1, 255))
+    y, q = glue_twin.channel_mul_f32(x, np.array([[2.0, 0.5]], np.float32), quantize=(4.0, 128, 1, 255))
     assert y.reshape(-1).tolist() == [2.0, -1.0, 6.0, 0.25, 0.5, -0.5]
     assert q.reshape(-1).tolist() == [136, 124, 152, 129, 130, 126]
     # channel 0: (1 + 3 + 0.25) / 3, channel 1: (-2 + 0.5 - 1) / 3, summed in float64, rounded to float32 once
-    gap = twin.global_avg_pool_f32(x)
+    gap = glue_twin.global_avg_pool_f32(x)
     assert gap.tolist() == [[np.float32(4.25 / 3), np.float32(-2.5 / 3)]]
     # float64 sums: 2^24 + 1 + 1 (not representable in float32 on the way) averages exactly
     big = np.array([2.0 ** 24, 1.0, 1.0], np.float32).reshape(1, 3, 1, 1)
-    assert twin.global_avg_pool_f32(big)[0, 0] == np.float32((2.0 ** 24 + 2) / 3)
+    assert glue_twin.global_avg_pool_f32(big)[0, 0] == np.float32((2.0 ** 24 + 2) / 3)
     with pytest.raises(ValueError, match="must be"):
-        twin.channel_mul_f32(x, np.ones((1, 3), np.float32))
+        glue_twin.channel_mul_f32(x, np.ones((1, 3), np.float32))
     with pytest.raises(ValueError, match="empty"):
-        twin.global_avg_pool_f32(np.zeros((1, 0, 2, 2), np.float32))
+        glue_twin.global_avg_pool_f32(np.zeros((1, 0, 2, 2), np.float32))
 
 
 @needs_fast
@@ -361,7 +367,7 @@ def test_depthwise_chain_post_op_equals_twin():
                 ch = dict(chain, want_float=want_float, quantize=quantize)
                 ty, tq = twin.depthwise_conv_u8s8(x, w, chain=ch, **kw)
                 f = twin.depthwise_conv_u8s8(x, w, **kw)
-                sy, sq = twin.scalar_chain_f32(f, **ch)
+                sy, sq = glue_twin.scalar_chain_f32(f, **ch)
                 for got, want in ((ty, sy), (tq, sq)):
                     assert (got is None) == (want is None) and (want is None or np.array_equal(got, want))
                 for path, n in itertools.product(PATHS, (1, 2)):
@@ -374,31 +380,31 @@ def test_depthwise_chain_post_op_equals_twin():
 def test_fused_scalar_chain_twin_hand_worked():
     x = np.array([-4.0, -1.5, 0.0, 1.5, 4.0, -0.0], np.float32)
     # hard swish: u = clip(x + 3, 0, 6) = [0, 1.5, 3, 4.5, 6, 3]; (x * u) / 6 = [0, -0.375, 0, 1.125, 4, -0]
-    y, q = twin.scalar_chain_f32(x, hard_swish=(3.0, 6.0, 6.0), quantize=(2.0, 128, 1, 255))
+    y, q = glue_twin.scalar_chain_f32(x, hard_swish=(3.0, 6.0, 6.0), quantize=(2.0, 128, 1, 255))
     assert y.tolist() == [0.0, -0.375, 0.0, 1.125, 4.0, 0.0] and q.tolist() == [128, 127, 128, 130, 136, 128]
     # the identities change no bit (-0.0 stays -0.0); an affine block 0.5 x + 1 around it
-    y, _ = twin.scalar_chain_f32(x)
+    y, _ = glue_twin.scalar_chain_f32(x)
     assert y.tobytes() == x.tobytes()
-    y, _ = twin.scalar_chain_f32(x, pre=(0.5, 1.0), hard_swish=(3.0, 6.0, 6.0), post=(2.0, -1.0))
+    y, _ = glue_twin.scalar_chain_f32(x, pre=(0.5, 1.0), hard_swish=(3.0, 6.0, 6.0), post=(2.0, -1.0))
     t = x * np.float32(0.5) + np.float32(1.0)
     want = ((t * np.clip(t + np.float32(3), 0, 6)) / np.float32(6)) * np.float32(2) - np.float32(1)
     assert np.array_equal(y, want)
     with pytest.raises(ValueError, match="scale"):
-        twin.scalar_chain_f32(x, hard_swish=(3.0, 6.0, 0.0))
+        glue_twin.scalar_chain_f32(x, hard_swish=(3.0, 6.0, 0.0))
 
 
 def test_fused_float_add_twin_hand_worked():
     a = np.array([1.0, -3.0, 0.25, np.nan], np.float32)
     b = np.array([0.5, 1.0, 0.0, 1.0], np.float32)
     # relu(a + b) = [1.5, 0, 0.25, 0 (NaN -> 0)]; * 2 = [3, 0, 0.5 -> 0 (ties to even), 0]
-    y, q = twin.add_f32(a, b, relu=True, quantize=(2.0, 0, 0, 255))
+    y, q = glue_twin.add_f32(a, b, relu=True, quantize=(2.0, 0, 0, 255))
     assert y.tolist() == [1.5, 0.0, 0.25, 0.0] and q.tolist() == [3, 0, 0, 0]
-    _, q = twin.add_f32(a, b, want_float=False, quantize=(2.0, 128, 1, 255))
+    _, q = glue_twin.add_f32(a, b, want_float=False, quantize=(2.0, 128, 1, 255))
     assert q.tolist() == [131, 124, 128, 1]              # NaN -> lo
     with pytest.raises(ValueError, match="same shape"):
-        twin.add_f32(a, b[:3])
+        glue_twin.add_f32(a, b[:3])
     with pytest.raises(ValueError, match="nothing to return"):
-        twin.add_f32(a, b, want_float=False)
+        glue_twin.add_f32(a, b, want_float=False)
 
 
 POOL_CASES = [((1, 7, 9, 3), (3, 3), (2, 2), (1, 1, 1, 1)), ((2, 8, 8, 32), (2, 2), (2, 2), (0, 0, 0, 0)),

@@ -169,8 +169,8 @@ def fused_elementwise_add(ctx, attrs, a, b):
     (``None`` when the op has no ``scale_inv``, and ``f`` None when ``want_float`` is false)."""
     a = np.ascontiguousarray(a, dtype=np.float32)
     b = np.ascontiguousarray(b, dtype=np.float32)
-    return _direct().add_f32(a, b, relu=attrs.get("fuse_activation", "") == "relu",
-                             want_float=bool(attrs.get("want_float", True)), quantize=_fused_quantize(attrs))
+    return kernel("floatops").add_f32(a, b, relu=attrs.get("fuse_activation", "") == "relu",
+                                      want_float=bool(attrs.get("want_float", True)), quantize=_fused_quantize(attrs))
 
 
 @register("fused_scalar_chain", fused=True, check=_check_chain)
@@ -180,7 +180,7 @@ def fused_scalar_chain(ctx, attrs, x):
     ``hard_swish``: ``t = (t * min(max(t + offset, 0), threshold)) / scale`` (``elementwise_add``, ``relu6``,
     ``elementwise_mul``, ``elementwise_div``), then ``t = t * post_mul + post_add``; outputs ``(t, q)`` as
     fused_elementwise_add. Absent steps are identities (1, -0.0) that change no bit."""
-    return _direct().scalar_chain_f32(np.ascontiguousarray(x, dtype=np.float32), **chain_kwargs(attrs))
+    return kernel("floatops").scalar_chain_f32(np.ascontiguousarray(x, dtype=np.float32), **chain_kwargs(attrs))
 
 
 def chain_kwargs(attrs) -> dict:
@@ -207,8 +207,9 @@ def fused_channel_mul(ctx, attrs, x, s):
     s = np.ascontiguousarray(s, dtype=np.float32)
     if s.ndim != 4 or s.shape[1:3] != (1, 1):
         raise ShapeError(f"fused_channel_mul: the scale must be (N, 1, 1, C), got {s.shape}")
-    return _direct().channel_mul_f32(x, s.reshape(s.shape[0], s.shape[3]),
-                                     want_float=bool(attrs.get("want_float", True)), quantize=_fused_quantize(attrs))
+    return kernel("floatops").channel_mul_f32(x, s.reshape(s.shape[0], s.shape[3]),
+                                              want_float=bool(attrs.get("want_float", True)),
+                                              quantize=_fused_quantize(attrs))
 
 
 def _fused_quantize(attrs):

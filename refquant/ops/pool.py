@@ -168,7 +168,7 @@ def _pool2d_nhwc(attrs, x):
             return x.max(axis=(1, 2), keepdims=True)
         if x.dtype == np.float32:
             from .._dispatch import kernel
-            gap = kernel("qdirect").global_avg_pool_f32(np.ascontiguousarray(x))
+            gap = kernel("floatops").global_avg_pool_f32(np.ascontiguousarray(x))
             return gap.reshape(x.shape[0], 1, 1, x.shape[3])
         return x.mean(axis=(1, 2), keepdims=True)
     y, _, _ = _pool_nchw(attrs, x.transpose(0, 3, 1, 2))

@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .qdirect import _check_outputs, check_array, check_chain, q8
+
 f32 = np.float32
 
 EXP_MIN = f32(-87.33654)
@@ -195,3 +197,89 @@ def layer_norm_lastaxis(x, scale=None, bias=None, epsilon=1e-5, *, path=None):
         if bias is not None:
             y = y + bias.reshape(-1)
     return y.reshape(x.shape)
+
+
+# ---- the float glue between INT8 ops (residual add, scalar chain, SE excitation, global average pool): float32
+# in, float32 and / or the next INT8 op's uint8 out, in one pass
+
+def check_add_f32(a, b, want_float, quantize):
+    check_array("add_f32: a", a, np.float32)
+    check_array("add_f32: b", b, np.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"add_f32: a and b must have the same shape, got {a.shape} and {b.shape}")
+    return _check_outputs("add_f32", want_float, quantize)
+
+
+def check_scalar_chain_f32(x, pre, hard_swish, post, want_float, quantize):
+    check_array("scalar_chain_f32: x", x, np.float32)
+    return check_chain(pre, hard_swish, post, want_float, quantize)[3]
+
+
+def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
+    """A float residual add and what follows it, in one pass: ``f = a + b``, with ``relu`` ``f > 0 ? f : 0``;
+    returns ``(f or None, q or None)`` with ``q = q8(f * scale_inv)`` when ``quantize = (scale_inv, zero, lo,
+    hi)`` (the input grid of the next INT8 op)."""
+    qz = check_add_f32(a, b, want_float, quantize)
+    f = a + b
+    if relu:
+        f = np.where(f > 0, f, np.float32(0))
+    q = None if qz is None else q8(f * qz[0], *qz[1:])
+    return (f if want_float else None), q
+
+
+def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), want_float=True, quantize=None,
+                     path=None):
+    """A chain of scalar float ops in one pass, each step float32 as the separate ops: ``t = x * pre[0] +
+    pre[1]``; with ``hard_swish = (offset, threshold, scale)``: ``u = min(max(t + offset, 0), threshold)``,
+    ``t = (t * u) / scale``; ``t = t * post[0] + post[1]``. Returns ``(t or None, q or None)`` like
+    :func:`add_f32`. The identities (1, -0.0) change no bit: ``t * 1 == t``, ``t + -0.0 == t``."""
+    qz = check_scalar_chain_f32(x, pre, hard_swish, post, want_float, quantize)
+    f32 = np.float32
+    with np.errstate(invalid="ignore", over="ignore"):   # inf * 0 -> NaN, as in C
+        t = x * f32(pre[0]) + f32(pre[1])
+        if hard_swish is not None:
+            offset, threshold, scale = (f32(v) for v in hard_swish)
+            u = t + offset
+            u = np.where(u > 0, u, f32(0))
+            u = np.where(u < threshold, u, threshold)
+            t = (t * u) / scale
+        t = t * f32(post[0]) + f32(post[1])
+    q = None if qz is None else q8(t * qz[0], *qz[1:])
+    return (t if want_float else None), q
+
+
+def check_channel_mul_f32(x, s, want_float, quantize):
+    check_array("channel_mul_f32: x", x, np.float32, 4)
+    check_array("channel_mul_f32: s", s, np.float32, 2)
+    if s.shape != (x.shape[0], x.shape[3]):
+        raise ValueError(f"channel_mul_f32: s must be (N, C) = {(x.shape[0], x.shape[3])}, got {s.shape}")
+    return _check_outputs("channel_mul_f32", want_float, quantize)
+
+
+def channel_mul_f32(x, s, *, want_float=True, quantize=None, path=None):
+    """An SE block's excitation and what follows it, in one pass: ``f = x[n, h, w, c] * s[n, c]`` (float32,
+    NHWC ``x``, what ``elementwise_mul`` by the (N, C, 1, 1) scale gives); returns ``(f or None, q or None)``
+    like :func:`add_f32`."""
+    qz = check_channel_mul_f32(x, s, want_float, quantize)
+    with np.errstate(invalid="ignore", over="ignore"):
+        f = x * s[:, None, None, :]
+    q = None if qz is None else q8(f * qz[0], *qz[1:])
+    return (f if want_float else None), q
+
+
+def check_gap_f32(x):
+    check_array("global_avg_pool_f32: x", x, np.float32, 4)
+    if x.shape[1] * x.shape[2] == 0:
+        raise ValueError(f"global_avg_pool_f32: empty spatial size {x.shape[1:3]}")
+
+
+def global_avg_pool_f32(x, *, path=None):
+    """NHWC float32 (N, H, W, C) -> float32 (N, C): ``float32(sum_p float64(x[n, p, c]) / (H*W))``, the float64
+    sum taken pixel by pixel in order (so the compiled kernel, which adds in the same order, gives the same bits)."""
+    check_gap_f32(x)
+    n, h, w, c = x.shape
+    rows = x.reshape(n, h * w, c)
+    acc = np.zeros((n, c), np.float64)
+    for p in range(h * w):
+        acc += rows[:, p, :]
+    return (acc / (h * w)).astype(np.float32)

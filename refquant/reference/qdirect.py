@@ -15,9 +15,8 @@ gives ``lo`` (only :func:`quantize_nchw` / :func:`quantize_rows` can meet one, f
 * :func:`im2col_u8`: rows = output pixels (n, oh, ow), columns (kh, kw, c), padded taps = ``pad_value``.
 * :func:`requantize`: ``q8(float32(q - in_zero) * multiplier)``; :func:`add_u8`:
   ``q8((float32(a - az) * as + float32(b - bz) * bs) * out_scale_inv)``.
-* :func:`add_f32`: ``f = a + b`` (float32), relu ``f > 0 ? f : 0``, returned as float32 and/or ``q8(f * scale_inv)``;
-  :func:`scalar_chain_f32`: ``t = x * a + b``, optional hard swish ``(t * min(max(t + offset, 0), threshold)) /
-  scale``, ``t * c + d`` (float32 each step), the same.
+* :func:`check_chain` / :func:`q8_params`: the scalar float chain an INT8 conv or matmul may end with (its
+  arithmetic, and the float glue kernels between INT8 ops, are in :mod:`refquant.reference.floatops`).
 * :func:`max_pool_u8`: max over the valid taps; :func:`avg_pool_u8`: ``q8(float32(s) / float32(count))`` with
   ``s = sum over valid taps of (x - zero)``, count = valid taps (exclusive) or KH*KW, lo/hi = 0/255;
   :func:`global_avg_pool_u8`: ``float32(float64(sum(x - zero)) / (H*W) * float64(scale))``.
@@ -219,11 +218,12 @@ def _pad_nhwc(x, padding, value):
 def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0, bias=None,
                         scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None, path=None):
     """Depthwise conv, NHWC u8 x (KH, KW, C) s8 -> NHWC u8 or float32; see the module docstring. ``chain``
-    (float32 output only): :func:`scalar_chain_f32`'s keyword arguments, applied to the output, whose
+    (float32 output only): ``floatops.scalar_chain_f32``'s keyword arguments, applied to the output, whose
     ``(t or None, q or None)`` is then returned."""
     if chain is not None:
         if out_dtype != "f32":
             raise ValueError('depthwise_conv_u8s8: chain needs out_dtype="f32"')
+        from .floatops import scalar_chain_f32
         check_chain(**chain)
         f = depthwise_conv_u8s8(x, w, stride=stride, padding=padding, dilation=dilation, a_zero=a_zero, bias=bias,
                                 scale=scale, out_dtype="f32", lo=lo, hi=hi)
@@ -367,21 +367,8 @@ def add_u8(a, a_scale, a_zero, b, b_scale, b_zero, out_scale_inv, out_zero, lo=0
     return q8((fa + fb) * osi, oz, lo, hi)
 
 
-def check_add_f32(a, b, want_float, quantize):
-    check_array("add_f32: a", a, np.float32)
-    check_array("add_f32: b", b, np.float32)
-    if a.shape != b.shape:
-        raise ValueError(f"add_f32: a and b must have the same shape, got {a.shape} and {b.shape}")
-    return _check_outputs("add_f32", want_float, quantize)
-
-
-def check_scalar_chain_f32(x, pre, hard_swish, post, want_float, quantize):
-    check_array("scalar_chain_f32: x", x, np.float32)
-    return check_chain(pre, hard_swish, post, want_float, quantize)[3]
-
-
 def check_chain(pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), want_float=True, quantize=None):
-    """A scalar chain given as :func:`scalar_chain_f32`'s keyword arguments (also the post-op of an INT8 conv,
+    """A scalar chain given as ``floatops.scalar_chain_f32``'s keyword arguments (also the post-op of an INT8 conv,
     depthwise or matmul), validated: (the 7 float32 constants (pre_mul, pre_add, offset, threshold, scale,
     post_mul, post_add), hs, want_float, the quantize tuple or None)."""
     consts = [*pre, *post] + ([] if hard_swish is None else list(hard_swish))
@@ -412,58 +399,6 @@ def _check_outputs(what, want_float, quantize):
         return None
     scale_inv, zero, lo, hi = quantize
     return (check_float("scale_inv", scale_inv, True), check_int("zero", zero, 0, 255), *check_lo_hi(lo, hi))
-
-
-def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
-    """A float residual add and what follows it, in one pass: ``f = a + b``, with ``relu`` ``f > 0 ? f : 0``;
-    returns ``(f or None, q or None)`` with ``q = q8(f * scale_inv)`` when ``quantize = (scale_inv, zero, lo,
-    hi)`` (the input grid of the next INT8 op)."""
-    qz = check_add_f32(a, b, want_float, quantize)
-    f = a + b
-    if relu:
-        f = np.where(f > 0, f, np.float32(0))
-    q = None if qz is None else q8(f * qz[0], *qz[1:])
-    return (f if want_float else None), q
-
-
-def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), want_float=True, quantize=None,
-                     path=None):
-    """A chain of scalar float ops in one pass, each step float32 as the separate ops: ``t = x * pre[0] +
-    pre[1]``; with ``hard_swish = (offset, threshold, scale)``: ``u = min(max(t + offset, 0), threshold)``,
-    ``t = (t * u) / scale``; ``t = t * post[0] + post[1]``. Returns ``(t or None, q or None)`` like
-    :func:`add_f32`. The identities (1, -0.0) change no bit: ``t * 1 == t``, ``t + -0.0 == t``."""
-    qz = check_scalar_chain_f32(x, pre, hard_swish, post, want_float, quantize)
-    f32 = np.float32
-    with np.errstate(invalid="ignore", over="ignore"):   # inf * 0 -> NaN, as in C
-        t = x * f32(pre[0]) + f32(pre[1])
-        if hard_swish is not None:
-            offset, threshold, scale = (f32(v) for v in hard_swish)
-            u = t + offset
-            u = np.where(u > 0, u, f32(0))
-            u = np.where(u < threshold, u, threshold)
-            t = (t * u) / scale
-        t = t * f32(post[0]) + f32(post[1])
-    q = None if qz is None else q8(t * qz[0], *qz[1:])
-    return (t if want_float else None), q
-
-
-def check_channel_mul_f32(x, s, want_float, quantize):
-    check_array("channel_mul_f32: x", x, np.float32, 4)
-    check_array("channel_mul_f32: s", s, np.float32, 2)
-    if s.shape != (x.shape[0], x.shape[3]):
-        raise ValueError(f"channel_mul_f32: s must be (N, C) = {(x.shape[0], x.shape[3])}, got {s.shape}")
-    return _check_outputs("channel_mul_f32", want_float, quantize)
-
-
-def channel_mul_f32(x, s, *, want_float=True, quantize=None, path=None):
-    """An SE block's excitation and what follows it, in one pass: ``f = x[n, h, w, c] * s[n, c]`` (float32,
-    NHWC ``x``, what ``elementwise_mul`` by the (N, C, 1, 1) scale gives); returns ``(f or None, q or None)``
-    like :func:`add_f32`."""
-    qz = check_channel_mul_f32(x, s, want_float, quantize)
-    with np.errstate(invalid="ignore", over="ignore"):
-        f = x * s[:, None, None, :]
-    q = None if qz is None else q8(f * qz[0], *qz[1:])
-    return (f if want_float else None), q
 
 
 def max_pool_u8(x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), *, path=None):
@@ -512,21 +447,3 @@ def global_avg_pool_u8(x, scale=1.0, zero=0, *, path=None):
     hw = x.shape[1] * x.shape[2]
     s = x.sum(axis=(1, 2), dtype=np.int64) - np.int64(zero) * hw
     return (s.astype(np.float64) / hw * np.float64(scale)).astype(np.float32)
-
-
-def check_gap_f32(x):
-    check_array("global_avg_pool_f32: x", x, np.float32, 4)
-    if x.shape[1] * x.shape[2] == 0:
-        raise ValueError(f"global_avg_pool_f32: empty spatial size {x.shape[1:3]}")
-
-
-def global_avg_pool_f32(x, *, path=None):
-    """NHWC float32 (N, H, W, C) -> float32 (N, C): ``float32(sum_p float64(x[n, p, c]) / (H*W))``, the float64
-    sum taken pixel by pixel in order (so the compiled kernel, which adds in the same order, gives the same bits)."""
-    check_gap_f32(x)
-    n, h, w, c = x.shape
-    rows = x.reshape(n, h * w, c)
-    acc = np.zeros((n, c), np.float64)
-    for p in range(h * w):
-        acc += rows[:, p, :]
-    return (acc / (h * w)).astype(np.float32)

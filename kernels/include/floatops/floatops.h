@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cpu_features.h"
+#include "qdirect/chain.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define FO_X86 1
@@ -158,8 +159,18 @@ FO_INLINE void fo_layer_norm_row(const float *x, ptrdiff_t n, const float *scale
     }
 
 FO_KERNELS(portable, )
+#define FO_SFX _portable
+#define FO_ATTR
+#include "glue.h"
+#undef FO_SFX
+#undef FO_ATTR
 #if FO_X86
 FO_KERNELS(avx2, FO_AVX2_ATTR)
+#define FO_SFX _avx2
+#define FO_ATTR FO_AVX2_ATTR
+#include "glue.h"
+#undef FO_SFX
+#undef FO_ATTR
 #endif
 
 /* The paths, best first ("portable" last): {name, the RQ_CPU_* features it runs on, its loops}. The wrapper
@@ -171,13 +182,23 @@ typedef struct {
     void (*softmax_rows)(const float *x, ptrdiff_t rows, ptrdiff_t n, float *y);
     void (*layer_norm_rows)(const float *x, ptrdiff_t rows, ptrdiff_t n, const float *scale, const float *bias,
                             double eps, float *y);
+    /* the float glue between INT8 ops (glue.h) */
+    void (*add_f32)(const float *a, const float *b, ptrdiff_t n, int relu, float *y, uint8_t *q, float sinv,
+                    float lo_f, float hi_f, int32_t zero);
+    void (*chain_f32)(const float *x, ptrdiff_t n, const float *k, int hs, float *y, uint8_t *q, float sinv,
+                      float lo_f, float hi_f, int32_t zero);
+    void (*chmul_f32)(const float *x, const float *s, ptrdiff_t n, ptrdiff_t C, float *y, uint8_t *q, float sinv,
+                      float lo_f, float hi_f, int32_t zero);
+    void (*gap_f32)(const float *x, ptrdiff_t HW, ptrdiff_t C, float *out);
 } fo_path;
 
 static const fo_path FO_PATHS[] = {
 #if FO_X86
-    {"avx2", RQ_CPU_AVX2, fo_gelu_erf_avx2, fo_softmax_rows_avx2, fo_layer_norm_rows_avx2},
+    {"avx2", RQ_CPU_AVX2, fo_gelu_erf_avx2, fo_softmax_rows_avx2, fo_layer_norm_rows_avx2, fo_add_f32__avx2,
+     fo_chain_f32__avx2, fo_chmul_f32__avx2, fo_gap_f32__avx2},
 #endif
-    {"portable", 0u, fo_gelu_erf_portable, fo_softmax_rows_portable, fo_layer_norm_rows_portable},
+    {"portable", 0u, fo_gelu_erf_portable, fo_softmax_rows_portable, fo_layer_norm_rows_portable,
+     fo_add_f32__portable, fo_chain_f32__portable, fo_chmul_f32__portable, fo_gap_f32__portable},
 };
 #define FO_NPATHS ((int)(sizeof FO_PATHS / sizeof FO_PATHS[0]))
 

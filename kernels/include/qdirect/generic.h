@@ -6,8 +6,8 @@
  * -ffp-contract=off, integer sums), so both instantiations give the same bits.
  *
  * Defines, for the suffix QD_SFX: qd_dw_pixels_, qd_dw_row_, qd_quant_nchw_, qd_dequant_nhwc_, qd_quant_rows_,
- * qd_dequant_rows_, qd_requant_, qd_add_, qd_add_f32_, qd_chain_f32_, qd_chmul_f32_, qd_maxpool_row_, qd_avgpool_row_,
- * qd_gap_, qd_gap_f32_, qd_im2col_row_.
+ * qd_dequant_rows_, qd_requant_, qd_add_, qd_chain_f32_ (the depthwise conv's post-op), qd_maxpool_row_,
+ * qd_avgpool_row_, qd_gap_, qd_im2col_row_. (The float glue between INT8 ops is floatops/glue.h.)
  */
 #include "common.h"
 
@@ -135,36 +135,10 @@ QD_ATTR QD_UNUSED static void QD_FN(qd_add_)(const uint8_t *a, const uint8_t *b,
     }
 }
 
-/* float residual add: f = a + b, relu: f > 0 ? f : 0 (NaN -> 0); y (if not NULL) = f, q (if not NULL) =
- * qd_q8(f * sinv): the add, the relu and the quantize for the next INT8 op in one pass over the data. */
-QD_ATTR QD_UNUSED static void QD_FN(qd_add_f32_)(const float *a, const float *b, ptrdiff_t n, int relu, float *y,
-                                       uint8_t *q, float sinv, float lo_f, float hi_f, int32_t zero) {
-    for (ptrdiff_t i = 0; i < n; i++) {
-        float f = a[i] + b[i];
-        if (relu) f = f > 0.0f ? f : 0.0f;
-        if (y) y[i] = f;
-        if (q) q[i] = qd_q8(f * sinv, lo_f, hi_f, zero);
-    }
-}
-
 /* The scalar chain (qd_chain_span, chain.h) over n elements. */
 QD_ATTR QD_UNUSED static void QD_FN(qd_chain_f32_)(const float *x, ptrdiff_t n, const float *k, int hs, float *y,
                                          uint8_t *q, float sinv, float lo_f, float hi_f, int32_t zero) {
     qd_chain_span(x, n, k, hs, y, q, sinv, lo_f, hi_f, zero);
-}
-
-/* SE excitation: pixels [0, n) of one NHWC image times its per-channel scale, f = x[p, c] * s[c] (float32, what
- * elementwise_mul with a (N, C, 1, 1) operand gives); y (if not NULL) = f, q (if not NULL) = qd_q8(f * sinv). */
-QD_ATTR QD_UNUSED static void QD_FN(qd_chmul_f32_)(const float *x, const float *s, ptrdiff_t n, ptrdiff_t C,
-                                         float *y, uint8_t *q, float sinv, float lo_f, float hi_f, int32_t zero) {
-    for (ptrdiff_t p = 0; p < n; p++) {
-        const float *xp = x + p * C;
-        for (ptrdiff_t c = 0; c < C; c++) {
-            float f = xp[c] * s[c];
-            if (y) y[p * C + c] = f;
-            if (q) q[p * C + c] = qd_q8(f * sinv, lo_f, hi_f, zero);
-        }
-    }
 }
 
 /* max pool, one output row: the max over the window's valid taps (padding ignored; every window has one). */
@@ -224,21 +198,6 @@ QD_ATTR QD_UNUSED static void QD_FN(qd_gap_)(const uint8_t *x, ptrdiff_t HW, ptr
     }
     for (ptrdiff_t c = 0; c < C; c++)
         out[c] = (float)((double)(sum[c] - (int64_t)zero * HW) / (double)HW * scale);
-}
-
-/* float32 global average pool of one NHWC image: out[c] = (float)(the float64 sum of x[p, c] in pixel order / HW).
- * The sums live on this thread's stack, 512 channels at a time. */
-QD_ATTR QD_UNUSED static void QD_FN(qd_gap_f32_)(const float *x, ptrdiff_t HW, ptrdiff_t C, float *out) {
-    for (ptrdiff_t c0 = 0; c0 < C; c0 += 512) {
-        const ptrdiff_t nc = C - c0 < 512 ? C - c0 : 512;
-        double acc[512];
-        for (ptrdiff_t c = 0; c < nc; c++) acc[c] = 0.0;
-        for (ptrdiff_t p = 0; p < HW; p++) {
-            const float *src = x + p * C + c0;
-            for (ptrdiff_t c = 0; c < nc; c++) acc[c] += (double)src[c];
-        }
-        for (ptrdiff_t c = 0; c < nc; c++) out[c0 + c] = (float)(acc[c] / (double)HW);
-    }
 }
 
 /* im2col of output row oh: out (OW, KH*KW*C) rows, column order (kh, kw, c), padded taps = pad. A kernel row

@@ -137,25 +137,20 @@ typedef struct {
                     int32_t out_zero, uint8_t *out);
     void (*add)(const uint8_t *a, const uint8_t *b, ptrdiff_t n, int32_t az, float as, int32_t bz, float bs,
                 float out_sinv, float lo_f, float hi_f, int32_t out_zero, uint8_t *out);
-    void (*add_f32)(const float *a, const float *b, ptrdiff_t n, int relu, float *y, uint8_t *q, float sinv,
-                    float lo_f, float hi_f, int32_t zero);
     void (*chain_f32)(const float *x, ptrdiff_t n, const float *k, int hs, float *y, uint8_t *q, float sinv,
-                      float lo_f, float hi_f, int32_t zero);
-    void (*chmul_f32)(const float *x, const float *s, ptrdiff_t n, ptrdiff_t C, float *y, uint8_t *q, float sinv,
                       float lo_f, float hi_f, int32_t zero);
     void (*maxpool_row)(const qd_geom *g, const uint8_t *x, ptrdiff_t oh, uint8_t *out);
     void (*avgpool_row)(const qd_geom *g, const uint8_t *x, ptrdiff_t oh, int exclusive, int32_t zero, int32_t *sum,
                         uint8_t *out);
     void (*gap)(const uint8_t *x, ptrdiff_t HW, ptrdiff_t C, int32_t zero, double scale, int64_t *sum, float *out);
-    void (*gap_f32)(const float *x, ptrdiff_t HW, ptrdiff_t C, float *out);
     void (*im2col_row)(const qd_geom *g, const uint8_t *x, ptrdiff_t oh, uint8_t pad, uint8_t *out);
 } qd_path;
 
 /* The plain kernels of generic.h instantiated with suffix SFX, in the order of qd_path's fields after dw_row. */
 #define QD_GENERIC(SFX)                                                                                         \
     qd_quant_nchw_##SFX, qd_dequant_nhwc_##SFX, qd_quant_rows_##SFX, qd_dequant_rows_##SFX, qd_requant_##SFX,   \
-        qd_add_##SFX, qd_add_f32_##SFX, qd_chain_f32_##SFX, qd_chmul_f32_##SFX, qd_maxpool_row_##SFX,           \
-        qd_avgpool_row_##SFX, qd_gap_##SFX, qd_gap_f32_##SFX, qd_im2col_row_##SFX
+        qd_add_##SFX, qd_chain_f32_##SFX, qd_maxpool_row_##SFX, qd_avgpool_row_##SFX, qd_gap_##SFX,              \
+        qd_im2col_row_##SFX
 
 static const qd_path QD_PATHS[] = {
 #if QD_X86
