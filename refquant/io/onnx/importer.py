@@ -37,7 +37,7 @@ from ...errors import GraphError, ModelFormatError, RefquantError, ShapeError, U
 from ...executor import PartialShapes
 from ...graph import Model, Op, TensorSpec
 from ...ops import OpContext, get_op
-from .converters import CONVERTERS
+from .converters import ANY, ARITY, CONVERTERS
 from .loader import _RUNTIME_DTYPES, _load, _normalize_const, require_onnx
 
 MAX_OPSET = 22                      # the newest default-domain opset whose changes to the mapped ops are handled
@@ -279,7 +279,7 @@ class _Importer:
         outputs = list(node.output)
         lo, hi, max_out = _arity(node.op_type, self.opset)
         if not lo <= len(inputs) <= hi:
-            want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi < 2 ** 31 else f"at least {lo}"
+            want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi < ANY else f"at least {lo}"
             raise ModelFormatError(f"{where} has {len(inputs)} inputs; it takes {want}")
         for i in range(lo):
             if not inputs[i]:
@@ -452,24 +452,6 @@ class _Attrs:
         return default if a is None else a.t
 
 
-# ONNX op type -> (required inputs, most inputs, most outputs); opset-dependent entries are set in _arity
-_ANY = 2 ** 31
-_ARITY = {
-    "Constant": (0, 0, 1), "Identity": (1, 1, 1), "Dropout": (1, 3, 2),
-    "Conv": (2, 3, 1), "ConvTranspose": (2, 3, 1), "BatchNormalization": (5, 5, 5),
-    "HardSigmoid": (1, 1, 1), "HardSwish": (1, 1, 1), "Clip": (1, 3, 1),
-    "Relu": (1, 1, 1), "Sigmoid": (1, 1, 1), "Tanh": (1, 1, 1), "Sqrt": (1, 1, 1), "Exp": (1, 1, 1),
-    "Log": (1, 1, 1), "Add": (2, 2, 1), "Sub": (2, 2, 1), "Mul": (2, 2, 1), "Div": (2, 2, 1), "Pow": (2, 2, 1),
-    "MatMul": (2, 2, 1), "Gemm": (2, 3, 1), "Softmax": (1, 1, 1), "LogSoftmax": (1, 1, 1),
-    "ReduceMean": (1, 2, 1), "ReduceSum": (1, 2, 1), "GlobalAveragePool": (1, 1, 1), "GlobalMaxPool": (1, 1, 1),
-    "MaxPool": (1, 1, 2), "AveragePool": (1, 1, 1), "Resize": (1, 4, 1), "Upsample": (1, 2, 1),
-    "Concat": (1, _ANY, 1), "Reshape": (2, 2, 1), "Flatten": (1, 1, 1), "Transpose": (1, 1, 1),
-    "Squeeze": (1, 2, 1), "Unsqueeze": (1, 2, 1), "Slice": (3, 5, 1), "Shape": (1, 1, 1), "Cast": (1, 1, 1),
-    "Gather": (2, 2, 1), "Expand": (2, 2, 1), "Split": (1, 2, _ANY),
-    "QuantizeLinear": (2, 3, 1), "DequantizeLinear": (2, 3, 1),
-}
-
-
 # attributes that later opsets turned into inputs: (name, first opset without the attribute)
 _MOVED_ATTRS = {"Squeeze": (("axes", 13),), "Unsqueeze": (("axes", 13),), "ReduceSum": (("axes", 13),),
                 "ReduceMean": (("axes", 18),), "Split": (("split", 13),), "Reshape": (("shape", 5),),
@@ -478,7 +460,7 @@ _MOVED_ATTRS = {"Squeeze": (("axes", 13),), "Unsqueeze": (("axes", 13),), "Reduc
 
 
 def _arity(op_type: str, opset: int) -> tuple:
-    lo, hi, out = _ARITY[op_type]
+    lo, hi, out = ARITY[op_type]
     if op_type == "Reshape" and opset < 5:
         lo, hi = 1, 1
     elif op_type == "Slice" and opset < 10:

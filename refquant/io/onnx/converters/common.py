@@ -10,16 +10,21 @@ from ....errors import ModelFormatError, ShapeError, UnsupportedOpError
 from ..loader import _normalize_const
 
 FLT_MAX = float(np.finfo(np.float32).max)
-CONVERTERS: dict[str, Callable] = {}
+CONVERTERS: dict[str, Callable] = {}   # ONNX op type -> fn(importer, node)
+ARITY: dict[str, tuple] = {}          # ONNX op type -> (required inputs, most inputs, most outputs)
+ANY = 2 ** 31
 _MAX_RANK = 64                      # NumPy's limit on the number of dimensions
 
 
-def _converter(*op_types):
+def _converter(op_type: str, arity: tuple, fn: Optional[Callable] = None):
+    """Register ``fn`` (or the decorated function) for ONNX ``op_type``, with its arity (required inputs, most
+    inputs, most outputs; :data:`ANY` for no limit) as the newest opset defines it (older opsets:
+    ``importer._arity``)."""
     def wrap(fn):
-        for t in op_types:
-            CONVERTERS[t] = fn
+        CONVERTERS[op_type] = fn
+        ARITY[op_type] = arity
         return fn
-    return wrap
+    return wrap if fn is None else wrap(fn)
 
 
 def _unsupported(node, why: str):

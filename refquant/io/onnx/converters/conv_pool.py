@@ -67,7 +67,7 @@ def _filter(im, node, transposed: bool):
     return wshape, kernel, strides, dilations, group
 
 
-@_converter("Conv")
+@_converter("Conv", arity=(2, 3, 1))
 def _conv(im, node):
     x, w, b = node.input(0), node.input(1), node.input(2)
     wshape, kernel, strides, dilations, group = _filter(im, node, transposed=False)
@@ -78,7 +78,7 @@ def _conv(im, node):
     im.emit("depthwise_conv2d" if depthwise else "conv2d", inputs, [node.outputs[0]], attrs, node.name)
 
 
-@_converter("ConvTranspose")
+@_converter("ConvTranspose", arity=(2, 3, 1))
 def _conv_transpose(im, node):
     x, w, b = node.input(0), node.input(1), node.input(2)
     wshape, kernel, strides, dilations, group = _filter(im, node, transposed=True)
@@ -123,7 +123,8 @@ def _conv_transpose(im, node):
     im.emit("conv2d_transpose", [x, w] + ([b] if b else []), [node.outputs[0]], attrs, node.name)
 
 
-@_converter("GlobalAveragePool", "GlobalMaxPool")
+@_converter("GlobalAveragePool", arity=(1, 1, 1))
+@_converter("GlobalMaxPool", arity=(1, 1, 1))
 def _global_pool(im, node):
     r = im.rank(node.inputs[0])
     if r is not None and r != 4:
@@ -134,7 +135,8 @@ def _global_pool(im, node):
     im.emit("pool2d", [node.inputs[0]], [node.outputs[0]], attrs, node.name)
 
 
-@_converter("MaxPool", "AveragePool")
+@_converter("MaxPool", arity=(1, 1, 2))
+@_converter("AveragePool", arity=(1, 1, 1))
 def _pool(im, node):
     a = node.attrs
     kernel = a.ints("kernel_shape")
@@ -176,7 +178,8 @@ _RESIZE_CTM = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"
 _NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
-@_converter("Resize", "Upsample")
+@_converter("Resize", arity=(1, 4, 1))
+@_converter("Upsample", arity=(1, 2, 1))
 def _resize(im, node):
     a = node.attrs
     mode = a.str("mode", "nearest")

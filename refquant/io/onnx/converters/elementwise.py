@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ..optable import BINARY, SOFTMAX, UNARY
-from .common import (CONVERTERS, FLT_MAX, _axes, _axis, _bad, _check_broadcast, _const_input, _converter, _int_values,
+from .common import (FLT_MAX, _axes, _axis, _bad, _check_broadcast, _const_input, _converter, _int_values,
                      _shape_error, _unsupported)
 
 
@@ -18,22 +18,22 @@ def _unary(refquant_type, **fixed):
 
 
 for _onnx, _rq in UNARY.items():
-    CONVERTERS[_onnx] = _unary(_rq)
+    _converter(_onnx, (1, 1, 1), _unary(_rq))
 
 
-@_converter("HardSigmoid")
+@_converter("HardSigmoid", arity=(1, 1, 1))
 def _hard_sigmoid(im, node):
     attrs = {"slope": node.attrs.float("alpha", 0.2), "offset": node.attrs.float("beta", 0.5)}
     im.emit("hard_sigmoid", [node.inputs[0]], [node.outputs[0]], attrs, node.name)
 
 
-@_converter("HardSwish")
+@_converter("HardSwish", arity=(1, 1, 1))
 def _hard_swish(im, node):
     attrs = {"threshold": 6.0, "scale": 6.0, "offset": 3.0}
     im.emit("hard_swish", [node.inputs[0]], [node.outputs[0]], attrs, node.name)
 
 
-@_converter("Clip")
+@_converter("Clip", arity=(1, 3, 1))
 def _clip(im, node):
     if im.opset < 11:
         lo, hi = node.attrs.float("min", None), node.attrs.float("max", None)
@@ -66,7 +66,7 @@ def _binary(refquant_type):
 
 
 for _onnx, _rq in BINARY.items():
-    CONVERTERS[_onnx] = _binary(_rq)
+    _converter(_onnx, (2, 2, 1), _binary(_rq))
 
 
 def _softmax_like(refquant_type):
@@ -94,7 +94,7 @@ def _softmax_like(refquant_type):
 
 
 for _onnx, _rq in SOFTMAX.items():
-    CONVERTERS[_onnx] = _softmax_like(_rq)
+    _converter(_onnx, (1, 1, 1), _softmax_like(_rq))
 
 
 def _reduce(refquant_type, axes_input_from: int):
@@ -118,5 +118,5 @@ def _reduce(refquant_type, axes_input_from: int):
     return conv
 
 
-CONVERTERS["ReduceMean"] = _reduce("reduce_mean", 18)
-CONVERTERS["ReduceSum"] = _reduce("reduce_sum", 13)
+_converter("ReduceMean", (1, 2, 1), _reduce("reduce_mean", 18))
+_converter("ReduceSum", (1, 2, 1), _reduce("reduce_sum", 13))

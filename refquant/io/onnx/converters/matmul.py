@@ -17,7 +17,7 @@ def _check_matmul(node, a, b, sa, sb):
             raise _shape_error(node, f"inner dimensions of {tuple(sa)} and {tuple(sb)} differ")
 
 
-@_converter("MatMul")
+@_converter("MatMul", arity=(2, 2, 1))
 def _matmul(im, node):
     a, b = node.inputs[0], node.inputs[1]
     _check_matmul(node, a, b, im.shape_of(a), im.shape_of(b))
@@ -28,7 +28,7 @@ def _matmul(im, node):
         im.emit("matmul", [a, b], [node.outputs[0]], {"trans_x": False, "trans_y": False}, node.name)
 
 
-@_converter("Gemm")
+@_converter("Gemm", arity=(2, 3, 1))
 def _gemm(im, node):
     a, b, c = node.input(0), node.input(1), node.input(2)
     alpha, beta = node.attrs.float("alpha", 1.0), node.attrs.float("beta", 1.0)

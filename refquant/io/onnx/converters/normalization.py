@@ -4,7 +4,7 @@ from __future__ import annotations
 from .common import _converter, _shape_error, _unsupported
 
 
-@_converter("BatchNormalization")
+@_converter("BatchNormalization", arity=(5, 5, 5))
 def _batch_norm(im, node):
     a = node.attrs
     if a.int("training_mode", 0):

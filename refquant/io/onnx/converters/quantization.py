@@ -56,11 +56,11 @@ def _affine(im, node, quantize: bool):
     im.emit("quantize_affine" if quantize else "dequantize_affine", inputs, [node.outputs[0]], attrs, node.name)
 
 
-@_converter("QuantizeLinear")
+@_converter("QuantizeLinear", arity=(2, 3, 1))
 def _quantize_linear(im, node):
     _affine(im, node, True)
 
 
-@_converter("DequantizeLinear")
+@_converter("DequantizeLinear", arity=(2, 3, 1))
 def _dequantize_linear(im, node):
     _affine(im, node, False)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..loader import _RUNTIME_DTYPES
-from .common import (_MAX_RANK, _axes, _axis, _bad, _check_broadcast, _check_shape, _const_input, _converter,
+from .common import (ANY, _MAX_RANK, _axes, _axis, _bad, _check_broadcast, _check_shape, _const_input, _converter,
                      _int_values, _shape_error, _unsupported)
 
 
-@_converter("Constant")
+@_converter("Constant", arity=(0, 0, 1))
 def _constant(im, node):
     a = node.attrs
     given = a.names()
@@ -31,19 +31,19 @@ def _constant(im, node):
     im.add_const(node.outputs[0], value)
 
 
-@_converter("Identity")
+@_converter("Identity", arity=(1, 1, 1))
 def _identity(im, node):
     im.alias[node.outputs[0]] = node.inputs[0]
 
 
-@_converter("Dropout")
+@_converter("Dropout", arity=(1, 3, 2))
 def _dropout(im, node):
     if len(node.outputs) > 1 and node.outputs[1] and im.use_count.get(node.outputs[1]):
         raise _unsupported(node, "the dropout mask output is used")
     im.alias[node.outputs[0]] = node.inputs[0]
 
 
-@_converter("Concat")
+@_converter("Concat", arity=(1, ANY, 1))
 def _concat(im, node):
     if not all(node.inputs):
         raise _bad(node, "an input name is empty")
@@ -68,7 +68,7 @@ def _check_target(node, target: list) -> None:
         raise _shape_error(node, f"target shape {target} has more than {_MAX_RANK} dimensions")
 
 
-@_converter("Reshape")
+@_converter("Reshape", arity=(2, 2, 1))
 def _reshape(im, node):
     x, shape = node.inputs[0], node.input(1)
     if im.opset < 5:
@@ -90,7 +90,7 @@ def _reshape(im, node):
         im.emit("reshape", [x, shape], [node.outputs[0]], {}, node.name)
 
 
-@_converter("Flatten")
+@_converter("Flatten", arity=(1, 1, 1))
 def _flatten(im, node):
     x, y = node.inputs[0], node.outputs[0]
     r = im.rank(x)
@@ -110,7 +110,7 @@ def _flatten(im, node):
         im.emit("flatten", [tail], [y], {"start_axis": 0, "stop_axis": axis - 1}, f"{node.name}/head")
 
 
-@_converter("Transpose")
+@_converter("Transpose", arity=(1, 1, 1))
 def _transpose(im, node):
     r = im.rank(node.inputs[0])
     perm = node.attrs.ints("perm", None)
@@ -138,7 +138,7 @@ def _axes_of(im, node, required: bool):
     return axes
 
 
-@_converter("Squeeze")
+@_converter("Squeeze", arity=(1, 2, 1))
 def _squeeze(im, node):
     x = node.inputs[0]
     axes = _axes_of(im, node, required=False)
@@ -150,7 +150,7 @@ def _squeeze(im, node):
     im.emit("squeeze", [x], [node.outputs[0]], {"axes": axes}, node.name)
 
 
-@_converter("Unsqueeze")
+@_converter("Unsqueeze", arity=(1, 2, 1))
 def _unsqueeze(im, node):
     axes = _axes_of(im, node, required=True)
     r = im.rank(node.inputs[0])
@@ -170,7 +170,7 @@ def _slice_attrs(im, node, starts, ends, axes, steps) -> dict:
     return {"starts": starts, "ends": ends, "axes": _axes(node, axes, r), "steps": steps}
 
 
-@_converter("Slice")
+@_converter("Slice", arity=(3, 5, 1))
 def _slice(im, node):
     x, y = node.inputs[0], node.outputs[0]
     if im.opset < 10:
@@ -191,7 +191,7 @@ def _slice(im, node):
         im.emit("slice", [x] + extra, [y], {}, node.name)
 
 
-@_converter("Shape")
+@_converter("Shape", arity=(1, 1, 1))
 def _shape(im, node):
     attrs = {}
     for key in ("start", "end"):
@@ -202,7 +202,7 @@ def _shape(im, node):
     im.emit("shape", [node.inputs[0]], [node.outputs[0]], attrs, node.name)
 
 
-@_converter("Cast")
+@_converter("Cast", arity=(1, 1, 1))
 def _cast(im, node):
     from onnx import helper
     to = node.attrs.int("to")
@@ -215,7 +215,7 @@ def _cast(im, node):
     im.emit("cast", [node.inputs[0]], [node.outputs[0]], {"dtype": dtype.name}, node.name)
 
 
-@_converter("Gather")
+@_converter("Gather", arity=(2, 2, 1))
 def _gather(im, node):
     x, idx = node.inputs[0], node.inputs[1]
     xs = im.shape_of(x)
@@ -233,7 +233,7 @@ def _gather(im, node):
     im.emit("gather", [x, idx], [node.outputs[0]], {"axis": axis}, node.name)
 
 
-@_converter("Expand")
+@_converter("Expand", arity=(2, 2, 1))
 def _expand(im, node):
     x, shape = node.inputs[0], node.inputs[1]
     if im.is_const(shape):
@@ -247,7 +247,7 @@ def _expand(im, node):
     im.emit("expand", [x, shape], [node.outputs[0]], {}, node.name)
 
 
-@_converter("Split")
+@_converter("Split", arity=(1, 2, ANY))
 def _split(im, node):
     x = node.inputs[0]
     shape = im.shape_of(x)
