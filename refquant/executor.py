@@ -244,7 +244,8 @@ class PartialShapes:
 
     Each op's registered shape rule runs twice, with two stand-ins for every unknown dimension; a dimension that
     differs between the runs is unknown. Where a rule refuses the stand-ins (an unknown dimension broadcast
-    against a known one), unknown dimensions take the known size of another input at the same position.
+    against a known one, or squeezed), the unknown dimensions it needs are pinned to what it accepts: the known
+    size of another input at the same position, else 1.
     Ops whose output shape depends on input values (reshape, expand, slice, gather, interpolation) have a
     partial rule here, and small int vectors computed from shapes (``Shape -> Gather -> Concat``) keep their
     values, None where unknown, so a reshape target computed at run time still gives known dimensions. Other ops
