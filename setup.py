@@ -33,10 +33,12 @@ KERNELS = {
            ("qdirect", ("common", "chain", "generic", "depthwise_avx2", "depthwise_avx512", "qdirect")),
            ("qgemm", ("common", "qgemm", "portable", "post", "avx2", "avx512vnni", "avxvnni", "neon", "dotprod",
                       "../qdirect/chain")))},
-    # float32 inference kernels (gelu, softmax): bit-equal to their twin, so no fused multiply-add; no FP traps, so
-    # the selects stay vectorizable (the values are unchanged); ISA paths chosen at run time as for qdirect
+    # float32 kernels (gelu, softmax, layer norm, the float glue of INT8 graphs): bit-equal to their twin, so no
+    # fused multiply-add; no FP traps, so the selects stay vectorizable (the values are unchanged); ISA paths
+    # chosen at run time as for qdirect
     "floatops": {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"],
-                 "depends": ["kernels/include/floatops/floatops.h", "kernels/include/cpu_features.h"]},
+                 "depends": ["kernels/include/floatops/floatops.h", "kernels/include/floatops/glue.h",
+                             "kernels/include/qdirect/chain.h", "kernels/include/cpu_features.h"]},
     # calibration, bit-exact float code: no fused multiply-add (-march=native would allow it); no FP traps, so
     # branches become vectorizable selects (the values are unchanged)
     **{name: {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"]}
