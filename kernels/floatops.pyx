@@ -4,13 +4,15 @@ and specification: refquant/reference/floatops.py.
 
 Thin typed wrappers: arguments are validated by the twin's own helper (so both reject the same inputs), the
 work runs in the C loops of ``kernels/include/floatops/floatops.h`` (and ``glue.h``), in element chunks or row
-blocks. gelu, softmax and layer norm stay on the calling thread on purpose: these memory-bound passes sit between BLAS calls (FP32 and dynamic-INT8
-transformers), and an OpenMP team woken between them fights OpenBLAS's spin-waiting workers at 2 threads (BERT
-FP32 ran 484 ms at 2 threads vs 342 ms at 1 with these kernels parallel); im2col is serial for the same reason.
+blocks. gelu, softmax and layer norm stay on the calling thread on purpose: these memory-bound passes sit between
+BLAS calls (FP32 and dynamic-INT8 transformers), and an OpenMP team woken between them fights OpenBLAS's
+spin-waiting workers at 2 threads (BERT FP32 ran 484 ms at 2 threads vs 342 ms at 1 with these kernels parallel);
+im2col is serial for the same reason. The float glue between INT8 ops runs under OpenMP, as the INT8 kernels
+around it do.
 
 Paths: ``available_paths()`` lists what this CPU runs, best first ("avx2", "portable"); ``current_path()`` is
-the default (refquant/_paths.py: the best one, or the one ``REFQUANT_PATH_FLOATOPS`` / ``REFQUANT_FORCE_PORTABLE=1``
-forces); every function takes ``path=`` to force one (for tests). All paths give the same bits as the twin.
+the default (refquant/_paths.py: the best one, or the one ``REFQUANT_PATH_FLOATOPS`` /
+``REFQUANT_FORCE_PORTABLE=1`` forces); every function takes ``path=`` to force one (for tests). All paths give the same bits as the twin.
 """
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, uint8_t
@@ -52,8 +54,8 @@ cdef Py_ssize_t MIN_GLUE_WORK_PER_THREAD = 1 << 17
 cdef Py_ssize_t GLUE_CHUNK = 1 << 14
 cdef Py_ssize_t GLUE_PIXELS = 256
 
-_PATHS = IsaPaths("floatops", [FO_PATHS[i].name.decode() for i in range(FO_NPATHS)], lambda i: fo_path_supported(i),
-                  known=("avx2", "portable"))
+_PATHS = IsaPaths("floatops", [FO_PATHS[i].name.decode() for i in range(FO_NPATHS)],
+                  lambda i: fo_path_supported(i), known=("avx2", "portable"))
 
 available_paths = _PATHS.available
 current_path = _PATHS.current

@@ -6,8 +6,8 @@ tiles or element chunks; every output element is written by one thread with a fi
 the bits do not depend on the thread count).
 
 Paths: ``available_paths()`` lists what this CPU runs, best first ("avx512", "avx2", "portable"); ``current_path()`` is
-the default (refquant/_paths.py: the best one, or the one ``REFQUANT_PATH_QDIRECT`` / ``REFQUANT_FORCE_PORTABLE=1``
-forces); every function takes ``path=`` to force one (for tests). All paths give the same bits. See docs/int8_kernels.md, "Direct kernels (qdirect)".
+the default (refquant/_paths.py: the best one, or the one ``REFQUANT_PATH_QDIRECT`` /
+``REFQUANT_FORCE_PORTABLE=1`` forces); every function takes ``path=`` to force one (for tests). All paths give the same bits. See docs/int8_kernels.md, "Direct kernels (qdirect)".
 """
 from cython.parallel cimport prange
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t
@@ -83,8 +83,8 @@ cdef Py_ssize_t ELEMENT_CHUNK = 1 << 14   # elements per task of the elementwise
 cdef Py_ssize_t PIXEL_CHUNK = 256         # pixels per task of the layout changes
 cdef Py_ssize_t FLAT_MAX_LANES = 1 << 13  # largest lcm(C, 32) packed for the stride-1 flat walk
 
-_PATHS = IsaPaths("qdirect", [QD_PATHS[i].name.decode() for i in range(QD_NPATHS)], lambda i: qd_path_supported(i),
-                  known=("avx512", "avx2", "portable"))
+_PATHS = IsaPaths("qdirect", [QD_PATHS[i].name.decode() for i in range(QD_NPATHS)],
+                  lambda i: qd_path_supported(i), known=("avx512", "avx2", "portable"))
 
 available_paths = _PATHS.available
 current_path = _PATHS.current
