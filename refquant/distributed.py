@@ -6,7 +6,7 @@ results *in shard order* gives the thresholds of one process reading the same ba
 
 How it runs:
 
-* the model travels once, in refquant's own format (:func:`refquant.io.format.to_bytes`), broadcast to every worker
+* the model travels in refquant's own format (:func:`refquant.io.format.to_bytes`), fetched once by every worker
   and parsed once per worker process (a cache keyed by the bytes' SHA-256);
 * every shard is read *on a worker* (file shards with :func:`refquant.data.files.iter_feeds`, or the user's
   ``load(shard_index)``), so the driver never holds calibration data; a task returns the shard's
@@ -31,13 +31,12 @@ import collections
 import contextlib
 import hashlib
 import inspect
-import math
 import os
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional
 
 import numpy as np
 
@@ -233,12 +232,22 @@ def connect(client=None, workers: Optional[int] = None):
         yield c
 
 
-def _scatter_model(client, model: Model):
+def _identity(value):
+    return value
+
+
+def _hold(client, value, name: str):
+    """``value`` as a task result on the cluster, fetched once by each worker that needs it. Not ``scatter``:
+    scattered data dies with the workers holding it, a task's result is recomputed by the scheduler."""
+    return client.submit(_identity, value, pure=False, key=f"refquant-{name}-{os.urandom(4).hex()}")
+
+
+def _send_model(client, model: Model):
+    """``(digest, future of the model's bytes)``: the model in refquant's format, parsed once per worker."""
     from .io.format import to_bytes
     blob = to_bytes(model)
     digest = hashlib.sha256(blob).hexdigest()
-    [future] = client.scatter([blob], broadcast=True, hash=False)
-    return digest, future
+    return digest, _hold(client, blob, "model")
 
 
 def _progress(enabled: bool, label: str, n: int):
@@ -265,9 +274,10 @@ def _gather_in_order(client, futures: list, describe: Callable[[int], str], labe
             try:
                 result = future.result()
             except distributed.KilledWorker as exc:
-                raise error(i, f"the worker running it died {exc.args[-1] if exc.args else ''} times over (Dask "
-                               "gives up after distributed.scheduler.allowed-failures deaths); does it run out of "
-                               "memory?") from None
+                raise error(i, f"every worker that ran it died ({exc.allowed_failures + 1} of them; Dask gives up "
+                               "after distributed.scheduler.allowed-failures deaths; it counts every task a dying "
+                               "worker held, so the culprit may be a shard that ran next to this one): out of "
+                               "memory? the worker logs say why") from None
             except Exception as exc:  # an error raised on the worker and left after the retries
                 raise error(i, f"{type(exc).__name__}: {exc}") from None
             if isinstance(result, _Failure):
@@ -336,7 +346,7 @@ def calibrate(model: Model, shards, algo: str = "KL", *, client=None, workers: O
                    skip_tensor_list=a["skip_tensor_list"])
     two_passes = algorithms.ALGORITHMS[algo].passes == 2
     with connect(client, workers) as c:
-        digest, blob = _scatter_model(c, model)
+        digest, blob = _send_model(c, model)
         try:
             ranges = None
             if two_passes:
@@ -459,13 +469,13 @@ def sensitivity(model: Model, shards, eval_fn: Optional[Callable[[Model], float]
                         **{k: ptq_kwargs[k] for k in ("hist_percent", "onnx_format", "is_full_quantize")
                            if k in ptq_kwargs})
         cal = Calibration(cal.algo, thresholds=cal.thresholds, zero_size=cal.zero_size)  # what the rewrite reads
-        digest, blob = _scatter_model(c, model)
-        [cal_f] = c.scatter([cal], broadcast=True, hash=False)
+        digest, blob = _send_model(c, model)
+        cal_f = _hold(c, cal, "calibration")
         feeds_f, key = None, ""
         if feeds is not None:
             import dask.base
             key = dask.base.tokenize(feeds)
-            [feeds_f] = c.scatter([feeds], broadcast=True, hash=False)
+            feeds_f = _hold(c, feeds, "eval-feeds")
         try:
             futures = [c.submit(_layer_task, digest, blob, cal_f, skip, kw, eval_fn, feeds_f, key, retries=retries,
                                 pure=False, key=f"refquant-sensitivity-{i}-{os.urandom(4).hex()}")

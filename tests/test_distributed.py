@@ -24,11 +24,25 @@ N_BATCHES = 12
 ALGOS = static_algorithms()
 
 
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """The one-process references run with NumPy's BLAS on one thread, as the workers (Dask starts them with
+    OPENBLAS_NUM_THREADS=1): OpenBLAS may round a matmul differently on more threads, which would change the FP32
+    activations themselves."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(1):
+        yield
+
+
 @pytest.fixture(scope="module")
 def client():
     import logging
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as c:
+
+    import dask
+    # one death per task is forgiven (Dask's default is 3): the always-dying shard below fails after two workers
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                     silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as c:
         yield c
 
 
@@ -169,6 +183,20 @@ def test_killed_worker_recomputed(client, lenet, tmp_path):
     got = D.calibrate(model, functools.partial(_load_killing, str(marker)), "KL", n_shards=3, client=client)
     assert marker.read_text() == "killed"
     assert got.thresholds == calibrate_model(model, feeds, "KL").thresholds
+    client.wait_for_workers(2, timeout=30)
+
+
+def _load_dying(i):
+    if i == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _load_lenet(i)
+
+
+def test_dying_shard_is_named(client, lenet):
+    model, _ = lenet
+    # Dask blames every task a dying worker held: shard 2 may have been queued next to shard 1
+    with pytest.raises(D.ShardError, match=r"shard [12] \(load\([12]\)\): every worker that ran it died \(2 of"):
+        D.calibrate(model, _load_dying, "abs_max", n_shards=3, client=client)
     client.wait_for_workers(2, timeout=30)
 
 

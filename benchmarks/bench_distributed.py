@@ -1,0 +1,292 @@
+"""refquant.distributed on a 2-worker Dask LocalCluster (processes, one thread each) vs one process.
+
+- Exactness: thresholds of every static algorithm, 1, 2 and 3 shards per worker, == one process over the same
+  batches (three zoo models and PP-OCR rec when rapidocr-onnxruntime is installed).
+- Speed: KL calibration of 64 batches of MobileNetV2 and of PP-OCR rec (one line per batch), the cluster vs one
+  process on one thread (round-robin medians); the PP-OCR det sensitivity sweep (mode "only") likewise.
+- Driver memory: peak RSS of a fresh driver process calibrating 1x and 10x as many shard files.
+- The cost model of docs/distributed.md: per-shard compute, the merge of one shard's result, the per-round
+  overhead.
+
+Calibration data are ``.npy`` files (one batch each) written to a temporary folder; shards are read by the workers.
+``refquant bench distributed`` runs the full sizes (about 10 minutes on a quiet 2-core machine);
+``REFQUANT_BENCH_QUICK=1`` or ``python -m benchmarks.bench_distributed --quick`` runs tiny ones that only show it
+works.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import machine, table
+
+FULL = {"exact_batches": 6, "exact_batch": 4, "exact_rec_lines": 6, "speed_batches": 64, "speed_batch": 8,
+        "speed_rec_batches": 64, "speed_shards": 8, "repeats": 3, "det_calib": 2, "det_eval": 1,
+        "det_size": (320, 224), "sens_repeats": 1, "rss_files": 8, "rss_batch": 8}
+QUICK = {"exact_batches": 6, "exact_batch": 2, "exact_rec_lines": 6, "speed_batches": 8, "speed_batch": 8,
+         "speed_rec_batches": 4, "speed_shards": 4, "repeats": 1, "det_calib": 1, "det_eval": 1,
+         "det_size": (160, 128), "sens_repeats": 1, "rss_files": 2, "rss_batch": 4}
+ZOO = ("lenet5", "resnet20", "mobilenet_v2")
+
+
+def _log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def _one_thread():
+    """One process, one thread: refquant's OpenMP kernels and NumPy's BLAS both on one, as on the workers (Dask
+    starts them with OMP_NUM_THREADS=1 etc.). The reference must match them: OpenBLAS rounds some matmuls (PP-OCR
+    rec's) differently on 2 threads than on 1, which changes the FP32 activations, not the merge."""
+    from refquant import threads
+    stack = contextlib.ExitStack()
+    before = threads.get_num_threads()
+    threads.set_num_threads(1)
+    stack.callback(threads.set_num_threads, before)
+    try:
+        from threadpoolctl import threadpool_limits
+        stack.enter_context(threadpool_limits(1))
+    except ImportError:
+        pass
+    return stack
+
+
+def _write(folder: Path, feeds: list) -> list[str]:
+    """One .npy file per batch (single-input models), named in batch order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, feed in enumerate(feeds):
+        [x] = feed.values()
+        paths.append(str(folder / f"b{i:04d}.npy"))
+        np.save(paths[-1], x)
+    return paths
+
+
+def _groups(paths: list, n: int) -> list[list]:
+    """``paths`` cut into ``n`` consecutive shards (sizes differ by at most one)."""
+    return [list(g) for g in np.array_split(np.array(paths, dtype=object), n)]
+
+
+def _models(sizes: dict, n_batches: int, batch: int, rec_lines: int):
+    """``(label, model, feeds, quantizable_op_type)``: the zoo models, then PP-OCR rec (one line per batch)."""
+    from refquant.models import zoo
+    from refquant.models.pretrained import pretrained
+    from refquant.quant.sensitivity import DEFAULT_OPS
+    for name in ZOO:
+        model = pretrained(name)
+        yield name, model, zoo.calibration_feeds(name, model.inputs[0], batch, n_batches), DEFAULT_OPS
+    from refquant.realmodels import ppocr
+    if rec_lines and ppocr.available():
+        x, _ = ppocr.rec_set(rec_lines, seed=ppocr.CALIB_SEED)
+        yield "PP-OCR rec", ppocr.load("rec"), ppocr.batches(x, 1), ppocr.QUANT_OPS
+
+
+def _exactness(client, sizes, tmp: Path) -> list[dict]:
+    from refquant import distributed as D
+    from refquant.calibration.algorithms import static_algorithms
+    from refquant.quant.post_static import calibrate_model
+    rows = []
+    for label, model, feeds, ops in _models(sizes, sizes["exact_batches"], sizes["exact_batch"],
+                                            sizes["exact_rec_lines"]):
+        files = _write(tmp / f"exact-{label.replace(' ', '_')}", feeds)
+        for algo in static_algorithms():
+            with _one_thread():  # as the workers: BLAS may round a matmul differently on more threads
+                one = calibrate_model(model, feeds, algo, quantizable_op_type=ops)
+            for per_worker in (1, 2, 3):
+                got = D.calibrate(model, _groups(files, 2 * per_worker), algo, client=client,
+                                  quantizable_op_type=ops)
+                rows.append({"model": label, "algo": algo, "shards": 2 * per_worker,
+                             "tensors": len(one.thresholds), "identical": got.thresholds == one.thresholds})
+            _log("exact", label, algo, [r["identical"] for r in rows[-3:]])
+    return rows
+
+
+def _round_robin(fns: dict, repeats: int) -> dict:
+    """Median seconds of each runner, timed in turn ``repeats`` times (no extra warm-up: the runs are long)."""
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - start)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def _merge_ms(cal, n: int = 20) -> float:
+    """Milliseconds the driver spends merging one shard's result (``Calibration.merge``)."""
+    parts = [copy.deepcopy(cal) for _ in range(n + 1)]
+    start = time.perf_counter()
+    acc = parts[0]
+    for p in parts[1:]:
+        acc = acc.merge(p)
+    return 1e3 * (time.perf_counter() - start) / n
+
+
+def _speed(client, sizes, tmp: Path) -> list[dict]:
+    from refquant import distributed as D
+    from refquant.data.files import iter_feeds
+    from refquant.models import zoo
+    from refquant.models.pretrained import pretrained
+    from refquant.quant.post_static import calibrate_model
+    from refquant.quant.sensitivity import DEFAULT_OPS
+    from refquant.realmodels import ppocr
+    cases = []
+    model = pretrained("mobilenet_v2")
+    cases.append(("MobileNetV2", model, zoo.calibration_feeds("mobilenet_v2", model.inputs[0], sizes["speed_batch"],
+                                                              sizes["speed_batches"]), DEFAULT_OPS))
+    if ppocr.available():
+        x, _ = ppocr.rec_set(sizes["speed_rec_batches"], seed=ppocr.CALIB_SEED)
+        cases.append(("PP-OCR rec", ppocr.load("rec"), ppocr.batches(x, 1), ppocr.QUANT_OPS))
+    rows = []
+    for label, model, feeds, ops in cases:
+        files = _write(tmp / f"speed-{label.replace(' ', '_')}", feeds)
+        shards = _groups(files, sizes["speed_shards"])
+        out = {}
+
+        def one():
+            with _one_thread():
+                out["one"] = calibrate_model(model, lambda: iter_feeds(model, files), "KL", quantizable_op_type=ops)
+
+        def dist():
+            out["dist"] = D.calibrate(model, shards, "KL", client=client, quantizable_op_type=ops)
+
+        D.calibrate(model, files[:2], "abs_max", client=client, quantizable_op_type=ops)  # workers parse the model
+        t = _round_robin({"one process": one, "cluster": dist}, sizes["repeats"])
+        with _one_thread():
+            per_batch = calibrate_model(model, [feeds[0]], "KL", quantizable_op_type=ops)
+            merge_ms = _merge_ms(per_batch)
+        rows.append({"model": label, "batches": len(files), "batch_shape": list(next(iter(feeds[0].values())).shape),
+                     "shards": len(shards), "algo": "KL", "one_process_s": t["one process"],
+                     "cluster_s": t["cluster"], "ratio": t["one process"] / t["cluster"],
+                     "identical": out["one"].thresholds == out["dist"].thresholds,
+                     "per_batch_s": t["one process"] / len(files), "merge_ms": merge_ms,
+                     "tensors": len(out["one"].thresholds)})
+        _log("speed", json.dumps(rows[-1]))
+    return rows
+
+
+def _sensitivity(client, sizes, tmp: Path):
+    from refquant import distributed as D
+    from refquant.quant.sensitivity import sensitivity
+    from refquant.realmodels import ppocr
+    if not ppocr.available():
+        return None
+    model = ppocr.load("det")
+    calib = [{"x": x} for x in ppocr.det_set(sizes["det_calib"], seed=ppocr.CALIB_SEED, size=sizes["det_size"])]
+    held_out = [{"x": x} for x in ppocr.det_set(sizes["det_eval"], size=sizes["det_size"])]
+    files = _write(tmp / "sens-det", calib)
+    out = {}
+
+    def one():
+        with _one_thread():
+            out["one"] = sensitivity(model, calib, eval_feeds=held_out, algo="abs_max",
+                                     quantizable_op_type=ppocr.QUANT_OPS)
+
+    def dist():
+        out["dist"] = D.sensitivity(model, [[f] for f in files], eval_feeds=held_out, algo="abs_max",
+                                    quantizable_op_type=ppocr.QUANT_OPS, client=client)
+
+    t = _round_robin({"one process": one, "cluster": dist}, sizes["sens_repeats"])
+    row = {"model": "PP-OCR det", "layers": len(out["one"]), "page": list(held_out[0]["x"].shape),
+           "one_process_s": t["one process"], "cluster_s": t["cluster"], "ratio": t["one process"] / t["cluster"],
+           "same_ranking": out["one"] == out["dist"]}
+    _log("sensitivity", json.dumps(row))
+    return row
+
+
+def _rss_child(n_files: int, folder: str) -> None:
+    """A fresh driver: KL calibration of MobileNetV2 over the first ``n_files`` files of ``folder`` on a new
+    2-worker LocalCluster; prints its own peak RSS (KiB) as JSON."""
+    import resource
+
+    from refquant import distributed as D
+    from refquant.models.pretrained import pretrained
+    files = sorted(str(p) for p in Path(folder).glob("*.npy"))[:n_files]
+    start = time.perf_counter()
+    cal = D.calibrate(pretrained("mobilenet_v2"), files, "KL", workers=2)
+    print(json.dumps({"files": len(files), "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      "seconds": time.perf_counter() - start, "tensors": len(cal.thresholds)}))
+
+
+def _rss(sizes, tmp: Path) -> dict:
+    from refquant.models import zoo
+    from refquant.models.pretrained import pretrained
+    n = sizes["rss_files"]
+    model = pretrained("mobilenet_v2")
+    feeds = zoo.calibration_feeds("mobilenet_v2", model.inputs[0], sizes["rss_batch"], 10 * n)
+    folder = tmp / "rss"
+    _write(folder, feeds)
+    root = Path(__file__).resolve().parents[1]
+    out = {}
+    for k in (1, 10):
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_distributed", "--rss", str(k * n),
+                               str(folder)], cwd=root, capture_output=True, text=True, check=True)
+        out[f"{k}x"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["growth"] = out["10x"]["peak_rss_kib"] / out["1x"]["peak_rss_kib"] - 1
+    out["data_mb_1x"] = sum(a.nbytes for f in feeds[:n] for a in f.values()) / 1e6
+    _log("rss", json.dumps(out))
+    return out
+
+
+def run(quick: bool | None = None) -> dict:
+    from refquant import distributed as D
+    quick = os.environ.get("REFQUANT_BENCH_QUICK") == "1" if quick is None else quick
+    sizes = QUICK if quick else FULL
+    result = {"machine": machine(), "quick": quick, "sizes": sizes, "date": time.strftime("%Y-%m-%d")}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, D.connect(workers=2) as client:
+        tmp = Path(tmp)
+        result["identical"] = _exactness(client, sizes, tmp)
+        result["speed"] = _speed(client, sizes, tmp)
+        result["sensitivity"] = _sensitivity(client, sizes, tmp)
+    with tempfile.TemporaryDirectory() as tmp:
+        result["rss"] = _rss(sizes, Path(tmp))
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    head = (f"{'QUICK MODE (tiny sizes, only shows it works); ' if r['quick'] else ''}{r['date']}, {m['cpu']}, "
+            f"2-worker LocalCluster (processes, 1 thread each) vs one process on 1 thread; "
+            f"{r['seconds']:.0f} s in all")
+    by = {}
+    for row in r["identical"]:
+        by.setdefault((row["model"], row["algo"]), []).append(row)
+    exact = table(["model", "algo", "tensors", "2 / 4 / 6 shards == one process"],
+                  [[mo, al, rows[0]["tensors"], " / ".join("yes" if x["identical"] else "**NO**" for x in rows)]
+                   for (mo, al), rows in by.items()])
+    speed = table(["model", "batches (shape)", "shards", "one process s", "cluster s", "ratio", "thresholds ==",
+                   "s per batch", "merge ms per shard"],
+                  [[s["model"], f"{s['batches']} {tuple(s['batch_shape'])}", s["shards"], f"{s['one_process_s']:.1f}",
+                    f"{s['cluster_s']:.1f}", f"**{s['ratio']:.2f}x**", "yes" if s["identical"] else "**NO**",
+                    f"{s['per_batch_s']:.3f}", f"{s['merge_ms']:.2f}"] for s in r["speed"]])
+    parts = [head, "### Thresholds, cluster vs one process", exact, "### KL calibration time", speed]
+    s = r.get("sensitivity")
+    if s:
+        parts += ["### Sensitivity sweep (mode only, abs_max)",
+                  table(["model", "layers", "page", "one process s", "cluster s", "ratio", "same ranking"],
+                        [[s["model"], s["layers"], tuple(s["page"]), f"{s['one_process_s']:.1f}",
+                          f"{s['cluster_s']:.1f}", f"**{s['ratio']:.2f}x**",
+                          "yes" if s["same_ranking"] else "**NO**"]])]
+    q = r["rss"]
+    parts += ["### Driver peak RSS (MobileNetV2, KL, one file per shard)",
+              table(["data", "files", "peak RSS MiB", "seconds"],
+                    [[k, q[k]["files"], f"{q[k]['peak_rss_kib'] / 1024:.1f}", f"{q[k]['seconds']:.1f}"]
+                     for k in ("1x", "10x")]) + f"\n\ngrowth with 10x the data: **{100 * q['growth']:+.1f}%**"]
+    return "\n\n".join(parts)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--rss":
+        _rss_child(int(sys.argv[2]), sys.argv[3])
+    else:
+        print(markdown(run(quick="--quick" in sys.argv[1:])))
