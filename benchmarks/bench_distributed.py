@@ -30,10 +30,10 @@ import numpy as np
 from .common import machine, table
 
 FULL = {"exact_batches": 6, "exact_batch": 4, "exact_rec_lines": 6, "speed_batches": 64, "speed_batch": 8,
-        "speed_rec_batches": 64, "speed_shards": 8, "repeats": 3, "det_calib": 2, "det_eval": 1,
+        "speed_rec_batches": 64, "speed_shards": 2, "repeats": 2, "det_calib": 2, "det_eval": 1,
         "det_size": (320, 224), "sens_repeats": 1, "rss_files": 8, "rss_batch": 8}
 QUICK = {"exact_batches": 6, "exact_batch": 2, "exact_rec_lines": 6, "speed_batches": 8, "speed_batch": 8,
-         "speed_rec_batches": 4, "speed_shards": 4, "repeats": 1, "det_calib": 1, "det_eval": 1,
+         "speed_rec_batches": 4, "speed_shards": 2, "repeats": 1, "det_calib": 1, "det_eval": 1,
          "det_size": (160, 128), "sens_repeats": 1, "rss_files": 2, "rss_batch": 4}
 ZOO = ("lenet5", "resnet20", "mobilenet_v2")
 
@@ -120,14 +120,20 @@ def _round_robin(fns: dict, repeats: int) -> dict:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def _merge_ms(cal, n: int = 20) -> float:
-    """Milliseconds the driver spends merging one shard's result (``Calibration.merge``)."""
+def _merge_costs(cal, n: int = 20) -> tuple[float, float]:
+    """Milliseconds the driver spends merging one shard's result into the running total, and computing every
+    threshold from the merged statistics (once per calibration on the driver, and today also once per shard on
+    the workers: ``calibrate`` computes a shard's own thresholds, which the merge does not use)."""
+    from refquant.distributed import _finish, _merge
     parts = [copy.deepcopy(cal) for _ in range(n + 1)]
     start = time.perf_counter()
-    acc = parts[0]
-    for p in parts[1:]:
-        acc = acc.merge(p)
-    return 1e3 * (time.perf_counter() - start) / n
+    acc = None
+    for i, p in enumerate(parts):
+        acc = _merge(acc, p, i)
+    merge_ms = 1e3 * (time.perf_counter() - start) / n
+    start = time.perf_counter()
+    _finish(acc)
+    return merge_ms, 1e3 * (time.perf_counter() - start)
 
 
 def _speed(client, sizes, tmp: Path) -> list[dict]:
@@ -162,12 +168,13 @@ def _speed(client, sizes, tmp: Path) -> list[dict]:
         t = _round_robin({"one process": one, "cluster": dist}, sizes["repeats"])
         with _one_thread():
             per_batch = calibrate_model(model, [feeds[0]], "KL", quantizable_op_type=ops)
-            merge_ms = _merge_ms(per_batch)
+            merge_ms, threshold_ms = _merge_costs(per_batch)
         rows.append({"model": label, "batches": len(files), "batch_shape": list(next(iter(feeds[0].values())).shape),
                      "shards": len(shards), "algo": "KL", "one_process_s": t["one process"],
                      "cluster_s": t["cluster"], "ratio": t["one process"] / t["cluster"],
                      "identical": out["one"].thresholds == out["dist"].thresholds,
                      "per_batch_s": t["one process"] / len(files), "merge_ms": merge_ms,
+                     "threshold_ms": threshold_ms,
                      "tensors": len(out["one"].thresholds)})
         _log("speed", json.dumps(rows[-1]))
     return rows
@@ -238,6 +245,10 @@ def _rss(sizes, tmp: Path) -> dict:
 
 def run(quick: bool | None = None) -> dict:
     from refquant import distributed as D
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return {"machine": machine(), "skipped": "Dask is not installed (pip install 'refquant[dask]')"}
     quick = os.environ.get("REFQUANT_BENCH_QUICK") == "1" if quick is None else quick
     sizes = QUICK if quick else FULL
     result = {"machine": machine(), "quick": quick, "sizes": sizes, "date": time.strftime("%Y-%m-%d")}
@@ -254,6 +265,8 @@ def run(quick: bool | None = None) -> dict:
 
 
 def markdown(r: dict) -> str:
+    if "skipped" in r:
+        return f"skipped: {r['skipped']}"
     m = r["machine"]
     head = (f"{'QUICK MODE (tiny sizes, only shows it works); ' if r['quick'] else ''}{r['date']}, {m['cpu']}, "
             f"2-worker LocalCluster (processes, 1 thread each) vs one process on 1 thread; "
@@ -265,10 +278,11 @@ def markdown(r: dict) -> str:
                   [[mo, al, rows[0]["tensors"], " / ".join("yes" if x["identical"] else "**NO**" for x in rows)]
                    for (mo, al), rows in by.items()])
     speed = table(["model", "batches (shape)", "shards", "one process s", "cluster s", "ratio", "thresholds ==",
-                   "s per batch", "merge ms per shard"],
+                   "s per batch", "merge ms per shard", "thresholds ms"],
                   [[s["model"], f"{s['batches']} {tuple(s['batch_shape'])}", s["shards"], f"{s['one_process_s']:.1f}",
                     f"{s['cluster_s']:.1f}", f"**{s['ratio']:.2f}x**", "yes" if s["identical"] else "**NO**",
-                    f"{s['per_batch_s']:.3f}", f"{s['merge_ms']:.2f}"] for s in r["speed"]])
+                    f"{s['per_batch_s']:.3f}", f"{s['merge_ms']:.2f}", f"{s['threshold_ms']:.0f}"]
+                   for s in r["speed"]])
     parts = [head, "### Thresholds, cluster vs one process", exact, "### KL calibration time", speed]
     s = r.get("sensitivity")
     if s:

@@ -204,6 +204,20 @@ def _shard_task(digest: str, blob: bytes, shard, algo: str, options: dict, range
 
 # ---- the client ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
+def keep_environ():
+    """Restore ``os.environ`` on exit. A Dask nanny sets its ``distributed.nanny.pre-spawn-environ`` variables
+    (``OMP_NUM_THREADS=1``, ``OPENBLAS_NUM_THREADS=1``, ...) in the *driver's* environment to pass them to the
+    worker processes it spawns, and leaves them there: later subprocesses of the caller would inherit them."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k not in saved]:
+            del os.environ[key]
+        os.environ.update({k: v for k, v in saved.items() if os.environ.get(k) != v})
+
+
+@contextlib.contextmanager
 def connect(client=None, workers: Optional[int] = None):
     """A ``dask.distributed.Client``: ``client`` itself, a new client of the scheduler at ``client`` (an address
     such as ``"tcp://10.0.0.5:8786"``), or (None) a ``LocalCluster`` of ``workers`` (default 2) processes with one
@@ -227,8 +241,9 @@ def connect(client=None, workers: Optional[int] = None):
     n = _args.integer("refquant.distributed", "workers", 2 if workers is None else workers, 1)
     import logging
     # dashboard_address ":0": the scheduler's HTTP server on any free port (8787 may belong to another cluster)
-    with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as c:
+    with keep_environ(), distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                                  dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
+            distributed.Client(cluster) as c:
         yield c
 
 
@@ -303,15 +318,33 @@ def _shard_error(shards):
 
 
 def _merge(acc, cal, i):
-    return cal if acc is None else acc.merge(cal)
+    """``Calibration.merge`` without recomputing every threshold at each step (a KL search per tensor per shard):
+    the thresholds are computed once, by :func:`_finish`, from the same merged observers."""
+    if acc is None:
+        return cal
+    if cal.algo != acc.algo:
+        raise ValueError(f"refquant.distributed: shard {i} was calibrated with {cal.algo!r}, not {acc.algo!r}")
+    pairs = [(acc.observers, cal.observers)]
+    if acc.ranges is not acc.observers:  # algo "ranges" keeps one dict under both names
+        pairs.append((acc.ranges, cal.ranges))
+    for mine, theirs in pairs:
+        for name, obs in theirs.items():
+            mine[name] = mine[name].merge(obs) if name in mine else obs
+    acc.zero_size |= cal.zero_size
+    return acc
+
+
+def _finish(cal: Calibration) -> Calibration:
+    cal.thresholds = {name: obs.threshold() for name, obs in cal.observers.items() if not obs.empty}
+    return cal
 
 
 def _round(client, digest, blob, shards, algo, options, ranges, label, progress, retries):
     futures = [client.submit(_shard_task, digest, blob, s, algo, options, ranges, retries=retries, pure=False,
                              key=f"refquant-{algo}-shard-{i}-{os.urandom(4).hex()}")
                for i, s in enumerate(shards)]
-    return _gather_in_order(client, futures, lambda i: shards[i].describe(), label, progress, _merge,
-                            _shard_error(shards))
+    return _finish(_gather_in_order(client, futures, lambda i: shards[i].describe(), label, progress, _merge,
+                                    _shard_error(shards)))
 
 
 def calibrate(model: Model, shards, algo: str = "KL", *, client=None, workers: Optional[int] = None,
@@ -494,5 +527,5 @@ def sensitivity(model: Model, shards, eval_fn: Optional[Callable[[Model], float]
     return sorted(scores, key=lambda s: -s[1])
 
 
-__all__ = ["calibrate", "quant_post_static", "sensitivity", "connect", "shard_list", "FileShard", "LoaderShard",
+__all__ = ["calibrate", "quant_post_static", "sensitivity", "connect", "keep_environ", "shard_list", "FileShard", "LoaderShard",
            "ShardError", "DistributedError", "CALIBRATION_ARGS"]

@@ -40,7 +40,7 @@ def client():
 
     import dask
     # one death per task is forgiven (Dask's default is 3): the always-dying shard below fails after two workers
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
+    with D.keep_environ(), dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
             distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                      silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as c:
         yield c
@@ -224,9 +224,11 @@ def test_arguments_checked_before_any_work(lenet, files):
 
 
 def test_default_local_cluster(lenet, files):
-    """client=None: a 2-process LocalCluster made and closed by the call."""
+    """client=None: a 2-process LocalCluster made and closed by the call, leaving the environment as it was."""
     model, feeds = lenet
+    before = dict(os.environ)
     assert D.calibrate(model, files[:4], "avg").thresholds == calibrate_model(model, feeds[:4], "avg").thresholds
+    assert dict(os.environ) == before
 
 
 def test_cli_scheduler(client, lenet, files, tmp_path, capsys):
