@@ -9,10 +9,11 @@ How it works:
 
 * Initializers and ``Constant`` nodes become parameters (float tensors as float32, integer ones keep their
   dtype, so int64 shape constants stay int64).
-* Each node is converted by one small function (``converters/``, registered by ONNX op type) that emits refquant ops. When every input
-  of a node is a constant, the ops it emits are *evaluated right away with refquant's own kernels* and the
-  outputs become parameters instead (constant folding); shape subgraphs that depend on the runtime input
-  shape (``Shape -> Slice -> Concat -> Reshape``) stay in the graph as small int64 ops.
+* Each node is converted by one small function (:mod:`.converters`, registered by ONNX op type with its input
+  and output counts) that emits refquant ops. When every input of a node is a constant, the ops it emits are
+  *evaluated right away with refquant's own kernels* and the outputs become parameters instead (constant
+  folding); shape subgraphs that depend on the runtime input shape (``Shape -> Slice -> Concat -> Reshape``)
+  stay in the graph as small int64 ops.
 * The executor's partial shape inference (:class:`refquant.executor.PartialShapes`: ranks, the dimensions
   that are known, and the values of small int vectors such as ``Shape`` outputs) runs on each op as it is
   emitted, because some mappings depend on the rank (``MatMul -> mul`` needs ``x_num_col_dims``, ``Softmax``
