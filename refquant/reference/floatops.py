@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .qdirect import _check_outputs, check_array, check_chain, q8
+from .qdirect import _check_outputs, check_array, q8, scalar_chain
 
 f32 = np.float32
 
@@ -210,11 +210,6 @@ def check_add_f32(a, b, want_float, quantize):
     return _check_outputs("add_f32", want_float, quantize)
 
 
-def check_scalar_chain_f32(x, pre, hard_swish, post, want_float, quantize):
-    check_array("scalar_chain_f32: x", x, np.float32)
-    return check_chain(pre, hard_swish, post, want_float, quantize)[3]
-
-
 def add_f32(a, b, *, relu=False, want_float=True, quantize=None, path=None):
     """A float residual add and what follows it, in one pass: ``f = a + b``, with ``relu`` ``f > 0 ? f : 0``;
     returns ``(f or None, q or None)`` with ``q = q8(f * scale_inv)`` when ``quantize = (scale_inv, zero, lo,
@@ -233,19 +228,8 @@ def scalar_chain_f32(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), w
     pre[1]``; with ``hard_swish = (offset, threshold, scale)``: ``u = min(max(t + offset, 0), threshold)``,
     ``t = (t * u) / scale``; ``t = t * post[0] + post[1]``. Returns ``(t or None, q or None)`` like
     :func:`add_f32`. The identities (1, -0.0) change no bit: ``t * 1 == t``, ``t + -0.0 == t``."""
-    qz = check_scalar_chain_f32(x, pre, hard_swish, post, want_float, quantize)
-    f32 = np.float32
-    with np.errstate(invalid="ignore", over="ignore"):   # inf * 0 -> NaN, as in C
-        t = x * f32(pre[0]) + f32(pre[1])
-        if hard_swish is not None:
-            offset, threshold, scale = (f32(v) for v in hard_swish)
-            u = t + offset
-            u = np.where(u > 0, u, f32(0))
-            u = np.where(u < threshold, u, threshold)
-            t = (t * u) / scale
-        t = t * f32(post[0]) + f32(post[1])
-    q = None if qz is None else q8(t * qz[0], *qz[1:])
-    return (t if want_float else None), q
+    check_array("scalar_chain_f32: x", x, np.float32)
+    return scalar_chain(x, pre=pre, hard_swish=hard_swish, post=post, want_float=want_float, quantize=quantize)
 
 
 def check_channel_mul_f32(x, s, want_float, quantize):

@@ -15,8 +15,9 @@ gives ``lo`` (only :func:`quantize_nchw` / :func:`quantize_rows` can meet one, f
 * :func:`im2col_u8`: rows = output pixels (n, oh, ow), columns (kh, kw, c), padded taps = ``pad_value``.
 * :func:`requantize`: ``q8(float32(q - in_zero) * multiplier)``; :func:`add_u8`:
   ``q8((float32(a - az) * as + float32(b - bz) * bs) * out_scale_inv)``.
-* :func:`check_chain` / :func:`q8_params`: the scalar float chain an INT8 conv or matmul may end with (its
-  arithmetic, and the float glue kernels between INT8 ops, are in :mod:`refquant.reference.floatops`).
+* :func:`scalar_chain` (validated by :func:`check_chain`; :func:`q8_params` is the kernels' form of its quantize
+  tuple): the scalar float chain an INT8 conv or matmul may end with. The float glue kernels between INT8 ops
+  are in :mod:`refquant.reference.floatops`.
 * :func:`max_pool_u8`: max over the valid taps; :func:`avg_pool_u8`: ``q8(float32(s) / float32(count))`` with
   ``s = sum over valid taps of (x - zero)``, count = valid taps (exclusive) or KH*KW, lo/hi = 0/255;
   :func:`global_avg_pool_u8`: ``float32(float64(sum(x - zero)) / (H*W) * float64(scale))``.
@@ -218,16 +219,15 @@ def _pad_nhwc(x, padding, value):
 def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0, bias=None,
                         scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None, path=None):
     """Depthwise conv, NHWC u8 x (KH, KW, C) s8 -> NHWC u8 or float32; see the module docstring. ``chain``
-    (float32 output only): ``floatops.scalar_chain_f32``'s keyword arguments, applied to the output, whose
+    (float32 output only): :func:`scalar_chain`'s keyword arguments, applied to the output, whose
     ``(t or None, q or None)`` is then returned."""
     if chain is not None:
         if out_dtype != "f32":
             raise ValueError('depthwise_conv_u8s8: chain needs out_dtype="f32"')
-        from .floatops import scalar_chain_f32
         check_chain(**chain)
         f = depthwise_conv_u8s8(x, w, stride=stride, padding=padding, dilation=dilation, a_zero=a_zero, bias=bias,
                                 scale=scale, out_dtype="f32", lo=lo, hi=hi)
-        return scalar_chain_f32(f, **chain)
+        return scalar_chain(f, **chain)
     a = check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi)
     kh, kw, c = w.shape
     xs = _pad_nhwc(x.astype(np.int64) - a["a_zero"], a["padding"], 0)  # padded taps hold the zero point
@@ -368,7 +368,7 @@ def add_u8(a, a_scale, a_zero, b, b_scale, b_zero, out_scale_inv, out_zero, lo=0
 
 
 def check_chain(pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), want_float=True, quantize=None):
-    """A scalar chain given as ``floatops.scalar_chain_f32``'s keyword arguments (also the post-op of an INT8 conv,
+    """A scalar chain given as :func:`scalar_chain`'s keyword arguments (also the post-op of an INT8 conv,
     depthwise or matmul), validated: (the 7 float32 constants (pre_mul, pre_add, offset, threshold, scale,
     post_mul, post_add), hs, want_float, the quantize tuple or None)."""
     consts = [*pre, *post] + ([] if hard_swish is None else list(hard_swish))
@@ -381,6 +381,27 @@ def check_chain(pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), want_float=T
     qz = _check_outputs("scalar_chain_f32", want_float, quantize)
     k = np.array([pre[0], pre[1], *(hard_swish or (0.0, 0.0, 1.0)), post[0], post[1]], np.float32)
     return k, int(hard_swish is not None), bool(want_float), qz
+
+
+def scalar_chain(x, *, pre=(1.0, -0.0), hard_swish=None, post=(1.0, -0.0), want_float=True, quantize=None):
+    """The scalar chain (kernels/include/qdirect/chain.h) on a float32 array, each step float32 as the separate
+    ops: ``t = x * pre[0] + pre[1]``; with ``hard_swish = (offset, threshold, scale)``: ``u = min(max(t + offset,
+    0), threshold)``, ``t = (t * u) / scale``; ``t = t * post[0] + post[1]``. Returns ``(t or None, q or None)``,
+    ``q = q8(t * scale_inv)`` for ``quantize = (scale_inv, zero, lo, hi)``. The identities (1, -0.0) change no
+    bit: ``t * 1 == t``, ``t + -0.0 == t``. The post-op of the INT8 convs, and ``floatops.scalar_chain_f32``."""
+    qz = check_chain(pre, hard_swish, post, want_float, quantize)[3]
+    f32 = np.float32
+    with np.errstate(invalid="ignore", over="ignore"):   # inf * 0 -> NaN, as in C
+        t = x * f32(pre[0]) + f32(pre[1])
+        if hard_swish is not None:
+            offset, threshold, scale = (f32(v) for v in hard_swish)
+            u = t + offset
+            u = np.where(u > 0, u, f32(0))
+            u = np.where(u < threshold, u, threshold)
+            t = (t * u) / scale
+        t = t * f32(post[0]) + f32(post[1])
+    q = None if qz is None else q8(t * qz[0], *qz[1:])
+    return (t if want_float else None), q
 
 
 def q8_params(qz):

@@ -278,15 +278,15 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
               lo=None, hi=None, out=None, chain=None, path=None):
     """See the module docstring; ``path`` is accepted (and ignored) so callers can pass it to either side.
 
-    ``chain`` (out_dtype "f32", no ``out``): ``floatops.scalar_chain_f32(result, **chain)``, returned as its
+    ``chain`` (out_dtype "f32", no ``out``): ``qdirect.scalar_chain(result, **chain)``, returned as its
     ``(t or None, q or None)`` (the compiled GEMM applies it block by block, with the same bits)."""
     g = check_gemm(a, packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype=out_dtype,
                    out_zero=out_zero, lo=lo, hi=hi, out=out, chain=chain)
     if chain is not None:
-        from . import floatops
+        from . import qdirect
         f = gemm_u8s8(a, packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype="f32",
                       lo=lo, hi=hi)
-        return floatops.scalar_chain_f32(f, **chain)
+        return qdirect.scalar_chain(f, **chain)
     w = unpack_b(packed, g.K, g.N)
     dot = a.astype(np.int64) @ w.astype(np.int64)
     offset = np.zeros(g.N, dtype=np.int64)
