@@ -47,6 +47,15 @@ def test_thresholds_are_the_calibration_results():
     assert (i + 0.5) * float(obs.bin_width) == pytest.approx(ts["KL"], rel=1e-12)
 
 
+def test_layer_falls_back_to_the_zoo(monkeypatch):
+    """Without the PP-OCR files the calibration figures use a zoo MobileNetV1 layer and say so in the title."""
+    from refquant.realmodels import ppocr
+    monkeypatch.setattr(ppocr, "available", lambda: False)
+    name, batches, source = plot.layer_activation.__wrapped__(quick=True)
+    assert source.startswith("zoo mobilenet_v1") and "PP-OCR not installed" in source
+    assert len(batches) == 2 and batches[0][name].shape[0] == 32
+
+
 def test_without_matplotlib(tmp_path, monkeypatch, capsys):
     import sys
     monkeypatch.setitem(sys.modules, "matplotlib", None)
