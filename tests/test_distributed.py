@@ -209,6 +209,18 @@ def test_sensitivity_ranking_equals_serial(client, lenet, files, mode):
     assert got == serial and len(got) == 5
 
 
+def _loss(qmodel):
+    """A user metric, sent to the workers: the mean |output| over two fixed batches."""
+    feeds = _load_lenet(0)[:2]
+    return float(np.mean([np.abs(qmodel.run(f)[qmodel.outputs[0]]).mean() for f in feeds]))
+
+
+def test_sensitivity_with_eval_fn(client, lenet, files):
+    model, feeds = lenet
+    serial = sensitivity(model, feeds, _loss, algo="avg")
+    assert D.sensitivity(model, groups(files, 3), _loss, algo="avg", client=client) == serial
+
+
 def test_arguments_checked_before_any_work(lenet, files):
     model, _ = lenet
     with pytest.raises(ArgumentError, match="algo"):
