@@ -252,9 +252,12 @@ def _identity(value):
 
 
 def _hold(client, value, name: str):
-    """``value`` as a task result on the cluster, fetched once by each worker that needs it. Not ``scatter``:
-    scattered data dies with the workers holding it, a task's result is recomputed by the scheduler."""
-    return client.submit(_identity, value, pure=False, key=f"refquant-{name}-{os.urandom(4).hex()}")
+    """``value`` as a task result copied to every worker. Not ``scatter``: scattered data dies with the workers
+    holding it, a task's result is recomputed by the scheduler. Copied to all workers at once, because the
+    scheduler places tasks where their inputs are: held by one worker, every shard would queue there."""
+    future = client.submit(_identity, value, pure=False, key=f"refquant-{name}-{os.urandom(4).hex()}")
+    client.replicate([future])
+    return future
 
 
 def _send_model(client, model: Model):
