@@ -120,19 +120,21 @@ def _round_robin(fns: dict, repeats: int) -> dict:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def _merge_costs(cal, n: int = 20) -> tuple[float, float]:
+def _merge_costs(shard, whole, n: int = 20) -> tuple[float, float]:
     """Milliseconds the driver spends merging one shard's result into the running total, and computing every
-    threshold from the merged statistics (once per calibration on the driver, and today also once per shard on
-    the workers: ``calibrate`` computes a shard's own thresholds, which the merge does not use)."""
+    threshold from the statistics of the whole calibration ``whole`` (once per calibration on the driver, and
+    today also once per shard on the workers: ``calibrate`` computes a shard's own thresholds, which the merge
+    does not use)."""
     from refquant.distributed import _finish, _merge
-    parts = [copy.deepcopy(cal) for _ in range(n + 1)]
+    parts = [copy.deepcopy(shard) for _ in range(n + 1)]
     start = time.perf_counter()
     acc = None
     for i, p in enumerate(parts):
         acc = _merge(acc, p, i)
     merge_ms = 1e3 * (time.perf_counter() - start) / n
+    whole = copy.deepcopy(whole)
     start = time.perf_counter()
-    _finish(acc)
+    _finish(whole)
     return merge_ms, 1e3 * (time.perf_counter() - start)
 
 
@@ -168,7 +170,7 @@ def _speed(client, sizes, tmp: Path) -> list[dict]:
         t = _round_robin({"one process": one, "cluster": dist}, sizes["repeats"])
         with _one_thread():
             per_batch = calibrate_model(model, [feeds[0]], "KL", quantizable_op_type=ops)
-            merge_ms, threshold_ms = _merge_costs(per_batch)
+            merge_ms, threshold_ms = _merge_costs(per_batch, out["one"])
         rows.append({"model": label, "batches": len(files), "batch_shape": list(next(iter(feeds[0].values())).shape),
                      "shards": len(shards), "algo": "KL", "one_process_s": t["one process"],
                      "cluster_s": t["cluster"], "ratio": t["one process"] / t["cluster"],
