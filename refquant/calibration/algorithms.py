@@ -109,3 +109,12 @@ def refused_algorithms() -> dict[str, str]:
 def paddle_algorithms() -> tuple[str, ...]:
     """Every ``algo`` name Paddle's ``PostTrainingQuantization`` knows (refquant's and the unimplemented ones)."""
     return tuple(ALGORITHMS) + tuple(UNIMPLEMENTED)
+
+
+def make_observer(algo: str, *, bits: int = 8, onnx_format: bool = False) -> Observer:
+    """The observer of the one-pass algorithm ``algo`` (abs_max, avg, mse, emd, min_max: see :data:`ALGORITHMS`).
+    KL and hist need a range first: use :class:`AbsMinMaxObserver` and then :meth:`HistogramObserver.from_range`."""
+    spec = ALGORITHMS.get(algo)
+    if spec is None or spec.passes != 1:
+        raise ValueError(f"make_observer: unknown single-pass algo {algo!r} (KL and hist are two-pass)")
+    return spec.new_observer(algo, bits=bits, onnx_format=onnx_format)

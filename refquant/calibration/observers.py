@@ -381,14 +381,3 @@ def weight_threshold(w, op_type: str = "conv2d", weight_quantize_type: str = "ch
     if axis == 1:
         return [float(np.max(np.abs(w[:, i]))) for i in range(w.shape[1])]
     return [float(np.max(np.abs(w[i]))) for i in range(w.shape[0])]
-
-
-def make_observer(algo: str, *, bits: int = 8, onnx_format: bool = False) -> Observer:
-    """The observer of the one-pass algorithm ``algo`` (abs_max, avg, mse, emd, min_max: see
-    :data:`refquant.calibration.algorithms.ALGORITHMS`). KL and hist need a range first: use
-    :class:`AbsMinMaxObserver` and then :meth:`HistogramObserver.from_range`."""
-    from .algorithms import ALGORITHMS
-    spec = ALGORITHMS.get(algo)
-    if spec is None or spec.passes != 1:
-        raise ValueError(f"make_observer: unknown single-pass algo {algo!r} (KL and hist are two-pass)")
-    return spec.new_observer(algo, bits=bits, onnx_format=onnx_format)
