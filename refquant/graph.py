@@ -198,14 +198,16 @@ class Model:
     def __call__(self, feeds: dict) -> dict[str, np.ndarray]:
         return self.run(feeds)
 
-    def infer_shapes(self, input_shapes: dict[str, tuple]) -> dict[str, tuple]:
+    def infer_shapes(self, input_shapes: dict[str, tuple], *, partial: bool = False) -> dict[str, tuple]:
         """Shape of every tensor for concrete input shapes.
 
         Ops with a shape rule use it; value-dependent ops (and those without a rule) are evaluated on zeros,
         so shape subgraphs (Shape -> Slice -> Reshape, as ONNX exporters write them) resolve too.
+        ``partial=True``: input dimensions may be None (unknown), and so may the dimensions returned; a shape rule
+        that fails warns instead of raising (see :func:`refquant.executor.infer_shapes`).
         """
         from .executor import infer_shapes
-        return infer_shapes(self, input_shapes)
+        return infer_shapes(self, input_shapes, partial=partial)
 
     # ---- bookkeeping -----------------------------------------------------------------------------
     def copy(self) -> "Model":

@@ -131,3 +131,11 @@ def test_an_op_failing_on_its_inputs_raises_a_named_op_error():
     with pytest.raises(OpError, match=r"op 'add0' \(elementwise_add\) with input shapes \[\(2, 3\), \(4,\)\]") as e:
         m.run({"x": np.ones((2, 3), np.float32)})
     assert isinstance(e.value, ValueError) and isinstance(e.value, RefquantError)
+
+
+def test_model_infer_shapes_partial_leaves_unknown_dims_unknown():
+    from refquant.models import zoo
+    m = zoo.build("lenet5")
+    shapes = m.infer_shapes({m.inputs[0]: (None, 1, 28, 28)}, partial=True)
+    assert shapes[m.outputs[0]] == (None, 10)
+    assert m.infer_shapes({m.inputs[0]: (3, 1, 28, 28)})[m.outputs[0]] == (3, 10)
