@@ -240,8 +240,13 @@ def connect(client=None, workers: Optional[int] = None):
         return
     n = _args.integer("refquant.distributed", "workers", 2 if workers is None else workers, 1)
     import logging
-    # dashboard_address ":0": the scheduler's HTTP server on any free port (8787 may belong to another cluster)
-    with keep_environ(), distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+
+    import dask
+    # dashboard_address ":0": the scheduler's HTTP server on any free port (8787 may belong to another cluster).
+    # No MALLOC_TRIM_THRESHOLD_ in the workers (Dask sets 65536): a fixed threshold turns off glibc's adaptive mmap
+    # threshold, every large array becomes an mmap + page faults, and PP-OCR rec calibrates 2-3x slower.
+    with keep_environ(), dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
+            distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                                   dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
             distributed.Client(cluster) as c:
         yield c
