@@ -120,7 +120,7 @@ def _import_paddle(path: Path):
         from .io import import_paddle
     except ImportError:
         try:
-            from .io.paddle_import import import_paddle
+            from .io.paddle import import_paddle
         except ImportError:
             raise UsageError(f"{path}: reading Paddle inference models needs refquant.io.import_paddle, which "
                              "this refquant does not have") from None

@@ -9,7 +9,7 @@ Every parameter keeps PaddleSlim 2.6's name, position and default (``paddleslim/
 :mod:`refquant.quant`. What differs:
 
 * a Paddle *program* is a refquant :class:`~refquant.graph.Model`; ``model_dir`` may be a Paddle inference model
-  directory (read with :func:`refquant.io.paddle_import.import_paddle`), a ``.rq`` or ``.onnx`` file, or a Model;
+  directory (read with :func:`refquant.io.import_paddle`), a ``.rq`` or ``.onnx`` file, or a Model;
 * ``executor``, ``place`` and ``scope`` are accepted and ignored (refquant has its own CPU runtime and keeps
   parameters in the Model), but a GPU / XPU place is refused: it asks for a device refquant does not run on;
 * refquant cannot write Paddle's program format: the quantized model is written as a refquant ``.rq`` file (an
@@ -116,7 +116,7 @@ def load_model(model_dir, model_filename=None, params_filename=None, *, who: str
                name: str = "model_dir") -> Model:
     """The FP32 model a PaddleSlim call names: a :class:`Model` as is; a ``.rq`` file (:func:`refquant.io.load`);
     an ``.onnx`` file (:func:`refquant.io.import_onnx`); otherwise a Paddle inference model, a directory or a path
-    prefix, read with :func:`refquant.io.paddle_import.import_paddle` and PaddleSlim's ``model_filename`` /
+    prefix, read with :func:`refquant.io.import_paddle` and PaddleSlim's ``model_filename`` /
     ``params_filename``."""
     if isinstance(model_dir, Model):
         if model_filename is not None or params_filename is not None:
@@ -135,7 +135,7 @@ def load_model(model_dir, model_filename=None, params_filename=None, *, who: str
     if not os.path.exists(path) and not any(os.path.isfile(path + ext) for ext in (".pdmodel", ".json")):
         raise ArgumentError(f"{who}: {name} {path!r} does not exist (a Paddle inference model directory, a .rq or "
                             f".onnx file, or a refquant Model)")
-    from .io.paddle_import import import_paddle
+    from .io.paddle import import_paddle
     return import_paddle(path.rstrip("/\\") or path, model_filename=model_filename, params_filename=params_filename)
 
 

@@ -16,6 +16,6 @@ def export_onnx(model, path=None, **kwargs):
 
 def import_paddle(path, **kwargs):
     """Import a saved Paddle inference model (``.pdmodel`` or PIR ``.json`` + ``.pdiparams``) without Paddle; see
-    :mod:`refquant.io.paddle_import`."""
-    from .paddle_import import import_paddle as _import_paddle
+    :mod:`refquant.io.paddle`."""
+    from .paddle.importer import import_paddle as _import_paddle
     return _import_paddle(path, **kwargs)

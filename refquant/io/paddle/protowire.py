@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import struct
 
-from ..errors import ModelFormatError
+from ...errors import ModelFormatError
 
 #: Scalar kinds a schema may name.
 KINDS = ("int32", "int64", "uint32", "uint64", "bool", "enum", "float", "double", "string", "bytes")
