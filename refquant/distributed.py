@@ -198,7 +198,7 @@ def _shard_task(digest: str, blob: bytes, shard, algo: str, options: dict, range
 
     def work():
         model = _model(digest, blob)
-        return calibrate_model(model, lambda: shard.feeds(model), algo, ranges=ranges, **options)
+        return calibrate_model(model, lambda: shard.feeds(model), algo, ranges=ranges, thresholds=False, **options)
     return _guarded(work)
 
 
@@ -326,33 +326,20 @@ def _shard_error(shards):
 
 
 def _merge(acc, cal, i):
-    """``Calibration.merge`` without recomputing every threshold at each step (a KL search per tensor per shard):
-    the thresholds are computed once, by :func:`_finish`, from the same merged observers."""
+    """Shard ``i``'s calibration folded into the ones before it; the thresholds are computed once, at the end."""
     if acc is None:
         return cal
     if cal.algo != acc.algo:
         raise ValueError(f"refquant.distributed: shard {i} was calibrated with {cal.algo!r}, not {acc.algo!r}")
-    pairs = [(acc.observers, cal.observers)]
-    if acc.ranges is not acc.observers:  # algo "ranges" keeps one dict under both names
-        pairs.append((acc.ranges, cal.ranges))
-    for mine, theirs in pairs:
-        for name, obs in theirs.items():
-            mine[name] = mine[name].merge(obs) if name in mine else obs
-    acc.zero_size |= cal.zero_size
-    return acc
-
-
-def _finish(cal: Calibration) -> Calibration:
-    cal.thresholds = {name: obs.threshold() for name, obs in cal.observers.items() if not obs.empty}
-    return cal
+    return acc.merge(cal, thresholds=False)
 
 
 def _round(client, digest, blob, shards, algo, options, ranges, label, progress, retries):
     futures = [client.submit(_shard_task, digest, blob, s, algo, options, ranges, retries=retries, pure=False,
                              key=f"refquant-{algo}-shard-{i}-{os.urandom(4).hex()}")
                for i, s in enumerate(shards)]
-    return _finish(_gather_in_order(client, futures, lambda i: shards[i].describe(), label, progress, _merge,
-                                    _shard_error(shards)))
+    return _gather_in_order(client, futures, lambda i: shards[i].describe(), label, progress, _merge,
+                            _shard_error(shards)).compute_thresholds()
 
 
 def calibrate(model: Model, shards, algo: str = "KL", *, client=None, workers: Optional[int] = None,

@@ -429,3 +429,18 @@ def test_hist_percent_outside_0_1_rejected(p):
     if p is not None:  # hist_threshold(None): the observer's own
         with pytest.raises(ArgumentError, match="hist_percent"):
             _ten_equal_bins(0.5).hist_threshold(p)
+
+
+def test_shards_without_their_own_thresholds_merge_to_the_same_thresholds():
+    """``thresholds=False`` skips a shard's own (costly) threshold search; merged, then computed once, the
+    thresholds equal the one-pass run's."""
+    from refquant.calibration import calibrate
+    rng = np.random.default_rng(3)
+    batches = [{"a": rng.standard_normal((4, 16)).astype(np.float32)} for _ in range(4)]
+    whole = calibrate(batches, "KL")
+    ranges = calibrate(batches[:2], "ranges").merge(calibrate(batches[2:], "ranges")).ranges
+    first = calibrate(batches[:2], "KL", ranges=ranges, thresholds=False)
+    assert first.thresholds == {}
+    merged = first.merge(calibrate(batches[2:], "KL", ranges=ranges, thresholds=False), thresholds=False)
+    assert merged.thresholds == {}
+    assert merged.compute_thresholds().thresholds == whole.thresholds

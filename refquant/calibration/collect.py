@@ -35,9 +35,10 @@ class Calibration:
     ranges: dict = field(default_factory=dict)
     zero_size: set = field(default_factory=set)
 
-    def merge(self, other: "Calibration") -> "Calibration":
+    def merge(self, other: "Calibration", *, thresholds: bool = True) -> "Calibration":
         """This calibration and ``other`` (the batches that came after ours) as one: observers merged tensor by
-        tensor (exactly: two halves merged give the whole, see the observers), thresholds recomputed.
+        tensor (exactly: two halves merged give the whole, see the observers), thresholds recomputed (with
+        ``thresholds=False`` not yet: merging many shards, call :meth:`compute_thresholds` once at the end).
         KL/hist shards must share one histogram range (see :func:`calibrate`'s ``ranges``)."""
         if other.algo != self.algo:
             raise ValueError(f"Calibration.merge: algo {self.algo!r} vs {other.algo!r}")
@@ -48,6 +49,10 @@ class Calibration:
             for name, obs in theirs.items():
                 mine[name] = mine[name].merge(obs) if name in mine else obs
         self.zero_size |= other.zero_size
+        return self.compute_thresholds() if thresholds else self
+
+    def compute_thresholds(self) -> "Calibration":
+        """``thresholds`` from the observers (a KL or mse search per tensor: the costly step)."""
         self.thresholds = {name: obs.threshold() for name, obs in self.observers.items() if not obs.empty}
         return self
 
@@ -63,7 +68,7 @@ def _passes(batches) -> Callable[[], Iterable[Mapping]]:
 
 def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float = 0.99999,
               onnx_format: bool = False, bins: int = 2048, ranges: Mapping | None = None,
-              producers: Mapping[str, str] | None = None) -> Calibration:
+              producers: Mapping[str, str] | None = None, thresholds: bool = True) -> Calibration:
     """Calibrate every tensor in ``batches`` with ``algo`` (Paddle's defaults: KL, 8 bits, hist_percent 0.99999,
     2048 bins, onnx_format False; onnx_format only changes mse/emd).
 
@@ -72,7 +77,9 @@ def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float =
 
     Sharded KL/hist: ``algo="ranges"`` runs pass 1 only (``result.ranges``, thresholds = max|x|); merge the
     shards' results, then give ``ranges=merged.ranges`` to each shard's KL/hist run, which skips pass 1 and
-    builds every histogram on those ranges; the merged shards then equal one run over all the data.
+    builds every histogram on those ranges; the merged shards then equal one run over all the data. A shard's
+    own thresholds are not needed then: ``thresholds=False`` leaves them empty (merge, then
+    :meth:`Calibration.compute_thresholds`).
 
     Every argument is checked before any batch is read: ``bits`` an int in [2, 16], ``hist_percent`` a float in
     (0, 1], ``bins`` an int >= 3 (KL) or >= 1. A tensor holding NaN/Inf raises
@@ -99,8 +106,7 @@ def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float =
     if algo == "ranges":
         feed(get(), result.ranges, AbsMinMaxObserver, result.zero_size)
         result.observers = result.ranges  # one dict under both names
-        result.thresholds = {name: obs.threshold() for name, obs in result.ranges.items() if not obs.empty}
-        return result
+        return result.compute_thresholds() if thresholds else result
     options = dict(bits=bits, onnx_format=onnx_format, bins=bins, hist_percent=hist_percent)
     if spec.passes == 2:
         if ranges is None:
@@ -114,8 +120,7 @@ def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float =
         observers = {}
         feed(get(), observers, lambda: spec.new_observer(algo, **options), result.zero_size)
     result.observers = observers
-    result.thresholds = {name: obs.threshold() for name, obs in observers.items() if not obs.empty}
-    return result
+    return result.compute_thresholds() if thresholds else result
 
 
 def _feed(batches, observers: dict, new, zero_size: set, producers: Mapping[str, str]):

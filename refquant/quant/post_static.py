@@ -196,10 +196,11 @@ def _collect_target_varnames(model: Model, quantizable_op_type, is_full_quantize
 def calibrate_model(model: Model, data_loader, algo: str = "KL", *, batch_nums: Optional[int] = None,
                     hist_percent: float = 0.99999, bits: int = 8, onnx_format: bool = False, ranges=None,
                     quantizable_op_type: Iterable[str] = ("conv2d", "depthwise_conv2d", "mul"),
-                    is_full_quantize: bool = False, skip_tensor_list=None) -> Calibration:
+                    is_full_quantize: bool = False, skip_tensor_list=None, thresholds: bool = True) -> Calibration:
     """Calibrate the activations :func:`quant_post_static` would quantize, running the FP32 model over
     ``data_loader`` (same arguments). The result can be merged with another shard's
-    (:meth:`Calibration.merge`) and passed to ``quant_post_static(..., calibration=...)``.
+    (:meth:`Calibration.merge`) and passed to ``quant_post_static(..., calibration=...)``; a shard to be merged
+    needs no thresholds of its own (``thresholds=False``, see :func:`refquant.calibration.calibrate`).
 
     KL and hist over shards: first merge every shard's ``calibrate_model(..., algo="ranges")`` (the pass-1 abs
     ranges), then calibrate each shard with ``ranges=merged.ranges`` so that all histograms share one range.
@@ -221,7 +222,7 @@ def calibrate_model(model: Model, data_loader, algo: str = "KL", *, batch_nums: 
             yield run(model, feeds, outputs=acts)
 
     return calibrate(activation_batches, algo, bits=a["bits"], hist_percent=a["hist_percent"],
-                     onnx_format=onnx_format, ranges=ranges, producers=model.origins())
+                     onnx_format=onnx_format, ranges=ranges, producers=model.origins(), thresholds=thresholds)
 
 
 def _layer_inputs(model: Model, get, names) -> dict[str, list[np.ndarray]]:
