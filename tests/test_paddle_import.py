@@ -33,7 +33,7 @@ from refquant.errors import ModelFormatError, UnsupportedOpError
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "data", "paddle_models")
 
-# ---- a protobuf encoder for framework.proto (the test side of refquant.io._protowire) --------------------------
+# ---- a protobuf encoder for framework.proto (the test side of refquant.io.paddle.protowire) --------------------
 F32, I64, I32, INT8 = 5, 3, 2, 21
 A_INT, A_FLOAT, A_STRING, A_INTS, A_FLOATS, A_BOOLEAN = 0, 1, 2, 3, 4, 6
 

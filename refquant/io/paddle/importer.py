@@ -10,8 +10,8 @@ write (``docs/paddle_import.md`` explains them):
   tensor: ``uint32`` version 0, ``uint64`` LoD level count (+ the levels), ``uint32`` tensor version 0, ``int32``
   size of a ``TensorDesc`` protobuf (dtype, dims), the desc, then the raw little-endian data.
 
-Both programs become one neutral form (:class:`PaddleOp`: type, input / output slots of variable names, attrs, in
-the legacy op vocabulary; PIR ops are translated on reading), which :mod:`.converters` convert to
+Both programs become one neutral form (:class:`~.program.PaddleOp`: type, input / output slots of variable names,
+attrs, in the legacy op vocabulary; PIR ops are translated on reading), which :mod:`.converters` convert to
 refquant ops. Quantized programs (PTQ and QAT, both Paddle formats) import in the form
 :func:`refquant.quant.quant_post_static` produces, with Paddle's scales as thresholds.
 

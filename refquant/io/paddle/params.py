@@ -14,10 +14,6 @@ from .pdmodel import TENSOR_DESC
 from .program import DTYPES, MAX_DESC_BYTES, MAX_LOD_LEVELS, MAX_RANK, _regular_file
 
 
-
-# ------------------------------------------------------------------------------------------------------
-# the parameter file
-# ------------------------------------------------------------------------------------------------------
 def read_pdiparams(path: str, names: list, variables: dict) -> dict:
     """``{name: ndarray}`` of the tensors ``names`` (already in the file's order) from the combined parameter file
     at ``path``; every header and size is checked against the file and the declared dims. The dtype is the file's:

@@ -10,11 +10,6 @@ import numpy as np
 from ...errors import ModelFormatError, UnsupportedOpError
 from .program import DTYPES, MAX_JSON_DEPTH, MAX_PROGRAM_BYTES, MAX_RANK, PaddleOp, PaddleProgram, PaddleVar, _read_file
 
-
-
-# ------------------------------------------------------------------------------------------------------
-# the PIR JSON program
-# ------------------------------------------------------------------------------------------------------
 #: PIR element types (``0.t_f32`` ...) -> NumPy dtype names.
 _PIR_DTYPES = {"f32": "float32", "f64": "float64", "f16": "float16", "i64": "int64", "i32": "int32", "i16": "int16",
                "i8": "int8", "ui8": "uint8", "bool": "bool"}

@@ -20,7 +20,6 @@ from ....reference import rounding
 from .common import WEIGHT_OP_TYPES, _bool, _float, _int, _ints, _unsupported, converter
 
 
-# ---- quantization ops --------------------------------------------------------------------------------
 def _scale_value(cx, op, name, what="scale") -> np.ndarray:
     v = cx.const(name)
     if v is None:
