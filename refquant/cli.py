@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=_output_path, default=None, help="output file (default ./<model>.rq)")
     p.add_argument("--cache", action="store_true", help="write data/zoo/<model>.rq, the demo's cache")
     p.add_argument("--qat", action="store_true", help="quantization-aware fine-tuning of the trained model "
-                   "(lr 1/10, 1/4 of the epochs, warmup; then convert)")
+                   "(lr 1/10 and 1/4 of the epochs at 8 bits, 3/10 and 1/2 below; warmup; then convert)")
     p.add_argument("--bits", type=int, default=8, help="with --qat: weight and activation bits")
     p.add_argument("--onnx-format", action="store_true",
                    help="with --qat: quantize_linear/dequantize_linear pairs (PaddleSlim's onnx_format=True)")
