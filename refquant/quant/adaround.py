@@ -17,7 +17,7 @@ deployed layer sees ``x_q``); the target is the FP32 output without bias (a bias
 Adam updates ``alpha``; the gradient reaches it through the layer's own backward (refquant's op registry) and
 ``dW~/dalpha = T_c / qmax * (zeta - gamma) * sigmoid'(alpha)`` where ``h`` is not clipped, 0 where it is.
 
-``mode="paddle"`` reproduces what Paddle's ``adaround.py`` stores (paddle_reference.md 1.11): its fast-mode exit
+``mode="paddle"`` reproduces what Paddle's ``adaround.py`` stores: its fast-mode exit
 fires at iteration 0 for every layer, so the stored weight is ``F + h(alpha_0)`` with ``alpha_0`` chosen so that
 ``h(alpha_0) = V - F``: the *unrounded* scaled weight (clipped, not quantized). Paddle 3.3.1 itself crashes on
 ``round_type='adaround'``; this mode shows what its 2.x versions produced.

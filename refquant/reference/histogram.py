@@ -1,6 +1,6 @@
 """|x| statistics and the histogram threshold, the NumPy twins of ``kernels/histogram.pyx``.
 
-Paddle's KL and hist algorithms look at activations twice (paddle_reference.md 1.3, 1.6):
+Paddle's KL and hist algorithms look at activations twice (docs/calibration.md):
 
 1. pass 1 keeps, per tensor, ``min|x|`` and ``max|x|`` over all batches (``abs_min_max`` of each batch);
 2. a 2048-bin histogram is laid out on ``[min|x|, max|x|]`` (``histogram_edges``), and pass 2 adds
