@@ -113,7 +113,8 @@ def clip_array(array: np.ndarray, config: dict) -> np.ndarray:
 
 
 def quant_abs_max(array: np.ndarray, config: dict, name: str = "table") -> tuple[np.ndarray, np.ndarray]:
-    """``(q, scale)``: clip, ``T = max|W|`` (float32), ``q = round(W / T * qmax)`` as ``config['dtype']``."""
+    """``(q, T)``: clip, the threshold ``T = max|W|`` (float32; PaddleSlim stores it as ``<W>.scale``),
+    ``q = round(W / T * qmax)`` as ``config['dtype']``."""
     array = clip_array(check_table(array, name), config)
     scale = np.max(np.abs(array)).astype("float32")
     if not scale > 0:

@@ -48,7 +48,7 @@ DEFAULT_CONFIG = {
     "onnx_format": False,
     # PaddleSlim's keys that refquant takes with PaddleSlim's meaning, or refuses where it cannot have it
     "dtype": "int8",            # PaddleSlim's only valid value (symmetric signed integers)
-    "scale_trainable": True,    # False: activation and weight scales frozen in training too (Paddle's is_test)
+    "scale_trainable": True,    # False: activation and weight thresholds frozen in training too (Paddle's is_test)
     "for_tensorrt": False,      # True: TensorRT's op list, including quant-dequant of non-weight ops (refused)
     "is_full_quantize": False,  # True: every op type Paddle can quantize, including non-weight ops (refused)
     "quant_post_first": False,  # True: PTQ thresholds first (refused: pass init_thresholds, see quant_aware)
@@ -116,7 +116,7 @@ def quant_aware(model: Model, config: Optional[dict] = None, for_test: bool = Fa
     ``refquant.quant.thresholds(ptq_model)`` (PaddleSlim's ``quant_post_first``). ``init_statistics`` says how
     the moving average starts from such a T:
 
-    * ``"threshold"`` (default): ``scale = accum = T``, ``state = 1``, so the first training step gives
+    * ``"threshold"`` (default): ``<x>@scale = <x>@accum = T``, ``<x>@state = 1``, so the first training step gives
       ``(0.9 T + max|x|) / 1.9``: the average continues from T. The default because it is what a warm start is
       for (``finetune_zoo`` relies on it).
     * ``"paddle"``: Paddle's pass: ``scale = T`` but ``accum = state = 1`` as for a fresh tensor, so T only serves
@@ -132,7 +132,7 @@ def quant_aware(model: Model, config: Optional[dict] = None, for_test: bool = Fa
     it is the format ``quant_post_static`` writes by default and the one every cached QAT model was trained in.
 
     PaddleSlim's other config keys: ``dtype`` must be "int8" (its only valid value); ``scale_trainable=False``
-    freezes the scales in training too, as ``for_test`` does; ``for_tensorrt``, ``is_full_quantize``,
+    freezes the thresholds in training too, as ``for_test`` does; ``for_tensorrt``, ``is_full_quantize``,
     ``quant_post_first`` and ``deploy_backend`` are accepted at their defaults and refused otherwise, with the
     reason (:data:`DEFAULT_CONFIG`).
     """
