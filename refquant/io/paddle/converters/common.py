@@ -18,12 +18,12 @@ _VARTYPE_DTYPES = {0: "bool", 1: "int16", 2: "int32", 3: "int64", 4: "float16", 
 
 
 def converter(*types):
+    """Register the decorated ``fn(cx, op)`` for each Paddle op type in ``types`` (legacy names)."""
     def wrap(fn):
         for t in types:
             CONVERTERS[t] = fn
         return fn
     return wrap
-
 
 
 # ------------------------------------------------------------------------------------------------------
