@@ -127,9 +127,67 @@ def rec_decode(probs: np.ndarray) -> list[str]:
     return [t.strip() for t, _ in render.ctc_greedy_decode(probs, _charset())]
 
 
+def decode_change(probs: np.ndarray, ref_probs: np.ndarray) -> float:
+    """A CTC-aware distance of two rec outputs: the mean normalized edit distance of their greedy decodes plus
+    1e-3 x the fraction of time steps whose argmax differs (it orders variants that decode alike)."""
+    from difflib import SequenceMatcher
+    a, b = rec_decode(probs), rec_decode(ref_probs)
+    edits = np.mean([1.0 - SequenceMatcher(None, x, y, autojunk=False).ratio() for x, y in zip(a, b)])
+    frames = np.mean(np.asarray(probs).argmax(-1) != np.asarray(ref_probs).argmax(-1))
+    return float(edits + 1e-3 * frames)
+
+
 def rec_exact_match(probs: np.ndarray, texts) -> float:
     """Percent of lines decoded exactly as rendered."""
     return 100.0 * float(np.mean([d == t for d, t in zip(rec_decode(probs), texts)]))
+
+
+def char_confusions(decoded: Sequence[str], texts: Sequence[str]) -> "Counter":
+    """``Counter({(truth, read): count})`` of the character edits turning each text into its decoded string.
+
+    Aligned with :class:`difflib.SequenceMatcher`: a substitution pairs characters position by position (the
+    longer side's extra characters become deletions / insertions), a deleted character reads as ``""``, an
+    inserted one has truth ``""``."""
+    from collections import Counter
+    from difflib import SequenceMatcher
+    out: Counter = Counter()
+    for read, truth in zip(decoded, texts):
+        for tag, i0, i1, j0, j1 in SequenceMatcher(None, truth, read, autojunk=False).get_opcodes():
+            if tag == "equal":
+                continue
+            a, b = truth[i0:i1], read[j0:j1]
+            n = max(len(a), len(b))
+            for k in range(n):
+                out[(a[k] if k < len(a) else "", b[k] if k < len(b) else "")] += 1
+    return out
+
+
+def rec_report(probs: np.ndarray, texts: Sequence[str], fp32_probs: Optional[np.ndarray] = None) -> dict:
+    """Exact match and the character errors of rec probabilities against the rendered texts.
+
+    ``{"exact": %, "exact_nospace": % (spaces ignored: the Chinese-trained model often drops or adds them),
+    "lines_wrong": [indices], "confusions": Counter((truth, read) -> n)}``; with ``fp32_probs``
+    also ``"new_confusions"``: the errors this model makes beyond FP32's (Counter subtraction), i.e. what
+    quantization confuses that the float model does not, ``"lines_lost"``: lines FP32 reads right and this
+    model does not, and ``"agree"``: % of lines decoded exactly as FP32 decodes them (the quantization damage
+    alone, also on sets where FP32 itself misreads lines)."""
+    read = rec_decode(probs)
+    wrong = [i for i, (d, t) in enumerate(zip(read, texts)) if d != t]
+    nospace = np.mean([d.replace(" ", "") == t.replace(" ", "") for d, t in zip(read, texts)]) if texts else 1.0
+    out = {"exact": 100.0 * (1 - len(wrong) / max(len(texts), 1)), "exact_nospace": 100.0 * float(nospace),
+           "lines_wrong": wrong,
+           "confusions": char_confusions(read, texts)}
+    if fp32_probs is not None:
+        ref = rec_decode(fp32_probs)
+        out["new_confusions"] = out["confusions"] - char_confusions(ref, texts)
+        out["lines_lost"] = [i for i in wrong if ref[i] == texts[i]]
+        out["agree"] = 100.0 * float(np.mean([d == r for d, r in zip(read, ref)])) if texts else 100.0
+    return out
+
+
+def format_confusions(confusions, top: int = 8) -> str:
+    """``'0'->'O' x3, '.'->'' x2, ...``: the ``top`` most frequent character edits."""
+    return ", ".join(f"{a!r}->{b!r} x{n}" for (a, b), n in confusions.most_common(top)) or "-"
 
 
 def det_iou(prob: np.ndarray, ref: np.ndarray, thresh: float = DET_THRESH) -> float:

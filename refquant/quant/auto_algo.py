@@ -1,0 +1,127 @@
+"""Per-tensor choice of the calibration algorithm (``algo="auto"``): each activation threshold is the candidate
+algorithm's threshold that minimizes the error of the layers reading that tensor (docs/real_models.md).
+
+Why: no single algorithm is best for every tensor of a model (a stem conv's input wants its true range, a
+post-activation tensor with a long tail wants a clipped one), yet static PTQ applies one algorithm to all.
+
+How, all on the calibration data:
+
+1. The FP32 model runs once over the calibration batches; every candidate algorithm (default: all of
+   :func:`refquant.calibration.algorithms.static_algorithms`) calibrates from those same recorded activations
+   (:func:`refquant.calibration.calibrate`; KL and hist read them twice, nothing is run twice).
+2. ``quant_post_static`` builds one fake-quant model per candidate from its calibration.
+3. On ``select_feeds`` (default: the first calibration batch) the FP32 model records every tensor. For each
+   quantized op and each candidate, the op runs alone in that candidate's quantized form (its quant-dequant
+   input, its frozen quantized weight) on the FP32 inputs, and its relative output error
+   ``sum((y_a - y)^2) / sum(y^2)`` is recorded.
+4. Each activation tensor takes the threshold of the candidate whose summed error over the ops reading it is the
+   least; ``quant_post_static`` then quantizes with those thresholds.
+
+The per-tensor observers of the algorithm registry see one tensor, not the layer that reads it, so the choice is
+a step after calibration rather than an :class:`~refquant.calibration.algorithms.AlgorithmSpec`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from ..calibration import calibrate
+from ..calibration.algorithms import static_algorithms
+from ..calibration.collect import Calibration
+from ..errors import ArgumentError
+from ..executor import forward, run
+from ..ops.registry import OpContext, get_op
+from .post_static import _collect_target_varnames, quant_post_static
+
+
+def _local_output(q, op, env: dict) -> np.ndarray:
+    """``op`` of the quantized model ``q`` run on the FP32 tensors ``env``: inputs the FP32 model also has come
+    from ``env``, parameters from ``q``, and the rest (quant-dequant outputs) from their producers in ``q``."""
+    producer = {n: o for o in q.ops for n in o.outputs if n}
+    cache: dict = {}
+
+    def value(name):
+        if not name:
+            return None
+        if name in q.params:
+            return q.params[name]
+        if name in env:
+            return env[name]
+        if name not in cache:
+            p = producer[name]
+            res = get_op(p.type, p.name).forward(OpContext(), p.attrs, *[value(n) for n in p.inputs])
+            for n, v in zip(p.outputs, res if isinstance(res, tuple) else (res,)):
+                cache[n] = v
+        return cache[name]
+
+    res = get_op(op.type, op.name).forward(OpContext(), op.attrs, *[value(n) for n in op.inputs])
+    return res[0] if isinstance(res, tuple) else res
+
+
+def _rel_err(y: np.ndarray, ref: np.ndarray) -> float:
+    ref = np.asarray(ref, np.float64)
+    return float(np.sum((np.asarray(y, np.float64) - ref) ** 2) / max(float(np.sum(ref * ref)), 1e-30))
+
+
+def quant_post_auto(model, calib_feeds: Sequence[dict], *, candidates: Optional[Iterable[str]] = None,
+                    select_feeds: Optional[Sequence[dict]] = None,
+                    quantizable_op_type: Iterable[str] = ("conv2d", "depthwise_conv2d", "mul"),
+                    hist_percent: float = 0.99999, **ptq_kwargs):
+    """Static PTQ with the activation algorithm chosen per tensor (module docstring); returns the quantized model.
+
+    ``candidates``: the algorithms to choose from (default every static one). ``select_feeds``: the batches the
+    layer errors are measured on (default ``calib_feeds[:1]``; a held-out split of the calibration data works
+    too). ``ptq_kwargs`` go to ``quant_post_static`` (not ``algo``, ``calibration`` or ``data_loader``).
+    ``meta["quantization"]["auto"]``: ``{"choice": {tensor: algo}, "errors": {tensor: {algo: error}},
+    "counts": {algo: tensors}, "seconds": s}``; the ops' ``quantization_type`` is ``post_auto``."""
+    t0 = time.perf_counter()
+    calib_feeds = list(calib_feeds)
+    if not calib_feeds:
+        raise ArgumentError("quant_post_auto: calib_feeds is empty")
+    candidates = tuple(static_algorithms() if candidates is None else candidates)
+    unknown = sorted(set(candidates) - set(static_algorithms()))
+    if unknown or not candidates:
+        raise ArgumentError(f"quant_post_auto: candidates must be among {list(static_algorithms())}, got "
+                            f"{list(candidates)}")
+    fixed = sorted({"algo", "calibration", "data_loader"} & set(ptq_kwargs))
+    if fixed:
+        raise ArgumentError(f"quant_post_auto: {fixed} are set by quant_post_auto itself")
+    ops_t = tuple(quantizable_op_type)
+    skip = ptq_kwargs.get("skip_tensor_list")
+    quant_ops, _, acts = _collect_target_varnames(model, ops_t, ptq_kwargs.get("is_full_quantize", False), skip)
+    recorded = [run(model, f, outputs=acts) for f in calib_feeds]                                   # 1
+    bits = ptq_kwargs.get("activation_bits", 8)
+    cals = {a: calibrate(recorded, a, bits=bits, hist_percent=hist_percent,
+                         onnx_format=ptq_kwargs.get("onnx_format", False), producers=model.origins())
+            for a in candidates}
+    del recorded
+    qs = {a: quant_post_static(model, None, algo=a, calibration=cals[a], quantizable_op_type=ops_t,    # 2
+                               hist_percent=hist_percent, **ptq_kwargs) for a in candidates}
+    errors: dict = {x: {a: 0.0 for a in candidates} for x in acts}                                 # 3
+    for feed in (calib_feeds[:1] if select_feeds is None else list(select_feeds)):
+        env, _ = forward(model, feed, keep_all=True)
+        for i, _w, xs in quant_ops:
+            name, ref = model.ops[i].name, env[model.ops[i].outputs[0]]
+            for a, q in qs.items():
+                op = next(o for o in q.ops if o.name == name)
+                err = _rel_err(_local_output(q, op, env), ref)
+                for x in xs:
+                    errors[x][a] += err
+        del env
+    choice = {x: min(candidates, key=lambda a: (errs[a], candidates.index(a))) for x, errs in errors.items()}  # 4
+    base = cals[candidates[0]]
+    chosen = Calibration(algo=candidates[0], thresholds={x: cals[choice[x]].thresholds[x] for x in acts
+                                                         if x in cals[choice[x]].thresholds},
+                         zero_size=set(base.zero_size))
+    q = quant_post_static(model, None, algo=candidates[0], calibration=chosen, quantizable_op_type=ops_t,
+                          hist_percent=hist_percent, **ptq_kwargs)
+    for op in q.ops:
+        if "quantization_type" in op.attrs:
+            op.attrs["quantization_type"] = "post_auto"
+    counts = {a: sum(c == a for c in choice.values()) for a in candidates}
+    q.meta["quantization"]["algo"] = "auto"
+    q.meta["quantization"]["auto"] = {"candidates": list(candidates), "choice": choice, "errors": errors,
+                                      "counts": counts, "seconds": time.perf_counter() - t0}
+    return q
