@@ -38,6 +38,7 @@ KERNELS = {
     # chosen at run time as for qdirect
     "floatops": {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"],
                  "depends": ["kernels/include/floatops/floatops.h", "kernels/include/floatops/glue.h",
+                             "kernels/include/floatops/dwconv.h",
                              "kernels/include/qdirect/chain.h", "kernels/include/cpu_features.h"]},
     # calibration, bit-exact float code: no fused multiply-add (-march=native would allow it); no FP traps, so
     # branches become vectorizable selects (the values are unchanged)

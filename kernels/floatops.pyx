@@ -41,6 +41,10 @@ cdef extern from "floatops/floatops.h" nogil:
         void (*chmul_f32)(const float *x, const float *s, Py_ssize_t n, Py_ssize_t C, float *y, uint8_t *q,
                           float sinv, float lo_f, float hi_f, int32_t zero) noexcept nogil
         void (*gap_f32)(const float *x, Py_ssize_t HW, Py_ssize_t C, float *out) noexcept nogil
+        int (*dwconv_f32)(const float *x, const float *w, const float *bias, float *y, Py_ssize_t p0, Py_ssize_t p1,
+                          Py_ssize_t C, Py_ssize_t M, Py_ssize_t H, Py_ssize_t W, int kh, int kw, Py_ssize_t sh,
+                          Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t oh,
+                          Py_ssize_t ow) noexcept nogil
     const fo_path FO_PATHS[]
     const int FO_NPATHS
     int fo_path_supported(int i)
@@ -53,6 +57,8 @@ cdef Py_ssize_t CHUNK = 1 << 14
 cdef Py_ssize_t MIN_GLUE_WORK_PER_THREAD = 1 << 17
 cdef Py_ssize_t GLUE_CHUNK = 1 << 14
 cdef Py_ssize_t GLUE_PIXELS = 256
+# Depthwise convolution: multiply-adds per thread below which a call stays on the calling thread.
+cdef Py_ssize_t MIN_DW_MACS_PER_THREAD = 1 << 18
 
 _PATHS = IsaPaths("floatops", [FO_PATHS[i].name.decode() for i in range(FO_NPATHS)],
                   lambda i: fo_path_supported(i), known=("avx2", "portable"))
@@ -232,3 +238,34 @@ def global_avg_pool_f32(x, *, path=None):
         for i in prange(n, schedule="dynamic", num_threads=threads):
             p.gap_f32(xp + i * hw * c, hw, c, op + i * c)
     return out
+
+
+# ---- direct depthwise convolution: output planes split between OpenMP threads (each plane written by one
+# thread, the same bits for any thread count)
+
+def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), *, path=None):
+    """Depthwise convolution of float32 NCHW ``x`` (N, C, H, W) with ``w`` (C*M, 1, KH, KW), optional ``bias``
+    (C*M): float32 (N, C*M, OH, OW) out; the twin's sums in the twin's order (same bits on every path)."""
+    cdef const fo_path *p = _path(path)
+    (sh, sw), pad, (dh, dw), (oh, ow) = _spec.check_depthwise_conv2d(x, w, bias, stride, padding, dilation)
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], oc = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    y = np.empty((n, oc, oh, ow), dtype=np.float32)
+    if y.size == 0:
+        return y
+    cdef const float *xp = in_f32(x)
+    cdef const float *wp = in_f32(w)
+    cdef const float *bp = in_f32(bias)
+    cdef float *yp = out_f32(y)
+    cdef Py_ssize_t planes = n * oc, H = x.shape[2], W = x.shape[3], OH = oh, OW = ow
+    cdef Py_ssize_t SH = sh, SW = sw, DH = dh, DW = dw, PT = pad[0], PL = pad[1], m = oc // c
+    cdef int threads = threads_for(planes * OH * OW * kh * kw, MIN_DW_MACS_PER_THREAD)
+    cdef Py_ssize_t per = max(1, planes // (4 * threads)), tasks = (planes + per - 1) // per, t, p0
+    cdef int[::1] status = np.zeros(tasks, dtype=np.intc)
+    with nogil:
+        for t in prange(tasks, schedule="dynamic", num_threads=threads):
+            p0 = t * per
+            status[t] = p.dwconv_f32(xp, wp, bp, yp, p0, min(p0 + per, planes), c, m, H, W, <int>kh, <int>kw,
+                                     SH, SW, DH, DW, PT, PL, OH, OW)
+    if np.any(np.asarray(status)):
+        raise MemoryError(f"depthwise_conv2d: cannot allocate a padded plane of {H} x {W} floats")
+    return y

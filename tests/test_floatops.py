@@ -344,3 +344,110 @@ def test_layer_norm_eval_backward_recomputes_the_statistics():
         grads.append(get_op("layer_norm").backward(ctx, attrs, gy))
     for g_eval, g_train in zip(*grads):
         assert g_eval.dtype == g_train.dtype and g_eval.tobytes() == g_train.tobytes()
+
+
+# ---- direct depthwise convolution ----------------------------------------------------------------------
+def dw_case(n, c, m, h, w, k, bias=True):
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((c * m, 1) + k).astype(np.float32)
+    return x, wt, (rng.standard_normal(c * m).astype(np.float32) if bias else None)
+
+
+def dw64(x, w, b, stride, pad, dil):
+    """The depthwise sum in float64, and the sum of the magnitudes of its terms (for the error bound)."""
+    n, c, h, wd = x.shape
+    oc, _, kh, kw = w.shape
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad[0], pad[2]), (pad[1], pad[3])))
+    xp = np.repeat(xp, oc // c, axis=1)
+    oh = (h + pad[0] + pad[2] - dil[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (wd + pad[1] + pad[3] - dil[1] * (kw - 1) - 1) // stride[1] + 1
+    y, mag = np.zeros((n, oc, oh, ow)), np.zeros((n, oc, oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            r, s = i * dil[0], j * dil[1]
+            t = w[None, :, 0, i, j, None, None].astype(np.float64) * \
+                xp[:, :, r:r + stride[0] * (oh - 1) + 1:stride[0], s:s + stride[1] * (ow - 1) + 1:stride[1]]
+            y, mag = y + t, mag + np.abs(t)
+    if b is not None:
+        y, mag = y + b.reshape(1, -1, 1, 1), mag + np.abs(b).reshape(1, -1, 1, 1)
+    return y, mag
+
+
+DW_CASES = [  # n, c, m, h, w, kernel, stride, padding (top, left, bottom, right), dilation
+    (1, 32, 1, 112, 112, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    (1, 8, 1, 57, 57, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    (2, 5, 1, 23, 31, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
+    (1, 6, 1, 24, 19, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1)),
+    (1, 4, 1, 16, 40, (3, 3), (2, 1), (1, 1, 1, 1), (1, 1)),
+    (3, 3, 2, 13, 11, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1)),  # channel multiplier 2, no padding (read in place)
+    (1, 5, 1, 17, 15, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),  # dilation
+    (1, 3, 1, 9, 10, (3, 5), (1, 3), (0, 1, 2, 3), (1, 1)),   # rectangular kernel, asymmetric padding
+    (1, 7, 1, 8, 8, (7, 7), (1, 1), (3, 3, 3, 3), (1, 1)),
+    (1, 2, 1, 5, 6, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),
+    (1, 3, 1, 3, 3, (3, 3), (1, 1), (5, 0, 0, 4), (1, 1)),    # padding wider than the input
+]
+
+
+@needs_fast
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("case", DW_CASES)
+def test_depthwise_conv2d_compiled_equals_twin(case, bias):
+    n, c, m, h, w, k, stride, pad, dil = case
+    x, wt, b = dw_case(n, c, m, h, w, k, bias)
+    y = check_all_paths("depthwise_conv2d", x, wt, b, stride, pad, dil)
+    # the twin is a float32 sum of kh * kw products (+ bias): within the recursive-summation bound of the exact sum
+    y64, mag = dw64(x, wt, b, stride, pad, dil)
+    assert y.shape == y64.shape
+    terms = k[0] * k[1] + (b is not None)
+    assert np.all(np.abs(y - y64) <= terms * 2.0 ** -24 * mag * (1 + 1e-6))
+
+
+@needs_fast
+def test_depthwise_conv2d_special_values_and_empty_output():
+    x, wt, b = dw_case(1, 3, 1, 6, 7, (3, 3))
+    x[0, 0, 2, 3], x[0, 1, 0, 0], x[0, 2, 5, 6] = np.inf, np.nan, -0.0
+    wt[2, 0, 1, 1] = np.inf  # inf * padding zero = NaN, in the twin and every path alike
+    check_all_paths("depthwise_conv2d", x, wt, b, (1, 1), (1, 1, 1, 1), (1, 1))
+    check_all_paths("depthwise_conv2d", np.zeros((1, 2, 3, 3), np.float32) * -1, wt[:2], None, (1, 1),
+                    (0, 0, 0, 0), (1, 1))
+    empty = check_all_paths("depthwise_conv2d", x[:0], wt, b, (1, 1), (1, 1, 1, 1), (1, 1))
+    assert empty.shape == (0, 3, 6, 7)
+
+
+def test_depthwise_conv2d_bad_inputs():
+    x, wt, b = dw_case(1, 4, 1, 8, 8, (3, 3))
+    bad = [  # (exception, message, args)
+        (TypeError, "x: expected dtype float32, got float64", (x.astype(np.float64), wt, b)),
+        (TypeError, "w: expected dtype float32, got float64", (x, wt.astype(np.float64), b)),
+        (ValueError, "x: must be C-contiguous", (x.transpose(0, 1, 3, 2), wt, b)),
+        (ValueError, "x: expected 4 dimensions", (x[0], wt, b)),
+        (ValueError, r"w must be \(C\*M, 1, KH, KW\)", (x, wt[:3], b)),
+        (ValueError, r"w must be \(C\*M, 1, KH, KW\)", (x, np.ones((4, 2, 3, 3), np.float32), b)),
+        (ValueError, "bias must hold 4 values", (x, wt, b[:3])),
+        (TypeError, "bias: expected dtype float32", (x, wt, b.astype(np.float64))),
+        (ValueError, "stride", (x, wt, b, (0, 1))),
+        (ValueError, "padding", (x, wt, b, (1, 1), (-1, 0, 0, 0))),
+        (ValueError, "padding", (x, wt, b, (1, 1), (1, 1))),
+        (ValueError, "dilation", (x, wt, b, (1, 1), (0, 0, 0, 0), (1, 0))),
+        (ValueError, "does not fit", (x, np.ones((4, 1, 11, 3), np.float32), b)),
+    ]
+    for mod in ([fast] if fast is not None else []) + [twin]:
+        for exc, msg, args in bad:
+            with pytest.raises(exc, match=msg):
+                mod.depthwise_conv2d(*args)
+
+
+def test_depthwise_conv2d_op_uses_the_kernel_in_float32_only():
+    x, wt, b = dw_case(2, 6, 1, 15, 14, (3, 3))
+    attrs = {"strides": [2, 2], "paddings": [1, 1], "dilations": [1, 1], "groups": 6}
+    y = run_op("depthwise_conv2d", [x, wt, b], attrs)[1][0]
+    same(y, twin.depthwise_conv2d(x, wt, b, (2, 2), (1, 1, 1, 1), (1, 1)))
+    with _dispatch.use_reference():
+        same(run_op("depthwise_conv2d", [x, wt, b], attrs)[1][0], y)
+    same(run_op("conv2d", [x.transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2), wt, b], attrs)[1][0], y)
+    # float64 keeps the im2col route (exact float64 sums, what the gradient checks run on)
+    x64, w64, b64 = x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64)
+    y64 = run_op("depthwise_conv2d", [x64, w64, b64], attrs)[1][0]
+    assert y64.dtype == np.float64
+    np.testing.assert_allclose(y64, dw64(x, wt, b, (2, 2), (1, 1, 1, 1), (1, 1))[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y, y64, rtol=0, atol=1e-5)

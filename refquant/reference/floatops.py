@@ -267,3 +267,55 @@ def global_avg_pool_f32(x, *, path=None):
     for p in range(h * w):
         acc += rows[:, p, :]
     return (acc / (h * w)).astype(np.float32)
+
+
+# ---- direct depthwise convolution (float32, NCHW, forward only)
+
+def check_depthwise_conv2d(x, w, bias, stride, padding, dilation):
+    """Validate a depthwise convolution and return ``(stride, padding, dilation, (OH, OW))`` as ints: ``x`` a
+    C-contiguous float32 (N, C, H, W) array, ``w`` a C-contiguous float32 (C*M, 1, KH, KW) array (M >= 1, the
+    channel multiplier), ``bias`` None or C*M contiguous float32 values, ``stride`` / ``dilation`` pairs of ints
+    >= 1, ``padding`` (top, left, bottom, right) ints >= 0."""
+    from .im2col import check_geometry, check_size
+    check_array("depthwise_conv2d: x", x, np.float32, 4)
+    check_array("depthwise_conv2d: w", w, np.float32, 4)
+    c, oc = x.shape[1], w.shape[0]
+    if w.shape[1] != 1 or c == 0 or oc % c:
+        raise ValueError(f"depthwise_conv2d: w must be (C*M, 1, KH, KW) for C = {c} input channels, got {w.shape}")
+    if bias is not None:
+        check_array("depthwise_conv2d: bias", bias, np.float32)
+        if bias.size != oc:
+            raise ValueError(f"depthwise_conv2d: bias must hold {oc} values, got shape {bias.shape}")
+    pair = lambda v: tuple(int(t) for t in v)  # noqa: E731
+    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
+    if len(stride) != 2 or len(dilation) != 2 or len(padding) != 4:
+        raise ValueError(f"depthwise_conv2d: stride and dilation must be 2 ints, padding 4, got {stride}, "
+                         f"{dilation}, {padding}")
+    oh, ow = check_geometry("depthwise_conv2d", x.shape[2:], w.shape[2:], stride, padding, dilation)
+    check_size("depthwise_conv2d", x.shape[0], oc, oh, ow)
+    return stride, padding, dilation, (oh, ow)
+
+
+def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), *, path=None):
+    """Depthwise convolution, float32 NCHW: output channel ``o`` reads input channel ``o // M``,
+    ``y[n, o, p, q] = sum_{i, j} w[o, 0, i, j] * x_pad[n, o // M, p*sh + i*dh, q*sw + j*dw] (+ bias[o])``, each
+    product and sum one float32 rounding, the taps added in row-major order starting from the first product
+    (``a = w[o, 0, 0, 0] * x..``, then ``a = a + w[o, 0, i, j] * x..``), the bias added last. ``x_pad`` has
+    ``padding`` (top, left, bottom, right) zeros around ``x``. The compiled paths add in the same order, so they
+    give the same bits."""
+    (sh, sw), pad, (dh, dw), (oh, ow) = check_depthwise_conv2d(x, w, bias, stride, padding, dilation)
+    n, c = x.shape[:2]
+    oc, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[2]), (pad[1], pad[3])))
+    if oc != c:
+        xp = np.repeat(xp, oc // c, axis=1)
+    y = np.zeros((n, oc, oh, ow), np.float32)
+    with np.errstate(all="ignore"):
+        for i in range(kh):
+            for j in range(kw):
+                r, s = i * dh, j * dw
+                t = w[None, :, 0, i, j, None, None] * xp[:, :, r:r + sh * (oh - 1) + 1:sh, s:s + sw * (ow - 1) + 1:sw]
+                y = t if i == j == 0 else y + t
+        if bias is not None:
+            y = y + bias.reshape(1, -1, 1, 1)
+    return np.ascontiguousarray(y, dtype=np.float32)

@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_features.h"
@@ -162,6 +163,7 @@ FO_KERNELS(portable, )
 #define FO_SFX _portable
 #define FO_ATTR
 #include "glue.h"
+#include "dwconv.h"
 #undef FO_SFX
 #undef FO_ATTR
 #if FO_X86
@@ -169,6 +171,7 @@ FO_KERNELS(avx2, FO_AVX2_ATTR)
 #define FO_SFX _avx2
 #define FO_ATTR FO_AVX2_ATTR
 #include "glue.h"
+#include "dwconv.h"
 #undef FO_SFX
 #undef FO_ATTR
 #endif
@@ -190,15 +193,20 @@ typedef struct {
     void (*chmul_f32)(const float *x, const float *s, ptrdiff_t n, ptrdiff_t C, float *y, uint8_t *q, float sinv,
                       float lo_f, float hi_f, int32_t zero);
     void (*gap_f32)(const float *x, ptrdiff_t HW, ptrdiff_t C, float *out);
+    /* direct depthwise convolution (dwconv.h) */
+    int (*dwconv_f32)(const float *x, const float *w, const float *bias, float *y, ptrdiff_t p0, ptrdiff_t p1,
+                      ptrdiff_t C, ptrdiff_t M, ptrdiff_t H, ptrdiff_t W, int kh, int kw, ptrdiff_t sh, ptrdiff_t sw,
+                      ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t oh, ptrdiff_t ow);
 } fo_path;
 
 static const fo_path FO_PATHS[] = {
 #if FO_X86
     {"avx2", RQ_CPU_AVX2, fo_gelu_erf_avx2, fo_softmax_rows_avx2, fo_layer_norm_rows_avx2, fo_add_f32__avx2,
-     fo_chain_f32__avx2, fo_chmul_f32__avx2, fo_gap_f32__avx2},
+     fo_chain_f32__avx2, fo_chmul_f32__avx2, fo_gap_f32__avx2, fo_dwconv_f32__avx2},
 #endif
     {"portable", 0u, fo_gelu_erf_portable, fo_softmax_rows_portable, fo_layer_norm_rows_portable,
-     fo_add_f32__portable, fo_chain_f32__portable, fo_chmul_f32__portable, fo_gap_f32__portable},
+     fo_add_f32__portable, fo_chain_f32__portable, fo_chmul_f32__portable, fo_gap_f32__portable,
+     fo_dwconv_f32__portable},
 };
 #define FO_NPATHS ((int)(sizeof FO_PATHS / sizeof FO_PATHS[0]))
 

@@ -1,0 +1,117 @@
+/* floatops/dwconv.h -- direct float32 depthwise convolution (NCHW in and out, forward only). Twin and
+ * specification: depthwise_conv2d in refquant/reference/floatops.py.
+ *
+ * Output plane (n, o) reads input plane (n, o / M) (M, the channel multiplier) through a padded copy xp (zeros
+ * around the input; none is made when the window never leaves the input) and computes, per output pixel, in float32
+ * with one rounding per product and per sum (no fused multiply-add), taps in row-major order:
+ *     a = k[0, 0] * xp[p*sh, q*sw];  a = a + k[i, j] * xp[p*sh + i*dh, q*sw + j*dw] for the other taps;
+ *     y = bias ? a + bias[o] : a.
+ * So every path gives the twin's bits, whatever it vectorizes. 3x3 and 5x5 kernels with unit column dilation
+ * and column stride 1 or 2 get loops with constant trip counts (the taps unrolled, the columns vectorized, the sum
+ * kept in registers); other shapes add tap by tap into the output row (the same operations in the same order).
+ * floatops.h includes this file once per path, with FO_SFX and FO_ATTR set. No include guard on purpose. */
+#define FO_DW_CAT_(a, b) a##b
+#define FO_DW_CAT(a, b) FO_DW_CAT_(a, b)
+#define FO_DW(name) FO_DW_CAT(name, FO_SFX)
+
+/* Rows of output from rows of xp (row stride ld); KH, KW, SW, DW are constants at the call sites below. */
+FO_ATTR FO_INLINE void FO_DW(fo_dw_rows_)(const float *xp, ptrdiff_t ld, const float *k, const int KH, const int KW,
+                                         ptrdiff_t sh, const int SW, ptrdiff_t dh, const int DW, ptrdiff_t oh,
+                                         ptrdiff_t ow, int has_b, float b, float *o) {
+    for (ptrdiff_t p = 0; p < oh; p++) {
+        const float *r = xp + p * sh * ld;
+        float *op = o + p * ow;
+        for (ptrdiff_t q = 0; q < ow; q++) {
+            float a = k[0] * r[q * SW];
+            for (int j = 1; j < KW; j++) a = a + k[j] * r[q * SW + j * DW];
+            for (int i = 1; i < KH; i++)
+                for (int j = 0; j < KW; j++) a = a + k[i * KW + j] * r[i * dh * ld + q * SW + j * DW];
+            op[q] = has_b ? a + b : a;
+        }
+    }
+}
+
+/* Any kernel: the same sums, accumulated tap by tap in the output row. */
+FO_ATTR FO_INLINE void FO_DW(fo_dw_rows_any_)(const float *xp, ptrdiff_t ld, const float *k, int kh, int kw,
+                                             ptrdiff_t sh, const ptrdiff_t SW, ptrdiff_t dh, ptrdiff_t dw,
+                                             ptrdiff_t oh, ptrdiff_t ow, int has_b, float b, float *o) {
+    for (ptrdiff_t p = 0; p < oh; p++) {
+        const float *r = xp + p * sh * ld;
+        float *op = o + p * ow;
+        const float k0 = k[0];
+        for (ptrdiff_t q = 0; q < ow; q++) op[q] = k0 * r[q * SW];
+        for (int t = 1; t < kh * kw; t++) {
+            const float *rt = r + (t / kw) * dh * ld + (t % kw) * dw;
+            const float kt = k[t];
+            for (ptrdiff_t q = 0; q < ow; q++) op[q] = op[q] + kt * rt[q * SW];
+        }
+        if (has_b)
+            for (ptrdiff_t q = 0; q < ow; q++) op[q] = op[q] + b;
+    }
+}
+
+FO_ATTR static void FO_DW(fo_dw_plane_)(const float *xp, ptrdiff_t ld, const float *k, int kh, int kw, ptrdiff_t sh,
+                                        ptrdiff_t sw, ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t oh, ptrdiff_t ow,
+                                        int has_b, float b, float *o) {
+    if (dw == 1 && kh == 3 && kw == 3 && sw == 1)
+        FO_DW(fo_dw_rows_)(xp, ld, k, 3, 3, sh, 1, dh, 1, oh, ow, has_b, b, o);
+    else if (dw == 1 && kh == 3 && kw == 3 && sw == 2)
+        FO_DW(fo_dw_rows_)(xp, ld, k, 3, 3, sh, 2, dh, 1, oh, ow, has_b, b, o);
+    else if (dw == 1 && kh == 5 && kw == 5 && sw == 1)
+        FO_DW(fo_dw_rows_)(xp, ld, k, 5, 5, sh, 1, dh, 1, oh, ow, has_b, b, o);
+    else if (dw == 1 && kh == 5 && kw == 5 && sw == 2)
+        FO_DW(fo_dw_rows_)(xp, ld, k, 5, 5, sh, 2, dh, 1, oh, ow, has_b, b, o);
+    else if (sw == 1)
+        FO_DW(fo_dw_rows_any_)(xp, ld, k, kh, kw, sh, 1, dh, dw, oh, ow, has_b, b, o);
+    else
+        FO_DW(fo_dw_rows_any_)(xp, ld, k, kh, kw, sh, sw, dh, dw, oh, ow, has_b, b, o);
+}
+
+/* Output planes [p0, p1) of y (N, C*M, oh, ow) from x (N, C, H, W), w (C*M, 1, kh, kw) and bias (C*M or NULL);
+ * padding pt (top) and pl (left), the bottom / right padding implied by oh, ow. Returns 0, or -1 when the padded
+ * plane could not be allocated. */
+FO_ATTR FO_UNUSED static int FO_DW(fo_dwconv_f32_)(const float *x, const float *w, const float *bias, float *y,
+                                                   ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t C, ptrdiff_t M, ptrdiff_t H,
+                                                   ptrdiff_t W, int kh, int kw, ptrdiff_t sh, ptrdiff_t sw,
+                                                   ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t pt, ptrdiff_t pl,
+                                                   ptrdiff_t oh, ptrdiff_t ow) {
+    const ptrdiff_t hp = (oh - 1) * sh + (kh - 1) * dh + 1, wp = (ow - 1) * sw + (kw - 1) * dw + 1;
+    const int direct = pt == 0 && pl == 0 && hp <= H && wp <= W; /* the windows stay inside x */
+    float *buf = NULL;
+    if (!direct) {
+        buf = (float *)malloc((size_t)hp * (size_t)wp * sizeof(float));
+        if (!buf) return -1;
+    }
+    const ptrdiff_t OC = C * M;
+    for (ptrdiff_t plane = p0; plane < p1; plane++) {
+        const ptrdiff_t n = plane / OC, oc = plane % OC;
+        const float *src = x + (n * C + oc / M) * H * W;
+        const float *xp = src;
+        ptrdiff_t ld = W;
+        if (!direct) {
+            /* columns [c0, c1) of a padded row hold input columns [c0 - pl, c1 - pl) */
+            const ptrdiff_t c0 = pl < wp ? pl : wp, c1 = pl + W < wp ? pl + W : wp;
+            for (ptrdiff_t r = 0; r < hp; r++) {
+                float *dst = buf + r * wp;
+                const ptrdiff_t row = r - pt;
+                if (row < 0 || row >= H || c1 <= c0) {
+                    memset(dst, 0, (size_t)wp * sizeof(float));
+                    continue;
+                }
+                memset(dst, 0, (size_t)c0 * sizeof(float));
+                memcpy(dst + c0, src + row * W, (size_t)(c1 - c0) * sizeof(float));
+                memset(dst + c1, 0, (size_t)(wp - c1) * sizeof(float));
+            }
+            xp = buf;
+            ld = wp;
+        }
+        FO_DW(fo_dw_plane_)(xp, ld, w + oc * kh * kw, kh, kw, sh, sw, dh, dw, oh, ow, bias != NULL,
+                            bias ? bias[oc] : 0.0f, y + plane * oh * ow);
+    }
+    free(buf);
+    return 0;
+}
+
+#undef FO_DW
+#undef FO_DW_CAT
+#undef FO_DW_CAT_
