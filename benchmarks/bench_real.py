@@ -10,6 +10,10 @@ thread (``refquant.set_num_threads(1)`` and threadpoolctl limiting BLAS; ORT wit
     python -m benchmarks.bench_real                 # all three models; prints the markdown
     python -m benchmarks.bench_real --json r.json det   # JSON too; only the named models (cls, rec, det)
     python -m benchmarks.bench_real --qat-steps 0   # without the QAT rows (--qat-steps N: at most N steps)
+    python -m benchmarks.bench_real sets            # only rec on the textsets evaluation sets
+
+``sets``: rec on the evaluation sets of :mod:`refquant.data.textsets` (another renderer, fonts and text than the
+calibration-style lines above), per set, with the per-character confusions INT8 adds (:func:`_eval_textsets`).
 
 QAT rows: :func:`refquant.realmodels.ppocr.qat` from the best algo's thresholds, all quantizable ops, distilled
 from the FP32 outputs on rendered training lines / pages (``ppocr.TRAIN_SEED``), recipe in :data:`QAT`.
@@ -26,7 +30,7 @@ import numpy as np
 
 from refquant.calibration.algorithms import static_algorithms
 
-from .common import interleaved_medians, machine, table
+from .common import interleaved_medians, machine, median_seconds, table
 
 ALGOS = static_algorithms()
 #: which models get the sensitivity ranking + auto_skip variants (cls already matches FP32 without it)
@@ -46,6 +50,11 @@ QAT = {
 QAT_RR = {"cls": {"steps": 100, "lr": 1e-4}}
 SKIP_K = (1, 2, 4, 8)
 SKIP_KINDS = ("rec", "det")
+
+
+def _ms(fn, repeats):
+    """Median milliseconds of ``fn()`` over ``repeats`` runs (one warm-up)."""
+    return 1e3 * median_seconds(fn, repeats)
 
 
 def _log(*a):
@@ -103,19 +112,19 @@ def _eval_kind(kind, sizes, algos, ort_methods, repeats, skip_k, tmp, qat_steps=
                      **extra})
         _log(kind, json.dumps(rows[-1]))
 
-    add("FP32", "refquant", ref, ppocr.timed(lambda: model.run(lat_feed), repeats))
+    add("FP32", "refquant", ref, _ms(lambda: model.run(lat_feed), repeats))
     path = ppocr.model_path(kind)
     sess = ppocr.ort_session(path, 1)
     add("FP32", "onnxruntime", [sess.run(None, f)[0] for f in ev],
-        ppocr.timed(lambda: sess.run(None, lat_feed), repeats))
+        _ms(lambda: sess.run(None, lat_feed), repeats))
     best = None
     for algo in algos:
         t0 = time.perf_counter()
         q, i8 = ppocr.quantize(model, cal, algo)
         t_q = time.perf_counter() - t0
-        add(f"PTQ {algo}", "refquant fake-quant", outs_of(q), ppocr.timed(lambda: q.run(lat_feed), repeats),
+        add(f"PTQ {algo}", "refquant fake-quant", outs_of(q), _ms(lambda: q.run(lat_feed), repeats),
             ptq_s=t_q)
-        add(f"PTQ {algo}", "refquant INT8", outs_of(i8), ppocr.timed(lambda: i8.run(lat_feed), repeats))
+        add(f"PTQ {algo}", "refquant INT8", outs_of(i8), _ms(lambda: i8.run(lat_feed), repeats))
         if best is None or rows[-1]["score"] > best[1]:
             best = (algo, rows[-1]["score"], q, i8)
     side = {"refquant FP32": lambda: model.run(lat_feed), "onnxruntime FP32": lambda: sess.run(None, lat_feed)}
@@ -124,7 +133,7 @@ def _eval_kind(kind, sizes, algos, ort_methods, repeats, skip_k, tmp, qat_steps=
         _, _, q, i8b = best
         i8r = convert_to_int8(q, reduce_range=True)
         add(f"PTQ {best[0]} reduce_range", "refquant INT8", outs_of(i8r),
-            ppocr.timed(lambda: i8r.run(lat_feed), repeats))
+            _ms(lambda: i8r.run(lat_feed), repeats))
         side[f"refquant INT8 ({best[0]})"] = lambda: i8b.run(lat_feed)
         side[f"refquant INT8 ({best[0]}, reduce_range)"] = lambda: i8r.run(lat_feed)
     result = {"kind": kind, "sizes": sizes, "n_quantized_ops": len(quantized_ops(model)), "rows": rows,
@@ -139,8 +148,8 @@ def _eval_kind(kind, sizes, algos, ort_methods, repeats, skip_k, tmp, qat_steps=
             skip = auto_skip(model, cal, k, ranking=ranking)
             q, i8 = ppocr.quantize(model, cal, algo, skip_tensor_list=skip)
             name = f"PTQ {algo} + skip {k} worst"
-            add(name, "refquant fake-quant", outs_of(q), ppocr.timed(lambda: q.run(lat_feed), repeats))
-            add(name, "refquant INT8", outs_of(i8), ppocr.timed(lambda: i8.run(lat_feed), repeats), skip=skip)
+            add(name, "refquant fake-quant", outs_of(q), _ms(lambda: q.run(lat_feed), repeats))
+            add(name, "refquant INT8", outs_of(i8), _ms(lambda: i8.run(lat_feed), repeats), skip=skip)
     recipe = dict(QAT[kind])
     if qat_steps is not None:
         recipe["steps"] = min(recipe["steps"], int(qat_steps))
@@ -152,20 +161,20 @@ def _eval_kind(kind, sizes, algos, ort_methods, repeats, skip_k, tmp, qat_steps=
         result["qat"] = dict(recipe, algo=algo, seconds=info["seconds"], loss_start=float(np.mean(
             info["loss_history"][:10])), loss_end=float(np.mean(info["loss_history"][-10:])))
         name = f"QAT ({algo} init, {recipe['steps']} steps)"
-        add(name, "refquant fake-quant", outs_of(q), ppocr.timed(lambda: q.run(lat_feed), repeats))
-        add(name, "refquant INT8", outs_of(i8), ppocr.timed(lambda: i8.run(lat_feed), repeats),
+        add(name, "refquant fake-quant", outs_of(q), _ms(lambda: q.run(lat_feed), repeats))
+        add(name, "refquant INT8", outs_of(i8), _ms(lambda: i8.run(lat_feed), repeats),
             qat_s=info["seconds"])
         side["refquant INT8 (QAT)"] = lambda: i8.run(lat_feed)
         # the QAT model converted with reduce_range (trained on 8-bit weights), and a QAT run that trains the
         # halved grid itself (QAT config weight_reduce_range), for the models with a recipe in QAT_RR
         i8r_qat = convert_to_int8(q, reduce_range=True)
         add(f"{name}, converted with reduce_range", "refquant INT8", outs_of(i8r_qat),
-            ppocr.timed(lambda: i8r_qat.run(lat_feed), repeats))
+            _ms(lambda: i8r_qat.run(lat_feed), repeats))
         if kind in QAT_RR:
             rr = dict(QAT_RR[kind], steps=min(QAT_RR[kind]["steps"], recipe["steps"]))
             q_rr, i8_rr = ppocr.qat(model, cal, train, algo=algo, steps=rr["steps"], lr=rr["lr"], reduce_range=True)
             add(f"QAT reduce_range ({algo} init, {rr['steps']} steps, lr {rr['lr']:g})", "refquant INT8",
-                outs_of(i8_rr), ppocr.timed(lambda: i8_rr.run(lat_feed), repeats),
+                outs_of(i8_rr), _ms(lambda: i8_rr.run(lat_feed), repeats),
                 qat_s=q_rr.meta["quantization"]["qat"]["seconds"])
             side["refquant INT8 (QAT reduce_range)"] = lambda: i8_rr.run(lat_feed)
     for method in ort_methods:
@@ -179,7 +188,7 @@ def _eval_kind(kind, sizes, algos, ort_methods, repeats, skip_k, tmp, qat_steps=
         for prec in (False, True):
             s = ppocr.ort_session(qpath, 1, x64quantprecision=prec)
             add(f"ORT quantize_static {method}", "onnxruntime INT8" + (" x64quantprecision" if prec else ""),
-                [s.run(None, f)[0] for f in ev], ppocr.timed(lambda: s.run(None, lat_feed), repeats))
+                [s.run(None, f)[0] for f in ev], _ms(lambda: s.run(None, lat_feed), repeats))
             if not prec:
                 side[f"onnxruntime INT8 ({method})"] = lambda s=s: s.run(None, lat_feed)
     # the latencies again, round-robin in one loop: on a noisy machine only these are comparable
@@ -188,7 +197,107 @@ def _eval_kind(kind, sizes, algos, ort_methods, repeats, skip_k, tmp, qat_steps=
     return result
 
 
-def run(kinds=("cls", "rec", "det"), algos=ALGOS, ort_methods=ORT_METHODS, repeats: int = 3,
+#: rec on the evaluation sets of refquant.data.textsets: lines per set, calibration lines, batch (latency per batch)
+TEXTSETS = {"n_eval": 60, "n_calib": 32, "batch": 8}
+
+
+def _eval_textsets(sizes, ort_methods, repeats, tmp):
+    """PP-OCRv4 rec on every set of :mod:`refquant.data.textsets` (a second renderer, never used to calibrate):
+    FP32, PTQ KL, KL + auto_skip(2), ``algo="auto"``, the recipe (:func:`refquant.realmodels.ppocr.recipe`) and
+    ORT's quantize_static, all calibrated on the textsets calibration split; per set the exact match, the exact
+    match with spaces ignored, the agreement with FP32 and the character confusions the variant adds."""
+    from refquant.data import textsets
+    from refquant.deploy import convert_to_int8
+    from refquant.quant.auto_algo import quant_post_auto
+    from refquant.quant.sensitivity import auto_skip, sensitivity
+    from refquant.realmodels import ppocr
+    model = ppocr.load("rec")
+    b = sizes["batch"]
+    sets = {name: textsets.rec_set(name, sizes["n_eval"]) for name in textsets.SETS}
+    xc, _ = textsets.calib_lines(sizes["n_calib"])
+    cal = ppocr.batches(xc, b)
+    lat_feed = {"x": sets["mixed"][0][:b]}
+    ref = {name: ppocr.predict(model, ppocr.batches(x, b)) for name, (x, _) in sets.items()}
+    variants, side, result = [], {}, {"sizes": sizes, "sets": {n: s.doc for n, s in textsets.SETS.items()}}
+
+    def add(name, runtime, predict, latency, **extra):
+        t0 = time.perf_counter()
+        per_set = {}
+        for sname, (x, texts) in sets.items():
+            probs = ref[sname] if predict is None else np.concatenate([predict(f) for f in ppocr.batches(x, b)])
+            r = ppocr.rec_report(probs, texts, ref[sname])
+            per_set[sname] = {"exact": r["exact"], "exact_nospace": r["exact_nospace"], "agree": r["agree"],
+                              "lines_lost": len(r["lines_lost"]),
+                              "new_confusions": ppocr.format_confusions(r["new_confusions"], 6)}
+        variants.append({"variant": name, "runtime": runtime, "sets": per_set, "ms": _ms(latency, repeats),
+                         "eval_s": time.perf_counter() - t0, **extra})
+        side[f"{runtime} {name}"] = latency
+        _log("textsets", json.dumps(variants[-1]))
+
+    add("FP32", "refquant", None, lambda: model.run(lat_feed))
+    sess = ppocr.ort_session(ppocr.model_path("rec"), 1)
+    add("FP32", "onnxruntime", lambda f: sess.run(None, f)[0], lambda: sess.run(None, lat_feed))
+    t0 = time.perf_counter()
+    _, kl = ppocr.quantize(model, cal, "KL")
+    add("PTQ KL", "refquant INT8", lambda f: kl.run(f)[model.outputs[0]], lambda: kl.run(lat_feed),
+        ptq_s=time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    ranking = sensitivity(model, cal[:2], algo="KL")
+    skip = auto_skip(model, cal, 2, ranking=ranking)
+    _, kls = ppocr.quantize(model, cal, "KL", skip_tensor_list=skip)
+    add("PTQ KL + auto_skip(2)", "refquant INT8", lambda f: kls.run(f)[model.outputs[0]],
+        lambda: kls.run(lat_feed), skip=skip, ptq_s=time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    qa = quant_post_auto(model, cal, quantizable_op_type=ppocr.QUANT_OPS)
+    auto = convert_to_int8(qa)
+    add('PTQ algo="auto"', "refquant INT8", lambda f: auto.run(f)[model.outputs[0]], lambda: auto.run(lat_feed),
+        ptq_s=time.perf_counter() - t0, counts=qa.meta["quantization"]["auto"]["counts"])
+    if hasattr(ppocr, "recipe"):
+        t0 = time.perf_counter()
+        qr, rec8 = ppocr.recipe(model, cal)
+        add("recipe (ppocr.recipe)", "refquant INT8", lambda f: rec8.run(f)[model.outputs[0]],
+            lambda: rec8.run(lat_feed), ptq_s=time.perf_counter() - t0,
+            skip=qr.meta["quantization"].get("recipe", {}).get("skip", []))
+    for method in ort_methods:
+        qpath = os.path.join(tmp, f"rec.textsets.{method}.onnx")
+        try:
+            ppocr.ort_quantize(ppocr.model_path("rec"), qpath, cal, method)
+        except Exception as exc:  # noqa: BLE001 - report, do not stop the run
+            variants.append({"variant": f"ORT quantize_static {method}", "runtime": "onnxruntime INT8",
+                             "error": f"{type(exc).__name__}: {exc}"[:200]})
+            continue
+        s = ppocr.ort_session(qpath, 1)
+        add(f"ORT quantize_static {method}", "onnxruntime INT8", lambda f, s=s: s.run(None, f)[0],
+            lambda s=s: s.run(None, lat_feed))
+    result["variants"] = variants
+    result["side_by_side_ms"] = {k: 1e3 * v for k, v in interleaved_medians(side, max(9, repeats)).items()}
+    return result
+
+
+def _textsets_markdown(t: dict) -> str:
+    s = t["sizes"]
+    names = list(t["sets"])
+    ok = [v for v in t["variants"] if "error" not in v]
+    head = (f"### rec on the textsets evaluation sets: {s['n_eval']} lines each, {s['n_calib']} calibration lines "
+            f"(textsets calibration split), batch {s['batch']}, 1 thread\n\nSets: " +
+            "; ".join(f"`{n}` {d}" for n, d in t["sets"].items()))
+    cell = "{exact:.1f} / {agree:.1f}"
+    rows = [[v["variant"], v["runtime"]] + [cell.format(**v["sets"][n]) for n in names] +
+            [f"{t['side_by_side_ms'].get(v['runtime'] + ' ' + v['variant'], v['ms']):.1f}"] for v in ok]
+    rows += [[v["variant"], v["runtime"]] + ["error"] * len(names) + [v["error"]] for v in t["variants"]
+             if "error" in v]
+    part = [head, "Exact match % / % of lines decoded as FP32 decodes them; ms per batch of the `mixed` set, "
+                  "round-robin median", table(["variant", "runtime"] + names + ["ms / batch"], rows)]
+    conf = [[v["variant"], v["runtime"]] + [f"{v['sets'][n]['lines_lost']}: {v['sets'][n]['new_confusions']}"
+                                             for n in names] for v in ok if v["variant"] != "FP32"]
+    part += ["Lines FP32 reads right and the variant does not, and the character edits it adds to FP32's "
+             "(truth -> read)", table(["variant", "runtime"] + names, conf)]
+    nospace = [[v["variant"], v["runtime"]] + [f"{v['sets'][n]['exact_nospace']:.1f}" for n in names] for v in ok]
+    part += ["Exact match % with spaces ignored", table(["variant", "runtime"] + names, nospace)]
+    return "\n\n".join(part)
+
+
+def run(kinds=("cls", "rec", "det", "sets"), algos=ALGOS, ort_methods=ORT_METHODS, repeats: int = 3,
         skip_k=SKIP_K, sizes=None, qat_steps=None) -> dict:
     """``qat_steps``: None runs the :data:`QAT` recipe, 0 leaves QAT out, N caps every model's steps at N."""
     import refquant
@@ -196,7 +305,8 @@ def run(kinds=("cls", "rec", "det"), algos=ALGOS, ort_methods=ORT_METHODS, repea
     from refquant.realmodels import ppocr
     if not ppocr.available():
         return {"machine": machine(), "skipped": "PP-OCR models not installed (rapidocr-onnxruntime)"}
-    sizes = {k: dict(SIZES[k], **((sizes or {}).get(k, {}))) for k in kinds}
+    sizes = {k: dict(SIZES[k], **((sizes or {}).get(k, {}))) if k in SIZES else (sizes or {}).get(k, {})
+             for k in kinds}
     before = threads.get_num_threads()
     result = {"machine": machine(), "threads": 1, "models": []}
     refquant.set_num_threads(1)
@@ -204,6 +314,11 @@ def run(kinds=("cls", "rec", "det"), algos=ALGOS, ort_methods=ORT_METHODS, repea
         with _limits(1), tempfile.TemporaryDirectory() as tmp:
             for kind in kinds:
                 t0 = time.perf_counter()
+                if kind == "sets":
+                    result["textsets"] = _eval_textsets(dict(TEXTSETS, **((sizes or {}).get("sets", {}))),
+                                                        ort_methods, repeats, tmp)
+                    result["textsets"]["seconds"] = time.perf_counter() - t0
+                    continue
                 r = _eval_kind(kind, sizes[kind], algos, ort_methods, repeats,
                                skip_k if kind in SKIP_KINDS else (), tmp, qat_steps)
                 r["seconds"] = time.perf_counter() - t0
@@ -249,13 +364,15 @@ def markdown(r: dict) -> str:
                          f"{qa['algo']} PTQ thresholds (frozen), all {m['n_quantized_ops']} ops quantized, "
                          f"distillation loss {qa['loss_start']:.3g} -> {qa['loss_end']:.3g} (first / last 10 steps); "
                          f"{qa['seconds']:.0f} s including calibration")
+    if r.get("textsets"):
+        parts.append(_textsets_markdown(r["textsets"]))
     return "\n\n".join(parts)
 
 
 if __name__ == "__main__":
-    names = tuple(a for a in sys.argv[1:] if a in ("cls", "rec", "det"))
+    names = tuple(a for a in sys.argv[1:] if a in ("cls", "rec", "det", "sets"))
     qat = int(sys.argv[sys.argv.index("--qat-steps") + 1]) if "--qat-steps" in sys.argv else None
-    res = run(kinds=names or ("cls", "rec", "det"), qat_steps=qat)
+    res = run(kinds=names or ("cls", "rec", "det", "sets"), qat_steps=qat)
     if "--json" in sys.argv:
         with open(sys.argv[sys.argv.index("--json") + 1], "w") as f:
             json.dump(res, f, indent=1, default=str)

@@ -76,6 +76,31 @@ def quant_post_auto(model, calib_feeds: Sequence[dict], *, candidates: Optional[
     too). ``ptq_kwargs`` go to ``quant_post_static`` (not ``algo``, ``calibration`` or ``data_loader``).
     ``meta["quantization"]["auto"]``: ``{"choice": {tensor: algo}, "errors": {tensor: {algo: error}},
     "counts": {algo: tensors}, "seconds": s}``; the ops' ``quantization_type`` is ``post_auto``."""
+    cal, info = auto_calibration(model, calib_feeds, candidates=candidates, select_feeds=select_feeds,
+                                 quantizable_op_type=quantizable_op_type, hist_percent=hist_percent, **ptq_kwargs)
+    return quantize_with(model, cal, info, quantizable_op_type=quantizable_op_type, hist_percent=hist_percent,
+                         **ptq_kwargs)
+
+
+def quantize_with(model, cal: Calibration, info: dict, **ptq_kwargs):
+    """``quant_post_static`` with the thresholds of :func:`auto_calibration` (``ptq_kwargs``: e.g. a
+    ``skip_tensor_list``; the same op types as the calibration)."""
+    q = quant_post_static(model, None, algo=cal.algo, calibration=cal, **ptq_kwargs)
+    for op in q.ops:
+        if "quantization_type" in op.attrs:
+            op.attrs["quantization_type"] = "post_auto"
+    q.meta["quantization"]["algo"] = "auto"
+    q.meta["quantization"]["auto"] = info
+    return q
+
+
+def auto_calibration(model, calib_feeds: Sequence[dict], *, candidates: Optional[Iterable[str]] = None,
+                     select_feeds: Optional[Sequence[dict]] = None,
+                     quantizable_op_type: Iterable[str] = ("conv2d", "depthwise_conv2d", "mul"),
+                     hist_percent: float = 0.99999, **ptq_kwargs) -> tuple[Calibration, dict]:
+    """Steps 1-4 of the module docstring: ``(calibration, info)``, the chosen thresholds as a
+    :class:`Calibration` (labelled with the first candidate's name, which ``quant_post_static`` is given with it;
+    :func:`quantize_with` does that) and the ``meta["quantization"]["auto"]`` record."""
     t0 = time.perf_counter()
     calib_feeds = list(calib_feeds)
     if not calib_feeds:
@@ -115,13 +140,6 @@ def quant_post_auto(model, calib_feeds: Sequence[dict], *, candidates: Optional[
     chosen = Calibration(algo=candidates[0], thresholds={x: cals[choice[x]].thresholds[x] for x in acts
                                                          if x in cals[choice[x]].thresholds},
                          zero_size=set(base.zero_size))
-    q = quant_post_static(model, None, algo=candidates[0], calibration=chosen, quantizable_op_type=ops_t,
-                          hist_percent=hist_percent, **ptq_kwargs)
-    for op in q.ops:
-        if "quantization_type" in op.attrs:
-            op.attrs["quantization_type"] = "post_auto"
     counts = {a: sum(c == a for c in choice.values()) for a in candidates}
-    q.meta["quantization"]["algo"] = "auto"
-    q.meta["quantization"]["auto"] = {"candidates": list(candidates), "choice": choice, "errors": errors,
-                                      "counts": counts, "seconds": time.perf_counter() - t0}
-    return q
+    return chosen, {"candidates": list(candidates), "choice": choice, "errors": errors, "counts": counts,
+                    "seconds": time.perf_counter() - t0}

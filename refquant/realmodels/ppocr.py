@@ -209,6 +209,54 @@ def quantize(model, calib_feeds, algo: str = "hist", *, skip_tensor_list=None, i
     return q, (convert_to_int8(q) if int8 else None)
 
 
+def recipe(model, calib_feeds, *, distance=None, budget: float = 0.0, max_skip: int = 4,
+           quantizable_op_type=QUANT_OPS, int8: bool = True):
+    """The PTQ recipe, chosen from the calibration data only; returns ``(fake_quant, int8_or_None)``. Any model.
+
+    1. Split: the last calibration batch is held out (at least two batches are needed).
+    2. Thresholds: ``algo="auto"`` (:func:`refquant.quant.auto_algo.auto_calibration`) on the other batches:
+       per tensor, the algorithm whose threshold gives the least layer output error.
+    3. Ranking: :func:`refquant.quant.sensitivity.sensitivity` (KL thresholds, one op quantized at a time) by
+       ``distance(y_quantized, y_fp32)`` on the held-out batch; default the relative output error, for PP-OCR rec
+       :func:`decode_change` (the CTC greedy decode).
+    4. Skips: the smallest ``k <= max_skip`` whose distance on the held-out batch is ``<= budget`` keeps the k
+       worst ops in float; when none is, the k with the least distance.
+
+    ``meta["quantization"]["recipe"]``: the distance of every k tried, the k and skip list chosen, the ranking."""
+    from ..quant.auto_algo import auto_calibration, quantize_with
+    from ..quant.sensitivity import auto_skip, output_error, sensitivity
+    from ..deploy import convert_to_int8
+    feeds = list(calib_feeds)
+    if len(feeds) < 2:
+        raise ValueError("ppocr.recipe: needs at least two calibration batches (the last one is held out)")
+    cal_feeds, hold = feeds[:-1], feeds[-1:]
+    out = model.outputs[0]
+    ref = np.concatenate([model.run(f)[out] for f in hold])
+    dist = distance or (lambda y, r: output_error([r], [y]))
+
+    def score(m):
+        return float(dist(np.concatenate([m.run(f)[out] for f in hold]), ref))
+
+    ops = tuple(quantizable_op_type)
+    cal, info = auto_calibration(model, cal_feeds, quantizable_op_type=ops)
+    ranking = sensitivity(model, cal_feeds, lambda m: score(m), algo="KL", quantizable_op_type=ops)
+    tried = {}
+    best = None
+    for k in range(int(max_skip) + 1):
+        skip = auto_skip(model, cal_feeds, k, ranking=ranking, quantizable_op_type=ops) or None
+        q = quantize_with(model, cal, info, quantizable_op_type=ops, skip_tensor_list=skip)
+        tried[k] = score(q)
+        if best is None or tried[k] < best[0]:
+            best = (tried[k], k, q, skip or [])
+        if tried[k] <= budget:
+            best = (tried[k], k, q, skip or [])
+            break
+    _, k, q, skip = best
+    q.meta["quantization"]["recipe"] = {"k": k, "skip": skip, "distance_by_k": tried, "budget": budget,
+                                        "ranking": ranking[:10], "held_out_batches": len(hold)}
+    return q, (convert_to_int8(q) if int8 else None)
+
+
 def train_feeds(kind: str, n: int, batch: int, seed: int = TRAIN_SEED) -> list[dict]:
     """QAT training feeds: ``n`` rendered lines (cls, rec) or pages (det, one per feed) at ``seed``."""
     if kind == "det":
