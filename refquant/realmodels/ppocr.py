@@ -142,7 +142,7 @@ def rec_exact_match(probs: np.ndarray, texts) -> float:
     return 100.0 * float(np.mean([d == t for d, t in zip(rec_decode(probs), texts)]))
 
 
-def char_confusions(decoded: Sequence[str], texts: Sequence[str]) -> "Counter":
+def char_confusions(decoded: Sequence[str], texts: Sequence[str]) -> dict:
     """``Counter({(truth, read): count})`` of the character edits turning each text into its decoded string.
 
     Aligned with :class:`difflib.SequenceMatcher`: a substitution pairs characters position by position (the
@@ -162,10 +162,16 @@ def char_confusions(decoded: Sequence[str], texts: Sequence[str]) -> "Counter":
     return out
 
 
+def _loose(text: str) -> str:
+    import unicodedata
+    return unicodedata.normalize("NFKC", text).replace(" ", "")
+
+
 def rec_report(probs: np.ndarray, texts: Sequence[str], fp32_probs: Optional[np.ndarray] = None) -> dict:
     """Exact match and the character errors of rec probabilities against the rendered texts.
 
-    ``{"exact": %, "exact_nospace": % (spaces ignored: the Chinese-trained model often drops or adds them),
+    ``{"exact": %, "exact_loose": % (spaces ignored and NFKC-normalized, so a full-width ``）`` reads as ``)``:
+    the Chinese-trained model often drops spaces and picks the full-width forms),
     "lines_wrong": [indices], "confusions": Counter((truth, read) -> n)}``; with ``fp32_probs``
     also ``"new_confusions"``: the errors this model makes beyond FP32's (Counter subtraction), i.e. what
     quantization confuses that the float model does not, ``"lines_lost"``: lines FP32 reads right and this
@@ -173,8 +179,8 @@ def rec_report(probs: np.ndarray, texts: Sequence[str], fp32_probs: Optional[np.
     alone, also on sets where FP32 itself misreads lines)."""
     read = rec_decode(probs)
     wrong = [i for i, (d, t) in enumerate(zip(read, texts)) if d != t]
-    nospace = np.mean([d.replace(" ", "") == t.replace(" ", "") for d, t in zip(read, texts)]) if texts else 1.0
-    out = {"exact": 100.0 * (1 - len(wrong) / max(len(texts), 1)), "exact_nospace": 100.0 * float(nospace),
+    loose = np.mean([_loose(d) == _loose(t) for d, t in zip(read, texts)]) if texts else 1.0
+    out = {"exact": 100.0 * (1 - len(wrong) / max(len(texts), 1)), "exact_loose": 100.0 * float(loose),
            "lines_wrong": wrong,
            "confusions": char_confusions(read, texts)}
     if fp32_probs is not None:
