@@ -385,6 +385,8 @@ DW_CASES = [  # n, c, m, h, w, kernel, stride, padding (top, left, bottom, right
     (1, 7, 1, 8, 8, (7, 7), (1, 1), (3, 3, 3, 3), (1, 1)),
     (1, 2, 1, 5, 6, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),
     (1, 3, 1, 3, 3, (3, 3), (1, 1), (5, 0, 0, 4), (1, 1)),    # padding wider than the input
+    (1, 3, 1, 12, 21, (3, 5), (2, 2), (1, 2, 0, 1), (2, 1)),  # the stride-2 deinterleaved loops: 3x5, 5x3, odd
+    (2, 2, 3, 11, 16, (5, 3), (1, 2), (2, 1, 2, 0), (1, 1)),  # and even padded widths, row dilation, multiplier
 ]
 
 

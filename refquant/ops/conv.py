@@ -87,6 +87,8 @@ def _sample_chunks(n, bytes_per_sample):
 def _gemm_forward(x, w, stride, pad, dilation, groups, oh, ow):
     """y_g = w_g @ cols_g for each group g, chunk by chunk."""
     n, oc, (_, cg, kh, kw) = x.shape[0], w.shape[0], w.shape
+    if kh == kw == 1 and stride == (1, 1) and not any(pad) and groups == 1:  # the columns are x itself
+        return np.matmul(w.reshape(oc, cg), x.reshape(n, cg, oh * ow)).reshape(n, oc, oh, ow)
     k = cg * kh * kw
     wg = w.reshape(groups, oc // groups, k)
     y = np.empty((n, oc, oh * ow), dtype=np.result_type(x, w))

@@ -33,9 +33,11 @@ MAX_ELEMENTS = 2**48     # largest element count of an array sized from a geomet
 
 def geometry_int(what, name, v, lo=0, hi=MAX_EXTENT) -> int:
     """``v`` as an int in [lo, hi]: an integer (or an integral float, as JSON may spell one), never a bool."""
-    if isinstance(v, (bool, np.bool_)):
+    if type(v) is int:  # the common case first (the ABC check below costs microseconds per call)
+        pass
+    elif isinstance(v, (bool, np.bool_)):
         raise ShapeError(f"{what}: {name} must be an int, got {v!r}")
-    if isinstance(v, (numbers.Integral, np.integer)):
+    elif isinstance(v, (numbers.Integral, np.integer)):
         v = int(v)
     elif isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer():
         v = int(v)

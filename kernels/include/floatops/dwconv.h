@@ -31,6 +31,25 @@ FO_ATTR FO_INLINE void FO_DW(fo_dw_rows_)(const float *xp, ptrdiff_t ld, const f
     }
 }
 
+/* Column stride 2 on a deinterleaved padded plane: each row of ld floats holds the even columns of the padded row,
+ * then (from ne) its odd ones, so padded column 2q + j is r[(j & 1) * ne + q + j / 2] and every tap reads
+ * consecutive floats. KH, KW are constants at the call sites below. */
+FO_ATTR FO_INLINE void FO_DW(fo_dw_rows_s2_)(const float *xp, ptrdiff_t ld, ptrdiff_t ne, const float *k,
+                                            const int KH, const int KW, ptrdiff_t sh, ptrdiff_t dh, ptrdiff_t oh,
+                                            ptrdiff_t ow, int has_b, float b, float *o) {
+    for (ptrdiff_t p = 0; p < oh; p++) {
+        const float *r = xp + p * sh * ld;
+        float *op = o + p * ow;
+        for (ptrdiff_t q = 0; q < ow; q++) {
+            float a = k[0] * r[q];
+            for (int j = 1; j < KW; j++) a = a + k[j] * r[(j & 1) * ne + q + j / 2];
+            for (int i = 1; i < KH; i++)
+                for (int j = 0; j < KW; j++) a = a + k[i * KW + j] * r[i * dh * ld + (j & 1) * ne + q + j / 2];
+            op[q] = has_b ? a + b : a;
+        }
+    }
+}
+
 /* Any kernel: the same sums, accumulated tap by tap in the output row. */
 FO_ATTR FO_INLINE void FO_DW(fo_dw_rows_any_)(const float *xp, ptrdiff_t ld, const float *k, int kh, int kw,
                                              ptrdiff_t sh, const ptrdiff_t SW, ptrdiff_t dh, ptrdiff_t dw,
@@ -48,6 +67,19 @@ FO_ATTR FO_INLINE void FO_DW(fo_dw_rows_any_)(const float *xp, ptrdiff_t ld, con
         if (has_b)
             for (ptrdiff_t q = 0; q < ow; q++) op[q] = op[q] + b;
     }
+}
+
+/* dst[i] = padded[2i + par] for i < cnt, where padded[col] is src[col - pl] inside the input row of W floats and
+ * 0 outside: one half (even columns, par 0, or odd ones, par 1) of a deinterleaved padded row, read from x. */
+FO_ATTR FO_INLINE void FO_DW(fo_dw_half_row_)(const float *src, ptrdiff_t W, ptrdiff_t pl, int par, ptrdiff_t cnt,
+                                             float *dst) {
+    ptrdiff_t lo = pl - par > 0 ? (pl - par + 1) / 2 : 0, hi = (W + pl - par + 1) / 2;
+    lo = lo < cnt ? lo : cnt;
+    hi = hi < lo ? lo : hi > cnt ? cnt : hi;
+    const float *s = src + par - pl;
+    for (ptrdiff_t i = 0; i < lo; i++) dst[i] = 0.0f;
+    for (ptrdiff_t i = lo; i < hi; i++) dst[i] = s[2 * i];
+    for (ptrdiff_t i = hi; i < cnt; i++) dst[i] = 0.0f;
 }
 
 FO_ATTR static void FO_DW(fo_dw_plane_)(const float *xp, ptrdiff_t ld, const float *k, int kh, int kw, ptrdiff_t sh,
@@ -76,7 +108,10 @@ FO_ATTR FO_UNUSED static int FO_DW(fo_dwconv_f32_)(const float *x, const float *
                                                    ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t pt, ptrdiff_t pl,
                                                    ptrdiff_t oh, ptrdiff_t ow) {
     const ptrdiff_t hp = (oh - 1) * sh + (kh - 1) * dh + 1, wp = (ow - 1) * sw + (kw - 1) * dw + 1;
-    const int direct = pt == 0 && pl == 0 && hp <= H && wp <= W; /* the windows stay inside x */
+    /* 3x3 and 5x5 with column stride 2 read a deinterleaved copy; other windows that stay inside x read x in place */
+    const int split = sw == 2 && dw == 1 && (kw == 3 || kw == 5) && (kh == 3 || kh == 5);
+    const int direct = !split && pt == 0 && pl == 0 && hp <= H && wp <= W;
+    const ptrdiff_t ne = (wp + 1) / 2;
     float *buf = NULL;
     if (!direct) {
         buf = (float *)malloc((size_t)hp * (size_t)wp * sizeof(float));
@@ -96,14 +131,28 @@ FO_ATTR FO_UNUSED static int FO_DW(fo_dwconv_f32_)(const float *x, const float *
                 const ptrdiff_t row = r - pt;
                 if (row < 0 || row >= H || c1 <= c0) {
                     memset(dst, 0, (size_t)wp * sizeof(float));
-                    continue;
+                } else if (split) {
+                    FO_DW(fo_dw_half_row_)(src + row * W, W, pl, 0, ne, dst);
+                    FO_DW(fo_dw_half_row_)(src + row * W, W, pl, 1, wp - ne, dst + ne);
+                } else {
+                    for (ptrdiff_t c = 0; c < c0; c++) dst[c] = 0.0f;
+                    memcpy(dst + c0, src + row * W, (size_t)(c1 - c0) * sizeof(float));
+                    for (ptrdiff_t c = c1; c < wp; c++) dst[c] = 0.0f;
                 }
-                memset(dst, 0, (size_t)c0 * sizeof(float));
-                memcpy(dst + c0, src + row * W, (size_t)(c1 - c0) * sizeof(float));
-                memset(dst + c1, 0, (size_t)(wp - c1) * sizeof(float));
             }
             xp = buf;
             ld = wp;
+        }
+        if (split) {
+            const float *kk = w + oc * kh * kw;
+            const int hb = bias != NULL;
+            const float bb = bias ? bias[oc] : 0.0f;
+            float *o = y + plane * oh * ow;
+            if (kh == 3 && kw == 3) FO_DW(fo_dw_rows_s2_)(xp, ld, ne, kk, 3, 3, sh, dh, oh, ow, hb, bb, o);
+            else if (kh == 3) FO_DW(fo_dw_rows_s2_)(xp, ld, ne, kk, 3, 5, sh, dh, oh, ow, hb, bb, o);
+            else if (kw == 3) FO_DW(fo_dw_rows_s2_)(xp, ld, ne, kk, 5, 3, sh, dh, oh, ow, hb, bb, o);
+            else FO_DW(fo_dw_rows_s2_)(xp, ld, ne, kk, 5, 5, sh, dh, oh, ow, hb, bb, o);
+            continue;
         }
         FO_DW(fo_dw_plane_)(xp, ld, w + oc * kh * kw, kh, kw, sh, sw, dh, dw, oh, ow, bias != NULL,
                             bias ? bias[oc] : 0.0f, y + plane * oh * ow);
