@@ -1,11 +1,12 @@
 """Single INT8 conv layers, refquant vs onnxruntime QLinearConv vs torch quantized conv, side by side.
 
 Cases (batch 1; GOPS = 2 * MACs / s): 3x3 conv 64->64 at 56x56, 1x1 conv 256->64 at 56x56, depthwise 3x3 32 ch at
-112x112, first conv 3->32 stride 2 at 224x224, and 1x1 32->64 at 112x112. refquant runs its ``conv2d_int8`` /
-``depthwise_conv2d_int8`` ops (u8 NHWC in, u8 out, requantized per channel), ORT a QLinearConv (u8 NCHW
-activations, per-channel s8 weights), torch ``torch.ao.nn.quantized.Conv2d`` (quint8 NCHW input, per-channel qint8
-weights) under its ``x86`` and ``onednn`` engines. FP32 references: refquant's ``conv2d`` op and ORT's Conv.
-Peers that are not installed are skipped (``pip install onnxruntime``; torch: ``pip install torch==2.13.0``).
+112x112 and 144 ch stride 2 at 56x56, first conv 3->32 stride 2 at 224x224, and 1x1 32->64 at 112x112. refquant
+runs its ``conv2d_int8`` / ``depthwise_conv2d_int8`` ops (u8 NHWC in, u8 out, requantized per channel), ORT a
+QLinearConv (u8 NCHW activations, per-channel s8 weights), torch ``torch.ao.nn.quantized.Conv2d`` (quint8 NCHW
+input, per-channel qint8 weights) under its ``x86`` and ``onednn`` engines. FP32 references: refquant's ``conv2d``
+/ ``depthwise_conv2d`` op and ORT's Conv. Peers that are not installed are skipped (``pip install onnxruntime``;
+torch: ``pip install torch==2.13.0``).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .common import machine, median_seconds, table
 CASES = [("conv3x3 64->64 @56", 64, 64, 56, 3, 1, 1, False),
          ("conv1x1 256->64 @56", 256, 64, 56, 1, 1, 0, False),
          ("depthwise3x3 32 @112", 32, 32, 112, 3, 1, 1, True),
+         ("depthwise3x3 144 s2 @56", 144, 144, 56, 3, 2, 1, True),
          ("conv1x1 32->64 @112", 32, 64, 112, 1, 1, 0, False),
          ("conv3x3 3->32 s2 @224", 3, 32, 224, 3, 2, 1, False)]
 
