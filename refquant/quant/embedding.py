@@ -113,8 +113,7 @@ def clip_array(array: np.ndarray, config: dict) -> np.ndarray:
 
 
 def quant_abs_max(array: np.ndarray, config: dict, name: str = "table") -> tuple[np.ndarray, np.ndarray]:
-    """``(q, T)``: clip, the threshold ``T = max|W|`` (float32; PaddleSlim stores it as ``<W>.scale``),
-    ``q = round(W / T * qmax)`` as ``config['dtype']``."""
+    """``(q, T)``: clip, the threshold ``T = max|W|`` (float32, ``<W>.scale``), ``q = round(W / T * qmax)``."""
     array = clip_array(check_table(array, name), config)
     scale = np.max(np.abs(array)).astype("float32")
     if not scale > 0:
