@@ -2,7 +2,7 @@
 
 Per batch (Paddle's ``_sample_mse`` / ``_sample_emd``): flatten x (float32), ``a = max|x|`` (``1e-8`` if 0),
 and try the candidate thresholds ``c = s * a`` for ``s = 0.3, 0.32, ...`` accumulated in double while
-``s <= 1.0``: 35 candidates, the last ``s = 0.9800000000000005``; ``s = 1`` is never tried. Each candidate's quant-dequant of x is scored:
+``s <= 1.0``: 35 candidates, the last ``s = 0.9800000000000005`` (never 1). Each one's quant-dequant of x is scored:
 
 - onnx_format=False: ``qdq = round(clip(x, 0, c) / c * bnt) / bnt * c`` -- negative values clip to **0**;
 - onnx_format=True:  ``qdq = clip(round(x / c * bnt), -bnt - 1, bnt) / bnt * c``;
