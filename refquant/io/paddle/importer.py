@@ -202,9 +202,6 @@ class _Cx:
         return name
 
 
-# ------------------------------------------------------------------------------------------------------
-# the whole program
-# ------------------------------------------------------------------------------------------------------
 def _threshold_attrs(cx, op) -> None:
     """``out_threshold`` / ``<Slot><i>_threshold`` attributes (PTQ's and QAT's output scales) by output name."""
     for k, v in op.attrs.items():
@@ -289,10 +286,6 @@ def _quant_meta(cx) -> dict:
     }
 
 
-
-# ------------------------------------------------------------------------------------------------------
-# the public entry
-# ------------------------------------------------------------------------------------------------------
 def read_program(program_path: str) -> PaddleProgram:
     """Either program format, chosen by the file's first byte (``{`` is PIR JSON)."""
     with open(program_path, "rb") as f:

@@ -36,11 +36,6 @@ _LIST_FIELDS = ("ints", "floats", "strings", "bools", "blocks_idx", "longs", "fl
 _DENSE_TENSOR, _FEED_MINIBATCH, _FETCH_LIST = 7, 9, 10
 
 
-
-
-# ------------------------------------------------------------------------------------------------------
-# the legacy ProgramDesc
-# ------------------------------------------------------------------------------------------------------
 def _attr_value(a: dict, where: str):
     t = a.get("type")
     key = _ATTR_FIELD.get(t)

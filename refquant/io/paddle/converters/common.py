@@ -26,9 +26,6 @@ def converter(*types):
     return wrap
 
 
-# ------------------------------------------------------------------------------------------------------
-# attribute helpers
-# ------------------------------------------------------------------------------------------------------
 def _ints(cx, op, key, default=None, length=None) -> list:
     v = op.attrs.get(key, default)
     if v is None:
