@@ -208,7 +208,7 @@ def _eval_textsets(sizes, ort_methods, repeats, tmp):
     match with spaces ignored, the agreement with FP32 and the character confusions the variant adds."""
     from refquant.data import textsets
     from refquant.deploy import convert_to_int8
-    from refquant.quant.auto_algo import quant_post_auto
+    from refquant.quant.auto_algo import auto_calibration, quantize_with
     from refquant.quant.sensitivity import auto_skip, sensitivity
     from refquant.realmodels import ppocr
     model = ppocr.load("rec")
@@ -242,23 +242,24 @@ def _eval_textsets(sizes, ort_methods, repeats, tmp):
     add("PTQ KL", "refquant INT8", lambda f: kl.run(f)[model.outputs[0]], lambda: kl.run(lat_feed),
         ptq_s=time.perf_counter() - t0)
     t0 = time.perf_counter()
-    ranking = sensitivity(model, cal[:2], algo="KL")
+    ranking = sensitivity(model, cal[:1], algo="KL")
     skip = auto_skip(model, cal, 2, ranking=ranking)
     _, kls = ppocr.quantize(model, cal, "KL", skip_tensor_list=skip)
     add("PTQ KL + auto_skip(2)", "refquant INT8", lambda f: kls.run(f)[model.outputs[0]],
         lambda: kls.run(lat_feed), skip=skip, ptq_s=time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    qa = quant_post_auto(model, cal, quantizable_op_type=ppocr.QUANT_OPS)
-    auto = convert_to_int8(qa)
+    t0 = time.perf_counter()   # on all but the last calibration batch, the recipe's split (it reuses this)
+    found = auto_calibration(model, cal[:-1], quantizable_op_type=ppocr.QUANT_OPS)
+    auto = convert_to_int8(quantize_with(model, *found, quantizable_op_type=ppocr.QUANT_OPS))
     add('PTQ algo="auto"', "refquant INT8", lambda f: auto.run(f)[model.outputs[0]], lambda: auto.run(lat_feed),
-        ptq_s=time.perf_counter() - t0, counts=qa.meta["quantization"]["auto"]["counts"])
+        ptq_s=time.perf_counter() - t0, counts=found[1]["counts"])
     if hasattr(ppocr, "recipe"):
         t0 = time.perf_counter()
-        qr, rec8 = ppocr.recipe(model, cal, distance=ppocr.decode_change, budget=1e-3)
+        qr, rec8 = ppocr.recipe(model, cal, distance=ppocr.decode_change, budget=1e-3, auto=found)
+        info = qr.meta["quantization"]["recipe"]
         add("recipe (ppocr.recipe)", "refquant INT8", lambda f: rec8.run(f)[model.outputs[0]],
-            lambda: rec8.run(lat_feed), ptq_s=time.perf_counter() - t0,
-            skip=qr.meta["quantization"].get("recipe", {}).get("skip", []))
-    for method in ort_methods:
+            lambda: rec8.run(lat_feed), ptq_s=time.perf_counter() - t0, skip=info["skip"],
+            distance_by_k=info["distance_by_k"], ranking=info["ranking"])
+    for method in ort_methods[::2]:   # MinMax and Percentile (Entropy equals MinMax on rec, Summary above)
         qpath = os.path.join(tmp, f"rec.textsets.{method}.onnx")
         try:
             ppocr.ort_quantize(ppocr.model_path("rec"), qpath, cal, method)
@@ -292,6 +293,15 @@ def _textsets_markdown(t: dict) -> str:
                                              for n in names] for v in ok if v["variant"] != "FP32"]
     part += ["Lines FP32 reads right and the variant does not, and the character edits it adds to FP32's "
              "(truth -> read)", table(["variant", "runtime"] + names, conf)]
+    for v in ok:
+        if v.get("counts"):
+            part.append(f"{v['variant']}: the algorithm chosen per quantized activation: " +
+                        ", ".join(f"{a} {n}" for a, n in v["counts"].items() if n) + f" ({v['ptq_s']:.0f} s)")
+        if v.get("distance_by_k") is not None:
+            part.append(f"{v['variant']}: decode change on the held-out calibration batch by number of float ops "
+                        f"k: " + ", ".join(f"k={k} {d:.4f}" for k, d in v["distance_by_k"].items()) +
+                        f"; kept float: {', '.join(v['skip']) or 'none'}; worst ops by output error: " +
+                        ", ".join(f"{n} {d:.3g}" for n, d in v["ranking"][:5]) + f" ({v['ptq_s']:.0f} s)")
     loose = [[v["variant"], v["runtime"]] + [f"{v['sets'][n]['exact_loose']:.1f}" for n in names] for v in ok]
     part += ["Exact match % with spaces ignored and NFKC-normalized (full-width punctuation = ASCII)",
              table(["variant", "runtime"] + names, loose)]

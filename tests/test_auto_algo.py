@@ -79,3 +79,20 @@ def test_rejects_bad_arguments(lenet, batches):
         quant_post_auto(lenet, batches, algo="KL")
     with pytest.raises(ArgumentError, match="empty"):
         quant_post_auto(lenet, [])
+
+
+def test_recipe_picks_k_by_budget(lenet, batches):
+    from refquant.realmodels import ppocr
+    from refquant.quant.sensitivity import quantized_ops
+    q0, i8 = ppocr.recipe(lenet, batches, budget=float("inf"), max_skip=2)
+    info = q0.meta["quantization"]["recipe"]
+    assert info["k"] == 0 and info["skip"] == [] and list(info["distance_by_k"]) == [0]
+    assert q0.meta["quantization"]["algo"] == "auto" and i8 is not None
+    q, _ = ppocr.recipe(lenet, batches, budget=-1.0, max_skip=2, int8=False)   # never met: the least distance
+    info = q.meta["quantization"]["recipe"]
+    d = info["distance_by_k"]
+    assert list(d) == [0, 1, 2] and d[info["k"]] == min(d.values()) and len(info["skip"]) == info["k"]
+    n_ops = len(quantized_ops(lenet, ppocr.QUANT_OPS))
+    assert len(q.meta["quantization"]["quantized_ops"]) == n_ops - info["k"]
+    with pytest.raises(ValueError, match="two calibration batches"):
+        ppocr.recipe(lenet, batches[:1])

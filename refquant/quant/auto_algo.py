@@ -6,16 +6,18 @@ post-activation tensor with a long tail wants a clipped one), yet static PTQ app
 
 How, all on the calibration data:
 
-1. The FP32 model runs once over the calibration batches; every candidate algorithm (default: all of
-   :func:`refquant.calibration.algorithms.static_algorithms`) calibrates from those same recorded activations
-   (:func:`refquant.calibration.calibrate`; KL and hist read them twice, nothing is run twice).
+1. Every candidate algorithm (default: all of :func:`refquant.calibration.algorithms.static_algorithms`)
+   calibrates on the calibration batches (:func:`refquant.calibration.calibrate`, the FP32 model re-run for
+   each pass: recording every activation of a large model at once does not fit in memory).
 2. ``quant_post_static`` builds one fake-quant model per candidate from its calibration.
-3. On ``select_feeds`` (default: the first calibration batch) the FP32 model records every tensor. For each
+3. On ``select_feeds`` (default: the first calibration batch) the FP32 model records the quantized ops'
+   inputs and outputs. For each
    quantized op and each candidate, the op runs alone in that candidate's quantized form (its quant-dequant
    input, its frozen quantized weight) on the FP32 inputs, and its relative output error
    ``sum((y_a - y)^2) / sum(y^2)`` is recorded.
 4. Each activation tensor takes the threshold of the candidate whose summed error over the ops reading it is the
-   least; ``quant_post_static`` then quantizes with those thresholds.
+   least (the other calibrated tensors, outputs whose thresholds are only recorded, keep the first candidate's);
+   ``quant_post_static`` then quantizes with those thresholds.
 
 The per-tensor observers of the algorithm registry see one tensor, not the layer that reads it, so the choice is
 a step after calibration rather than an :class:`~refquant.calibration.algorithms.AlgorithmSpec`.
@@ -31,7 +33,7 @@ from ..calibration import calibrate
 from ..calibration.algorithms import static_algorithms
 from ..calibration.collect import Calibration
 from ..errors import ArgumentError
-from ..executor import forward, run
+from ..executor import run
 from ..ops.registry import OpContext, get_op
 from .post_static import _collect_target_varnames, quant_post_static
 
@@ -116,17 +118,20 @@ def auto_calibration(model, calib_feeds: Sequence[dict], *, candidates: Optional
     ops_t = tuple(quantizable_op_type)
     skip = ptq_kwargs.get("skip_tensor_list")
     quant_ops, _, acts = _collect_target_varnames(model, ops_t, ptq_kwargs.get("is_full_quantize", False), skip)
-    recorded = [run(model, f, outputs=acts) for f in calib_feeds]                                   # 1
+    def recorded():                                                                                  # 1
+        return (run(model, f, outputs=acts) for f in calib_feeds)
+
     bits = ptq_kwargs.get("activation_bits", 8)
     cals = {a: calibrate(recorded, a, bits=bits, hist_percent=hist_percent,
                          onnx_format=ptq_kwargs.get("onnx_format", False), producers=model.origins())
             for a in candidates}
-    del recorded
     qs = {a: quant_post_static(model, None, algo=a, calibration=cals[a], quantizable_op_type=ops_t,    # 2
                                hist_percent=hist_percent, **ptq_kwargs) for a in candidates}
-    errors: dict = {x: {a: 0.0 for a in candidates} for x in acts}                                 # 3
+    errors: dict = {x: {a: 0.0 for a in candidates} for _i, _w, xs in quant_ops for x in xs}      # 3
+    needed = sorted({n for i, _w, _xs in quant_ops for n in model.ops[i].inputs if n and n not in model.params}
+                    | {model.ops[i].outputs[0] for i, _w, _xs in quant_ops})
     for feed in (calib_feeds[:1] if select_feeds is None else list(select_feeds)):
-        env, _ = forward(model, feed, keep_all=True)
+        env = run(model, feed, outputs=needed)
         for i, _w, xs in quant_ops:
             name, ref = model.ops[i].name, env[model.ops[i].outputs[0]]
             for a, q in qs.items():
@@ -137,8 +142,8 @@ def auto_calibration(model, calib_feeds: Sequence[dict], *, candidates: Optional
         del env
     choice = {x: min(candidates, key=lambda a: (errs[a], candidates.index(a))) for x, errs in errors.items()}  # 4
     base = cals[candidates[0]]
-    chosen = Calibration(algo=candidates[0], thresholds={x: cals[choice[x]].thresholds[x] for x in acts
-                                                         if x in cals[choice[x]].thresholds},
+    picked = {x: cals[choice.get(x, candidates[0])].thresholds.get(x) for x in acts}
+    chosen = Calibration(algo=candidates[0], thresholds={x: t for x, t in picked.items() if t is not None},
                          zero_size=set(base.zero_size))
     counts = {a: sum(c == a for c in choice.values()) for a in candidates}
     return chosen, {"candidates": list(candidates), "choice": choice, "errors": errors, "counts": counts,

@@ -216,19 +216,23 @@ def quantize(model, calib_feeds, algo: str = "hist", *, skip_tensor_list=None, i
 
 
 def recipe(model, calib_feeds, *, distance=None, budget: float = 0.0, max_skip: int = 4,
-           quantizable_op_type=QUANT_OPS, int8: bool = True):
+           quantizable_op_type=QUANT_OPS, int8: bool = True, auto=None):
     """The PTQ recipe, chosen from the calibration data only; returns ``(fake_quant, int8_or_None)``. Any model.
 
     1. Split: the last calibration batch is held out (at least two batches are needed).
     2. Thresholds: ``algo="auto"`` (:func:`refquant.quant.auto_algo.auto_calibration`) on the other batches:
        per tensor, the algorithm whose threshold gives the least layer output error.
-    3. Ranking: :func:`refquant.quant.sensitivity.sensitivity` (KL thresholds, one op quantized at a time) by
-       ``distance(y_quantized, y_fp32)`` on the held-out batch; default the relative output error, for PP-OCR rec
-       :func:`decode_change` (the CTC greedy decode).
-    4. Skips: the smallest ``k <= max_skip`` whose distance on the held-out batch is ``<= budget`` keeps the k
-       worst ops in float; when none is, the k with the least distance.
+    3. Ranking: :func:`refquant.quant.sensitivity.sensitivity` (KL thresholds from the first batch, one op
+       quantized at a time) by the relative output error on the held-out batch. (Ranking by the change of the
+       CTC greedy decode instead, :func:`decode_change`, did worse on PP-OCR rec: few lines, so many ties.)
+    4. Skips: the smallest ``k <= max_skip`` whose ``distance(y_quantized, y_fp32)`` on the held-out batch is
+       ``<= budget`` keeps the k worst ops in float; when none is, the k with the least distance. ``distance``:
+       default the relative output error; for PP-OCR rec :func:`decode_change`.
 
-    ``meta["quantization"]["recipe"]``: the distance of every k tried, the k and skip list chosen, the ranking."""
+    ``auto``: the ``auto_calibration(model, calib_feeds[:-1], ...)`` result when it is at hand (not computed again).
+    ``meta["quantization"]["recipe"]``: the distance of every k tried, the k and skip list chosen, the ranking.
+    Cost: the auto calibration (one or two FP32 passes per candidate algorithm) and one forward pass of the
+    held-out batch per quantized op (the ranking)."""
     from ..quant.auto_algo import auto_calibration, quantize_with
     from ..quant.sensitivity import auto_skip, output_error, sensitivity
     from ..deploy import convert_to_int8
@@ -244,8 +248,8 @@ def recipe(model, calib_feeds, *, distance=None, budget: float = 0.0, max_skip: 
         return float(dist(np.concatenate([m.run(f)[out] for f in hold]), ref))
 
     ops = tuple(quantizable_op_type)
-    cal, info = auto_calibration(model, cal_feeds, quantizable_op_type=ops)
-    ranking = sensitivity(model, cal_feeds, lambda m: score(m), algo="KL", quantizable_op_type=ops)
+    cal, info = auto if auto is not None else auto_calibration(model, cal_feeds, quantizable_op_type=ops)
+    ranking = sensitivity(model, cal_feeds[:1], algo="KL", eval_feeds=hold, quantizable_op_type=ops)
     tried = {}
     best = None
     for k in range(int(max_skip) + 1):
