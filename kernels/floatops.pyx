@@ -243,11 +243,14 @@ def global_avg_pool_f32(x, *, path=None):
 # ---- direct depthwise convolution: output planes split between OpenMP threads (each plane written by one
 # thread, the same bits for any thread count)
 
-def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), *, path=None):
+def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), *, max_threads=None,
+                     path=None):
     """Depthwise convolution of float32 NCHW ``x`` (N, C, H, W) with ``w`` (C*M, 1, KH, KW), optional ``bias``
-    (C*M): float32 (N, C*M, OH, OW) out; the twin's sums in the twin's order (same bits on every path)."""
+    (C*M): float32 (N, C*M, OH, OW) out; the twin's sums in the twin's order (same bits on every path and thread
+    count). ``max_threads`` caps refquant's thread count (1: the calling thread, as between BLAS calls)."""
     cdef const fo_path *p = _path(path)
-    (sh, sw), pad, (dh, dw), (oh, ow) = _spec.check_depthwise_conv2d(x, w, bias, stride, padding, dilation)
+    (sh, sw), pad, (dh, dw), (oh, ow) = _spec.check_depthwise_conv2d(x, w, bias, stride, padding, dilation,
+                                                                     max_threads)
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], oc = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     y = np.empty((n, oc, oh, ow), dtype=np.float32)
     if y.size == 0:
@@ -259,6 +262,8 @@ def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilat
     cdef Py_ssize_t planes = n * oc, H = x.shape[2], W = x.shape[3], OH = oh, OW = ow
     cdef Py_ssize_t SH = sh, SW = sw, DH = dh, DW = dw, PT = pad[0], PL = pad[1], m = oc // c
     cdef int threads = threads_for(planes * OH * OW * kh * kw, MIN_DW_MACS_PER_THREAD)
+    if max_threads is not None:
+        threads = min(threads, max_threads)
     cdef Py_ssize_t per = max(1, planes // (4 * threads)), tasks = (planes + per - 1) // per, t, p0
     cdef int[::1] status = np.zeros(tasks, dtype=np.intc)
     with nogil:

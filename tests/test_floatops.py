@@ -397,6 +397,8 @@ def test_depthwise_conv2d_compiled_equals_twin(case, bias):
     n, c, m, h, w, k, stride, pad, dil = case
     x, wt, b = dw_case(n, c, m, h, w, k, bias)
     y = check_all_paths("depthwise_conv2d", x, wt, b, stride, pad, dil)
+    if fast is not None:
+        same(fast.depthwise_conv2d(x, wt, b, stride, pad, dil, max_threads=1), y)
     # the twin is a float32 sum of kh * kw products (+ bias): within the recursive-summation bound of the exact sum
     y64, mag = dw64(x, wt, b, stride, pad, dil)
     assert y.shape == y64.shape
@@ -437,6 +439,10 @@ def test_depthwise_conv2d_bad_inputs():
         for exc, msg, args in bad:
             with pytest.raises(exc, match=msg):
                 mod.depthwise_conv2d(*args)
+        with pytest.raises(ValueError, match="max_threads: must lie in"):
+            mod.depthwise_conv2d(x, wt, b, max_threads=0)
+        with pytest.raises(TypeError, match="max_threads: expected an int"):
+            mod.depthwise_conv2d(x, wt, b, max_threads=1.0)
 
 
 def test_depthwise_conv2d_op_uses_the_kernel_in_float32_only():

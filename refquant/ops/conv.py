@@ -163,9 +163,10 @@ def conv2d(ctx, attrs, x, w, b=None):
     oh, ow = _out_hw(x.shape, w.shape, stride, pad, dilation)
     check_size("conv2d", x.shape[0], w.shape[0], oh, ow)
     if _is_depthwise(x, w, groups) and x.dtype == w.dtype == np.float32 and (b is None or b.dtype == np.float32):
+        # on the calling thread, as the other float32 kernels between BLAS calls (docs/performance.md, "Threads")
         y = _dispatch.kernel("floatops").depthwise_conv2d(
             np.ascontiguousarray(x), np.ascontiguousarray(w), None if b is None else np.ascontiguousarray(b),
-            stride, pad, dilation)
+            stride, pad, dilation, max_threads=1)
     else:
         y = _gemm_forward(x, w, stride, pad, dilation, groups, oh, ow)
         if b is not None:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .qdirect import _check_outputs, check_array, q8, scalar_chain
+from .qdirect import _check_outputs, check_array, check_int, q8, scalar_chain
 
 f32 = np.float32
 
@@ -271,12 +271,14 @@ def global_avg_pool_f32(x, *, path=None):
 
 # ---- direct depthwise convolution (float32, NCHW, forward only)
 
-def check_depthwise_conv2d(x, w, bias, stride, padding, dilation):
+def check_depthwise_conv2d(x, w, bias, stride, padding, dilation, max_threads=None):
     """Validate a depthwise convolution and return ``(stride, padding, dilation, (OH, OW))`` as ints: ``x`` a
     C-contiguous float32 (N, C, H, W) array, ``w`` a C-contiguous float32 (C*M, 1, KH, KW) array (M >= 1, the
     channel multiplier), ``bias`` None or C*M contiguous float32 values, ``stride`` / ``dilation`` pairs of ints
-    >= 1, ``padding`` (top, left, bottom, right) ints >= 0."""
+    >= 1, ``padding`` (top, left, bottom, right) ints >= 0, ``max_threads`` None or an int >= 1."""
     from .im2col import check_geometry, check_size
+    if max_threads is not None:
+        check_int("depthwise_conv2d: max_threads", max_threads, 1)
     check_array("depthwise_conv2d: x", x, np.float32, 4)
     check_array("depthwise_conv2d: w", w, np.float32, 4)
     c, oc = x.shape[1], w.shape[0]
@@ -296,14 +298,15 @@ def check_depthwise_conv2d(x, w, bias, stride, padding, dilation):
     return stride, padding, dilation, (oh, ow)
 
 
-def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), *, path=None):
+def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), *, max_threads=None,
+                     path=None):
     """Depthwise convolution, float32 NCHW: output channel ``o`` reads input channel ``o // M``,
     ``y[n, o, p, q] = sum_{i, j} w[o, 0, i, j] * x_pad[n, o // M, p*sh + i*dh, q*sw + j*dw] (+ bias[o])``, each
     product and sum one float32 rounding, the taps added in row-major order starting from the first product
     (``a = w[o, 0, 0, 0] * x..``, then ``a = a + w[o, 0, i, j] * x..``), the bias added last. ``x_pad`` has
     ``padding`` (top, left, bottom, right) zeros around ``x``. The compiled paths add in the same order, so they
-    give the same bits."""
-    (sh, sw), pad, (dh, dw), (oh, ow) = check_depthwise_conv2d(x, w, bias, stride, padding, dilation)
+    give the same bits (``max_threads``, the compiled module's thread cap, is checked and ignored)."""
+    (sh, sw), pad, (dh, dw), (oh, ow) = check_depthwise_conv2d(x, w, bias, stride, padding, dilation, max_threads)
     n, c = x.shape[:2]
     oc, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[2]), (pad[1], pad[3])))
