@@ -461,33 +461,14 @@ def sensitivity(model: Model, shards, eval_fn: Optional[Callable[[Model], float]
     output error over ``eval_feeds`` (a list of feed dicts, held-out data, sent once to every worker); one of the
     two is needed (the calibration data stays in its shards)."""
     from .quant import sensitivity as serial
-    from .quant.post_static import check_args, quant_post_static as ptq
     who = "distributed.sensitivity"
     quantizable_op_type = serial.DEFAULT_OPS if quantizable_op_type is None else quantizable_op_type
-    _args.choice(who, "mode", mode, ("only", "all_but"))
-    if eval_fn is not None and not callable(eval_fn):
-        raise ArgumentTypeError(f"{who}: eval_fn must be a function qmodel -> loss, got {type(eval_fn).__name__}")
+    a, ops, variants, kw = serial.sweep_plan(who, model, algo, mode, quantizable_op_type, eval_fn, ptq_kwargs,
+                                             set_here=("batch_nums",))
     if eval_fn is None and eval_feeds is None:
         raise ArgumentError(f"{who}: give eval_feeds (a list of feed dicts) or eval_fn: the calibration data stays "
                             "on the workers")
     feeds = None if eval_feeds is None else serial._feed_list(who, "eval_feeds", eval_feeds)
-    fixed = sorted({"calibration", "skip_tensor_list", "data_loader", "model", "batch_nums"} & set(ptq_kwargs))
-    if fixed:
-        raise ArgumentTypeError(f"{who}: {fixed} are set by sensitivity itself")
-    unknown = sorted(set(ptq_kwargs) - set(inspect.signature(ptq).parameters))
-    if unknown:
-        raise ArgumentTypeError(f"{who}: unexpected keyword argument(s) {unknown} (not quant_post_static's)")
-    a = check_args(who, model=model, algo=algo, quantizable_op_type=quantizable_op_type, **ptq_kwargs)
-    if a.get("weight_bits", 8) != a.get("activation_bits", 8):
-        raise ArgumentError(f"{who}: Paddle requires activation_bits == weight_bits")
-    if a.get("round_type") == "adaround" and a.get("adaround_mode", "paper") == "paper":
-        raise ArgumentError(f"{who}: round_type='adaround' (adaround_mode 'paper') needs the data_loader, which "
-                            "the per-layer variants do not get")
-    ops = serial.quantized_ops(model, quantizable_op_type)
-    weights = [w for _, w in ops]
-    kw = dict(algo=algo, quantizable_op_type=a["quantizable_op_type"], **ptq_kwargs)
-    variants = [None] if mode == "all_but" else []
-    variants += [[v for v in weights if v != w] if mode == "only" else [w] for _, w in ops]
     names = (["(all quantized)"] if mode == "all_but" else []) + [name for name, _ in ops]
     with connect(client, workers) as c:
         cal = calibrate(model, shards, algo, client=c, n_shards=n_shards, batch_size=batch_size,
@@ -514,12 +495,7 @@ def sensitivity(model: Model, shards, eval_fn: Optional[Callable[[Model], float]
                                                                        task=names[i]))
         finally:
             c.cancel([f for f in (blob, cal_f, feeds_f) if f is not None])
-    if mode == "all_but":
-        base, metrics = metrics[0], metrics[1:]
-        scores = [(name, base - m) for (name, _), m in zip(ops, metrics)]
-    else:
-        scores = [(name, m) for (name, _), m in zip(ops, metrics)]
-    return sorted(scores, key=lambda s: -s[1])
+    return serial.ranking(ops, metrics, mode)
 
 
 __all__ = ["calibrate", "quant_post_static", "sensitivity", "connect", "keep_environ", "shard_list", "FileShard", "LoaderShard",

@@ -63,24 +63,15 @@ def _outputs(model: Model, feeds) -> list[np.ndarray]:
     return [model.run(f)[out] for f in feeds]
 
 
-def sensitivity(model: Model, calib_feeds, eval_fn: Optional[Callable[[Model], float]] = None, *,
-                eval_feeds=None, algo: str = "abs_max", mode: str = "only",
-                quantizable_op_type: Iterable[str] = DEFAULT_OPS, **ptq_kwargs) -> list[tuple[str, float]]:
-    """Rank the quantizable ops of ``model`` by how much quantizing them hurts; worst first.
-
-    ``mode="only"``: the metric of the model with only that op quantized (FP32 elsewhere).
-    ``mode="all_but"``: metric(all quantized) - metric(all but that op quantized), the damage that op adds on
-    top of the others. Either way higher = more sensitive. Every quantized op appears exactly once.
-    ``eval_fn(qmodel) -> loss`` or, by default, :func:`output_error` on ``eval_feeds`` (default ``calib_feeds``).
-    ``ptq_kwargs`` go to ``quant_post_static`` (e.g. ``hist_percent``).
-    """
-    who = "sensitivity"
+def sweep_plan(who: str, model: Model, algo: str, mode: str, quantizable_op_type, eval_fn, ptq_kwargs: dict,
+               set_here: Iterable[str] = ()) -> tuple[dict, list, list, dict]:
+    """Check a sensitivity sweep's arguments before any work; ``(checked quant_post_static arguments, the quantized
+    ops [(name, weight)], the skip_tensor_list of every variant to evaluate (the fully quantized model first when
+    mode="all_but"), the quant_post_static keywords every variant shares)``."""
     _args.choice(who, "mode", mode, ("only", "all_but"))
-    calib_feeds, eval_feeds = _feed_list(who, "calib_feeds", calib_feeds), \
-        (None if eval_feeds is None else _feed_list(who, "eval_feeds", eval_feeds))
     if eval_fn is not None and not callable(eval_fn):
         raise ArgumentTypeError(f"{who}: eval_fn must be a function qmodel -> loss, got {type(eval_fn).__name__}")
-    fixed = sorted({"calibration", "skip_tensor_list", "data_loader", "model"} & set(ptq_kwargs))
+    fixed = sorted({"calibration", "skip_tensor_list", "data_loader", "model", *set_here} & set(ptq_kwargs))
     if fixed:
         raise ArgumentTypeError(f"{who}: {fixed} are set by sensitivity itself")
     unknown = sorted(set(ptq_kwargs) - set(inspect.signature(quant_post_static).parameters))
@@ -94,7 +85,36 @@ def sensitivity(model: Model, calib_feeds, eval_fn: Optional[Callable[[Model], f
                             "the per-layer variants do not get")
     ops = quantized_ops(model, quantizable_op_type)
     weights = [w for _, w in ops]
-    kw = dict(algo=algo, quantizable_op_type=a["quantizable_op_type"], **ptq_kwargs)
+    skips = ([None] if mode == "all_but" else []) + \
+        [[v for v in weights if v != w] if mode == "only" else [w] for _, w in ops]
+    return a, ops, skips, dict(algo=algo, quantizable_op_type=a["quantizable_op_type"], **ptq_kwargs)
+
+
+def ranking(ops: list, metrics: list, mode: str) -> list[tuple[str, float]]:
+    """``[(op name, score)]``, worst first, from the metric of every :func:`sweep_plan` variant."""
+    if mode == "all_but":
+        base, metrics = metrics[0], metrics[1:]
+        scores = [(name, base - m) for (name, _), m in zip(ops, metrics)]
+    else:
+        scores = [(name, m) for (name, _), m in zip(ops, metrics)]
+    return sorted(scores, key=lambda s: -s[1])
+
+
+def sensitivity(model: Model, calib_feeds, eval_fn: Optional[Callable[[Model], float]] = None, *,
+                eval_feeds=None, algo: str = "abs_max", mode: str = "only",
+                quantizable_op_type: Iterable[str] = DEFAULT_OPS, **ptq_kwargs) -> list[tuple[str, float]]:
+    """Rank the quantizable ops of ``model`` by how much quantizing them hurts; worst first.
+
+    ``mode="only"``: the metric of the model with only that op quantized (FP32 elsewhere).
+    ``mode="all_but"``: metric(all quantized) - metric(all but that op quantized), the damage that op adds on
+    top of the others. Either way higher = more sensitive. Every quantized op appears exactly once.
+    ``eval_fn(qmodel) -> loss`` or, by default, :func:`output_error` on ``eval_feeds`` (default ``calib_feeds``).
+    ``ptq_kwargs`` go to ``quant_post_static`` (e.g. ``hist_percent``).
+    """
+    who = "sensitivity"
+    calib_feeds, eval_feeds = _feed_list(who, "calib_feeds", calib_feeds), \
+        (None if eval_feeds is None else _feed_list(who, "eval_feeds", eval_feeds))
+    a, ops, skips, kw = sweep_plan(who, model, algo, mode, quantizable_op_type, eval_fn, ptq_kwargs)
     cal = calibrate_model(model, calib_feeds, algo, quantizable_op_type=a["quantizable_op_type"],
                           **{k: ptq_kwargs[k] for k in _CALIBRATION_ARGS if k in ptq_kwargs},
                           bits=ptq_kwargs.get("activation_bits", 8))
@@ -108,14 +128,7 @@ def sensitivity(model: Model, calib_feeds, eval_fn: Optional[Callable[[Model], f
     def metric(skip):
         return float(eval_fn(quant_post_static(model, None, calibration=cal, skip_tensor_list=skip, **kw)))
 
-    base = metric(None) if mode == "all_but" else 0.0
-    scores = []
-    for name, w in ops:
-        if mode == "only":
-            scores.append((name, metric([v for v in weights if v != w])))
-        else:
-            scores.append((name, base - metric([w])))
-    return sorted(scores, key=lambda s: -s[1])
+    return ranking(ops, [metric(skip) for skip in skips], mode)
 
 
 def auto_skip(model: Model, calib_feeds, k: int, *, ranking: Optional[list] = None,
