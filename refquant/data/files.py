@@ -524,28 +524,23 @@ def load_feeds(model, data, *, batch_size: Optional[int] = None, batch_nums: Opt
 
 
 # ---- command-line options ----------------------------------------------------------------------------------
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1."""
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _whole_number_at_least(lo: int):
+    def parse(text: str) -> int:
+        import argparse
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {lo}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+        return value
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an int >= 0."""
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+positive_int = _whole_number_at_least(1)
+positive_int.__doc__ = "argparse type: an int >= 1."
+non_negative_int = _whole_number_at_least(0)
+non_negative_int.__doc__ = "argparse type: an int >= 0."
 
 
 def parse_size(text: str) -> int | tuple:
