@@ -173,7 +173,7 @@ def test_zoo_entries_build():
     assert M.build("resnet50", **zoo.ZOO["resnet50"]["imagenet"]).inputs == ["x"]
 
 
-ORACLE = Path(__file__).resolve().parent / "data"   # copied from ../shared/oracle/lenet (Paddle 3.3.1's dumps)
+ORACLE = Path(__file__).resolve().parent / "data"   # Paddle 3.3.1's dumps of the oracle LeNet
 
 
 @pytest.mark.skipif(not (ORACLE / "lenet_calib_acts_base.npz").is_file(), reason="tests/data oracle files absent")

@@ -227,7 +227,7 @@ def test_digits_top1_close_to_fp32(digits_lenet, algo, onnx):
 
 
 def test_bias_correction_on_lenet_is_a_no_op_as_measured_in_paddle(lenet, batches, quantized):
-    """paddle_reference.md 1.10: on the oracle LeNet (abs_max) Paddle's correction changed 0 weights."""
+    """On the oracle LeNet (abs_max) Paddle's correction changed 0 weights."""
     base = quantized["abs_max"]
     for bc in ("paddle", True):
         q = quant_post_static(lenet, batches, algo="abs_max", bias_correction=bc)

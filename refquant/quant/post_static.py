@@ -1,6 +1,6 @@
 """Static post-training quantization: Paddle 3.3.1's ``PostTrainingQuantization`` (both graph formats).
 
-Flow (paddle_reference.md 1.2-1.9; docs/ptq.md), one function per step of Paddle's ``quantize()``:
+Flow (Paddle's post_training_quantization.py; docs/ptq.md), one function per step of Paddle's ``quantize()``:
 
 1. :func:`_collect_target_varnames`: for every op whose type is a quantizable *weight* op (conv2d,
    depthwise_conv2d, conv2d_transpose, mul, matmul, matmul_v2 in ``quantizable_op_type``) its weight parameter
@@ -473,7 +473,7 @@ def _observed_outputs(q: Model, act_t: Mapping[str, float]) -> list[str]:
 
 
 def _save_output_threshold(q: Model, act_t: Mapping[str, float]) -> None:
-    """Step 5 (onnx_format False), Paddle's ``_save_output_threshold`` (paddle_reference.md 1.9): float32
+    """Step 5 (onnx_format False), Paddle's ``_save_output_threshold`` (post_training_quantization.py): float32
     ``out_threshold`` / ``<OutArg><k>_threshold`` (the op's ``out_arg`` trait) and ``with_quant_attr`` on every
     weight and observer op with a calibrated output."""
     for op in q.ops:
