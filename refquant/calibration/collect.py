@@ -1,10 +1,11 @@
 """``calibrate``: run Paddle's activation calibration over batches of named tensors.
 
 This is the collection level of ``PostTrainingQuantization`` (Paddle's post_training_quantization.py): the
-algorithms are those of :data:`refquant.calibration.algorithms.ALGORITHMS`; a one-pass algorithm (abs_max, avg, mse, emd, min_max) feeds
-every batch to one observer per tensor, a two-pass one (KL, hist) records each tensor's abs range first and then
-fills an observer built on that range (the histograms). As in Paddle, a tensor with zero elements in a batch is skipped for that batch and its
-name recorded in ``zero_size``; a tensor that is empty in every batch gets no threshold.
+algorithms are those of :data:`refquant.calibration.algorithms.ALGORITHMS`; a one-pass algorithm (abs_max, avg, mse,
+emd, min_max) feeds every batch to one observer per tensor, a two-pass one (KL, hist) records each tensor's abs
+range first and then fills an observer built on that range (the histograms). As in Paddle, a tensor with zero
+elements in a batch is skipped for that batch and its name recorded in ``zero_size``; a tensor that is empty in
+every batch gets no threshold.
 """
 from __future__ import annotations
 
