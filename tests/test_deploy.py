@@ -278,3 +278,15 @@ def test_paddle_style_bias_adds_are_fused():
     assert "elementwise_add" not in i8.op_counts()
     fq, got = q.run(calib[0])[m.outputs[0]], i8.run(calib[0])[m.outputs[0]]
     assert np.abs(fq - got).max() <= 0.05 * np.abs(fq).max()
+
+
+def test_a_model_quantized_below_8_bits_is_refused_not_converted_as_8_bit():
+    from refquant.errors import UnsupportedOpError
+    from refquant.models import zoo
+    from refquant.quant import quant_post_static
+    m = zoo.build("lenet5")
+    _, c, h, w = m.input_specs[0].shape
+    feeds = [{m.inputs[0]: np.random.default_rng(0).standard_normal((2, c, h, w)).astype(np.float32)}]
+    q = quant_post_static(m, feeds, algo="abs_max", weight_bits=4, activation_bits=4)
+    with pytest.raises(UnsupportedOpError, match="4 bits"):
+        convert_to_int8(q)

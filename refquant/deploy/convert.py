@@ -40,6 +40,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import UnsupportedOpError
 from ..executor import infer_shapes
 from ..graph import Model, Op
 from ..ops.conv import pads4, pair
@@ -114,6 +115,11 @@ class _Converter:
         self.qdq: dict[str, tuple[str, float]] = {}     # quant-dequant output -> (float input, threshold)
         self.weight_dq: dict[str, tuple[str, str]] = {}  # dequantize_linear output -> (int8 param, scale param)
         for op in q.ops:
+            if op.type in QDQ_TYPES + ("quantize_linear", "dequantize_linear") \
+                    and int(op.attrs.get("bit_length", 8)) != 8:
+                raise UnsupportedOpError(f"convert_to_int8: op {op.name!r} ({op.type}) quantizes to "
+                                         f"{op.attrs['bit_length']} bits; the INT8 graph runs 8-bit tensors only "
+                                         f"(run the fake-quant model, or quantize with 8 bits)")
             if op.type in QDQ_TYPES:
                 self.qdq[op.outputs[0]] = (op.inputs[0], float(q.params[op.inputs[1]].reshape(-1)[0]))
             elif op.type == "dequantize_linear" and op.inputs[0] in q.params:
