@@ -11,18 +11,7 @@ from refquant.executor import forward
 from refquant.quant import quant_post_static, thresholds
 from refquant.quant.auto_algo import _local_output, _rel_err, quant_post_auto
 
-from .test_post_static import oracle_lenet, DATA
-
-
-@pytest.fixture(scope="module")
-def lenet():
-    return oracle_lenet()
-
-
-@pytest.fixture(scope="module")
-def batches():
-    a = np.load(DATA / "lenet_calib_acts_base.npz")
-    return [{"x": a[f"x|b{k}"]} for k in range(4)]
+from .test_post_static import batches, lenet  # noqa: F401 - the oracle LeNet and its calibration batches
 
 
 @pytest.fixture(scope="module")
