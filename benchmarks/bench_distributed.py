@@ -122,10 +122,9 @@ def _round_robin(fns: dict, repeats: int) -> dict:
 
 def _merge_costs(shard, whole, n: int = 20) -> tuple[float, float]:
     """Milliseconds the driver spends merging one shard's result into the running total, and computing every
-    threshold from the statistics of the whole calibration ``whole`` (once per calibration on the driver, and
-    today also once per shard on the workers: ``calibrate`` computes a shard's own thresholds, which the merge
-    does not use)."""
-    from refquant.distributed import _finish, _merge
+    threshold from the statistics of the whole calibration ``whole`` (once per calibration, on the driver; the
+    shards skip their own: ``calibrate(..., thresholds=False)``)."""
+    from refquant.distributed import _merge
     parts = [copy.deepcopy(shard) for _ in range(n + 1)]
     start = time.perf_counter()
     acc = None
@@ -134,7 +133,7 @@ def _merge_costs(shard, whole, n: int = 20) -> tuple[float, float]:
     merge_ms = 1e3 * (time.perf_counter() - start) / n
     whole = copy.deepcopy(whole)
     start = time.perf_counter()
-    _finish(whole)
+    whole.compute_thresholds()
     return merge_ms, 1e3 * (time.perf_counter() - start)
 
 
