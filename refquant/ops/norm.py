@@ -27,6 +27,9 @@ def _channel(v, ndim):
 def _batch_norm_grad(ctx, attrs, gy, g_mean_out=None, g_var_out=None):
     """The running-statistics outputs carry no gradient; neither do the mean / variance inputs."""
     xhat, inv_std, scale, batch_stats = ctx.saved
+    if isinstance(xhat, tuple):  # the eval forward ran in place and saved (x, mu): recompute xhat
+        x, mu = xhat
+        xhat = (x - _channel(mu, x.ndim).astype(x.dtype, copy=False)) * inv_std
     axes = (0,) + tuple(range(2, xhat.ndim))
     dscale = np.sum(gy * xhat, axis=axes)
     dbias = np.sum(gy, axis=axes)
@@ -44,7 +47,8 @@ def batch_norm(ctx, attrs, x, scale, bias, mean, variance):
     (outputs 1, 2) become ``momentum * running + (1 - momentum) * batch`` -- the biased variance, as Paddle's
     CPU kernel updates it (PyTorch uses the unbiased one). Eval, or Paddle's attribute ``use_global_stats=True``
     in training (frozen statistics, e.g. QAT of an inference graph): mu, var are the running statistics,
-    returned unchanged as outputs 1, 2, and the layer is a fixed per-channel affine map of x.
+    returned unchanged as outputs 1, 2, and the layer is a fixed per-channel affine map of x, computed with the
+    same float operations in place on one output array (the eval tape keeps x and recomputes xhat if asked).
     """
     eps, momentum = float(attrs.get("epsilon", 1e-5)), float(attrs.get("momentum", 0.9))
     axes = (0,) + tuple(range(2, x.ndim))
@@ -52,7 +56,15 @@ def batch_norm(ctx, attrs, x, scale, bias, mean, variance):
         mu, var = x.mean(axis=axes), x.var(axis=axes)
         mean_out = (momentum * mean + (1 - momentum) * mu).astype(mean.dtype, copy=False)
         var_out = (momentum * variance + (1 - momentum) * var).astype(variance.dtype, copy=False)
-    else:
+    elif x.dtype.kind == "f" and all(v.dtype == x.dtype for v in (scale, bias, mean, variance)):
+        inv_std = _channel(1 / np.sqrt(variance + eps), x.ndim).astype(x.dtype, copy=False)
+        ctx.save((x, mean), inv_std, scale, False)
+        y = np.subtract(x, _channel(mean, x.ndim).astype(x.dtype, copy=False))
+        y *= inv_std
+        y *= _channel(scale, x.ndim)
+        y += _channel(bias, x.ndim)
+        return y, mean, variance
+    else:  # mixed dtypes: each step in the wider type, as written
         mu, var, mean_out, var_out = mean, variance, mean, variance
     inv_std = _channel(1 / np.sqrt(var + eps), x.ndim).astype(x.dtype, copy=False)
     xhat = (x - _channel(mu, x.ndim).astype(x.dtype, copy=False)) * inv_std
