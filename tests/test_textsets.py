@@ -101,3 +101,53 @@ def test_char_confusions_and_report():
     assert r["lines_lost"] == [0] and r["agree"] == pytest.approx(100 / 3)
     assert r["new_confusions"] == Counter({(" ", ""): 1})
     assert ppocr.decode_change(fp, fp) == 0.0 < ppocr.decode_change(q, fp)
+
+
+def test_cls_sets_are_the_rec_lines_half_rotated():
+    x, labels = textsets.cls_set("punct", 6)
+    assert x.shape == (6, 3, 48, 192) and x.dtype == np.float32 and labels.tolist() == [0, 1, 0, 1, 0, 1]
+    images, _ = textsets.lines("punct", 6)
+    assert np.array_equal(x, render.cls_input([im.rotate(180) if i % 2 else im for i, im in enumerate(images)]))
+    x3, labels3 = textsets.cls_set("punct", 3, start=3)
+    assert np.array_equal(x3, x[3:]) and labels3.tolist() == [1, 0, 1]
+    xc, lc = textsets.cls_calib_lines(4)
+    assert np.array_equal(xc, textsets.cls_set("calib", 4)[0]) and lc.tolist() == [0, 1, 0, 1]
+    assert not np.array_equal(xc, textsets.cls_set("mixed", 4)[0])
+
+
+def test_page_sets_deterministic_disjoint_and_shaped():
+    a = textsets.det_set("columns", 2)
+    b = textsets.det_set("columns", 2)
+    assert all(np.array_equal(p, q) for p, q in zip(a, b))
+    assert np.array_equal(textsets.det_set("columns", 1, start=1)[0], a[1])
+    bases = sorted(list(textsets.PAGE_SEED_BASE.values()) + list(textsets.SEED_BASE.values()))
+    assert all(q - p >= 100_000 for p, q in zip(bases, bases[1:]))     # pages, lines, calibration: disjoint
+    assert set(textsets.PAGE_SEED_BASE) == set(textsets.PAGE_SETS) | {"calib"}
+    firsts = {name: np.asarray(textsets.pages(name, 1)[0][0]) for name in list(textsets.PAGE_SETS) + ["calib"]}
+    names = list(firsts)
+    assert not [(m, n) for i, m in enumerate(names) for n in names[i + 1:]
+                if firsts[m].shape == firsts[n].shape and np.array_equal(firsts[m], firsts[n])]
+    cal = textsets.det_calib_pages(2)
+    assert [x.shape for x in cal] == [(1, 3, 320, 480)] * 2 and cal[0].dtype == np.float32
+    xs, masks = textsets.det_set("sizes", 4, masks=True)
+    assert all(x.shape[2] % 32 == 0 and x.shape[3] % 32 == 0 and m.shape == x.shape[2:] and m.dtype == bool
+               for x, m in zip(xs, masks))
+    sides = {x.shape[2:] for x in xs}
+    assert (320, 480) not in sides and len(sides) >= 2
+
+
+def test_page_sets_draw_what_their_spec_says():
+    def n_lines(name, n=4):
+        return [len(b) for b in textsets.pages(name, n)[2]]
+    assert all(2 <= k <= 4 for k in n_lines("sparse")) and min(n_lines("dense")) > max(n_lines("plain"))
+    images, masks, boxes = textsets.pages("columns", 3)
+    for im, m, bx in zip(images, masks, boxes):   # text on both halves of the page; the mask covers the boxes
+        assert min(b[0] for b in bx) < im.width / 2 - 40 and max(b[0] for b in bx) > im.width / 2 - 20
+        cover = np.asarray(m).mean()
+        assert 0.05 < cover < 0.7
+    heights = [b[3] - b[1] for b in textsets.pages("mixed_sizes", 3)[2][0]]
+    assert max(heights) > 1.6 * min(heights)
+    with pytest.raises(ValueError, match="unknown page set"):
+        textsets.pages("nope", 1)
+    with pytest.raises(ValueError, match="seed range"):
+        textsets.det_set("plain", 2, start=99_999)

@@ -1,4 +1,4 @@
-"""Named, seeded evaluation sets of text-line images that differ from the calibration data (docs/real_models.md).
+"""Named, seeded evaluation sets of text lines and pages that differ from the calibration data (docs/real_models.md).
 
 Why: a quantization recipe tuned and judged on one text distribution can look lossless there and still lose lines
 on text it has not seen. These sets come from a second renderer, not :func:`refquant.data.render.render_line`:
@@ -27,6 +27,35 @@ input is as wide as the set's widest line (PaddleOCR's ``predict_rec``), never s
     from refquant.data import textsets
     x, texts = textsets.rec_set("noisy", 60)          # (60, 3, 48, W) float32, the 60 label strings
     images, texts = textsets.lines("digits", 60)      # the Pillow images themselves
+
+The direction classifier (cls) is judged on the same lines: :func:`cls_set` turns every second line of a set by
+180 degrees (label 1) and :func:`cls_calib_lines` does the same to the calibration split.
+
+The detector (det) is judged on pages the same renderer draws (:func:`draw_page`: the DejaVu fonts, tracking,
+baseline jitter, mixed tokens, a tilt of at most 1 degree for the whole page), in sets that change what matters
+for a text detector:
+
+===============  ==========================================================================================
+page set         what differs
+===============  ==========================================================================================
+``plain``        one column, font sizes 16-28, 480x320: the calibration pages' distribution, other pages
+``columns``      two or three columns of short lines, font sizes 14-22
+``sparse``       2-4 lines, wide gaps and margins (most of the page empty)
+``dense``        many small lines (font sizes 11-15), tight spacing, long lines
+``sizes``        other page sizes and aspect ratios: 640x480, 320x640, 736x736, 960x544
+``mixed_sizes``  a font size per line, 12-48, on one page
+``contrast``     grey text on grey backgrounds (contrast 50-110 levels)
+``noisy``        Gaussian blur (radius 0.6-1.3) and JPEG compression (quality 25-55)
+===============  ==========================================================================================
+
+Pages use :data:`PAGE_SEED_BASE` (page ``i`` of a set uses seed ``base + i``); the det calibration split
+(:func:`det_calib_pages`) is the ``plain`` distribution at its own seeds. :func:`det_set` returns PaddleOCR's det
+inputs (longer side at most 960, sides multiples of 32; one (1, 3, H, W) array per page) and, on request, the
+text boxes' mask at the input's resolution for an IoU against the ground truth:
+
+    xs = textsets.det_set("columns", 8)                   # [(1, 3, 320, 480) float32, ...]
+    xs, masks = textsets.det_set("sizes", 8, masks=True)  # masks[i]: (H, W) bool, the lines' ink boxes
+    x, labels = textsets.cls_set("contrast", 60)          # (60, 3, 48, 192), labels 0 1 0 1 ...
 """
 from __future__ import annotations
 
@@ -246,3 +275,163 @@ def rec_set(name: str, n: int = 60, *, start: int = 0) -> tuple[np.ndarray, list
 def calib_lines(n: int = 32, *, start: int = 0) -> tuple[np.ndarray, list[str]]:
     """The calibration split: the ``mixed`` distribution at seeds no evaluation set uses."""
     return rec_set("calib", n, start=start)
+
+
+# ---- cls: the same lines, every second one upside down --------------------------------------------------------
+def cls_set(name: str, n: int = 60, *, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, labels)``: lines ``start ..`` of set ``name`` (or ``"calib"``) as one cls batch (N, 3, 48, 192);
+    line ``i`` is rotated 180 degrees (label 1) when ``i`` is odd, else upright (label 0)."""
+    images, _ = lines(name, n, start=start)
+    labels = np.arange(start, start + n) % 2
+    images = [im.rotate(180) if lab else im for im, lab in zip(images, labels)]
+    return render.cls_input(images), labels.astype(np.int64)
+
+
+def cls_calib_lines(n: int = 64, *, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The cls calibration split: the rec calibration lines (:func:`calib_lines`), every second one rotated."""
+    return cls_set("calib", n, start=start)
+
+
+# ---- det: pages drawn by the second renderer --------------------------------------------------------------------
+@dataclass(frozen=True)
+class PageSet:
+    """How the pages of one det evaluation set are drawn: page sizes, columns, lines, fonts, colours, noise.
+    Gaps and margins are fractions of the font size and of the page side."""
+    sizes: tuple = ((480, 320),)            # (width, height) choices
+    columns: tuple = (1, 1)                 # inclusive range
+    n_lines: Optional[tuple] = None         # inclusive range of lines per page (None: fill the page)
+    n_tokens: tuple = (1, 6)                # tokens per line before fitting the column
+    font_sizes: tuple = (16, 28)            # inclusive range, pixels
+    size_per_line: bool = False             # a font size per line (else one per page)
+    gap: tuple = (0.3, 1.0)                 # line gap / font size
+    margin: tuple = (0.01, 0.08)            # page margin / page side
+    contrast: tuple = (150, 240)
+    bg: tuple = (200, 256)
+    blur: tuple = (0.0, 0.0)
+    jpeg: Optional[tuple] = None
+    tilt: float = 1.0                       # degrees, the whole page
+    doc: str = ""
+
+
+PAGE_SETS: dict[str, PageSet] = {
+    "plain": PageSet(doc="one column, font sizes 16-28, 480x320 (the calibration pages' distribution)"),
+    "columns": PageSet(columns=(2, 3), n_tokens=(1, 3), font_sizes=(14, 22), doc="two or three columns"),
+    "sparse": PageSet(n_lines=(2, 4), gap=(1.0, 2.5), margin=(0.08, 0.2), font_sizes=(18, 30),
+                      doc="2-4 lines, wide gaps and margins"),
+    "dense": PageSet(font_sizes=(11, 15), gap=(0.05, 0.25), n_tokens=(3, 9), margin=(0.01, 0.03),
+                     doc="many small lines (11-15 px), tight spacing"),
+    "sizes": PageSet(sizes=((640, 480), (320, 640), (736, 736), (960, 544)),
+                     doc="pages 640x480, 320x640, 736x736, 960x544"),
+    "mixed_sizes": PageSet(font_sizes=(12, 48), size_per_line=True, doc="font sizes 12-48 on one page"),
+    "contrast": PageSet(contrast=(50, 110), bg=(150, 230), doc="grey on grey, contrast 50-110"),
+    "noisy": PageSet(blur=(0.6, 1.3), jpeg=(25, 55), doc="blur 0.6-1.3 and JPEG quality 25-55"),
+}
+#: First seed of each page set and of the det calibration split (page i uses base + i, < 100,000 pages per set).
+PAGE_SEED_BASE = {"plain": 3_100_000, "columns": 3_200_000, "sparse": 3_300_000, "dense": 3_400_000,
+                  "sizes": 3_500_000, "mixed_sizes": 3_600_000, "contrast": 3_700_000, "noisy": 3_800_000,
+                  "calib": 4_100_000}
+#: PaddleOCR's det preprocessing (DetResizeForTest): the longer side at most 960, sides rounded to multiples of 32.
+DET_LIMIT_SIDE_LEN = 960
+
+
+def _fit(text: str, f, track: float, width: float) -> str:
+    """``text`` without its last tokens until it is at most ``width`` pixels wide ("" when no token fits)."""
+    tokens = text.split(" ")
+    while tokens and sum(f.getlength(c) for c in " ".join(tokens)) + track * len(" ".join(tokens)) > width:
+        tokens.pop()
+    return " ".join(tokens)
+
+
+def draw_page(spec: PageSet, rng) -> tuple["Image.Image", "Image.Image", list]:
+    """One page of ``spec``: ``(image, mask, boxes)``. Lines of mixed tokens fill each column from the top with
+    the second renderer's fonts, tracking and per-word baseline jitter; the page is then tilted, blurred and
+    compressed. ``boxes`` are the lines' ink boxes (x0, y0, x1, y1) before the tilt; ``mask`` ("L", 0 / 1) is
+    their union after the tilt, the text region a detector should find."""
+    width, height = spec.sizes[int(rng.integers(len(spec.sizes)))]
+    bg_level = int(rng.integers(*spec.bg))
+    bg = tuple(int(np.clip(bg_level + d, 0, 255)) for d in rng.integers(-12, 13, 3))
+    img = Image.new("RGB", (width, height), bg)
+    mask = Image.new("L", (width, height), 0)
+    draw, mdraw = ImageDraw.Draw(img), ImageDraw.Draw(mask)
+    font_index = int(rng.integers(1 << 16))
+    page_size = int(rng.integers(spec.font_sizes[0], spec.font_sizes[1] + 1))
+    mx, my = (int(side * rng.uniform(*spec.margin)) for side in (width, height))
+    n_cols = int(rng.integers(spec.columns[0], spec.columns[1] + 1))
+    gutter = int(rng.integers(12, 28)) if n_cols > 1 else 0
+    col_w = (width - 2 * mx - gutter * (n_cols - 1)) / n_cols
+    budget = None if spec.n_lines is None else int(rng.integers(spec.n_lines[0], spec.n_lines[1] + 1))
+    boxes = []
+    for col in range(n_cols):
+        x_col, y = mx + col * (col_w + gutter), float(my)
+        while budget is None or len(boxes) < budget:
+            size = int(rng.integers(spec.font_sizes[0], spec.font_sizes[1] + 1)) if spec.size_per_line \
+                else page_size
+            f = _font(font_index, size)
+            ascent, descent = f.getmetrics()
+            if y + ascent + descent > height - my:
+                break
+            fg_level = max(0, bg_level - int(rng.integers(spec.contrast[0], spec.contrast[1] + 1)))
+            fg = tuple(int(np.clip(fg_level + d, 0, 255)) for d in rng.integers(-15, 16, 3))
+            track = float(rng.uniform(-0.5, 1.5))
+            indent = float(rng.uniform(0, 0.15 * col_w))
+            text = _fit(line_text("mixed", int(rng.integers(spec.n_tokens[0], spec.n_tokens[1] + 1)), rng), f,
+                        track, col_w - indent)
+            x, dy, box = x_col + indent, int(rng.integers(-1, 2)), None
+            for c in text:
+                if c == " ":
+                    dy = int(rng.integers(-1, 2))
+                else:
+                    draw.text((x, y + dy), c, font=f, fill=fg)
+                    b = draw.textbbox((x, y + dy), c, font=f)
+                    box = b if box is None else (min(box[0], b[0]), min(box[1], b[1]), max(box[2], b[2]),
+                                                 max(box[3], b[3]))
+                x += f.getlength(c) + track
+            if box is not None:
+                boxes.append(box)
+                mdraw.rectangle(box, fill=1)
+            y += ascent + descent + size * float(rng.uniform(*spec.gap))
+    angle = float(rng.uniform(-spec.tilt, spec.tilt))
+    img = img.rotate(angle, resample=Image.BILINEAR, fillcolor=bg)
+    mask = mask.rotate(angle, resample=Image.NEAREST, fillcolor=0)
+    if spec.blur[1] > 0:
+        img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(*spec.blur))))
+    if spec.jpeg is not None:
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=int(rng.integers(spec.jpeg[0], spec.jpeg[1] + 1)))
+        buf.seek(0)
+        img = Image.open(buf).convert("RGB")
+    return img, mask, boxes
+
+
+def _page_spec(name: str) -> PageSet:
+    if name == "calib":
+        return PAGE_SETS["plain"]
+    if name not in PAGE_SETS:
+        raise ValueError(f"textsets: unknown page set {name!r}; known: {sorted(PAGE_SETS)} and 'calib'")
+    return PAGE_SETS[name]
+
+
+def pages(name: str, n: int = 8, *, start: int = 0) -> tuple[list, list, list]:
+    """``(images, masks, boxes)``: pages ``start .. start + n - 1`` of page set ``name`` (or ``"calib"``)."""
+    if start < 0 or n < 0 or start + n > 100_000:
+        raise ValueError(f"textsets: pages {start}..{start + n} out of the set's seed range (0..100000)")
+    spec = _page_spec(name)
+    drawn = [draw_page(spec, np.random.default_rng(PAGE_SEED_BASE[name] + i)) for i in range(start, start + n)]
+    return [d[0] for d in drawn], [d[1] for d in drawn], [d[2] for d in drawn]
+
+
+def det_set(name: str, n: int = 8, *, start: int = 0, masks: bool = False):
+    """Pages of set ``name`` as det inputs, a list of (1, 3, H, W) float32 (PaddleOCR's preprocessing with
+    :data:`DET_LIMIT_SIDE_LEN`; shapes differ between pages). ``masks=True``: ``(inputs, masks)``, each mask the
+    text boxes' region as a (H, W) bool array at the input's resolution (the ground truth of a box IoU)."""
+    images, page_masks, _ = pages(name, n, start=start)
+    inputs = [render.det_input(im, limit_side_len=DET_LIMIT_SIDE_LEN) for im in images]
+    if not masks:
+        return inputs
+    return inputs, [np.asarray(m.resize((x.shape[3], x.shape[2]), Image.NEAREST)) > 0
+                    for m, x in zip(page_masks, inputs)]
+
+
+def det_calib_pages(n: int = 4, *, start: int = 0) -> list[np.ndarray]:
+    """The det calibration split: ``plain`` pages at seeds no evaluation set uses."""
+    return det_set("calib", n, start=start)
