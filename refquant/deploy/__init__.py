@@ -4,5 +4,6 @@
   kernels with requantization between them, float only where a float op needs it.
 """
 from .convert import convert_to_int8
+from .fp32 import optimize_fp32
 
-__all__ = ["convert_to_int8"]
+__all__ = ["convert_to_int8", "optimize_fp32"]

@@ -1,0 +1,101 @@
+"""optimize_fp32: batch norm and constant per-channel / scalar multiplies and adds folded into the convs before them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from refquant.deploy import optimize_fp32
+from refquant.graph import Model, Op, TensorSpec
+from refquant.models import build
+
+RNG = np.random.default_rng(0)
+
+
+def f32(*shape, lo=-1.0, hi=1.0):
+    return RNG.uniform(lo, hi, shape).astype(np.float32)
+
+
+def bn_params(prefix, c):
+    return {f"{prefix}.g": f32(c, lo=0.5, hi=2), f"{prefix}.b": f32(c), f"{prefix}.m": f32(c),
+            f"{prefix}.v": f32(c, lo=0.1, hi=2)}
+
+
+def bn(prefix, x, y, **outs):
+    return Op("batch_norm", [x] + [f"{prefix}.{k}" for k in "gbmv"],
+              [y, outs.get("mean_out", f"{prefix}.m"), outs.get("var_out", f"{prefix}.v")], {"epsilon": 1e-3})
+
+
+def chain_model(extra_outputs=(), **bn_outs):
+    """conv (bias) -> bn -> mul scalar -> add (1, C, 1, 1) -> sub (C,) axis 1 -> relu; depthwise -> bn -> relu6."""
+    params = {"w": f32(8, 3, 3, 3), "wb": f32(8), "s": f32(1), "c": f32(1, 8, 1, 1), "d": f32(8),
+              "dw": f32(8, 1, 3, 3), **bn_params("bn1", 8), **bn_params("bn2", 8)}
+    ops = [Op("conv2d", ["x", "w", "wb"], ["c1"], {"paddings": [1, 1]}, "conv1"),
+           bn("bn1", "c1", "n1", **bn_outs),
+           Op("elementwise_mul", ["n1", "s"], ["m1"]),
+           Op("elementwise_add", ["c", "m1"], ["a1"]),
+           Op("elementwise_sub", ["a1", "d"], ["s1"], {"axis": 1}),
+           Op("relu", ["s1"], ["r1"]),
+           Op("depthwise_conv2d", ["r1", "dw"], ["c2"], {"groups": 8, "paddings": [1, 1], "strides": [2, 2]}, "dw"),
+           bn("bn2", "c2", "n2"),
+           Op("relu6", ["n2"], ["y"])]
+    return Model(ops, params, [TensorSpec("x", (None, 3, 12, 12))], ["y", *extra_outputs])
+
+
+def close(a, b, rtol=1e-5):
+    return np.max(np.abs(a.astype(np.float64) - b)) <= rtol * np.max(np.abs(a))
+
+
+def test_folds_the_chains_and_keeps_the_outputs():
+    m = chain_model()
+    before = {k: v.copy() for k, v in m.params.items()}
+    ops_before = [(op.type, list(op.inputs), list(op.outputs)) for op in m.ops]
+    f = optimize_fp32(m)
+    assert [op.type for op in f.ops] == ["conv2d", "relu", "depthwise_conv2d", "relu6"]
+    assert f.ops[0].outputs == ["s1"] and f.ops[2].outputs == ["n2"]
+    x = f32(2, 3, 12, 12, lo=-3, hi=3)
+    y, yf = m.run({"x": x})["y"], f.run({"x": x})["y"]
+    assert yf.dtype == np.float32 and close(y, yf) and not np.array_equal(y, np.zeros_like(y))
+    # the input model is left as it was
+    assert [(op.type, list(op.inputs), list(op.outputs)) for op in m.ops] == ops_before
+    assert all(np.array_equal(m.params[k], v) for k, v in before.items()) and m.params.keys() == before.keys()
+    assert set(f.params) == {n for op in f.ops for n in op.inputs[1:] if n}  # the unfolded parameters are gone
+
+
+def test_a_tensor_read_elsewhere_stops_the_chain():
+    # a graph output in the chain: folding stops before the op that reads it
+    f = optimize_fp32(chain_model(extra_outputs=("n1",)))
+    assert [op.type for op in f.ops][:3] == ["conv2d", "elementwise_mul", "elementwise_add"]
+    # batch norm whose running-mean output is a graph output: not folded
+    f = optimize_fp32(chain_model(extra_outputs=("mo",), mean_out="mo"))
+    assert [op.type for op in f.ops][:2] == ["conv2d", "batch_norm"]
+    x = f32(1, 3, 12, 12)
+    m = chain_model(extra_outputs=("n1",))
+    assert close(m.run({"x": x})["y"], optimize_fp32(m).run({"x": x})["y"])
+
+
+@pytest.mark.parametrize("shape, axis, folds", [((8,), 1, True), ((6,), -1, False), ((1, 8, 1, 1), -1, True),
+                                                 ((1, 1, 1, 6), -1, False), ((8, 1, 1), -1, True), ((), -1, True)])
+def test_only_per_channel_or_scalar_constants_fold(shape, axis, folds):
+    c = f32(*shape)
+    m = Model([Op("conv2d", ["x", "w"], ["t"]), Op("elementwise_mul", ["t", "c"], ["y"], {"axis": axis})],
+              {"w": f32(8, 3, 1, 1), "c": c}, [TensorSpec("x", (1, 3, 6, 6))], ["y"])
+    f = optimize_fp32(m)
+    assert (len(f.ops) == 1) == folds
+    x = f32(1, 3, 6, 6)
+    assert close(m.run({"x": x})["y"], f.run({"x": x})["y"])
+
+
+def test_a_constant_of_another_dtype_or_a_constant_minus_conv_does_not_fold():
+    for ops, c in (([Op("elementwise_add", ["t", "c"], ["y"])], np.float64(0.5) * np.ones(1)),
+                   ([Op("elementwise_sub", ["c", "t"], ["y"])], f32(1))):
+        m = Model([Op("conv2d", ["x", "w"], ["t"])] + ops, {"w": f32(8, 3, 1, 1), "c": c},
+                  [TensorSpec("x", (1, 3, 6, 6))], ["y"])
+        assert len(optimize_fp32(m).ops) == 2
+
+
+def test_mobilenet_v2_has_no_batch_norm_left():
+    m = build("mobilenet_v2")
+    f = optimize_fp32(m)
+    assert "batch_norm" in m.op_counts() and "batch_norm" not in f.op_counts()
+    x = RNG.standard_normal((1, 3, 224, 224)).astype(np.float32)
+    assert close(m.run({"x": x})[m.outputs[0]], f.run({"x": x})[f.outputs[0]], rtol=1e-5)
