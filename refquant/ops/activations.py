@@ -55,7 +55,8 @@ def _hard_sigmoid_grad(ctx, attrs, gy):
 @register("hard_sigmoid", observed=True, backward=_hard_sigmoid_grad, shape=same_shape, check=attr_spec(slope="float", offset="float"))
 def hard_sigmoid(ctx, attrs, x):
     """y = clip(slope * x + offset, 0, 1)."""
-    u = float(attrs.get("slope", 0.2)) * x + float(attrs.get("offset", 0.5))
+    u = np.multiply(x, float(attrs.get("slope", 0.2)))
+    u += float(attrs.get("offset", 0.5))
     ctx.save(u)
     return np.clip(u, 0, 1)
 
@@ -78,7 +79,11 @@ def hard_swish(ctx, attrs, x):
     """y = x * clip(x + offset, 0, threshold) / scale."""
     threshold, scale, offset = _hard_swish_attrs(attrs)
     ctx.save(x)
-    return x * np.clip(x + offset, 0, threshold) / scale
+    y = np.add(x, offset)  # the same operations in place on one array: x * clip(x + offset, 0, threshold) / scale
+    np.clip(y, 0, threshold, out=y)
+    y *= x
+    y /= scale
+    return y
 
 
 def _sigmoid_grad(ctx, attrs, gy):

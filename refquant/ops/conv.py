@@ -25,7 +25,8 @@ _COLS_BYTES = 256 << 20
 
 def pair(v) -> tuple[int, int]:
     """An attribute given as [a, b] (or a single int) as a pair of ints."""
-    v = [v] if np.isscalar(v) else list(v)
+    if not isinstance(v, (list, tuple)):
+        v = [v] if np.isscalar(v) else list(v)
     return (int(v[0]), int(v[-1]))
 
 
