@@ -155,7 +155,6 @@ _MODELS: "collections.OrderedDict[str, Model]" = collections.OrderedDict()
 _MODELS_LOCK = threading.Lock()
 #: How many models this process parsed (a worker parses each model once).
 LOADS = collections.Counter()
-_REFERENCES: "collections.OrderedDict[tuple, list]" = collections.OrderedDict()
 
 
 def _model(digest: str, blob: bytes) -> Model:
@@ -174,9 +173,11 @@ def _model(digest: str, blob: bytes) -> Model:
 
 @dataclass(frozen=True)
 class _Failure:
-    """A task's deterministic error, returned (not raised) so that Dask does not retry it."""
+    """A task's deterministic error, returned (not raised) so that Dask does not retry it; ``where``: the part of
+    the task that failed (a layer of a sensitivity task)."""
     kind: str
     message: str
+    where: Optional[str] = None
 
 
 #: Errors a retry cannot fix (bad data, a bad argument, the model failing on the data): reported, not retried.
@@ -286,7 +287,8 @@ def _progress(enabled: bool, label: str, n: int):
 def _gather_in_order(client, futures: list, describe: Callable[[int], str], label: str, progress: bool,
                      fold: Callable, error: Callable):
     """``fold(acc, result_i)`` over the tasks' results in index order, each as soon as every earlier one has
-    arrived; a failed task cancels the others and raises ``error(i, reason)``."""
+    arrived; a failed task cancels the others and raises ``error(i, reason, where)`` (``where``: the failed
+    part of task ``i``, or None)."""
     distributed = _dask()
     index = {f.key: i for i, f in enumerate(futures)}
     report = _progress(progress, label, len(futures))
@@ -304,7 +306,7 @@ def _gather_in_order(client, futures: list, describe: Callable[[int], str], labe
             except Exception as exc:  # an error raised on the worker and left after the retries
                 raise error(i, f"{type(exc).__name__}: {exc}") from None
             if isinstance(result, _Failure):
-                raise error(i, f"{result.kind}: {result.message}")
+                raise error(i, f"{result.kind}: {result.message}", result.where)
             future.release()
             waiting[i] = result
             done += 1
@@ -319,7 +321,7 @@ def _gather_in_order(client, futures: list, describe: Callable[[int], str], labe
 
 # ---- calibration -------------------------------------------------------------------------------------------
 def _shard_error(shards):
-    def make(i, reason):
+    def make(i, reason, where=None):
         src = shards[i].describe()
         return ShardError(f"shard {i} ({src}): {reason}", shard=i, source=src)
     return make
@@ -334,10 +336,14 @@ def _merge(acc, cal, i):
     return acc.merge(cal, thresholds=False)
 
 
-def _round(client, digest, blob, shards, algo, options, ranges, label, progress, retries):
+def _round(client, digest, blob, shards, algo, options, ranges, label, progress, retries, then=None):
+    """One map-reduce round: a task per shard, merged in shard order. ``then()`` runs once the shards are
+    submitted (to queue other work behind them)."""
     futures = [client.submit(_shard_task, digest, blob, s, algo, options, ranges, retries=retries, pure=False,
                              key=f"refquant-{algo}-shard-{i}-{os.urandom(4).hex()}")
                for i, s in enumerate(shards)]
+    if then is not None:
+        then()
     return _gather_in_order(client, futures, lambda i: shards[i].describe(), label, progress, _merge,
                             _shard_error(shards)).compute_thresholds()
 
@@ -372,20 +378,26 @@ def calibrate(model: Model, shards, algo: str = "KL", *, client=None, workers: O
     options = dict(bits=a["bits"], hist_percent=a["hist_percent"], onnx_format=a["onnx_format"],
                    quantizable_op_type=a["quantizable_op_type"], is_full_quantize=a["is_full_quantize"],
                    skip_tensor_list=a["skip_tensor_list"])
-    two_passes = algorithms.ALGORITHMS[algo].passes == 2
     with connect(client, workers) as c:
         digest, blob = _send_model(c, model)
         try:
-            ranges = None
-            if two_passes:
-                merged = _round(c, digest, blob, shards, "ranges", options, None, f"calibration {algo} pass 1 "
-                                "(ranges)", progress, retries)
-                ranges = merged.ranges
-            label = f"calibration {algo}" + (" pass 2 (histograms)" if two_passes else "")
-            result = _round(c, digest, blob, shards, algo, options, ranges, label, progress, retries)
+            return _calibrate(c, digest, blob, shards, algo, options, progress, retries)
         finally:
             c.cancel([blob])
-    return result
+
+
+def _calibrate(client, digest, blob, shards, algo, options, progress, retries, then=None) -> Calibration:
+    """:func:`calibrate`'s rounds on a connected ``client``, the model already sent (``digest``, ``blob``);
+    ``then()`` runs once the first round is submitted."""
+    from .calibration import algorithms
+    two_passes = algorithms.ALGORITHMS[algo].passes == 2
+    ranges = None
+    if two_passes:
+        merged = _round(client, digest, blob, shards, "ranges", options, None, f"calibration {algo} pass 1 "
+                        "(ranges)", progress, retries, then)
+        ranges, then = merged.ranges, None
+    label = f"calibration {algo}" + (" pass 2 (histograms)" if two_passes else "")
+    return _round(client, digest, blob, shards, algo, options, ranges, label, progress, retries, then)
 
 
 def quant_post_static(model: Model, shards, algo: str = "KL", *, client=None, workers: Optional[int] = None,
@@ -420,47 +432,62 @@ def quant_post_static(model: Model, shards, algo: str = "KL", *, client=None, wo
 
 
 # ---- sensitivity -------------------------------------------------------------------------------------------
-def _reference(digest: str, model: Model, feeds: list, key: str) -> list:
-    """The FP32 outputs over ``feeds``, computed once per worker process."""
+#: Sensitivity tasks per worker by default: few enough that the scheduler's per-task cost is small against a
+#: task's layers, enough that the workers finish together and a dead worker's lost task is a small part.
+TASKS_PER_WORKER = 4
+
+
+def _reference_task(digest: str, blob: bytes, feeds: list, i: int):
+    """The FP32 model's first output on eval feed ``i`` (runs on a worker, once per feed for the whole sweep)."""
     from .quant.sensitivity import _outputs
-    with _MODELS_LOCK:
-        ref = _REFERENCES.get((digest, key))
-    if ref is None:
-        ref = _outputs(model, feeds)
-        with _MODELS_LOCK:
-            _REFERENCES[(digest, key)] = ref
-            while len(_REFERENCES) > 2:
-                _REFERENCES.popitem(last=False)
-    return ref
+    return _guarded(lambda: _outputs(_model(digest, blob), [feeds[i]])[0])
 
 
-def _layer_task(digest: str, blob: bytes, cal: Calibration, skip, kw: dict, eval_fn, feeds, feeds_key: str):
-    """The metric of one variant (runs on a worker): what :func:`refquant.quant.sensitivity` computes per layer."""
+def _layers_task(digest: str, blob: bytes, cal: Calibration, skips: list, names: list, kw: dict, eval_fn, feeds,
+                 refs):
+    """The metrics of consecutive variants (runs on a worker): what :func:`refquant.quant.sensitivity` computes
+    for each of them; a failure names its layer."""
     from .quant.post_static import quant_post_static as ptq
     from .quant.sensitivity import _outputs, output_error
+    model = _model(digest, blob)
+    bad = next((r for r in refs if isinstance(r, _Failure)), None) if refs is not None else None
+    if bad is not None:
+        return _Failure(bad.kind, f"the FP32 reference outputs: {bad.message}", "the FP32 model")
+    metrics = []
+    for skip, name in zip(skips, names):
+        def metric():
+            q = ptq(model, None, calibration=cal, skip_tensor_list=skip, **kw)
+            return float(eval_fn(q)) if eval_fn is not None else output_error(refs, _outputs(q, feeds))
+        m = _guarded(metric)
+        if isinstance(m, _Failure):
+            return _Failure(m.kind, m.message, name)
+        metrics.append(m)
+    return metrics
 
-    def work():
-        model = _model(digest, blob)
-        q = ptq(model, None, calibration=cal, skip_tensor_list=skip, **kw)
-        if eval_fn is not None:
-            return float(eval_fn(q))
-        return float(output_error(_reference(digest, model, feeds, feeds_key), _outputs(q, feeds)))
-    return _guarded(work)
+
+def _split(n: int, k: int) -> list[range]:
+    """``range(n)`` cut into ``k`` consecutive parts whose sizes differ by at most one."""
+    q, r = divmod(n, k)
+    bounds = [i * q + min(i, r) for i in range(k + 1)]
+    return [range(bounds[i], bounds[i + 1]) for i in range(k)]
 
 
 def sensitivity(model: Model, shards, eval_fn: Optional[Callable[[Model], float]] = None, *, eval_feeds=None,
                 algo: str = "abs_max", mode: str = "only", quantizable_op_type: Iterable[str] = None,
                 client=None, workers: Optional[int] = None, n_shards: Optional[int] = None,
-                batch_size: Optional[int] = None, preprocess=None, progress: bool = False, retries: int = 2,
-                **ptq_kwargs) -> list[tuple[str, float]]:
+                batch_size: Optional[int] = None, preprocess=None, tasks: Optional[int] = None,
+                progress: bool = False, retries: int = 2, **ptq_kwargs) -> list[tuple[str, float]]:
     """:func:`refquant.quant.sensitivity` on a Dask cluster: the activations calibrated over ``shards`` with
-    :func:`calibrate`, then one task per layer (plus one for the fully quantized model with ``mode="all_but"``).
-    The ranking equals the serial sweep's with ``calib_feeds`` = the shards' batches in order.
+    :func:`calibrate`, then the variants (one per layer, plus the fully quantized model with ``mode="all_but"``)
+    evaluated in ``tasks`` tasks of consecutive variants (default :data:`TASKS_PER_WORKER` per worker).
+    The ranking and every metric equal the serial sweep's with ``calib_feeds`` = the shards' batches in order.
 
     The metric: ``eval_fn(qmodel) -> loss`` (sent to the workers: a module-level function), or the relative
-    output error over ``eval_feeds`` (a list of feed dicts, held-out data, sent once to every worker); one of the
-    two is needed (the calibration data stays in its shards)."""
+    output error over ``eval_feeds`` (a list of feed dicts, held-out data, sent once to every worker; the FP32
+    outputs are computed once, one task per feed, while the calibration runs); one of the two is needed (the
+    calibration data stays in its shards)."""
     from .quant import sensitivity as serial
+    from .quant.post_static import check_args
     who = "distributed.sensitivity"
     quantizable_op_type = serial.DEFAULT_OPS if quantizable_op_type is None else quantizable_op_type
     a, ops, variants, kw = serial.sweep_plan(who, model, algo, mode, quantizable_op_type, eval_fn, ptq_kwargs,
@@ -468,35 +495,57 @@ def sensitivity(model: Model, shards, eval_fn: Optional[Callable[[Model], float]
     if eval_fn is None and eval_feeds is None:
         raise ArgumentError(f"{who}: give eval_feeds (a list of feed dicts) or eval_fn: the calibration data stays "
                             "on the workers")
+    if tasks is not None:
+        tasks = _args.integer(who, "tasks", tasks, 1)
+    retries = _args.integer(who, "retries", retries, 0)
+    _args.boolean(who, "progress", progress)
     feeds = None if eval_feeds is None else serial._feed_list(who, "eval_feeds", eval_feeds)
+    shards = shard_list(shards, n_shards=n_shards, batch_size=batch_size, preprocess=preprocess)
+    c_args = check_args(who, hist_percent=ptq_kwargs.get("hist_percent", 0.99999),
+                        bits=ptq_kwargs.get("activation_bits", 8), onnx_format=ptq_kwargs.get("onnx_format", False),
+                        quantizable_op_type=a["quantizable_op_type"],
+                        is_full_quantize=ptq_kwargs.get("is_full_quantize", False))
+    options = dict(bits=c_args["bits"], hist_percent=c_args["hist_percent"], onnx_format=c_args["onnx_format"],
+                   quantizable_op_type=c_args["quantizable_op_type"], is_full_quantize=c_args["is_full_quantize"],
+                   skip_tensor_list=None)
     names = (["(all quantized)"] if mode == "all_but" else []) + [name for name, _ in ops]
     with connect(client, workers) as c:
-        cal = calibrate(model, shards, algo, client=c, n_shards=n_shards, batch_size=batch_size,
-                        preprocess=preprocess, progress=progress, retries=retries,
-                        quantizable_op_type=a["quantizable_op_type"],
-                        bits=ptq_kwargs.get("activation_bits", 8),
-                        **{k: ptq_kwargs[k] for k in ("hist_percent", "onnx_format", "is_full_quantize")
-                           if k in ptq_kwargs})
-        cal = Calibration(cal.algo, thresholds=cal.thresholds, zero_size=cal.zero_size)  # what the rewrite reads
         digest, blob = _send_model(c, model)
-        cal_f = _hold(c, cal, "calibration")
-        feeds_f, key = None, ""
-        if feeds is not None:
-            import dask.base
-            key = dask.base.tokenize(feeds)
-            feeds_f = _hold(c, feeds, "eval-feeds")
+        held = [blob]
         try:
-            futures = [c.submit(_layer_task, digest, blob, cal_f, skip, kw, eval_fn, feeds_f, key, retries=retries,
-                                pure=False, key=f"refquant-sensitivity-{i}-{os.urandom(4).hex()}")
-                       for i, skip in enumerate(variants)]
-            metrics = _gather_in_order(c, futures, lambda i: names[i], f"sensitivity ({mode})", progress,
-                                       lambda acc, m, i: (acc or []) + [m],
-                                       lambda i, why: DistributedError(f"sensitivity of {names[i]}: {why}",
-                                                                       task=names[i]))
+            feeds_f, refs = None, []
+            if eval_fn is None:
+                feeds_f = _hold(c, feeds, "eval-feeds")
+                held.append(feeds_f)
+
+            def references():  # queued behind the calibration shards: they run while the driver merges
+                refs.extend(c.submit(_reference_task, digest, blob, feeds_f, i, retries=retries, pure=False,
+                                     key=f"refquant-reference-{i}-{os.urandom(4).hex()}")
+                            for i in range(len(feeds)))
+                held.extend(refs)
+            cal = _calibrate(c, digest, blob, shards, algo, options, progress, retries,
+                             references if eval_fn is None else None)
+            cal = Calibration(cal.algo, thresholds=cal.thresholds, zero_size=cal.zero_size)  # what the rewrite reads
+            cal_f = _hold(c, cal, "calibration")
+            held.append(cal_f)
+            n = min(len(variants), tasks or TASKS_PER_WORKER * max(1, len(c.scheduler_info()["workers"])))
+            parts = _split(len(variants), n)
+            futures = [c.submit(_layers_task, digest, blob, cal_f, [variants[i] for i in part],
+                                [names[i] for i in part], kw, eval_fn, feeds_f, refs or None,
+                                retries=retries, pure=False, key=f"refquant-sensitivity-{j}-{os.urandom(4).hex()}")
+                       for j, part in enumerate(parts)]
+
+            def describe(j):
+                part = parts[j]
+                return names[part[0]] if len(part) == 1 else f"{names[part[0]]} .. {names[part[-1]]}"
+            metrics = _gather_in_order(c, futures, describe, f"sensitivity ({mode}), {len(variants)} variants",
+                                       progress, lambda acc, m, j: (acc or []) + m,
+                                       lambda j, why, where=None: DistributedError(
+                                           f"sensitivity of {where or describe(j)}: {why}", task=where or describe(j)))
         finally:
-            c.cancel([f for f in (blob, cal_f, feeds_f) if f is not None])
+            c.cancel(held)
     return serial.ranking(ops, metrics, mode)
 
 
-__all__ = ["calibrate", "quant_post_static", "sensitivity", "connect", "keep_environ", "shard_list", "FileShard", "LoaderShard",
-           "ShardError", "DistributedError", "CALIBRATION_ARGS"]
+__all__ = ["calibrate", "quant_post_static", "sensitivity", "connect", "keep_environ", "shard_list", "FileShard",
+           "LoaderShard", "ShardError", "DistributedError", "CALIBRATION_ARGS", "TASKS_PER_WORKER"]

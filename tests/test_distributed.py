@@ -200,13 +200,61 @@ def test_dying_shard_is_named(client, lenet):
     client.wait_for_workers(2, timeout=30)
 
 
-@pytest.mark.parametrize("mode", ["only", "all_but"])
-def test_sensitivity_ranking_equals_serial(client, lenet, files, mode):
+@pytest.mark.parametrize("mode,tasks", [("only", None), ("only", 1), ("only", 2), ("all_but", None),
+                                        ("all_but", 4)])
+def test_sensitivity_ranking_equals_serial(client, lenet, files, mode, tasks):
+    """Same ranking, every metric ==, however the variants are grouped into tasks (5 layers; 6 variants with
+    all_but: None gives 4 per worker, i.e. one or two variants per task)."""
     model, feeds = lenet
     held_out = feeds[-2:]
     serial = sensitivity(model, feeds, eval_feeds=held_out, algo="hist", mode=mode)
-    got = D.sensitivity(model, groups(files, 4), eval_feeds=held_out, algo="hist", mode=mode, client=client)
+    got = D.sensitivity(model, groups(files, 4), eval_feeds=held_out, algo="hist", mode=mode, client=client,
+                        tasks=tasks)
     assert got == serial and len(got) == 5
+
+
+def test_sensitivity_split():
+    assert [list(r) for r in D._split(7, 3)] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert [len(r) for r in D._split(62, 8)] == [8] * 6 + [7] * 2
+
+
+def test_sensitivity_progress_line_per_task(client, lenet, files, capsys):
+    model, feeds = lenet
+    D.sensitivity(model, groups(files, 2), eval_feeds=feeds[:1], algo="abs_max", client=client, tasks=2,
+                  progress=True)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("sensitivity")]
+    assert [ln.split(": ")[1].split(" (")[0] for ln in lines] == ["1/2 done", "2/2 done"]
+
+
+def _loss_killing(marker, qmodel):
+    """Kills the worker process that first evaluates a variant (``marker`` records that it happened)."""
+    if not os.path.exists(marker):
+        Path(marker).write_text("killed")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _loss(qmodel)
+
+
+def test_sensitivity_killed_worker_recomputed(client, lenet, files, tmp_path):
+    model, feeds = lenet
+    marker = tmp_path / "killed"
+    got = D.sensitivity(model, groups(files, 2), functools.partial(_loss_killing, str(marker)), algo="avg",
+                        client=client, tasks=3)
+    assert marker.read_text() == "killed"
+    assert got == sensitivity(model, feeds, _loss, algo="avg")
+    client.wait_for_workers(2, timeout=30)
+
+
+def _loss_failing(qmodel):
+    """Fails on the variant quantizing the fully connected layers (a user metric's bug)."""
+    if any(op.type == "mul" and op.attrs.get("quantization_type") for op in qmodel.ops):
+        raise ValueError("no metric for this one")
+    return _loss(qmodel)
+
+
+def test_sensitivity_failing_layer_is_named(client, lenet, files):
+    model, _ = lenet
+    with pytest.raises(D.DistributedError, match=r"sensitivity of fc_[01]: ValueError: no metric for this one"):
+        D.sensitivity(model, groups(files, 2), _loss_failing, algo="avg", client=client, tasks=2)
 
 
 def _loss(qmodel):
