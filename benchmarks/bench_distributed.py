@@ -3,15 +3,20 @@
 - Exactness: thresholds of every static algorithm, 1, 2 and 3 shards per worker, == one process over the same
   batches (three zoo models and PP-OCR rec when rapidocr-onnxruntime is installed).
 - Speed: KL calibration of 64 batches of MobileNetV2 and of PP-OCR rec (one line per batch), the cluster vs one
-  process on one thread (round-robin medians); the PP-OCR det sensitivity sweep (mode "only") likewise.
+  process on one thread (round-robin medians); the PP-OCR det sensitivity sweep (mode "only") likewise, on a
+  realistic evaluation set (6 held-out pages at det_set's default size, 4 calibration pages) and on one small
+  page (where the fixed costs dominate), the latter also with one task per layer.
 - Driver memory: peak RSS of a fresh driver process calibrating 1x and 10x as many shard files.
 - The cost model of docs/distributed.md: per-shard compute, the merge of one shard's result, the per-round
   overhead.
 
 Calibration data are ``.npy`` files (one batch each) written to a temporary folder; shards are read by the workers.
-``refquant bench distributed`` runs the full sizes (about 10 minutes on a quiet 2-core machine);
+``refquant bench distributed`` runs the full sizes (about 15 minutes on a quiet 2-core machine);
 ``REFQUANT_BENCH_QUICK=1`` or ``python -m benchmarks.bench_distributed --quick`` runs tiny ones that only show it
-works.
+works. ``REFQUANT_BENCH_DISTRIBUTED=sensitivity refquant bench distributed`` (or ``python -m
+benchmarks.bench_distributed sensitivity``) runs only the named sections, among exact, speed, sensitivity, rss.
+The load average of the machine (``os.getloadavg()``) is recorded before and after every speed row: the ratios
+mean something only on an otherwise idle machine.
 """
 from __future__ import annotations
 
@@ -30,11 +35,14 @@ import numpy as np
 from .common import machine, table
 
 FULL = {"exact_batches": 6, "exact_batch": 4, "exact_rec_lines": 6, "speed_batches": 64, "speed_batch": 8,
-        "speed_rec_batches": 64, "speed_shards": 2, "repeats": 2, "det_calib": 2, "det_eval": 1,
-        "det_size": (320, 224), "sens_repeats": 1, "rss_files": 8, "rss_batch": 8}
+        "speed_rec_batches": 64, "speed_shards": 2, "repeats": 2,
+        "det_cases": ({"calib": 4, "eval": 6, "size": None, "repeats": 3},
+                      {"calib": 2, "eval": 1, "size": (320, 224), "repeats": 5, "one_per_layer": True}),
+        "rss_files": 8, "rss_batch": 8}
 QUICK = {"exact_batches": 6, "exact_batch": 2, "exact_rec_lines": 6, "speed_batches": 8, "speed_batch": 8,
-         "speed_rec_batches": 4, "speed_shards": 2, "repeats": 1, "det_calib": 1, "det_eval": 1,
-         "det_size": (160, 128), "sens_repeats": 1, "rss_files": 2, "rss_batch": 4}
+         "speed_rec_batches": 4, "speed_shards": 2, "repeats": 1,
+         "det_cases": ({"calib": 1, "eval": 1, "size": (160, 128), "repeats": 1, "one_per_layer": True},),
+         "rss_files": 2, "rss_batch": 4}
 ZOO = ("lenet5", "resnet20", "mobilenet_v2")
 
 
@@ -166,7 +174,9 @@ def _speed(client, sizes, tmp: Path) -> list[dict]:
             out["dist"] = D.calibrate(model, shards, "KL", client=client, quantizable_op_type=ops)
 
         D.calibrate(model, files[:2], "abs_max", client=client, quantizable_op_type=ops)  # workers parse the model
+        load = [os.getloadavg()[0]]
         t = _round_robin({"one process": one, "cluster": dist}, sizes["repeats"])
+        load.append(os.getloadavg()[0])
         with _one_thread():
             per_batch = calibrate_model(model, [feeds[0]], "KL", quantizable_op_type=ops)
             merge_ms, threshold_ms = _merge_costs(per_batch, out["one"])
@@ -176,38 +186,58 @@ def _speed(client, sizes, tmp: Path) -> list[dict]:
                      "identical": out["one"].thresholds == out["dist"].thresholds,
                      "per_batch_s": (t["one process"] - threshold_ms / 1e3) / len(files), "merge_ms": merge_ms,
                      "threshold_ms": threshold_ms,
-                     "tensors": len(out["one"].thresholds)})
+                     "tensors": len(out["one"].thresholds), "loadavg": load})
         _log("speed", json.dumps(rows[-1]))
     return rows
 
 
-def _sensitivity(client, sizes, tmp: Path):
+def _sensitivity(client, sizes, tmp: Path) -> list[dict]:
+    """The PP-OCR det sweep (mode "only", abs_max, the relative output error over held-out pages), one process
+    on one thread vs the cluster, round-robin, for every case of ``sizes["det_cases"]``: ``calib`` calibration
+    pages (one shard file each) and ``eval`` held-out pages of ``size`` (None: det_set's default)."""
     from refquant import distributed as D
-    from refquant.quant.sensitivity import sensitivity
+    from refquant.quant.sensitivity import quantized_ops, sensitivity
     from refquant.realmodels import ppocr
     if not ppocr.available():
-        return None
+        return []
     model = ppocr.load("det")
-    calib = [{"x": x} for x in ppocr.det_set(sizes["det_calib"], seed=ppocr.CALIB_SEED, size=sizes["det_size"])]
-    held_out = [{"x": x} for x in ppocr.det_set(sizes["det_eval"], size=sizes["det_size"])]
-    files = _write(tmp / "sens-det", calib)
-    out = {}
+    layers = len(quantized_ops(model, ppocr.QUANT_OPS))
+    rows = []
+    for case in sizes["det_cases"]:
+        size = {} if case["size"] is None else {"size": case["size"]}
+        calib = [{"x": x} for x in ppocr.det_set(case["calib"], seed=ppocr.CALIB_SEED, **size)]
+        held_out = [{"x": x} for x in ppocr.det_set(case["eval"], **size)]
+        files = _write(tmp / f"sens-det-{case['calib']}-{case['eval']}", calib)
+        shards = [[f] for f in files]
+        out = {}
 
-    def one():
-        with _one_thread():
-            out["one"] = sensitivity(model, calib, eval_feeds=held_out, algo="abs_max",
-                                     quantizable_op_type=ppocr.QUANT_OPS)
+        def one():
+            with _one_thread():
+                out["one"] = sensitivity(model, calib, eval_feeds=held_out, algo="abs_max",
+                                         quantizable_op_type=ppocr.QUANT_OPS)
 
-    def dist():
-        out["dist"] = D.sensitivity(model, [[f] for f in files], eval_feeds=held_out, algo="abs_max",
-                                    quantizable_op_type=ppocr.QUANT_OPS, client=client)
+        def dist(tasks=None, key="cluster"):
+            out[key] = D.sensitivity(model, shards, eval_feeds=held_out, algo="abs_max",
+                                     quantizable_op_type=ppocr.QUANT_OPS, client=client, tasks=tasks)
 
-    t = _round_robin({"one process": one, "cluster": dist}, sizes["sens_repeats"])
-    row = {"model": "PP-OCR det", "layers": len(out["one"]), "page": list(held_out[0]["x"].shape),
-           "one_process_s": t["one process"], "cluster_s": t["cluster"], "ratio": t["one process"] / t["cluster"],
-           "same_ranking": out["one"] == out["dist"]}
-    _log("sensitivity", json.dumps(row))
-    return row
+        runners = {"one process": one, "cluster": dist}
+        if case.get("one_per_layer"):
+            runners["cluster, one task per layer"] = lambda: dist(layers, "per layer")
+        D.calibrate(model, files[:1], "abs_max", client=client, quantizable_op_type=ppocr.QUANT_OPS)  # parse it
+        load = [os.getloadavg()[0]]
+        t = _round_robin(runners, case["repeats"])
+        load.append(os.getloadavg()[0])
+        row = {"model": "PP-OCR det", "layers": layers, "calib_pages": len(calib), "eval_pages": len(held_out),
+               "page": list(held_out[0]["x"].shape), "repeats": case["repeats"],
+               "tasks": min(layers, D.TASKS_PER_WORKER * len(client.scheduler_info()["workers"])),
+               "one_process_s": t["one process"], "cluster_s": t["cluster"],
+               "ratio": t["one process"] / t["cluster"],
+               "same_ranking": all(out[k] == out["one"] for k in out), "loadavg": load}
+        if "per layer" in out:
+            row["per_layer_s"] = t["cluster, one task per layer"]
+        rows.append(row)
+        _log("sensitivity", json.dumps(row))
+    return rows
 
 
 def _rss_child(n_files: int, folder: str) -> None:
@@ -244,25 +274,43 @@ def _rss(sizes, tmp: Path) -> dict:
     return out
 
 
-def run(quick: bool | None = None) -> dict:
+SECTIONS = ("exact", "speed", "sensitivity", "rss")
+
+
+def run(quick: bool | None = None, sections=None) -> dict:
+    """``sections``: the parts to run (default: ``REFQUANT_BENCH_DISTRIBUTED``, comma-separated, or all)."""
     from refquant import distributed as D
     try:
         import distributed  # noqa: F401
     except ImportError:
         return {"machine": machine(), "skipped": "Dask is not installed (pip install 'refquant[dask]')"}
     quick = os.environ.get("REFQUANT_BENCH_QUICK") == "1" if quick is None else quick
+    if sections is None:
+        sections = [x for x in os.environ.get("REFQUANT_BENCH_DISTRIBUTED", "").split(",") if x] or SECTIONS
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"bench_distributed: unknown section(s) {unknown}; the sections are {', '.join(SECTIONS)}")
     sizes = QUICK if quick else FULL
-    result = {"machine": machine(), "quick": quick, "sizes": sizes, "date": time.strftime("%Y-%m-%d")}
+    result = {"machine": machine(), "quick": quick, "sizes": sizes, "date": time.strftime("%Y-%m-%d"),
+              "sections": list(sections), "loadavg_start": os.getloadavg()}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, D.connect(workers=2) as client:
         tmp = Path(tmp)
-        result["identical"] = _exactness(client, sizes, tmp)
-        result["speed"] = _speed(client, sizes, tmp)
-        result["sensitivity"] = _sensitivity(client, sizes, tmp)
-    with tempfile.TemporaryDirectory() as tmp:
-        result["rss"] = _rss(sizes, Path(tmp))
+        if "exact" in sections:
+            result["identical"] = _exactness(client, sizes, tmp)
+        if "speed" in sections:
+            result["speed"] = _speed(client, sizes, tmp)
+        if "sensitivity" in sections:
+            result["sensitivity"] = _sensitivity(client, sizes, tmp)
+    if "rss" in sections:
+        with tempfile.TemporaryDirectory() as tmp:
+            result["rss"] = _rss(sizes, Path(tmp))
     result["seconds"] = time.perf_counter() - start
     return result
+
+
+def _load(row: dict) -> str:
+    return " -> ".join(f"{x:.1f}" for x in row["loadavg"])
 
 
 def markdown(r: dict) -> str:
@@ -270,33 +318,41 @@ def markdown(r: dict) -> str:
         return f"skipped: {r['skipped']}"
     m = r["machine"]
     head = (f"{'QUICK MODE (tiny sizes, only shows it works); ' if r['quick'] else ''}{r['date']}, {m['cpu']}, "
-            f"2-worker LocalCluster (processes, 1 thread each) vs one process on 1 thread; "
-            f"{r['seconds']:.0f} s in all")
-    by = {}
-    for row in r["identical"]:
-        by.setdefault((row["model"], row["algo"]), []).append(row)
-    exact = table(["model", "algo", "tensors", "2 / 4 / 6 shards == one process"],
-                  [[mo, al, rows[0]["tensors"], " / ".join("yes" if x["identical"] else "**NO**" for x in rows)]
-                   for (mo, al), rows in by.items()])
-    speed = table(["model", "batches (shape)", "shards", "one process s", "cluster s", "ratio", "thresholds ==",
-                   "s per batch", "merge ms per shard", "thresholds ms"],
-                  [[s["model"], f"{s['batches']} {tuple(s['batch_shape'])}", s["shards"], f"{s['one_process_s']:.1f}",
-                    f"{s['cluster_s']:.1f}", f"**{s['ratio']:.2f}x**", "yes" if s["identical"] else "**NO**",
-                    f"{s['per_batch_s']:.3f}", f"{s['merge_ms']:.2f}", f"{s['threshold_ms']:.0f}"]
-                   for s in r["speed"]])
-    parts = [head, "### Thresholds, cluster vs one process", exact, "### KL calibration time", speed]
-    s = r.get("sensitivity")
-    if s:
+            f"2-worker LocalCluster (processes, 1 thread each) vs one process on 1 thread; sections "
+            f"{', '.join(r['sections'])}; {r['seconds']:.0f} s in all; load average at the start "
+            f"{r['loadavg_start'][0]:.1f} (1 min)")
+    parts = [head]
+    if "identical" in r:
+        by = {}
+        for row in r["identical"]:
+            by.setdefault((row["model"], row["algo"]), []).append(row)
+        parts += ["### Thresholds, cluster vs one process",
+                  table(["model", "algo", "tensors", "2 / 4 / 6 shards == one process"],
+                        [[mo, al, rows[0]["tensors"], " / ".join("yes" if x["identical"] else "**NO**" for x in rows)]
+                         for (mo, al), rows in by.items()])]
+    if "speed" in r:
+        parts += ["### KL calibration time",
+                  table(["model", "batches (shape)", "shards", "one process s", "cluster s", "ratio", "thresholds ==",
+                         "s per batch", "merge ms per shard", "thresholds ms", "load avg"],
+                        [[s["model"], f"{s['batches']} {tuple(s['batch_shape'])}", s["shards"],
+                          f"{s['one_process_s']:.1f}", f"{s['cluster_s']:.1f}", f"**{s['ratio']:.2f}x**",
+                          "yes" if s["identical"] else "**NO**", f"{s['per_batch_s']:.3f}", f"{s['merge_ms']:.2f}",
+                          f"{s['threshold_ms']:.0f}", _load(s)] for s in r["speed"]])]
+    if r.get("sensitivity"):
         parts += ["### Sensitivity sweep (mode only, abs_max)",
-                  table(["model", "layers", "page", "one process s", "cluster s", "ratio", "same ranking"],
-                        [[s["model"], s["layers"], tuple(s["page"]), f"{s['one_process_s']:.1f}",
-                          f"{s['cluster_s']:.1f}", f"**{s['ratio']:.2f}x**",
-                          "yes" if s["same_ranking"] else "**NO**"]])]
-    q = r["rss"]
-    parts += ["### Driver peak RSS (MobileNetV2, KL, one file per shard)",
-              table(["data", "files", "peak RSS MiB", "seconds"],
-                    [[k, q[k]["files"], f"{q[k]['peak_rss_kib'] / 1024:.1f}", f"{q[k]['seconds']:.1f}"]
-                     for k in ("1x", "10x")]) + f"\n\ngrowth with 10x the data: **{100 * q['growth']:+.1f}%**"]
+                  table(["model", "layers", "eval pages (shape)", "calib pages", "tasks", "one process s",
+                         "cluster s", "ratio", "one task per layer s", "same ranking", "repeats", "load avg"],
+                        [[s["model"], s["layers"], f"{s['eval_pages']} {tuple(s['page'])}", s["calib_pages"],
+                          s["tasks"], f"{s['one_process_s']:.2f}", f"{s['cluster_s']:.2f}", f"**{s['ratio']:.2f}x**",
+                          f"{s['per_layer_s']:.2f}" if "per_layer_s" in s else "",
+                          "yes" if s["same_ranking"] else "**NO**", s["repeats"], _load(s)]
+                         for s in r["sensitivity"]])]
+    if "rss" in r:
+        q = r["rss"]
+        parts += ["### Driver peak RSS (MobileNetV2, KL, one file per shard)",
+                  table(["data", "files", "peak RSS MiB", "seconds"],
+                        [[k, q[k]["files"], f"{q[k]['peak_rss_kib'] / 1024:.1f}", f"{q[k]['seconds']:.1f}"]
+                         for k in ("1x", "10x")]) + f"\n\ngrowth with 10x the data: **{100 * q['growth']:+.1f}%**"]
     return "\n\n".join(parts)
 
 
@@ -304,4 +360,5 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--rss":
         _rss_child(int(sys.argv[2]), sys.argv[3])
     else:
-        print(markdown(run(quick="--quick" in sys.argv[1:])))
+        print(markdown(run(quick="--quick" in sys.argv[1:],
+                           sections=[a for a in sys.argv[1:] if not a.startswith("--")] or None)))
