@@ -50,8 +50,8 @@ def test_folds_the_chains_and_keeps_the_outputs():
     before = {k: v.copy() for k, v in m.params.items()}
     ops_before = [(op.type, list(op.inputs), list(op.outputs)) for op in m.ops]
     f = optimize_fp32(m)
-    assert [op.type for op in f.ops] == ["conv2d", "relu", "depthwise_conv2d", "relu6"]
-    assert f.ops[0].outputs == ["s1"] and f.ops[2].outputs == ["n2"]
+    assert [op.type for op in f.ops] == ["conv2d_bias_act", "conv2d_bias_act"]
+    assert [(op.outputs, op.attrs["activation"]) for op in f.ops] == [(["r1"], "relu"), (["y"], "relu6")]
     x = f32(2, 3, 12, 12, lo=-3, hi=3)
     y, yf = m.run({"x": x})["y"], f.run({"x": x})["y"]
     assert yf.dtype == np.float32 and close(y, yf) and not np.array_equal(y, np.zeros_like(y))
@@ -64,10 +64,11 @@ def test_folds_the_chains_and_keeps_the_outputs():
 def test_a_tensor_read_elsewhere_stops_the_chain():
     # a graph output in the chain: folding stops before the op that reads it
     f = optimize_fp32(chain_model(extra_outputs=("n1",)))
-    assert [op.type for op in f.ops][:3] == ["conv2d", "elementwise_mul", "elementwise_add"]
+    assert [op.type for op in f.ops][:3] == ["conv2d_bias_act", "elementwise_mul", "elementwise_add"]
     # batch norm whose running-mean output is a graph output: not folded
     f = optimize_fp32(chain_model(extra_outputs=("mo",), mean_out="mo"))
-    assert [op.type for op in f.ops][:2] == ["conv2d", "batch_norm"]
+    assert [op.type for op in f.ops][:2] == ["conv2d_bias_act", "batch_norm"]
+    assert f.ops[0].inputs == ["x", "w", "wb"]  # nothing folded: the same parameters
     x = f32(1, 3, 12, 12)
     m = chain_model(extra_outputs=("n1",))
     assert close(m.run({"x": x})["y"], optimize_fp32(m).run({"x": x})["y"])
@@ -80,7 +81,7 @@ def test_only_per_channel_or_scalar_constants_fold(shape, axis, folds):
     m = Model([Op("conv2d", ["x", "w"], ["t"]), Op("elementwise_mul", ["t", "c"], ["y"], {"axis": axis})],
               {"w": f32(8, 3, 1, 1), "c": c}, [TensorSpec("x", (1, 3, 6, 6))], ["y"])
     f = optimize_fp32(m)
-    assert (len(f.ops) == 1) == folds
+    assert (len(f.ops) == 1) == folds and f.ops[0].type == "conv2d_bias_act"
     x = f32(1, 3, 6, 6)
     assert close(m.run({"x": x})["y"], f.run({"x": x})["y"])
 
@@ -96,6 +97,35 @@ def test_a_constant_of_another_dtype_or_a_constant_minus_conv_does_not_fold():
 def test_mobilenet_v2_has_no_batch_norm_left():
     m = build("mobilenet_v2")
     f = optimize_fp32(m)
-    assert "batch_norm" in m.op_counts() and "batch_norm" not in f.op_counts()
+    assert "batch_norm" in m.op_counts() and not {"batch_norm", "relu6", "conv2d", "depthwise_conv2d"} & set(f.op_counts())
     x = RNG.standard_normal((1, 3, 224, 224)).astype(np.float32)
     assert close(m.run({"x": x})[m.outputs[0]], f.run({"x": x})[f.outputs[0]], rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape, k, stride, pad, dilation", [
+    ((2, 96, 40, 37), 3, (1, 1), [1, 1], (1, 1)),       # 4.6 MB of columns per sample: blocks of rows
+    ((1, 48, 61, 50), 3, (2, 2), [0, 1, 2, 1], (1, 1)),  # uneven padding, stride 2
+    ((1, 40, 60, 60), 3, (1, 2), [2, 2], (2, 2)),        # dilation
+    ((1, 12, 90, 90), 5, (1, 1), [2, 2], (1, 1))])
+@pytest.mark.parametrize("activation", ["", "relu", "relu6"])
+def test_conv2d_bias_act_is_conv2d_then_the_activation(shape, k, stride, pad, dilation, activation):
+    x, w, b = f32(*shape, lo=-2, hi=2), f32(16, shape[1], k, k), f32(16)
+    attrs = {"strides": list(stride), "paddings": pad, "dilations": list(dilation)}
+    conv = Model([Op("conv2d", ["x", "w", "b"], ["y"], attrs)], {"w": w, "b": b}, [TensorSpec("x", shape)], ["y"])
+    y = conv.run({"x": x})["y"]
+    y = {"": y, "relu": np.maximum(y, 0), "relu6": np.clip(y, 0, 2.5)}[activation]
+    fused = Model([Op("conv2d_bias_act", ["x", "w", "b"], ["y"], dict(attrs, activation=activation, threshold=2.5))],
+                  {"w": w, "b": b}, [TensorSpec("x", shape)], ["y"])
+    yf = fused.run({"x": x})["y"]
+    assert yf.shape == y.shape and yf.dtype == np.float32 and close(y, yf)
+
+
+def test_conv2d_bias_act_refuses_other_activations_and_training():
+    with pytest.raises(Exception, match="activation"):
+        Model([Op("conv2d_bias_act", ["x", "w"], ["y"], {"activation": "swish"})], {"w": f32(4, 3, 1, 1)},
+              [TensorSpec("x", (1, 3, 4, 4))], ["y"])
+    from refquant import executor
+    m = optimize_fp32(chain_model())
+    with pytest.raises(Exception, match="no backward"):
+        env, tape = executor.forward(m, {"x": f32(1, 3, 12, 12)}, training=True, record=True)
+        executor.backward(m, env, tape, {"y": np.ones((1, 8, 6, 6), np.float32)})

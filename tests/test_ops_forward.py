@@ -334,6 +334,8 @@ SAMPLES = {
                {"strides": [2, 1], "paddings": [1, 0, 2, 1], "dilations": [1, 2], "groups": 2}),
     "depthwise_conv2d": ([_f32(2, 3, 7, 6), _f32(6, 1, 3, 3)],
                          {"strides": [2, 2], "paddings": [1, 1], "groups": 3}),
+    "conv2d_bias_act": ([_f32(2, 4, 7, 6), _f32(6, 2, 3, 3), _f32(6)],
+                        {"strides": [2, 1], "paddings": [1, 0, 2, 1], "groups": 2, "activation": "relu6"}),
     "mul": ([_f32(2, 3, 4), _f32(4, 5)], {"x_num_col_dims": 2}),
     "fc": ([_f32(2, 3, 4), _f32(12, 5), _f32(5)], {}),
     "matmul": ([_f32(2, 1, 4, 3), _f32(4, 5)], {"trans_x": True}),

@@ -1,18 +1,22 @@
-"""``optimize_fp32``: a float model for FP32 inference, with batch norm and constant affine ops folded into convs.
+"""``optimize_fp32``: a float model for FP32 inference, with batch norm, constant affine ops and relu / relu6 fused
+into the convs before them.
 
-What Paddle Inference's ``conv_bn_fuse_pass`` / ``conv_elementwise_add_fuse_pass`` and ONNX Runtime's Conv +
-BatchNormalization / Add / Mul fusions do. A conv2d or depthwise_conv2d whose weight (and bias) are parameters
-absorbs the chain of ops that follows it while its output has one reader and is not a graph output:
+What Paddle Inference's ``conv_bn_fuse_pass`` / ``conv_elementwise_add_fuse_pass`` / ``conv_activation`` fuses and
+ONNX Runtime's Conv + BatchNormalization / Add / Mul / Relu fusions do. Every conv2d or depthwise_conv2d whose
+weight (and bias) are parameters becomes a ``conv2d_bias_act`` (:mod:`refquant.ops.conv`: no backward) that
+absorbs the chain of ops after it while its output has one reader and is not a graph output:
 
 - an inference ``batch_norm`` with parameter statistics: ``a = gamma / sqrt(var + eps)``, ``w' = w * a[o]``,
   ``b' = (b - mean) * a + beta`` (its running-statistics outputs must be unread);
 - an ``elementwise_mul`` / ``elementwise_add`` / ``elementwise_sub`` (conv output first) by a parameter that is
-  per output channel or a scalar, of the weight's dtype: ``w' = w * s[o], b' = b * s[o]``; ``b' = b + c[o]``.
+  per output channel or a scalar, of the weight's dtype: ``w' = w * s[o], b' = b * s[o]``; ``b' = b + c[o]``;
+- then a ``relu`` or ``relu6``, which ends the chain (applied in place on the conv's output).
 
-Constants are folded in float64 and stored in the weight's dtype, so outputs differ from the unfolded graph in the
-last float32 bits (a relative 1e-6 on typical models, ``tests/test_deploy_fp32.py``). Calibration, sensitivity and
-training keep running on the unfolded graph (their thresholds and gradients do not change); this is for FP32
-deployment and the benchmarks' "refquant FP32 (folded)" column. The input model is not modified.
+Constants are folded in float64 and stored in the weight's dtype, and large convs sum in other BLAS calls, so
+outputs differ from the unfused graph in the last float32 bits (a relative 1e-6 to 3e-5 on the PP-OCR and
+ImageNet models, docs/performance.md). Calibration, sensitivity and training keep running on the unfused graph
+(their thresholds and gradients do not change); this is for FP32 deployment and the benchmarks' "refquant FP32
+fused" column. The input model is not modified.
 """
 from __future__ import annotations
 
@@ -57,8 +61,9 @@ def _bn_fold(model: Model, op: Op, t: str, readers: dict, outputs: set) -> "tupl
 
 
 def optimize_fp32(model: Model) -> Model:
-    """A new float model equal to ``model`` up to float rounding, with batch norms and per-channel / scalar
-    constant multiplies and adds folded into the convs before them (module docstring)."""
+    """A new float model equal to ``model`` up to float rounding, its convs ``conv2d_bias_act`` ops with the
+    batch norms, per-channel / scalar constant multiplies and adds, and relu / relu6 after them fused in (module
+    docstring)."""
     check_model("optimize_fp32", model)
     readers = model.consumers()
     outputs = set(model.outputs)
@@ -76,11 +81,15 @@ def optimize_fp32(model: Model) -> Model:
         oc, t = w.shape[0], op.outputs[0]
         scale = np.ones(oc)
         shift = params[b_name].astype(np.float64).reshape(-1) if b_name else np.zeros(oc)
-        chain = []
-        while len(readers.get(t, [])) == 1 and t not in outputs:
+        chain, attrs = [], dict(op.attrs, activation="")
+        while len(readers.get(t, [])) == 1 and t not in outputs and not attrs["activation"]:
             j = readers[t][0]
             nxt = model.ops[j]
-            if nxt.type == "batch_norm":
+            if nxt.type in ("relu", "relu6") and nxt.inputs[0] == t:
+                attrs["activation"] = nxt.type
+                if nxt.type == "relu6":
+                    attrs["threshold"] = float(nxt.attrs.get("threshold", 6.0))
+            elif nxt.type == "batch_norm":
                 ac = _bn_fold(model, nxt, t, readers, outputs)
                 if ac is None:
                     break
@@ -97,15 +106,15 @@ def optimize_fp32(model: Model) -> Model:
                 break
             chain.append(j)
             t = nxt.outputs[0]
-        if not chain:
-            ops.append(op)
-            continue
         folded.update(chain)
-        w_name, b_new = _fresh(params, op.inputs[1] + "@folded"), _fresh(params, (b_name or t) + "@folded_bias")
-        params[w_name] = (w.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(w.dtype)
-        params[b_new] = shift.astype(w.dtype)
-        trainable.update((w_name, b_new) if op.inputs[1] in trainable else ())
-        ops.append(Op(op.type, [op.inputs[0], w_name, b_new], [t] + list(op.outputs[1:]), dict(op.attrs), op.name))
+        inputs = list(op.inputs)
+        if any(model.ops[j].type not in ("relu", "relu6") for j in chain):
+            w_name, b_new = _fresh(params, op.inputs[1] + "@folded"), _fresh(params, (b_name or t) + "@folded_bias")
+            params[w_name] = (w.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(w.dtype)
+            params[b_new] = shift.astype(w.dtype)
+            trainable.update((w_name, b_new) if op.inputs[1] in trainable else ())
+            inputs = [op.inputs[0], w_name, b_new]
+        ops.append(Op("conv2d_bias_act", inputs, [t], attrs, op.name))
     used = {n for op in ops for n in op.inputs if n} | {n for op in ops for n in op.outputs if n}
     params = {k: v for k, v in params.items() if k in used}
     return Model(ops, params, model.input_specs, model.outputs, name=model.name, meta=model.meta,

@@ -18,7 +18,7 @@ import numpy as np
 from .. import _dispatch
 from ..errors import ShapeError
 from ..reference.im2col import MAX_EXTENT, check_geometry, check_size
-from .registry import attr_int, attr_ints, register
+from .registry import attr_int, attr_ints, attr_spec, register
 
 _COLS_BYTES = 256 << 20
 
@@ -85,18 +85,36 @@ def _sample_chunks(n, bytes_per_sample):
 
 
 # ---- im2col + matmul ---------------------------------------------------------------------------------
-def _gemm_forward(x, w, stride, pad, dilation, groups, oh, ow):
-    """y_g = w_g @ cols_g for each group g, chunk by chunk."""
+def _gemm_forward(x, w, stride, pad, dilation, groups, oh, ow, row_cols_bytes=None):
+    """y_g = w_g @ cols_g for each group g, chunk by chunk; with ``row_cols_bytes`` (one group), blocks of
+    output rows whose columns take about that many bytes, so they stay in cache (other float32 bits)."""
     n, oc, (_, cg, kh, kw) = x.shape[0], w.shape[0], w.shape
     if kh == kw == 1 and stride == (1, 1) and not any(pad) and groups == 1:  # the columns are x itself
         return np.matmul(w.reshape(oc, cg), x.reshape(n, cg, oh * ow)).reshape(n, oc, oh, ow)
     k = cg * kh * kw
+    if row_cols_bytes and groups == 1 and k * oh * ow * x.itemsize > 2 * row_cols_bytes:
+        return _gemm_forward_rows(x, w, stride, pad, dilation, oh, ow, max(1, row_cols_bytes // (k * ow * x.itemsize)))
     wg = w.reshape(groups, oc // groups, k)
     y = np.empty((n, oc, oh * ow), dtype=np.result_type(x, w))
     for s in _sample_chunks(n, groups * k * oh * ow * x.itemsize):
         cols = _dispatch.im2col(x[s], kh, kw, stride, pad, dilation).reshape(-1, groups, k, oh * ow)
         y[s] = np.matmul(wg, cols).reshape(-1, oc, oh * ow)
     return y.reshape(n, oc, oh, ow)
+
+
+def _gemm_forward_rows(x, w, stride, pad, dilation, oh, ow, step):
+    """One group, ``step`` output rows at a time: the columns of input rows [r0 * sh - top, ...) only."""
+    (n, _, h, _), (oc, _, kh, _) = x.shape, w.shape
+    (sh, _), (top, left, _, right), reach = stride, pad, (kh - 1) * dilation[0] + 1
+    y = np.empty((n, oc, oh, ow), dtype=np.result_type(x, w))
+    wm = w.reshape(oc, -1)
+    for r0 in range(0, oh, step):
+        r1 = min(oh, r0 + step)
+        i0, i1 = r0 * sh - top, (r1 - 1) * sh - top + reach  # input rows [i0, i1), outside x are padding
+        xs = np.ascontiguousarray(x[:, :, max(i0, 0):min(i1, h)])
+        cols = _dispatch.im2col(xs, kh, w.shape[3], stride, (max(-i0, 0), left, max(i1 - h, 0), right), dilation)
+        y[:, :, r0:r1] = np.matmul(wm, cols).reshape(n, oc, r1 - r0, ow)
+    return y
 
 
 def _gemm_backward(x, w, gy, stride, pad, dilation, groups, need_dx):
@@ -156,6 +174,12 @@ def _conv2d_grad(ctx, attrs, gy):
 @register("conv2d", weight_inputs=(1,), out_arg="Output", backward=_conv2d_grad, shape=_conv_shape, check=_check_conv)
 def conv2d(ctx, attrs, x, w, b=None):
     """y[n, o] = b[o] + sum_{c in group(o), i, j} w[o, c, i, j] * x_pad[n, c, p*sh + i*dh, q*sw + j*dw]."""
+    y = _conv_forward(attrs, x, w, b)
+    ctx.save(x, w)
+    return y
+
+
+def _conv_forward(attrs, x, w, b, row_cols_bytes=None):
     stride, pad, dilation, groups = _params(attrs)
     if x.ndim != 4 or w.ndim != 4:
         raise ShapeError(f"conv2d: input {x.shape} and filter {w.shape} must both be 4-D (NCHW, OIHW)")
@@ -169,11 +193,35 @@ def conv2d(ctx, attrs, x, w, b=None):
             np.ascontiguousarray(x), np.ascontiguousarray(w), None if b is None else np.ascontiguousarray(b),
             stride, pad, dilation, max_threads=1)
     else:
-        y = _gemm_forward(x, w, stride, pad, dilation, groups, oh, ow)
+        y = _gemm_forward(x, w, stride, pad, dilation, groups, oh, ow, row_cols_bytes)
         if b is not None:
             y += b.reshape(1, -1, 1, 1)
-    ctx.save(x, w)
     return y
 
 
 register("depthwise_conv2d", weight_inputs=(1,), out_arg="Output", backward=_conv2d_grad, shape=_conv_shape, check=_check_conv)(conv2d)
+
+
+# ---- inference: conv + bias + activation, the ops refquant.deploy.optimize_fp32 writes ------------------------
+ACTIVATIONS = ("", "relu", "relu6")
+_ROW_COLS_BYTES = 2 << 20
+
+
+def _check_conv_act(attrs, inputs):
+    _check_conv(attrs, inputs)
+    attr_spec(activation=ACTIVATIONS, threshold="float")(attrs, inputs)
+
+
+@register("conv2d_bias_act", shape=_conv_shape, check=_check_conv_act)
+def conv2d_bias_act(ctx, attrs, x, w, b=None):
+    """act(conv2d(x, w, b)) for inference (no backward), with ``activation`` "" (none), "relu" or "relu6"
+    (clip to [0, ``threshold``], default 6), applied in place on the conv's output. Convs whose columns exceed
+    4 MB per sample build them for blocks of output rows (about 2 MB each, in cache): the sums then come
+    from other BLAS calls than conv2d's, so the float32 bits may differ from conv2d + relu in the last place."""
+    y = _conv_forward(attrs, x, w, b, _ROW_COLS_BYTES)
+    act = attrs.get("activation", "")
+    if act == "relu":
+        np.maximum(y, 0, out=y)
+    elif act == "relu6":
+        np.clip(y, 0, float(attrs.get("threshold", 6.0)), out=y)
+    return y
