@@ -11,9 +11,13 @@ thread (``refquant.set_num_threads(1)`` and threadpoolctl limiting BLAS; ORT wit
     python -m benchmarks.bench_real --json r.json det   # JSON too; only the named models (cls, rec, det)
     python -m benchmarks.bench_real --qat-steps 0   # without the QAT rows (--qat-steps N: at most N steps)
     python -m benchmarks.bench_real sets            # only rec on the textsets evaluation sets
+    python -m benchmarks.bench_real det_sets cls_sets   # det on the textsets page sets, cls on its line sets
 
 ``sets``: rec on the evaluation sets of :mod:`refquant.data.textsets` (another renderer, fonts and text than the
 calibration-style lines above), per set, with the per-character confusions INT8 adds (:func:`_eval_textsets`).
+``det_sets`` / ``cls_sets``: det on the textsets page sets (layouts, page sizes, font sizes, contrast, noise),
+IoU against FP32 and against the text boxes; cls on its line sets (every second line rotated 180), accuracy and
+agreement with FP32 (:func:`_eval_sets`). ``REFQUANT_BENCH_QUICK=1`` runs these two at tiny sizes.
 
 QAT rows: :func:`refquant.realmodels.ppocr.qat` from the best algo's thresholds, all quantizable ops, distilled
 from the FP32 outputs on rendered training lines / pages (``ppocr.TRAIN_SEED``), recipe in :data:`QAT`.
@@ -308,8 +312,167 @@ def _textsets_markdown(t: dict) -> str:
     return "\n\n".join(part)
 
 
-def run(kinds=("cls", "rec", "det", "sets"), algos=ALGOS, ort_methods=ORT_METHODS, repeats: int = 3,
-        skip_k=SKIP_K, sizes=None, qat_steps=None) -> dict:
+#: det and cls on the page / line sets of refquant.data.textsets: pages or lines per set, calibration, batch
+SETS_SIZES = {"det_sets": {"n_eval": 8, "n_calib": 4, "batch": 1},
+              "cls_sets": {"n_eval": 60, "n_calib": 64, "batch": 16}}
+#: ``REFQUANT_BENCH_QUICK=1``: sizes that only show the det_sets / cls_sets sections run (numbers meaningless)
+QUICK_SETS_SIZES = {"det_sets": {"n_eval": 1, "n_calib": 2, "batch": 1},
+                    "cls_sets": {"n_eval": 4, "n_calib": 8, "batch": 4}}
+#: det_sets: a text line counts as found when the map thresholded at 0.3 covers this share of its ink box (the
+#: map is the shrunk core of each line: FP32 covers 0.30-0.46 of every line box of the page sets)
+LINE_FOUND = 0.15
+
+
+def _sets_sizes(section, override=None):
+    quick = os.environ.get("REFQUANT_BENCH_QUICK") == "1"
+    return dict((QUICK_SETS_SIZES if quick else SETS_SIZES)[section], **(override or {}))
+
+
+def _det_scores(outs, refs, masks) -> dict:
+    """det maps (1, 1, H, W) against FP32's and against the line masks of :func:`refquant.data.textsets.det_set`:
+    mean IoU vs FP32, % of lines found (map > 0.3 on >= :data:`LINE_FOUND` of the line's box), IoU vs the boxes."""
+    from refquant.realmodels import ppocr
+    found = []
+    for o, m in zip(outs, masks):
+        hit = (np.asarray(o) > ppocr.DET_THRESH).reshape(m.shape)
+        area = np.bincount(m.ravel())
+        cover = np.bincount(m.ravel(), weights=hit.ravel(), minlength=len(area))[1:][area[1:] > 0]
+        found += list(cover / area[1:][area[1:] > 0] >= LINE_FOUND)
+    return {"iou_fp32": float(np.mean([ppocr.det_iou(o, r) for o, r in zip(outs, refs)])),
+            "lines_found": 100.0 * float(np.mean(found)) if found else 100.0,
+            "iou_boxes": float(np.mean([ppocr.det_iou(o, (m > 0).reshape(np.shape(o)).astype(np.float32))
+                                        for o, m in zip(outs, masks)]))}
+
+
+def _eval_sets(kind, sizes, ort_methods, repeats, tmp):
+    """det (``kind="det"``) on the page sets or cls on the line sets of :mod:`refquant.data.textsets` (the second
+    renderer, never used to calibrate): FP32 (refquant, onnxruntime), refquant INT8 PTQ KL, hist, abs_max, KL +
+    auto_skip(2), the recipe (:func:`refquant.realmodels.ppocr.recipe`, defaults) and ORT's quantize_static
+    MinMax and Percentile, all calibrated on the textsets calibration split. Per set: det the mean IoU of the
+    thresholded probability map against FP32's, the share of text lines found (:data:`LINE_FOUND`) and the IoU
+    against the lines' box mask; cls the accuracy and the share of lines classified as FP32 classifies them."""
+    from refquant.data import textsets
+    from refquant.quant.sensitivity import auto_skip, sensitivity
+    from refquant.realmodels import ppocr
+    model = ppocr.load(kind)
+    out, b = model.outputs[0], sizes["batch"]
+    if kind == "det":
+        sets = {}
+        for name in textsets.PAGE_SETS:
+            xs, masks = textsets.det_set(name, sizes["n_eval"], masks=True)
+            sets[name] = ([{"x": x} for x in xs], masks)
+        cal = [{"x": x} for x in textsets.det_calib_pages(sizes["n_calib"])]
+        docs = {n: s.doc for n, s in textsets.PAGE_SETS.items()}
+    else:
+        sets = {}
+        for name in textsets.SETS:
+            x, labels = textsets.cls_set(name, sizes["n_eval"])
+            sets[name] = (ppocr.batches(x, b), labels)
+        cal = ppocr.batches(textsets.cls_calib_lines(sizes["n_calib"])[0], b)
+        docs = {n: s.doc for n, s in textsets.SETS.items()}
+    lat_feed = next(iter(sets.values()))[0][0]
+    ref = {name: [model.run(f)[out] for f in feeds] for name, (feeds, _) in sets.items()}
+    variants, side = [], {}
+    result = {"kind": kind, "sizes": sizes, "sets": docs, "variants": variants}
+
+    def scores(name, outs):
+        truth = sets[name][1]
+        if kind == "det":
+            return _det_scores(outs, ref[name], truth)
+        p, r = np.concatenate(outs), np.concatenate(ref[name])
+        return {"accuracy": ppocr.cls_accuracy(p, truth),
+                "agree": 100.0 * float(np.mean(p.argmax(1) == r.argmax(1)))}
+
+    def add(name, runtime, predict, latency, **extra):
+        t0 = time.perf_counter()
+        per_set = {s: scores(s, ref[s] if predict is None else [predict(f) for f in feeds])
+                   for s, (feeds, _) in sets.items()}
+        variants.append({"variant": name, "runtime": runtime, "sets": per_set, "ms": _ms(latency, repeats),
+                         "eval_s": time.perf_counter() - t0, **extra})
+        side[f"{runtime} {name}"] = latency
+        _log(f"{kind}_sets", json.dumps(variants[-1]))
+
+    def add_int8(name, m, **extra):
+        add(name, "refquant INT8", lambda f: m.run(f)[out], lambda: m.run(lat_feed), **extra)
+
+    add("FP32", "refquant", None, lambda: model.run(lat_feed))
+    sess = ppocr.ort_session(ppocr.model_path(kind), 1)
+    add("FP32", "onnxruntime", lambda f: sess.run(None, f)[0], lambda: sess.run(None, lat_feed))
+    for algo in ("KL", "hist", "abs_max"):
+        t0 = time.perf_counter()
+        _, i8 = ppocr.quantize(model, cal, algo)
+        add_int8(f"PTQ {algo}", i8, ptq_s=time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    skip = auto_skip(model, cal, 2, ranking=sensitivity(model, cal[:1], algo="KL"))
+    _, i8 = ppocr.quantize(model, cal, "KL", skip_tensor_list=skip)
+    add_int8("PTQ KL + auto_skip(2)", i8, skip=skip, ptq_s=time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    q, i8 = ppocr.recipe(model, cal)
+    info = q.meta["quantization"].get("recipe", {})
+    add_int8("recipe (ppocr.recipe)", i8, ptq_s=time.perf_counter() - t0, skip=list(info.get("skip", [])),
+             recipe={k: v for k, v in info.items() if k != "ranking"})
+    for method in ort_methods[::2]:   # MinMax and Percentile, as in the rec sets
+        qpath = os.path.join(tmp, f"{kind}.sets.{method}.onnx")
+        try:
+            ppocr.ort_quantize(ppocr.model_path(kind), qpath, cal, method)
+        except Exception as exc:  # noqa: BLE001 - report, do not stop the run
+            variants.append({"variant": f"ORT quantize_static {method}", "runtime": "onnxruntime INT8",
+                             "error": f"{type(exc).__name__}: {exc}"[:200]})
+            continue
+        s = ppocr.ort_session(qpath, 1)
+        add(f"ORT quantize_static {method}", "onnxruntime INT8", lambda f, s=s: s.run(None, f)[0],
+            lambda s=s: s.run(None, lat_feed))
+    result["latency_input"] = list(lat_feed["x"].shape)
+    result["side_by_side_ms"] = {k: 1e3 * v for k, v in interleaved_medians(side, max(9, repeats)).items()}
+    return result
+
+
+def _sets_markdown(t: dict) -> str:
+    """The det_sets / cls_sets tables: per set, det IoU vs FP32 / vs the text boxes, cls accuracy / agreement."""
+    kind, s = t["kind"], t["sizes"]
+    names = list(t["sets"])
+    if kind == "det":
+        what = (f"### det on the textsets page sets: {s['n_eval']} pages each, {s['n_calib']} calibration pages "
+                f"(textsets calibration split), 1 thread")
+        cell, legend = "{iou_fp32:.3f} / {lines_found:.1f}", (
+            "Mean IoU of the probability map thresholded at 0.3 against FP32's / % of the text lines found (the "
+            f"map covers >= {LINE_FOUND:g} of the line's ink box)")
+        unit = "page"
+    else:
+        what = (f"### cls on the textsets line sets: {s['n_eval']} lines each (every second one rotated 180), "
+                f"{s['n_calib']} calibration lines (textsets calibration split), batch {s['batch']}, 1 thread")
+        cell, legend, unit = "{accuracy:.1f} / {agree:.1f}", "Accuracy % / % of lines classified as FP32 " \
+                                                                   "classifies them", "batch"
+    shape = "x".join(map(str, t.get("latency_input", [])))
+    ok = [v for v in t["variants"] if "error" not in v]
+
+    def cells(v, fmt):
+        mean = {k: float(np.mean([v["sets"][n][k] for n in names])) for k in v["sets"][names[0]]}
+        return [fmt.format(**v["sets"][n]) for n in names] + [fmt.format(**mean)]
+    rows = [[v["variant"], v["runtime"]] + cells(v, cell) +
+            [f"{t['side_by_side_ms'].get(v['runtime'] + ' ' + v['variant'], v['ms']):.1f}",
+             ", ".join(v.get("skip") or [])] for v in ok]
+    rows += [[v["variant"], v["runtime"]] + ["error"] * (len(names) + 1) + ["-", v["error"]]
+             for v in t["variants"] if "error" in v]
+    parts = [what + "\n\nSets: " + "; ".join(f"`{n}` {d}" for n, d in t["sets"].items()),
+             f"{legend}; ms per {unit} ({shape}), round-robin median",
+             table(["variant", "runtime"] + names + ["mean", f"ms / {unit}", "kept float"], rows)]
+    if kind == "det":
+        parts += ["IoU of the thresholded map against the lines' box mask (the map covers the shrunk core of "
+                  "each line, so a right map scores about FP32's, not 1)",
+                  table(["variant", "runtime"] + names + ["mean"],
+                        [[v["variant"], v["runtime"]] + cells(v, "{iou_boxes:.3f}") for v in ok])]
+    for v in ok:
+        if v.get("recipe"):
+            r = v["recipe"]
+            by_k = ", ".join(f"k={k} {d:.4f}" for k, d in r.get("distance_by_k", {}).items())
+            parts.append(f"{v['variant']}: distance on the held-out calibration batch by number of float ops: "
+                         f"{by_k or '-'}; kept float: {', '.join(v['skip']) or 'none'} ({v['ptq_s']:.0f} s)")
+    return "\n\n".join(parts)
+
+
+def run(kinds=("cls", "rec", "det", "sets", "det_sets", "cls_sets"), algos=ALGOS, ort_methods=ORT_METHODS,
+        repeats: int = 3, skip_k=SKIP_K, sizes=None, qat_steps=None) -> dict:
     """``qat_steps``: None runs the :data:`QAT` recipe, 0 leaves QAT out, N caps every model's steps at N."""
     import refquant
     from refquant import threads
@@ -329,6 +492,11 @@ def run(kinds=("cls", "rec", "det", "sets"), algos=ALGOS, ort_methods=ORT_METHOD
                     result["textsets"] = _eval_textsets(dict(TEXTSETS, **((sizes or {}).get("sets", {}))),
                                                         ort_methods, repeats, tmp)
                     result["textsets"]["seconds"] = time.perf_counter() - t0
+                    continue
+                if kind in SETS_SIZES:
+                    result[kind] = _eval_sets(kind[:3], _sets_sizes(kind, sizes.get(kind)), ort_methods, repeats,
+                                              tmp)
+                    result[kind]["seconds"] = time.perf_counter() - t0
                     continue
                 r = _eval_kind(kind, sizes[kind], algos, ort_methods, repeats,
                                skip_k if kind in SKIP_KINDS else (), tmp, qat_steps)
@@ -377,13 +545,15 @@ def markdown(r: dict) -> str:
                          f"{qa['seconds']:.0f} s including calibration")
     if r.get("textsets"):
         parts.append(_textsets_markdown(r["textsets"]))
+    parts += [_sets_markdown(r[k]) for k in SETS_SIZES if r.get(k)]
     return "\n\n".join(parts)
 
 
 if __name__ == "__main__":
-    names = tuple(a for a in sys.argv[1:] if a in ("cls", "rec", "det", "sets"))
+    sections = ("cls", "rec", "det", "sets", "det_sets", "cls_sets")
+    names = tuple(a for a in sys.argv[1:] if a in sections)
     qat = int(sys.argv[sys.argv.index("--qat-steps") + 1]) if "--qat-steps" in sys.argv else None
-    res = run(kinds=names or ("cls", "rec", "det", "sets"), qat_steps=qat)
+    res = run(kinds=names or sections, qat_steps=qat)
     if "--json" in sys.argv:
         with open(sys.argv[sys.argv.index("--json") + 1], "w") as f:
             json.dump(res, f, indent=1, default=str)

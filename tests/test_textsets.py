@@ -130,8 +130,10 @@ def test_page_sets_deterministic_disjoint_and_shaped():
     cal = textsets.det_calib_pages(2)
     assert [x.shape for x in cal] == [(1, 3, 320, 480)] * 2 and cal[0].dtype == np.float32
     xs, masks = textsets.det_set("sizes", 4, masks=True)
-    assert all(x.shape[2] % 32 == 0 and x.shape[3] % 32 == 0 and m.shape == x.shape[2:] and m.dtype == bool
+    assert all(x.shape[2] % 32 == 0 and x.shape[3] % 32 == 0 and m.shape == x.shape[2:] and m.dtype == np.uint8
                for x, m in zip(xs, masks))
+    n_boxes = [len(b) for b in textsets.pages("sizes", 4)[2]]
+    assert [len(set(np.unique(m)) - {0}) for m in masks] == n_boxes         # every line labelled, 1..k
     sides = {x.shape[2:] for x in xs}
     assert (320, 480) not in sides and len(sides) >= 2
 
@@ -143,7 +145,7 @@ def test_page_sets_draw_what_their_spec_says():
     images, masks, boxes = textsets.pages("columns", 3)
     for im, m, bx in zip(images, masks, boxes):   # text on both halves of the page; the mask covers the boxes
         assert min(b[0] for b in bx) < im.width / 2 - 40 and max(b[0] for b in bx) > im.width / 2 - 20
-        cover = np.asarray(m).mean()
+        cover = (np.asarray(m) > 0).mean()
         assert 0.05 < cover < 0.7
     heights = [b[3] - b[1] for b in textsets.pages("mixed_sizes", 3)[2][0]]
     assert max(heights) > 1.6 * min(heights)

@@ -51,10 +51,10 @@ page set         what differs
 Pages use :data:`PAGE_SEED_BASE` (page ``i`` of a set uses seed ``base + i``); the det calibration split
 (:func:`det_calib_pages`) is the ``plain`` distribution at its own seeds. :func:`det_set` returns PaddleOCR's det
 inputs (longer side at most 960, sides multiples of 32; one (1, 3, H, W) array per page) and, on request, the
-text boxes' mask at the input's resolution for an IoU against the ground truth:
+lines' ink boxes at the input's resolution, the ground truth of a detection:
 
     xs = textsets.det_set("columns", 8)                   # [(1, 3, 320, 480) float32, ...]
-    xs, masks = textsets.det_set("sizes", 8, masks=True)  # masks[i]: (H, W) bool, the lines' ink boxes
+    xs, masks = textsets.det_set("sizes", 8, masks=True)  # masks[i]: (H, W) uint8, line k's ink box = k
     x, labels = textsets.cls_set("contrast", 60)          # (60, 3, 48, 192), labels 0 1 0 1 ...
 """
 from __future__ import annotations
@@ -345,8 +345,9 @@ def _fit(text: str, f, track: float, width: float) -> str:
 def draw_page(spec: PageSet, rng) -> tuple["Image.Image", "Image.Image", list]:
     """One page of ``spec``: ``(image, mask, boxes)``. Lines of mixed tokens fill each column from the top with
     the second renderer's fonts, tracking and per-word baseline jitter; the page is then tilted, blurred and
-    compressed. ``boxes`` are the lines' ink boxes (x0, y0, x1, y1) before the tilt; ``mask`` ("L", 0 / 1) is
-    their union after the tilt, the text region a detector should find."""
+    compressed. ``boxes`` are the lines' ink boxes (x0, y0, x1, y1) before the tilt; ``mask`` ("L") labels them
+    after the tilt, the text regions a detector should find: 0 background, ``k`` the box of line ``k`` (from 1;
+    the later line where two boxes touch)."""
     width, height = spec.sizes[int(rng.integers(len(spec.sizes)))]
     bg_level = int(rng.integers(*spec.bg))
     bg = tuple(int(np.clip(bg_level + d, 0, 255)) for d in rng.integers(-12, 13, 3))
@@ -388,7 +389,7 @@ def draw_page(spec: PageSet, rng) -> tuple["Image.Image", "Image.Image", list]:
                 x += f.getlength(c) + track
             if box is not None:
                 boxes.append(box)
-                mdraw.rectangle(box, fill=1)
+                mdraw.rectangle(box, fill=min(len(boxes), 255))
             y += ascent + descent + size * float(rng.uniform(*spec.gap))
     angle = float(rng.uniform(-spec.tilt, spec.tilt))
     img = img.rotate(angle, resample=Image.BILINEAR, fillcolor=bg)
@@ -423,12 +424,12 @@ def pages(name: str, n: int = 8, *, start: int = 0) -> tuple[list, list, list]:
 def det_set(name: str, n: int = 8, *, start: int = 0, masks: bool = False):
     """Pages of set ``name`` as det inputs, a list of (1, 3, H, W) float32 (PaddleOCR's preprocessing with
     :data:`DET_LIMIT_SIDE_LEN`; shapes differ between pages). ``masks=True``: ``(inputs, masks)``, each mask the
-    text boxes' region as a (H, W) bool array at the input's resolution (the ground truth of a box IoU)."""
+    lines' ink boxes at the input's resolution, (H, W) uint8: 0 background, ``k`` line ``k`` (see :func:`draw_page`)."""
     images, page_masks, _ = pages(name, n, start=start)
     inputs = [render.det_input(im, limit_side_len=DET_LIMIT_SIDE_LEN) for im in images]
     if not masks:
         return inputs
-    return inputs, [np.asarray(m.resize((x.shape[3], x.shape[2]), Image.NEAREST)) > 0
+    return inputs, [np.asarray(m.resize((x.shape[3], x.shape[2]), Image.NEAREST))
                     for m, x in zip(page_masks, inputs)]
 
 
