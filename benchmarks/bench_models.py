@@ -4,7 +4,8 @@ onnxruntime FP32 and INT8, side by side in one run; plus weight bytes and peak r
 For each model (the zoo builders, untrained weights: timing does not need trained ones):
   1. FP32 model; static PTQ (abs_max on two random batches) -> ``convert_to_int8``, with 8-bit weights and with
      ``reduce_range=True`` (GEMM weights halved to [-64, 64]: AVX2's exact vpmaddubsw kernel);
-  2. latency medians at 1 and 2 threads, every runner timed round-robin in one loop: refquant FP32 (its im2col + BLAS convs), refquant INT8 (both);
+  2. latency medians at 1 and 2 threads, every runner timed round-robin in one loop: refquant FP32 (its im2col + BLAS convs),
+     refquant FP32 fused (``refquant.deploy.optimize_fp32``: batch norm folded, relu in the conv), refquant INT8 (both);
      onnxruntime FP32 on the exported float model; onnxruntime INT8 on refquant's INT8 graph exported as QDQ
      (the *same* quantized model: ORT fuses it into QLinearConv where it can) and on ORT's own
      ``quantize_static`` (QDQ, per-channel s8 weights, u8 activations, MinMax on the same batches), also with its
@@ -82,7 +83,7 @@ def _ort_quantize_static(fp32_path, out_path, calib, input_name, reduce_range=Fa
 def run(models=MODELS, threads_list=(1, 2), repeats: int = 9) -> dict:
     import refquant
     from refquant import threads
-    from refquant.deploy import convert_to_int8
+    from refquant.deploy import convert_to_int8, optimize_fp32
     from refquant.io import save
     from refquant.models import build
     from refquant.quant import quant_post_static
@@ -105,7 +106,9 @@ def run(models=MODELS, threads_list=(1, 2), repeats: int = 9) -> dict:
             save(i8, paths["int8"])
             for k, p in paths.items():
                 row.update({f"{k}_{key}": v for key, v in _peak_rss_mb(p).items()})
-            runners = {"refquant_fp32": lambda: fp32.run({"x": x}), "refquant_int8": lambda: i8.run({"x": x}),
+            fused = optimize_fp32(fp32)
+            runners = {"refquant_fp32": lambda: fp32.run({"x": x}), "refquant_fp32_fused": lambda: fused.run({"x": x}),
+                       "refquant_int8": lambda: i8.run({"x": x}),
                        "refquant_int8_rr": lambda: i8r.run({"x": x})}
             onnx_paths = {}
             try:
@@ -143,22 +146,26 @@ def run(models=MODELS, threads_list=(1, 2), repeats: int = 9) -> dict:
 
 def markdown(r: dict) -> str:
     tl = sorted({int(k.split("_")[-1][:-1]) for row in r["models"] for k in row if k.startswith("int8_speedup_")})
-    cols = ["refquant_fp32", "refquant_int8", "refquant_int8_rr", "ort_fp32", "ort_int8_same_model",
-            "ort_int8_own_quantizer", "ort_int8_own_quantizer_rr"]
-    ort_int8 = cols[4:]
+    cols = ["refquant_fp32", "refquant_fp32_fused", "refquant_int8", "refquant_int8_rr", "ort_fp32",
+            "ort_int8_same_model", "ort_int8_own_quantizer", "ort_int8_own_quantizer_rr"]
+    ort_int8 = cols[5:]
     parts = []
     for n in tl:
         rows = []
         for row in r["models"]:
             cells = [row["model"]] + [f"{row[f'{c}_ms_{n}t']:.1f}" if f"{c}_ms_{n}t" in row else "-" for c in cols]
+            fp32_vs_ort = [row.get(f"ort_fp32_ms_{n}t", 0) / row[f"{c}_ms_{n}t"] if f"{c}_ms_{n}t" in row else 0
+                           for c in cols[:2]]
+            cells.append(" / ".join(f"{v:.2f}x" if v else "-" for v in fp32_vs_ort))
             cells.append(f"**{row[f'int8_speedup_{n}t']:.2f}x** / **{row[f'int8_rr_speedup_{n}t']:.2f}x**")
             best_ort = min([row[f"{c}_ms_{n}t"] for c in ort_int8 if f"{c}_ms_{n}t" in row], default=None)
             cells.append(f"{best_ort / row[f'refquant_int8_ms_{n}t']:.2f}x / "
                          f"{best_ort / row[f'refquant_int8_rr_ms_{n}t']:.2f}x" if best_ort else "-")
             rows.append(cells)
         parts.append(f"### {n} thread(s), batch 1, ms (median of runs)\n\n" + table(
-            ["model", "refquant FP32", "refquant INT8", "refquant INT8 reduce_range", "ORT FP32",
-             "ORT INT8 (refquant's QDQ)", "ORT INT8 (ORT quantize_static)", "ORT INT8 (quantize_static reduce_range)",
+            ["model", "refquant FP32", "refquant FP32 fused", "refquant INT8", "refquant INT8 reduce_range",
+             "ORT FP32", "ORT INT8 (refquant's QDQ)", "ORT INT8 (ORT quantize_static)",
+             "ORT INT8 (quantize_static reduce_range)", "refquant FP32 / ORT FP32 speed (plain / fused)",
              "refquant INT8/FP32 speed-up (8-bit / reduce_range)", "refquant INT8 vs best ORT INT8 (8-bit / reduce_range)"],
             rows))
     mem = table(["model", "FP32 weights MB", "INT8 weights MB", "ratio", "FP32 peak RSS MB (model part)",
