@@ -102,19 +102,23 @@ def test_mobilenet_v2_has_no_batch_norm_left():
     assert close(m.run({"x": x})[m.outputs[0]], f.run({"x": x})[f.outputs[0]], rtol=1e-5)
 
 
+ACTS = {"": {}, "relu": {}, "relu6": {"threshold": 2.5}, "hard_sigmoid": {"slope": 0.25, "offset": 0.4},
+        "hard_swish": {"threshold": 5.0, "scale": 7.0, "offset": 2.5}}
+
+
 @pytest.mark.parametrize("shape, k, stride, pad, dilation", [
     ((2, 96, 40, 37), 3, (1, 1), [1, 1], (1, 1)),       # 4.6 MB of columns per sample: blocks of rows
     ((1, 48, 61, 50), 3, (2, 2), [0, 1, 2, 1], (1, 1)),  # uneven padding, stride 2
     ((1, 40, 60, 60), 3, (1, 2), [2, 2], (2, 2)),        # dilation
     ((1, 12, 90, 90), 5, (1, 1), [2, 2], (1, 1))])
-@pytest.mark.parametrize("activation", ["", "relu", "relu6"])
+@pytest.mark.parametrize("activation", sorted(ACTS))
 def test_conv2d_bias_act_is_conv2d_then_the_activation(shape, k, stride, pad, dilation, activation):
     x, w, b = f32(*shape, lo=-2, hi=2), f32(16, shape[1], k, k), f32(16)
     attrs = {"strides": list(stride), "paddings": pad, "dilations": list(dilation)}
-    conv = Model([Op("conv2d", ["x", "w", "b"], ["y"], attrs)], {"w": w, "b": b}, [TensorSpec("x", shape)], ["y"])
-    y = conv.run({"x": x})["y"]
-    y = {"": y, "relu": np.maximum(y, 0), "relu6": np.clip(y, 0, 2.5)}[activation]
-    fused = Model([Op("conv2d_bias_act", ["x", "w", "b"], ["y"], dict(attrs, activation=activation, threshold=2.5))],
+    ops = [Op("conv2d", ["x", "w", "b"], ["c" if activation else "y"], attrs)]
+    ops += [Op(activation, ["c"], ["y"], ACTS[activation])] if activation else []
+    y = Model(ops, {"w": w, "b": b}, [TensorSpec("x", shape)], ["y"]).run({"x": x})["y"]
+    fused = Model([Op("conv2d_bias_act", ["x", "w", "b"], ["y"], dict(attrs, activation=activation, **ACTS[activation]))],
                   {"w": w, "b": b}, [TensorSpec("x", shape)], ["y"])
     yf = fused.run({"x": x})["y"]
     assert yf.shape == y.shape and yf.dtype == np.float32 and close(y, yf)
@@ -129,3 +133,27 @@ def test_conv2d_bias_act_refuses_other_activations_and_training():
     with pytest.raises(Exception, match="no backward"):
         env, tape = executor.forward(m, {"x": f32(1, 3, 12, 12)}, training=True, record=True)
         executor.backward(m, env, tape, {"y": np.ones((1, 8, 6, 6), np.float32)})
+
+
+def onnx_hard_swish_model(extra_outputs=()):
+    """conv -> t * relu6(t + 3) / 6 as ONNX exporters write it (Add, Clip, Mul, Div), then hard_sigmoid after a conv."""
+    params = {"w": f32(8, 3, 3, 3), "three": np.full(1, 3, np.float32), "six": np.full(1, 6, np.float32),
+              "w2": f32(4, 8, 1, 1)}
+    ops = [Op("conv2d", ["x", "w"], ["t"], {"paddings": [1, 1]}),
+           Op("elementwise_add", ["t", "three"], ["a"]), Op("relu6", ["a"], ["r"]),
+           Op("elementwise_mul", ["r", "t"], ["m"]), Op("elementwise_div", ["m", "six"], ["h"]),
+           Op("conv2d", ["h", "w2"], ["t2"]), Op("hard_sigmoid", ["t2"], ["y"], {"slope": 0.2, "offset": 0.5})]
+    return Model(ops, params, [TensorSpec("x", (None, 3, 10, 10))], ["y", *extra_outputs])
+
+
+def test_hard_swish_and_hard_sigmoid_go_into_the_conv():
+    m = onnx_hard_swish_model()
+    f = optimize_fp32(m)
+    assert [(op.type, op.attrs["activation"], op.outputs) for op in f.ops] == [
+        ("conv2d_bias_act", "hard_swish", ["h"]), ("conv2d_bias_act", "hard_sigmoid", ["y"])]
+    x = f32(2, 3, 10, 10, lo=-4, hi=4)
+    assert np.array_equal(m.run({"x": x})["y"], f.run({"x": x})["y"])  # the same operations: the same bits
+    # an intermediate of the pattern read elsewhere: the pattern stays as it is
+    f = optimize_fp32(onnx_hard_swish_model(extra_outputs=("r",)))
+    assert [op.type for op in f.ops][:3] == ["conv2d_bias_act", "elementwise_add", "relu6"]
+    assert f.ops[0].attrs["activation"] == ""

@@ -1,8 +1,8 @@
-"""``optimize_fp32``: a float model for FP32 inference, with batch norm, constant affine ops and relu / relu6 fused
+"""``optimize_fp32``: a float model for FP32 inference, with batch norm, constant affine ops and activations fused
 into the convs before them.
 
 What Paddle Inference's ``conv_bn_fuse_pass`` / ``conv_elementwise_add_fuse_pass`` / ``conv_activation`` fuses and
-ONNX Runtime's Conv + BatchNormalization / Add / Mul / Relu fusions do. Every conv2d or depthwise_conv2d whose
+ONNX Runtime's Conv + BatchNormalization / Add / Mul / activation fusions do. Every conv2d or depthwise_conv2d whose
 weight (and bias) are parameters becomes a ``conv2d_bias_act`` (:mod:`refquant.ops.conv`: no backward) that
 absorbs the chain of ops after it while its output has one reader and is not a graph output:
 
@@ -10,7 +10,9 @@ absorbs the chain of ops after it while its output has one reader and is not a g
   ``b' = (b - mean) * a + beta`` (its running-statistics outputs must be unread);
 - an ``elementwise_mul`` / ``elementwise_add`` / ``elementwise_sub`` (conv output first) by a parameter that is
   per output channel or a scalar, of the weight's dtype: ``w' = w * s[o], b' = b * s[o]``; ``b' = b + c[o]``;
-- then a ``relu`` or ``relu6``, which ends the chain (applied in place on the conv's output).
+- then its activation, applied in place on the conv's output with the float operations of its own op: a
+  ``relu``, ``relu6``, ``hard_sigmoid`` or ``hard_swish`` op, or hard swish as ONNX exporters write it
+  (``t * relu6(t + 3) / 6``: elementwise_add, relu6, elementwise_mul, elementwise_div by scalar parameters).
 
 Constants are folded in float64 and stored in the weight's dtype, and large convs sum in other BLAS calls, so
 outputs differ from the unfused graph in the last float32 bits (a relative 1e-6 to 3e-5 on the PP-OCR and
@@ -62,7 +64,7 @@ def _bn_fold(model: Model, op: Op, t: str, readers: dict, outputs: set) -> "tupl
 
 def optimize_fp32(model: Model) -> Model:
     """A new float model equal to ``model`` up to float rounding, its convs ``conv2d_bias_act`` ops with the
-    batch norms, per-channel / scalar constant multiplies and adds, and relu / relu6 after them fused in (module
+    batch norms, per-channel / scalar constant multiplies and adds, and activations after them fused in (module
     docstring)."""
     check_model("optimize_fp32", model)
     readers = model.consumers()
@@ -82,14 +84,10 @@ def optimize_fp32(model: Model) -> Model:
         scale = np.ones(oc)
         shift = params[b_name].astype(np.float64).reshape(-1) if b_name else np.zeros(oc)
         chain, attrs = [], dict(op.attrs, activation="")
-        while len(readers.get(t, [])) == 1 and t not in outputs and not attrs["activation"]:
+        while len(readers.get(t, [])) == 1 and t not in outputs:
             j = readers[t][0]
             nxt = model.ops[j]
-            if nxt.type in ("relu", "relu6") and nxt.inputs[0] == t:
-                attrs["activation"] = nxt.type
-                if nxt.type == "relu6":
-                    attrs["threshold"] = float(nxt.attrs.get("threshold", 6.0))
-            elif nxt.type == "batch_norm":
+            if nxt.type == "batch_norm":
                 ac = _bn_fold(model, nxt, t, readers, outputs)
                 if ac is None:
                     break
@@ -106,9 +104,15 @@ def optimize_fp32(model: Model) -> Model:
                 break
             chain.append(j)
             t = nxt.outputs[0]
+        folds = bool(chain)
+        found = None if t in outputs else _activation(model, t, readers, outputs, w.dtype)
+        if found is not None:
+            chain += found[0]
+            attrs.update(found[1])
+            t = model.ops[found[0][-1]].outputs[0]
         folded.update(chain)
         inputs = list(op.inputs)
-        if any(model.ops[j].type not in ("relu", "relu6") for j in chain):
+        if folds:
             w_name, b_new = _fresh(params, op.inputs[1] + "@folded"), _fresh(params, (b_name or t) + "@folded_bias")
             params[w_name] = (w.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(w.dtype)
             params[b_new] = shift.astype(w.dtype)
@@ -119,6 +123,47 @@ def optimize_fp32(model: Model) -> Model:
     params = {k: v for k, v in params.items() if k in used}
     return Model(ops, params, model.input_specs, model.outputs, name=model.name, meta=model.meta,
                  trainable=trainable & set(params))
+
+
+_ACT_ATTRS = {"relu": (), "relu6": ("threshold",), "hard_sigmoid": ("slope", "offset"),
+              "hard_swish": ("threshold", "scale", "offset")}
+
+
+def _activation(model: Model, t: str, readers: dict, outputs: set, dtype) -> "tuple[list[int], dict] | None":
+    """(op indices, conv2d_bias_act attributes) of the activation of ``t`` the conv's epilogue can take: its one
+    reader, a relu / relu6 / hard_sigmoid / hard_swish; or ONNX's hard swish, t * relu6(t + offset) / scale, as
+    elementwise_add, relu6, elementwise_mul and elementwise_div by scalar parameters."""
+    def scalar(name):
+        c = model.params.get(name)
+        return float(c.reshape(-1)[0]) if c is not None and c.size == 1 and c.dtype == dtype else None
+
+    def only(name):  # the index of the one reader of a tensor that is not a graph output
+        r = readers.get(name, [])
+        return r[0] if len(r) == 1 and name not in outputs else None
+
+    r = readers.get(t, [])
+    if len(r) == 1 and model.ops[r[0]].type in _ACT_ATTRS and model.ops[r[0]].inputs[0] == t:
+        act = model.ops[r[0]]
+        return [r[0]], dict({k: float(act.attrs[k]) for k in _ACT_ATTRS[act.type] if k in act.attrs},
+                            activation=act.type)
+    if len(r) != 2:
+        return None
+    add, mul = sorted(r, key=lambda j: model.ops[j].type != "elementwise_add")
+    a_op, m_op = model.ops[add], model.ops[mul]
+    if a_op.type != "elementwise_add" or a_op.inputs[0] != t or scalar(a_op.inputs[1]) is None:
+        return None
+    k = only(a_op.outputs[0])
+    if k is None or model.ops[k].type != "relu6" or only(model.ops[k].outputs[0]) != mul:
+        return None
+    if m_op.type != "elementwise_mul" or sorted(m_op.inputs) != sorted([t, model.ops[k].outputs[0]]):
+        return None
+    d = only(m_op.outputs[0])
+    if d is None or model.ops[d].type != "elementwise_div" or model.ops[d].inputs[0] != m_op.outputs[0] \
+            or scalar(model.ops[d].inputs[1]) is None:
+        return None
+    return [add, k, mul, d], {"activation": "hard_swish", "offset": scalar(a_op.inputs[1]),
+                              "threshold": float(model.ops[k].attrs.get("threshold", 6.0)),
+                              "scale": scalar(model.ops[d].inputs[1])}
 
 
 def _fresh(taken: dict, name: str) -> str:

@@ -203,25 +203,37 @@ register("depthwise_conv2d", weight_inputs=(1,), out_arg="Output", backward=_con
 
 
 # ---- inference: conv + bias + activation, the ops refquant.deploy.optimize_fp32 writes ------------------------
-ACTIVATIONS = ("", "relu", "relu6")
+ACTIVATIONS = ("", "relu", "relu6", "hard_sigmoid", "hard_swish")
 _ROW_COLS_BYTES = 2 << 20
 
 
 def _check_conv_act(attrs, inputs):
     _check_conv(attrs, inputs)
-    attr_spec(activation=ACTIVATIONS, threshold="float")(attrs, inputs)
+    attr_spec(activation=ACTIVATIONS, threshold="float", scale="float", offset="float", slope="float")(attrs, inputs)
 
 
 @register("conv2d_bias_act", shape=_conv_shape, check=_check_conv_act)
 def conv2d_bias_act(ctx, attrs, x, w, b=None):
-    """act(conv2d(x, w, b)) for inference (no backward), with ``activation`` "" (none), "relu" or "relu6"
-    (clip to [0, ``threshold``], default 6), applied in place on the conv's output. Convs whose columns exceed
-    4 MB per sample build them for blocks of output rows (about 2 MB each, in cache): the sums then come
-    from other BLAS calls than conv2d's, so the float32 bits may differ from conv2d + relu in the last place."""
+    """act(conv2d(x, w, b)) for inference (no backward). ``activation``: "" (none), "relu", "relu6" (clip to
+    [0, ``threshold``], default 6), "hard_sigmoid" (clip(y * ``slope`` + ``offset``, 0, 1), defaults 0.2, 0.5) or
+    "hard_swish" (y * clip(y + ``offset``, 0, ``threshold``) / ``scale``, defaults 3, 6, 6), each with the float
+    operations of its own op, in place on the conv's output. Convs whose columns exceed 4 MB per sample build
+    them for blocks of output rows (about 2 MB each, in cache): the sums then come from other BLAS calls than
+    conv2d's, so the float32 bits may differ from conv2d + activation in the last place."""
     y = _conv_forward(attrs, x, w, b, _ROW_COLS_BYTES)
     act = attrs.get("activation", "")
     if act == "relu":
         np.maximum(y, 0, out=y)
     elif act == "relu6":
         np.clip(y, 0, float(attrs.get("threshold", 6.0)), out=y)
+    elif act == "hard_sigmoid":
+        y *= float(attrs.get("slope", 0.2))
+        y += float(attrs.get("offset", 0.5))
+        np.clip(y, 0, 1, out=y)
+    elif act == "hard_swish":
+        t = np.add(y, float(attrs.get("offset", 3.0)))
+        np.clip(t, 0, float(attrs.get("threshold", 6.0)), out=t)
+        t *= y
+        t /= float(attrs.get("scale", 6.0))
+        y = t
     return y
