@@ -261,9 +261,16 @@ def _hold(client, value, name: str):
     """``value`` as a task result copied to every worker. Not ``scatter``: scattered data dies with the workers
     holding it, a task's result is recomputed by the scheduler. Copied to all workers at once, because the
     scheduler places tasks where their inputs are: held by one worker, every shard would queue there."""
-    future = client.submit(_identity, value, pure=False, key=f"refquant-{name}-{os.urandom(4).hex()}")
-    client.replicate([future])
-    return future
+    return _hold_all(client, [value], name)[0]
+
+
+def _hold_all(client, values: list, name: str) -> list:
+    """:func:`_hold` for each of ``values``: one task each (Dask warns about a task graph over 10 MiB), one
+    replication for all."""
+    futures = [client.submit(_identity, v, pure=False, key=f"refquant-{name}-{i}-{os.urandom(4).hex()}")
+               for i, v in enumerate(values)]
+    client.replicate(futures)
+    return futures
 
 
 def _send_model(client, model: Model):
@@ -437,10 +444,10 @@ def quant_post_static(model: Model, shards, algo: str = "KL", *, client=None, wo
 TASKS_PER_WORKER = 4
 
 
-def _reference_task(digest: str, blob: bytes, feeds: list, i: int):
-    """The FP32 model's first output on eval feed ``i`` (runs on a worker, once per feed for the whole sweep)."""
+def _reference_task(digest: str, blob: bytes, feed: dict):
+    """The FP32 model's first output on one eval feed (runs on a worker, once per feed for the whole sweep)."""
     from .quant.sensitivity import _outputs
-    return _guarded(lambda: _outputs(_model(digest, blob), [feeds[i]])[0])
+    return _guarded(lambda: _outputs(_model(digest, blob), [feed])[0])
 
 
 def _layers_task(digest: str, blob: bytes, cal: Calibration, skips: list, names: list, kw: dict, eval_fn, feeds,
@@ -515,13 +522,13 @@ def sensitivity(model: Model, shards, eval_fn: Optional[Callable[[Model], float]
         try:
             feeds_f, refs = None, []
             if eval_fn is None:
-                feeds_f = _hold(c, feeds, "eval-feeds")
-                held.append(feeds_f)
+                feeds_f = _hold_all(c, feeds, "eval-feed")
+                held.extend(feeds_f)
 
             def references():  # queued behind the calibration shards: they run while the driver merges
-                refs.extend(c.submit(_reference_task, digest, blob, feeds_f, i, retries=retries, pure=False,
+                refs.extend(c.submit(_reference_task, digest, blob, f, retries=retries, pure=False,
                                      key=f"refquant-reference-{i}-{os.urandom(4).hex()}")
-                            for i in range(len(feeds)))
+                            for i, f in enumerate(feeds_f))
                 held.extend(refs)
             cal = _calibrate(c, digest, blob, shards, algo, options, progress, retries,
                              references if eval_fn is None else None)
