@@ -276,9 +276,15 @@ def _hold_all(client, values: list, name: str) -> list:
 def _send_model(client, model: Model):
     """``(digest, future of the model's bytes)``: the model in refquant's format, parsed once per worker."""
     from .io.format import to_bytes
+    import dask
     blob = to_bytes(model)
     digest = hashlib.sha256(blob).hexdigest()
-    return digest, _hold(client, blob, "model")
+    # the model is meant to travel in the task (once): no "Sending large graph" hint for it (10 MB by default;
+    # PP-OCR rec is 11 MB)
+    limit = max(dask.utils.parse_bytes(dask.config.get("distributed.admin.large-graph-warning-threshold")),
+                2 * len(blob))
+    with dask.config.set({"distributed.admin.large-graph-warning-threshold": limit}):
+        return digest, _hold(client, blob, "model")
 
 
 def _progress(enabled: bool, label: str, n: int):
