@@ -182,10 +182,12 @@ def markdown(r: dict) -> str:
         cells = [f"{lat[c]:.0f}" if c in lat else "-" for c in cols]
         cells.append(f"**{lat['speedup_dynamic_vs_fp32']:.2f}x** / **{lat['speedup_dynamic_rr_vs_fp32']:.2f}x**")
         cells.append(f"{lat['ort_speedup_dynamic_vs_fp32']:.2f}x" if "ort_speedup_dynamic_vs_fp32" in lat else "-")
+        cells.append(f"{lat['ort_fp32'] / lat['refquant_fp32']:.2f}x" if "ort_fp32" in lat else "-")
         parts.append(f"### Latency, batch {b} x {t} tokens, {n[:-1]} thread(s), ms (median)")
         parts.append(table(["refquant FP32", "refquant weight-only INT8", "refquant dynamic INT8",
                             "refquant dynamic INT8 reduce_range", "ORT FP32", "ORT dynamic INT8",
-                            "refquant dynamic/FP32 speed-up (8-bit / reduce_range)", "ORT dynamic/FP32 speed-up"],
+                            "refquant dynamic/FP32 speed-up (8-bit / reduce_range)", "ORT dynamic/FP32 speed-up",
+                            "refquant FP32 vs ORT FP32 speed"],
                            [cells]))
     if "ort_skipped" in r:
         parts.append(f"onnxruntime not measured: {r['ort_skipped']}")
