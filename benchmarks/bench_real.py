@@ -313,8 +313,8 @@ def _textsets_markdown(t: dict) -> str:
 
 
 #: det and cls on the page / line sets of refquant.data.textsets: pages or lines per set, calibration, batch
-SETS_SIZES = {"det_sets": {"n_eval": 8, "n_calib": 4, "batch": 1},
-              "cls_sets": {"n_eval": 60, "n_calib": 64, "batch": 16}}
+SETS_SIZES = {"det_sets": {"n_eval": 16, "n_calib": 4, "batch": 1},
+              "cls_sets": {"n_eval": 120, "n_calib": 64, "batch": 16}}
 #: ``REFQUANT_BENCH_QUICK=1``: sizes that only show the det_sets / cls_sets sections run (numbers meaningless)
 QUICK_SETS_SIZES = {"det_sets": {"n_eval": 1, "n_calib": 2, "batch": 1},
                     "cls_sets": {"n_eval": 4, "n_calib": 8, "batch": 4}}
