@@ -179,8 +179,10 @@ class AvgObserver(Observer):
         x = stats.as_batch(x, self._who())
         if x.ndim == 0:
             raise ValueError(f"{self._who()}: avg needs a batch axis, got a 0-d array")
-        stats.batch_abs_range(x, self._who())  # NaN/Inf check
-        self.batch_values.append(float(np.mean(np.max(np.abs(x.reshape(x.shape[0], -1)), axis=1))))
+        value = float(np.mean(np.max(np.abs(x.reshape(x.shape[0], -1)), axis=1)))
+        if not np.isfinite(value):  # NaN/Inf propagate into the value: only then look for them (and raise)
+            stats.batch_abs_range(x, self._who())
+        self.batch_values.append(value)
 
     def merge(self, other):
         self._check_merge(other)
@@ -237,10 +239,12 @@ class HistogramObserver(Observer):
 
     def update(self, x):
         x = stats.as_batch(x, self._who())
-        stats.batch_abs_range(x, self._who())  # NaN/Inf check
         counts = stats.histogram_abs(x, self.edges)
+        dropped = x.size - int(counts.sum())
+        if dropped:  # NaN/Inf fall in no bin: look for them (and raise) only when values were dropped
+            stats.batch_abs_range(x, self._who())
         self.hist += counts
-        self.dropped += x.size - int(counts.sum())
+        self.dropped += dropped
         self.n_batches += 1
 
     def merge(self, other):
@@ -309,7 +313,7 @@ class SearchObserver(Observer):
         if a == 0.0:
             a = 1e-8
         scales = _search.candidate_scales(a)
-        losses = stats.scan_losses(x.flatten(), scales, self.bits, self.onnx_format, self.loss)
+        losses = stats.scan_losses(x.reshape(-1), scales, self.bits, self.onnx_format, self.loss)
         best = None
         for scale, loss in zip(scales, losses):
             if loss <= (np.inf if best is None else best[0]):
@@ -378,6 +382,6 @@ def weight_threshold(w, op_type: str = "conv2d", weight_quantize_type: str = "ch
     axis = weight_channel_axis(op_type) if axis is None else axis
     if w.ndim <= axis:
         raise ValueError(f"weight_threshold: a {w.ndim}-D weight has no channel axis {axis}")
-    if axis == 1:
-        return [float(np.max(np.abs(w[:, i]))) for i in range(w.shape[1])]
-    return [float(np.max(np.abs(w[i]))) for i in range(w.shape[0])]
+    axis = 1 if axis == 1 else 0  # slices w[:, i] for axis 1, w[i] otherwise
+    per_channel = np.moveaxis(np.abs(w), axis, 0).reshape(w.shape[axis], -1)
+    return [float(v) for v in per_channel.max(axis=1)]  # max is exact: the same floats as slice by slice
