@@ -344,9 +344,9 @@ def _det_scores(outs, refs, masks) -> dict:
                                         for o, m in zip(outs, masks)]))}
 
 
-def _eval_sets(kind, sizes, ort_methods, repeats, tmp):
+def _eval_sets(kind, sizes, algos, ort_methods, repeats, tmp):
     """det (``kind="det"``) on the page sets or cls on the line sets of :mod:`refquant.data.textsets` (the second
-    renderer, never used to calibrate): FP32 (refquant, onnxruntime), refquant INT8 PTQ KL, hist, abs_max, KL +
+    renderer, never used to calibrate): FP32 (refquant, onnxruntime), refquant INT8 PTQ with each of ``algos``, KL +
     auto_skip(2), the recipe (:func:`refquant.realmodels.ppocr.recipe`, defaults) and ORT's quantize_static
     MinMax and Percentile, all calibrated on the textsets calibration split. Per set: det the mean IoU of the
     thresholded probability map against FP32's, the share of text lines found (:data:`LINE_FOUND`) and the IoU
@@ -398,7 +398,7 @@ def _eval_sets(kind, sizes, ort_methods, repeats, tmp):
     add("FP32", "refquant", None, lambda: model.run(lat_feed))
     sess = ppocr.ort_session(ppocr.model_path(kind), 1)
     add("FP32", "onnxruntime", lambda f: sess.run(None, f)[0], lambda: sess.run(None, lat_feed))
-    for algo in ("KL", "hist", "abs_max"):
+    for algo in algos:
         t0 = time.perf_counter()
         _, i8 = ppocr.quantize(model, cal, algo)
         add_int8(f"PTQ {algo}", i8, ptq_s=time.perf_counter() - t0)
@@ -494,8 +494,8 @@ def run(kinds=("cls", "rec", "det", "sets", "det_sets", "cls_sets"), algos=ALGOS
                     result["textsets"]["seconds"] = time.perf_counter() - t0
                     continue
                 if kind in SETS_SIZES:
-                    result[kind] = _eval_sets(kind[:3], _sets_sizes(kind, sizes.get(kind)), ort_methods, repeats,
-                                              tmp)
+                    result[kind] = _eval_sets(kind[:3], _sets_sizes(kind, sizes.get(kind)), algos, ort_methods,
+                                              repeats, tmp)
                     result[kind]["seconds"] = time.perf_counter() - t0
                     continue
                 r = _eval_kind(kind, sizes[kind], algos, ort_methods, repeats,
