@@ -6,6 +6,7 @@
 - :func:`layer_report` -- per-layer threshold, scale, clipped fraction and SQNR of a quantized model.
 - :func:`quant_aware` / :func:`convert` -- quantization-aware training (PaddleSlim's static QAT).
 - :mod:`refquant.quant.sensitivity` (``sensitivity``, :func:`auto_skip`) -- rank quantized layers by the error each adds; keep the worst in float.
+- :func:`smooth` -- SmoothQuant: per-channel activation range moved into the weights before static PTQ.
 - :func:`thresholds` -- every threshold a quantized model carries, by FP32 tensor / parameter name.
 - :func:`quant_post_dynamic` -- weight-only INT8/INT16 quantization (Paddle's ``WeightQuantization``).
 - :func:`quant_embedding` -- int8 embedding tables (PaddleSlim's ``quant_embedding``).
@@ -16,6 +17,7 @@ from .post_static import calibrate_model, quant_post_static, thresholds
 from .qat import convert, quant_aware
 from .report import layer_report
 from .sensitivity import auto_skip
+from .smooth import smooth
 
 __all__ = ["quant_post_static", "thresholds", "calibrate_model", "layer_report", "quant_aware", "convert",
-           "auto_skip", "quant_post_dynamic", "quant_embedding"]
+           "auto_skip", "smooth", "quant_post_dynamic", "quant_embedding"]
