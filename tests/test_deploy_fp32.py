@@ -110,7 +110,8 @@ ACTS = {"": {}, "relu": {}, "relu6": {"threshold": 2.5}, "hard_sigmoid": {"slope
     ((2, 96, 40, 37), 3, (1, 1), [1, 1], (1, 1)),       # 4.6 MB of columns per sample: blocks of rows
     ((1, 48, 61, 50), 3, (2, 2), [0, 1, 2, 1], (1, 1)),  # uneven padding, stride 2
     ((1, 40, 60, 60), 3, (1, 2), [2, 2], (2, 2)),        # dilation
-    ((1, 12, 90, 90), 5, (1, 1), [2, 2], (1, 1))])
+    ((1, 12, 90, 90), 5, (1, 1), [2, 2], (1, 1)),
+    ((2, 64, 40, 70), 3, (2, 1), [12, 1, 12, 1], (1, 1))])  # blocks of rows that read padding only
 @pytest.mark.parametrize("activation", sorted(ACTS))
 def test_conv2d_bias_act_is_conv2d_then_the_activation(shape, k, stride, pad, dilation, activation):
     x, w, b = f32(*shape, lo=-2, hi=2), f32(16, shape[1], k, k), f32(16)

@@ -111,8 +111,13 @@ def _gemm_forward_rows(x, w, stride, pad, dilation, oh, ow, step):
     for r0 in range(0, oh, step):
         r1 = min(oh, r0 + step)
         i0, i1 = r0 * sh - top, (r1 - 1) * sh - top + reach  # input rows [i0, i1), outside x are padding
-        xs = np.ascontiguousarray(x[:, :, max(i0, 0):min(i1, h)])
-        cols = _dispatch.im2col(xs, kh, w.shape[3], stride, (max(-i0, 0), left, max(i1 - h, 0), right), dilation)
+        lo = min(max(i0, 0), h)
+        hi = max(min(i1, h), lo)
+        if hi == lo:  # the block reads padding only
+            y[:, :, r0:r1] = 0
+            continue
+        cols = _dispatch.im2col(np.ascontiguousarray(x[:, :, lo:hi]), kh, w.shape[3], stride,
+                                (lo - i0, left, i1 - hi, right), dilation)
         y[:, :, r0:r1] = np.matmul(wm, cols).reshape(n, oc, r1 - r0, ow)
     return y
 
