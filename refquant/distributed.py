@@ -462,10 +462,10 @@ def _layers_task(digest: str, blob: bytes, cal: Calibration, skips: list, names:
     for each of them; a failure names its layer."""
     from .quant.post_static import quant_post_static as ptq
     from .quant.sensitivity import _outputs, output_error
-    model = _model(digest, blob)
-    bad = next((r for r in refs if isinstance(r, _Failure)), None) if refs is not None else None
+    model = _guarded(_model, digest, blob)
+    bad = next((r for r in [model, *(refs or ())] if isinstance(r, _Failure)), None)
     if bad is not None:
-        return _Failure(bad.kind, f"the FP32 reference outputs: {bad.message}", "the FP32 model")
+        return _Failure(bad.kind, bad.message, "the FP32 model")
     metrics = []
     for skip, name in zip(skips, names):
         def metric():

@@ -269,6 +269,14 @@ def test_sensitivity_with_eval_fn(client, lenet, files):
     assert D.sensitivity(model, groups(files, 3), _loss, algo="avg", client=client) == serial
 
 
+def test_sensitivity_bad_eval_feed_is_named(client, lenet, files):
+    """An eval feed the FP32 model cannot run fails its reference task, before any variant."""
+    model, feeds = lenet
+    bad = {"x": feeds[0]["x"][:, :, :5, :5]}
+    with pytest.raises(D.DistributedError, match=r"sensitivity of the FP32 model: ShapeError: "):
+        D.sensitivity(model, groups(files, 2), eval_feeds=[feeds[0], bad], algo="abs_max", client=client)
+
+
 def test_arguments_checked_before_any_work(lenet, files):
     model, _ = lenet
     with pytest.raises(ArgumentError, match="algo"):
