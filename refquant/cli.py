@@ -229,6 +229,9 @@ def cmd_quantize(args) -> int:
         raise UsageError(f"--report needs --method static (got --method {args.method})")
     if (args.scheduler or args.workers) and args.method != "static":
         raise UsageError(f"--scheduler / --workers calibrate --method static (got --method {args.method})")
+    if args.recipe and (args.method != "static" or args.scheduler or args.workers or args.skip):
+        raise UsageError("--recipe is a --method static recipe in one process; it chooses the float ops itself "
+                         "(no --skip, --scheduler, --workers)")
     if args.data and args.method not in ("static", "qat"):
         raise UsageError(f"--data is calibration data; --method {args.method} reads none")
     if args.data and args.method == "qat":
@@ -250,6 +253,17 @@ def cmd_quantize(args) -> int:
         qmodel = _quantize_distributed(args, model)
         if not args.quiet:
             print(f"calibrated in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    elif args.method == "static" and args.recipe:
+        feeds = feeds_from_args(args, model)
+        start = time.perf_counter()
+        qmodel = quant.quant_post_recipe(
+            model, feeds, max_skip=args.max_skip, budget=args.budget, quantizable_op_type=args.op_types,
+            hist_percent=args.hist_percent, weight_bits=args.bits, activation_bits=args.bits,
+            weight_quantize_type=args.weight_quantize_type, onnx_format=args.onnx_format)
+        if not args.quiet:
+            r = qmodel.meta["quantization"]["recipe"]
+            print(f"recipe in {time.perf_counter() - start:.1f} s: {len(r['smoothed'])} layers smoothed, "
+                  f"algorithms {r['algo_counts']}, float ops {r['skip'] or 'none'}", file=sys.stderr, flush=True)
     elif args.method == "static":
         feeds = feeds_from_args(args, model)
         start = time.perf_counter()
@@ -435,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="qat: epochs (default: 1/4 of the training recipe's)")
     p.add_argument("--algo", default="KL", choices=static_algorithms())
+    p.add_argument("--recipe", action="store_true",
+                   help="static: smoothing + the algorithm per tensor + --max-skip float ops, all chosen on a "
+                        "held-out quarter of --data (docs/ptq.md); --algo is not used")
+    p.add_argument("--max-skip", type=int, default=0, help="--recipe: keep at most this many ops float")
+    p.add_argument("--budget", type=float, default=0.0,
+                   help="--recipe: the fewest float ops whose held-out relative output error is <= this")
     p.add_argument("--bits", type=int, default=8, help="weight (and activation) bits; dynamic: 8 or 16")
     p.add_argument("--weight-quantize-type", default="channel_wise_abs_max",
                    choices=("abs_max", "channel_wise_abs_max"))

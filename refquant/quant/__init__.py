@@ -1,6 +1,7 @@
 """Quantization passes (docs/ptq.md, docs/dynamic_and_embedding.md).
 
 - :func:`quant_post_static` -- static post-training quantization (Paddle's ``PostTrainingQuantization``).
+- :func:`quant_post_recipe` -- static PTQ with smoothing, the algorithm per tensor and float ops chosen on held-out calibration batches.
 - :func:`calibrate_model` -- the activation calibration of ``quant_post_static`` alone (mergeable shards).
 - :mod:`refquant.quant.adaround` -- AdaRound weight rounding (``round_type="adaround"``).
 - :func:`layer_report` -- per-layer threshold, scale, clipped fraction and SQNR of a quantized model.
@@ -15,9 +16,10 @@ from .embedding import quant_embedding
 from .post_dynamic import quant_post_dynamic
 from .post_static import calibrate_model, quant_post_static, thresholds
 from .qat import convert, quant_aware
+from .recipe import quant_post_recipe
 from .report import layer_report
 from .sensitivity import auto_skip
 from .smooth import smooth
 
-__all__ = ["quant_post_static", "thresholds", "calibrate_model", "layer_report", "quant_aware", "convert",
+__all__ = ["quant_post_static", "quant_post_recipe", "thresholds", "calibrate_model", "layer_report", "quant_aware", "convert",
            "auto_skip", "smooth", "quant_post_dynamic", "quant_embedding"]

@@ -215,55 +215,15 @@ def quantize(model, calib_feeds, algo: str = "hist", *, skip_tensor_list=None, i
     return q, (convert_to_int8(q) if int8 else None)
 
 
-def recipe(model, calib_feeds, *, distance=None, budget: float = 0.0, max_skip: int = 4,
-           quantizable_op_type=QUANT_OPS, int8: bool = True, auto=None):
-    """The PTQ recipe, chosen from the calibration data only; returns ``(fake_quant, int8_or_None)``. Any model.
+def recipe(model, calib_feeds, *, int8: bool = True, quantizable_op_type=QUANT_OPS, **options):
+    """:func:`refquant.quant.recipe.quant_post_recipe` with the PP-OCR op types; ``(fake_quant, int8_or_None)``.
 
-    1. Split: the last calibration batch is held out (at least two batches are needed).
-    2. Thresholds: ``algo="auto"`` (:func:`refquant.quant.auto_algo.auto_calibration`) on the other batches:
-       per tensor, the algorithm whose threshold gives the least layer output error.
-    3. Ranking: :func:`refquant.quant.sensitivity.sensitivity` (KL thresholds from the first batch, one op
-       quantized at a time) by the relative output error on the held-out batch. (Ranking by the change of the
-       CTC greedy decode instead, :func:`decode_change`, did worse on PP-OCR rec: few lines, so many ties.)
-    4. Skips: the smallest ``k <= max_skip`` whose ``distance(y_quantized, y_fp32)`` on the held-out batch is
-       ``<= budget`` keeps the k worst ops in float; when none is, the k with the least distance. ``distance``:
-       default the relative output error; for PP-OCR rec :func:`decode_change`.
-
-    ``auto``: the ``auto_calibration(model, calib_feeds[:-1], ...)`` result when it is at hand (not computed again).
-    ``meta["quantization"]["recipe"]``: the distance of every k tried, the k and skip list chosen, the ranking.
-    Cost: the auto calibration (one or two FP32 passes per candidate algorithm) and one forward pass of the
-    held-out batch per quantized op (the ranking)."""
-    from ..quant.auto_algo import auto_calibration, quantize_with
-    from ..quant.sensitivity import auto_skip, output_error, sensitivity
+    Everything is chosen from ``calib_feeds`` (its last quarter held out): smoothing per layer, the calibration
+    algorithm per tensor, optionally float ops (``max_skip``, ``budget``, ``distance``, e.g. :func:`decode_change`).
+    ``options`` go to ``quant_post_recipe``."""
     from ..deploy import convert_to_int8
-    feeds = list(calib_feeds)
-    if len(feeds) < 2:
-        raise ValueError("ppocr.recipe: needs at least two calibration batches (the last one is held out)")
-    cal_feeds, hold = feeds[:-1], feeds[-1:]
-    out = model.outputs[0]
-    ref = np.concatenate([model.run(f)[out] for f in hold])
-    dist = distance or (lambda y, r: output_error([r], [y]))
-
-    def score(m):
-        return float(dist(np.concatenate([m.run(f)[out] for f in hold]), ref))
-
-    ops = tuple(quantizable_op_type)
-    cal, info = auto if auto is not None else auto_calibration(model, cal_feeds, quantizable_op_type=ops)
-    ranking = sensitivity(model, cal_feeds[:1], algo="KL", eval_feeds=hold, quantizable_op_type=ops)
-    tried = {}
-    best = None
-    for k in range(int(max_skip) + 1):
-        skip = auto_skip(model, cal_feeds, k, ranking=ranking, quantizable_op_type=ops) or None
-        q = quantize_with(model, cal, info, quantizable_op_type=ops, skip_tensor_list=skip)
-        tried[k] = score(q)
-        if best is None or tried[k] < best[0]:
-            best = (tried[k], k, q, skip or [])
-        if tried[k] <= budget:
-            best = (tried[k], k, q, skip or [])
-            break
-    _, k, q, skip = best
-    q.meta["quantization"]["recipe"] = {"k": k, "skip": skip, "distance_by_k": tried, "budget": budget,
-                                        "ranking": ranking[:10], "held_out_batches": len(hold)}
+    from ..quant.recipe import quant_post_recipe
+    q = quant_post_recipe(model, calib_feeds, quantizable_op_type=quantizable_op_type, **options)
     return q, (convert_to_int8(q) if int8 else None)
 
 

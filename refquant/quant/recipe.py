@@ -1,0 +1,87 @@
+"""A static PTQ recipe chosen from the calibration data alone (``quant_post_recipe``), for any model.
+
+Why: one calibration algorithm for every tensor, judged on data like the calibration data, can look lossless and
+still lose accuracy on inputs it has not seen (docs/real_models.md measures it on PP-OCR rec). The recipe makes
+every choice on the calibration batches, holding a split of them out to judge the choices:
+
+1. **Split**: the last ``holdout`` batches (default a quarter, at least one) are held out; the rest calibrate.
+2. **Smooth** (:func:`refquant.quant.smooth.smooth`): channel outliers of each layer's input move into its
+   weights, per layer only where the held-out batches say the quantized layer's error drops.
+3. **Thresholds** (:func:`refquant.quant.auto_algo.auto_calibration`): per tensor, the calibration algorithm
+   whose threshold gives the least layer output error on the held-out batches.
+4. **Float ops** (optional, ``max_skip > 0``): the ops ranked by :func:`refquant.quant.sensitivity.sensitivity`
+   (one op quantized at a time, output error on the held-out batches); the smallest ``k <= max_skip`` whose
+   ``distance(y_quantized, y_fp32)`` on the held-out batches is ``<= budget`` keeps the k worst ops float, or
+   else the k of least distance.
+
+``meta["quantization"]["recipe"]`` records every choice (smoothed layers and alphas, the algorithm per tensor,
+the distance of every k tried, the ops kept float).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import ArgumentError
+from ..graph import Model
+from .auto_algo import auto_calibration, quantize_with
+from .sensitivity import DEFAULT_OPS, auto_skip, output_error, sensitivity
+from .smooth import smooth as smooth_model
+
+
+def _outputs(model: Model, feeds) -> np.ndarray:
+    out = model.outputs[0]
+    return np.concatenate([model.run(f)[out] for f in feeds])
+
+
+def quant_post_recipe(model: Model, calib_feeds: Sequence[dict], *, holdout: Optional[int] = None,
+                      smooth: bool = True, max_skip: int = 0, budget: float = 0.0,
+                      distance: Optional[Callable[[np.ndarray, np.ndarray], float]] = None,
+                      candidates: Optional[Iterable[str]] = None,
+                      quantizable_op_type: Iterable[str] = DEFAULT_OPS, **ptq_kwargs) -> Model:
+    """The fake-quant model of the recipe (module docstring); ``convert_to_int8`` deploys it.
+
+    ``holdout``: batches held out (default ``max(1, len(calib_feeds) // 4)``; at least two batches are needed).
+    ``distance(y, y_fp32) -> float`` on the model's first output over the held-out batches: default the relative
+    output error. ``ptq_kwargs`` go to ``quant_post_static`` (not ``algo`` / ``calibration`` / ``skip_tensor_list``).
+    """
+    t0 = time.perf_counter()
+    feeds = list(calib_feeds)
+    n_hold = max(1, len(feeds) // 4) if holdout is None else int(holdout)
+    if len(feeds) < 2 or not 1 <= n_hold < len(feeds):
+        raise ArgumentError(f"quant_post_recipe: needs at least two calibration batches and 1 <= holdout < "
+                            f"{len(feeds)} (got {len(feeds)} batches, holdout {n_hold})")
+    fixed = sorted({"algo", "calibration", "skip_tensor_list", "data_loader"} & set(ptq_kwargs))
+    if fixed:
+        raise ArgumentError(f"quant_post_recipe: {fixed} are chosen by the recipe")
+    cal_feeds, hold = feeds[:-n_hold], feeds[-n_hold:]
+    ops = tuple(quantizable_op_type)
+    record: dict = {"holdout_batches": n_hold, "calibration_batches": len(cal_feeds)}
+    base = model
+    if smooth:                                                                                    # 2
+        base, info = smooth_model(model, cal_feeds, select_feeds=hold, quantizable_op_type=ops,
+                                  bits=ptq_kwargs.get("activation_bits", 8))
+        record["smoothed"] = info["smoothed"]
+    cal, auto = auto_calibration(base, cal_feeds, candidates=candidates, select_feeds=hold,      # 3
+                                 quantizable_op_type=ops, **ptq_kwargs)
+    record["algo_counts"] = auto["counts"]
+    ref = _outputs(model, hold)
+    dist = distance or (lambda y, r: output_error([r], [y]))
+    tried, best, ranking = {}, None, []
+    if max_skip > 0:                                                                              # 4
+        ranking = sensitivity(base, cal_feeds[:1], algo="KL", eval_feeds=hold, quantizable_op_type=ops)
+    for k in range(int(max_skip) + 1):
+        skip = auto_skip(base, cal_feeds, k, ranking=ranking, quantizable_op_type=ops) if k else []
+        q = quantize_with(base, cal, auto, quantizable_op_type=ops, skip_tensor_list=skip or None, **ptq_kwargs)
+        tried[k] = float(dist(_outputs(q, hold), ref))
+        if best is None or tried[k] < best[0] or tried[k] <= budget:
+            best = (tried[k], k, q, skip)
+        if tried[k] <= budget:
+            break
+    _, k, q, skip = best
+    record.update({"distance_by_k": tried, "k": k, "skip": list(skip), "budget": budget,
+                   "ranking": ranking[:10], "seconds": round(time.perf_counter() - t0, 1)})
+    q.meta["quantization"]["recipe"] = record
+    return q

@@ -1,0 +1,74 @@
+"""quant_post_recipe (refquant.quant.recipe): every choice made on held-out calibration batches, on the
+Paddle-checked LeNet of test_post_static, and `refquant quantize --recipe`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import refquant
+from refquant.cli import main
+from refquant.deploy import convert_to_int8
+from refquant.errors import ArgumentError
+from refquant.quant import quant_post_recipe, thresholds
+from refquant.quant.auto_algo import quant_post_auto
+from refquant.quant.sensitivity import output_error
+
+from .test_post_static import batches, lenet  # noqa: F401 - the oracle LeNet and its 4 calibration batches
+
+
+def _err(model, q, feeds):
+    out = model.outputs[0]
+    return output_error([model.run(f)[out] for f in feeds], [q.run(f)[out] for f in feeds])
+
+
+def test_without_smoothing_or_skips_it_is_auto_on_the_split(lenet, batches):
+    q = quant_post_recipe(lenet, batches, smooth=False)
+    want = quant_post_auto(lenet, batches[:3], select_feeds=batches[3:])
+    got, ref = thresholds(q), thresholds(want)
+    assert set(got) == set(ref)
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k])
+    r = q.meta["quantization"]["recipe"]
+    assert (r["holdout_batches"], r["calibration_batches"], r["k"], r["skip"]) == (1, 3, 0, [])
+
+
+def test_recipe_model_deploys_and_records_its_choices(lenet, batches):
+    q = quant_post_recipe(lenet, batches, max_skip=2, candidates=("abs_max", "hist"))
+    r = q.meta["quantization"]["recipe"]
+    assert sorted(r["distance_by_k"]) == [0, 1, 2]         # budget 0 is never met: every k is tried
+    assert r["distance_by_k"][r["k"]] == min(r["distance_by_k"].values())
+    assert len(r["skip"]) == r["k"] and set(r["algo_counts"]) <= {"abs_max", "hist"}
+    assert _err(lenet, convert_to_int8(q), batches) < 0.05
+
+
+def test_budget_stops_at_the_first_k_that_meets_it(lenet, batches):
+    q = quant_post_recipe(lenet, batches, max_skip=3, budget=1.0, candidates=("abs_max",))
+    r = q.meta["quantization"]["recipe"]
+    assert r["k"] == 0 and list(r["distance_by_k"]) == [0]
+
+
+@pytest.mark.parametrize("kwargs, msg", [({"holdout": 4}, "holdout"), ({"holdout": 0}, "holdout"),
+                                         ({"algo": "KL"}, "chosen by the recipe"),
+                                         ({"skip_tensor_list": ["w"]}, "chosen by the recipe")])
+def test_bad_arguments(lenet, batches, kwargs, msg):
+    with pytest.raises(ArgumentError, match=msg):
+        quant_post_recipe(lenet, batches, **kwargs)
+
+
+def test_one_batch_is_not_enough(lenet, batches):
+    with pytest.raises(ArgumentError, match="two calibration batches"):
+        quant_post_recipe(lenet, batches[:1])
+
+
+def test_cli_recipe(lenet, batches, tmp_path, capsys):
+    for i, b in enumerate(batches):
+        np.save(tmp_path / f"calib{i}.npy", b["x"])
+    refquant.save(lenet, tmp_path / "lenet.rq")
+    assert main(["quantize", str(tmp_path / "lenet.rq"), "--data", str(tmp_path / "calib*.npy"), "--recipe",
+                 "--max-skip", "1", "--out", str(tmp_path / "q.rq")]) == 0
+    err = capsys.readouterr().err
+    assert "recipe in" in err and "layers smoothed" in err
+    q = refquant.load(tmp_path / "q.rq")
+    assert q.meta["quantization"]["recipe"]["calibration_batches"] == 3
+    assert main(["quantize", str(tmp_path / "lenet.rq"), "--data", str(tmp_path / "calib*.npy"), "--recipe",
+                 "--skip", "w", "--out", str(tmp_path / "q2.rq")]) == 2
