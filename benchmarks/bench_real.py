@@ -258,7 +258,7 @@ def _eval_textsets(sizes, ort_methods, repeats, tmp):
         ptq_s=time.perf_counter() - t0, counts=found[1]["counts"])
     if hasattr(ppocr, "recipe"):
         t0 = time.perf_counter()
-        qr, rec8 = ppocr.recipe(model, cal, distance=ppocr.decode_change, budget=1e-3, auto=found)
+        qr, rec8 = ppocr.recipe(model, cal)
         info = qr.meta["quantization"]["recipe"]
         add("recipe (ppocr.recipe)", "refquant INT8", lambda f: rec8.run(f)[model.outputs[0]],
             lambda: rec8.run(lat_feed), ptq_s=time.perf_counter() - t0, skip=info["skip"],
