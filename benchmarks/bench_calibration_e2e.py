@@ -27,7 +27,8 @@ Each round times every runner once, in turn (round-robin, no warm-up run: each c
 models are loaded and run once before), and the medians over the rounds are compared within this one run. A runner
 slower than :data:`SLOW_S` in its first round is not repeated.
 
-    python -m benchmarks.bench_calibration_e2e [--quick] [--repeats N] [--algos KL,hist] [--json r.json] [cls rec det paddle]
+    python -m benchmarks.bench_calibration_e2e [--quick] [--repeats N] [--algos KL,hist] [--ort MinMax,Percentile]
+                                               [--json r.json] [cls rec det paddle]
     REFQUANT_PADDLE_PYTHON=/path/to/venv/bin/python refquant bench calibration_e2e
 
 ``REFQUANT_BENCH_QUICK=1`` (or ``--quick``) runs tiny sizes that only show it works.
@@ -73,19 +74,25 @@ def _limits(n):
         return contextlib.nullcontext()
 
 
-def _round_robin(fns: dict, repeats: int) -> dict:
-    """``{name: [seconds of each round]}``: every ``fns[name]()`` once per round, in turn; a runner whose first
-    round took more than :data:`SLOW_S` seconds runs only once (ONNX Runtime's Entropy: minutes per call)."""
-    times = {k: [] for k in fns}
+def _round_robin(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """``({name: [wall seconds of each round]}, {name: [CPU seconds]})``: every ``fns[name]()`` once per round,
+    in turn; a runner whose first round took more than :data:`SLOW_S` seconds runs only once (ONNX Runtime's
+    Entropy: minutes per call). A runner may return ``(wall, cpu)`` seconds it measured itself (the Paddle
+    worker); otherwise this process's wall and CPU time (``time.process_time``, all its threads) are taken."""
+    wall, cpu = {k: [] for k in fns}, {k: [] for k in fns}
     for r in range(repeats):
         for k, fn in fns.items():
-            if r and times[k][0] > SLOW_S:
+            if r and wall[k][0] > SLOW_S:
                 continue
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-            _log(f"round {r + 1}/{repeats}: {k} {times[k][-1]:.2f} s")
-    return times
+            t0, c0 = time.perf_counter(), time.process_time()
+            got = fn()
+            w, c = (time.perf_counter() - t0, time.process_time() - c0)
+            if isinstance(got, tuple) and len(got) == 2 and all(isinstance(v, float) for v in got):
+                w, c = got
+            wall[k].append(w)
+            cpu[k].append(c)
+            _log(f"round {r + 1}/{repeats}: {k} {w:.2f} s wall, {c:.2f} s CPU")
+    return wall, cpu
 
 
 @contextlib.contextmanager
@@ -131,7 +138,7 @@ def _ppocr_feeds(kind, s):
     return ppocr.batches(x, s["batch"])
 
 
-def _ppocr_kind(kind, sizes, algos, repeats, tmp):
+def _ppocr_kind(kind, sizes, algos, repeats, tmp, ort_methods):
     from refquant.quant.post_static import quant_post_static
     from refquant.realmodels import ppocr
     model, path = ppocr.load(kind), ppocr.model_path(kind)
@@ -141,12 +148,16 @@ def _ppocr_kind(kind, sizes, algos, repeats, tmp):
     for algo in algos:
         fns[f"refquant {algo}"] = lambda a=algo: quant_post_static(model, feeds, algo=a,
                                                                    quantizable_op_type=ppocr.QUANT_OPS)
-        if PAIRS.get(algo):
+        if PAIRS.get(algo) in ort_methods:
             fns[f"ORT {PAIRS[algo]}"] = lambda m=PAIRS[algo]: _ort_quantize(
                 path, os.path.join(tmp, f"{kind}.{m}.onnx"), feeds, m)
-    times = _round_robin(fns, repeats)
     return {"kind": kind, "sizes": sizes, "input": list(feeds[0]["x"].shape), "batches": len(feeds),
-            "seconds": times, "median_s": {k: float(np.median(v)) for k, v in times.items()}}
+            **_medians(*_round_robin(fns, repeats))}
+
+
+def _medians(wall, cpu):
+    return {"seconds": wall, "cpu_seconds": cpu, "median_s": {k: float(np.median(v)) for k, v in wall.items()},
+            "median_cpu_s": {k: float(np.median(v)) for k, v in cpu.items()}}
 
 
 # ---- the Paddle column ------------------------------------------------------------------------------------------
@@ -183,10 +194,10 @@ for line in sys.stdin:
             executor=exe, model_dir=out, model_filename="model.pdmodel", params_filename="model.pdiparams",
             data_loader=lambda: ({"x": x[i * batch:(i + 1) * batch]} for i in range(n)), batch_nums=n, algo=algo,
             quantizable_op_type=ops)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         ptq.quantize()
-        s = time.perf_counter() - t
-    print(json.dumps({"algo": algo, "seconds": s}), flush=True)
+        s, c = time.perf_counter() - t, time.process_time() - c
+    print(json.dumps({"algo": algo, "seconds": s, "cpu_seconds": c}), flush=True)
 '''
 
 
@@ -214,9 +225,11 @@ class _PaddleWorker:
         return json.loads(line)
 
     def quantize(self, algo):
+        """``(wall, CPU)`` seconds of Paddle's ``quantize()``, measured in the worker."""
         self.proc.stdin.write(algo + "\n")
         self.proc.stdin.flush()
-        return self._reply()["seconds"]
+        reply = self._reply()
+        return float(reply["seconds"]), float(reply["cpu_seconds"])
 
     def close(self):
         if self.proc.poll() is None:
@@ -239,24 +252,21 @@ def _paddle_column(python, sizes, algos, repeats, tmp):
         model = refquant.import_paddle(wdir)
         feeds = [{model.inputs[0]: x[i:i + b]} for i in range(0, len(x), b)]
         model.run(feeds[0])
-        paddle_s = {}
         fns = {}
         for algo in algos:
             fns[f"refquant {algo}"] = lambda a=algo: quant_post_static(model, feeds, algo=a,
                                                                        quantizable_op_type=PADDLE_OPS)
-            fns[f"Paddle {algo}"] = lambda a=algo: paddle_s.setdefault(a, []).append(worker.quantize(a))
+            fns[f"Paddle {algo}"] = lambda a=algo: worker.quantize(a)
         times = _round_robin(fns, repeats)
     finally:
         worker.close()
-    # Paddle's own timing of quantize() (without the pipe), refquant's wall time
-    for algo, v in paddle_s.items():
-        times[f"Paddle {algo}"] = v
     return {"paddle": worker.version, "model": "mobilenet_v1 (random init), 224x224", "sizes": sizes,
-            "seconds": times, "median_s": {k: float(np.median(v)) for k, v in times.items()}}
+            **_medians(*times)}
 
 
 def run(kinds=("cls", "rec", "det", "paddle"), algos=tuple(PAIRS), quick: bool | None = None,
-        repeats: int | None = None) -> dict:
+        repeats: int | None = None, ort_methods=("MinMax", "Entropy", "Percentile")) -> dict:
+    """``algos``: the refquant algos timed; ``ort_methods``: the ONNX Runtime peers timed with them."""
     import refquant
     from refquant import threads
     from refquant.realmodels import ppocr
@@ -286,34 +296,49 @@ def run(kinds=("cls", "rec", "det", "paddle"), algos=tuple(PAIRS), quick: bool |
                     result["models"].append({"kind": kind, "skipped": "onnxruntime or the PP-OCR models "
                                                                       "(rapidocr-onnxruntime) not installed"})
                     continue
-                result["models"].append(_ppocr_kind(kind, sizes[kind], algos, repeats, tmp))
+                result["models"].append(_ppocr_kind(kind, sizes[kind], algos, repeats, tmp, ort_methods))
     finally:
         refquant.set_num_threads(before)
     return result
 
 
-def _ratio(num, den):
-    return f"**{num / den:.1f}x**" if num and den else "-"
+def _cell(run, name):
+    """``wall / CPU`` seconds of one runner (CPU missing in results of older runs)."""
+    w, c = run["median_s"].get(name), run.get("median_cpu_s", {}).get(name)
+    if w is None:
+        return "-"
+    return f"{w:.2f} / {c:.2f}" if c is not None else f"{w:.2f}"
+
+
+def _ratios(run, theirs, ours):
+    """``wall / CPU`` speed-up of ``ours`` over ``theirs``."""
+    out = []
+    for key in ("median_s", "median_cpu_s"):
+        t, o = run.get(key, {}).get(theirs), run.get(key, {}).get(ours)
+        if t and o:
+            out.append(f"{t / o:.1f}x")
+    return "**" + " / ".join(out) + "**" if out else "-"
 
 
 def markdown(r: dict) -> str:
     m = r["machine"]
     parts = [f"{'QUICK MODE (tiny sizes, only shows it works); ' if r['quick'] else ''}{r['date']}, {m['cpu']}, "
-             f"1 thread, median of {r['repeats']} round-robin round(s); ONNX Runtime {r.get('onnxruntime', '-')}"]
+             f"1 thread, median of {r['repeats']} round-robin round(s) (runners over {SLOW_S:.0f} s: one); ONNX "
+             f"Runtime {r.get('onnxruntime', '-')}. Seconds as wall / CPU (this process's CPU time: robust to the "
+             f"load of other processes on a shared machine)"]
     for mod in r["models"]:
         if "skipped" in mod:
             parts.append(f"{mod['kind']}: skipped: {mod['skipped']}")
             continue
-        med = mod["median_s"]
         rows = []
         for algo, peer in PAIRS.items():
-            ours = med.get(f"refquant {algo}")
-            if ours is None:
+            ours = f"refquant {algo}"
+            if ours not in mod["median_s"]:
                 continue
-            theirs = med.get(f"ORT {peer}") if peer else None
-            rows.append([algo, f"{ours:.2f}", peer or "-", f"{theirs:.2f}" if theirs else "-",
-                         _ratio(theirs, ours) if theirs else "-"])
-        s = mod["sizes"]
+            theirs = f"ORT {peer}"
+            has_peer = theirs in mod["median_s"]
+            rows.append([algo, _cell(mod, ours), peer if has_peer else "-", _cell(mod, theirs) if has_peer else "-",
+                         _ratios(mod, theirs, ours) if has_peer else "-"])
         parts.append(f"### {mod['kind']}: {mod['batches']} batches of input {tuple(mod['input'])}\n\n" +
                      table(["refquant algo", "quant_post_static s", "ONNX Runtime method", "quantize_static s",
                             "speed-up"], rows))
@@ -322,10 +347,9 @@ def markdown(r: dict) -> str:
         if "skipped" in p:
             parts.append(f"Paddle column: skipped: {p['skipped']}")
         else:
-            med = p["median_s"]
-            rows = [[algo, f"{med[f'refquant {algo}']:.2f}", f"{med[f'Paddle {algo}']:.2f}",
-                     _ratio(med[f"Paddle {algo}"], med[f"refquant {algo}"])]
-                    for algo in PAIRS if f"refquant {algo}" in med]
+            rows = [[algo, _cell(p, f"refquant {algo}"), _cell(p, f"Paddle {algo}"),
+                     _ratios(p, f"Paddle {algo}", f"refquant {algo}")]
+                    for algo in PAIRS if f"refquant {algo}" in p["median_s"]]
             s = p["sizes"]
             parts.append(f"### Paddle {p['paddle']} PostTrainingQuantization: {p['model']}, {s['n']} images as "
                          f"{s['n'] // s['batch']} batches of {s['batch']}\n\n" +
@@ -338,7 +362,8 @@ if __name__ == "__main__":
     names = tuple(a for a in args if a in ("cls", "rec", "det", "paddle")) or ("cls", "rec", "det", "paddle")
     reps = int(args[args.index("--repeats") + 1]) if "--repeats" in args else None
     chosen = tuple(args[args.index("--algos") + 1].split(",")) if "--algos" in args else tuple(PAIRS)
-    res = run(kinds=names, algos=chosen, quick=True if "--quick" in args else None, repeats=reps)
+    peers = tuple(args[args.index("--ort") + 1].split(",")) if "--ort" in args else ("MinMax", "Entropy", "Percentile")
+    res = run(kinds=names, algos=chosen, quick=True if "--quick" in args else None, repeats=reps, ort_methods=peers)
     if "--json" in args:
         with open(args[args.index("--json") + 1], "w") as f:
             json.dump(res, f, indent=1, default=str)
