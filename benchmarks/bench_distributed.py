@@ -191,6 +191,16 @@ def _speed(client, sizes, tmp: Path) -> list[dict]:
     return rows
 
 
+def _parse_on_workers(client, model) -> None:
+    """Every worker parses ``model`` now (once per worker, as in any run), not in the first timed run."""
+    import hashlib
+
+    from refquant import distributed as D
+    from refquant.io.format import to_bytes
+    blob = to_bytes(model)
+    client.run(D._model, hashlib.sha256(blob).hexdigest(), blob)
+
+
 def _sensitivity(client, sizes, tmp: Path) -> list[dict]:
     """The PP-OCR det sweep (mode "only", abs_max, the relative output error over held-out pages), one process
     on one thread vs the cluster, round-robin, for every case of ``sizes["det_cases"]``: ``calib`` calibration
@@ -220,10 +230,23 @@ def _sensitivity(client, sizes, tmp: Path) -> list[dict]:
             out[key] = D.sensitivity(model, shards, eval_feeds=held_out, algo="abs_max",
                                      quantizable_op_type=ppocr.QUANT_OPS, client=client, tasks=tasks)
 
-        runners = {"one process": one, "cluster": dist}
+        cpu = {"one": [], "workers": [], "driver": []}
+
+        def one_cpu():
+            start = time.process_time()
+            one()
+            cpu["one"].append(time.process_time() - start)
+
+        def dist_cpu():
+            before, start = client.run(time.process_time), time.process_time()
+            dist()
+            cpu["driver"].append(time.process_time() - start)
+            cpu["workers"].append(sorted(t - before[w] for w, t in client.run(time.process_time).items()))
+
+        runners = {"one process": one_cpu, "cluster": dist_cpu}
         if case.get("one_per_layer"):
             runners["cluster, one task per layer"] = lambda: dist(layers, "per layer")
-        D.calibrate(model, files[:1], "abs_max", client=client, quantizable_op_type=ppocr.QUANT_OPS)  # parse it
+        _parse_on_workers(client, model)
         load = [os.getloadavg()[0]]
         t = _round_robin(runners, case["repeats"])
         load.append(os.getloadavg()[0])
@@ -232,7 +255,13 @@ def _sensitivity(client, sizes, tmp: Path) -> list[dict]:
                "tasks": min(layers, D.TASKS_PER_WORKER * len(client.scheduler_info()["workers"])),
                "one_process_s": t["one process"], "cluster_s": t["cluster"],
                "ratio": t["one process"] / t["cluster"],
-               "same_ranking": all(out[k] == out["one"] for k in out), "loadavg": load}
+               "same_ranking": all(out[k] == out["one"] for k in out), "loadavg": load,
+               # CPU seconds (medians): what each side computed, whatever the load; one process / the busiest
+               # worker is the ratio an idle machine approaches if the workers never wait
+               "one_cpu_s": float(np.median(cpu["one"])), "driver_cpu_s": float(np.median(cpu["driver"])),
+               "worker_cpu_s": [float(np.median([w[i] for w in cpu["workers"]]))
+                                for i in range(len(cpu["workers"][0]))]}
+        row["cpu_ratio"] = row["one_cpu_s"] / max(row["worker_cpu_s"])
         if "per layer" in out:
             row["per_layer_s"] = t["cluster, one task per layer"]
         rows.append(row)
@@ -341,11 +370,14 @@ def markdown(r: dict) -> str:
     if r.get("sensitivity"):
         parts += ["### Sensitivity sweep (mode only, abs_max)",
                   table(["model", "layers", "eval pages (shape)", "calib pages", "tasks", "one process s",
-                         "cluster s", "ratio", "one task per layer s", "same ranking", "repeats", "load avg"],
+                         "cluster s", "ratio", "one task per layer s", "same ranking", "repeats", "load avg",
+                         "CPU s: one process / workers / driver", "CPU ratio"],
                         [[s["model"], s["layers"], f"{s['eval_pages']} {tuple(s['page'])}", s["calib_pages"],
                           s["tasks"], f"{s['one_process_s']:.2f}", f"{s['cluster_s']:.2f}", f"**{s['ratio']:.2f}x**",
                           f"{s['per_layer_s']:.2f}" if "per_layer_s" in s else "",
-                          "yes" if s["same_ranking"] else "**NO**", s["repeats"], _load(s)]
+                          "yes" if s["same_ranking"] else "**NO**", s["repeats"], _load(s),
+                          f"{s['one_cpu_s']:.2f} / {' + '.join(f'{w:.2f}' for w in s['worker_cpu_s'])} / "
+                          f"{s['driver_cpu_s']:.2f}", f"{s['cpu_ratio']:.2f}x"]
                          for s in r["sensitivity"]])]
     if "rss" in r:
         q = r["rss"]
