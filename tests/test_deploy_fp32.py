@@ -158,3 +158,10 @@ def test_hard_swish_and_hard_sigmoid_go_into_the_conv():
     f = optimize_fp32(onnx_hard_swish_model(extra_outputs=("r",)))
     assert [op.type for op in f.ops][:3] == ["conv2d_bias_act", "elementwise_add", "relu6"]
     assert f.ops[0].attrs["activation"] == ""
+
+
+def test_ptq_refuses_a_fused_model():
+    from refquant.errors import ArgumentError
+    from refquant.quant import quant_post_static
+    with pytest.raises(ArgumentError, match="conv2d_bias_act.*unfused"):
+        quant_post_static(optimize_fp32(chain_model()), [{"x": f32(2, 3, 12, 12)}], algo="abs_max")

@@ -98,9 +98,18 @@ def _check_calibration(who, value):
     return value
 
 
+def _check_unfused(who, value):
+    """A model, not an ``optimize_fp32`` one: its fused convs are no weight op, PTQ would leave them float."""
+    fused = sorted({op.name for op in check_model(who, value).ops if op.type == "conv2d_bias_act"})
+    if fused:
+        raise ArgumentError(f"{who}: the model has {len(fused)} conv2d_bias_act op(s) (e.g. {fused[0]!r}) from "
+                            "refquant.deploy.optimize_fp32, an FP32 deployment graph; quantize the unfused model")
+    return value
+
+
 #: One checker per public argument of quant_post_static / calibrate_model: ``(who, value) -> normalised value``.
 _CHECKS = {
-    "model": check_model,
+    "model": _check_unfused,
     "data_loader": _check_data_loader,
     "batch_nums": lambda who, v: _args.optional_integer(who, "batch_nums", v, 1),
     "algo": _check_algo,
