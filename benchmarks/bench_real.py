@@ -207,13 +207,13 @@ TEXTSETS = {"n_eval": 60, "n_calib": 32, "batch": 8}
 
 def _eval_textsets(sizes, ort_methods, repeats, tmp):
     """PP-OCRv4 rec on every set of :mod:`refquant.data.textsets` (a second renderer, never used to calibrate):
-    FP32, PTQ KL, KL + auto_skip(2), ``algo="auto"``, the recipe (:func:`refquant.realmodels.ppocr.recipe`) and
-    ORT's quantize_static, all calibrated on the textsets calibration split; per set the exact match, the exact
+    FP32, PTQ KL and hist, KL + auto_skip(2), smoothing + hist, the recipe (:func:`refquant.realmodels.ppocr.recipe`:
+    smoothing + ``algo="auto"``, without and with up to 2 float ops) and ORT's quantize_static, all calibrated on the textsets calibration split; per set the exact match, the exact
     match with spaces ignored, the agreement with FP32 and the character confusions the variant adds."""
     from refquant.data import textsets
     from refquant.deploy import convert_to_int8
-    from refquant.quant.auto_algo import auto_calibration, quantize_with
     from refquant.quant.sensitivity import auto_skip, sensitivity
+    from refquant.quant.smooth import smooth
     from refquant.realmodels import ppocr
     model = ppocr.load("rec")
     b = sizes["batch"]
@@ -251,18 +251,22 @@ def _eval_textsets(sizes, ort_methods, repeats, tmp):
     _, kls = ppocr.quantize(model, cal, "KL", skip_tensor_list=skip)
     add("PTQ KL + auto_skip(2)", "refquant INT8", lambda f: kls.run(f)[model.outputs[0]],
         lambda: kls.run(lat_feed), skip=skip, ptq_s=time.perf_counter() - t0)
-    t0 = time.perf_counter()   # on all but the last calibration batch, the recipe's split (it reuses this)
-    found = auto_calibration(model, cal[:-1], quantizable_op_type=ppocr.QUANT_OPS)
-    auto = convert_to_int8(quantize_with(model, *found, quantizable_op_type=ppocr.QUANT_OPS))
-    add('PTQ algo="auto"', "refquant INT8", lambda f: auto.run(f)[model.outputs[0]], lambda: auto.run(lat_feed),
-        ptq_s=time.perf_counter() - t0, counts=found[1]["counts"])
-    if hasattr(ppocr, "recipe"):
+    t0 = time.perf_counter()
+    _, hist = ppocr.quantize(model, cal, "hist")
+    add("PTQ hist", "refquant INT8", lambda f: hist.run(f)[model.outputs[0]], lambda: hist.run(lat_feed),
+        ptq_s=time.perf_counter() - t0)
+    t0 = time.perf_counter()   # smoothing judged on the last calibration batch, as in the recipe
+    smoothed, sm_info = smooth(model, cal[:-1], select_feeds=cal[-1:], quantizable_op_type=ppocr.QUANT_OPS)
+    _, sh = ppocr.quantize(smoothed, cal, "hist")
+    add("smooth + PTQ hist", "refquant INT8", lambda f: sh.run(f)[model.outputs[0]], lambda: sh.run(lat_feed),
+        ptq_s=time.perf_counter() - t0, smoothed=len(sm_info["smoothed"]))
+    for max_skip in (0, 2):
         t0 = time.perf_counter()
-        qr, rec8 = ppocr.recipe(model, cal)
+        qr, r8 = ppocr.recipe(model, cal, max_skip=max_skip)
         info = qr.meta["quantization"]["recipe"]
-        add("recipe (ppocr.recipe)", "refquant INT8", lambda f: rec8.run(f)[model.outputs[0]],
-            lambda: rec8.run(lat_feed), ptq_s=time.perf_counter() - t0, skip=info["skip"],
-            distance_by_k=info["distance_by_k"], ranking=info["ranking"])
+        add(f"recipe (ppocr.recipe, max_skip={max_skip})", "refquant INT8", lambda f, r8=r8: r8.run(f)[model.outputs[0]],
+            lambda r8=r8: r8.run(lat_feed), ptq_s=time.perf_counter() - t0, skip=info["skip"],
+            distance_by_k=info["distance_by_k"], counts=info["algo_counts"], smoothed=len(info["smoothed"]))
     for method in ort_methods[::2]:   # MinMax and Percentile (Entropy equals MinMax on rec, Summary above)
         qpath = os.path.join(tmp, f"rec.textsets.{method}.onnx")
         try:
@@ -301,11 +305,12 @@ def _textsets_markdown(t: dict) -> str:
         if v.get("counts"):
             part.append(f"{v['variant']}: the algorithm chosen per quantized activation: " +
                         ", ".join(f"{a} {n}" for a, n in v["counts"].items() if n) + f" ({v['ptq_s']:.0f} s)")
+        if v.get("smoothed") is not None:
+            part.append(f"{v['variant']}: {v['smoothed']} layers smoothed")
         if v.get("distance_by_k") is not None:
-            part.append(f"{v['variant']}: decode change on the held-out calibration batch by number of float ops "
-                        f"k: " + ", ".join(f"k={k} {d:.4f}" for k, d in v["distance_by_k"].items()) +
-                        f"; kept float: {', '.join(v['skip']) or 'none'}; worst ops by output error: " +
-                        ", ".join(f"{n} {d:.3g}" for n, d in v["ranking"][:5]) + f" ({v['ptq_s']:.0f} s)")
+            part.append(f"{v['variant']}: relative output error on the held-out calibration batch by number of "
+                        f"float ops k: " + ", ".join(f"k={k} {d:.4f}" for k, d in v["distance_by_k"].items()) +
+                        f"; kept float: {', '.join(v['skip']) or 'none'} ({v['ptq_s']:.0f} s)")
     loose = [[v["variant"], v["runtime"]] + [f"{v['sets'][n]['exact_loose']:.1f}" for n in names] for v in ok]
     part += ["Exact match % with spaces ignored and NFKC-normalized (full-width punctuation = ASCII)",
              table(["variant", "runtime"] + names, loose)]
