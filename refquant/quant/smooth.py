@@ -36,7 +36,10 @@ import numpy as np
 from ..errors import ArgumentError
 from ..executor import run
 from ..graph import Model, Op
+from ..calibration import weight_channel_axis, weight_threshold
 from ..ops.registry import OpContext, get_op
+from ..reference import rounding
+from .auto_algo import _rel_err
 from .sensitivity import DEFAULT_OPS
 
 #: The alphas tried per layer (0.5 is SmoothQuant's default; PaddleSlim's search spans 0.2-0.8).
@@ -92,22 +95,11 @@ def _channel_view(x_ndim: int, x_axis: int, s: np.ndarray) -> np.ndarray:
     return s.reshape(shape)
 
 
-def _fq(x: np.ndarray, t: float, bits: int = 8) -> np.ndarray:
-    q = 2 ** (bits - 1) - 1
-    return np.clip(np.round(x / t * q), -q, q) * (t / q) if t > 0 else x
-
-
-def _fq_weight(w: np.ndarray, out_axis: int, bits: int = 8) -> np.ndarray:
-    q = 2 ** (bits - 1) - 1
-    red = tuple(i for i in range(w.ndim) if i != out_axis)
-    s = np.abs(w).max(axis=red, keepdims=True) / q
-    s = np.where(s == 0, 1.0, s)
-    return np.round(w / s) * s
-
-
-def _rel_err(y: np.ndarray, ref: np.ndarray) -> float:
-    ref = np.asarray(ref, np.float64)
-    return float(np.sum((np.asarray(y, np.float64) - ref) ** 2) / max(float(np.sum(ref * ref)), 1e-30))
+def _fq_weight(w: np.ndarray, op_type: str, bits: int) -> np.ndarray:
+    """``w`` frozen per output channel (abs_max) and dequantized, as PTQ deploys it."""
+    axis = weight_channel_axis(op_type)
+    t = weight_threshold(w, op_type, axis=axis)
+    return rounding.dequantize_weight(rounding.freeze_weight(w, t, axis, bits), t, axis, bits)
 
 
 def smooth(model: Model, calib_feeds: Sequence[dict], *, alphas: Iterable[float] = ALPHAS,
@@ -179,22 +171,22 @@ def smooth(model: Model, calib_feeds: Sequence[dict], *, alphas: Iterable[float]
             continue
         f = get_op(op.type, op.name)
         rest = [model.params.get(n) if n else None for n in op.inputs[2:]]
-        out_axis = 0 if op.type in ("conv2d", "depthwise_conv2d") else (0 if op.type == "matmul" and
-                                                                         op.attrs.get("trans_y") else w.ndim - 1)
 
         def layer(xx, ww):
             r = f.forward(OpContext(), op.attrs, xx, ww, *rest)
             return r[0] if isinstance(r, tuple) else r
 
         ref = layer(x, w)
-        base = _rel_err(layer(_fq(x, float(xa.max()), bits), _fq_weight(w, out_axis, bits)), ref)
+        base = _rel_err(layer(rounding.quant_dequant_op(x, float(xa.max()), bits), _fq_weight(w, op.type, bits)),
+                        ref)
         errs, best = {0.0: base}, (base, None, None)
         for a in alphas:
             s = np.where((xa > 0) & (wa > 0), xa ** a / np.maximum(wa, 1e-30) ** (1 - a), 1.0)
             s = np.clip(s, 1e-5, 1e5).astype(np.float32)
             xs = (x / _channel_view(x.ndim, x_axis, s)).astype(np.float32)
             ws = _scaled_weight(w, s, w_axis, mult)
-            e = _rel_err(layer(_fq(xs, float((xa / s).max()), bits), _fq_weight(ws, out_axis, bits)), ref)
+            e = _rel_err(layer(rounding.quant_dequant_op(xs, float((xa / s).max()), bits),
+                               _fq_weight(ws, op.type, bits)), ref)
             errs[a] = e
             if e < best[0]:
                 best = (e, a, s)
