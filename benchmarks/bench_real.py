@@ -202,13 +202,14 @@ def _eval_kind(kind, sizes, algos, ort_methods, repeats, skip_k, tmp, qat_steps=
 
 
 #: rec on the evaluation sets of refquant.data.textsets: lines per set, calibration lines, batch (latency per batch)
-TEXTSETS = {"n_eval": 60, "n_calib": 32, "batch": 8}
+TEXTSETS = {"n_eval": 60, "n_calib": 32, "batch": 8, "n_train": 64, "qat_steps": QAT["rec"]["steps"]}
 
 
 def _eval_textsets(sizes, ort_methods, repeats, tmp):
     """PP-OCRv4 rec on every set of :mod:`refquant.data.textsets` (a second renderer, never used to calibrate):
     FP32, PTQ KL and hist, KL + auto_skip(2), smoothing + hist, the recipe (:func:`refquant.realmodels.ppocr.recipe`:
-    smoothing + ``algo="auto"``, without and with up to 2 float ops) and ORT's quantize_static, all calibrated on the textsets calibration split; per set the exact match, the exact
+    smoothing + ``algo="auto"``, without and with up to 2 float ops), QAT distilled on ``n_train`` more lines of
+    the calibration split and ORT's quantize_static, all calibrated on the textsets calibration split; per set the exact match, the exact
     match with spaces ignored, the agreement with FP32 and the character confusions the variant adds."""
     from refquant.data import textsets
     from refquant.deploy import convert_to_int8
@@ -267,6 +268,11 @@ def _eval_textsets(sizes, ort_methods, repeats, tmp):
         add(f"recipe (ppocr.recipe, max_skip={max_skip})", "refquant INT8", lambda f, r8=r8: r8.run(f)[model.outputs[0]],
             lambda r8=r8: r8.run(lat_feed), ptq_s=time.perf_counter() - t0, skip=info["skip"],
             distance_by_k=info["distance_by_k"], counts=info["algo_counts"], smoothed=len(info["smoothed"]))
+    t0 = time.perf_counter()   # distilled on the calibration split's next lines (the same renderer, other lines)
+    xt, _ = textsets.calib_lines(sizes["n_train"], start=sizes["n_calib"])
+    qq, q8 = ppocr.qat(model, cal, ppocr.batches(xt, b), algo="KL", steps=sizes["qat_steps"], lr=QAT["rec"]["lr"])
+    add(f"QAT (KL init, {sizes['qat_steps']} steps)", "refquant INT8", lambda f: q8.run(f)[model.outputs[0]],
+        lambda: q8.run(lat_feed), ptq_s=time.perf_counter() - t0)
     for method in ort_methods[::2]:   # MinMax and Percentile (Entropy equals MinMax on rec, Summary above)
         qpath = os.path.join(tmp, f"rec.textsets.{method}.onnx")
         try:
