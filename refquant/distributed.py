@@ -15,7 +15,10 @@ How it runs:
   abs ranges per shard, merged on the driver and sent back, then histograms on those ranges per shard, merged;
 * the driver merges the results as they arrive, each as soon as every shard before it is merged;
 * weight thresholds, bias correction and the rewrite are :func:`refquant.quant.quant_post_static` on the driver
-  with ``calibration=`` the merged result (they read only the weights).
+  with ``calibration=`` the merged result (they read only the weights);
+* a sensitivity sweep calibrates so, computes the FP32 references (one task per eval feed) meanwhile, then
+  evaluates its variants in a few tasks per worker, each a run of consecutive variants computed as the serial
+  sweep computes them.
 
 Failures: a shard that cannot be read, holds NaN/Inf or makes the model fail raises :class:`ShardError` naming the
 shard (its files, or ``load(i)``); a worker that dies is replaced and its task recomputed elsewhere by Dask (the
