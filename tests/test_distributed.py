@@ -287,6 +287,8 @@ def test_arguments_checked_before_any_work(lenet, files):
         D.calibrate(model, _load_lenet, "KL")
     with pytest.raises(ArgumentError, match="eval_feeds"):
         D.sensitivity(model, files, algo="abs_max")
+    with pytest.raises(ArgumentError, match="tasks"):
+        D.sensitivity(model, files, _loss, algo="abs_max", tasks=0)
     with pytest.raises(NotImplementedError, match="adaround"):
         D.quant_post_static(model, files, round_type="adaround")
 
