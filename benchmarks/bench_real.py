@@ -16,7 +16,7 @@ thread (``refquant.set_num_threads(1)`` and threadpoolctl limiting BLAS; ORT wit
 ``sets``: rec on the evaluation sets of :mod:`refquant.data.textsets` (another renderer, fonts and text than the
 calibration-style lines above), per set, with the per-character confusions INT8 adds (:func:`_eval_textsets`).
 ``det_sets`` / ``cls_sets``: det on the textsets page sets (layouts, page sizes, font sizes, contrast, noise),
-IoU against FP32 and against the text boxes; cls on its line sets (every second line rotated 180), accuracy and
+IoU against FP32, text lines found and IoU against the text boxes; cls on its line sets (every second line rotated 180), accuracy and
 agreement with FP32 (:func:`_eval_sets`). ``REFQUANT_BENCH_QUICK=1`` runs these two at tiny sizes.
 
 QAT rows: :func:`refquant.realmodels.ppocr.qat` from the best algo's thresholds, all quantizable ops, distilled
@@ -439,7 +439,8 @@ def _eval_sets(kind, sizes, algos, ort_methods, repeats, tmp):
 
 
 def _sets_markdown(t: dict) -> str:
-    """The det_sets / cls_sets tables: per set, det IoU vs FP32 / vs the text boxes, cls accuracy / agreement."""
+    """The det_sets / cls_sets tables: per set, det IoU vs FP32 / lines found (and the box IoU), cls accuracy /
+    agreement with FP32."""
     kind, s = t["kind"], t["sizes"]
     names = list(t["sets"])
     if kind == "det":
