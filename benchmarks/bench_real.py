@@ -17,7 +17,8 @@ thread (``refquant.set_num_threads(1)`` and threadpoolctl limiting BLAS; ORT wit
 calibration-style lines above), per set, with the per-character confusions INT8 adds (:func:`_eval_textsets`).
 ``det_sets`` / ``cls_sets``: det on the textsets page sets (layouts, page sizes, font sizes, contrast, noise),
 IoU against FP32, text lines found and IoU against the text boxes; cls on its line sets (every second line
-rotated 180), accuracy and agreement with FP32 (:func:`_eval_sets`). ``REFQUANT_BENCH_QUICK=1`` runs these two at tiny sizes.
+rotated 180), accuracy and agreement with FP32 (:func:`_eval_sets`). ``REFQUANT_BENCH_QUICK=1`` runs these two
+at tiny sizes.
 
 QAT rows: :func:`refquant.realmodels.ppocr.qat` from the best algo's thresholds, all quantizable ops, distilled
 from the FP32 outputs on rendered training lines / pages (``ppocr.TRAIN_SEED``), recipe in :data:`QAT`.
