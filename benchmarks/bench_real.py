@@ -210,10 +210,10 @@ def _eval_textsets(sizes, ort_methods, repeats, tmp):
     """PP-OCRv4 rec on every set of :mod:`refquant.data.textsets` (a second renderer, never used to calibrate):
     FP32, PTQ KL and hist, KL + auto_skip(2), smoothing + hist, the recipe (:func:`refquant.realmodels.ppocr.recipe`:
     smoothing + ``algo="auto"``, without and with up to 2 float ops), QAT distilled on ``n_train`` more lines of
-    the calibration split and ORT's quantize_static, all calibrated on the textsets calibration split; per set the exact match, the exact
-    match with spaces ignored, the agreement with FP32 and the character confusions the variant adds."""
+    the calibration split and ORT's quantize_static, all calibrated on the textsets calibration split; per set
+    the exact match, the exact match with spaces ignored, the agreement with FP32 and the character confusions
+    the variant adds."""
     from refquant.data import textsets
-    from refquant.deploy import convert_to_int8
     from refquant.quant.sensitivity import auto_skip, sensitivity
     from refquant.quant.smooth import smooth
     from refquant.realmodels import ppocr
