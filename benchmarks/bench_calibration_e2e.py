@@ -126,7 +126,8 @@ def _ort_calibration_options(threads: int, extra: dict):
 
 def _ort_quantize(fp32_path, out_path, feeds, method):
     from refquant.realmodels import ppocr
-    with _ort_calibration_options(1, ORT_CALIB_OPTIONS.get(method, {})):
+    # ONNX Runtime's calibrators print progress on stdout: keep it out of the markdown
+    with _ort_calibration_options(1, ORT_CALIB_OPTIONS.get(method, {})), contextlib.redirect_stdout(sys.stderr):
         ppocr.ort_quantize(fp32_path, out_path, feeds, method)
 
 
