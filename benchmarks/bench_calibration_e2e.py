@@ -45,10 +45,14 @@ import time
 
 import numpy as np
 
+from refquant.calibration.algorithms import static_algorithms
+
 from .common import machine, table
 
-#: refquant algo -> its ONNX Runtime peer (None: no peer)
-PAIRS = {"abs_max": "MinMax", "KL": "Entropy", "hist": "Percentile", "mse": None, "emd": None, "avg": None}
+#: ONNX Runtime calibration method -> the refquant algo it is paired with
+ORT_PEERS = {"MinMax": "abs_max", "Entropy": "KL", "Percentile": "hist"}
+#: every algo of quant_post_static (the registry's order) -> its ONNX Runtime peer (None: no peer)
+PAIRS = {algo: next((m for m, a in ORT_PEERS.items() if a == algo), None) for algo in static_algorithms()}
 #: extra options of ONNX Runtime's calibrator per method (see the module docstring)
 ORT_CALIB_OPTIONS = {"Entropy": {"num_bins": 2048}}
 #: n calibration lines (cls, rec) or pages (det), batch size; det page size (width, height)
