@@ -9,7 +9,7 @@ import refquant
 from refquant.cli import main
 from refquant.deploy import convert_to_int8
 from refquant.errors import ArgumentError
-from refquant.quant import quant_post_recipe, thresholds
+from refquant.quant import quant_post_recipe, quant_post_static, thresholds
 from refquant.quant.auto_algo import quant_post_auto
 from refquant.quant.sensitivity import output_error
 
@@ -21,15 +21,19 @@ def _err(model, q, feeds):
     return output_error([model.run(f)[out] for f in feeds], [q.run(f)[out] for f in feeds])
 
 
-def test_without_smoothing_or_skips_it_is_auto_on_the_split(lenet, batches):
+def test_without_smoothing_or_skips_it_is_the_best_candidate_on_the_split(lenet, batches):
     q = quant_post_recipe(lenet, batches, smooth=False)
-    want = quant_post_auto(lenet, batches[:3], select_feeds=batches[3:])
+    r = q.meta["quantization"]["recipe"]
+    assert set(r["distance_by_algo"]) == set(refquant.calibration.algorithms.static_algorithms()) | {"auto"}
+    assert r["distance_by_algo"][r["algo"]] == min(r["distance_by_algo"].values())
+    want = (quant_post_auto(lenet, batches[:3], select_feeds=batches[3:]) if r["algo"] == "auto" else
+            quant_post_static(lenet, batches[:3], algo=r["algo"]))
     got, ref = thresholds(q), thresholds(want)
     assert set(got) == set(ref)
     for k in ref:
         np.testing.assert_array_equal(got[k], ref[k])
-    r = q.meta["quantization"]["recipe"]
     assert (r["holdout_batches"], r["calibration_batches"], r["k"], r["skip"]) == (1, 3, 0, [])
+    assert _err(lenet, q, batches[3:]) == pytest.approx(r["distance_by_k"][0], rel=1e-6)
 
 
 def test_recipe_model_deploys_and_records_its_choices(lenet, batches):

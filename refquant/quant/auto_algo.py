@@ -99,10 +99,13 @@ def quantize_with(model, cal: Calibration, info: dict, **ptq_kwargs):
 def auto_calibration(model, calib_feeds: Sequence[dict], *, candidates: Optional[Iterable[str]] = None,
                      select_feeds: Optional[Sequence[dict]] = None,
                      quantizable_op_type: Iterable[str] = ("conv2d", "depthwise_conv2d", "mul"),
-                     hist_percent: float = 0.99999, **ptq_kwargs) -> tuple[Calibration, dict]:
+                     hist_percent: float = 0.99999, per_candidate: Optional[dict] = None,
+                     **ptq_kwargs) -> tuple[Calibration, dict]:
     """Steps 1-4 of the module docstring: ``(calibration, info)``, the chosen thresholds as a
     :class:`Calibration` (labelled with the first candidate's name, which ``quant_post_static`` is given with it;
-    :func:`quantize_with` does that) and the ``meta["quantization"]["auto"]`` record."""
+    :func:`quantize_with` does that) and the ``meta["quantization"]["auto"]`` record. ``per_candidate``: a dict
+    that receives ``{algo: (calibration, fake-quant model)}`` of steps 1-2, for a caller that also compares the candidates whole
+    (:func:`refquant.quant.recipe.quant_post_recipe`)."""
     t0 = time.perf_counter()
     calib_feeds = list(calib_feeds)
     if not calib_feeds:
@@ -127,6 +130,8 @@ def auto_calibration(model, calib_feeds: Sequence[dict], *, candidates: Optional
             for a in candidates}
     qs = {a: quant_post_static(model, None, algo=a, calibration=cals[a], quantizable_op_type=ops_t,    # 2
                                hist_percent=hist_percent, **ptq_kwargs) for a in candidates}
+    if per_candidate is not None:
+        per_candidate.update({a: (cals[a], qs[a]) for a in candidates})
     errors: dict = {x: {a: 0.0 for a in candidates} for _i, _w, xs in quant_ops for x in xs}      # 3
     needed = sorted({n for i, _w, _xs in quant_ops for n in model.ops[i].inputs if n and n not in model.params}
                     | {model.ops[i].outputs[0] for i, _w, _xs in quant_ops})

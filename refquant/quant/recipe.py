@@ -7,15 +7,18 @@ every choice on the calibration batches, holding a split of them out to judge th
 1. **Split**: the last ``holdout`` batches (default a quarter, at least one) are held out; the rest calibrate.
 2. **Smooth** (:func:`refquant.quant.smooth.smooth`): channel outliers of each layer's input move into its
    weights, per layer only where the held-out batches say the quantized layer's error drops.
-3. **Thresholds** (:func:`refquant.quant.auto_algo.auto_calibration`): per tensor, the calibration algorithm
-   whose threshold gives the least layer output error on the held-out batches.
+3. **Thresholds**: every calibration algorithm calibrates; the model quantized with each one, and with
+   ``algo="auto"`` (:func:`refquant.quant.auto_algo.auto_calibration`: per tensor, the algorithm whose threshold
+   gives the least layer output error on the held-out batches), is run on the held-out batches, and the one of
+   least ``distance`` to the FP32 output is kept. (A per-tensor choice by layer error can lose to one algorithm
+   for all tensors: the layer error favours clipping that the layers after it do not forgive.)
 4. **Float ops** (optional, ``max_skip > 0``): the ops ranked by :func:`refquant.quant.sensitivity.sensitivity`
    (one op quantized at a time, output error on the held-out batches); the smallest ``k <= max_skip`` whose
    ``distance(y_quantized, y_fp32)`` on the held-out batches is ``<= budget`` keeps the k worst ops float, or
    else the k of least distance.
 
-``meta["quantization"]["recipe"]`` records every choice (smoothed layers and alphas, the algorithm per tensor,
-the distance of every k tried, the ops kept float).
+``meta["quantization"]["recipe"]`` records every choice (smoothed layers and alphas, the distance of every
+algorithm and of ``auto``, the one kept, the distance of every k tried, the ops kept float).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import numpy as np
 from ..errors import ArgumentError
 from ..graph import Model
 from .auto_algo import auto_calibration, quantize_with
+from .post_static import quant_post_static
 from .sensitivity import DEFAULT_OPS, auto_skip, output_error, sensitivity
 from .smooth import smooth as smooth_model
 
@@ -64,17 +68,30 @@ def quant_post_recipe(model: Model, calib_feeds: Sequence[dict], *, holdout: Opt
         base, info = smooth_model(model, cal_feeds, select_feeds=hold, quantizable_op_type=ops,
                                   bits=ptq_kwargs.get("activation_bits", 8))
         record["smoothed"] = info["smoothed"]
+    whole: dict = {}
     cal, auto = auto_calibration(base, cal_feeds, candidates=candidates, select_feeds=hold,      # 3
-                                 quantizable_op_type=ops, **ptq_kwargs)
-    record["algo_counts"] = auto["counts"]
+                                 quantizable_op_type=ops, per_candidate=whole, **ptq_kwargs)
     ref = _outputs(model, hold)
     dist = distance or (lambda y, r: output_error([r], [y]))
+    scores = {a: float(dist(_outputs(q, hold), ref)) for a, (_c, q) in whole.items()}
+    scores["auto"] = float(dist(_outputs(quantize_with(base, cal, auto, quantizable_op_type=ops, **ptq_kwargs),
+                                         hold), ref))
+    algo = min(scores, key=lambda a: (scores[a], a != "auto"))
+
+    def quantize(skip):
+        if algo == "auto":
+            return quantize_with(base, cal, auto, quantizable_op_type=ops, skip_tensor_list=skip, **ptq_kwargs)
+        return quant_post_static(base, None, algo=algo, calibration=whole[algo][0], quantizable_op_type=ops,
+                                 skip_tensor_list=skip, **ptq_kwargs)
+
+    record.update({"algo": algo, "distance_by_algo": scores,
+                   "algo_counts": auto["counts"] if algo == "auto" else {algo: len(whole[algo][0].thresholds)}})
     tried, best, ranking = {}, None, []
     if max_skip > 0:                                                                              # 4
         ranking = sensitivity(base, cal_feeds[:1], algo="KL", eval_feeds=hold, quantizable_op_type=ops)
     for k in range(int(max_skip) + 1):
         skip = auto_skip(base, cal_feeds, k, ranking=ranking, quantizable_op_type=ops) if k else []
-        q = quantize_with(base, cal, auto, quantizable_op_type=ops, skip_tensor_list=skip or None, **ptq_kwargs)
+        q = quantize(skip or None)
         tried[k] = float(dist(_outputs(q, hold), ref))
         if best is None or tried[k] < best[0] or tried[k] <= budget:
             best = (tried[k], k, q, skip)
