@@ -268,7 +268,8 @@ def _eval_textsets(sizes, ort_methods, repeats, tmp):
         info = qr.meta["quantization"]["recipe"]
         add(f"recipe (ppocr.recipe, max_skip={max_skip})", "refquant INT8", lambda f, r8=r8: r8.run(f)[model.outputs[0]],
             lambda r8=r8: r8.run(lat_feed), ptq_s=time.perf_counter() - t0, skip=info["skip"],
-            distance_by_k=info["distance_by_k"], counts=info["algo_counts"], smoothed=len(info["smoothed"]))
+            distance_by_k=info["distance_by_k"], counts=info["algo_counts"], smoothed=len(info["smoothed"]),
+            distance_by_algo=info["distance_by_algo"], algo=info["algo"])
     t0 = time.perf_counter()   # distilled on the calibration split's next lines (the same renderer, other lines)
     xt, _ = textsets.calib_lines(sizes["n_train"], start=sizes["n_calib"])
     qq, q8 = ppocr.qat(model, cal, ppocr.batches(xt, b), algo="KL", steps=sizes["qat_steps"], lr=QAT["rec"]["lr"])
@@ -313,7 +314,10 @@ def _textsets_markdown(t: dict) -> str:
             part.append(f"{v['variant']}: the algorithm chosen per quantized activation: " +
                         ", ".join(f"{a} {n}" for a, n in v["counts"].items() if n) + f" ({v['ptq_s']:.0f} s)")
         if v.get("smoothed") is not None:
-            part.append(f"{v['variant']}: {v['smoothed']} layers smoothed")
+            part.append(f"{v['variant']}: {v['smoothed']} layers smoothed" + (
+                "; held-out relative output error by algorithm: " + ", ".join(
+                    f"{a} {d:.4f}" for a, d in v["distance_by_algo"].items()) + f", kept {v['algo']}"
+                if v.get("distance_by_algo") else ""))
         if v.get("distance_by_k") is not None:
             part.append(f"{v['variant']}: relative output error on the held-out calibration batch by number of "
                         f"float ops k: " + ", ".join(f"k={k} {d:.4f}" for k, d in v["distance_by_k"].items()) +
@@ -479,7 +483,9 @@ def _sets_markdown(t: dict) -> str:
         if v.get("recipe"):
             r = v["recipe"]
             by_k = ", ".join(f"k={k} {d:.4f}" for k, d in r.get("distance_by_k", {}).items())
-            parts.append(f"{v['variant']}: distance on the held-out calibration batch by number of float ops: "
+            by_algo = ", ".join(f"{a} {d:.4f}" for a, d in r.get("distance_by_algo", {}).items())
+            parts.append(f"{v['variant']}: {len(r.get('smoothed', {}))} layers smoothed; held-out distance by "
+                         f"algorithm: {by_algo or '-'}, kept {r.get('algo', '-')}; by number of float ops: "
                          f"{by_k or '-'}; kept float: {', '.join(v['skip']) or 'none'} ({v['ptq_s']:.0f} s)")
     return "\n\n".join(parts)
 
