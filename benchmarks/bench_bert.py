@@ -22,7 +22,7 @@ import tempfile
 import numpy as np
 
 
-from .common import interleaved_medians, machine, table
+from .common import blas_limits, interleaved_medians, machine, table
 
 SENTENCES = [
     # animals
@@ -50,15 +50,6 @@ SENTENCES = [
     "Expect storms and strong winds this weekend.", "Our train to Berlin was cancelled.",
     "The sky is clear and the sun is shining.",
 ]
-
-
-def _limits(n):
-    try:
-        from threadpoolctl import threadpool_limits
-        return threadpool_limits(n)
-    except ImportError:
-        import contextlib
-        return contextlib.nullcontext()
 
 
 def _unit(e):
@@ -154,7 +145,7 @@ def run(threads_list=(1,), repeats: int = 7, batch: int = 8, seq: int = 128) -> 
         for n in threads_list:
             threads.set_num_threads(n)
             lat = {}
-            with _limits(n):
+            with blas_limits(n):
                 fns = {key: (lambda m=m: m.run(bfeeds)) for key, m in runners.items()}
                 for key, path in onnx_paths.items():
                     fns[key] = (lambda s=_session(path, n): s.run(None, dict(bfeeds)))

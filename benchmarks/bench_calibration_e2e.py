@@ -47,7 +47,7 @@ import numpy as np
 
 from refquant.calibration.algorithms import static_algorithms
 
-from .common import machine, table
+from .common import blas_limits, machine, table
 
 #: ONNX Runtime calibration method -> the refquant algo it is paired with
 ORT_PEERS = {"MinMax": "abs_max", "Entropy": "KL", "Percentile": "hist"}
@@ -68,14 +68,6 @@ PADDLE_OPS = ("conv2d", "depthwise_conv2d", "mul")
 
 def _log(*a):
     print(*a, file=sys.stderr, flush=True)
-
-
-def _limits(n):
-    try:
-        from threadpoolctl import threadpool_limits
-        return threadpool_limits(n)
-    except ImportError:
-        return contextlib.nullcontext()
 
 
 def _round_robin(fns: dict, repeats: int) -> tuple[dict, dict]:
@@ -288,7 +280,7 @@ def run(kinds=("cls", "rec", "det", "paddle"), algos=tuple(PAIRS), quick: bool |
     before = threads.get_num_threads()
     refquant.set_num_threads(1)
     try:
-        with _limits(1), tempfile.TemporaryDirectory() as tmp:
+        with blas_limits(1), tempfile.TemporaryDirectory() as tmp:
             for kind in kinds:
                 if kind == "paddle":
                     python = os.environ.get("REFQUANT_PADDLE_PYTHON")

@@ -23,18 +23,9 @@ import tempfile
 
 import numpy as np
 
-from .common import interleaved_medians, machine, table
+from .common import blas_limits, interleaved_medians, machine, table
 
 MODELS = ("mobilenet_v1", "mobilenet_v2", "resnet50")
-
-
-def _limits(n):
-    try:
-        from threadpoolctl import threadpool_limits
-        return threadpool_limits(n)
-    except ImportError:  # without threadpoolctl BLAS keeps its own count: say so in the result
-        import contextlib
-        return contextlib.nullcontext()
 
 
 def _peak_rss_mb(path: str) -> dict:
@@ -127,7 +118,7 @@ def run(models=MODELS, threads_list=(1, 2), repeats: int = 9) -> dict:
                 row["ort_skipped"] = f"{type(exc).__name__}: {exc}"
             for n in threads_list:
                 threads.set_num_threads(n)
-                with _limits(n):
+                with blas_limits(n):
                     fns = dict(runners)
                     for key, path in onnx_paths.items():
                         sess = _ort_session(path, n)

@@ -35,7 +35,7 @@ import numpy as np
 
 from refquant.calibration.algorithms import static_algorithms
 
-from .common import interleaved_medians, machine, median_seconds, table
+from .common import blas_limits, interleaved_medians, machine, median_seconds, table
 
 ALGOS = static_algorithms()
 #: which models get the sensitivity ranking + auto_skip variants (cls already matches FP32 without it)
@@ -64,15 +64,6 @@ def _ms(fn, repeats):
 
 def _log(*a):
     print(*a, file=sys.stderr, flush=True)
-
-
-def _limits(n):
-    try:
-        from threadpoolctl import threadpool_limits
-        return threadpool_limits(n)
-    except ImportError:
-        import contextlib
-        return contextlib.nullcontext()
 
 
 def _data(kind, sizes):
@@ -504,7 +495,7 @@ def run(kinds=("cls", "rec", "det", "sets", "det_sets", "cls_sets"), algos=ALGOS
     result = {"machine": machine(), "threads": 1, "models": []}
     refquant.set_num_threads(1)
     try:
-        with _limits(1), tempfile.TemporaryDirectory() as tmp:
+        with blas_limits(1), tempfile.TemporaryDirectory() as tmp:
             for kind in kinds:
                 t0 = time.perf_counter()
                 if kind == "sets":

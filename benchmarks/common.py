@@ -10,6 +10,17 @@ import time
 import numpy as np
 
 
+def blas_limits(n: int):
+    """A context limiting BLAS to ``n`` threads (threadpoolctl); without threadpoolctl, BLAS keeps its own count
+    (benchmarks that report threads say so in their result)."""
+    try:
+        from threadpoolctl import threadpool_limits
+        return threadpool_limits(n)
+    except ImportError:
+        import contextlib
+        return contextlib.nullcontext()
+
+
 def median_seconds(fn, repeats: int = 7, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs, after ``warmup`` untimed runs (seconds)."""
     from refquant.report import median_ms
