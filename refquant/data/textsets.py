@@ -208,6 +208,18 @@ SEED_BASE = {"mixed": 1_100_000, "digits": 1_200_000, "punct": 1_300_000, "small
              "contrast": 1_500_000, "noisy": 1_600_000, "long": 1_700_000, "calib": 2_100_000}
 
 
+def _degrade(img, spec, rng):
+    """The set's Gaussian blur and JPEG compression (either may be off), drawn from ``rng`` in that order."""
+    if spec.blur[1] > 0:
+        img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(*spec.blur))))
+    if spec.jpeg is not None:
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=int(rng.integers(spec.jpeg[0], spec.jpeg[1] + 1)))
+        buf.seek(0)
+        img = Image.open(buf).convert("RGB")
+    return img
+
+
 def draw_line(text: str, spec: TextSet, rng) -> "Image.Image":
     """``text`` drawn by the second renderer: a DejaVu font, uneven margins, per-character tracking, a per-word
     baseline jitter, a tilt of at most 1 degree, then the set's blur and JPEG compression."""
@@ -234,13 +246,7 @@ def draw_line(text: str, spec: TextSet, rng) -> "Image.Image":
         x += cw + track
     angle = float(rng.uniform(-1.0, 1.0))
     img = img.rotate(angle, resample=Image.BILINEAR, expand=True, fillcolor=bg)
-    if spec.blur[1] > 0:
-        img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(*spec.blur))))
-    if spec.jpeg is not None:
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=int(rng.integers(spec.jpeg[0], spec.jpeg[1] + 1)))
-        buf.seek(0)
-        img = Image.open(buf).convert("RGB")
+    img = _degrade(img, spec, rng)
     return img
 
 
@@ -394,13 +400,7 @@ def draw_page(spec: PageSet, rng) -> tuple["Image.Image", "Image.Image", list]:
     angle = float(rng.uniform(-spec.tilt, spec.tilt))
     img = img.rotate(angle, resample=Image.BILINEAR, fillcolor=bg)
     mask = mask.rotate(angle, resample=Image.NEAREST, fillcolor=0)
-    if spec.blur[1] > 0:
-        img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(*spec.blur))))
-    if spec.jpeg is not None:
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=int(rng.integers(spec.jpeg[0], spec.jpeg[1] + 1)))
-        buf.seek(0)
-        img = Image.open(buf).convert("RGB")
+    img = _degrade(img, spec, rng)
     return img, mask, boxes
 
 
