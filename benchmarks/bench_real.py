@@ -193,6 +193,23 @@ def _eval_kind(kind, sizes, algos, ort_methods, repeats, skip_k, tmp, qat_steps=
     return result
 
 
+def _ort_variants(kind, cal, ort_methods, prefix, add, variants, lat_feed):
+    """ORT quantize_static MinMax and Percentile (``ort_methods[::2]``: Entropy equals MinMax here, see the
+    Summary) calibrated on ``cal``, each added with ``add``; a failed quantization is a row with its error."""
+    from refquant.realmodels import ppocr
+    for method in ort_methods[::2]:
+        qpath = f"{prefix}.{method}.onnx"
+        try:
+            ppocr.ort_quantize(ppocr.model_path(kind), qpath, cal, method)
+        except Exception as exc:  # noqa: BLE001 - report, do not stop the run
+            variants.append({"variant": f"ORT quantize_static {method}", "runtime": "onnxruntime INT8",
+                             "error": f"{type(exc).__name__}: {exc}"[:200]})
+            continue
+        s = ppocr.ort_session(qpath, 1)
+        add(f"ORT quantize_static {method}", "onnxruntime INT8", lambda f, s=s: s.run(None, f)[0],
+            lambda s=s: s.run(None, lat_feed))
+
+
 #: rec on the evaluation sets of refquant.data.textsets: lines per set, calibration lines, batch (latency per batch)
 TEXTSETS = {"n_eval": 60, "n_calib": 32, "batch": 8, "n_train": 64, "qat_steps": QAT["rec"]["steps"]}
 
@@ -266,17 +283,7 @@ def _eval_textsets(sizes, ort_methods, repeats, tmp):
     qq, q8 = ppocr.qat(model, cal, ppocr.batches(xt, b), algo="KL", steps=sizes["qat_steps"], lr=QAT["rec"]["lr"])
     add(f"QAT (KL init, {sizes['qat_steps']} steps)", "refquant INT8", lambda f: q8.run(f)[model.outputs[0]],
         lambda: q8.run(lat_feed), ptq_s=time.perf_counter() - t0)
-    for method in ort_methods[::2]:   # MinMax and Percentile (Entropy equals MinMax on rec, Summary above)
-        qpath = os.path.join(tmp, f"rec.textsets.{method}.onnx")
-        try:
-            ppocr.ort_quantize(ppocr.model_path("rec"), qpath, cal, method)
-        except Exception as exc:  # noqa: BLE001 - report, do not stop the run
-            variants.append({"variant": f"ORT quantize_static {method}", "runtime": "onnxruntime INT8",
-                             "error": f"{type(exc).__name__}: {exc}"[:200]})
-            continue
-        s = ppocr.ort_session(qpath, 1)
-        add(f"ORT quantize_static {method}", "onnxruntime INT8", lambda f, s=s: s.run(None, f)[0],
-            lambda s=s: s.run(None, lat_feed))
+    _ort_variants("rec", cal, ort_methods, os.path.join(tmp, "rec.textsets"), add, variants, lat_feed)
     result["variants"] = variants
     result["side_by_side_ms"] = {k: 1e3 * v for k, v in interleaved_medians(side, max(9, repeats)).items()}
     return result
@@ -418,17 +425,7 @@ def _eval_sets(kind, sizes, algos, ort_methods, repeats, tmp):
     info = q.meta["quantization"].get("recipe", {})
     add_int8("recipe (ppocr.recipe)", i8, ptq_s=time.perf_counter() - t0, skip=list(info.get("skip", [])),
              recipe={k: v for k, v in info.items() if k != "ranking"})
-    for method in ort_methods[::2]:   # MinMax and Percentile, as in the rec sets
-        qpath = os.path.join(tmp, f"{kind}.sets.{method}.onnx")
-        try:
-            ppocr.ort_quantize(ppocr.model_path(kind), qpath, cal, method)
-        except Exception as exc:  # noqa: BLE001 - report, do not stop the run
-            variants.append({"variant": f"ORT quantize_static {method}", "runtime": "onnxruntime INT8",
-                             "error": f"{type(exc).__name__}: {exc}"[:200]})
-            continue
-        s = ppocr.ort_session(qpath, 1)
-        add(f"ORT quantize_static {method}", "onnxruntime INT8", lambda f, s=s: s.run(None, f)[0],
-            lambda s=s: s.run(None, lat_feed))
+    _ort_variants(kind, cal, ort_methods, os.path.join(tmp, f"{kind}.sets"), add, variants, lat_feed)
     result["latency_input"] = list(lat_feed["x"].shape)
     result["side_by_side_ms"] = {k: 1e3 * v for k, v in interleaved_medians(side, max(9, repeats)).items()}
     return result
