@@ -52,7 +52,7 @@ def test_budget_stops_at_the_first_k_that_meets_it(lenet, batches):
 
 
 @pytest.mark.parametrize("kwargs, msg", [({"holdout": 4}, "holdout"), ({"holdout": 0}, "holdout"),
-                                         ({"algo": "KL"}, "chosen by the recipe"),
+                                         ({"algo": "KL"}, "chosen by the recipe"), ({"max_skip": -1}, "max_skip"),
                                          ({"skip_tensor_list": ["w"]}, "chosen by the recipe")])
 def test_bad_arguments(lenet, batches, kwargs, msg):
     with pytest.raises(ArgumentError, match=msg):

@@ -13,7 +13,8 @@ every choice on the calibration batches, holding a split of them out to judge th
    least ``distance`` to the FP32 output is kept. (A per-tensor choice by layer error can lose to one algorithm
    for all tensors: the layer error favours clipping that the layers after it do not forgive.)
 4. **Float ops** (optional, ``max_skip > 0``): the ops ranked by :func:`refquant.quant.sensitivity.sensitivity`
-   (one op quantized at a time, output error on the held-out batches); the smallest ``k <= max_skip`` whose
+   (one op quantized at a time, KL thresholds from the first calibration batch, output error on the held-out
+   batches); the smallest ``k <= max_skip`` whose
    ``distance(y_quantized, y_fp32)`` on the held-out batches is ``<= budget`` keeps the k worst ops float, or
    else the k of least distance.
 
@@ -27,6 +28,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from .. import _args
 from ..errors import ArgumentError
 from ..graph import Model
 from .auto_algo import auto_calibration, quantize_with
@@ -52,6 +54,7 @@ def quant_post_recipe(model: Model, calib_feeds: Sequence[dict], *, holdout: Opt
     output error. ``ptq_kwargs`` go to ``quant_post_static`` (not ``algo`` / ``calibration`` / ``skip_tensor_list``).
     """
     t0 = time.perf_counter()
+    max_skip = _args.integer("quant_post_recipe", "max_skip", max_skip, 0)
     feeds = list(calib_feeds)
     n_hold = max(1, len(feeds) // 4) if holdout is None else int(holdout)
     if len(feeds) < 2 or not 1 <= n_hold < len(feeds):
@@ -62,7 +65,7 @@ def quant_post_recipe(model: Model, calib_feeds: Sequence[dict], *, holdout: Opt
         raise ArgumentError(f"quant_post_recipe: {fixed} are chosen by the recipe")
     cal_feeds, hold = feeds[:-n_hold], feeds[-n_hold:]
     ops = tuple(quantizable_op_type)
-    record: dict = {"holdout_batches": n_hold, "calibration_batches": len(cal_feeds)}
+    record: dict = {"holdout_batches": n_hold, "calibration_batches": len(cal_feeds), "smoothed": {}}
     base = model
     if smooth:                                                                                    # 2
         base, info = smooth_model(model, cal_feeds, select_feeds=hold, quantizable_op_type=ops,
@@ -89,7 +92,7 @@ def quant_post_recipe(model: Model, calib_feeds: Sequence[dict], *, holdout: Opt
     tried, best, ranking = {}, None, []
     if max_skip > 0:                                                                              # 4
         ranking = sensitivity(base, cal_feeds[:1], algo="KL", eval_feeds=hold, quantizable_op_type=ops)
-    for k in range(int(max_skip) + 1):
+    for k in range(max_skip + 1):
         skip = auto_skip(base, cal_feeds, k, ranking=ranking, quantizable_op_type=ops) if k else []
         q = quantize(skip or None)
         tried[k] = float(dist(_outputs(q, hold), ref))

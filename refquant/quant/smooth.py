@@ -137,15 +137,15 @@ def smooth(model: Model, calib_feeds: Sequence[dict], *, alphas: Iterable[float]
             todo.append((op, lay))
     xnames = sorted({op.inputs[0] for op, _ in todo})
     xmax: dict = {}
-    first: dict = {}
+    held: dict = {}
     select = feeds[:1] if select_feeds is None else list(select_feeds)
     if not select:
         raise ArgumentError("smooth: select_feeds is empty")
     for feed in select:
         env = run(model, feed, outputs=xnames)
         for name in xnames:
-            first.setdefault(name, []).append(env[name])
-    first = {name: np.concatenate(v) for name, v in first.items()}
+            held.setdefault(name, []).append(env[name])
+    held = {name: np.concatenate(v) for name, v in held.items()}
     for feed in feeds:                                                                            # 1
         env = run(model, feed, outputs=xnames)
         for op, (x_axis, _w_axis, _m) in todo:
@@ -157,13 +157,14 @@ def smooth(model: Model, calib_feeds: Sequence[dict], *, alphas: Iterable[float]
             m = np.abs(np.moveaxis(x, axis, 0)).reshape(x.shape[axis], -1).max(axis=1)
             xmax[op.name] = m if op.name not in xmax else np.maximum(xmax[op.name], m)
     q = model.copy()
+    twin = {id(o): c for o, c in zip(model.ops, q.ops)}        # each op's copy (op names need not be unique)
     smoothed, errors = {}, {}
     for op, (x_axis, w_axis, mult) in todo:                                                       # 2
         if op.name not in xmax:
             skipped[op.name] = "mul input with more than one flattened axis"
             continue
         w = model.params[op.inputs[1]]
-        x = first[op.inputs[0]]
+        x = held[op.inputs[0]]
         xa = xmax[op.name].astype(np.float64)
         wa = _weight_channel_max(w, w_axis, mult).astype(np.float64)
         if xa.shape != wa.shape:
@@ -194,7 +195,7 @@ def smooth(model: Model, calib_feeds: Sequence[dict], *, alphas: Iterable[float]
         if best[1] is None or best[0] > min_gain * base:
             continue
         _, a, s = best
-        qop = next(o for o in q.ops if o.name == op.name)
+        qop = twin[id(op)]
         inv = f"{op.inputs[1]}.smooth_inv"
         xs_name = f"{op.inputs[0]}.smooth.{op.name}"
         q.params[inv] = _channel_view(x.ndim, x_axis, (1.0 / s).astype(np.float32))
