@@ -33,13 +33,13 @@ from ..errors import ArgumentError
 from ..graph import Model
 from .auto_algo import auto_calibration, quantize_with
 from .post_static import quant_post_static
-from .sensitivity import DEFAULT_OPS, auto_skip, output_error, sensitivity
+from .sensitivity import DEFAULT_OPS, _outputs, auto_skip, output_error, sensitivity
 from .smooth import smooth as smooth_model
 
 
-def _outputs(model: Model, feeds) -> np.ndarray:
-    out = model.outputs[0]
-    return np.concatenate([model.run(f)[out] for f in feeds])
+def _output(model: Model, feeds) -> np.ndarray:
+    """The model's first output over ``feeds``, concatenated (what ``distance`` compares)."""
+    return np.concatenate(_outputs(model, feeds))
 
 
 def quant_post_recipe(model: Model, calib_feeds: Sequence[dict], *, holdout: Optional[int] = None,
@@ -74,11 +74,11 @@ def quant_post_recipe(model: Model, calib_feeds: Sequence[dict], *, holdout: Opt
     whole: dict = {}
     cal, auto = auto_calibration(base, cal_feeds, candidates=candidates, select_feeds=hold,      # 3
                                  quantizable_op_type=ops, per_candidate=whole, **ptq_kwargs)
-    ref = _outputs(model, hold)
+    ref = _output(model, hold)
     dist = distance or (lambda y, r: output_error([r], [y]))
-    scores = {a: float(dist(_outputs(q, hold), ref)) for a, (_c, q) in whole.items()}
-    scores["auto"] = float(dist(_outputs(quantize_with(base, cal, auto, quantizable_op_type=ops, **ptq_kwargs),
-                                         hold), ref))
+    models = {a: q for a, (_c, q) in whole.items()}
+    models["auto"] = quantize_with(base, cal, auto, quantizable_op_type=ops, **ptq_kwargs)
+    scores = {a: float(dist(_output(q, hold), ref)) for a, q in models.items()}
     algo = min(scores, key=lambda a: (scores[a], a != "auto"))
 
     def quantize(skip):
@@ -94,8 +94,8 @@ def quant_post_recipe(model: Model, calib_feeds: Sequence[dict], *, holdout: Opt
         ranking = sensitivity(base, cal_feeds[:1], algo="KL", eval_feeds=hold, quantizable_op_type=ops)
     for k in range(max_skip + 1):
         skip = auto_skip(base, cal_feeds, k, ranking=ranking, quantizable_op_type=ops) if k else []
-        q = quantize(skip or None)
-        tried[k] = float(dist(_outputs(q, hold), ref))
+        q = quantize(skip) if k else models[algo]                  # k = 0: the candidate scored above
+        tried[k] = float(dist(_output(q, hold), ref)) if k else scores[algo]
         if best is None or tried[k] < best[0] or tried[k] <= budget:
             best = (tried[k], k, q, skip)
         if tried[k] <= budget:
