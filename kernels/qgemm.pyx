@@ -19,7 +19,7 @@ avx512vnni > avxvnni > avx2 on x86-64, i8mm > dotprod > neon on aarch64, portabl
 forces portable, and ``gemm_u8s8(..., path=<name>)`` picks one per call (for tests).
 """
 from cython.parallel cimport prange
-from libc.stdint cimport int8_t, int32_t, uint8_t, uint32_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t
 
 from _openmp cimport threads_for
 
@@ -67,6 +67,9 @@ cdef extern from "qgemm/qgemm.h" nogil:
     const int QGEMM_HEADER_BYTES
     const int QGEMM_OUT_S32, QGEMM_OUT_F32, QGEMM_OUT_U8, QGEMM_OUT_S8
     int qgemm_path_supported(int i)
+    int qgemm_batch_item(const qgemm_path *path, const uint8_t *a, Py_ssize_t lda, Py_ssize_t M, Py_ssize_t K,
+                         Py_ssize_t N,
+                         const int8_t *b, Py_ssize_t sk, Py_ssize_t sn, uint32_t a_zero, float scale, float *out)
     size_t qgemm_packed_bytes(Py_ssize_t K, Py_ssize_t N)
     void qgemm_pack_b(const int8_t *w, Py_ssize_t K, Py_ssize_t N, Py_ssize_t ldw, int8_t *dst)
     const int32_t *qgemm_colsum_b(const int8_t *packed, Py_ssize_t Kp, Py_ssize_t Np)
@@ -193,6 +196,42 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     args.post = &post if chain is not None else NULL
     _run(&args, QGEMM_PATHS[ipath].tile)
     return (y, q) if chain is not None else out
+
+
+def gemm_u8s8_batch(a, b, *, a_zero=0, scale=1.0, trans_b=False, path=None):
+    """float32 (..., M, N) = float32((a - a_zero) @ b) * scale per batch item (``b^T`` with ``trans_b``): GEMMs
+    whose B is an activation (attention's Q K^T, P V), each B packed per call, read through the arrays' strides
+    (transposed or broadcast views cost no copy). The items are spread over the OpenMP threads, each computed
+    whole by one thread: the result does not depend on the thread count."""
+    M, K, N, az, sc = _spec.check_gemm_batch(a, b, a_zero=a_zero, scale=scale, trans_b=trans_b)
+    nd = a.ndim
+    batch = a.shape[:nd - 2]
+    # byte offset of every batch item in a and in b
+    oa, ob = np.zeros(batch, np.int64), np.zeros(batch, np.int64)
+    for d, (size, sa, sb) in enumerate(zip(batch, a.strides, b.strides)):
+        at = (slice(None),) + (None,) * (len(batch) - d - 1)
+        oa += (np.arange(size, dtype=np.int64) * sa)[at]
+        ob += (np.arange(size, dtype=np.int64) * sb)[at]
+    cdef const int64_t[::1] oav = oa.reshape(-1), obv = ob.reshape(-1)
+    cdef const qgemm_path *pp = &QGEMM_PATHS[_PATHS.index(path)]
+    cdef Py_ssize_t bt = oa.size, i, m = M, k = K, n = N, lda = a.strides[nd - 2]
+    cdef Py_ssize_t sk = b.strides[nd - 1] if trans_b else b.strides[nd - 2]
+    cdef Py_ssize_t sn = b.strides[nd - 2] if trans_b else b.strides[nd - 1]
+    cdef const uint8_t *pa = <const uint8_t *> <size_t> a.ctypes.data
+    cdef const int8_t *pb = <const int8_t *> <size_t> b.ctypes.data
+    out = np.empty(batch + (M, N), dtype=np.float32)
+    if bt == 0:
+        return out
+    cdef float *po = <float *> <size_t> out.ctypes.data
+    cdef uint32_t z = az
+    cdef float s = sc
+    cdef int nt = threads_for(bt * m * k * n, MIN_MACS_PER_THREAD), failed = 0
+    nt = <int> min(<Py_ssize_t> nt, bt)
+    for i in prange(bt, nogil=True, schedule="dynamic", chunksize=1, num_threads=nt):
+        failed += qgemm_batch_item(pp, pa + oav[i], lda, m, k, n, pb + obv[i], sk, sn, z, s, po + i * m * n) != 0
+    if failed:
+        raise MemoryError("gemm_u8s8_batch: out of memory packing a batch item")
+    return out
 
 
 cdef void _run(const qgemm_args *p, qgemm_tile_fn tile) noexcept:

@@ -484,3 +484,83 @@ def test_paths_and_peaks_are_reported():
         assert peak.vpdpbusd_peak_gops(seconds=0.03) > 1
     else:
         assert peak.vpdpbusd_peak_gops(seconds=0.03) is None
+
+
+# ---- gemm_u8s8_batch: B an activation, packed per call ----
+def _batch_case(rng, batch, M, K, N, trans_b):
+    a = rng.integers(0, 256, batch + (M, K), dtype=np.uint8)
+    b = rng.integers(-128, 128, batch + ((N, K) if trans_b else (K, N)), dtype=np.int8)
+    return a, b
+
+
+def test_batch_twin_matches_the_formula():
+    rng = np.random.default_rng(3)
+    a, b = _batch_case(rng, (2, 3), 5, 7, 9, False)
+    got = twin.gemm_u8s8_batch(a, b, a_zero=17, scale=0.25)
+    acc = np.einsum("xymk,xykn->xymn", a.astype(np.float64) - 17, b.astype(np.float64))
+    same(got, (acc * 0.25).astype(np.float32))                           # exact: small integers times 2^-2
+    same(twin.gemm_u8s8_batch(a, np.ascontiguousarray(np.swapaxes(b, -1, -2)), a_zero=17, scale=0.25,
+                              trans_b=True), got)
+
+
+@needs_fast
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("shape", [((3,), 1, 1, 1), ((2, 5), 13, 7, 21), ((8, 12), 128, 32, 128),
+                                   ((4,), 33, 128, 17)])
+def test_batch_path_matches_twin(path, trans_b, shape):
+    rng = np.random.default_rng(len(shape[0]) + shape[2])
+    batch, M, K, N = shape
+    a, b = _batch_case(rng, batch, M, K, N, trans_b)
+    for bb in (b, (b // 3).astype(np.int8)):                  # full range, and pairs that fit s16 (AVX2 maddubs)
+        same(fast.gemm_u8s8_batch(a, bb, a_zero=37, scale=0.013, trans_b=trans_b, path=path),
+             twin.gemm_u8s8_batch(a, bb, a_zero=37, scale=0.013, trans_b=trans_b))
+
+
+@needs_fast
+def test_batch_views_and_threads():
+    # transposed and broadcast views are read through their strides; 1 and 2 threads give the same bits
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 256, (2, 40, 3, 24), dtype=np.uint8).transpose(0, 2, 1, 3)       # (2, 3, 40, 24) heads
+    b = np.broadcast_to(rng.integers(-128, 128, (1, 3, 24, 40), dtype=np.int8), (2, 3, 24, 40))
+    ref = twin.gemm_u8s8_batch(a, b, a_zero=5, scale=1.5)
+    before = threads.get_num_threads()
+    try:
+        for n in (1, 2):
+            threads.set_num_threads(n)
+            same(fast.gemm_u8s8_batch(a, b, a_zero=5, scale=1.5), ref)
+            same(fast.gemm_u8s8_batch(a, np.swapaxes(b, -1, -2), a_zero=5, scale=1.5, trans_b=True), ref)
+    finally:
+        threads.set_num_threads(before)
+
+
+def _bad_batch_cases(impl):
+    g = impl.gemm_u8s8_batch
+    a, b = np.zeros((2, 3, 4), np.uint8), np.zeros((2, 4, 5), np.int8)
+    return [
+        (TypeError, "a must be uint8", lambda: g(a.astype(np.int8), b)),
+        (TypeError, "b must be int8", lambda: g(a, b.astype(np.uint8))),
+        (TypeError, "numpy.ndarray", lambda: g(a.tolist(), b)),
+        (ValueError, "rows, cols >= 1", lambda: g(a[:, :0], b)),
+        (ValueError, "non-negative strides", lambda: g(a[:, ::-1], b)),
+        (ValueError, "do not multiply", lambda: g(a, b[:1])),
+        (ValueError, "do not multiply", lambda: g(a, b, trans_b=True)),
+        (ValueError, "last axis of a", lambda: g(np.zeros((2, 4, 3), np.uint8).swapaxes(1, 2), b)),
+        (ValueError, "a_zero", lambda: g(a, b, a_zero=256)),
+        (ValueError, "finite", lambda: g(a, b, scale=float("nan"))),
+    ]
+
+
+@pytest.mark.parametrize("impl", [twin] + ([fast] if fast is not None and not FORCED else []),
+                         ids=lambda m: m.__name__)
+def test_batch_bad_inputs(impl):
+    for exc, text, call in _bad_batch_cases(impl):
+        with pytest.raises(exc, match=text):
+            call()
+    if impl is fast:        # one validation: the same error class and message as the twin
+        for (_, _, f), (_, _, t) in zip(_bad_batch_cases(fast), _bad_batch_cases(twin)):
+            with pytest.raises((TypeError, ValueError)) as ef:
+                f()
+            with pytest.raises((TypeError, ValueError)) as et:
+                t()
+            assert (type(ef.value), str(ef.value)) == (type(et.value), str(et.value))

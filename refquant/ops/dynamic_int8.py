@@ -30,7 +30,8 @@ import numpy as np
 from .._dispatch import kernel
 from ..errors import ShapeError
 from ..reference.im2col import MAX_EXTENT
-from .registry import attr_int, register
+from .nn import _matmul_shape
+from .registry import attr_int, attr_spec, register
 
 LEVELS = 255
 
@@ -100,6 +101,68 @@ def _check(attrs, inputs):
     attr_int(attrs, "K", lo=1, hi=MAX_EXTENT)
     attr_int(attrs, "N", lo=1, hi=MAX_EXTENT)
     attr_int(attrs, "x_num_col_dims", -1, -1, 64)
+
+
+def _quantize_any(x: np.ndarray, quantize) -> np.ndarray:
+    """``quantize`` (a 2-D float32 -> 2-D codes function, elementwise) of x of any layout, the codes in x's shape
+    and axis order. A transposed view of a contiguous array (attention's heads) is quantized in memory order and
+    the codes transposed back as a view: no float copy."""
+    order = np.argsort([-st for st in x.strides], kind="stable") if x.ndim else np.arange(0)
+    base = x.transpose(order)
+    if not base.flags.c_contiguous:
+        order, base = np.arange(x.ndim), np.ascontiguousarray(x)
+    codes = quantize(base.reshape(-1, base.shape[-1]) if base.ndim else base.reshape(1, 1))
+    return codes.reshape(base.shape).transpose(np.argsort(order))
+
+
+def _symmetric_int8(y: np.ndarray, qdirect) -> tuple[np.ndarray, np.float32]:
+    """``(q int8, s_y)``, per tensor symmetric: ``t = max|y|``, ``s_y = t / 127``, ``q = clamp(rint(y * (127 / t)),
+    -127, 127)`` (float32 multiply, half to even), computed as the uint8 codes ``q + 128`` (``quantize_rows`` with
+    zero 128, range [1, 255]) whose top bit flipped is ``q``. An all-zero input takes ``s_y = 1``."""
+    t = np.float32(max(-float(y.min()), float(y.max()), 0.0))
+    if not np.isfinite(t):
+        raise ValueError("bmm_dynamic_int8: the input holds NaN or inf")
+    if not t > 0:
+        return np.zeros(y.shape, np.int8), np.float32(1)
+    mult = float(np.float32(127) / t)
+    codes = _quantize_any(y, lambda y2: qdirect.quantize_rows(y2, mult, 128, 1, 255))
+    return np.bitwise_xor(codes, np.uint8(0x80), out=codes).view(np.int8), np.float32(t / np.float32(127))
+
+
+def bmm_dynamic(x, y, trans_y=False, alpha=1.0):
+    """``alpha * matmul(x, y)`` (NumPy broadcasting of the batch dims, ``y`` transposed when ``trans_y``) of two
+    float activations in INT8: x asymmetric uint8 per tensor (as ``matmul_dynamic``), y symmetric int8 per tensor
+    (``_symmetric_int8``), ``acc = (a - a_zero) @ q_y`` per batch item in int32, ``out = float32(acc) *
+    (float32(s_x * s_y) * float32(alpha))`` (``qgemm.gemm_u8s8_batch``)."""
+    x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
+    trans_y = bool(trans_y) and y.ndim > 1
+    xm, ym = (x[None] if x.ndim == 1 else x), (y[:, None] if y.ndim == 1 else y)
+    (m, k), (kb, n) = xm.shape[-2:], (ym.shape[-1:-3:-1] if trans_y else ym.shape[-2:])
+    if k != kb:
+        raise ShapeError(f"bmm_dynamic_int8: x {x.shape} and y {y.shape} (trans_y={trans_y}) do not multiply")
+    batch = np.broadcast_shapes(xm.shape[:-2], ym.shape[:-2])
+    final = batch + (m,) * (x.ndim > 1) + (n,) * (y.ndim > 1)   # np.matmul drops the dim of a 1-D operand
+    if 0 in batch + (m, k, n):
+        return np.zeros(final, np.float32)
+    direct, gemm = _kernels()
+    s_x, mult, a_zero = activation_params(xm)
+    a = _quantize_any(xm, lambda x2: direct.quantize_rows(x2, float(mult), a_zero, 0, LEVELS))
+    if k > 1 and a.strides[-1] != 1:
+        a = np.ascontiguousarray(a)
+    qy, s_y = _symmetric_int8(ym, direct)
+    a = np.broadcast_to(a, batch + (m, k))
+    qy = np.broadcast_to(qy, batch + ym.shape[-2:])
+    step = np.float32(s_x * s_y) * np.float32(alpha)
+    out = gemm.gemm_u8s8_batch(a, qy, a_zero=a_zero, scale=float(step), trans_b=trans_y)
+    return out.reshape(final)
+
+
+@register("bmm_dynamic_int8", int8=True, shape=_matmul_shape, check=attr_spec(trans_y="bool", alpha="float"))
+def bmm_dynamic_int8(ctx, attrs, x, y):
+    """alpha * (float x (..., M, K) @ float y (..., K, N)) (y^T with trans_y) -> float32 (..., M, N), both
+    activations quantized per call (x asymmetric uint8, y symmetric int8, per tensor; ORT's DynamicQuantizeLinear
+    + MatMulInteger on attention's Q K^T and P V), a batch of int8 GEMMs, the f32 epilogue s_x * s_y * alpha."""
+    return bmm_dynamic(x, y, attrs.get("trans_y", False), attrs.get("alpha", 1.0))
 
 
 @register("matmul_dynamic_int8", int8=True, shape=_shape, check=_check)

@@ -16,8 +16,11 @@ weight (K, N); a ``matmul`` with ``trans_y`` uses W^T, one with ``trans_x`` is l
   parameter of N values (Paddle's fc bias), that add is folded into the op (its float bias input) and the op
   writes the add's output tensor.
 
-Other ops (attention's activation x activation matmuls, layer_norm, softmax, ...) stay float32. The input model
-is not changed.
+With ``activation_matmuls`` (default), every ``matmul`` of two activations (attention's Q K^T and P V; not
+``trans_x``) becomes a ``bmm_dynamic_int8`` op: x asymmetric uint8, y symmetric int8, both per tensor per call,
+int32 accumulation (ONNX Runtime's DynamicQuantizeLinear + MatMulInteger); a ``scale`` op (bias 0) that is its
+only reader is folded into its ``alpha``. On all-MiniLM-L6-v2 the mean cosine to FP32 goes from 0.9934 to 0.9929
+(docs/bert.md). Other ops (layer_norm, softmax, gelu, ...) stay float32. The input model is not changed.
 """
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ def _gemm():
 
 def quantize_dynamic(model: Model, op_types: Iterable[str] = ("mul", "matmul"),
                      weight_quantize_type: str = "channel_wise_abs_max", fuse_bias: bool = True,
-                     reduce_range: bool = False) -> Model:
+                     reduce_range: bool = False, activation_matmuls: bool = True) -> Model:
     """A NEW model whose weight matmuls are ``matmul_dynamic_int8`` (see the module docstring)."""
     op_types = [op_types] if isinstance(op_types, str) else list(op_types)
     bad = [t for t in op_types if t not in ("mul", "matmul")]
@@ -71,12 +74,28 @@ def quantize_dynamic(model: Model, op_types: Iterable[str] = ("mul", "matmul"),
     consumers = new.consumers()
     done: dict[tuple, tuple[str, str, str, int, int]] = {}
     drop_ops: set[int] = set()
-    count = 0
+    count = bmm = 0
     for i, op in enumerate(new.ops):
         if op.type not in op_types or len(op.inputs) < 2:
             continue
         x, wname = op.inputs[0], op.inputs[1]
         w = new.params.get(wname)
+        if (activation_matmuls and op.type == "matmul" and w is None and x not in new.params
+                and not op.attrs.get("trans_x", False)):
+            out, alpha = op.outputs[0], 1.0
+            readers = consumers.get(out, [])
+            if len(readers) == 1 and out not in new.outputs:      # fold a following y = alpha * x (scale op)
+                nxt = new.ops[readers[0]]
+                if (nxt.type == "scale" and float(nxt.attrs.get("bias", 0.0)) == 0.0
+                        and (len(nxt.inputs) == 1 or not nxt.inputs[1])):
+                    out, alpha = nxt.outputs[0], float(nxt.attrs.get("scale", 1.0))
+                    drop_ops.add(readers[0])
+            new.ops[i] = Op("bmm_dynamic_int8", [x, wname], [out],
+                            {"trans_y": bool(op.attrs.get("trans_y", False)), "alpha": alpha, "source_op": "matmul",
+                             "activation_quantize_type": "dynamic_uint8_x_int8_y", "with_quant_attr": True},
+                            op.name)
+            bmm += 1
+            continue
         if w is None or w.ndim != 2 or w.dtype.kind != "f":
             continue
         if op.type == "mul":
@@ -112,7 +131,7 @@ def quantize_dynamic(model: Model, op_types: Iterable[str] = ("mul", "matmul"),
                  "with_quant_attr": True}
         new.ops[i] = Op("matmul_dynamic_int8", [x, packed, col_sum, bias, w_scale], [out], attrs, op.name)
         count += 1
-    if not count:
+    if not count + bmm:
         raise ValueError(f"quantize_dynamic: the model has no {op_types} op with a 2-D float parameter weight "
                          f"(its op types: {sorted(new.op_counts())})")
     new.ops = [op for j, op in enumerate(new.ops) if j not in drop_ops]
@@ -127,6 +146,6 @@ def quantize_dynamic(model: Model, op_types: Iterable[str] = ("mul", "matmul"),
     new.meta["quantize_dynamic"] = {"op_types": op_types, "weight_quantize_type": weight_quantize_type,
                                     "reduce_range": bool(reduce_range),
                                     "activation": "asymmetric uint8 per tensor per call (ORT DynamicQuantizeLinear)",
-                                    "fuse_bias": bool(fuse_bias), "ops": count}
+                                    "fuse_bias": bool(fuse_bias), "ops": count, "activation_matmuls": bmm}
     new.validate()
     return new

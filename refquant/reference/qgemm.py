@@ -310,3 +310,39 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
         return result.astype(OUT_DTYPES[out_dtype], copy=False)
     out[...] = result
     return out
+
+
+
+def check_gemm_batch(a, b, *, a_zero=0, scale=1.0, trans_b=False):
+    """The one validation of gemm_u8s8_batch's arguments (twin and compiled kernel): ``(M, K, N, a_zero, scale)``.
+    a: uint8 (..., M, K) with a contiguous last axis, b: int8 (..., K, N) (or (..., N, K) with ``trans_b``), the
+    same batch dims, M, K, N >= 1, strides >= 0 (transposed and broadcast views are fine: nothing is copied);
+    a_zero an int in [0, 255]; scale a finite float."""
+    for name, x, dtype in (("a", a, np.uint8), ("b", b, np.int8)):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"gemm_u8s8_batch: {name} must be a numpy.ndarray, got {type(x).__name__}")
+        if x.dtype != dtype:
+            raise TypeError(f"gemm_u8s8_batch: {name} must be {np.dtype(dtype).name}, got {x.dtype}")
+        if x.ndim < 2 or min(x.shape[-2:]) < 1 or min(x.strides, default=0) < 0:
+            raise ValueError(f"gemm_u8s8_batch: {name} must be (..., rows, cols) with rows, cols >= 1 and "
+                             f"non-negative strides, got shape {x.shape}, strides {x.strides}")
+    m, k = a.shape[-2:]
+    kb, n = (b.shape[-1], b.shape[-2]) if trans_b else b.shape[-2:]
+    if a.shape[:-2] != b.shape[:-2] or kb != k or max(k, n) >= 2**31:
+        raise ValueError(f"gemm_u8s8_batch: a {a.shape} and b {b.shape} (trans_b={bool(trans_b)}) do not multiply")
+    if k > 1 and a.strides[-1] != 1:
+        raise ValueError("gemm_u8s8_batch: the last axis of a must be contiguous")
+    a_zero = check_a_zero(a_zero, 0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not math.isfinite(scale):
+        raise ValueError(f"gemm_u8s8_batch: scale must be a finite number, got {scale!r}")
+    return m, k, n, a_zero, float(np.float32(scale))
+
+
+def gemm_u8s8_batch(a, b, *, a_zero=0, scale=1.0, trans_b=False, path=None):
+    """float32 (..., M, N): ``float32(acc) * float32(scale)``, ``acc = (a - a_zero) @ b`` (``b^T`` with
+    ``trans_b``) per batch item in int32 arithmetic (wrapping): independent u8 x s8 GEMMs whose second operand is
+    an activation (attention's Q K^T and P V), packed per call. ``path`` as in gemm_u8s8."""
+    check_gemm_batch(a, b, a_zero=a_zero, scale=scale, trans_b=trans_b)
+    w = np.swapaxes(b, -1, -2) if trans_b else b
+    acc = np.matmul(a.astype(np.int64) - int(a_zero), w.astype(np.int64)).astype(np.int32)
+    return acc.astype(np.float32) * np.float32(scale)

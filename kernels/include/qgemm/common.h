@@ -94,8 +94,10 @@ static inline size_t qgemm_packed_bytes(ptrdiff_t K, ptrdiff_t N) {
     return (size_t)(QGEMM_HEADER_BYTES + Kp * Np + 4 * Np);
 }
 
-/* Pack w (K, N) int8 with row stride ldw into dst (qgemm_packed_bytes(K, N) bytes, 64-byte aligned). */
-static void qgemm_pack_b(const int8_t *w, ptrdiff_t K, ptrdiff_t N, ptrdiff_t ldw, int8_t *dst) {
+/* Pack w (K, N) int8, element (k, n) at w[k*sk + n*sn], into dst (qgemm_packed_bytes(K, N) bytes, 64-byte
+ * aligned): sn = 1 for row-major weights, (sk, sn) = (1, K) for the transpose of a row-major (N, K) array. */
+static void qgemm_pack_b_strided(const int8_t *w, ptrdiff_t K, ptrdiff_t N, ptrdiff_t sk, ptrdiff_t sn,
+                                 int8_t *dst) {
     ptrdiff_t Kp = qgemm_round_up(K, QGEMM_KG), Np = qgemm_round_up(N, QGEMM_NR);
     qgemm_header h;
     memset(&h, 0, sizeof h);
@@ -114,7 +116,7 @@ static void qgemm_pack_b(const int8_t *w, ptrdiff_t K, ptrdiff_t N, ptrdiff_t ld
             for (int c = 0; c < QGEMM_NR; c++)
                 for (int i = 0; i < QGEMM_KG; i++) {
                     ptrdiff_t k = g * QGEMM_KG + i, n = p * QGEMM_NR + c;
-                    int8_t v = (k < K && n < N) ? w[k * ldw + n] : 0;
+                    int8_t v = (k < K && n < N) ? w[k * sk + n * sn] : 0;
                     panel[g * 64 + 4 * c + i] = v;
                     colsum[c] += v;
                     if (i & 1) {
@@ -126,6 +128,11 @@ static void qgemm_pack_b(const int8_t *w, ptrdiff_t K, ptrdiff_t N, ptrdiff_t ld
     }
     h.flags = max_pair <= 128 ? QGEMM_FLAG_PAIRS_FIT_S16 : 0;
     memcpy(dst, &h, sizeof h);
+}
+
+/* Pack w (K, N) int8 with row stride ldw into dst (qgemm_packed_bytes(K, N) bytes, 64-byte aligned). */
+static void qgemm_pack_b(const int8_t *w, ptrdiff_t K, ptrdiff_t N, ptrdiff_t ldw, int8_t *dst) {
+    qgemm_pack_b_strided(w, K, N, ldw, 1, dst);
 }
 
 /* 0 if dst holds a valid header for (K, N), else a negative code (see the wrapper's messages). */

@@ -55,4 +55,39 @@ static const qgemm_path QGEMM_PATHS[] = {
 /* 1 if this CPU can run path i. */
 __attribute__((unused)) static int qgemm_path_supported(int i) { return rq_cpu_has(QGEMM_PATHS[i].needs); }
 
+/* One GEMM of a batch whose B is an activation (gemm_u8s8_batch): out (M, N) f32 = float(sum_k (a - a_zero) * b)
+ * * scale, a's row m at a + m*lda, b's element (k, n) at b[k*sk + n*sn]. B is packed here (into a buffer of this call), the offset is
+ * -a_zero * colsum_b (+ 128 * colsum_b on a path that shifts a). Single-threaded: the caller spreads the batch
+ * items over threads. Returns -1 if memory runs out (nothing written), else 0. */
+__attribute__((unused)) static int qgemm_batch_item(const qgemm_path *path, const uint8_t *a, ptrdiff_t lda, ptrdiff_t M,
+                                                    ptrdiff_t K, ptrdiff_t N, const int8_t *b, ptrdiff_t sk,
+                                                    ptrdiff_t sn, uint32_t a_zero, float scale, float *out) {
+    ptrdiff_t Kp = qgemm_round_up(K, QGEMM_KG), Np = qgemm_round_up(N, QGEMM_NR);
+    size_t nb = qgemm_round_up((ptrdiff_t)qgemm_packed_bytes(K, N), QGEMM_ALIGN);
+    int8_t *packed = (int8_t *)aligned_alloc(QGEMM_ALIGN, nb + (size_t)Np * 8);
+    if (packed == NULL) return -1;
+    int32_t *offset = (int32_t *)(packed + nb);
+    float *sc = (float *)(offset + Np);
+    qgemm_pack_b_strided(b, K, N, sk, sn, packed);
+    const int32_t *colsum = qgemm_colsum_b(packed, Kp, Np);
+    uint32_t shift = path->shifts_a ? 128u : 0u;
+    for (ptrdiff_t n = 0; n < Np; n++) {
+        offset[n] = (int32_t)((shift - a_zero) * (uint32_t)colsum[n]);
+        sc[n] = scale;
+    }
+    qgemm_args p;
+    memset(&p, 0, sizeof p);
+    p.M = M; p.K = K; p.N = N; p.Kp = Kp; p.Np = Np;
+    p.a = a; p.lda = lda;
+    p.b = packed + QGEMM_HEADER_BYTES;
+    p.b_flags = qgemm_header_flags(packed);
+    p.offset = offset; p.scale = sc;
+    p.out_kind = QGEMM_OUT_F32;
+    p.lo = -INFINITY; p.hi = INFINITY;
+    p.out = out; p.ldo = N;
+    path->tile(&p, 0, M, 0, N);
+    free(packed);
+    return 0;
+}
+
 #endif
