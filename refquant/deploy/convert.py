@@ -343,8 +343,8 @@ class _Converter:
             elif self._transparent(op) and self._has_u8(op.inputs[0]) and op.outputs[0] not in q.outputs:
                 self._emit_transparent(op)
             elif (op.type in ELEMENTWISE_NHWC or self._float_pool(op)) and self._all_nhwc(op):
-                ins = [self.forms[n]["nhwc"] if n in self.forms and "nhwc" in self.forms[n] else n
-                       for n in op.inputs]
+                ins = [self.forms[n]["nhwc"] if n in self.forms and "nhwc" in self.forms[n] else
+                       self._nhwc_const(n) or n if n in q.params else n for n in op.inputs]
                 out = f"{op.outputs[0]}@nhwc"
                 attrs = dict(op.attrs, data_format="NHWC") if op.type == "pool2d" else dict(op.attrs)
                 self.ops.append(Op(op.type, ins, [out], attrs, op.name))
@@ -396,7 +396,7 @@ class _Converter:
 
         def found_inputs(op, op_type):
             if op_type == "fused_channel_mul":  # (x, s): the full tensor first
-                return sorted(op.inputs, key=lambda n: self.shapes.get(n[:-len("@nhwc")])[2:] == (1, 1))
+                return sorted(op.inputs, key=lambda n: n in self.params or self.shapes[n[:-len("@nhwc")]][2:] == (1, 1))
             return list(op.inputs)
 
         for k, op in enumerate(self.ops):
@@ -456,13 +456,15 @@ class _Converter:
         return "fused_elementwise_add", self.ops[relu].outputs[0], {"fuse_activation": "relu"}, [relu]
 
     def _channel_mul(self, op):
-        """An SE block's excitation: ``elementwise_mul`` of an NHWC tensor (N, C, H, W) by an NHWC (N, C, 1, 1)."""
+        """An SE block's excitation: ``elementwise_mul`` of an NHWC tensor (N, C, H, W) by an NHWC (N, C, 1, 1), or
+        by a (1, C, 1, 1) channel constant (smoothing's ``x * (1/s)``)."""
         if op.type != "elementwise_mul" or len(op.inputs) != 2 or not all(n.endswith("@nhwc") for n in op.inputs):
             return None
-        shapes = sorted((tuple(self.shapes.get(n[:-len("@nhwc")], ())) for n in op.inputs),
+        shapes = sorted((tuple(self.shapes.get(n[:-len("@nhwc")], ())) if n not in self.params else
+                         np.shape(self.params[n])[::3] + np.shape(self.params[n])[1:3] for n in op.inputs),
                         key=lambda t: t[2:] != (1, 1))
         if len(shapes[0]) != 4 or len(shapes[1]) != 4 or shapes[0][2:] != (1, 1) or shapes[1][2:] == (1, 1) \
-                or shapes[0][:2] != shapes[1][:2]:
+                or shapes[0][1] != shapes[1][1] or shapes[0][0] not in (1, shapes[1][0]):
             return None
         return "fused_channel_mul", op.outputs[0], {}, []
 
@@ -578,13 +580,22 @@ class _Converter:
     def _all_nhwc(self, op):
         """Whether ``op`` can run on the NHWC forms of its inputs: every activation input has one and all are
         4-D (same-rank broadcasting, e.g. an SE block's (N, C, 1, 1) scale, permutes with the layout), and any
-        parameter input is a single value (a constant like hard-swish's 3 and 6)."""
+        parameter input is a single value (a constant like hard-swish's 3 and 6) or a (1, C, 1, 1) channel
+        constant (smoothing's ``x * (1/s)``), which runs as its (1, 1, 1, C) NHWC copy."""
         acts = [n for n in op.inputs if n and n not in self.q.params]
         consts = [n for n in op.inputs if n and n in self.q.params]
-        if not acts or any(np.size(self.q.params[n]) != 1 for n in consts):
+        if not acts or any(np.size(self.q.params[n]) != 1 and self._nhwc_const(n) is None for n in consts):
             return False
         shapes = [tuple(self.shapes.get(n, ())) for n in acts]
         return all(len(s) == 4 for s in shapes) and all("nhwc" in self.forms.get(n, {}) for n in acts)
+
+    def _nhwc_const(self, name):
+        """The NHWC name of parameter ``name`` if it is a (1, C, 1, 1) channel constant (made on first use)."""
+        v = self.q.params[name]
+        if np.ndim(v) != 4 or v.shape[0] != 1 or v.shape[2:] != (1, 1):
+            return None
+        self.params.setdefault(f"{name}@nhwc", np.ascontiguousarray(v.transpose(0, 2, 3, 1)))
+        return f"{name}@nhwc"
 
     @staticmethod
     def _float_pool(op):

@@ -201,12 +201,13 @@ def _chain(attrs):
 @register("fused_channel_mul", fused=True, check=_check_fused)
 def fused_channel_mul(ctx, attrs, x, s):
     """An SE block's excitation with what follows it, in one pass: ``f = x * s`` for NHWC ``x`` (N, H, W, C) and
-    its channel scale ``s`` (N, 1, 1, C), float32 as ``elementwise_mul``; outputs ``(f, q)`` as
-    fused_elementwise_add."""
+    its channel scale ``s`` (N, 1, 1, C) (or a constant (1, 1, 1, C), smoothing's ``1/s``), float32 as
+    ``elementwise_mul``; outputs ``(f, q)`` as fused_elementwise_add."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    s = np.ascontiguousarray(s, dtype=np.float32)
-    if s.ndim != 4 or s.shape[1:3] != (1, 1):
-        raise ShapeError(f"fused_channel_mul: the scale must be (N, 1, 1, C), got {s.shape}")
+    s = np.asarray(s, dtype=np.float32)
+    if s.ndim != 4 or s.shape[1:3] != (1, 1) or x.ndim != 4 or s.shape[0] not in (1, x.shape[0]):
+        raise ShapeError(f"fused_channel_mul: the scale must be (N, 1, 1, C) or (1, 1, 1, C), got {s.shape}")
+    s = np.ascontiguousarray(np.broadcast_to(s, (x.shape[0],) + s.shape[1:]))
     return kernel("floatops").channel_mul_f32(x, s.reshape(s.shape[0], s.shape[3]),
                                               want_float=bool(attrs.get("want_float", True)),
                                               quantize=_fused_quantize(attrs))
