@@ -23,6 +23,8 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t
 
 from _openmp cimport threads_for
 
+import math
+
 import numpy as np
 
 from refquant._paths import IsaPaths
@@ -67,6 +69,7 @@ cdef extern from "qgemm/qgemm.h" nogil:
     const int QGEMM_HEADER_BYTES
     const int QGEMM_OUT_S32, QGEMM_OUT_F32, QGEMM_OUT_U8, QGEMM_OUT_S8
     int qgemm_path_supported(int i)
+    void qgemm_range_f32(const float *x, Py_ssize_t n, int portable, float *lo, float *hi, int *bad)
     int qgemm_batch_item(const qgemm_path *path, const uint8_t *a, Py_ssize_t lda, Py_ssize_t M, Py_ssize_t K,
                          Py_ssize_t N,
                          const int8_t *b, Py_ssize_t sk, Py_ssize_t sn, uint32_t a_zero, float scale, float *out)
@@ -196,6 +199,22 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     args.post = &post if chain is not None else NULL
     _run(&args, QGEMM_PATHS[ipath].tile)
     return (y, q) if chain is not None else out
+
+
+def range_f32(x, *, path=None):
+    """``(min, max)`` of a float32 array as Python floats, read in one pass (chunks over the OpenMP threads: min and
+    max are exact in any order), or ``(nan, nan)`` if it holds NaN or inf. ``path="portable"`` skips the AVX2 code."""
+    _spec.check_range(x)
+    cdef const float *px = <const float *> <size_t> x.ctypes.data
+    cdef Py_ssize_t n = x.size, chunk = 1 << 16, nc = (n + chunk - 1) // chunk, c
+    cdef float[::1] lo = np.empty(nc, np.float32), hi = np.empty(nc, np.float32)
+    cdef int[::1] bad = np.empty(nc, np.intc)
+    cdef int portable = path == "portable", nt = threads_for(n, 1 << 21)   # memory-bound: threads pay only when huge
+    for c in prange(nc, nogil=True, schedule="static", num_threads=nt):
+        qgemm_range_f32(px + c * chunk, min(chunk, n - c * chunk), portable, &lo[c], &hi[c], &bad[c])
+    if np.any(bad):
+        return math.nan, math.nan
+    return float(np.min(lo)), float(np.max(hi))
 
 
 def gemm_u8s8_batch(a, b, *, a_zero=0, scale=1.0, trans_b=False, path=None):

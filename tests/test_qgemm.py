@@ -564,3 +564,25 @@ def test_batch_bad_inputs(impl):
             with pytest.raises((TypeError, ValueError)) as et:
                 t()
             assert (type(ef.value), str(ef.value)) == (type(et.value), str(et.value))
+
+
+# ---- range_f32: the dynamic quantizers' per-tensor range in one pass ----
+@pytest.mark.parametrize("impl", [twin] + ([fast] if fast is not None and not FORCED else []),
+                         ids=lambda m: m.__name__)
+def test_range_f32(impl):
+    rng = np.random.default_rng(7)
+    for n in (1, 15, 16, 17, 70000, 200003):            # tails of the 16-wide loop and of the 65536 chunks
+        x = rng.standard_normal(n).astype(np.float32)
+        x[rng.integers(n)] = 9.5
+        for path in (None, "portable"):
+            assert impl.range_f32(x, path=path) == (float(x.min()), 9.5)
+            for bad in (np.nan, np.inf, -np.inf):
+                y = x.copy()
+                y[rng.integers(n)] = bad
+                assert all(np.isnan(impl.range_f32(y, path=path)))
+    for exc, call in ((TypeError, lambda: impl.range_f32(x.astype(np.float64))),
+                      (TypeError, lambda: impl.range_f32([1.0])),
+                      (ValueError, lambda: impl.range_f32(x[::2])),
+                      (ValueError, lambda: impl.range_f32(x[:0]))):
+        with pytest.raises(exc, match="range_f32"):
+            call()

@@ -41,13 +41,18 @@ def _kernels():
     return kernel("qdirect"), kernel("qgemm")
 
 
+def _range(x: np.ndarray) -> tuple[float, float]:
+    """(min, max) of a float32 array in one pass (``qgemm.range_f32``), (nan, nan) if it holds NaN or inf."""
+    return kernel("qgemm").range_f32(np.ascontiguousarray(x, dtype=np.float32))
+
+
 def activation_params(x2: np.ndarray) -> tuple[np.float32, np.float32, int]:
     """``(s_x, multiplier, a_zero)`` of the per-tensor asymmetric uint8 quantizer (module docstring):
     ``s_x = (hi - lo) / 255``, the quantizer's multiplier ``255 / (hi - lo)`` and the zero point."""
     if x2.size == 0:
         return np.float32(1), np.float32(1), 0
-    lo = np.float32(min(float(x2.min()), 0.0))
-    hi = np.float32(max(float(x2.max()), 0.0))
+    lo, hi = _range(x2)
+    lo, hi = np.float32(min(lo, 0.0)), np.float32(max(hi, 0.0))
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError("matmul_dynamic_int8: the input holds NaN or inf")
     span = np.float32(hi - lo)
@@ -103,30 +108,31 @@ def _check(attrs, inputs):
     attr_int(attrs, "x_num_col_dims", -1, -1, 64)
 
 
-def _quantize_any(x: np.ndarray, quantize) -> np.ndarray:
-    """``quantize`` (a 2-D float32 -> 2-D codes function, elementwise) of x of any layout, the codes in x's shape
-    and axis order. A transposed view of a contiguous array (attention's heads) is quantized in memory order and
-    the codes transposed back as a view: no float copy."""
-    order = np.argsort([-st for st in x.strides], kind="stable") if x.ndim else np.arange(0)
+def _memory_order(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(base, back)``: x's axes sorted by decreasing stride, ``base.transpose(back)`` is x. When x is a transposed
+    view of a contiguous array (attention's heads) base is that array, so x is quantized without a float copy;
+    otherwise base is a contiguous copy."""
+    order = np.argsort([-st for st in x.strides], kind="stable")
     base = x.transpose(order)
     if not base.flags.c_contiguous:
         order, base = np.arange(x.ndim), np.ascontiguousarray(x)
-    codes = quantize(base.reshape(-1, base.shape[-1]) if base.ndim else base.reshape(1, 1))
-    return codes.reshape(base.shape).transpose(np.argsort(order))
+    return base, np.argsort(order)
 
 
 def _symmetric_int8(y: np.ndarray, qdirect) -> tuple[np.ndarray, np.float32]:
     """``(q int8, s_y)``, per tensor symmetric: ``t = max|y|``, ``s_y = t / 127``, ``q = clamp(rint(y * (127 / t)),
     -127, 127)`` (float32 multiply, half to even), computed as the uint8 codes ``q + 128`` (``quantize_rows`` with
     zero 128, range [1, 255]) whose top bit flipped is ``q``. An all-zero input takes ``s_y = 1``."""
-    t = np.float32(max(-float(y.min()), float(y.max()), 0.0))
+    base, back = _memory_order(y)
+    lo, hi = _range(base)
+    t = np.float32(max(-lo, hi, 0.0))
     if not np.isfinite(t):
         raise ValueError("bmm_dynamic_int8: the input holds NaN or inf")
     if not t > 0:
         return np.zeros(y.shape, np.int8), np.float32(1)
-    mult = float(np.float32(127) / t)
-    codes = _quantize_any(y, lambda y2: qdirect.quantize_rows(y2, mult, 128, 1, 255))
-    return np.bitwise_xor(codes, np.uint8(0x80), out=codes).view(np.int8), np.float32(t / np.float32(127))
+    codes = qdirect.quantize_rows(base.reshape(-1, base.shape[-1]), float(np.float32(127) / t), 128, 1, 255)
+    codes = np.bitwise_xor(codes, np.uint8(0x80), out=codes).view(np.int8)
+    return codes.reshape(base.shape).transpose(back), np.float32(t / np.float32(127))
 
 
 def bmm_dynamic(x, y, trans_y=False, alpha=1.0):
@@ -145,8 +151,10 @@ def bmm_dynamic(x, y, trans_y=False, alpha=1.0):
     if 0 in batch + (m, k, n):
         return np.zeros(final, np.float32)
     direct, gemm = _kernels()
-    s_x, mult, a_zero = activation_params(xm)
-    a = _quantize_any(xm, lambda x2: direct.quantize_rows(x2, float(mult), a_zero, 0, LEVELS))
+    base, back = _memory_order(xm)
+    s_x, mult, a_zero = activation_params(base)
+    a = direct.quantize_rows(base.reshape(-1, base.shape[-1]), float(mult), a_zero, 0, LEVELS)
+    a = a.reshape(base.shape).transpose(back)
     if k > 1 and a.strides[-1] != 1:
         a = np.ascontiguousarray(a)
     qy, s_y = _symmetric_int8(ym, direct)

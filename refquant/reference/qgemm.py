@@ -346,3 +346,19 @@ def gemm_u8s8_batch(a, b, *, a_zero=0, scale=1.0, trans_b=False, path=None):
     w = np.swapaxes(b, -1, -2) if trans_b else b
     acc = np.matmul(a.astype(np.int64) - int(a_zero), w.astype(np.int64)).astype(np.int32)
     return acc.astype(np.float32) * np.float32(scale)
+
+
+def check_range(x):
+    """range_f32's input: a non-empty C-contiguous float32 ndarray."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise TypeError(f"range_f32: x must be a float32 numpy.ndarray, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.size < 1 or not x.flags.c_contiguous:
+        raise ValueError(f"range_f32: x must be non-empty and C-contiguous, got shape {x.shape}")
+
+
+def range_f32(x, *, path=None):
+    """``(min, max)`` of x as Python floats, or ``(nan, nan)`` if x holds NaN or inf (the dynamic quantizers'
+    per-tensor range, one pass in the compiled kernel)."""
+    check_range(x)
+    lo, hi = float(x.min()), float(x.max())
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else (math.nan, math.nan)

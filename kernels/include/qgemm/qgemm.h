@@ -8,6 +8,7 @@
 #include "common.h"
 #include "portable.h"
 #include "post.h"
+#include "range.h"
 
 #if (defined(__x86_64__) || defined(QGEMM_SIMD_EMULATION)) && !defined(QGEMM_NO_SIMD)
 #include "avx2.h"
