@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -61,13 +61,19 @@ def _last_uses(model: Model, keep: set[str]) -> list[list[str]]:
 
 
 def forward(model: Model, feeds: dict, *, training: bool = False, rng: Optional[np.random.Generator] = None,
-            record: bool = False, outputs: Optional[Iterable[str]] = None, keep_all: bool = False):
+            record: bool = False, outputs: Optional[Iterable[str]] = None, keep_all: bool = False,
+            observe: Optional[Callable[[str, np.ndarray], None]] = None):
     """Execute the graph. Returns ``(env, tape)``: every live tensor by name and, if ``record``, the tape.
 
     In training mode, outputs that name a parameter (running statistics) update ``model.params``.
+    ``observe(name, value)`` is called on every feed and on every op output as soon as it is computed: calibration
+    reads each activation while it is in cache, and the executor still frees it after its last reader.
     """
     env: dict[str, np.ndarray] = dict(model.params)
     env.update(_check_feeds(model, feeds))
+    if observe is not None:
+        for name in model.inputs:
+            observe(name, env[name])
     wanted = set(model.outputs if outputs is None else outputs)
     missing = wanted - set(env) - {n for op in model.ops for n in op.outputs}
     if missing:
@@ -109,6 +115,8 @@ def forward(model: Model, feeds: dict, *, training: bool = False, rng: Optional[
                     env[name] = value
                 continue
             env[name] = value
+            if observe is not None:
+                observe(name, value)
         if record:
             ctx.needs_input_grad = tuple(bool(n) and n in requires for n in op.inputs)
             if any(ctx.needs_input_grad):
@@ -133,8 +141,10 @@ def _nonfinite_inputs(model: Model, op, args) -> str:
     return "; " + "; ".join(found) if found else ""
 
 
-def run(model: Model, feeds: dict, outputs: Optional[Iterable[str]] = None) -> dict[str, np.ndarray]:
-    """Inference: ``{name: array}`` for the requested outputs (default: the graph outputs).
+def run(model: Model, feeds: dict, outputs: Optional[Iterable[str]] = None,
+        observe: Optional[Callable[[str, np.ndarray], None]] = None) -> dict[str, np.ndarray]:
+    """Inference: ``{name: array}`` for the requested outputs (default: the graph outputs); ``observe`` as in
+    :func:`forward`.
 
     The threading rule: a graph holding an op with the ``int8`` or ``fused`` trait (:mod:`refquant.ops.registry`:
     refquant's integer kernels and the fused float ops between them, all OpenMP) runs with NumPy's BLAS on one
@@ -143,7 +153,7 @@ def run(model: Model, feeds: dict, outputs: Optional[Iterable[str]] = None) -> d
     names = list(model.outputs if outputs is None else outputs)
     int8 = any(has_trait(op.type, "int8") or has_trait(op.type, "fused") for op in model.ops)
     with blas_on_one_thread(int8):
-        env, _ = forward(model, feeds, outputs=names)
+        env, _ = forward(model, feeds, outputs=names, observe=observe)
     return {name: env[name] for name in names}
 
 

@@ -1,11 +1,14 @@
-"""KL / hist keep pass-1 activations for pass 2 (refquant.quant.post_static._replaying): the same thresholds as
-running the model on every batch twice, and the model runs only on the batches that were not kept."""
+"""calibrate_model observes each activation as the forward computes it (executor ``observe``), so the executor
+frees every tensor after its last reader: the same thresholds as calibrating the dicts of every activation, each
+batch run once per pass (twice for KL / hist), and no batch's activations all held in memory."""
 import numpy as np
 import pytest
 
 from refquant import executor
+from refquant.calibration import calibrate
 from refquant.models.lenet import lenet5
 from refquant.quant import post_static, quant_post_static, thresholds
+from refquant.quant.post_static import _collect_target_varnames, calibrate_model
 
 DATA_BATCHES = 4
 
@@ -25,31 +28,40 @@ def _counting_run(monkeypatch):
     calls = []
     real = executor.run
 
-    def run(model, feeds, outputs=None):
-        calls.append(feeds)
-        return real(model, feeds, outputs=outputs)
+    def run(model, feeds, outputs=None, observe=None):
+        calls.append((feeds, outputs))
+        return real(model, feeds, outputs=outputs, observe=observe)
 
     monkeypatch.setattr(executor, "run", run)
     return calls
 
 
-@pytest.mark.parametrize("algo", ["KL", "hist"])
-@pytest.mark.parametrize("keep_bytes, forwards", [(0, 2 * DATA_BATCHES - 1), (1 << 30, DATA_BATCHES)])
-def test_replay_runs_the_model_less_and_gives_the_same_thresholds(lenet, batches, monkeypatch, algo, keep_bytes,
-                                                                   forwards):
-    # fresh arrays on every call: nothing can be replayed, every batch runs twice (the reference)
+@pytest.mark.parametrize("algo", post_static.ALGOS)
+def test_streamed_thresholds_equal_those_of_the_kept_activations(lenet, batches, algo):
+    _, _, acts = _collect_target_varnames(lenet, ("conv2d", "depthwise_conv2d", "mul"), False, None)
+    kept = calibrate([executor.run(lenet, b, outputs=acts) for b in batches], algo)
+    streamed = calibrate_model(lenet, batches, algo)
+    assert kept.thresholds.keys() == streamed.thresholds.keys() == set(acts)
+    assert all(np.array_equal(kept.thresholds[k], streamed.thresholds[k]) for k in acts)
+    assert kept.zero_size == streamed.zero_size
+
+
+@pytest.mark.parametrize("algo, passes", [("abs_max", 1), ("avg", 1), ("KL", 2), ("hist", 2)])
+def test_each_batch_runs_once_per_pass_and_keeps_no_activation(lenet, batches, monkeypatch, algo, passes):
     calls = _counting_run(monkeypatch)
-    fresh = quant_post_static(lenet, lambda: [{"x": b["x"].copy()} for b in batches], algo=algo)
-    assert len(calls) == 2 * DATA_BATCHES
+    q = quant_post_static(lenet, batches, algo=algo)
+    assert len(calls) == passes * DATA_BATCHES
+    assert all(outputs == () for _, outputs in calls)  # nothing kept past its last reader
     calls.clear()
-    monkeypatch.setattr(post_static, "REPLAY_BYTES", keep_bytes)
-    kept = quant_post_static(lenet, batches, algo=algo)
-    assert len(calls) == forwards
-    ta, tb = thresholds(fresh), thresholds(kept)
+    one_shot = quant_post_static(lenet, iter(batches), algo=algo)  # read once, its feeds replayed for pass 2
+    assert len(calls) == passes * DATA_BATCHES
+    ta, tb = thresholds(q), thresholds(one_shot)
     assert ta.keys() == tb.keys() and all(np.array_equal(ta[k], tb[k]) for k in ta)
 
 
-def test_one_pass_algorithms_run_each_batch_once(lenet, batches, monkeypatch):
-    calls = _counting_run(monkeypatch)
-    quant_post_static(lenet, batches, algo="abs_max")
-    assert len(calls) == DATA_BATCHES
+def test_observe_sees_every_feed_and_op_output_once(lenet, batches):
+    seen = []
+    out = executor.run(lenet, batches[0], observe=lambda name, value: seen.append((name, value.shape)))
+    produced = lenet.inputs + [n for op in lenet.ops for n in op.outputs if n and n not in lenet.params]
+    assert [n for n, _ in seen] == produced
+    assert dict(seen)[lenet.outputs[0]] == out[lenet.outputs[0]].shape

@@ -74,7 +74,9 @@ def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float =
     2048 bins, onnx_format False; onnx_format only changes mse/emd).
 
     ``batches``: a list of ``{name: array}`` dicts, one per batch, or a zero-argument function returning a fresh
-    iterable of them (the two-pass algorithms, KL and hist, read the batches twice).
+    iterable of them (the two-pass algorithms, KL and hist, read the batches twice). A batch may also be a
+    function ``batch(visit)`` that calls ``visit(name, array)`` on each tensor (:func:`refquant.quant.calibrate_model`
+    observes each activation as the forward computes it, instead of keeping them all).
 
     Sharded KL/hist: ``algo="ranges"`` runs pass 1 only (``result.ranges``, thresholds = max|x|); merge the
     shards' results, then give ``ranges=merged.ranges`` to each shard's KL/hist run, which skips pass 1 and
@@ -126,24 +128,33 @@ def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float =
 
 def _feed(batches, observers: dict, new, zero_size: set, producers: Mapping[str, str]):
     """Update ``observers[name]`` with every non-empty tensor of every batch; ``new`` makes a missing observer
-    (None: names without one are skipped, as Paddle's pass 2 skips tensors pass 1 never saw)."""
+    (None: names without one are skipped, as Paddle's pass 2 skips tensors pass 1 never saw). A batch is a
+    ``{name: array}`` dict or a function ``batch(visit)`` calling ``visit(name, array)`` on each of its tensors."""
     for b, batch in enumerate(batches):
+        visit = functools.partial(_feed_one, observers, new, zero_size, producers, b)
+        if callable(batch):
+            batch(visit)
+            continue
         if not isinstance(batch, Mapping):
             raise ArgumentTypeError(f"calibrate: batch {b} is a {type(batch).__name__}, not a {{name: array}} dict")
         for name, x in batch.items():
-            if getattr(x, "size", None) == 0:
-                zero_size.add(name)
-                continue
-            obs = observers.get(name)
-            if obs is None:
-                if new is None:
-                    continue
-                obs = observers[name] = new()
-            try:
-                obs.update(x)
-            except NonFiniteError as e:
-                op = producers.get(name)
-                where = f"tensor {name!r}" + (f" ({op})" if op else "")
-                raise NonFiniteError(f"calibrate: {where} holds {e.count} NaN/Inf value(s) out of "
-                                     f"{np.size(x)} in batch {b}; calibration statistics would be meaningless",
-                                     tensor=name, op=op, count=e.count) from None
+            visit(name, x)
+
+
+def _feed_one(observers: dict, new, zero_size: set, producers: Mapping[str, str], b: int, name: str, x):
+    if getattr(x, "size", None) == 0:
+        zero_size.add(name)
+        return
+    obs = observers.get(name)
+    if obs is None:
+        if new is None:
+            return
+        obs = observers[name] = new()
+    try:
+        obs.update(x)
+    except NonFiniteError as e:
+        op = producers.get(name)
+        where = f"tensor {name!r}" + (f" ({op})" if op else "")
+        raise NonFiniteError(f"calibrate: {where} holds {e.count} NaN/Inf value(s) out of "
+                             f"{np.size(x)} in batch {b}; calibration statistics would be meaningless",
+                             tensor=name, op=op, count=e.count) from None

@@ -202,51 +202,6 @@ def _collect_target_varnames(model: Model, quantizable_op_type, is_full_quantize
     return quant_ops, weights, acts
 
 
-#: Bytes of pass-1 activations KL / hist keep for pass 2 instead of running the model on those batches again
-#: (:func:`_replaying`; the last batch is kept whatever its size: it is in memory when pass 1 ends).
-REPLAY_BYTES = 512 << 20
-
-
-def _same_feeds(a, b) -> bool:
-    return a is b or (isinstance(a, Mapping) and isinstance(b, Mapping) and a.keys() == b.keys()
-                      and all(a[k] is b[k] for k in a))
-
-
-def _replaying(get, forward, keep_bytes: int):
-    """The activation batches of a two-pass calibration, which reads them twice: ``forward(feeds)`` for each feed
-    dict of ``get()``. The first pass keeps the last batch's activations and earlier ones up to ``keep_bytes``;
-    the second yields those first (when ``get()`` gave the same feed dicts and arrays again, as a list does) and
-    runs the model only on the other batches. Same thresholds: the FP32 forward is deterministic and a histogram
-    does not depend on the order of its batches; the peak memory grows by at most ``keep_bytes``."""
-    kept: dict[int, tuple] = {}
-    calls = [0]
-
-    def batches():
-        calls[0] += 1
-        feeds_list = list(get())
-        if calls[0] == 1:
-            used = 0
-            for i, feeds in enumerate(feeds_list):
-                acts = forward(feeds)
-                size = sum(getattr(v, "nbytes", 0) for v in acts.values())
-                if i == len(feeds_list) - 1 or used + size <= keep_bytes:
-                    kept[i] = (feeds, acts)
-                    used += size if i < len(feeds_list) - 1 else 0
-                yield acts
-            return
-        reuse = sorted((i for i, (feeds, _) in kept.items()
-                        if i < len(feeds_list) and _same_feeds(feeds, feeds_list[i])), reverse=True)
-        ready = {i: kept[i][1] for i in reuse}
-        kept.clear()
-        for i in reuse:  # the last batch first: it is in memory already
-            yield ready.pop(i)
-        for i, feeds in enumerate(feeds_list):
-            if i not in reuse:
-                yield forward(feeds)
-
-    return batches
-
-
 def calibrate_model(model: Model, data_loader, algo: str = "KL", *, batch_nums: Optional[int] = None,
                     hist_percent: float = 0.99999, bits: int = 8, onnx_format: bool = False, ranges=None,
                     quantizable_op_type: Iterable[str] = ("conv2d", "depthwise_conv2d", "mul"),
@@ -270,17 +225,16 @@ def calibrate_model(model: Model, data_loader, algo: str = "KL", *, batch_nums: 
         raise ArgumentError("calibrate_model: data_loader is None")
     _, _, acts = _collect_target_varnames(model, a["quantizable_op_type"], is_full_quantize, skip_tensor_list)
     get = _batches(data_loader, a["batch_nums"])
+    names = frozenset(acts)
 
-    def forward(feeds):
-        return run(model, feeds, outputs=acts)
+    def streamed(feeds):
+        # the FP32 forward, each activation observed as its op computes it; the executor frees every tensor after
+        # its last reader, so a batch's activations are never all in memory at once
+        return lambda visit: run(model, feeds, outputs=(), observe=lambda n, v: visit(n, v) if n in names else None)
 
     def activation_batches():
-        for feeds in get():
-            yield forward(feeds)
+        return map(streamed, get())
 
-    spec = algorithms.ALGORITHMS.get(algo)
-    if spec is not None and spec.passes == 2 and ranges is None:
-        activation_batches = _replaying(get, forward, REPLAY_BYTES)
     return calibrate(activation_batches, algo, bits=a["bits"], hist_percent=a["hist_percent"],
                      onnx_format=onnx_format, ranges=ranges, producers=model.origins(), thresholds=thresholds)
 
