@@ -30,7 +30,7 @@ KERNELS = {
     **{name: {"extra_compile_args": ["-ffp-contract=off"],
               "depends": [f"kernels/include/{name}/{h}.h" for h in headers] + ["kernels/include/cpu_features.h"]}
        for name, headers in (
-           ("qdirect", ("common", "chain", "generic", "depthwise_avx2", "depthwise_avx512", "qdirect")),
+           ("qdirect", ("common", "chain", "generic", "depthwise_avx2", "depthwise_avx512", "smallk", "qdirect")),
            ("qgemm", ("common", "qgemm", "portable", "post", "avx2", "avx512vnni", "avxvnni", "neon", "dotprod",
                       "../qdirect/chain")))},
     # float32 kernels (gelu, softmax, layer norm, the float glue of INT8 graphs): bit-equal to their twin, so no

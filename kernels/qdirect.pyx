@@ -48,6 +48,13 @@ cdef extern from "qdirect/qdirect.h" nogil:
         const int32_t *flat_b
         const float *flat_s
         Py_ssize_t flat_blocks
+    ctypedef struct qd_sk:
+        qd_geom g
+        Py_ssize_t K, KP, N
+        const uint8_t *x_end
+        int out_f32
+        float lo_f, hi_f
+        int32_t out_zero
     ctypedef struct qd_path:
         const char *name
         int id
@@ -72,10 +79,13 @@ cdef extern from "qdirect/qdirect.h" nogil:
         void (*gap)(const uint8_t *x, Py_ssize_t HW, Py_ssize_t C, int32_t zero, double scale, int64_t *sum,
                     float *out) noexcept nogil
         void (*im2col_row)(const qd_geom *g, const uint8_t *x, Py_ssize_t oh, uint8_t pad, uint8_t *out) noexcept nogil
+        void (*sk_row)(const qd_sk *s, const uint8_t *x, Py_ssize_t oh, char *out) noexcept nogil
     const qd_path QD_PATHS[]
     const int QD_NPATHS
     int qd_path_supported(int i)
     size_t qd_dw_prepare(qd_dw *d, int path, Py_ssize_t flat_lanes, const int32_t *bias, int32_t a_zero, char *ws)
+    size_t qd_sk_prepare(qd_sk *s, const int8_t *panels, const int32_t *bias, const int32_t *col_sum,
+                         int32_t a_zero, const float *scale, char *ws)
 
 # Work per thread (MACs, or bytes touched) below which a call stays on the calling thread.
 cdef Py_ssize_t MIN_WORK_PER_THREAD = 1 << 17
@@ -183,6 +193,76 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
         for r in prange(rows, schedule="dynamic", num_threads=threads):
             buf = op + omp_get_thread_num() * row_bytes
             p.dw_row(&d, xp + (r // oh) * img, r % oh, buf)
+            p.chain_f32(<float *> buf, row, &chain_k[0], hs, yp + r * row if yp != NULL else NULL,
+                         qp + r * row if qp != NULL else NULL, c_sinv, c_lo, c_hi, c_zero)
+    return y, q
+
+
+# ---------------------------------------------------------------------------------------------- small-K conv
+def conv_small_k_u8s8(x, packed, K, N, *, kernel, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0,
+                      col_sum=None, bias=None, scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None,
+                      path=None):
+    """Conv with K = KH*KW*C <= 64 on NHWC u8 x and qgemm's packed weights, without an im2col matrix: the numbers
+    of ``gemm_u8s8(im2col_u8(x, ..., pad_value=a_zero), packed, ...)`` (see the twin)."""
+    cdef const qd_path *p = _path(path)
+    a = _spec.check_conv_small_k(x, packed, K, N, kernel, stride, padding, dilation, a_zero, col_sum, bias, scale,
+                                 out_dtype, out_zero, lo, hi)
+    cdef float[::1] chain_k
+    cdef int hs = 0
+    cdef float c_sinv = 1.0, c_lo = 0.0, c_hi = 0.0
+    cdef int32_t c_zero = 0
+    if chain is not None:
+        if a["out_dtype"] != "f32":
+            raise ValueError('conv_small_k_u8s8: chain needs out_dtype="f32"')
+        chain_k, hs, want_float, qz = _spec.check_chain(**chain)
+        c_sinv, c_lo, c_hi, c_zero = _spec.q8_params(qz)
+    cdef Py_ssize_t n = x.shape[0], oh = a["oh"], ow = a["ow"], nc = N, row = ow * nc
+    f32 = a["out_dtype"] == "f32"
+    y = q = None
+    if chain is not None:
+        y, q = _glue_outputs((n, oh, ow, nc), want_float, qz)
+        if n == 0:
+            return y, q
+    cdef int threads = threads_for(n * oh * row * K, MIN_WORK_PER_THREAD)
+    shape = (x.shape[0], a["oh"], a["ow"], N) if chain is None else (threads, a["ow"], N)  # Python tuples
+    out = np.empty(shape, np.float32 if f32 else np.uint8)
+    if out.size == 0:
+        return out
+    cdef qd_sk s
+    s.g = _geom(x.shape[1], x.shape[2], x.shape[3], a["kernel"], a["stride"], a["padding"], a["dilation"], oh, ow)
+    s.K, s.N = K, N
+    s.out_f32 = f32
+    if f32:
+        s.lo_f, s.hi_f, s.out_zero = a["lo"], a["hi"], 0
+    else:
+        s.lo_f, s.hi_f, s.out_zero = a["lo"] - a["out_zero"], a["hi"] - a["out_zero"], a["out_zero"]
+    cdef const int8_t[::1] pv = packed
+    cdef const int32_t[::1] bv = a["bias"]
+    cdef const int32_t[::1] cv = a["col_sum"] if a["a_zero"] else a["bias"]  # col_sum unused when a_zero is 0
+    cdef const float[::1] sv = a["scale"]
+    cdef const uint8_t[:, :, :, ::1] xv = x
+    s.x_end = &xv[0, 0, 0, 0] + n * s.g.h * s.g.w * s.g.c
+    cdef size_t size = qd_sk_prepare(&s, NULL, NULL, NULL, 0, NULL, NULL)
+    cdef uint8_t[::1] wsv = np.empty(size + 64, dtype=np.uint8)
+    cdef char *ws = <char *> &wsv[0]
+    ws += (64 - (<size_t> ws) % 64) % 64
+    qd_sk_prepare(&s, &pv[64], &bv[0], &cv[0] if a["a_zero"] else NULL, a["a_zero"], &sv[0], ws)
+    cdef const uint8_t *xp = &xv[0, 0, 0, 0]
+    cdef uint8_t[::1] ov = out.reshape(-1).view(np.uint8)
+    cdef char *op = <char *> &ov[0]
+    cdef Py_ssize_t r, img = s.g.h * s.g.w * s.g.c, row_bytes = row * (4 if f32 else 1)
+    cdef float *yp = out_f32(y)
+    cdef uint8_t *qp = out_u8(q)
+    cdef char *buf
+    if chain is None:
+        with nogil:
+            for r in prange(n * oh, schedule="dynamic", num_threads=threads):
+                p.sk_row(&s, xp + (r // oh) * img, r % oh, op + r * row_bytes)
+        return out
+    with nogil:  # each output row into this thread's float row (out), then through the chain
+        for r in prange(n * oh, schedule="dynamic", num_threads=threads):
+            buf = op + omp_get_thread_num() * row_bytes
+            p.sk_row(&s, xp + (r // oh) * img, r % oh, buf)
             p.chain_f32(<float *> buf, row, &chain_k[0], hs, yp + r * row if yp != NULL else NULL,
                          qp + r * row if qp != NULL else NULL, c_sinv, c_lo, c_hi, c_zero)
     return y, q

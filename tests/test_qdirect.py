@@ -19,6 +19,7 @@ import pytest
 from refquant import _dispatch, threads
 from refquant.reference import floatops as glue_twin
 from refquant.reference import qdirect as twin
+from refquant.reference import qgemm as gemm_twin
 
 fast = _dispatch.compiled("qdirect")
 needs_fast = pytest.mark.skipif(fast is None, reason="qdirect extension not built (or REFQUANT_FORCE_REFERENCE)")
@@ -196,6 +197,118 @@ def test_quantize_twin_hand_worked():
     assert q[0, :, :, 1].tolist() == [[255, 0], [0, 128]]      # clamps, NaN -> lo, 0.26 -> 0
     f = twin.dequantize_nhwc(q, 0.5, zero=128)
     assert f.shape == x.shape and f[0, 0, 0, 1] == 1.0 and f[0, 1, 0, 0] == 63.5
+
+
+# ------------------------------------------------------------------------------------------- small-K conv
+SK_CASES = [  # (N, H, W, C), kernel, stride, padding (t, l, b, r), dilation, output channels
+    ((1, 17, 19, 3), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 32),   # a first conv
+    ((2, 9, 11, 3), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 16),
+    ((1, 13, 7, 1), (5, 5), (2, 1), (2, 1, 2, 2), (1, 1), 24),
+    ((1, 10, 10, 2), (3, 3), (1, 1), (0, 2, 1, 0), (2, 2), 40),   # dilated: tap by tap
+    ((1, 8, 9, 7), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 33),     # KW*C > 16: tap by tap
+    ((1, 5, 70, 3), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8),     # rows longer than one gathered chunk
+    ((1, 6, 6, 16), (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 70),
+    ((1, 2, 2, 4), (3, 3), (1, 1), (2, 2, 2, 2), (1, 1), 5),      # padding wider than the image
+    ((1, 9, 9, 1), (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 64),
+]
+
+
+def _sk_args(rng, c, kernel, n_out):
+    k = kernel[0] * kernel[1] * c
+    w = rng.integers(-128, 128, (k, n_out), dtype=np.int8)
+    return k, w, gemm_twin.pack_b(w), gemm_twin.col_sums(w), rng.integers(-30000, 30000, n_out).astype(np.int32)
+
+
+@needs_fast
+@pytest.mark.parametrize("case", SK_CASES, ids=[f"{c[0]}-k{c[1]}-s{c[2]}-p{c[3]}-d{c[4]}-n{c[5]}" for c in SK_CASES])
+def test_conv_small_k_equals_twin(case):
+    shape, kernel, stride, padding, dilation, n_out = case
+    rng = np.random.default_rng(SK_CASES.index(case))
+    x = u8(rng, shape)
+    k, _, packed, col_sum, bias = _sk_args(rng, shape[3], kernel, n_out)
+    geo = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    for a_zero, cs, b in [(0, None, None), (128, col_sum, bias), (255, col_sum, bias)]:
+        small = rng.uniform(1e-5, 2e-4, n_out).astype(np.float32)
+        check_all_paths("conv_small_k_u8s8", x, packed, k, n_out, a_zero=a_zero, col_sum=cs, bias=b, scale=small,
+                        out_zero=a_zero // 2, **geo)
+        check_all_paths("conv_small_k_u8s8", x, packed, k, n_out, a_zero=a_zero, col_sum=cs, bias=b, scale=small,
+                        out_zero=3, lo=10, hi=200, **geo)
+        check_all_paths("conv_small_k_u8s8", x, packed, k, n_out, a_zero=a_zero, col_sum=cs, bias=b,
+                        scale=rng.uniform(0.5, 9.0, n_out).astype(np.float32), out_dtype="f32", **geo)
+        check_all_paths("conv_small_k_u8s8", x, packed, k, n_out, a_zero=a_zero, col_sum=cs, bias=b, scale=small,
+                        out_dtype="f32", lo=-0.5, hi=0.25, **geo)
+
+
+@needs_fast
+def test_conv_small_k_extremes_and_chain():
+    """x all 255 / 0, w all -128 / 127 with int32 sums that wrap, huge scales; and a chain post-op: the same bits
+    as the twin, whose chain is the separate scalar chain."""
+    for xv, wv in itertools.product((0, 255), (-128, 127)):
+        x = np.full((1, 7, 9, 3), xv, np.uint8)
+        w = np.full((27, 20), wv, np.int8)
+        packed, col_sum = gemm_twin.pack_b(w), gemm_twin.col_sums(w)
+        for scale, bias in itertools.product((1e-6, 3.0, 1e20), (2**31 - 10, -2**31)):
+            kw = dict(kernel=(3, 3), stride=(2, 2), padding=(1, 1, 1, 1), a_zero=255, col_sum=col_sum,
+                      bias=np.full(20, bias, np.int32), scale=np.full(20, scale, np.float32))
+            check_all_paths("conv_small_k_u8s8", x, packed, 27, 20, out_zero=128, **kw)
+            check_all_paths("conv_small_k_u8s8", x, packed, 27, 20, out_dtype="f32", **kw)
+    rng = np.random.default_rng(21)
+    x = u8(rng, (2, 11, 13, 3))
+    k, _, packed, col_sum, bias = _sk_args(rng, 3, (3, 3), 24)
+    kw = dict(kernel=(3, 3), stride=(2, 2), padding=(1, 1, 1, 1), a_zero=128, col_sum=col_sum, bias=bias,
+              scale=rng.uniform(1e-4, 1e-3, 24).astype(np.float32), out_dtype="f32")
+    f = twin.conv_small_k_u8s8(x, packed, k, 24, **kw)
+    for chain, (want_float, quantize) in itertools.product(CHAINS[:4], [(True, None), (False, (20.0, 128, 1, 255)),
+                                                                        (True, (7.5, 0, 0, 255))]):
+        ch = dict(chain, want_float=want_float, quantize=quantize)
+        want = twin.conv_small_k_u8s8(x, packed, k, 24, chain=ch, **kw)
+        same_outputs(want, glue_twin.scalar_chain_f32(f, **ch))
+        for path, n in itertools.product(PATHS, (1, 2)):
+            threads.set_num_threads(n)
+            try:
+                same_outputs(fast.conv_small_k_u8s8(x, packed, k, 24, chain=ch, path=path, **kw), want)
+            finally:
+                threads.set_num_threads(1)
+
+
+def test_conv_small_k_twin_against_naive_loops():
+    """The twin (im2col + the GEMM twin) against the conv written out in int64 loops."""
+    rng = np.random.default_rng(22)
+    x = u8(rng, (1, 5, 6, 3))
+    k, w, packed, col_sum, bias = _sk_args(rng, 3, (3, 3), 4)
+    scale = rng.uniform(1e-4, 1e-3, 4).astype(np.float32)
+    got = twin.conv_small_k_u8s8(x, packed, k, 4, kernel=(3, 3), stride=(2, 1), padding=(1, 0, 0, 1), a_zero=100,
+                                 col_sum=col_sum, bias=bias, scale=scale, out_dtype="f32")
+    xp = np.pad(x.astype(np.int64) - 100, ((0, 0), (1, 0), (0, 1), (0, 0)))
+    want = np.zeros((1, 2, 5, 4), np.float32)
+    for oh, ow, n in itertools.product(range(2), range(5), range(4)):
+        window = xp[0, 2 * oh:2 * oh + 3, ow:ow + 3, :].reshape(-1)
+        want[0, oh, ow, n] = np.float32(int(window @ w[:, n].astype(np.int64)) + int(bias[n])) * scale[n]
+    same(got, want)
+    # and the GEMM twin on the im2col matrix, u8 and f32
+    a = twin.im2col_u8(x, 3, 3, (2, 1), (1, 0, 0, 1), (1, 1), 100)
+    for out in ("u8", "f32"):
+        kw = dict(a_zero=100, col_sum=col_sum, bias=bias, scale=scale * 40, out_dtype=out)
+        same(twin.conv_small_k_u8s8(x, packed, k, 4, kernel=(3, 3), stride=(2, 1), padding=(1, 0, 0, 1), **kw),
+             gemm_twin.gemm_u8s8(a, packed, k, 4, **kw).reshape(1, 2, 5, 4))
+
+
+@needs_fast
+def test_conv2d_int8_first_conv_takes_the_direct_kernel():
+    """The INT8 conv op on a first conv gives the GEMM path's bits (im2col + gemm_u8s8)."""
+    from refquant.ops import OpContext, get_op
+    from refquant._kernels import qgemm
+    rng = np.random.default_rng(23)
+    x = u8(rng, (1, 31, 29, 3))
+    k, _, packed, col_sum, bias = _sk_args(rng, 3, (3, 3), 32)
+    mult = rng.uniform(1e-4, 1e-3, 32).astype(np.float32)
+    attrs = {"strides": [2, 2], "paddings": [1, 1, 1, 1], "dilations": [1, 1], "a_zero": 128, "out_dtype": "u8",
+             "out_zero": 0, "lo": 0, "hi": 255, "ksize": [3, 3], "K": k, "N": 32}
+    got = get_op("conv2d_int8").forward(OpContext(), attrs, x, packed, col_sum, bias, mult)
+    a = fast.im2col_u8(x, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 128)
+    want = qgemm.gemm_u8s8(a, packed, k, 32, a_zero=128, col_sum=col_sum, bias=bias, scale=mult, out_dtype="u8",
+                           lo=0, hi=255).reshape(got.shape)
+    same(got, want)
 
 
 # ------------------------------------------------------------------------------------------------- im2col
@@ -449,6 +562,9 @@ def test_large_enough_to_split_across_threads():
         check_all_paths("depthwise_conv_u8s8", x, w, stride=(stride, stride), padding=(1, 1, 1, 1), a_zero=128,
                         scale=scale, out_zero=128)
     check_all_paths("depthwise_conv_u8s8", x, w, padding=(1, 1, 1, 1), scale=scale, out_dtype="f32")
+    k, _, packed, col_sum, bias = _sk_args(rng, 3, (3, 3), 32)
+    check_all_paths("conv_small_k_u8s8", u8(rng, (2, 41, 43, 3)), packed, k, 32, kernel=(3, 3), stride=(2, 2),
+                    padding=(1, 1, 1, 1), a_zero=128, col_sum=col_sum, bias=bias, scale=scale[:32])
     f = rng.standard_normal((2, 40, 41, 43)).astype(np.float32)
     check_all_paths("quantize_nchw", f, 30.0, zero=128)
     check_all_paths("dequantize_nhwc", x, 0.03, zero=128)
@@ -534,6 +650,26 @@ def test_bad_inputs(impl):
         dw(x, w, scale=1.0, bias=np.zeros(8, np.float32))
     with pytest.raises(ValueError, match="KH"):
         dw(np.zeros((1, 20, 20, 2), np.uint8), np.zeros((17, 17, 2), np.int8), scale=1.0)
+    packed = gemm_twin.pack_b(np.zeros((27, 8), np.int8))
+    sk = dict(kernel=(3, 3), padding=(1, 1, 1, 1), scale=np.ones(8, np.float32))
+    x3 = np.zeros((1, 4, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match="KH\\*KW\\*C"):
+        impl.conv_small_k_u8s8(x, packed, 27, 8, **sk)
+    with pytest.raises(ValueError, match="K"):
+        impl.conv_small_k_u8s8(np.zeros((1, 4, 4, 8), np.uint8), gemm_twin.pack_b(np.zeros((72, 8), np.int8)), 72,
+                               8, **sk)
+    with pytest.raises(ValueError, match="out_dtype"):
+        impl.conv_small_k_u8s8(x3, packed, 27, 8, out_dtype="s32", **sk)
+    with pytest.raises(ValueError, match="packed"):
+        impl.conv_small_k_u8s8(x3, packed, 27, 9, **sk)
+    with pytest.raises(ValueError, match="col_sum"):
+        impl.conv_small_k_u8s8(x3, packed, 27, 8, a_zero=128, **sk)
+    with pytest.raises(TypeError, match="scale"):
+        impl.conv_small_k_u8s8(x3, packed, 27, 8, kernel=(3, 3), scale=None)
+    with pytest.raises(TypeError):
+        impl.conv_small_k_u8s8(x3.astype(np.int8), packed, 27, 8, **sk)
+    with pytest.raises(ValueError, match="fit"):
+        impl.conv_small_k_u8s8(np.zeros((1, 1, 1, 3), np.uint8), packed, 27, 8, kernel=(3, 3), scale=1.0)
     with pytest.raises(TypeError):
         impl.quantize_nchw(np.zeros((1, 2, 3, 3), np.float64), 1.0)
     with pytest.raises(ValueError, match="scale_inv"):
@@ -567,6 +703,10 @@ def test_empty_batch():
     assert out.shape == (0, 5, 5, 8)
     assert fast.quantize_nchw(np.zeros((0, 8, 5, 5), np.float32), 1.0).shape == (0, 5, 5, 8)
     assert fast.im2col_u8(x, 3, 3).shape == (0, 72)
+    packed = gemm_twin.pack_b(np.zeros((27, 4), np.int8))
+    for impl in (fast, twin):
+        assert impl.conv_small_k_u8s8(np.zeros((0, 5, 5, 3), np.uint8), packed, 27, 4, kernel=(3, 3), padding=1,
+                                      scale=1.0).shape == (0, 5, 5, 4)
 
 
 # ------------------------------------------------------------------------------- AVX-512 on emulated intrinsics

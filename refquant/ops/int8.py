@@ -23,6 +23,7 @@ import numpy as np
 from .._dispatch import kernel
 from ..errors import ShapeError
 from ..reference.im2col import MAX_EXTENT, check_geometry, check_size
+from ..reference.qdirect import MAX_SMALL_K as SMALL_K
 from .conv import pads4
 from .registry import attr_bool, attr_choice, attr_float, attr_int, attr_ints, register
 
@@ -246,8 +247,9 @@ def dequantize_int8(ctx, attrs, q):
 
 @register("conv2d_int8", int8=True, check=_check_conv_int8)
 def conv2d_int8(ctx, attrs, x, packed, col_sum, bias, mult):
-    """NHWC u8 conv as a GEMM: 1x1 stride-1 unpadded convs read x directly, others through a u8 im2col
-    whose padded taps hold the zero point ``a_zero``. Output NHWC u8 or float32."""
+    """NHWC u8 conv as a GEMM: 1x1 stride-1 unpadded convs read x directly, convs with K = KH*KW*C <= 64 and
+    KW*C <= 16 (a network's first conv) run the direct small-K kernel (the same numbers, no im2col matrix),
+    others go through a u8 im2col whose padded taps hold the zero point ``a_zero``. Output NHWC u8 or float32."""
     _check_u8(x, 4, "conv2d_int8")
     kh, kw = attrs["ksize"]
     stride, pad, dil = tuple(attrs["strides"]), pads4(attrs["paddings"]), tuple(attrs["dilations"])
@@ -256,6 +258,11 @@ def conv2d_int8(ctx, attrs, x, packed, col_sum, bias, mult):
     check_size("conv2d_int8", n, oh, ow, int(attrs["N"]))
     if kh == kw == 1 and stride == (1, 1) and pad == (0, 0, 0, 0):
         a = x.reshape(n * h * w, c)
+    elif kh * kw * c <= SMALL_K and kw * c <= 16 and n:  # a first conv (3x3 over 3 channels): no im2col matrix
+        return _direct().conv_small_k_u8s8(
+            np.ascontiguousarray(x), packed, int(attrs["K"]), int(attrs["N"]), kernel=(kh, kw), stride=stride,
+            padding=pad, dilation=dil, a_zero=int(attrs.get("a_zero", 0)), col_sum=col_sum, bias=bias, scale=mult,
+            chain=_chain(attrs), **_epilogue(attrs))
     else:
         a = _direct().im2col_u8(np.ascontiguousarray(x), kh, kw, stride, pad, dil, int(attrs.get("a_zero", 0)))
     return _reshaped(gemm_packed(a, packed, col_sum, bias, mult, attrs), (n, oh, ow, int(attrs["N"])))

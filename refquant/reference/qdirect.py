@@ -13,6 +13,9 @@ gives ``lo`` (only :func:`quantize_nchw` / :func:`quantize_rows` can meet one, f
 * :func:`quantize_nchw` / :func:`quantize_rows`: ``q8(x * scale_inv)``; :func:`dequantize_nhwc` /
   :func:`dequantize_rows`: ``float32(q - zero) * scale``.
 * :func:`im2col_u8`: rows = output pixels (n, oh, ow), columns (kh, kw, c), padded taps = ``pad_value``.
+* :func:`conv_small_k_u8s8`: a conv with K = KH*KW*C <= 64 (a network's first conv) on qgemm's packed
+  weights: im2col (padded taps = ``a_zero``) times w, ``- a_zero * col_sum + bias``, the depthwise epilogue:
+  the numbers of ``qgemm.gemm_u8s8`` on the im2col matrix, which the compiled kernel never builds.
 * :func:`requantize`: ``q8(float32(q - in_zero) * multiplier)``; :func:`add_u8`:
   ``q8((float32(a - az) * as + float32(b - bz) * bs) * out_scale_inv)``.
 * :func:`scalar_chain` (validated by :func:`check_chain`; :func:`q8_params` is the kernels' form of its quantize
@@ -36,6 +39,7 @@ import numpy as np
 from .im2col import check_geometry, check_size
 
 MAX_TAPS = 256  # KH*KW of a depthwise or pooling window
+MAX_SMALL_K = 64  # KH*KW*C of conv_small_k_u8s8
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -131,29 +135,40 @@ def check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dt
     dilation = check_ints("dilation", dilation, 2, 1)
     padding = check_padding(padding)
     a_zero = check_int("a_zero", a_zero, 0, 255)
-    if bias is None:
-        bias = np.zeros(c, dtype=np.int32)
-    else:
-        if not isinstance(bias, np.ndarray) or bias.dtype.kind not in "iu":
-            raise TypeError("depthwise_conv_u8s8: bias must be an integer ndarray (int32 values)")
-        if bias.shape != (c,):
-            raise ValueError(f"depthwise_conv_u8s8: bias must have shape ({c},), got {bias.shape}")
-        if bias.dtype != np.int32:
-            if bias.size and (bias.min() < -2**31 or bias.max() >= 2**31):
-                raise ValueError("depthwise_conv_u8s8: bias values must fit int32")
-            bias = bias.astype(np.int32)
-        bias = np.ascontiguousarray(bias)
+    e = check_epilogue("depthwise_conv_u8s8", c, bias, scale, out_dtype, out_zero, lo, hi)
+    oh, ow = geometry(h, wd, (kh, kw), stride, padding, dilation, "depthwise_conv_u8s8")
+    check_size("depthwise_conv_u8s8", n, oh, ow, c, 4)
+    return dict(e, stride=stride, padding=padding, dilation=dilation, a_zero=a_zero, oh=oh, ow=ow)
+
+
+def check_int32s(what, name, v, c):
+    """An integer ndarray of shape (c,) and int32 values, as a contiguous int32 array."""
+    if not isinstance(v, np.ndarray) or v.dtype.kind not in "iu":
+        raise TypeError(f"{what}: {name} must be an integer ndarray (int32 values)")
+    if v.shape != (c,):
+        raise ValueError(f"{what}: {name} must have shape ({c},), got {v.shape}")
+    if v.dtype != np.int32:
+        if v.size and (v.min() < -2**31 or v.max() >= 2**31):
+            raise ValueError(f"{what}: {name} values must fit int32")
+        v = v.astype(np.int32)
+    return np.ascontiguousarray(v)
+
+
+def check_epilogue(what, c, bias, scale, out_dtype, out_zero, lo, hi):
+    """The per-channel epilogue of a conv with c output channels: bias (int32, zeros when None), scale (float32,
+    finite, a scalar broadcast), out_dtype "u8" (out_zero, lo, hi in [0, 255]) or "f32" (float bounds)."""
+    bias = np.zeros(c, dtype=np.int32) if bias is None else check_int32s(what, "bias", bias, c)
     if not (isinstance(scale, np.ndarray) and scale.dtype == np.float32 and scale.shape == (c,)):
         scale = np.asarray(scale)
         if scale.dtype.kind not in "fiu":
-            raise TypeError(f"depthwise_conv_u8s8: scale must be real, got dtype {scale.dtype}")
+            raise TypeError(f"{what}: scale must be real, got dtype {scale.dtype}")
         scale = np.full(c, scale, dtype=np.float32) if scale.ndim == 0 else scale.astype(np.float32)
         if scale.shape != (c,):
-            raise ValueError(f"depthwise_conv_u8s8: scale must be a scalar or have shape ({c},), got {scale.shape}")
+            raise ValueError(f"{what}: scale must be a scalar or have shape ({c},), got {scale.shape}")
     scale = np.ascontiguousarray(scale)
     top = float(np.abs(scale).max())
     if not math.isfinite(top):
-        raise ValueError("depthwise_conv_u8s8: scale must be finite")
+        raise ValueError(f"{what}: scale must be finite")
     if out_dtype in ("u8", "uint8", np.uint8):
         out_dtype = "u8"
         out_zero = check_int("out_zero", out_zero, 0, 255)
@@ -166,11 +181,9 @@ def check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dt
             raise ValueError(f"lo must be <= hi, got lo={lo}, hi={hi}")
         lo, hi = np.float32(lo), np.float32(hi)
     else:
-        raise ValueError(f"depthwise_conv_u8s8: out_dtype must be 'u8' or 'f32', got {out_dtype!r}")
-    oh, ow = geometry(h, wd, (kh, kw), stride, padding, dilation, "depthwise_conv_u8s8")
-    check_size("depthwise_conv_u8s8", n, oh, ow, c, 4)
-    return dict(stride=stride, padding=padding, dilation=dilation, a_zero=a_zero, bias=bias, scale=scale,
-                out_dtype=out_dtype, out_zero=out_zero, lo=lo, hi=hi, oh=oh, ow=ow, scale_below_half=top < 0.5)
+        raise ValueError(f"{what}: out_dtype must be 'u8' or 'f32', got {out_dtype!r}")
+    return dict(bias=bias, scale=scale, out_dtype=out_dtype, out_zero=out_zero, lo=lo, hi=hi,
+                scale_below_half=top < 0.5)
 
 
 def check_pool(name, x, kernel, stride, padding):
@@ -307,6 +320,70 @@ def im2col_u8(x, kh, kw, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), p
         out[...] = cols
         return out
     return cols
+
+
+def check_conv_small_k(x, packed, K, N, kernel, stride, padding, dilation, a_zero, col_sum, bias, scale, out_dtype,
+                       out_zero, lo, hi):
+    """Validated, normalized arguments of :func:`conv_small_k_u8s8` (a dict as :func:`check_depthwise`'s)."""
+    what = "conv_small_k_u8s8"
+    check_array(f"{what}: x", x, np.uint8, 4)
+    K, N = check_int("K", K, 1, MAX_SMALL_K), check_int("N", N, 1, 2**31 - 1)
+    kernel, stride, dilation = (check_ints(nm, v, 2, 1) for nm, v in (("kernel", kernel), ("stride", stride),
+                                                                      ("dilation", dilation)))
+    padding = check_padding(padding)
+    if K != kernel[0] * kernel[1] * x.shape[3]:
+        raise ValueError(f"{what}: K={K} is not KH*KW*C = {kernel[0] * kernel[1] * x.shape[3]}")
+    check_gemm_packed(what, packed, K, N)
+    a_zero = check_int("a_zero", a_zero, 0, 255)
+    if a_zero and col_sum is None:
+        raise ValueError(f"{what}: a_zero != 0 needs col_sum (the weights' column sums)")
+    col_sum = check_int32s(what, "col_sum", col_sum, N) if a_zero else None
+    e = check_epilogue(what, N, bias, scale, out_dtype, out_zero, lo, hi)
+    oh, ow = geometry(x.shape[1], x.shape[2], kernel, stride, padding, dilation, what)
+    check_size(what, x.shape[0], oh, ow, N, 4)
+    return dict(e, kernel=kernel, stride=stride, padding=padding, dilation=dilation, a_zero=a_zero,
+                col_sum=col_sum, oh=oh, ow=ow)
+
+
+def check_gemm_packed(what, packed, K, N):
+    """``packed`` must be qgemm's packed (K, N) weights (``refquant.reference.qgemm.pack_b``): 1-D int8, a 64-byte
+    header (b"RQGEMMv1", int32 version 1 and NR 16, int64 K, N, Kp = ceil4(K), Np = ceil16(N)), Kp*Np panel bytes
+    and Np int32 column sums."""
+    kp, np_ = (K + 3) // 4 * 4, (N + 15) // 16 * 16
+    head = np.array([1, 16], np.int32).tobytes() + np.array([K, N, kp, np_], np.int64).tobytes()
+    if not isinstance(packed, np.ndarray) or packed.dtype != np.int8 or packed.ndim != 1 \
+            or not packed.flags.c_contiguous or packed.shape[0] != 64 + kp * np_ + 4 * np_ \
+            or packed[:8].tobytes() != b"RQGEMMv1" or packed[8:48].tobytes() != head:
+        raise ValueError(f"{what}: packed must be qgemm.pack_b(w) of the weights w (K={K}, N={N})")
+    return kp, np_
+
+
+def conv_small_k_u8s8(x, packed, K, N, *, kernel, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0,
+                      col_sum=None, bias=None, scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None,
+                      path=None):
+    """NHWC u8 x (N, H, W, C) conv with qgemm's packed (K, N) weights w (K = KH*KW*C <= 64, rows in (kh, kw, c)
+    order) -> NHWC (N, OH, OW, N) u8 or float32: ``acc = im2col(x, padded taps = a_zero) @ w - a_zero * col_sum
+    + bias`` (int32, wrapping), then the epilogue of :func:`depthwise_conv_u8s8` per output channel: the numbers
+    of ``qgemm.gemm_u8s8`` on the im2col matrix. With ``chain`` (f32 only), :func:`scalar_chain`'s pair."""
+    if chain is not None:
+        if out_dtype != "f32":
+            raise ValueError('conv_small_k_u8s8: chain needs out_dtype="f32"')
+        check_chain(**chain)
+    a = check_conv_small_k(x, packed, K, N, kernel, stride, padding, dilation, a_zero, col_sum, bias, scale,
+                           out_dtype, out_zero, lo, hi)
+    kp, np_ = (K + 3) // 4 * 4, (N + 15) // 16 * 16
+    w = packed[64:64 + kp * np_].reshape(np_ // 16, kp // 4, 16, 4).transpose(1, 3, 0, 2).reshape(kp, np_)[:K, :N]
+    cols = im2col_u8(x, *a["kernel"], a["stride"], a["padding"], a["dilation"], a["a_zero"])
+    acc = cols.astype(np.int64) @ w.astype(np.int64) + a["bias"]
+    if a["a_zero"]:
+        acc -= a["a_zero"] * a["col_sum"].astype(np.int64)
+    f = acc.astype(np.int32).astype(np.float32) * a["scale"]  # int32 wraps modulo 2^32
+    f = f.reshape(x.shape[0], a["oh"], a["ow"], N)
+    if a["out_dtype"] == "u8":
+        return q8(f, a["out_zero"], a["lo"], a["hi"])
+    f = np.where(f > a["lo"], f, a["lo"]).astype(np.float32)
+    f = np.where(f < a["hi"], f, a["hi"]).astype(np.float32)
+    return f if chain is None else scalar_chain(f, **chain)
 
 
 def check_im2col(x, kh, kw, stride, padding, dilation, pad_value, out):
