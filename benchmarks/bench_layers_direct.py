@@ -4,15 +4,20 @@ Depthwise convolutions (GOPS = 2 * OH*OW*C*KH*KW / seconds):
   * refquant INT8: ``qdirect.depthwise_conv_u8s8``, NHWC u8 in, s8 per-channel weights, u8 out;
   * onnxruntime INT8: ``QLinearConv`` with group = C (NCHW u8 activations, s8 per-channel weights, int32 bias);
   * onnxruntime FP32: ``Conv`` with group = C (NCHW);
-  * refquant FP32: the float runtime's ``depthwise_conv2d`` op (NCHW, im2col + matmul).
+  * refquant FP32: the float runtime's ``depthwise_conv2d`` op (NCHW).
+First conv (3x3, 3 -> 32 channels, stride 2, 224x224; GOPS = 2 * OH*OW*Cout*27 / seconds): refquant's
+``conv2d_int8`` op (the direct small-K kernel ``qdirect.conv_small_k_u8s8``), the same op's previous route (u8
+im2col + ``qgemm.gemm_u8s8``), onnxruntime QLinearConv and Conv.
 Layout changes (GB/s = bytes read + written / seconds): ``quantize_nchw`` (f32 NCHW -> u8 NHWC) and
 ``dequantize_nhwc`` (u8 NHWC -> f32 NCHW), compiled against the NumPy twin.
 
-Each number is the median (and the best) of ``repeats`` timings, each timing a loop long enough (>= 20 ms) to be
-measurable; each call includes its Python overhead. Between measurements the run sleeps briefly so that spinning
-worker threads of the previous library go idle; refquant FP32 runs with its BLAS limited to the same thread count
-(threadpoolctl, if installed). OPENBLAS_* variables are left alone. Usage: ``python benchmarks/bench_layers_direct.py [--threads 1 2]
-[--repeats 7] [--json PATH]``.
+Each number is a median of ``repeats`` calls timed round-robin (``benchmarks.common.interleaved_medians``: every
+runner of a case once per round, so a slow drift of a shared machine hits them alike), with a short sleep before
+each call so that spinning worker threads of the previous library go idle; each call includes its Python
+overhead. refquant FP32 runs with its BLAS limited to the same thread count (threadpoolctl, if installed);
+OPENBLAS_* variables are left alone. The rows name the ISA path each refquant kernel took (``refquant info``), so a
+run on another CPU reads on its own. Usage: ``python -m benchmarks.bench_layers_direct [--threads 1 2]
+[--repeats 15] [--json PATH]`` (or ``refquant bench layers_direct``).
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ import time
 
 import numpy as np
 
+from .common import interleaved_medians
+
 DEPTHWISE = [  # name, C, H (= W), stride
     ("dw3x3 32ch 112x112 s1", 32, 112, 1),
     ("dw3x3 32ch 112x112 s2", 32, 112, 2),
@@ -30,22 +37,13 @@ DEPTHWISE = [  # name, C, H (= W), stride
     ("dw3x3 144ch 56x56 s2", 144, 56, 2),
 ]
 LAYOUT = [("32ch 112x112", (1, 32, 112, 112)), ("144ch 56x56", (1, 144, 56, 56))]
+FIRST_CONV = [("conv3x3 3->32 224x224 s2", 3, 32, 224, 2)]  # name, Cin, Cout, H (= W), stride
+PAUSE = 0.02  # seconds of sleep before each timed call (see the module docstring)
 
 
-def _timings(fn, repeats, min_loop=0.02):
-    """(median, best) seconds per call over ``repeats`` loops of >= min_loop seconds each."""
-    fn()  # warm up (and first-call allocations)
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-7)
-    inner = max(1, int(min_loop / one))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - t0) / inner)
-    return float(np.median(times)), float(np.min(times))
+def _medians(fns, repeats):
+    """Median seconds per call of each runner, round-robin."""
+    return interleaved_medians(fns, repeats, pause=PAUSE)
 
 
 def _quiet():
@@ -124,23 +122,83 @@ def _bench_depthwise(threads, repeats, rows):
         int8_model, fp32_model = _ort_depthwise_models(c, h, stride, w, bias, w_scale)
         for t in threads:
             rq_threads.set_num_threads(t)
-            _quiet()
-            ours = _timings(lambda: qdirect.depthwise_conv_u8s8(
-                x, w, stride=(stride, stride), padding=(1, 1, 1, 1), bias=bias, scale=scale), repeats)
             s_int8, s_fp32 = _ort_session(int8_model, t), _ort_session(fp32_model, t)
             _quiet()
-            ort_int8 = _timings(lambda: s_int8.run(None, {"x": x_nchw}), repeats)
-            ort_fp32 = _timings(lambda: s_fp32.run(None, {"x": xf}), repeats)
-            del s_int8, s_fp32
-            _quiet()
             with _blas_limit(t):
-                rq_fp32 = _timings(lambda: conv2d(OpContext(), attrs, xf, wf), repeats)
-            row = {"case": name, "threads": t, "path": qdirect.current_path(), "refquant_int8_us": ours[0] * 1e6}
-            for key, (median, best) in [("refquant_int8", ours), ("ort_int8", ort_int8), ("ort_fp32", ort_fp32),
-                                        ("refquant_fp32", rq_fp32)]:
-                row[f"{key}_gops"] = ops / median / 1e9
-                row[f"{key}_best_gops"] = ops / best / 1e9
-            rows.append(row)
+                m = _medians({"refquant_int8": lambda: qdirect.depthwise_conv_u8s8(
+                                  x, w, stride=(stride, stride), padding=(1, 1, 1, 1), bias=bias, scale=scale),
+                              "ort_int8": lambda: s_int8.run(None, {"x": x_nchw}),
+                              "ort_fp32": lambda: s_fp32.run(None, {"x": xf}),
+                              "refquant_fp32": lambda: conv2d(OpContext(), attrs, xf, wf)}, repeats)
+            rows.append({"case": name, "threads": t, "path": qdirect.current_path(),
+                         "refquant_int8_us": m["refquant_int8"] * 1e6,
+                         **{f"{k}_gops": ops / v / 1e9 for k, v in m.items()}})
+
+
+def _ort_first_conv_models(cin, cout, h, stride, w_kn, bias, w_scale):
+    """(QLinearConv INT8 model, Conv FP32 model) of a 3x3 conv with pad 1; w_kn is the (kh, kw, cin) x cout
+    GEMM matrix."""
+    from onnx import TensorProto, helper, numpy_helper
+    oh = (h + 2 - 3) // stride + 1
+    attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[stride, stride])
+    w_oihw = np.ascontiguousarray(w_kn.T.reshape(cout, 3, 3, cin).transpose(0, 3, 1, 2))
+    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "x_scale"),
+             numpy_helper.from_array(np.array(128, np.uint8), "x_zp"), numpy_helper.from_array(w_oihw, "w"),
+             numpy_helper.from_array(w_scale, "w_scale"), numpy_helper.from_array(np.zeros(cout, np.int8), "w_zp"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "y_scale"),
+             numpy_helper.from_array(np.array(0, np.uint8), "y_zp"), numpy_helper.from_array(bias, "b")]
+    node = helper.make_node("QLinearConv", ["x", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp", "b"],
+                            ["y"], **attrs)
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph([node], "conv_int8", [vi("x", TensorProto.UINT8, [1, cin, h, h])],
+                              [vi("y", TensorProto.UINT8, [1, cout, oh, oh])], inits)
+    int8 = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    wf = numpy_helper.from_array((w_oihw * w_scale[:, None, None, None]).astype(np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
+    graph = helper.make_graph([node], "conv_fp32", [vi("x", TensorProto.FLOAT, [1, cin, h, h])],
+                              [vi("y", TensorProto.FLOAT, [1, cout, oh, oh])], [wf])
+    return int8, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _bench_first_conv(threads, repeats, rows):
+    from refquant import threads as rq_threads
+    from refquant._kernels import qdirect, qgemm
+    from refquant.ops.registry import OpContext, get_op
+
+    rng = np.random.default_rng(2)
+    conv = get_op("conv2d_int8")
+    for name, cin, cout, h, stride in FIRST_CONV:
+        k = 9 * cin
+        x = rng.integers(0, 256, (1, h, h, cin), dtype=np.uint8)
+        w = rng.integers(-127, 128, (k, cout), dtype=np.int8)
+        packed, col_sum = qgemm.pack_b(w), qgemm.col_sums(w)
+        bias = rng.integers(-1000, 1000, cout).astype(np.int32)
+        w_scale = rng.uniform(0.002, 0.02, cout).astype(np.float32)
+        mult = (np.float32(0.02) * w_scale / np.float32(0.05)).astype(np.float32)
+        attrs = {"strides": [stride, stride], "paddings": [1, 1, 1, 1], "dilations": [1, 1], "a_zero": 128,
+                 "out_dtype": "u8", "out_zero": 0, "lo": 0, "hi": 255, "ksize": [3, 3], "K": k, "N": cout}
+        oh = (h + 2 - 3) // stride + 1
+        ops = 2 * oh * oh * cout * k
+        x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        xf = (x_nchw.astype(np.float32) - 128) * np.float32(0.02)
+        int8_model, fp32_model = _ort_first_conv_models(cin, cout, h, stride, w, bias, w_scale)
+
+        def gemm_route():
+            a = qdirect.im2col_u8(x, 3, 3, (stride, stride), (1, 1, 1, 1), (1, 1), 128)
+            return qgemm.gemm_u8s8(a, packed, k, cout, a_zero=128, col_sum=col_sum, bias=bias, scale=mult,
+                                   out_dtype="u8", lo=0, hi=255)
+
+        for t in threads:
+            rq_threads.set_num_threads(t)
+            s_int8, s_fp32 = _ort_session(int8_model, t), _ort_session(fp32_model, t)
+            _quiet()
+            m = _medians({"refquant_int8": lambda: conv.forward(OpContext(), attrs, x, packed, col_sum, bias, mult),
+                          "refquant_int8_gemm": gemm_route,
+                          "ort_int8": lambda: s_int8.run(None, {"x": x_nchw}),
+                          "ort_fp32": lambda: s_fp32.run(None, {"x": xf})}, repeats)
+            rows.append({"case": name, "threads": t, "path": f"smallk {qdirect.current_path()}",
+                         "gemm_path": f"im2col + qgemm {qgemm.current_path()}",
+                         **{f"{k_}_gops": ops / v / 1e9 for k_, v in m.items()}})
 
 
 def _bench_layout(threads, repeats, rows):
@@ -156,19 +214,15 @@ def _bench_layout(threads, repeats, rows):
         for t in threads:
             rq_threads.set_num_threads(t)
             _quiet()
-            row = {"case": name, "threads": t}
-            for key, fn in [("quantize", lambda: qdirect.quantize_nchw(x, 40.0, zero=128)),
-                            ("dequantize", lambda: qdirect.dequantize_nhwc(q, 0.025, zero=128)),
-                            ("quantize_numpy", lambda: twin.quantize_nchw(x, 40.0, zero=128)),
-                            ("dequantize_numpy", lambda: twin.dequantize_nhwc(q, 0.025, zero=128))]:
-                median, best = _timings(fn, repeats)
-                row[f"{key}_gbs"] = nbytes / median / 1e9
-                row[f"{key}_best_gbs"] = nbytes / best / 1e9
-            rows.append(row)
+            m = _medians({"quantize": lambda: qdirect.quantize_nchw(x, 40.0, zero=128),
+                          "dequantize": lambda: qdirect.dequantize_nhwc(q, 0.025, zero=128),
+                          "quantize_numpy": lambda: twin.quantize_nchw(x, 40.0, zero=128),
+                          "dequantize_numpy": lambda: twin.dequantize_nhwc(q, 0.025, zero=128)}, repeats)
+            rows.append({"case": name, "threads": t, **{f"{k}_gbs": nbytes / v / 1e9 for k, v in m.items()}})
 
 
-def run(threads=(1, 2), repeats=7) -> dict:
-    """Measure everything; returns {"machine", "depthwise": [rows], "layout": [rows]}."""
+def run(threads=(1, 2), repeats=15) -> dict:
+    """Measure everything; returns {"machine", "depthwise": [rows], "first_conv": [rows], "layout": [rows]}."""
     import onnxruntime as ort
 
     from refquant import threads as rq_threads
@@ -177,8 +231,9 @@ def run(threads=(1, 2), repeats=7) -> dict:
 
     before = rq_threads.get_num_threads()
     try:
-        depthwise, layout = [], []
+        depthwise, first_conv, layout = [], [], []
         _bench_depthwise(threads, repeats, depthwise)
+        _bench_first_conv(threads, repeats, first_conv)
         _bench_layout(threads, repeats, layout)
     finally:
         rq_threads.set_num_threads(before)
@@ -187,38 +242,38 @@ def run(threads=(1, 2), repeats=7) -> dict:
                         "python": platform.python_version(), "onnxruntime": ort.__version__,
                         "qdirect_paths": list(qdirect.available_paths()), "qdirect_path": qdirect.current_path(),
                         "repeats": repeats},
-            "depthwise": depthwise, "layout": layout}
+            "depthwise": depthwise, "first_conv": first_conv, "layout": layout}
 
 
 def format_markdown(result) -> str:
-    """Medians, with the best of the repeats in parentheses."""
+    """Round-robin medians, GOPS (GB/s for the layout changes), with the path each refquant kernel took."""
     m = result["machine"]
-
-    def cell(r, key, unit=""):
-        return f"{r[key + unit]:.1f} ({r[key + '_best' + unit]:.1f})" if unit == "_gops" else \
-            f"{r[key + unit]:.2f} ({r[key + '_best' + unit]:.2f})"
-
-    lines = [f"CPU: {m['cpu']} ({' '.join(m['features'])}); qdirect path: {m['qdirect_path']}; "
-             f"onnxruntime {m['onnxruntime']}; median of {m['repeats']} (best in parentheses)", "",
-             "| depthwise 3x3, pad 1, batch 1 (GOPS) | threads | refquant INT8 | ORT INT8 QLinearConv | ORT FP32 Conv | "
-             "refquant FP32 | INT8 vs ORT INT8 |", "|---|---|---|---|---|---|---|"]
+    lines = [f"CPU: {m['cpu']} ({' '.join(m['features'])}); qdirect paths {', '.join(m['qdirect_paths'])}, taken: "
+             f"{m['qdirect_path']}; onnxruntime {m['onnxruntime']}; round-robin medians of {m['repeats']}", "",
+             "| depthwise 3x3, pad 1, batch 1 (GOPS) | threads | path | refquant INT8 | ORT INT8 QLinearConv | "
+             "ORT FP32 Conv | refquant FP32 | INT8 vs ORT INT8 |", "|---|---|---|---|---|---|---|---|"]
     for r in result["depthwise"]:
-        lines.append(f"| {r['case']} | {r['threads']} | {cell(r, 'refquant_int8', '_gops')} | "
-                     f"{cell(r, 'ort_int8', '_gops')} | {cell(r, 'ort_fp32', '_gops')} | "
-                     f"{cell(r, 'refquant_fp32', '_gops')} | {r['refquant_int8_gops'] / r['ort_int8_gops']:.2f}x |")
+        lines.append(f"| {r['case']} | {r['threads']} | {r['path']} | {r['refquant_int8_gops']:.1f} | "
+                     f"{r['ort_int8_gops']:.1f} | {r['ort_fp32_gops']:.1f} | {r['refquant_fp32_gops']:.1f} | "
+                     f"**{r['refquant_int8_gops'] / r['ort_int8_gops']:.2f}x** |")
+    lines += ["", "| first conv, pad 1, batch 1 (GOPS) | threads | path | refquant INT8 | refquant INT8 via GEMM | "
+              "ORT INT8 QLinearConv | ORT FP32 Conv | INT8 vs ORT INT8 |", "|---|---|---|---|---|---|---|---|"]
+    for r in result.get("first_conv", []):
+        lines.append(f"| {r['case']} | {r['threads']} | {r['path']} | {r['refquant_int8_gops']:.1f} | "
+                     f"{r['refquant_int8_gemm_gops']:.1f} ({r['gemm_path']}) | {r['ort_int8_gops']:.1f} | "
+                     f"{r['ort_fp32_gops']:.1f} | **{r['refquant_int8_gops'] / r['ort_int8_gops']:.2f}x** |")
     lines += ["", "| layout change (GB/s, read + written) | threads | quantize_nchw | dequantize_nhwc | "
               "NumPy twin quantize | NumPy twin dequantize |", "|---|---|---|---|---|---|"]
     for r in result["layout"]:
-        lines.append(f"| {r['case']} | {r['threads']} | {cell(r, 'quantize', '_gbs')} | "
-                     f"{cell(r, 'dequantize', '_gbs')} | {cell(r, 'quantize_numpy', '_gbs')} | "
-                     f"{cell(r, 'dequantize_numpy', '_gbs')} |")
+        lines.append(f"| {r['case']} | {r['threads']} | {r['quantize_gbs']:.2f} | {r['dequantize_gbs']:.2f} | "
+                     f"{r['quantize_numpy_gbs']:.2f} | {r['dequantize_numpy_gbs']:.2f} |")
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     result = run(tuple(args.threads), args.repeats)

@@ -139,6 +139,48 @@ QD_AVX2_ATTR QD_INLINE void qd_dw_block_avx2(const qd_dw *d, const uint8_t *cons
     }
 }
 
+/* A block of n <= 16 lanes (a channel tail, e.g. the last 16 of 144) in 128-bit registers. The low 128-bit half
+ * of each packed vector v holds lanes 4v + (0..3), which is the 128-bit unpack order, so the same pack serves:
+ * half the work of a 32-lane block, and packs / packus leave the lanes in natural order. */
+QD_AVX2_ATTR QD_INLINE void qd_dw_block16_avx2(const qd_dw *d, const uint8_t *const *tap, ptrdiff_t K, ptrdiff_t off,
+                                               ptrdiff_t n, const int16_t *pw, const int32_t *pb, const float *ps,
+                                               const qd_epi_avx2 *e, char *out) {
+    __m128i a[4];
+    for (int v = 0; v < 4; v++) a[v] = _mm_loadu_si128((const __m128i *)(pb + 8 * v));
+    const __m128i z = _mm_setzero_si128();
+    for (ptrdiff_t t = 0; t < K; t += 2, pw += 64) {
+        const __m128i x0 = _mm256_castsi256_si128(qd_ld_avx2(tap[t] + off, n, d));
+        const __m128i x1 = t + 1 < K ? _mm256_castsi256_si128(qd_ld_avx2(tap[t + 1] + off, n, d)) : z;
+        const __m128i l = _mm_unpacklo_epi8(x0, x1), h = _mm_unpackhi_epi8(x0, x1);
+        const __m128i p[4] = {_mm_unpacklo_epi8(l, z), _mm_unpackhi_epi8(l, z), _mm_unpacklo_epi8(h, z),
+                              _mm_unpackhi_epi8(h, z)};
+        for (int v = 0; v < 4; v++)
+            a[v] = _mm_add_epi32(a[v], _mm_madd_epi16(p[v], _mm_loadu_si128((const __m128i *)(pw + 16 * v))));
+    }
+    __m128 f[4];
+    for (int v = 0; v < 4; v++) {  /* the epilogue of qd_dw_block_avx2, 4 lanes per register */
+        f[v] = _mm_mul_ps(_mm_cvtepi32_ps(a[v]), _mm_loadu_ps(ps + 8 * v));
+        f[v] = _mm_min_ps(_mm_max_ps(f[v], _mm256_castps256_ps128(e->lo)), _mm256_castps256_ps128(e->hi));
+    }
+    if (e->out_f32) {
+        float tmp[16];
+        for (int v = 0; v < 4; v++) _mm_storeu_ps(tmp + 4 * v, f[v]);
+        memcpy(out, tmp, (size_t)n * sizeof(float));
+        return;
+    }
+    const __m128i zero16 = _mm256_castsi256_si128(e->zero16);
+    const __m128i w01 = _mm_add_epi16(_mm_packs_epi32(_mm_cvtps_epi32(f[0]), _mm_cvtps_epi32(f[1])), zero16);
+    const __m128i w23 = _mm_add_epi16(_mm_packs_epi32(_mm_cvtps_epi32(f[2]), _mm_cvtps_epi32(f[3])), zero16);
+    const __m128i u = _mm_packus_epi16(w01, w23);
+    if (n == 16) {
+        _mm_storeu_si128((__m128i *)out, u);
+    } else {
+        uint8_t tmp[16];
+        _mm_storeu_si128((__m128i *)tmp, u);
+        memcpy(out, tmp, (size_t)n);
+    }
+}
+
 /* A flat walk: lanes [0, n) of every tap through the flat pack, block b = (lane / 32) % flat_blocks. */
 QD_AVX2_ATTR QD_INLINE void qd_dw_flat_avx2(const qd_dw *d, const uint8_t *const *tap, ptrdiff_t K, ptrdiff_t n,
                                             const qd_epi_avx2 *e, ptrdiff_t es, char *out) {
@@ -164,7 +206,10 @@ QD_AVX2_ATTR QD_INLINE void qd_dw_pixels_avx2_run(const qd_dw *d, const uint8_t 
         for (; c0 + 32 <= C; c0 += 32, b++)
             qd_dw_block_avx2(d, tap, K, i * stride + c0, 32, (const int16_t *)d->pix_w + b * step, d->pix_b + b * 32,
                              d->pix_s + b * 32, e, out + (i * C + c0) * es);
-        if (c0 < C)
+        if (c0 + 16 >= C && c0 < C)
+            qd_dw_block16_avx2(d, tap, K, i * stride + c0, C - c0, (const int16_t *)d->pix_w + b * step,
+                               d->pix_b + b * 32, d->pix_s + b * 32, e, out + (i * C + c0) * es);
+        else if (c0 < C)
             qd_dw_block_avx2(d, tap, K, i * stride + c0, C - c0, (const int16_t *)d->pix_w + b * step, d->pix_b + b * 32,
                              d->pix_s + b * 32, e, out + (i * C + c0) * es);
     }
