@@ -6,7 +6,8 @@ runs its ``conv2d_int8`` / ``depthwise_conv2d_int8`` ops (u8 NHWC in, u8 out, re
 QLinearConv (u8 NCHW activations, per-channel s8 weights), torch ``torch.ao.nn.quantized.Conv2d`` (quint8 NCHW
 input, per-channel qint8 weights) under its ``x86`` and ``onednn`` engines. FP32 references: refquant's ``conv2d``
 / ``depthwise_conv2d`` op and ORT's Conv. Peers that are not installed are skipped (``pip install onnxruntime``;
-torch: ``pip install torch==2.13.0``).
+torch: ``pip install torch==2.13.0``). Medians of calls timed round-robin (``interleaved_medians``); each row names
+the route and ISA path refquant INT8 took (depthwise / small-K direct kernel / im2col + GEMM).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from .common import machine, median_seconds, table
+from .common import interleaved_medians, machine, table
 
 # name, cin, cout, h, kernel, stride, pad, depthwise
 CASES = [("conv3x3 64->64 @56", 64, 64, 56, 3, 1, 1, False),
@@ -42,6 +43,19 @@ def _refquant_int8(cin, cout, h, k, s, p, dw, rng):
     attrs.update(ksize=[k, k], K=k * k * cin, N=cout)
     op = get_op("conv2d_int8")
     return lambda: op.forward(OpContext(), attrs, x, packed, col_sum, bias, mult)
+
+
+def _route(cin, k, s, p, dw):
+    """Which refquant INT8 kernel runs the layer (conv2d_int8's dispatch), with its ISA path."""
+    from refquant._dispatch import kernel
+    from refquant.reference.qdirect import MAX_SMALL_K
+    direct, gemm = kernel("qdirect"), kernel("qgemm")
+    path = getattr(direct, "current_path", lambda: "numpy")()
+    if dw:
+        return f"depthwise {path}"
+    if k * k * cin <= MAX_SMALL_K and k * cin <= 16 and not (k == 1 and s == 1 and p == 0):
+        return f"small-K direct {path}"
+    return f"GEMM {getattr(gemm, 'current_path', lambda: 'numpy')()}"
 
 
 def _refquant_fp32(cin, cout, h, k, s, p, dw, rng):
@@ -129,15 +143,21 @@ def run(threads_list=(1, 2), repeats: int = 9) -> dict:
                 limit = threadpool_limits(n)
             except ImportError:
                 limit = None
-            for key, fn in runners.items():
-                if key.startswith("torch"):
-                    torch.backends.quantized.engine = key.split()[-1]
-                row[key] = ops / median_seconds(fn, repeats) / 1e9
+            engines = {key: key.split()[-1] for key in runners if key.startswith("torch")}
+            timed = {key: (lambda f=fn, e=engines.get(key): (_engine(torch, e), f())) for key, fn in runners.items()}
+            for key, sec in interleaved_medians(timed, repeats, pause=0.02).items():
+                row[key] = ops / sec / 1e9
+            row["route"] = _route(cin, k, s, p, dw)
             if limit is not None:
                 limit.restore_original_limits()
             result["layers"].append(row)
     threads.set_num_threads(before)
     return result
+
+
+def _engine(torch, engine):
+    if engine is not None:
+        torch.backends.quantized.engine = engine
 
 
 def markdown(r: dict) -> str:
@@ -146,10 +166,11 @@ def markdown(r: dict) -> str:
     rows = []
     for row in r["layers"]:
         peers = [row[k] for k in ("ORT INT8", "torch INT8 x86", "torch INT8 onednn") if k in row]
-        rows.append([row["layer"], row["threads"]] + [f"{row[k]:.0f}" if k in row else "-" for k in keys] +
+        rows.append([row["layer"], row["threads"], row.get("route", "-")] +
+                    [f"{row[k]:.0f}" if k in row else "-" for k in keys] +
                     [f"**{row['refquant INT8'] / max(peers):.2f}x**" if peers else "-"])
-    return "GOPS (2 x MACs / s), batch 1, median of runs\n\n" + table(
-        ["layer", "threads"] + keys + ["refquant INT8 / best peer INT8"], rows)
+    return "GOPS (2 x MACs / s), batch 1, round-robin medians\n\n" + table(
+        ["layer", "threads", "refquant INT8 route"] + keys + ["refquant INT8 / best peer INT8"], rows)
 
 
 if __name__ == "__main__":
