@@ -121,6 +121,31 @@ def geometry(h, w, kernel, stride, padding, dilation, what):
     return check_geometry(what, (h, w), kernel, stride, padding, dilation, min_out=1)
 
 
+_WINDOWS: dict = {}  # window()'s results by argument, for arguments of plain ints only
+
+
+def window(what, shape, kernel, stride, padding, dilation):
+    """Validated (stride, padding, dilation, OH, OW) of a conv window over an NHWC array of ``shape`` (each output
+    array (N, OH, OW, C) size-checked too). A model calls a few geometries over and over: results for arguments
+    made of plain ints (a float or a NumPy integer is checked every time) are remembered."""
+    key = (what, shape, kernel, stride, padding, dilation)
+    if all(type(v) is int or (type(v) is tuple and all(type(e) is int for e in v)) for v in key[1:]):
+        hit = _WINDOWS.get(key)
+        if hit is not None:
+            return hit
+    else:
+        key = None
+    stride, dilation = check_ints("stride", stride, 2, 1), check_ints("dilation", dilation, 2, 1)
+    padding = check_padding(padding)
+    oh, ow = geometry(shape[1], shape[2], kernel, stride, padding, dilation, what)
+    check_size(what, shape[0], oh, ow, shape[3], 4)
+    if key is not None:
+        if len(_WINDOWS) > 256:
+            _WINDOWS.clear()
+        _WINDOWS[key] = (stride, padding, dilation, oh, ow)
+    return stride, padding, dilation, oh, ow
+
+
 def check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi):
     """Validated, normalized arguments of :func:`depthwise_conv_u8s8`."""
     check_array("depthwise_conv_u8s8: x", x, np.uint8, 4)
@@ -131,13 +156,9 @@ def check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dt
         raise ValueError(f"depthwise_conv_u8s8: w has {wc} channels, x has {c}")
     if kh < 1 or kw < 1 or kh * kw > MAX_TAPS:
         raise ValueError(f"depthwise_conv_u8s8: need 1 <= KH*KW <= {MAX_TAPS}, got kernel {(kh, kw)}")
-    stride = check_ints("stride", stride, 2, 1)
-    dilation = check_ints("dilation", dilation, 2, 1)
-    padding = check_padding(padding)
+    stride, padding, dilation, oh, ow = window("depthwise_conv_u8s8", x.shape, (kh, kw), stride, padding, dilation)
     a_zero = check_int("a_zero", a_zero, 0, 255)
     e = check_epilogue("depthwise_conv_u8s8", c, bias, scale, out_dtype, out_zero, lo, hi)
-    oh, ow = geometry(h, wd, (kh, kw), stride, padding, dilation, "depthwise_conv_u8s8")
-    check_size("depthwise_conv_u8s8", n, oh, ow, c, 4)
     return dict(e, stride=stride, padding=padding, dilation=dilation, a_zero=a_zero, oh=oh, ow=ow)
 
 
@@ -328,9 +349,7 @@ def check_conv_small_k(x, packed, K, N, kernel, stride, padding, dilation, a_zer
     what = "conv_small_k_u8s8"
     check_array(f"{what}: x", x, np.uint8, 4)
     K, N = check_int("K", K, 1, MAX_SMALL_K), check_int("N", N, 1, 2**31 - 1)
-    kernel, stride, dilation = (check_ints(nm, v, 2, 1) for nm, v in (("kernel", kernel), ("stride", stride),
-                                                                      ("dilation", dilation)))
-    padding = check_padding(padding)
+    kernel = check_ints("kernel", kernel, 2, 1)
     if K != kernel[0] * kernel[1] * x.shape[3]:
         raise ValueError(f"{what}: K={K} is not KH*KW*C = {kernel[0] * kernel[1] * x.shape[3]}")
     check_gemm_packed(what, packed, K, N)
@@ -339,8 +358,7 @@ def check_conv_small_k(x, packed, K, N, kernel, stride, padding, dilation, a_zer
         raise ValueError(f"{what}: a_zero != 0 needs col_sum (the weights' column sums)")
     col_sum = check_int32s(what, "col_sum", col_sum, N) if a_zero else None
     e = check_epilogue(what, N, bias, scale, out_dtype, out_zero, lo, hi)
-    oh, ow = geometry(x.shape[1], x.shape[2], kernel, stride, padding, dilation, what)
-    check_size(what, x.shape[0], oh, ow, N, 4)
+    stride, padding, dilation, oh, ow = window(what, x.shape[:3] + (N,), kernel, stride, padding, dilation)
     return dict(e, kernel=kernel, stride=stride, padding=padding, dilation=dilation, a_zero=a_zero,
                 col_sum=col_sum, oh=oh, ow=ow)
 
