@@ -7,17 +7,23 @@ quantization refquant has for it, and onnxruntime next to it.
    and INT16 (weight only, ``quantizable_op_type=("mul",)``: every projection), quant_embedding (int8 word
    table), quantize_dynamic (INT8 weights + dynamic INT8 activations), and quantize_dynamic + quant_embedding.
 2. Latency at ``threads`` (default 1) for batch 8 x 128 tokens (padded to 128): refquant FP32,
-   quant_post_dynamic INT8 (dequantizes every run), quantize_dynamic; onnxruntime FP32 on
+   quant_post_dynamic INT8 (dequantizes every run), quantize_dynamic (also with ``activation_matmuls=False``:
+   attention's Q K^T and P V in float, and with ``reduce_range``); onnxruntime FP32 on
    ``refquant.export_onnx(fp32)`` and on ``onnxruntime.quantization.quantize_dynamic`` of that file
    (per-channel QInt8 weights, ORT's defaults otherwise; the export uses ``load_bert(seq_len=128)``, the
    same weights with a static position slice). BLAS and OpenMP both limited (threadpoolctl); the runners are
    timed round-robin (median of ``repeats``).
+3. Where the time of the quantize_dynamic model goes: ms per op type (median of 3 runs, 1 thread), and the GOPS
+   of its weight GEMMs against the single-core peak of the multiply instruction of the qgemm path that ran
+   (vpdpbusd on VNNI; vpmaddwd on AVX2, where full-range int8 weights cannot use vpmaddubsw exactly).
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import tempfile
+import time
 
 import numpy as np
 
@@ -84,6 +90,47 @@ def variants(fp32):
     }
 
 
+def op_times(model, feeds, repeats: int = 3) -> dict:
+    """ms per op type (median over ``repeats`` runs of each run's sum), largest first: where a run's time goes."""
+    from refquant.executor import OpContext, _check_feeds
+    from refquant.ops.registry import get_op
+    runs = []
+    for _ in range(repeats):
+        env, spent = dict(model.params), collections.Counter()
+        env.update(_check_feeds(model, feeds))
+        for op in model.ops:
+            args = [env[n] if n else None for n in op.inputs]
+            start = time.perf_counter()
+            out = get_op(op.type, op.name).forward(OpContext(False, None), op.attrs, *args)
+            spent[op.type] += time.perf_counter() - start
+            env.update(zip(op.outputs, out if isinstance(out, tuple) else (out,)))
+        runs.append(spent)
+    return {k: 1e3 * float(np.median([r[k] for r in runs])) for k, _ in runs[0].most_common()}
+
+
+def gemm_report(model, feeds, ms: float) -> dict:
+    """The weight GEMMs of a quantize_dynamic model: qgemm path, GOPS (2 x MACs / ``ms``) and the path's peak."""
+    from refquant._dispatch import kernel
+    from refquant.reference.qgemm import PAIRS_FIT_S16, header_flags
+    qg, rows = kernel("qgemm"), int(np.prod(feeds["input_ids"].shape))
+    ops = [op for op in model.ops if op.type == "matmul_dynamic_int8"]
+    macs = sum(rows * op.attrs["K"] * op.attrs["N"] for op in ops)
+    path = qg.current_path() if hasattr(qg, "current_path") else "reference"
+    fit = all(header_flags(model.params[op.inputs[1]]) & PAIRS_FIT_S16 for op in ops)
+    out = {"path": path, "gops": 2 * macs / ms / 1e6}
+    try:
+        from refquant._kernels import peak
+        if path == "avx2":
+            out["kernel"] = "vpmaddubsw (weight pairs fit s16)" if fit else "vpmaddwd (exact, full-range weights)"
+            if not fit:
+                out["peak_gops"] = peak.vpmaddwd_peak_gops()
+        elif "vnni" in path:
+            out["peak_gops"] = peak.vpdpbusd_peak_gops()
+    except (ImportError, AttributeError, RuntimeError):
+        pass
+    return out
+
+
 def _ort(fp32, tmp):
     """The exported FP32 ONNX model (``fp32`` built with a fixed ``seq_len``: the exporter cannot follow the
     dynamic-length graph's shape -> slice chain) and ORT's own dynamic quantization of it."""
@@ -125,9 +172,12 @@ def run(threads_list=(1,), repeats: int = 7, batch: int = 8, seq: int = 128) -> 
 
     texts = (SENTENCES * ((batch + len(SENTENCES) - 1) // len(SENTENCES)))[:batch]
     bfeeds = tok.encode(texts, max_len=seq, padding="max_length")
+    from refquant.quant.dynamic_activations import quantize_dynamic
+    dyn = models["quantize_dynamic (int8 weights + activations)"]
     runners = {"refquant_fp32": models["fp32"],
                "refquant_quant_post_dynamic_int8": models["quant_post_dynamic int8 (weights)"],
-               "refquant_dynamic_int8": models["quantize_dynamic (int8 weights + activations)"],
+               "refquant_dynamic_int8": dyn,
+               "refquant_dynamic_int8_linear": quantize_dynamic(fp32, activation_matmuls=False),
                "refquant_dynamic_int8_rr": models["quantize_dynamic reduce_range (weights in [-64, 64])"]}
     before = threads.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,8 +204,16 @@ def run(threads_list=(1,), repeats: int = 7, batch: int = 8, seq: int = 128) -> 
             lat["speedup_dynamic_rr_vs_fp32"] = lat["refquant_fp32"] / lat["refquant_dynamic_int8_rr"]
             if "ort_dynamic_int8" in lat:
                 lat["ort_speedup_dynamic_vs_fp32"] = lat["ort_fp32"] / lat["ort_dynamic_int8"]
+                lat["dynamic_vs_ort_dynamic"] = lat["ort_dynamic_int8"] / lat["refquant_dynamic_int8"]
+                lat["dynamic_rr_vs_ort_dynamic"] = lat["ort_dynamic_int8"] / lat["refquant_dynamic_int8_rr"]
             result["latency"][f"{n}t"] = lat
             print(json.dumps({f"{n}t": lat}), flush=True)
+        threads.set_num_threads(1)
+        with blas_limits(1):
+            dyn.run(bfeeds)
+            result["op_ms"] = op_times(dyn, bfeeds)
+        result["gemm"] = gemm_report(dyn, bfeeds, result["op_ms"].get("matmul_dynamic_int8", float("nan")))
+        print(json.dumps({"op_ms": result["op_ms"], "gemm": result["gemm"]}), flush=True)
         threads.set_num_threads(before)
     result["latency_shape"] = [batch, seq]
     return result
@@ -166,20 +224,29 @@ def markdown(r: dict) -> str:
               [[row["variant"], f"{row['param_mb']:.2f}", f"{row['cos_mean']:.5f}", f"{row['cos_min']:.5f}",
                 f"{row['nn_agree']:.3f}", f"{row['top3_overlap']:.3f}"] for row in r["quality"]])
     parts = [f"### Quality, {r['sentences']} sentences (embeddings vs FP32 refquant)", q]
-    cols = ["refquant_fp32", "refquant_quant_post_dynamic_int8", "refquant_dynamic_int8", "refquant_dynamic_int8_rr",
-            "ort_fp32", "ort_dynamic_int8"]
+    cols = ["refquant_fp32", "refquant_quant_post_dynamic_int8", "refquant_dynamic_int8",
+            "refquant_dynamic_int8_linear", "refquant_dynamic_int8_rr", "ort_fp32", "ort_dynamic_int8"]
     b, t = r.get("latency_shape", [8, 128])
     for n, lat in r["latency"].items():
         cells = [f"{lat[c]:.0f}" if c in lat else "-" for c in cols]
         cells.append(f"**{lat['speedup_dynamic_vs_fp32']:.2f}x** / **{lat['speedup_dynamic_rr_vs_fp32']:.2f}x**")
         cells.append(f"{lat['ort_speedup_dynamic_vs_fp32']:.2f}x" if "ort_speedup_dynamic_vs_fp32" in lat else "-")
         cells.append(f"{lat['ort_fp32'] / lat['refquant_fp32']:.2f}x" if "ort_fp32" in lat else "-")
+        cells.append(f"**{lat['dynamic_vs_ort_dynamic']:.2f}x** / {lat['dynamic_rr_vs_ort_dynamic']:.2f}x"
+                     if "dynamic_vs_ort_dynamic" in lat else "-")
         parts.append(f"### Latency, batch {b} x {t} tokens, {n[:-1]} thread(s), ms (median)")
         parts.append(table(["refquant FP32", "refquant weight-only INT8", "refquant dynamic INT8",
-                            "refquant dynamic INT8 reduce_range", "ORT FP32", "ORT dynamic INT8",
-                            "refquant dynamic/FP32 speed-up (8-bit / reduce_range)", "ORT dynamic/FP32 speed-up",
-                            "refquant FP32 vs ORT FP32 speed"],
+                            "same, attention matmuls in float", "refquant dynamic INT8 reduce_range", "ORT FP32",
+                            "ORT dynamic INT8", "refquant dynamic/FP32 speed-up (8-bit / reduce_range)",
+                            "ORT dynamic/FP32 speed-up", "refquant FP32 vs ORT FP32 speed",
+                            "refquant dynamic INT8 vs ORT dynamic INT8 speed (8-bit / reduce_range)"],
                            [cells]))
+    if "op_ms" in r:
+        g = r["gemm"]
+        peak = f", peak {g['peak_gops']:.0f} GOPS ({g['gops'] / g['peak_gops']:.2f} of it)" if "peak_gops" in g else ""
+        parts.append(f"### refquant dynamic INT8, ms per op type (1 thread)\n\nweight GEMMs: qgemm path "
+                     f"{g['path']} {g.get('kernel', '')}, {g['gops']:.0f} GOPS{peak}")
+        parts.append(table(["op type", "ms"], [[k, f"{v:.1f}"] for k, v in r["op_ms"].items() if v >= 0.05]))
     if "ort_skipped" in r:
         parts.append(f"onnxruntime not measured: {r['ort_skipped']}")
     return "\n\n".join(parts)
