@@ -106,3 +106,20 @@ def test_few_steps_reduce_distillation_loss_and_deploy(cls, zero_steps):
     p8, pq = i8.run(train[0])[out], q.run(train[0])[out]
     assert np.mean(p8.argmax(1) == pq.argmax(1)) >= 0.85
     assert ppocr.load("cls") is model and all("use_global_stats" not in op.attrs for op in model.ops)
+
+
+@needs_models
+def test_zero_steps_from_the_recipe_is_the_recipe(cls):
+    """``algo="recipe"``: QAT starts from the recipe's smoothed model and thresholds (no training: the same
+    thresholds on every quantized input, the smoothing multiplies kept in the graph)."""
+    from refquant.quant import thresholds
+    model, calib, train = cls
+    feeds = ppocr.batches(calib[0]["x"], 4)
+    q, _ = ppocr.qat(model, feeds, train, algo="recipe", steps=0, int8=False)
+    r, _ = ppocr.recipe(model, feeds, int8=False)
+    tq, tr = thresholds(q), thresholds(r)
+    assert set(tq) <= set(tr) and len(tq) > 54
+    for k in tq:
+        np.testing.assert_allclose(tq[k], tr[k], rtol=1e-6)
+    smoothed = r.meta["quantization"]["recipe"]["smoothed"]
+    assert sum(op.name.endswith(".smooth") for op in q.ops) == len(smoothed)

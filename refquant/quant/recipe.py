@@ -46,8 +46,9 @@ def quant_post_recipe(model: Model, calib_feeds: Sequence[dict], *, holdout: Opt
                       smooth: bool = True, max_skip: int = 0, budget: float = 0.0,
                       distance: Optional[Callable[[np.ndarray, np.ndarray], float]] = None,
                       candidates: Optional[Iterable[str]] = None,
-                      quantizable_op_type: Iterable[str] = DEFAULT_OPS, **ptq_kwargs) -> Model:
-    """The fake-quant model of the recipe (module docstring); ``convert_to_int8`` deploys it.
+                      quantizable_op_type: Iterable[str] = DEFAULT_OPS, with_float: bool = False, **ptq_kwargs):
+    """The fake-quant model of the recipe (module docstring); ``convert_to_int8`` deploys it. ``with_float``:
+    return ``(fake_quant, smoothed_fp32)``, the float model it quantizes (QAT starts from both).
 
     ``holdout``: batches held out (default ``max(1, len(calib_feeds) // 4)``; at least two batches are needed).
     ``distance(y, y_fp32) -> float`` on the model's first output over the held-out batches: default the relative
@@ -104,4 +105,4 @@ def quant_post_recipe(model: Model, calib_feeds: Sequence[dict], *, holdout: Opt
     record.update({"distance_by_k": tried, "k": k, "skip": list(skip), "budget": budget,
                    "ranking": ranking[:10], "seconds": round(time.perf_counter() - t0, 1)})
     q.meta["quantization"]["recipe"] = record
-    return q
+    return (q, base) if with_float else q

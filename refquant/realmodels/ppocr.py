@@ -260,7 +260,8 @@ def qat(model, calib_feeds, train_feeds, *, algo: str = "hist", steps: int = 100
         log_every: int = 0):
     """Quantization-aware fine-tuning of an imported PP-OCR model; returns ``(fake_quant, int8_or_None)``.
 
-    1. Static PTQ with ``algo`` on ``calib_feeds`` gives the starting activation thresholds (``init_thresholds``).
+    1. Static PTQ with ``algo`` on ``calib_feeds`` gives the starting activation thresholds (``init_thresholds``);
+       ``algo="recipe"``: :func:`recipe`'s smoothed model and thresholds (QAT trains the smoothed weights).
     2. :func:`refquant.quant.quant_aware` with :data:`QUANT_OPS` (every op PTQ quantizes, no skip list); the
        batch norms get ``use_global_stats`` (the imported graphs are inference graphs: their running statistics
        are kept as a fixed per-channel affine map, whose scale and shift train with the conv weights and biases;
@@ -289,8 +290,11 @@ def qat(model, calib_feeds, train_feeds, *, algo: str = "hist", steps: int = 100
     if loss is None:
         producer = next(op.type for op in model.ops if out in op.outputs)
         loss = "kl" if producer == "softmax" else "mse"
-    ptq, _ = quantize(model, calib_feeds, algo, int8=False)
-    student = quant_aware(model, {"quantize_op_types": list(QUANT_OPS), "weight_reduce_range": reduce_range},
+    if algo == "recipe":
+        ptq, start = recipe(model, calib_feeds, int8=False, with_float=True)[0]
+    else:
+        (ptq, _), start = quantize(model, calib_feeds, algo, int8=False), model
+    student = quant_aware(start, {"quantize_op_types": list(QUANT_OPS), "weight_reduce_range": reduce_range},
                           for_test=freeze_thresholds, init_thresholds=thresholds(ptq))
     bns = [op for op in student.ops if op.type == "batch_norm"]
     for op in bns:
