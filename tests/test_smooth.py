@@ -92,6 +92,30 @@ def test_int8_deploys_the_smoothed_model(case):
         np.testing.assert_allclose(y_8, y_q, atol=0.05 * float(np.abs(y_q).max()))
 
 
+def test_int8_keeps_the_smoothed_input_in_nhwc():
+    """A smoothed layer reading an INT8 conv's output: ``x * (1/s)`` runs as one NHWC pass with its quantize
+    (``fused_channel_mul``), no layout round trip, the same integers as the unfused NHWC ops."""
+    rng = np.random.default_rng(3)
+    w1 = rng.standard_normal((6, 4, 3, 3)).astype(np.float32) * 0.3
+    w1[0] *= LOUD                                   # conv2 reads one loud channel
+    m = Model([Op("conv2d", ["x", "w1"], ["c1"], {"strides": [1, 1], "paddings": [1, 1], "groups": 1}, "conv1"),
+               Op("relu", ["c1"], ["r1"], {}, "relu1"),
+               Op("conv2d", ["r1", "w2"], ["y"], {"strides": [1, 1], "paddings": [0, 0], "groups": 1}, "conv2")],
+              {"w1": w1, "w2": rng.standard_normal((5, 6, 1, 1)).astype(np.float32)},
+              [TensorSpec("x", (None, 4, 8, 8))], ["y"])
+    feeds = [{"x": rng.standard_normal((8, 4, 8, 8)).astype(np.float32)} for _ in range(4)]
+    sm, info = smooth(m, feeds[:3], select_feeds=feeds[3:])
+    assert "conv2" in info["smoothed"]
+    plain = convert_to_int8(quant_post_static(m, feeds[:3], algo="abs_max"))
+    q = quant_post_static(sm, feeds[:3], algo="abs_max")
+    i8 = convert_to_int8(q)
+    types = [op.type for op in i8.ops]
+    assert types.count("nhwc_to_nchw") == [op.type for op in plain.ops].count("nhwc_to_nchw")
+    assert "fused_channel_mul" in types
+    y_q, y_8 = q.run(feeds[3])["y"], i8.run(feeds[3])["y"]
+    np.testing.assert_allclose(y_8, y_q, atol=0.05 * float(np.abs(y_q).max()))
+
+
 def test_skips_and_reasons():
     m = _model(shared=True)
     sm, info = smooth(m, _feeds(2, 1), skip_tensor_list=["w3"])
