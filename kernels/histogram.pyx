@@ -9,8 +9,11 @@ NaN/Inf in the same pass.
 bin k holds ``edges[k] <= v < edges[k+1]``, the last bin also ``v == edges[-1]``, anything else (including NaN)
 is dropped. Here a first guess ``int((v - lo) * nbins / (hi - lo))`` is corrected by comparing v with the real
 edges until the rule holds, so floating error in the guess never changes a count: v lands in the largest bin
-``k <= nbins-1`` with ``edges[k] <= v``. Each thread counts a contiguous slice into its own histogram and the
-int64 histograms are added at the end, so the counts are identical for any thread count.
+``k <= nbins-1`` with ``edges[k] <= v``. The edge array gets ``+inf`` in place of the last edge (the range test
+already bounds v), so each correction loop has one well-predicted condition; four interleaved histograms break
+the store-to-load chain of runs of equal bins (e.g. the zeros after a ReLU). Each thread counts a contiguous
+slice into its own histograms, which are added at the end, so the counts are identical for any thread count.
+The loops work on raw pointers in ``nogil`` functions, so the compiler keeps the bounds in registers.
 """
 cimport cython
 from cython cimport floating
@@ -52,14 +55,16 @@ def histogram_abs(x, edges):
     edges = _twin.check_edges(edges)
     cdef Py_ssize_t nbins = edges.shape[0] - 1
     cdef int chunks = threads_for(x.shape[0], MIN_WORK_PER_THREAD)
-    partial = np.zeros((chunks, nbins), dtype=np.int64)
+    partial = np.zeros((chunks, _WAYS, nbins), dtype=np.int64)
+    padded = edges.copy()
+    padded[nbins] = np.inf
     if x.dtype == np.float32:
-        _histogram_abs[float](x, edges, partial)
+        _histogram_abs[float](x, padded, edges[nbins], partial)
     elif x.dtype == np.float64:
-        _histogram_abs[double](x, edges, partial)
+        _histogram_abs[double](x, padded, edges[nbins], partial)
     else:
         raise TypeError(f"histogram_abs: x must be float32 or float64, got {x.dtype}")
-    return partial.sum(axis=0)
+    return partial.reshape(-1, nbins).sum(axis=0)
 
 
 # |x| through its bits: with the sign bit cleared, IEEE floats order like their unsigned bit patterns, so min and
@@ -83,51 +88,70 @@ def _abs_min_max_f64(bits):
 
 
 cdef tuple _abs_min_max_bits(const bits_t[::1] bits, bits_t magnitude, bits_t nonfinite):
-    cdef Py_ssize_t n = bits.shape[0], c, k, k0, k1
+    cdef Py_ssize_t n = bits.shape[0], c, k0, k1
     cdef int chunks = threads_for(n, MIN_WORK_PER_THREAD)
-    cdef bits_t a, lo, hi
-    cdef int64_t bad
-    lows = np.empty(chunks, dtype=np.uint32 if bits_t is uint32_t else np.uint64)
-    highs = np.empty_like(lows)
-    bads = np.empty(chunks, dtype=np.int64)
-    cdef bits_t[::1] lows_v = lows, highs_v = highs
-    cdef int64_t[::1] bads_v = bads
+    found = np.empty((chunks, 3), dtype=np.uint32 if bits_t is uint32_t else np.uint64)
+    cdef bits_t[:, ::1] found_v = found
     for c in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
         k0 = n * c // chunks
         k1 = n * (c + 1) // chunks
-        lo = magnitude
-        hi = 0
-        bad = 0
-        for k in range(k0, k1):
-            a = bits[k] & magnitude
-            lo = a if a < lo else lo
-            hi = a if a > hi else hi
-            bad = bad + (a >= nonfinite)
-        lows_v[c] = lo
-        highs_v[c] = hi
-        bads_v[c] = bad
-    return int(lows.min()), int(highs.max()), int(bads.sum())
+        _abs_range(&bits[k0], k1 - k0, magnitude, nonfinite, &found_v[c, 0])
+    return int(found[:, 0].min()), int(found[:, 1].max()), int(found[:, 2].sum())
 
 
-@cython.cdivision(True)
-cdef void _histogram_abs(const floating[::1] x, const double[::1] edges, int64_t[:, ::1] partial) noexcept:
-    cdef Py_ssize_t n = x.shape[0], nbins = edges.shape[0] - 1, chunks = partial.shape[0], c, k, k0, k1, b
-    cdef double first = edges[0], last = edges[nbins], v, guess
+cdef void _abs_range(const bits_t *bits, Py_ssize_t n, bits_t magnitude, bits_t nonfinite,
+                     bits_t *found) noexcept nogil:
+    """``found`` = (min, max, count of NaN/Inf) of the |x| patterns of bits[0:n]."""
+    cdef bits_t a, lo = magnitude, hi = 0, bad = 0
+    cdef Py_ssize_t k
+    for k in range(n):
+        a = bits[k] & magnitude
+        lo = a if a < lo else lo
+        hi = a if a > hi else hi
+        bad = bad + (a >= nonfinite)
+    found[0], found[1], found[2] = lo, hi, bad
+
+
+cdef enum:
+    _WAYS = 4  # interleaved histograms per thread
+
+
+cdef void _histogram_abs(const floating[::1] x, const double[::1] padded, double last,
+                         int64_t[:, :, ::1] partial) noexcept:
+    cdef Py_ssize_t n = x.shape[0], nbins = padded.shape[0] - 1, chunks = partial.shape[0], c, k0, k1
+    for c in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
+        k0 = n * c // chunks
+        k1 = n * (c + 1) // chunks
+        _count_abs(&x[k0], k1 - k0, &padded[0], nbins, last, &partial[c, 0, 0])
+
+
+cdef inline Py_ssize_t _bin(double v, const double *e, Py_ssize_t nbins, double first,
+                            double per_unit) noexcept nogil:
+    """The largest b <= nbins-1 with e[b] <= v, for v in [e[0], last] (e[nbins] is +inf)."""
+    cdef double guess = (v - first) * per_unit
+    cdef Py_ssize_t b = <Py_ssize_t> guess if guess < nbins else nbins - 1
+    while e[b] > v:
+        b = b - 1
+    while e[b + 1] <= v:
+        b = b + 1
+    return b
+
+
+cdef void _count_abs(const floating *x, Py_ssize_t n, const double *e, Py_ssize_t nbins, double last,
+                     int64_t *counts) noexcept nogil:
+    """Adds the |x| of x[0:n] to ``counts`` (``_WAYS`` histograms of nbins, element k into histogram k % _WAYS)."""
+    cdef double first = e[0]
     cdef double per_unit = nbins / (last - first) if last > first else 0.0
-    cdef int64_t *counts
-    for c in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
-        counts = &partial[c, 0]
-        k0 = n * c // chunks
-        k1 = n * (c + 1) // chunks
-        for k in range(k0, k1):
-            v = fabs(<double> x[k])
-            if not (v >= first and v <= last):  # outside the range, or NaN: np.histogram drops it
-                continue
-            guess = (v - first) * per_unit
-            b = <Py_ssize_t> guess if guess < nbins else nbins - 1
-            # correct the guess: the largest bin b <= nbins-1 with edges[b] <= v
-            while b > 0 and edges[b] > v:
-                b = b - 1
-            while b < nbins - 1 and edges[b + 1] <= v:
-                b = b + 1
-            counts[b] += 1
+    cdef Py_ssize_t k = 0, j, body = n - n % _WAYS
+    while k < body:
+        for j in range(_WAYS):
+            _add(fabs(<double> x[k + j]), e, nbins, first, last, per_unit, counts + j * nbins)
+        k = k + _WAYS
+    for k in range(body, n):
+        _add(fabs(<double> x[k]), e, nbins, first, last, per_unit, counts)
+
+
+cdef inline void _add(double v, const double *e, Py_ssize_t nbins, double first, double last, double per_unit,
+                      int64_t *counts) noexcept nogil:
+    if v >= first and v <= last:  # else outside the range, or NaN: np.histogram drops it
+        counts[_bin(v, e, nbins, first, per_unit)] += 1

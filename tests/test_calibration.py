@@ -87,6 +87,21 @@ def test_histogram_edge_values(lo, hi, bins):
 
 
 @needs_hist
+@pytest.mark.parametrize("edges", [[0.0, 1.0, 1.0, 5.0, 100.0], [-0.5, 0.0, 1e-30, 3.0], [2.0, 2.0, 2.0],
+                                   np.geomspace(1e-6, 10.0, 300), [0.25, 0.5]])
+def test_histogram_uneven_and_repeated_edges(edges):
+    """Edges that no guess from a uniform spacing gets right (uneven, repeated, one bin): np.histogram's counts,
+    in runs of up to 13 values (the kernel interleaves its counters by position)."""
+    e = np.asarray(edges, dtype=np.float64)
+    v = np.concatenate([e, np.nextafter(e, np.inf), np.nextafter(e, -np.inf), [0.0, 7.0, 1e9, np.nan, np.inf]])
+    v = np.concatenate([v, np.random.default_rng(2).uniform(-e[-1] * 1.2, e[-1] * 1.2, 997)])
+    for dtype in (np.float64, np.float32):
+        for n in (1, 5, 13, v.size):
+            x = v[:n].astype(dtype)
+            assert same_bits(fast_hist.histogram_abs(x, e), hist_twin.histogram_abs(x, e))
+
+
+@needs_hist
 def test_histogram_and_range_thread_independent():
     x = np.random.default_rng(1).standard_normal(600_000).astype(np.float32)
     edges = hist_twin.histogram_edges(*hist_twin.abs_min_max(x)[:2])
