@@ -280,9 +280,12 @@ def _eval_textsets(sizes, ort_methods, repeats, tmp):
             distance_by_algo=info["distance_by_algo"], algo=info["algo"])
     t0 = time.perf_counter()   # distilled on the calibration split's next lines (the same renderer, other lines)
     xt, _ = textsets.calib_lines(sizes["n_train"], start=sizes["n_calib"])
-    qq, q8 = ppocr.qat(model, cal, ppocr.batches(xt, b), algo="KL", steps=sizes["qat_steps"], lr=QAT["rec"]["lr"])
-    add(f"QAT (KL init, {sizes['qat_steps']} steps)", "refquant INT8", lambda f: q8.run(f)[model.outputs[0]],
-        lambda: q8.run(lat_feed), ptq_s=time.perf_counter() - t0)
+    for init in ("KL", "recipe"):  # from KL's thresholds, and from the recipe's smoothed model and thresholds
+        qq, q8 = ppocr.qat(model, cal, ppocr.batches(xt, b), algo=init, steps=sizes["qat_steps"], lr=QAT["rec"]["lr"])
+        add(f"QAT ({init} init, {sizes['qat_steps']} steps)", "refquant INT8",
+            lambda f, q8=q8: q8.run(f)[model.outputs[0]], lambda q8=q8: q8.run(lat_feed),
+            ptq_s=time.perf_counter() - t0)
+        t0 = time.perf_counter()
     _ort_variants("rec", cal, ort_methods, os.path.join(tmp, "rec.textsets"), add, variants, lat_feed)
     result["variants"] = variants
     result["side_by_side_ms"] = {k: 1e3 * v for k, v in interleaved_medians(side, max(9, repeats)).items()}
