@@ -763,6 +763,11 @@ static inline __m512i _mm512_packus_epi16(__m512i a, __m512i b) { __m512i r; L4 
 static inline __m512i _mm512_adds_epi16(__m512i a, __m512i b) { __m512i r; for (int i = 0; i < 32; i++) r.i16[i] = s16((int32_t)a.i16[i] + b.i16[i]); return r; }
 static inline __m512i _mm512_max_epu8(__m512i a, __m512i b) { __m512i r; for (int i = 0; i < 64; i++) r.u8[i] = a.u8[i] > b.u8[i] ? a.u8[i] : b.u8[i]; return r; }
 static inline __m512i _mm512_min_epu8(__m512i a, __m512i b) { __m512i r; for (int i = 0; i < 64; i++) r.u8[i] = a.u8[i] < b.u8[i] ? a.u8[i] : b.u8[i]; return r; }
+static inline __m512i _mm512_set1_epi32(int v) { __m512i r; for (int i = 0; i < 16; i++) r.i32[i] = v; return r; }
+static inline __m512i _mm512_add_epi32(__m512i a, __m512i b) { __m512i r; for (int i = 0; i < 16; i++)
+    r.i32[i] = (int32_t)((uint32_t)a.i32[i] + (uint32_t)b.i32[i]); return r; }
+static inline void _mm512_mask_cvtepi32_storeu_epi8(void *p, __mmask16 m, __m512i v) {
+    for (int i = 0; i < 16; i++) if ((m >> i) & 1) ((int8_t *)p)[i] = (int8_t)v.i32[i]; }
 static inline __m512 _mm512_shuffle_f32x4(__m512 a, __m512 b, int imm) { __m512 r; for (int k = 0; k < 4; k++) {
     const __m512 *src = k < 2 ? &a : &b; int sel = (imm >> (2 * k)) & 3; memcpy(&r.f[4*k], &src->f[4*sel], 16); } return r; }
 """
@@ -825,6 +830,70 @@ int main(void) {
     return fails != 0;
 }
 """
+
+
+SK_HARNESS_C = r"""#include <stdio.h>
+#include <stdlib.h>
+#define QD_SIMD_EMUL 1
+#include "emul512.h"
+#include "qdirect/smallk.h"
+static unsigned rs = 7; static unsigned rnd(void) { rs = rs * 1103515245u + 12345u; return rs >> 8; }
+int main(void) {
+    int Cs[] = {1, 2, 3, 4, 7, 16}, Ns[] = {1, 8, 16, 17, 32, 33, 64, 65, 100}, fails = 0, cases = 0;
+    for (int ci = 0; ci < 6; ci++) for (int ni = 0; ni < 9; ni++) for (int variant = 0; variant < 8; variant++) {
+        int C = Cs[ci], N = Ns[ni], kh = 1 + rnd() % 3, kw = 1 + rnd() % 3, s = 1 + variant % 2, dil = 1 + (variant / 4);
+        if (kh * kw * C > 64) { kh = 1; kw = 64 / C < 3 ? 64 / C : 3; }
+        int K = kh * kw * C, Kp = (K + 3) / 4 * 4, Np = (N + 15) / 16 * 16, H = 5 + rnd() % 6, W = 5 + rnd() % 40;
+        int top = rnd() % kh, left = rnd() % kw, bottom = rnd() % kh, right = rnd() % kw;
+        int OH = (H + top + bottom - dil * (kh - 1) - 1) / s + 1, OW = (W + left + right - dil * (kw - 1) - 1) / s + 1;
+        if (OH < 1 || OW < 1) continue;
+        int f32 = (variant >> 1) & 1, a_zero = variant & 1 ? 128 : 0, oz = rnd() % 256;
+        uint8_t *x = malloc((size_t)H * W * C); int8_t *w = malloc(K * N), *panels = calloc(Kp * Np, 1);
+        int32_t *bias = malloc(N * 4), *cs = malloc(N * 4); float *scale = malloc(N * 4);
+        for (int i = 0; i < H * W * C; i++) x[i] = rnd();
+        for (int i = 0; i < K * N; i++) w[i] = rnd();
+        for (int k = 0; k < K; k++) for (int n = 0; n < N; n++)
+            panels[(n / 16) * Kp * 16 + (k / 4) * 64 + (n % 16) * 4 + k % 4] = w[k * N + n];
+        for (int n = 0; n < N; n++) {
+            bias[n] = (int32_t)(rnd() % 60000) - 30000; cs[n] = 0;
+            for (int k = 0; k < K; k++) cs[n] += w[k * N + n];
+            scale[n] = f32 ? 0.01f * (1 + rnd() % 100) : 1e-4f * (1 + rnd() % 100);
+        }
+        qd_sk sk; memset(&sk, 0, sizeof sk);
+        sk.g = (qd_geom){H, W, C, kh, kw, s, s, top, left, dil, dil, OH, OW};
+        sk.K = K; sk.N = N; sk.x_end = x + (size_t)H * W * C; sk.out_f32 = f32;
+        if (f32) { sk.lo_f = variant & 4 ? -3.0f : -INFINITY; sk.hi_f = variant & 4 ? 5.0f : INFINITY; }
+        else { int lo = rnd() % 20, hi = 235 + rnd() % 21; sk.lo_f = lo - oz; sk.hi_f = hi - oz; sk.out_zero = oz; }
+        char *ws = aligned_alloc(64, (qd_sk_prepare(&sk, NULL, NULL, NULL, 0, NULL, NULL) + 63) / 64 * 64);
+        qd_sk_prepare(&sk, panels, bias, a_zero ? cs : NULL, a_zero, scale, ws);
+        size_t rowb = (size_t)OW * N * (f32 ? 4 : 1);
+        char *o1 = malloc(OH * rowb + 64), *o2 = malloc(OH * rowb + 64);
+        memset(o1, 0xAB, OH * rowb + 64); memset(o2, 0xAB, OH * rowb + 64);
+        for (int r = 0; r < OH; r++) { qd_sk_row_portable(&sk, x, r, o1 + r * rowb); qd_sk_row_avx512(&sk, x, r, o2 + r * rowb); }
+        cases++;
+        if (memcmp(o1, o2, OH * rowb + 64)) { fails++; if (fails < 10) printf("FAIL C=%d N=%d k=%dx%d s=%d d=%d var=%d\n", C, N, kh, kw, s, dil, variant); }
+        free(x); free(w); free(panels); free(bias); free(cs); free(scale); free(ws); free(o1); free(o2);
+    }
+    printf("%d cases, %d failures\n", cases, fails);
+    return fails != 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")
+def test_avx512_small_k_logic_on_emulated_intrinsics(tmp_path):
+    """The AVX-512 VNNI small-K conv (smallk.h) on the emulated intrinsics against the portable row."""
+    include = Path(__file__).resolve().parents[1] / "kernels" / "include"
+    if not (include / "qdirect" / "smallk.h").exists():
+        pytest.skip("kernel sources not available (installed package)")
+    (tmp_path / "emul512.h").write_text(EMUL512_H)
+    (tmp_path / "harness.c").write_text(SK_HARNESS_C)
+    exe = tmp_path / "harness"
+    subprocess.run([os.environ.get("CC", "cc"), "-O1", "-ffp-contract=off", f"-I{include}", f"-I{tmp_path}",
+                    str(tmp_path / "harness.c"), "-o", str(exe), "-lm"], check=True, capture_output=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    assert out.stdout.strip().endswith("cases, 0 failures") and int(out.stdout.split()[0]) > 300, out.stdout
 
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")

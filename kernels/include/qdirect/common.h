@@ -42,6 +42,8 @@ typedef struct {
     ptrdiff_t oh, ow;
 } qd_geom;
 
+static inline size_t qd_align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
 /* The start of the range [lo, hi) of output indices o in [0, count) whose input index i0 + o*step + reach
  * stays inside [0, size) for every reach in [0, span]: the "interior" where no tap touches the padding.
  * Needs |i0|, step, size, count < 2^31 and span < 2^62 (the qd_geom bounds): no term below can wrap. A span

@@ -5,7 +5,7 @@
  *   portable  generic.h, baseline ISA                      generic.h, baseline ISA
  *   avx2      depthwise_avx2.h intrinsics                  generic.h compiled with target("avx2")
  *   avx512    depthwise_avx512.h intrinsics (VNNI)         the avx2 instantiation
- * The small-K conv (smallk.h): its own plain-C row (portable) and AVX2 row (avx2 and avx512).
+ * The small-K conv (smallk.h): its own plain-C row (portable), AVX2 row (avx2) and AVX-512 VNNI row (avx512).
  *
  * All paths compute the same integers and the same float32 operations, so they give the same bits.
  */
@@ -32,16 +32,13 @@
 
 #include "depthwise_avx2.h"
 #include "depthwise_avx512.h"
+#include "smallk.h"
 
 /* Depthwise set-up, in one workspace: the folded bias (bias - a_zero * sum_t w, wrapping int32), the zero row
  * (W*C + 64 bytes of a_zero) and, for the vector paths, the per-pixel and flat packs (flat only if flat_lanes > 0:
  * the stride is 1 and lcm(C, 32) is small enough); for AVX2 also the packs of the partial kernel-row ranges
  * that edge output rows read (a 5x5 kernel on a 2-3 pixel high map skips 40-60% of its taps). d->g, d->w and
  * d->scale must be set. With ws == NULL, only returns the workspace size in bytes; ws must be 64-byte aligned. */
-static inline size_t qd_align64(size_t n) { return (n + 63) & ~(size_t)63; }
-
-#include "smallk.h"
-
 static size_t qd_dw_prepare(qd_dw *d, int path, ptrdiff_t flat_lanes, const int32_t *bias, int32_t a_zero,
                             char *ws) {
     const ptrdiff_t C = d->g.c, kw = d->g.kw;
@@ -147,7 +144,7 @@ typedef struct {
                         uint8_t *out);
     void (*gap)(const uint8_t *x, ptrdiff_t HW, ptrdiff_t C, int32_t zero, double scale, int64_t *sum, float *out);
     void (*im2col_row)(const qd_geom *g, const uint8_t *x, ptrdiff_t oh, uint8_t pad, uint8_t *out);
-    void (*sk_row)(const qd_sk *s, const uint8_t *x, ptrdiff_t oh, char *out); /* smallk.h (AVX-512: the AVX2 one) */
+    void (*sk_row)(const qd_sk *s, const uint8_t *x, ptrdiff_t oh, char *out); /* smallk.h */
 } qd_path;
 
 /* The plain kernels of generic.h instantiated with suffix SFX, in the order of qd_path's fields after dw_row. */
@@ -159,7 +156,7 @@ typedef struct {
 static const qd_path QD_PATHS[] = {
 #if QD_X86
     {"avx512", RQ_CPU_AVX512F | RQ_CPU_AVX512BW | RQ_CPU_AVX512VNNI, QD_AVX512, qd_dw_row_avx512_kernel,
-     QD_GENERIC(_avx2), qd_sk_row_avx2},
+     QD_GENERIC(_avx2), qd_sk_row_avx512},
     {"avx2", RQ_CPU_AVX2, QD_AVX2, qd_dw_row_avx2_kernel, QD_GENERIC(_avx2), qd_sk_row_avx2},
 #endif
     {"portable", 0u, QD_PORTABLE, qd_dw_row__portable, QD_GENERIC(_portable), qd_sk_row_portable},

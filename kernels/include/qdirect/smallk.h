@@ -13,12 +13,16 @@
  * pairs (w[k, n], w[k+1, n]): vpmaddwd is exact (255 * 128 * 2 < 2^31) and never saturates, unlike vpmaddubsw.
  * Blocks of 32 channels (4 vectors), two pixels per step (8 accumulators): per pair 4 weight loads serve 8
  * vpmaddwd. Weights [block][pair][4][8][2] int16, zero beyond K and N.
+ * AVX-512 VNNI (qd_sk_row_avx512): the K inputs gathered as bytes (padded to KQ = ceil4(K) with zeros), each 4-byte
+ * quad broadcast against the packed quads (w[4g..4g+3, n]) by vpdpbusd (u8 x s8, no intermediate saturation):
+ * blocks of 64 channels (4 zmm), two pixels per step; weights [block][quad][64][4] int8, natural channel order.
  * Portable (qd_sk_row_portable): the same sums in plain C, one pixel at a time.
  */
 #ifndef QDIRECT_SMALLK_H
 #define QDIRECT_SMALLK_H
 
 #include "common.h"
+#include "depthwise_avx512.h" /* QD_AVX512_ATTR */
 
 #define QD_SK_MAX_K 64 /* largest K = KH*KW*C of the direct conv (checked by the caller) */
 #define QD_SK_PIX 32   /* output pixels gathered at a time */
@@ -28,8 +32,9 @@ typedef struct {
     ptrdiff_t K, KP, N;       /* KP = K rounded up to even */
     const int8_t *w;          /* (K, N) */
     const int16_t *pw;        /* AVX2 pack, ceil(N / 32) blocks */
-    const int32_t *offset;    /* (ceil32(N)) bias - a_zero * col_sum, wrapping */
-    const float *scale;       /* (ceil32(N)) */
+    const int8_t *pq;         /* AVX-512 VNNI pack, ceil(N / 64) blocks */
+    const int32_t *offset;    /* (ceil64(N)) bias - a_zero * col_sum, wrapping */
+    const float *scale;       /* (ceil64(N)) */
     const uint8_t *pad_row;   /* W*C + 64 bytes of a_zero: the row read by padded kernel rows */
     const uint8_t *x_end;     /* one past the input batch: reads past it are never made */
     uint8_t a_zero;
@@ -46,7 +51,9 @@ static size_t qd_sk_prepare(qd_sk *s, const int8_t *panels, const int32_t *bias,
     const ptrdiff_t K = s->K, N = s->N, KP = (K + 1) & ~(ptrdiff_t)1, Kp = (K + 3) & ~(ptrdiff_t)3;
     const ptrdiff_t blocks = (N + 31) / 32, row = s->g.w * s->g.c + 64;
     const size_t o_pw = qd_align64((size_t)(K * N)), o_off = o_pw + qd_align64((size_t)(blocks * KP * 32 * 2));
-    const size_t o_sc = o_off + (size_t)blocks * 128, o_pad = o_sc + (size_t)blocks * 128;
+    const ptrdiff_t KQ = (K + 3) & ~(ptrdiff_t)3, qblocks = (N + 63) / 64;
+    const size_t o_sc = o_off + (size_t)qblocks * 256, o_pq = o_sc + (size_t)qblocks * 256;
+    const size_t o_pad = o_pq + qd_align64((size_t)(qblocks * 64 * KQ));
     if (!ws) return o_pad + qd_align64((size_t)row);
     int8_t *w = (int8_t *)ws;
     int16_t *pw = (int16_t *)(ws + o_pw);
@@ -61,7 +68,15 @@ static size_t qd_sk_prepare(qd_sk *s, const int8_t *panels, const int32_t *bias,
                     const ptrdiff_t n = 32 * b + m, k = 2 * g + t;
                     pw[((b * (KP / 2) + g) * 32 + m) * 2 + t] = (int16_t)(n < N && k < K ? w[k * N + n] : 0);
                 }
-    for (ptrdiff_t n = 0; n < blocks * 32; n++) {
+    int8_t *pq = (int8_t *)(ws + o_pq);
+    for (ptrdiff_t b = 0; b < qblocks; b++)
+        for (ptrdiff_t g = 0; g < KQ / 4; g++)
+            for (int m = 0; m < 64; m++)
+                for (int t = 0; t < 4; t++) {
+                    const ptrdiff_t n = 64 * b + m, k = 4 * g + t;
+                    pq[((b * (KQ / 4) + g) * 64 + m) * 4 + t] = (int8_t)(n < N && k < K ? w[k * N + n] : 0);
+                }
+    for (ptrdiff_t n = 0; n < qblocks * 64; n++) {
         uint32_t o = n < N && bias ? (uint32_t)bias[n] : 0u;
         if (n < N && col_sum) o -= (uint32_t)a_zero * (uint32_t)col_sum[n];
         off[n] = (int32_t)o;
@@ -69,7 +84,7 @@ static size_t qd_sk_prepare(qd_sk *s, const int8_t *panels, const int32_t *bias,
     }
     memset(ws + o_pad, a_zero, (size_t)row);
     s->KP = KP;
-    s->w = w; s->pw = pw; s->offset = off; s->scale = sc;
+    s->w = w; s->pw = pw; s->pq = pq; s->offset = off; s->scale = sc;
     s->pad_row = (const uint8_t *)(ws + o_pad);
     s->a_zero = (uint8_t)a_zero;
     return o_pad + qd_align64((size_t)row);
@@ -126,7 +141,7 @@ QD_UNUSED static void qd_sk_row_portable(const qd_sk *s, const uint8_t *x, ptrdi
     }
 }
 
-#if QD_X86
+#if QD_X86 && !defined(QD_SIMD_EMUL)
 #include <immintrin.h>
 
 /* Pixels [ow0, ow0 + np) into xb (stride KP int16). A pixel whose window lies inside the row (dilation 1,
@@ -244,5 +259,97 @@ QD_AVX2_ATTR static void qd_sk_row_avx2(const qd_sk *s, const uint8_t *x, ptrdif
     }
 }
 #endif /* QD_X86 */
+
+#if QD_X86 || defined(QD_SIMD_EMUL)
+/* Pixels [ow0, ow0 + np) as bytes into xb (stride KQ), bytes K..KQ-1 zero: one 16-byte copy per kernel row where
+ * the window lies inside the row (as qd_sk_gather_avx2), else tap by tap. */
+QD_AVX512_ATTR static void qd_sk_gather_u8(const qd_sk *s, const uint8_t *const *rows, ptrdiff_t ow0, ptrdiff_t np,
+                                           uint8_t *xb) {
+    const qd_geom *g = &s->g;
+    const ptrdiff_t C = g->c, KC = g->kw * C, K = s->K, KQ = (K + 3) & ~(ptrdiff_t)3;
+    const int fast = g->dw == 1 && KC <= 16;
+    for (ptrdiff_t p = 0; p < np; p++) {
+        const ptrdiff_t ow = ow0 + p, iw0 = ow * g->sw - g->left;
+        uint8_t *d = xb + p * KQ;
+        int ok = fast && iw0 >= 0 && iw0 + g->kw <= g->w;
+        for (ptrdiff_t i = 0; ok && i < g->kh; i++)
+            ok = rows[i] == s->pad_row || rows[i] + iw0 * C + 16 <= s->x_end;
+        if (ok) {
+            for (ptrdiff_t i = 0; i < g->kh; i++)
+                memcpy(d + i * KC, rows[i] == s->pad_row ? s->pad_row : rows[i] + iw0 * C, 16);
+        } else {
+            int16_t t[QD_SK_MAX_K];
+            qd_sk_gather_px(s, rows, ow, t);
+            for (ptrdiff_t k = 0; k < K; k++) d[k] = (uint8_t)t[k];
+        }
+        for (ptrdiff_t k = K; k < KQ; k++) d[k] = 0;
+    }
+}
+
+/* NPX (1 or 2) pixels x one block of NV (1..4) vectors of 16 channels: vpdpbusd over the quads, then the epilogue
+ * (nc channels of the block, natural order). */
+QD_AVX512_ATTR QD_INLINE void qd_sk_tile_avx512(const qd_sk *s, const uint8_t *xb, ptrdiff_t KQ, int NPX, int NV,
+                                                const int8_t *pq, const int32_t *off, const float *sc, ptrdiff_t nc,
+                                                char *out, ptrdiff_t out_step) {
+    __m512i a[2][4];
+    for (int j = 0; j < NV; j++) a[0][j] = a[1][j] = _mm512_loadu_si512((const void *)(off + 16 * j));
+    for (ptrdiff_t k = 0; k < KQ; k += 4, pq += 256) {
+        int32_t v0, v1 = 0;
+        memcpy(&v0, xb + k, 4);
+        if (NPX > 1) memcpy(&v1, xb + KQ + k, 4);
+        const __m512i x0 = _mm512_set1_epi32(v0), x1 = _mm512_set1_epi32(v1);
+        for (int j = 0; j < NV; j++) {
+            const __m512i wv = _mm512_loadu_si512((const void *)(pq + 64 * j));
+            a[0][j] = _mm512_dpbusd_epi32(a[0][j], x0, wv);
+            if (NPX > 1) a[1][j] = _mm512_dpbusd_epi32(a[1][j], x1, wv);
+        }
+    }
+    const __m512 lo = _mm512_set1_ps(s->lo_f), hi = _mm512_set1_ps(s->hi_f);
+    const __m512i z = _mm512_set1_epi32(s->out_zero);
+    for (int p = 0; p < NPX; p++)
+        for (int j = 0; j < NV && 16 * j < nc; j++) {
+            const ptrdiff_t n = nc - 16 * j < 16 ? nc - 16 * j : 16;
+            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(a[p][j]), _mm512_loadu_ps(sc + 16 * j));
+            f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
+            if (s->out_f32) {
+                _mm512_mask_storeu_ps((float *)(out + p * out_step) + 16 * j, (__mmask16)((1u << n) - 1), f);
+            } else {  /* |f| <= 510 after the clamp: rint + zero lies in [0, 255], so the truncating vpmovdb is exact */
+                const __m512i q = _mm512_add_epi32(
+                    _mm512_cvt_roundps_epi32(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
+                _mm512_mask_cvtepi32_storeu_epi8(out + p * out_step + 16 * j, (__mmask16)((1u << n) - 1), q);
+            }
+        }
+}
+
+/* One output row, as qd_sk_row_avx2 with byte gathers and 64-channel blocks. */
+QD_AVX512_ATTR static void qd_sk_row_avx512(const qd_sk *s, const uint8_t *x, ptrdiff_t oh, char *out) {
+    const uint8_t *rows[QD_SK_MAX_K];
+    for (ptrdiff_t i = 0; i < s->g.kh; i++) rows[i] = qd_sk_row(s, x, oh, i);
+    const ptrdiff_t N = s->N, KQ = (s->K + 3) & ~(ptrdiff_t)3, es = s->out_f32 ? 4 : 1, blocks = (N + 63) / 64;
+    uint8_t xb[QD_SK_PIX * QD_SK_MAX_K + 16];
+    for (ptrdiff_t ow0 = 0; ow0 < s->g.ow; ow0 += QD_SK_PIX) {
+        const ptrdiff_t np = s->g.ow - ow0 < QD_SK_PIX ? s->g.ow - ow0 : QD_SK_PIX;
+        qd_sk_gather_u8(s, rows, ow0, np, xb);
+        for (ptrdiff_t b = 0; b < blocks; b++) {
+            const ptrdiff_t nc = N - 64 * b < 64 ? N - 64 * b : 64;
+            const int8_t *pq = s->pq + b * KQ * 64;
+            const int32_t *off = s->offset + 64 * b;
+            const float *sc = s->scale + 64 * b;
+            char *o = out + ((ow0 * N) + 64 * b) * es;
+            ptrdiff_t p = 0;
+#define QD_SK_PIXELS(NV)                                                                                          \
+    for (; p + 2 <= np; p += 2) qd_sk_tile_avx512(s, xb + p * KQ, KQ, 2, NV, pq, off, sc, nc, o + p * N * es, N * es); \
+    if (p < np) qd_sk_tile_avx512(s, xb + p * KQ, KQ, 1, NV, pq, off, sc, nc, o + p * N * es, 0);
+            switch ((nc + 15) / 16) {
+                case 4: QD_SK_PIXELS(4) break;
+                case 3: QD_SK_PIXELS(3) break;
+                case 2: QD_SK_PIXELS(2) break;
+                default: QD_SK_PIXELS(1) break;
+            }
+#undef QD_SK_PIXELS
+        }
+    }
+}
+#endif
 
 #endif
