@@ -15,8 +15,8 @@ from ._cpu import FEATURES, cpu_features
 from .threads import get_num_threads
 
 # The compiled modules setup.py builds (its KERNELS dict); tests/test_build.py checks the two agree.
-KERNELS = ("_openmp_helpers", "embedding", "floatops", "histogram", "im2col", "kl", "peak", "qdirect", "qgemm",
-           "search")
+KERNELS = ("_openmp_helpers", "embedding", "fconv", "floatops", "histogram", "im2col", "kl", "peak", "qdirect",
+           "qgemm", "search")
 
 
 def build_info() -> dict:

@@ -118,11 +118,13 @@ def test_conv2d_bias_act_is_conv2d_then_the_activation(shape, k, stride, pad, di
     attrs = {"strides": list(stride), "paddings": pad, "dilations": list(dilation)}
     ops = [Op("conv2d", ["x", "w", "b"], ["c" if activation else "y"], attrs)]
     ops += [Op(activation, ["c"], ["y"], ACTS[activation])] if activation else []
-    y = Model(ops, {"w": w, "b": b}, [TensorSpec("x", shape)], ["y"]).run({"x": x})["y"]
+    out = Model(ops, {"w": w, "b": b}, [TensorSpec("x", shape)], ["y", "c" if activation else "y"]).run({"x": x})
     fused = Model([Op("conv2d_bias_act", ["x", "w", "b"], ["y"], dict(attrs, activation=activation, **ACTS[activation]))],
                   {"w": w, "b": b}, [TensorSpec("x", shape)], ["y"])
-    yf = fused.run({"x": x})["y"]
-    assert yf.shape == y.shape and yf.dtype == np.float32 and close(y, yf)
+    yf, y = fused.run({"x": x})["y"], out["y"]
+    # other sums (the fconv GEMM): rounding relative to the conv's outputs, before the activation clips them
+    assert yf.shape == y.shape and yf.dtype == np.float32
+    assert np.max(np.abs(yf - y.astype(np.float64))) <= 1e-5 * np.max(np.abs(out["c" if activation else "y"]))
 
 
 def test_conv2d_bias_act_refuses_other_activations_and_training():
@@ -153,7 +155,7 @@ def test_hard_swish_and_hard_sigmoid_go_into_the_conv():
     assert [(op.type, op.attrs["activation"], op.outputs) for op in f.ops] == [
         ("conv2d_bias_act", "hard_swish", ["h"]), ("conv2d_bias_act", "hard_sigmoid", ["y"])]
     x = f32(2, 3, 10, 10, lo=-4, hi=4)
-    assert np.array_equal(m.run({"x": x})["y"], f.run({"x": x})["y"])  # the same operations: the same bits
+    assert close(m.run({"x": x})["y"], f.run({"x": x})["y"], rtol=1e-6)  # the same activations, other conv sums
     # an intermediate of the pattern read elsewhere: the pattern stays as it is
     f = optimize_fp32(onnx_hard_swish_model(extra_outputs=("r",)))
     assert [op.type for op in f.ops][:3] == ["conv2d_bias_act", "elementwise_add", "relu6"]

@@ -16,7 +16,8 @@ absorbs the chain of ops after it while its output has one reader and is not a g
 
 Constants are folded in float64 and stored in the weight's dtype, and large convs sum in other BLAS calls, so
 outputs differ from the unfused graph in the last float32 bits (a relative 1e-6 to 3e-5 on the PP-OCR and
-ImageNet models, docs/performance.md). Calibration, sensitivity and training keep running on the unfused graph
+ImageNet models, docs/performance.md). The fused convs' weights are read-only copies, so float32 convs with one
+group pack them once for their GEMM (:func:`refquant.ops.conv.conv2d_bias_act`). Calibration, sensitivity and training keep running on the unfused graph
 (their thresholds and gradients do not change); this is for FP32 deployment and the benchmarks' "refquant FP32
 fused" column. The input model is not modified.
 """
@@ -118,6 +119,7 @@ def optimize_fp32(model: Model) -> Model:
             params[b_new] = shift.astype(w.dtype)
             trainable.update((w_name, b_new) if op.inputs[1] in trainable else ())
             inputs = [op.inputs[0], w_name, b_new]
+        params[inputs[1]] = _read_only(params[inputs[1]])
         ops.append(Op("conv2d_bias_act", inputs, [t], attrs, op.name))
     used = {n for op in ops for n in op.inputs if n} | {n for op in ops for n in op.outputs if n}
     params = {k: v for k, v in params.items() if k in used}
@@ -164,6 +166,15 @@ def _activation(model: Model, t: str, readers: dict, outputs: set, dtype) -> "tu
     return [add, k, mul, d], {"activation": "hard_swish", "offset": scalar(a_op.inputs[1]),
                               "threshold": float(model.ops[k].attrs.get("threshold", 6.0)),
                               "scale": scalar(model.ops[d].inputs[1])}
+
+
+def _read_only(w: np.ndarray) -> np.ndarray:
+    """A read-only copy of ``w`` owning its data: conv2d_bias_act packs such weights once and caches them."""
+    if not w.flags.writeable and w.base is None:
+        return w
+    w = np.array(w, order="C")
+    w.flags.writeable = False
+    return w
 
 
 def _fresh(taken: dict, name: str) -> str:

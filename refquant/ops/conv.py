@@ -13,10 +13,14 @@ its order of float32 operations; 4-6x the im2col route at stride 1).
 """
 from __future__ import annotations
 
+import functools
+import weakref
+
 import numpy as np
 
 from .. import _dispatch
 from ..errors import ShapeError
+from ..reference import fconv as _fconv_spec
 from ..reference.im2col import MAX_EXTENT, check_geometry, check_size
 from .registry import attr_int, attr_ints, attr_spec, register
 
@@ -184,14 +188,26 @@ def conv2d(ctx, attrs, x, w, b=None):
     return y
 
 
-def _conv_forward(attrs, x, w, b, row_cols_bytes=None):
+def _checked_params(attrs, x, w):
+    """_params(attrs) and (OH, OW), after checking x and w against them."""
     stride, pad, dilation, groups = _params(attrs)
     if x.ndim != 4 or w.ndim != 4:
         raise ShapeError(f"conv2d: input {x.shape} and filter {w.shape} must both be 4-D (NCHW, OIHW)")
     if groups < 1 or x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
         raise ShapeError(f"conv2d: input {x.shape}, filter {w.shape} and groups {groups} do not match")
-    oh, ow = _out_hw(x.shape, w.shape, stride, pad, dilation)
-    check_size("conv2d", x.shape[0], w.shape[0], oh, ow)
+    return (stride, pad, dilation, groups) + _out_size(x.shape, w.shape, stride, pad, dilation)
+
+
+@functools.lru_cache(maxsize=4096)
+def _out_size(x_shape, w_shape, stride, pad, dilation):
+    """(OH, OW) after the geometry and size checks (remembered per shape: they run on every call otherwise)."""
+    oh, ow = _out_hw(x_shape, w_shape, stride, pad, dilation)
+    check_size("conv2d", x_shape[0], w_shape[0], oh, ow)
+    return oh, ow
+
+
+def _conv_forward(attrs, x, w, b, row_cols_bytes=None):
+    stride, pad, dilation, groups, oh, ow = _checked_params(attrs, x, w)
     if _is_depthwise(x, w, groups) and x.dtype == w.dtype == np.float32 and (b is None or b.dtype == np.float32):
         # on the calling thread, as the other float32 kernels between BLAS calls (docs/performance.md, "Threads")
         y = _dispatch.kernel("floatops").depthwise_conv2d(
@@ -221,12 +237,25 @@ def _check_conv_act(attrs, inputs):
 def conv2d_bias_act(ctx, attrs, x, w, b=None):
     """act(conv2d(x, w, b)) for inference (no backward). ``activation``: "" (none), "relu", "relu6" (clip to
     [0, ``threshold``], default 6), "hard_sigmoid" (clip(y * ``slope`` + ``offset``, 0, 1), defaults 0.2, 0.5) or
-    "hard_swish" (y * clip(y + ``offset``, 0, ``threshold``) / ``scale``, defaults 3, 6, 6), each with the float
-    operations of its own op, in place on the conv's output. Convs whose columns exceed 4 MB per sample build
-    them for blocks of output rows (about 2 MB each, in cache): the sums then come from other BLAS calls than
-    conv2d's, so the float32 bits may differ from conv2d + activation in the last place."""
-    y = _conv_forward(attrs, x, w, b, _ROW_COLS_BYTES)
+    "hard_swish" (y * clip(y + ``offset``, 0, ``threshold``) / ``scale``, defaults 3, 6, 6).
+
+    Float32 convs with one group run ``fconv.conv2d`` (:mod:`refquant.reference.fconv`): one GEMM per sample on
+    weights packed once (cached for a read-only weight array, as :func:`refquant.deploy.optimize_fp32` stores
+    them; packed on each call otherwise), im2col inside the packing, bias and activation in the epilogue; float32
+    depthwise convs run ``fconv.depthwise_conv2d``, fused multiply-adds with the bias and activation in the same
+    pass. Their sums differ from conv2d's in rounding (the bound is in that module). Other convs take conv2d's
+    route (convs whose columns exceed 4 MB per sample build them for blocks of output rows of about 2 MB, in
+    cache), then apply the activation in place with the float operations of its own op."""
+    stride, pad, dilation, groups, oh, ow = _checked_params(attrs, x, w)
     act = attrs.get("activation", "")
+    if x.dtype == w.dtype == np.float32 and (b is None or b.dtype == np.float32) and (
+            groups == 1 or _is_depthwise(x, w, groups)):
+        fc, x, epi = _dispatch.kernel("fconv"), np.ascontiguousarray(x), _fconv_spec.epilogue(act, attrs)
+        b = None if b is None else np.ascontiguousarray(b)
+        if groups == 1:
+            return fc.conv2d(x, _packed(w), w.shape[0], w.shape[2:], b, stride, pad, dilation, epi)
+        return fc.depthwise_conv2d(x, np.ascontiguousarray(w), b, stride, pad, dilation, epi)
+    y = _conv_forward(attrs, x, w, b, _ROW_COLS_BYTES)
     if act == "relu":
         np.maximum(y, 0, out=y)
     elif act == "relu6":
@@ -242,3 +271,17 @@ def conv2d_bias_act(ctx, attrs, x, w, b=None):
         t /= float(attrs.get("scale", 6.0))
         y = t
     return y
+
+
+_PACKED: dict = {}  # id(w) -> (weakref to w, pack_weights(w)) for read-only float32 weights
+
+
+def _packed(w):
+    """pack_weights(w), computed once per read-only weight array owning its data (the entry leaves with it)."""
+    if w.flags.writeable or w.base is not None or not w.flags.c_contiguous:  # a view's base may change
+        return _fconv_spec.pack_weights(np.ascontiguousarray(w))
+    hit = _PACKED.get(id(w))
+    if hit is None or hit[0]() is not w:
+        key = id(w)
+        hit = _PACKED[key] = (weakref.ref(w, lambda _, k=key: _PACKED.pop(k, None)), _fconv_spec.pack_weights(w))
+    return hit[1]

@@ -1,0 +1,152 @@
+"""Float32 convolution (groups 1, NCHW, inference) as a GEMM on weights packed once, with im2col done inside the
+B packing and the bias and activation in the epilogue. Twin and specification: refquant/reference/fconv.py; the
+C loops: kernels/include/fconv/fconv.h.
+
+Work is split into tasks of (sample, block of FC_NC output pixels), and, when those are fewer than twice the
+threads, of blocks of output channels too; each thread packs into its own scratch. Every output element is summed
+by one tile in the same order, so the bits do not depend on the thread count.
+
+Paths: ``available_paths()`` ("avx2": AVX2 + FMA, "portable"), ``current_path()`` (refquant/_paths.py,
+``REFQUANT_PATH_FCONV``), ``path=`` forces one (for tests).
+"""
+from cython.parallel cimport prange
+from libc.stdint cimport uintptr_t
+
+from _arrays cimport in_f32, out_f32
+from _openmp cimport omp_get_thread_num, threads_for
+
+import numpy as np
+
+from refquant._paths import IsaPaths
+from refquant.reference import fconv as _spec
+from refquant.reference.fconv import pack_weights  # noqa: F401  (numpy: the layout is the twin's)
+
+
+cdef extern from "fconv/fconv.h" nogil:
+    ctypedef struct fc_geom:
+        Py_ssize_t C, H, W, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow
+    ctypedef struct fc_epi:
+        int act
+        float a, b, c
+    ctypedef void (*fc_tile_fn)(Py_ssize_t kc, const float *a, const float *b, float *t, float *y, Py_ssize_t ldc,
+                                int add, int last, const float *bias, const fc_epi *e) noexcept nogil
+    ctypedef struct fc_dwgeom:
+        Py_ssize_t H, W, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, hp, wp
+    void fc_dw_init(fc_dwgeom *g) noexcept nogil
+    ctypedef void (*fc_dw_fn)(const float *x, const fc_dwgeom *g, const float *w, float bias, const fc_epi *e,
+                              float *y, float *xp) noexcept nogil
+    ctypedef void (*fc_dw8_fn)(const float *x, const fc_dwgeom *g, const float *w, const float *bias,
+                               const fc_epi *e, float *y, float *xp) noexcept nogil
+    Py_ssize_t fc_dw8_scratch(const fc_dwgeom *g) noexcept nogil
+    ctypedef struct fc_path:
+        const char *name
+        fc_tile_fn tile
+        fc_dw_fn dw
+        fc_dw8_fn dw8
+    const fc_path FC_PATHS[]
+    const int FC_NPATHS
+    const int FC_MR, FC_KC, FC_NC
+    int fc_path_supported(int i)
+    void fc_conv_block(fc_tile_fn tile, const float *ap, Py_ssize_t M, Py_ssize_t K, const float *x,
+                       const fc_geom *g, const float *bias, const fc_epi *e, float *y, Py_ssize_t m0, Py_ssize_t m1,
+                       Py_ssize_t n0, Py_ssize_t n1, float *bp) noexcept nogil
+
+
+# Multiply-adds per thread below which a call stays on the calling thread.
+cdef Py_ssize_t MIN_MACS_PER_THREAD = 1 << 20
+# Depthwise planes of at most this many output pixels run eight channels per vector (their scratch stays in L1 / L2).
+cdef Py_ssize_t DW8_MAX_PIXELS = 56 * 56
+
+_PATHS = IsaPaths("fconv", [FC_PATHS[i].name.decode() for i in range(FC_NPATHS)],
+                  lambda i: fc_path_supported(i), known=("avx2", "portable"))
+
+available_paths = _PATHS.available
+current_path = _PATHS.current
+
+
+def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
+           epi=(0, 0.0, 0.0, 1.0), *, max_threads=None, path=None):
+    """act(conv2d(x, w) + bias) from ``packed = pack_weights(w)``: float32 (N, oc, OH, OW) out (the twin's
+    formula, its rounding bound; the same bits for any thread count). ``max_threads`` caps the thread count."""
+    cdef fc_tile_fn tile = FC_PATHS[_PATHS.index(path)].tile
+    (sh, sw), pad, (dh, dw), (kh, kw), (oh, ow), (code, a, b, c) = _spec.check_conv2d(
+        x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads)
+    cdef Py_ssize_t n = x.shape[0], M = oc, K = packed.shape[1], N = oh * ow
+    y = np.empty((n, oc, oh, ow), dtype=np.float32)
+    if y.size == 0:
+        return y
+    cdef fc_geom g
+    g.C, g.H, g.W, g.kh, g.kw = x.shape[1], x.shape[2], x.shape[3], kh, kw
+    g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.oh, g.ow = sh, sw, dh, dw, pad[0], pad[1], oh, ow
+    cdef fc_epi e
+    e.act, e.a, e.b, e.c = code, a, b, c
+    cdef int threads = threads_for(n * M * K * N, MIN_MACS_PER_THREAD)
+    if max_threads is not None:
+        threads = min(threads, max_threads)
+    cdef Py_ssize_t nb = (N + FC_NC - 1) // FC_NC, mb = 1
+    if n * nb < 2 * threads:  # few pixel blocks: split the channels too, in whole FC_MR panels
+        mb = min((M + FC_MR - 1) // FC_MR, 2 * threads)
+    cdef Py_ssize_t mstep = ((M + FC_MR - 1) // FC_MR + mb - 1) // mb * FC_MR, tasks = n * nb * mb, t, s, j, i
+    scratch = np.empty(threads * FC_KC * FC_NC + 8, dtype=np.float32)
+    cdef float *sp = out_f32(scratch)
+    cdef float *bp0 = <float *>((<uintptr_t>sp + 31) & ~(<uintptr_t>31))
+    cdef const float *xp = in_f32(x)
+    cdef const float *ap = in_f32(packed)
+    cdef const float *bias_p = in_f32(bias)
+    cdef float *yp = out_f32(y)
+    with nogil:
+        for t in prange(tasks, schedule="dynamic", num_threads=threads):
+            s = t // (nb * mb)
+            j = t // mb % nb
+            i = t % mb
+            if i * mstep < M:
+                fc_conv_block(tile, ap, M, K, xp + s * g.C * g.H * g.W, &g, bias_p, &e, yp + s * M * N, i * mstep,
+                              min(M, (i + 1) * mstep), j * FC_NC, min(N, (j + 1) * FC_NC),
+                              bp0 + omp_get_thread_num() * FC_KC * FC_NC)
+    return y
+
+
+def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), epi=(0, 0.0, 0.0, 1.0),
+                     *, max_threads=None, path=None):
+    """act(depthwise conv2d(x, w) + bias), float32 NCHW, ``w`` (C*M, 1, KH, KW): the twin's formula and bound;
+    output planes split between threads (the same bits for any thread count)."""
+    cdef const fc_path *fp = &FC_PATHS[_PATHS.index(path)]
+    (sh, sw), pad, (dh, dwi), (oh, ow), (code, a, b, c) = _spec.check_depthwise(
+        x, w, bias, stride, padding, dilation, epi, max_threads)
+    cdef Py_ssize_t n = x.shape[0], C = x.shape[1], oc = w.shape[0], m = oc // C, taps = w.shape[2] * w.shape[3]
+    y = np.empty((n, oc, oh, ow), dtype=np.float32)
+    if y.size == 0:
+        return y
+    cdef fc_dwgeom g
+    g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw = x.shape[2], x.shape[3], w.shape[2], w.shape[3], sh, sw, dh, dwi
+    g.pt, g.pl, g.oh, g.ow = pad[0], pad[1], oh, ow
+    fc_dw_init(&g)
+    cdef fc_epi e
+    e.act, e.a, e.b, e.c = code, a, b, c
+    cdef Py_ssize_t hw = g.H * g.W, ohw = oh * ow, t, o, s, pad_size = g.hp * g.wp
+    # small planes, multiplier 1: eight channels per vector (fc_dw8_*); the channels past a multiple of 8 per plane
+    cdef Py_ssize_t groups = C // 8 if fp.dw8 != NULL and m == 1 and taps <= 64 and ohw <= DW8_MAX_PIXELS else 0
+    cdef Py_ssize_t rest = oc - 8 * groups, tasks = n * (groups + rest)
+    if groups:
+        pad_size = max(pad_size, fc_dw8_scratch(&g))
+    cdef int threads = threads_for(n * oc * ohw * taps, MIN_MACS_PER_THREAD)
+    if max_threads is not None:
+        threads = min(threads, max_threads)
+    scratch = np.empty(threads * pad_size + 8, dtype=np.float32)
+    cdef float *xp0 = out_f32(scratch)
+    cdef const float *xp = in_f32(x)
+    cdef const float *wp = in_f32(w)
+    cdef const float *bias_p = in_f32(bias)
+    cdef float *yp = out_f32(y)
+    with nogil:
+        for t in prange(tasks, schedule="static", num_threads=threads):
+            s = t // (groups + rest)
+            o = t % (groups + rest)
+            if o < groups:
+                fp.dw8(xp + (s * C + 8 * o) * hw, &g, wp + 8 * o * taps, bias_p + 8 * o if bias_p != NULL else NULL,
+                       &e, yp + (s * oc + 8 * o) * ohw, xp0 + omp_get_thread_num() * pad_size)
+            else:
+                o = o - groups + 8 * groups
+                fp.dw(xp + (s * C + o // m) * hw, &g, wp + o * taps, bias_p[o] if bias_p != NULL else 0.0, &e,
+                      yp + (s * oc + o) * ohw, xp0 + omp_get_thread_num() * pad_size)
+    return y

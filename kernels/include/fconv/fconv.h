@@ -1,0 +1,420 @@
+/* fconv/fconv.h: the C side of kernels/fconv.pyx, a float32 convolution (groups 1, NCHW) as one GEMM per sample
+ * on weights packed once, y[o, p] = act(sum_k A[o, k] * B[k, p] + bias[o]). Twin and specification:
+ * refquant/reference/fconv.py.
+ *
+ * A is the weight matrix (M = OC rows, K = C * KH * KW) packed in panels of FC_MR rows (fc_pack_weights in the
+ * twin: panel i holds A[6i + r, k] at [i][k][r], zero rows past M). B is never built: fc_pack_b reads its K x FC_NC
+ * blocks straight from the input (im2col on the fly; a plain copy for 1x1 stride-1 convs) into FC_NR-column
+ * panels. The loops are BLIS's: N blocks of FC_NC pixels, K blocks of FC_KC, M blocks of FC_MC rows, then FC_MR x
+ * FC_NR register tiles; each tile sums its K block in registers from +0 in k order (fused multiply-add on the
+ * avx2 path), adds it to the tile's previous K blocks, then, after the last block, adds the bias and applies the
+ * activation (fc_act). Every output element gets the same operations whatever the M / N split, so the bits do
+ * not depend on the thread count; paths differ from each other and from the twin by rounding (its docstring
+ * states the bound). fconv.h is compiled without -ffp-contract=off: the avx2 path is meant to fuse.
+ */
+#ifndef FCONV_FCONV_H
+#define FCONV_FCONV_H
+
+#include <stddef.h>
+#include <string.h>
+
+#include "cpu_features.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FC_X86 1
+#include <immintrin.h>
+#define FC_AVX2_ATTR __attribute__((target("avx2,fma")))
+#else
+#define FC_X86 0
+#endif
+
+#define FC_MR 6
+#define FC_NR 16
+#define FC_KC 256
+#define FC_MC 96
+#define FC_NC 768
+#define FC_UNUSED __attribute__((unused))
+
+typedef struct {
+    ptrdiff_t C, H, W, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow;
+} fc_geom;
+
+/* act: 0 none, 1 relu, 2 relu6 (clip to [0, a]), 3 hard_sigmoid (clip(v * a + b, 0, 1)), 4 hard_swish
+ * (v * clip(v + a, 0, b) / c); NaN stays NaN, as NumPy's maximum / clip. */
+typedef struct {
+    int act;
+    float a, b, c;
+} fc_epi;
+
+static inline float fc_clip(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+static inline float fc_act(float v, const fc_epi *e) {
+    switch (e->act) {
+    case 1: return v < 0.0f ? 0.0f : v;
+    case 2: return fc_clip(v, 0.0f, e->a);
+    case 3: return fc_clip(v * e->a + e->b, 0.0f, 1.0f);
+    case 4: return fc_clip(v + e->a, 0.0f, e->b) * v / e->c;
+    default: return v;
+    }
+}
+
+/* Row k of B (input channel k / (KH KW), tap (i, j)) for columns [p0, p0 + np) into row, output row by output row
+ * (contiguous copies at stride 1, zeros where the window reads padding). */
+static void fc_im2col_row(const float *x, const fc_geom *g, ptrdiff_t kk, ptrdiff_t p0, ptrdiff_t np, float *row) {
+    const ptrdiff_t khw = g->kh * g->kw, r = kk % khw, i = r / g->kw, j = r % g->kw;
+    const float *xc = x + kk / khw * g->H * g->W;
+    const ptrdiff_t di = i * g->dh - g->pt, dj = j * g->dw - g->pl, sw = g->sw, W = g->W;
+    /* the output columns whose input column ow * sw + dj lies in [0, W): [lo, hi) */
+    const ptrdiff_t lo = dj >= 0 ? 0 : (-dj + sw - 1) / sw, hi0 = W - dj <= 0 ? 0 : (W - dj + sw - 1) / sw;
+    const ptrdiff_t hi = hi0 < g->ow ? hi0 : g->ow;
+    ptrdiff_t oh = p0 / g->ow, ow = p0 % g->ow, t = 0;
+    while (t < np) {  /* output row oh, columns [ow, ow + run) */
+        const ptrdiff_t run = g->ow - ow < np - t ? g->ow - ow : np - t, ih = oh * g->sh + di;
+        float *d = row + t - ow;  /* d[c] is output column c of this row */
+        if ((size_t)ih >= (size_t)g->H) {
+            memset(d + ow, 0, (size_t)run * sizeof(float));
+        } else {
+            const float *s = xc + ih * W + dj;
+            const ptrdiff_t e = ow + run, a = lo > ow ? lo : ow, b = hi < e ? hi : e;
+            for (ptrdiff_t c = ow; c < e && c < a; c++) d[c] = 0.0f;
+            if (sw == 1 && b > a)
+                memcpy(d + a, s + a, (size_t)(b - a) * sizeof(float));
+            else
+                for (ptrdiff_t c = a; c < b; c++) d[c] = s[c * sw];
+            for (ptrdiff_t c = b > ow ? b : ow; c < e; c++) d[c] = 0.0f;
+        }
+        t += run, oh++, ow = 0;
+    }
+}
+
+/* Columns [p0, p0 + np) and rows [k0, k0 + kc) of B, the im2col matrix of one sample x (C, H, W), into FC_NR-column
+ * panels: bp[t / FC_NR][k][t % FC_NR], zeros past np (np <= FC_NC). Eight rows at a time: gathered into row buffers
+ * (or read in place for a 1x1 stride-1 conv), then written panel by panel (512 contiguous bytes each, not 64 bytes
+ * a panel apart, which would all fall in one cache set). */
+static void fc_pack_b(const float *x, const fc_geom *g, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t p0, ptrdiff_t np,
+                      float *bp) {
+    const ptrdiff_t span = (np + FC_NR - 1) / FC_NR * FC_NR;
+    const int plain = g->kh * g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0 &&
+                      g->oh == g->H && g->ow == g->W;
+    float rows[8][FC_NC + FC_NR];
+    const float *src[8];
+    for (ptrdiff_t kb = 0; kb < kc; kb += 8) {
+        const ptrdiff_t nb = kc - kb < 8 ? kc - kb : 8;
+        for (ptrdiff_t r = 0; r < nb; r++) {
+            const ptrdiff_t kk = k0 + kb + r;
+            src[r] = rows[r];
+            if (plain && np == span)
+                src[r] = x + kk * g->H * g->W + p0;
+            else if (plain)
+                memcpy(rows[r], x + kk * g->H * g->W + p0, (size_t)np * sizeof(float));
+            else
+                fc_im2col_row(x, g, kk, p0, np, rows[r]);
+            if (src[r] == rows[r]) memset(rows[r] + np, 0, (size_t)(span - np) * sizeof(float));
+        }
+        for (ptrdiff_t t = 0; t < span; t += FC_NR)
+            for (ptrdiff_t r = 0; r < nb; r++)
+                memcpy(bp + t * kc + (kb + r) * FC_NR, src[r] + t, FC_NR * sizeof(float));
+    }
+}
+
+/* The first mr x nr values of tile t (FC_MR x FC_NR) into y (row stride ldc): y = t, or y = y + t with add; then
+ * with last, y = fc_act(y + bias[r]) (no bias when NULL). */
+static void fc_tile_done(const float *t, ptrdiff_t mr, ptrdiff_t nr, float *y, ptrdiff_t ldc, int add, int last,
+                         const float *bias, const fc_epi *e) {
+    for (ptrdiff_t r = 0; r < mr; r++) {
+        float *yr = y + r * ldc;
+        const float *tr = t + r * FC_NR;
+        for (ptrdiff_t q = 0; q < nr; q++) {
+            float v = add ? yr[q] + tr[q] : tr[q];
+            if (last) v = fc_act(bias ? v + bias[r] : v, e);
+            yr[q] = v;
+        }
+    }
+}
+
+/* The portable FC_MR x FC_NR tile: t[r][q] = sum over k < kc of a[k][r] * b[k][q], from +0 in k order. */
+static void fc_tile_portable(ptrdiff_t kc, const float *a, const float *b, float *t, float *y, ptrdiff_t ldc,
+                             int add, int last, const float *bias, const fc_epi *e) {
+    float acc[FC_MR][FC_NR] = {{0.0f}};
+    for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += FC_NR)
+        for (int r = 0; r < FC_MR; r++)
+            for (int q = 0; q < FC_NR; q++) acc[r][q] += a[r] * b[q];
+    memcpy(t, acc, sizeof acc);
+    if (y) fc_tile_done(t, FC_MR, FC_NR, y, ldc, add, last, bias, e);
+}
+
+#if FC_X86
+/* The avx2 tile: 12 ymm accumulators (named: GCC spills an array of them), two loads of b and six broadcasts of a
+ * per k, fused multiply-adds; then, on a full tile, fc_tile_done's steps on y directly (the same operations as
+ * fc_act and the scalar merge: min / max keep NaN where the selects do). */
+#define FC_ROW(r)                                                                                              \
+    ar = _mm256_broadcast_ss(a + r);                                                                          \
+    c##r##0 = _mm256_fmadd_ps(ar, b0, c##r##0);                                                               \
+    c##r##1 = _mm256_fmadd_ps(ar, b1, c##r##1);
+#define FC_OUT(r, h)                                                                                           \
+    if (!y) {                                                                                                 \
+        _mm256_store_ps(t + r * FC_NR + 8 * h, c##r##h);                                                      \
+    } else {                                                                                                  \
+        float *yp = y + r * ldc + 8 * h;                                                                      \
+        __m256 v = add ? _mm256_add_ps(_mm256_loadu_ps(yp), c##r##h) : c##r##h;                               \
+        if (last) v = fc_act8(bias ? _mm256_add_ps(v, _mm256_set1_ps(bias[r])) : v, e);                      \
+        _mm256_storeu_ps(yp, v);                                                                              \
+    }
+FC_AVX2_ATTR static inline __m256 fc_act8(__m256 v, const fc_epi *e) {
+    const __m256 zero = _mm256_setzero_ps();
+    switch (e->act) {
+    case 1: return _mm256_max_ps(zero, v);
+    case 2: return _mm256_min_ps(_mm256_set1_ps(e->a), _mm256_max_ps(zero, v));
+    case 3: v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(e->a)), _mm256_set1_ps(e->b));
+            return _mm256_min_ps(_mm256_set1_ps(1.0f), _mm256_max_ps(zero, v));
+    case 4: return _mm256_div_ps(_mm256_mul_ps(_mm256_min_ps(_mm256_set1_ps(e->b),
+                                               _mm256_max_ps(zero, _mm256_add_ps(v, _mm256_set1_ps(e->a)))), v),
+                                 _mm256_set1_ps(e->c));
+    default: return v;
+    }
+}
+FC_AVX2_ATTR static void fc_tile_avx2(ptrdiff_t kc, const float *a, const float *b, float *t, float *y,
+                                      ptrdiff_t ldc, int add, int last, const float *bias, const fc_epi *e) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+           c40 = c00, c41 = c00, c50 = c00, c51 = c00, ar;
+    for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += FC_NR) {
+        const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        FC_ROW(0) FC_ROW(1) FC_ROW(2) FC_ROW(3) FC_ROW(4) FC_ROW(5)
+    }
+    FC_OUT(0, 0) FC_OUT(0, 1) FC_OUT(1, 0) FC_OUT(1, 1) FC_OUT(2, 0) FC_OUT(2, 1)
+    FC_OUT(3, 0) FC_OUT(3, 1) FC_OUT(4, 0) FC_OUT(4, 1) FC_OUT(5, 0) FC_OUT(5, 1)
+}
+#endif
+
+/* A tile: the FC_MR x FC_NR sums of a K block into t; or, given y (a full tile), fc_tile_done's steps on y. */
+typedef void (*fc_tile_fn)(ptrdiff_t kc, const float *a, const float *b, float *t, float *y, ptrdiff_t ldc, int add,
+                           int last, const float *bias, const fc_epi *e);
+
+/* Rows [m0, m1) (m0 a multiple of FC_MR) and columns [n0, n1) of one sample's output y (M x N, N = OH * OW):
+ * y = act(A B + bias) (bias may be NULL). bp: FC_KC * FC_NC floats of scratch, 32-byte aligned. */
+static void fc_conv_block(fc_tile_fn tile, const float *ap, ptrdiff_t M, ptrdiff_t K, const float *x,
+                          const fc_geom *g, const float *bias, const fc_epi *e, float *y, ptrdiff_t m0, ptrdiff_t m1,
+                          ptrdiff_t n0, ptrdiff_t n1, float *bp) {
+    const ptrdiff_t N = g->oh * g->ow;
+    float t[FC_MR * FC_NR] __attribute__((aligned(32)));
+    for (ptrdiff_t jc = n0; jc < n1; jc += FC_NC) {
+        const ptrdiff_t nc = n1 - jc < FC_NC ? n1 - jc : FC_NC;
+        for (ptrdiff_t pc = 0; pc < K; pc += FC_KC) {
+            const ptrdiff_t kc = K - pc < FC_KC ? K - pc : FC_KC;
+            const int first = pc == 0, last = pc + kc == K;
+            fc_pack_b(x, g, pc, kc, jc, nc, bp);
+            for (ptrdiff_t ic = m0; ic < m1; ic += FC_MC) {
+                const ptrdiff_t ie = m1 - ic < FC_MC ? m1 : ic + FC_MC;
+                for (ptrdiff_t jr = 0; jr < nc; jr += FC_NR) {
+                    const ptrdiff_t nr = nc - jr < FC_NR ? nc - jr : FC_NR;
+                    for (ptrdiff_t ir = ic; ir < ie; ir += FC_MR) {
+                        const ptrdiff_t mr = ie - ir < FC_MR ? ie - ir : FC_MR;
+                        const float *bb = bias ? bias + ir : NULL;
+                        float *yt = y + ir * N + jc + jr;
+                        if (mr == FC_MR && nr == FC_NR) {
+                            tile(kc, ap + ir * K + pc * FC_MR, bp + jr * kc, t, yt, N, !first, last, bb, e);
+                        } else {
+                            tile(kc, ap + ir * K + pc * FC_MR, bp + jr * kc, t, NULL, 0, 0, 0, NULL, e);
+                            fc_tile_done(t, mr, nr, yt, N, !first, last, bb, e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (void)M;
+}
+
+/* ---- depthwise: one output plane from one input plane (the channel multiplier is the caller's), bias and
+ * activation fused. The plane is first copied into a zero-padded scratch xp (fc_dw_pad; rows ih + pt, columns
+ * iw + pl, wide enough for whole vectors of 8 outputs), then y[p, q] = act(sum over taps (i, j) in row-major order of
+ * w[i, j] * xp[p sh + i dh, q sw + j dw] + bias), the sum from +0 (fused multiply-adds on avx2). */
+typedef struct {
+    ptrdiff_t H, W, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, hp, wp;
+    ptrdiff_t off[64];  /* tap t = (i, j), t < 64, reads xp at i dh rows and j dw columns on: off[t] floats */
+} fc_dwgeom;
+
+/* Sets the padded plane's size (hp rows, wp columns: whole vectors of 8 outputs at stride sw, 8 floats of slack) and
+ * the tap offsets. */
+static void fc_dw_init(fc_dwgeom *g) {
+    g->hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    g->wp = (g->ow + 7) / 8 * 8 * g->sw + (g->kw - 1) * g->dw + 8;
+    for (ptrdiff_t t = 0; t < g->kh * g->kw && t < 64; t++) g->off[t] = (t / g->kw) * g->dh * g->wp + (t % g->kw) * g->dw;
+}
+
+static void fc_dw_pad(const float *x, const fc_dwgeom *g, float *xp) {
+    const ptrdiff_t cols = g->W < g->wp - g->pl ? g->W : g->wp - g->pl;  /* the input columns xp holds */
+    const ptrdiff_t l = g->pl < g->wp ? g->pl : g->wp, r = cols > 0 ? g->wp - l - cols : g->wp - l;
+    for (ptrdiff_t row = 0; row < g->hp; row++) {
+        float *d = xp + row * g->wp;
+        const ptrdiff_t ih = row - g->pt;
+        if (ih < 0 || ih >= g->H || cols <= 0) {
+            memset(d, 0, (size_t)g->wp * sizeof(float));
+            continue;
+        }
+        for (ptrdiff_t c = 0; c < l; c++) d[c] = 0.0f;
+        memcpy(d + l, x + ih * g->W, (size_t)cols * sizeof(float));
+        for (ptrdiff_t c = 0; c < r; c++) d[l + cols + c] = 0.0f;
+    }
+}
+
+static void fc_dw_portable(const float *x, const fc_dwgeom *g, const float *w, float bias, const fc_epi *e, float *y,
+                           float *xp) {
+    fc_dw_pad(x, g, xp);
+    for (ptrdiff_t p = 0; p < g->oh; p++)
+        for (ptrdiff_t q = 0; q < g->ow; q++) {
+            float acc = 0.0f;
+            for (ptrdiff_t i = 0; i < g->kh; i++)
+                for (ptrdiff_t j = 0; j < g->kw; j++)
+                    acc += w[i * g->kw + j] * xp[(p * g->sh + i * g->dh) * g->wp + q * g->sw + j * g->dw];
+            y[p * g->ow + q] = fc_act(acc + bias, e);
+        }
+}
+
+FC_UNUSED static ptrdiff_t fc_dw8_scratch(const fc_dwgeom *g) {
+    return ((g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1) * ((g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1) * 8 +
+           (g->oh * g->ow + 8) * 8;
+}
+
+#if FC_X86
+/* 8 floats at stride sw (1 or 2) from s. */
+FC_AVX2_ATTR static inline __m256 fc_load_s(const float *s, ptrdiff_t sw) {
+    if (sw == 1) return _mm256_loadu_ps(s);
+    const __m256 lo = _mm256_loadu_ps(s), hi = _mm256_loadu_ps(s + 8);
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
+}
+
+FC_AVX2_ATTR static void fc_dw_avx2(const float *x, const fc_dwgeom *g, const float *w, float bias, const fc_epi *e,
+                                    float *y, float *xp) {
+    const ptrdiff_t taps = g->kh * g->kw, sw = g->sw, *off = g->off;
+    if (sw > 2 || taps > 64) {
+        fc_dw_portable(x, g, w, bias, e, y, xp);
+        return;
+    }
+    fc_dw_pad(x, g, xp);
+    const __m256 b = _mm256_set1_ps(bias);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (ptrdiff_t p = 0; p < g->oh; p++) {
+        const float *r0 = xp + p * g->sh * g->wp;
+        float *yr = y + p * g->ow;
+        ptrdiff_t q = 0;
+        for (; q + 16 <= g->ow; q += 16) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+            for (ptrdiff_t t = 0; t < taps; t++) {
+                const __m256 wt = _mm256_broadcast_ss(w + t);
+                a0 = _mm256_fmadd_ps(wt, fc_load_s(r0 + off[t] + q * sw, sw), a0);
+                a1 = _mm256_fmadd_ps(wt, fc_load_s(r0 + off[t] + (q + 8) * sw, sw), a1);
+            }
+            _mm256_storeu_ps(yr + q, fc_act8(_mm256_add_ps(a0, b), e));
+            _mm256_storeu_ps(yr + q + 8, fc_act8(_mm256_add_ps(a1, b), e));
+        }
+        for (; q < g->ow; q += 8) {
+            __m256 a0 = _mm256_setzero_ps();
+            for (ptrdiff_t t = 0; t < taps; t++)
+                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + t), fc_load_s(r0 + off[t] + q * sw, sw), a0);
+            a0 = fc_act8(_mm256_add_ps(a0, b), e);
+            if (q + 8 <= g->ow)
+                _mm256_storeu_ps(yr + q, a0);
+            else
+                _mm256_maskstore_ps(yr + q, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(g->ow - q)), lane), a0);
+        }
+    }
+}
+
+/* The 8 x 8 transpose of r[0..7] in place (r[i][j] -> r[j][i]). */
+FC_AVX2_ATTR static inline void fc_tr8(__m256 *r) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44), u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44), u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* Eight planes at once (channel multiplier 1, small planes): x holds planes c .. c + 7 (hw floats apart), w their
+ * taps, bias their biases (or NULL); they are interleaved into xp (padded rows, 8 channels per pixel: 8 x 8
+ * transposes), the taps summed per pixel for the 8 channels in one vector in the per-plane kernel's order, and the
+ * outputs transposed back through xp's tail. xp: fc_dw8_scratch(g) floats. Same bits as fc_dw_avx2 per plane. */
+FC_AVX2_ATTR static void fc_dw8_avx2(const float *x, const fc_dwgeom *g, const float *w, const float *bias,
+                                     const fc_epi *e, float *y, float *xp) {
+    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1, wq = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    const ptrdiff_t HW = g->H * g->W, taps = g->kh * g->kw, ohw = g->oh * g->ow;
+    float *ob = xp + hp * wq * 8;
+    for (ptrdiff_t r = 0; r < hp; r++) {
+        const ptrdiff_t ih = r - g->pt;
+        float *d = xp + r * wq * 8;
+        ptrdiff_t cc = 0;
+        if ((size_t)ih < (size_t)g->H) {
+            for (; cc < wq && cc < g->pl; cc++) _mm256_storeu_ps(d + cc * 8, _mm256_setzero_ps());
+            for (; cc + 8 <= wq && cc - g->pl + 8 <= g->W; cc += 8) {
+                __m256 v[8];
+                for (int c = 0; c < 8; c++) v[c] = _mm256_loadu_ps(x + c * HW + ih * g->W + cc - g->pl);
+                fc_tr8(v);
+                for (int c = 0; c < 8; c++) _mm256_storeu_ps(d + (cc + c) * 8, v[c]);
+            }
+            for (; cc < wq && cc - g->pl < g->W; cc++)
+                for (int c = 0; c < 8; c++) d[cc * 8 + c] = x[c * HW + ih * g->W + cc - g->pl];
+        }
+        for (; cc < wq; cc++) _mm256_storeu_ps(d + cc * 8, _mm256_setzero_ps());
+    }
+    __m256 wv[64];
+    for (ptrdiff_t t = 0; t < taps; t++)
+        wv[t] = _mm256_setr_ps(w[t], w[taps + t], w[2 * taps + t], w[3 * taps + t], w[4 * taps + t], w[5 * taps + t],
+                               w[6 * taps + t], w[7 * taps + t]);
+    ptrdiff_t off[64];
+    for (ptrdiff_t t = 0; t < taps; t++) off[t] = ((t / g->kw) * g->dh * wq + (t % g->kw) * g->dw) * 8;
+    const __m256 b = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+    for (ptrdiff_t p = 0; p < g->oh; p++)
+        for (ptrdiff_t q = 0; q < g->ow; q++) {
+            const float *s = xp + (p * g->sh * wq + q * g->sw) * 8;
+            __m256 acc = _mm256_setzero_ps();
+            for (ptrdiff_t t = 0; t < taps; t++) acc = _mm256_fmadd_ps(wv[t], _mm256_loadu_ps(s + off[t]), acc);
+            _mm256_storeu_ps(ob + (p * g->ow + q) * 8, fc_act8(_mm256_add_ps(acc, b), e));
+        }
+    ptrdiff_t i = 0;
+    for (; i + 8 <= ohw; i += 8) {
+        __m256 v[8];
+        for (int c = 0; c < 8; c++) v[c] = _mm256_loadu_ps(ob + (i + c) * 8);
+        fc_tr8(v);
+        for (int c = 0; c < 8; c++) _mm256_storeu_ps(y + c * ohw + i, v[c]);
+    }
+    for (; i < ohw; i++)
+        for (int c = 0; c < 8; c++) y[c * ohw + i] = ob[i * 8 + c];
+}
+#endif
+
+typedef void (*fc_dw_fn)(const float *x, const fc_dwgeom *g, const float *w, float bias, const fc_epi *e, float *y,
+                         float *xp);
+typedef void (*fc_dw8_fn)(const float *x, const fc_dwgeom *g, const float *w, const float *bias, const fc_epi *e,
+                          float *y, float *xp);
+
+/* The paths, best first ("portable" last). */
+typedef struct {
+    const char *name;
+    unsigned needs;
+    fc_tile_fn tile;
+    fc_dw_fn dw;
+    fc_dw8_fn dw8; /* eight planes at once, or NULL */
+} fc_path;
+
+static const fc_path FC_PATHS[] = {
+#if FC_X86
+    {"avx2", RQ_CPU_AVX2, fc_tile_avx2, fc_dw_avx2, fc_dw8_avx2},
+#endif
+    {"portable", 0u, fc_tile_portable, fc_dw_portable, NULL},
+};
+#define FC_NPATHS ((int)(sizeof FC_PATHS / sizeof FC_PATHS[0]))
+
+/* 1 if this CPU can run path i (avx2 needs FMA too). */
+FC_UNUSED static int fc_path_supported(int i) {
+#if FC_X86
+    if (FC_PATHS[i].needs & RQ_CPU_AVX2) return rq_cpu_has(RQ_CPU_AVX2) && __builtin_cpu_supports("fma");
+#endif
+    return rq_cpu_has(FC_PATHS[i].needs);
+}
+
+#endif

@@ -1,0 +1,155 @@
+"""Float32 convolution on packed weights (groups 1, NCHW, inference), the NumPy twin of ``kernels/fconv.pyx`` and
+its specification.
+
+:func:`pack_weights` turns the (OC, C, KH, KW) weights into the GEMM's A operand once: panels of ``MR = 6`` rows,
+``packed[i, k, r] = w.reshape(OC, K)[6 i + r, k]`` (zeros past OC), K = C * KH * KW. :func:`conv2d` computes
+
+    y[n, o, p] = act(sum_k A[o, k] * im2col(x[n])[k, p] + bias[o])
+
+with ``act`` one of :data:`ACTIVATIONS` ("relu6" clips to [0, a]; "hard_sigmoid" is clip(v * a + b, 0, 1);
+"hard_swish" is v * clip(v + a, 0, b) / c; NaN stays NaN). The twin sums with NumPy's float32 matmul; the
+compiled paths sum each block of ``KC = 256`` values of k in registers in k order (fused multiply-adds on avx2)
+and add the blocks in order. Neither order is the other's, so the results agree to rounding: with
+``S = sum_k |A[o, k] x_k| + |bias[o]|``, ``|y - y_twin| <= 2 K eps32 S`` before the activation (eps32 =
+2**-23; the worst case of two float32 summations, tested; measured two orders of magnitude below it) and
+the activations are 1-Lipschitz but hard_swish (Lipschitz ``(2 |v| + a) / c`` around v). Each path gives the
+same bits for any thread count (every output is summed by one tile, in the same order).
+
+The validation helper here is shared with the compiled module, so both reject the same inputs the same way.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .im2col import check_geometry, check_size, im2col
+from .qdirect import check_array, check_int
+
+MR = 6
+KC = 256
+ACTIVATIONS = {"": 0, "relu": 1, "relu6": 2, "hard_sigmoid": 3, "hard_swish": 4}
+
+
+def pack_weights(w):
+    """(OC, C, KH, KW) float32 weights -> the packed A operand, a C-contiguous (ceil(OC / 6), K, 6) float32 array
+    (read-only: the convs that cache it rely on that)."""
+    check_array("pack_weights: w", w, np.float32, 4)
+    oc = w.shape[0]
+    a = np.zeros((-(-oc // MR) * MR, w[0].size), np.float32)
+    a[:oc] = w.reshape(oc, -1)
+    packed = np.ascontiguousarray(a.reshape(-1, MR, a.shape[1]).transpose(0, 2, 1))
+    packed.flags.writeable = False
+    return packed
+
+
+def epilogue(activation="", attrs=None):
+    """(code, a, b, c) of an activation of the conv2d_bias_act op with its attributes (and their defaults)."""
+    attrs = attrs or {}
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"fconv: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    f = lambda k, d: float(attrs.get(k, d))  # noqa: E731
+    params = {"relu6": (f("threshold", 6.0), 0.0, 1.0), "hard_sigmoid": (f("slope", 0.2), f("offset", 0.5), 1.0),
+              "hard_swish": (f("offset", 3.0), f("threshold", 6.0), f("scale", 6.0))}.get(activation, (0.0, 0.0, 1.0))
+    return (ACTIVATIONS[activation],) + params
+
+
+def check_conv2d(x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads=None):
+    """Validate a packed convolution and return ``(stride, padding, dilation, (KH, KW), (OH, OW), epi)`` as ints
+    (and epi as (int, float, float, float)): ``x`` C-contiguous float32 (N, C, H, W); ``packed`` what
+    :func:`pack_weights` gives for ``oc`` output channels and C * KH * KW columns; ``bias`` None or ``oc``
+    contiguous float32 values; ``stride`` / ``dilation`` pairs of ints >= 1, ``padding`` (top, left, bottom,
+    right) ints >= 0; ``epi`` as :func:`epilogue` gives; ``max_threads`` None or an int >= 1."""
+    if max_threads is not None:
+        check_int("fconv.conv2d: max_threads", max_threads, 1)
+    check_array("fconv.conv2d: x", x, np.float32, 4)
+    check_array("fconv.conv2d: packed", packed, np.float32, 3)
+    oc = check_int("fconv.conv2d: oc", oc, 1)
+    kernel = tuple(check_int("fconv.conv2d: kernel", k, 1) for k in kernel)
+    k = x.shape[1] * kernel[0] * kernel[1] if len(kernel) == 2 else -1
+    if k < 1 or packed.shape != (-(-oc // MR), k, MR):
+        raise ValueError(f"fconv.conv2d: packed weights {packed.shape} do not hold {oc} output channels of "
+                         f"{x.shape[1]} x {kernel} taps (pack_weights)")
+    if bias is not None:
+        check_array("fconv.conv2d: bias", bias, np.float32)
+        if bias.size != oc:
+            raise ValueError(f"fconv.conv2d: bias must hold {oc} values, got shape {bias.shape}")
+    pair = lambda v: tuple(int(t) for t in v)  # noqa: E731
+    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
+    if len(stride) != 2 or len(dilation) != 2 or len(padding) != 4:
+        raise ValueError(f"fconv.conv2d: stride and dilation must be 2 ints, padding 4, got {stride}, {dilation}, "
+                         f"{padding}")
+    if len(epi) != 4 or int(epi[0]) not in ACTIVATIONS.values():
+        raise ValueError(f"fconv.conv2d: epi must be (code, a, b, c) as epilogue() gives, got {epi!r}")
+    oh, ow = _out_size(x.shape, kernel, stride, padding, dilation, oc)
+    return stride, padding, dilation, kernel, (oh, ow), (int(epi[0]),) + tuple(float(v) for v in epi[1:])
+
+
+@functools.lru_cache(maxsize=4096)
+def _out_size(x_shape, kernel, stride, padding, dilation, oc):
+    """(OH, OW) after the geometry and size checks (remembered per shape: they run on every call otherwise)."""
+    oh, ow = check_geometry("fconv.conv2d", x_shape[2:], kernel, stride, padding, dilation)
+    check_size("fconv.conv2d", x_shape[0], oc, oh, ow)
+    return oh, ow
+
+
+def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
+           epi=(0, 0.0, 0.0, 1.0), *, max_threads=None, path=None):
+    """act(conv2d(x, w) + bias) from the packed weights, float32 (N, oc, OH, OW) out (module docstring;
+    ``max_threads``, the compiled module's thread cap, and ``path`` are checked or ignored)."""
+    stride, padding, dilation, (kh, kw), (oh, ow), (code, a, b, c) = check_conv2d(
+        x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads)
+    w = packed.transpose(0, 2, 1).reshape(-1, packed.shape[1])[:oc]
+    y = np.matmul(w, im2col(x, kh, kw, stride, padding, dilation)).reshape(x.shape[0], oc, oh, ow)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return _act(y, code, a, b, c)
+
+def check_depthwise(x, w, bias, stride, padding, dilation, epi, max_threads=None):
+    """Validate a depthwise convolution as floatops.check_depthwise_conv2d does (the same messages), and ``epi``
+    as :func:`check_conv2d`; return ``(stride, padding, dilation, (OH, OW), epi)``."""
+    if max_threads is not None:
+        check_int("depthwise_conv2d: max_threads", max_threads, 1)
+    check_array("depthwise_conv2d: x", x, np.float32, 4)
+    check_array("depthwise_conv2d: w", w, np.float32, 4)
+    if bias is not None:
+        check_array("depthwise_conv2d: bias", bias, np.float32)
+    if len(epi) != 4 or int(epi[0]) not in ACTIVATIONS.values():
+        raise ValueError(f"fconv.depthwise_conv2d: epi must be (code, a, b, c) as epilogue() gives, got {epi!r}")
+    pair = lambda v: tuple(int(t) for t in v)  # noqa: E731
+    return _dw_geometry(x.shape, w.shape, None if bias is None else bias.size, pair(stride), pair(padding),
+                        pair(dilation)) + ((int(epi[0]),) + tuple(float(v) for v in epi[1:]),)
+
+
+@functools.lru_cache(maxsize=4096)
+def _dw_geometry(x_shape, w_shape, bias_size, stride, padding, dilation):
+    """floatops.check_depthwise_conv2d on arrays of these shapes (np.empty: no data is touched), remembered."""
+    from .floatops import check_depthwise_conv2d
+    bias = None if bias_size is None else np.empty(bias_size, np.float32)
+    return check_depthwise_conv2d(np.empty(x_shape, np.float32), np.empty(w_shape, np.float32), bias, stride,
+                                  padding, dilation)
+
+
+def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), epi=(0, 0.0, 0.0, 1.0),
+                     *, max_threads=None, path=None):
+    """act(depthwise conv2d(x, w) + bias), float32 NCHW, w (C*M, 1, KH, KW): output channel o reads input channel
+    o // M; the compiled paths sum the KH * KW taps in row-major order from +0 (fused multiply-adds on avx2), the
+    twin as floatops.depthwise_conv2d; the module docstring's bound with K = KH * KW."""
+    from .floatops import depthwise_conv2d as dw
+    stride, padding, dilation, _, (code, a, b, c) = check_depthwise(x, w, bias, stride, padding, dilation, epi,
+                                                                   max_threads)
+    return _act(dw(x, w, bias, stride, padding, dilation), code, a, b, c)
+
+
+def _act(y, code, a, b, c):
+    """The activation of epilogue code ``code`` on float32 y (in place where it can)."""
+    with np.errstate(all="ignore"):
+        if code == 1:
+            np.maximum(y, np.float32(0), out=y)
+        elif code == 2:
+            np.clip(y, np.float32(0), np.float32(a), out=y)
+        elif code == 3:
+            np.clip(y * np.float32(a) + np.float32(b), np.float32(0), np.float32(1), out=y)
+        elif code == 4:
+            y = np.clip(y + np.float32(a), np.float32(0), np.float32(b)) * y / np.float32(c)
+    return np.ascontiguousarray(y, dtype=np.float32)

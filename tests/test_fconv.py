@@ -1,0 +1,131 @@
+"""fconv (the float32 convs of the fused FP32 graph) against its NumPy twin: the stated rounding bound on every
+path, the same bits for any thread count, the same rejections; and the packed-weight cache of conv2d_bias_act."""
+import numpy as np
+import pytest
+
+from refquant import _dispatch
+from refquant.ops import conv as conv_op
+from refquant.reference import fconv as twin
+
+fconv = _dispatch.compiled("fconv")
+needs_kernel = pytest.mark.skipif(fconv is None, reason="refquant._kernels.fconv is not built")
+RNG = np.random.default_rng(7)
+EPS = 2.0 ** -23
+ACTS = [("", {}), ("relu", {}), ("relu6", {"threshold": 2.5}), ("hard_sigmoid", {"slope": 0.25, "offset": 0.4}),
+        ("hard_swish", {"threshold": 5.0, "scale": 7.0, "offset": 2.5})]
+
+
+def f32(*shape):
+    return RNG.uniform(-1, 1, shape).astype(np.float32)
+
+
+def bound(w2d, cols, bias):
+    """2 K eps32 (sum_k |A[o, k] x_k| + |bias[o]|) per output, the twin's stated bound before the activation."""
+    s = np.abs(w2d.astype(np.float64)) @ np.abs(cols.astype(np.float64)) + np.abs(bias.astype(np.float64))[:, None]
+    return 2 * w2d.shape[1] * EPS * s
+
+
+def lipschitz(act, attrs, y):
+    """How much the activation can stretch an input error near y (hard_swish: (2 |v| + a) / c)."""
+    if act == "hard_swish":
+        return (2 * np.abs(y) + attrs["offset"] + 1) / attrs["scale"]
+    return np.float64(attrs.get("slope", 1.0))
+
+
+GEMM_CASES = [((2, 7, 11, 13), 9, 3, (1, 1), (1, 1, 1, 1), (1, 1)),     # edges in M and N, two samples
+              ((1, 300, 9, 9), 20, 1, (1, 1), (0, 0, 0, 0), (1, 1)),     # K over one 256 block
+              ((1, 3, 30, 31), 32, 3, (2, 2), (0, 1, 2, 1), (1, 1)),     # the first conv: stride 2, uneven padding
+              ((1, 6, 40, 29), 13, 3, (2, 1), (12, 1, 12, 1), (2, 2)),   # rows of padding only, dilation
+              ((1, 16, 40, 40), 24, 1, (2, 2), (0, 0, 0, 0), (1, 1)),    # a strided 1x1
+              ((1, 8, 30, 30), 64, 1, (1, 1), (0, 0, 0, 0), (1, 1))]     # 900 pixels: two N blocks
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape, oc, k, stride, pad, dil", GEMM_CASES)
+@pytest.mark.parametrize("act, attrs", ACTS)
+def test_conv2d_is_the_twin_within_its_bound(shape, oc, k, stride, pad, dil, act, attrs):
+    from refquant.reference.im2col import im2col
+    x, w, b = f32(*shape) * 3, f32(oc, shape[1], k, k), f32(oc)
+    args = (x, twin.pack_weights(w), oc, (k, k), b, stride, pad, dil, twin.epilogue(act, attrs))
+    y = twin.conv2d(*args)
+    cols = im2col(x, k, k, stride, pad, dil)
+    tol = np.stack([bound(w.reshape(oc, -1), c, b) for c in cols]).reshape(y.shape)
+    pre = twin.conv2d(*args[:8])  # before the activation: where the stretch is read
+    for path in fconv.available_paths():
+        got = fconv.conv2d(*args, path=path)
+        assert got.dtype == np.float32 and got.shape == y.shape
+        assert np.all(np.abs(got - y.astype(np.float64)) <= tol * lipschitz(act, attrs, pre) + 4 * EPS * np.abs(y)), path
+        assert np.array_equal(got, fconv.conv2d(*args, path=path, max_threads=1))  # any thread count: same bits
+    assert np.array_equal(twin.conv2d(*args, max_threads=1), y)
+
+
+DW_CASES = [((1, 16, 14, 14), 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)),   # eight channels per vector, two groups
+            ((2, 11, 9, 30), 1, 3, (2, 2), (1, 1, 1, 1), (1, 1)),    # a group of 8 and 3 planes one by one
+            ((1, 9, 70, 61), 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)),    # large planes: one by one
+            ((1, 5, 13, 11), 2, 5, (2, 1), (2, 0, 1, 3), (1, 2)),    # multiplier 2, dilation, uneven padding
+            ((1, 4, 10, 10), 1, 3, (3, 3), (0, 0, 0, 0), (1, 1))]    # stride 3: the scalar loop on every path
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape, m, k, stride, pad, dil", DW_CASES)
+@pytest.mark.parametrize("act, attrs", ACTS)
+def test_depthwise_is_the_twin_within_its_bound(shape, m, k, stride, pad, dil, act, attrs):
+    c = shape[1]
+    x, w, b = f32(*shape) * 3, f32(c * m, 1, k, k), f32(c * m)
+    args = (x, w, b, stride, pad, dil, twin.epilogue(act, attrs))
+    y = twin.depthwise_conv2d(*args)
+    pre = twin.depthwise_conv2d(*args[:6])
+    xs = np.abs(np.repeat(x.astype(np.float64), m, axis=1))
+    s = twin.depthwise_conv2d(xs.astype(np.float32), np.abs(w), np.abs(b), stride, pad, dil)  # sum |w x| + |b|
+    tol = 2 * (k * k) * EPS * 1.01 * s * lipschitz(act, attrs, pre)
+    for path in fconv.available_paths():
+        got = fconv.depthwise_conv2d(*args, path=path)
+        assert np.all(np.abs(got - y.astype(np.float64)) <= tol + 4 * EPS * np.abs(y)), path
+        assert np.array_equal(got, fconv.depthwise_conv2d(*args, path=path, max_threads=1))
+
+
+@needs_kernel
+def test_eight_channels_per_vector_give_the_one_plane_bits():
+    """Plane 8 (past the group of eight) runs the one-plane loop: a copy of plane 0 gives plane 0's bits."""
+    x, w, b = f32(1, 9, 12, 12), f32(9, 1, 3, 3), f32(9)
+    x[:, 8], w[8], b[8] = x[:, 0], w[0], b[0]
+    y = fconv.depthwise_conv2d(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), twin.epilogue("relu"))
+    assert np.array_equal(y[:, 8], y[:, 0])
+
+
+@pytest.mark.parametrize("call", ["conv2d", "depthwise_conv2d"])
+def test_both_reject_the_same_inputs(call):
+    mods = [twin] + ([fconv] if fconv is not None else [])
+    x, w = f32(1, 4, 6, 6), f32(4, 1, 3, 3)
+    good = {"conv2d": (x, twin.pack_weights(f32(5, 4, 3, 3)), 5, (3, 3), None),
+            "depthwise_conv2d": (x, w, None)}[call]
+    bad = [good[:1] + (x.astype(np.float64),) + good[2:],            # a float64 operand
+           (x[:, :, ::2],) + good[1:],                               # not contiguous
+           (f32(1, 3, 6, 6),) + good[1:]]                            # channels that do not match
+    for args in bad:
+        errors = set()
+        for mod in mods:
+            with pytest.raises((TypeError, ValueError)) as e:
+                getattr(mod, call)(*args)
+            errors.add((type(e.value), str(e.value)))
+        assert len(errors) == 1, errors
+    for mod in mods:
+        with pytest.raises(ValueError, match="epi"):
+            getattr(mod, call)(*good, epi=(9, 0.0, 0.0, 1.0))
+        with pytest.raises(ValueError, match="activation"):
+            twin.epilogue("swish")
+
+
+def test_packed_weights_are_cached_only_for_read_only_arrays():
+    w = f32(8, 3, 3, 3)
+    assert conv_op._packed(w) is not conv_op._packed(w)  # writeable: packed on each call
+    w.flags.writeable = False
+    p = conv_op._packed(w)
+    assert p is conv_op._packed(w) and not p.flags.writeable
+    assert np.array_equal(p.transpose(0, 2, 1).reshape(-1, 27)[:8], w.reshape(8, -1))
+    key = id(w)
+    del w
+    assert key not in conv_op._PACKED  # the entry leaves with the array
+    v = np.zeros((4, 8, 3, 3, 3), np.float32)[1]  # a view: its base may change, so no caching
+    v.flags.writeable = False
+    assert conv_op._packed(v) is not conv_op._packed(v)
