@@ -71,8 +71,8 @@ cdef extern from "qgemm/qgemm.h" nogil:
     int qgemm_path_supported(int i)
     void qgemm_range_f32(const float *x, Py_ssize_t n, int portable, float *lo, float *hi, int *bad)
     int qgemm_batch_item(const qgemm_path *path, const uint8_t *a, Py_ssize_t lda, Py_ssize_t M, Py_ssize_t K,
-                         Py_ssize_t N,
-                         const int8_t *b, Py_ssize_t sk, Py_ssize_t sn, uint32_t a_zero, float scale, float *out)
+                         Py_ssize_t N, const int8_t *b, Py_ssize_t sk, Py_ssize_t sn, uint32_t a_zero, float scale,
+                         const float *add, Py_ssize_t am, Py_ssize_t an, float *out)
     size_t qgemm_packed_bytes(Py_ssize_t K, Py_ssize_t N)
     void qgemm_pack_b(const int8_t *w, Py_ssize_t K, Py_ssize_t N, Py_ssize_t ldw, int8_t *dst)
     const int32_t *qgemm_colsum_b(const int8_t *packed, Py_ssize_t Kp, Py_ssize_t Np)
@@ -217,21 +217,26 @@ def range_f32(x, *, path=None):
     return float(np.min(lo)), float(np.max(hi))
 
 
-def gemm_u8s8_batch(a, b, *, a_zero=0, scale=1.0, trans_b=False, path=None):
-    """float32 (..., M, N) = float32((a - a_zero) @ b) * scale per batch item (``b^T`` with ``trans_b``): GEMMs
+def gemm_u8s8_batch(a, b, *, a_zero=0, scale=1.0, trans_b=False, add=None, path=None):
+    """float32 (..., M, N) = float32((a - a_zero) @ b) * scale (+ ``add``, float32 broadcast to the output, added
+    while each item is in cache) per batch item (``b^T`` with ``trans_b``): GEMMs
     whose B is an activation (attention's Q K^T, P V), each B packed per call, read through the arrays' strides
     (transposed or broadcast views cost no copy). The items are spread over the OpenMP threads, each computed
     whole by one thread: the result does not depend on the thread count."""
-    M, K, N, az, sc = _spec.check_gemm_batch(a, b, a_zero=a_zero, scale=scale, trans_b=trans_b)
+    M, K, N, az, sc, add = _spec.check_gemm_batch(a, b, a_zero=a_zero, scale=scale, trans_b=trans_b, add=add)
     nd = a.ndim
     batch = a.shape[:nd - 2]
-    # byte offset of every batch item in a and in b
-    oa, ob = np.zeros(batch, np.int64), np.zeros(batch, np.int64)
-    for d, (size, sa, sb) in enumerate(zip(batch, a.strides, b.strides)):
+    # byte offset of every batch item in a, b and add
+    oa, ob, oc = np.zeros(batch, np.int64), np.zeros(batch, np.int64), np.zeros(batch, np.int64)
+    cs = add.strides if add is not None else (0,) * nd
+    for d, (size, sa, sb, sc_) in enumerate(zip(batch, a.strides, b.strides, cs)):
         at = (slice(None),) + (None,) * (len(batch) - d - 1)
         oa += (np.arange(size, dtype=np.int64) * sa)[at]
         ob += (np.arange(size, dtype=np.int64) * sb)[at]
-    cdef const int64_t[::1] oav = oa.reshape(-1), obv = ob.reshape(-1)
+        oc += (np.arange(size, dtype=np.int64) * sc_)[at]
+    cdef const int64_t[::1] oav = oa.reshape(-1), obv = ob.reshape(-1), ocv = oc.reshape(-1)
+    cdef const char *pc = <const char *> <size_t> (add.ctypes.data if add is not None else 0)
+    cdef Py_ssize_t am = cs[nd - 2] // 4, an = cs[nd - 1] // 4
     cdef const qgemm_path *pp = &QGEMM_PATHS[_PATHS.index(path)]
     cdef Py_ssize_t bt = oa.size, i, m = M, k = K, n = N, lda = a.strides[nd - 2]
     cdef Py_ssize_t sk = b.strides[nd - 1] if trans_b else b.strides[nd - 2]
@@ -247,7 +252,8 @@ def gemm_u8s8_batch(a, b, *, a_zero=0, scale=1.0, trans_b=False, path=None):
     cdef int nt = threads_for(bt * m * k * n, MIN_MACS_PER_THREAD), failed = 0
     nt = <int> min(<Py_ssize_t> nt, bt)
     for i in prange(bt, nogil=True, schedule="dynamic", chunksize=1, num_threads=nt):
-        failed += qgemm_batch_item(pp, pa + oav[i], lda, m, k, n, pb + obv[i], sk, sn, z, s, po + i * m * n) != 0
+        failed += qgemm_batch_item(pp, pa + oav[i], lda, m, k, n, pb + obv[i], sk, sn, z, s,
+                                   <const float *> (pc + ocv[i]) if pc != NULL else NULL, am, an, po + i * m * n) != 0
     if failed:
         raise MemoryError("gemm_u8s8_batch: out of memory packing a batch item")
     return out

@@ -364,20 +364,29 @@ def test_quantize_dynamic_attention_matmuls():
     from refquant.models import GraphBuilder
     b = GraphBuilder("att", seed=0)
     x = b.input("x", (None, 6, 8))
+    mask = b.input("mask", (None, 1, 6))
     qk = b.matmul(x, x, trans_y=True)
-    s = b.scale(qk, 0.5)
+    s = b.add(b.scale(qk, 0.5), mask)
     y = b.matmul(b.softmax(s), x)
     m = b.build(y)
     q = quantize_dynamic(m)
     counts = q.op_counts()
-    assert counts["bmm_dynamic_int8"] == 2 and "matmul" not in counts and "scale" not in counts
-    assert [op.attrs["alpha"] for op in q.ops if op.type == "bmm_dynamic_int8"] == [0.5, 1.0]
+    assert counts["bmm_dynamic_int8"] == 2 and not {"matmul", "scale", "elementwise_add"} & set(counts)
+    bmm = [op for op in q.ops if op.type == "bmm_dynamic_int8"]
+    assert [op.attrs["alpha"] for op in bmm] == [0.5, 1.0] and bmm[0].inputs[2] == "mask"   # scale, add folded
     assert q.meta["quantize_dynamic"]["activation_matmuls"] == 2 and q.meta["quantize_dynamic"]["ops"] == 0
-    xv = np.random.default_rng(6).standard_normal((3, 6, 8)).astype(np.float32)
-    ref, got = m.run({"x": xv})[y], q.run({"x": xv})[y]
+    rng = np.random.default_rng(6)
+    feeds = {"x": rng.standard_normal((3, 6, 8)).astype(np.float32),
+             "mask": (rng.random((3, 1, 6)) < 0.3).astype(np.float32) * -10000}
+    ref, got = m.run(feeds)[y], q.run(feeds)[y]
     np.testing.assert_allclose(got, ref, atol=0.05 * np.abs(ref).max())
     with _dispatch.use_reference():
-        np.testing.assert_array_equal(q.run({"x": xv})[y], got)
+        np.testing.assert_array_equal(q.run(feeds)[y], got)
+    # an addend that widens the result goes through elementwise_add itself: the same numbers
+    xv, wide = feeds["x"], rng.standard_normal((2, 3, 1, 6)).astype(np.float32)
+    np.testing.assert_array_equal(bmm_dynamic(xv, xv, True, 0.5, wide), bmm_dynamic(xv, xv, True, 0.5) + wide)
+    np.testing.assert_array_equal(bmm_dynamic(xv, xv, True, 0.5, feeds["mask"]),
+                                  bmm_dynamic(xv, xv, True, 0.5) + feeds["mask"])
     with pytest.raises(ValueError, match="no"):
         quantize_dynamic(m, activation_matmuls=False)
 
@@ -473,7 +482,8 @@ def test_bert_quantize_dynamic_cosine(bert):
     q = quantize_dynamic(model)
     counts = q.op_counts()
     assert counts["matmul_dynamic_int8"] == 36 and counts["bmm_dynamic_int8"] == 12 and "mul" not in counts
-    assert "matmul" not in counts and counts["scale"] == 2      # the 6 attention scales folded into Q K^T
+    assert "matmul" not in counts and counts["scale"] == 2      # the 6 attention scales folded into Q K^T,
+    assert counts["elementwise_add"] == 20 - 6                  # and the 6 mask adds
     assert q.param_bytes() < 0.7 * model.param_bytes()
     cos = _cos(q.run(feeds)["sentence_embedding"], emb)
     assert cos.mean() >= 0.99 and cos.min() >= 0.985, cos            # measured 0.9929 / 0.9903

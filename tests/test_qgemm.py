@@ -515,6 +515,9 @@ def test_batch_path_matches_twin(path, trans_b, shape):
     for bb in (b, (b // 3).astype(np.int8)):                  # full range, and pairs that fit s16 (AVX2 maddubs)
         same(fast.gemm_u8s8_batch(a, bb, a_zero=37, scale=0.013, trans_b=trans_b, path=path),
              twin.gemm_u8s8_batch(a, bb, a_zero=37, scale=0.013, trans_b=trans_b))
+    add = rng.standard_normal(batch[:1] + (1,) * (len(batch) - 1) + (1, N)).astype(np.float32)  # a mask's shape
+    same(fast.gemm_u8s8_batch(a, b, a_zero=3, scale=0.5, trans_b=trans_b, add=add, path=path),
+         twin.gemm_u8s8_batch(a, b, a_zero=3, scale=0.5, trans_b=trans_b) + add)
 
 
 @needs_fast
@@ -548,6 +551,8 @@ def _bad_batch_cases(impl):
         (ValueError, "last axis of a", lambda: g(np.zeros((2, 4, 3), np.uint8).swapaxes(1, 2), b)),
         (ValueError, "a_zero", lambda: g(a, b, a_zero=256)),
         (ValueError, "finite", lambda: g(a, b, scale=float("nan"))),
+        (TypeError, "add must be a float32", lambda: g(a, b, add=np.zeros(5))),
+        (ValueError, "does not broadcast", lambda: g(a, b, add=np.zeros((3, 1, 5), np.float32))),
     ]
 
 

@@ -31,7 +31,7 @@ from .._dispatch import kernel
 from ..errors import ShapeError
 from ..reference.im2col import MAX_EXTENT
 from .nn import _matmul_shape
-from .registry import attr_int, attr_spec, register
+from .registry import OpContext, attr_int, attr_spec, register
 
 LEVELS = 255
 
@@ -135,11 +135,13 @@ def _symmetric_int8(y: np.ndarray, qdirect) -> tuple[np.ndarray, np.float32]:
     return codes.reshape(base.shape).transpose(back), np.float32(t / np.float32(127))
 
 
-def bmm_dynamic(x, y, trans_y=False, alpha=1.0):
-    """``alpha * matmul(x, y)`` (NumPy broadcasting of the batch dims, ``y`` transposed when ``trans_y``) of two
-    float activations in INT8: x asymmetric uint8 per tensor (as ``matmul_dynamic``), y symmetric int8 per tensor
-    (``_symmetric_int8``), ``acc = (a - a_zero) @ q_y`` per batch item in int32, ``out = float32(acc) *
-    (float32(s_x * s_y) * float32(alpha))`` (``qgemm.gemm_u8s8_batch``)."""
+def bmm_dynamic(x, y, trans_y=False, alpha=1.0, add=None):
+    """``alpha * matmul(x, y) + add`` (NumPy broadcasting of the batch dims, ``y`` transposed when ``trans_y``) of
+    two float activations in INT8: x asymmetric uint8 per tensor (as ``matmul_dynamic``), y symmetric int8 per
+    tensor (``_symmetric_int8``), ``acc = (a - a_zero) @ q_y`` per batch item in int32, ``out = float32(acc) *
+    (float32(s_x * s_y) * float32(alpha))`` (``qgemm.gemm_u8s8_batch``), then ``+ add`` (float32, the
+    ``elementwise_add`` (axis -1) it replaces: the attention mask, added in the kernel when it broadcasts into the
+    output, else by that op)."""
     x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
     trans_y = bool(trans_y) and y.ndim > 1
     xm, ym = (x[None] if x.ndim == 1 else x), (y[:, None] if y.ndim == 1 else y)
@@ -149,7 +151,7 @@ def bmm_dynamic(x, y, trans_y=False, alpha=1.0):
     batch = np.broadcast_shapes(xm.shape[:-2], ym.shape[:-2])
     final = batch + (m,) * (x.ndim > 1) + (n,) * (y.ndim > 1)   # np.matmul drops the dim of a 1-D operand
     if 0 in batch + (m, k, n):
-        return np.zeros(final, np.float32)
+        return _add(np.zeros(final, np.float32), add)
     direct, gemm = _kernels()
     base, back = _memory_order(xm)
     s_x, mult, a_zero = activation_params(base)
@@ -161,16 +163,33 @@ def bmm_dynamic(x, y, trans_y=False, alpha=1.0):
     a = np.broadcast_to(a, batch + (m, k))
     qy = np.broadcast_to(qy, batch + ym.shape[-2:])
     step = np.float32(s_x * s_y) * np.float32(alpha)
-    out = gemm.gemm_u8s8_batch(a, qy, a_zero=a_zero, scale=float(step), trans_b=trans_y)
-    return out.reshape(final)
+    fused = (add is not None and add.dtype == np.float32 and x.ndim > 1 and y.ndim > 1
+             and add.ndim <= len(final) and all(d in (1, e) for d, e in zip(add.shape[::-1], final[::-1])))
+    out = gemm.gemm_u8s8_batch(a, qy, a_zero=a_zero, scale=float(step), trans_b=trans_y,
+                               add=add if fused else None)
+    return out.reshape(final) if fused else _add(out.reshape(final), add)
 
 
-@register("bmm_dynamic_int8", int8=True, shape=_matmul_shape, check=attr_spec(trans_y="bool", alpha="float"))
-def bmm_dynamic_int8(ctx, attrs, x, y):
-    """alpha * (float x (..., M, K) @ float y (..., K, N)) (y^T with trans_y) -> float32 (..., M, N), both
+def _add(out, add):
+    """``elementwise_add(out, add)`` (axis -1), or out when add is None."""
+    if add is None:
+        return out
+    from .registry import get_op
+    return get_op("elementwise_add").forward(OpContext(False, None), {"axis": -1}, out, add)
+
+
+def _bmm_shape(attrs, x, y, add=None):
+    (out,) = _matmul_shape(attrs, x, y)
+    return (out,) if add is None else (tuple(np.broadcast_shapes(out, tuple(add))),)
+
+@register("bmm_dynamic_int8", int8=True, shape=_bmm_shape, check=attr_spec(trans_y="bool", alpha="float"))
+def bmm_dynamic_int8(ctx, attrs, x, y, add=None):
+    """alpha * (float x (..., M, K) @ float y (..., K, N)) (y^T with trans_y) [+ add] -> float32 (..., M, N), both
     activations quantized per call (x asymmetric uint8, y symmetric int8, per tensor; ORT's DynamicQuantizeLinear
-    + MatMulInteger on attention's Q K^T and P V), a batch of int8 GEMMs, the f32 epilogue s_x * s_y * alpha."""
-    return bmm_dynamic(x, y, attrs.get("trans_y", False), attrs.get("alpha", 1.0))
+    + MatMulInteger on attention's Q K^T and P V), a batch of int8 GEMMs, the f32 epilogue s_x * s_y * alpha, and
+    the optional addend (the attention mask) of a folded elementwise_add."""
+    return bmm_dynamic(x, y, attrs.get("trans_y", False), attrs.get("alpha", 1.0), add)
+
 
 
 @register("matmul_dynamic_int8", int8=True, shape=_shape, check=_check)

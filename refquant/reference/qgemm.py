@@ -313,8 +313,9 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
 
 
 
-def check_gemm_batch(a, b, *, a_zero=0, scale=1.0, trans_b=False):
-    """The one validation of gemm_u8s8_batch's arguments (twin and compiled kernel): ``(M, K, N, a_zero, scale)``.
+def check_gemm_batch(a, b, *, a_zero=0, scale=1.0, trans_b=False, add=None):
+    """The one validation of gemm_u8s8_batch's arguments (twin and compiled kernel): ``(M, K, N, a_zero, scale,
+    add)``, add (or None) as a broadcast view of the output's shape (float32, strides multiples of 4, >= 0).
     a: uint8 (..., M, K) with a contiguous last axis, b: int8 (..., K, N) (or (..., N, K) with ``trans_b``), the
     same batch dims, M, K, N >= 1, strides >= 0 (transposed and broadcast views are fine: nothing is copied);
     a_zero an int in [0, 255]; scale a finite float."""
@@ -335,17 +336,28 @@ def check_gemm_batch(a, b, *, a_zero=0, scale=1.0, trans_b=False):
     a_zero = check_a_zero(a_zero, 0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not math.isfinite(scale):
         raise ValueError(f"gemm_u8s8_batch: scale must be a finite number, got {scale!r}")
-    return m, k, n, a_zero, float(np.float32(scale))
+    if add is not None:
+        if not isinstance(add, np.ndarray) or add.dtype != np.float32:
+            raise TypeError(f"gemm_u8s8_batch: add must be a float32 numpy.ndarray, got "
+                            f"{getattr(add, 'dtype', type(add).__name__)}")
+        shape = a.shape[:-2] + (m, n)
+        if add.ndim > len(shape) or any(d not in (1, e) for d, e in zip(add.shape[::-1], shape[::-1])):
+            raise ValueError(f"gemm_u8s8_batch: add {add.shape} does not broadcast to the output {shape}")
+        add = np.broadcast_to(add, shape)
+        if min(add.strides, default=0) < 0 or any(st % 4 for st in add.strides):
+            add = np.ascontiguousarray(add)
+    return m, k, n, a_zero, float(np.float32(scale)), add
 
 
-def gemm_u8s8_batch(a, b, *, a_zero=0, scale=1.0, trans_b=False, path=None):
-    """float32 (..., M, N): ``float32(acc) * float32(scale)``, ``acc = (a - a_zero) @ b`` (``b^T`` with
-    ``trans_b``) per batch item in int32 arithmetic (wrapping): independent u8 x s8 GEMMs whose second operand is
-    an activation (attention's Q K^T and P V), packed per call. ``path`` as in gemm_u8s8."""
-    check_gemm_batch(a, b, a_zero=a_zero, scale=scale, trans_b=trans_b)
+def gemm_u8s8_batch(a, b, *, a_zero=0, scale=1.0, trans_b=False, add=None, path=None):
+    """float32 (..., M, N): ``float32(acc) * float32(scale)`` (``+ add``, float32, broadcast), ``acc = (a - a_zero)
+    @ b`` (``b^T`` with ``trans_b``) per batch item in int32 arithmetic (wrapping): independent u8 x s8 GEMMs whose
+    second operand is an activation (attention's Q K^T and P V), packed per call. ``path`` as in gemm_u8s8."""
+    add = check_gemm_batch(a, b, a_zero=a_zero, scale=scale, trans_b=trans_b, add=add)[-1]
     w = np.swapaxes(b, -1, -2) if trans_b else b
     acc = np.matmul(a.astype(np.int64) - int(a_zero), w.astype(np.int64)).astype(np.int32)
-    return acc.astype(np.float32) * np.float32(scale)
+    out = acc.astype(np.float32) * np.float32(scale)
+    return out if add is None else out + add
 
 
 def check_range(x):

@@ -57,12 +57,14 @@ static const qgemm_path QGEMM_PATHS[] = {
 __attribute__((unused)) static int qgemm_path_supported(int i) { return rq_cpu_has(QGEMM_PATHS[i].needs); }
 
 /* One GEMM of a batch whose B is an activation (gemm_u8s8_batch): out (M, N) f32 = float(sum_k (a - a_zero) * b)
- * * scale, a's row m at a + m*lda, b's element (k, n) at b[k*sk + n*sn]. B is packed here (into a buffer of this call), the offset is
+ * * scale (+ add[m*am + n*an] when add is not NULL: the attention mask, while the item is in cache), a's row m
+ * at a + m*lda, b's element (k, n) at b[k*sk + n*sn]. B is packed here (into a buffer of this call), the offset is
  * -a_zero * colsum_b (+ 128 * colsum_b on a path that shifts a). Single-threaded: the caller spreads the batch
  * items over threads. Returns -1 if memory runs out (nothing written), else 0. */
 __attribute__((unused)) static int qgemm_batch_item(const qgemm_path *path, const uint8_t *a, ptrdiff_t lda, ptrdiff_t M,
                                                     ptrdiff_t K, ptrdiff_t N, const int8_t *b, ptrdiff_t sk,
-                                                    ptrdiff_t sn, uint32_t a_zero, float scale, float *out) {
+                                                    ptrdiff_t sn, uint32_t a_zero, float scale, const float *add,
+                                                    ptrdiff_t am, ptrdiff_t an, float *out) {
     ptrdiff_t Kp = qgemm_round_up(K, QGEMM_KG), Np = qgemm_round_up(N, QGEMM_NR);
     size_t nb = qgemm_round_up((ptrdiff_t)qgemm_packed_bytes(K, N), QGEMM_ALIGN);
     int8_t *packed = (int8_t *)aligned_alloc(QGEMM_ALIGN, nb + (size_t)Np * 8);
@@ -88,6 +90,9 @@ __attribute__((unused)) static int qgemm_batch_item(const qgemm_path *path, cons
     p.out = out; p.ldo = N;
     path->tile(&p, 0, M, 0, N);
     free(packed);
+    if (add != NULL)
+        for (ptrdiff_t m = 0; m < M; m++)
+            for (ptrdiff_t n = 0; n < N; n++) out[m * N + n] += add[m * am + n * an];
     return 0;
 }
 
