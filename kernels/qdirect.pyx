@@ -167,10 +167,11 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
     else:
         d.lo_f, d.hi_f, d.out_zero = a["lo"] - a["out_zero"], a["hi"] - a["out_zero"], a["out_zero"]
     d.scale_below_half = a["scale_below_half"]
-    # the stride-1 flat walk packs lcm(C, lanes per vector) lanes
+    # the flat walks (stride 1; AVX-512 also strided) pack lcm(C, lanes per vector) lanes
     cdef Py_ssize_t lanes = 64 if p.id == QD_AVX512 else 32
     cdef Py_ssize_t period = c * lanes // math.gcd(c, lanes)
-    cdef Py_ssize_t flat_lanes = period if a["stride"][1] == 1 and period <= FLAT_MAX_LANES else 0
+    cdef Py_ssize_t flat_lanes = period if (a["stride"][1] == 1 or p.id == QD_AVX512) and period <= FLAT_MAX_LANES \
+        else 0
     cdef size_t size = qd_dw_prepare(&d, p.id, flat_lanes, NULL, a["a_zero"], NULL)
     cdef uint8_t[::1] wsv = np.empty(size + 64, dtype=np.uint8)
     cdef char *ws = <char *> &wsv[0]

@@ -733,6 +733,8 @@ static inline __m512i _mm512_set1_epi16(short v) { __m512i r; for (int i = 0; i 
 static inline __m512i _mm512_set1_epi8(char v) { __m512i r; for (int i = 0; i < 64; i++) r.i8[i] = v; return r; }
 static inline __m512i _mm512_maskz_loadu_epi8(__mmask64 m, const void *p) {
     __m512i r; for (int i = 0; i < 64; i++) r.u8[i] = (m >> i) & 1 ? ((const uint8_t *)p)[i] : 0; return r; }
+static inline __m512i _mm512_mask_loadu_epi8(__m512i src, __mmask64 m, const void *p) {
+    __m512i r = src; for (int i = 0; i < 64; i++) if ((m >> i) & 1) r.u8[i] = ((const uint8_t *)p)[i]; return r; }
 static inline void _mm512_mask_storeu_epi8(void *p, __mmask64 m, __m512i v) {
     for (int i = 0; i < 64; i++) if ((m >> i) & 1) ((uint8_t *)p)[i] = v.u8[i]; }
 static inline void _mm512_mask_storeu_ps(float *p, __mmask16 m, __m512 v) {
@@ -809,7 +811,7 @@ int main(void) {
         else { int lo = rnd() % 20, hi = 235 + rnd() % 21; d.lo_f = lo - oz; d.hi_f = hi - oz; d.out_zero = oz; }
         float mx = 0; for (int c = 0; c < C; c++) if (fabsf(scale[c]) > mx) mx = fabsf(scale[c]);
         d.scale_below_half = mx < 0.5f;
-        int groups = (K + 3) / 4, pb = (C + 63) / 64, period = C * 64 / gcd(C, 64), fb = (s == 1 && period <= 8192) ? period / 64 : 0;
+        int groups = (K + 3) / 4, pb = (C + 63) / 64, period = C * 64 / gcd(C, 64), fb = (period <= 8192 && variant < 3) ? period / 64 : 0;
         int8_t *pw = malloc(pb * groups * 256); int32_t *pbb = malloc(pb * 256); float *pss = malloc(pb * 256);
         int8_t *fw = malloc(fb * groups * 256 + 1); int32_t *fbb = malloc(fb * 256 + 4); float *fss = malloc(fb * 256 + 4);
         qd_dw_pack_avx512(w, folded, scale, C, K, pb, 0, pw, pbb, pss);

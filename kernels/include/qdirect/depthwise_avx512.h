@@ -8,8 +8,9 @@
  * Lane order: accumulator v (0..3) holds, in 128-bit lane j, the lanes 16j + 4v + (0..3); weights, bias and
  * scale are packed in that order (qd_dw_pack_avx512); the epilogue's packs/packus (u8) or a 4x4 shuffle of
  * 128-bit blocks (f32) restore the natural order. Partial blocks use masked loads and stores (masked-off bytes
- * are never read), so no tail copies are needed. Modes as in depthwise_avx2.h: flat walk (stride 1, interior;
- * period lcm(C, 64) lanes) or pixel by pixel (blocks of 64 channels).
+ * are never read), so no tail copies are needed. Modes: flat walk (stride 1, interior; period lcm(C, 64) lanes),
+ * the strided walk over the same pack (stride > 1: the interior pixels' channels back to back, each block
+ * gathered from its runs by masked loads), or pixel by pixel (blocks of 64 channels) when lcm(C, 64) is too long.
  *
  * STATUS: this machine has no AVX-512, so this path was only run on emulated intrinsics (plain-C versions
  * following Intel's pseudocode, in a harness outside the tree); the path is offered only when the CPU reports
@@ -60,19 +61,35 @@ QD_AVX512_ATTR QD_INLINE __mmask64 qd_mask64(ptrdiff_t n) {
     return n >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1);
 }
 
-/* One block: lanes [off, off + min(n, 64)) of every tap; out points at the block's first output element. */
+/* The runs of a block of a strided walk (see qd_dw_seg_avx512): lanes m[s] read tap + off + o[s] + lane. */
+typedef struct {
+    int n;
+    __mmask64 m[65];
+    ptrdiff_t o[65];
+} qd_seg;
+
+QD_AVX512_ATTR QD_INLINE __m512i qd_seg_load(const qd_seg *sg, const uint8_t *p) {
+    __m512i v = _mm512_setzero_si512();
+    for (int s = 0; s < sg->n; s++) v = _mm512_mask_loadu_epi8(v, sg->m[s], p + sg->o[s]);
+    return v;
+}
+
+/* One block: lanes [off, off + min(n, 64)) of every tap (sg: gathered from its runs); out points at the block's
+ * first output element. */
 QD_AVX512_ATTR QD_INLINE void qd_dw_block_avx512(const uint8_t *const *tap, ptrdiff_t K, ptrdiff_t off,
                                                  ptrdiff_t n, const int8_t *pw, const int32_t *pb,
-                                                 const float *ps, const qd_epi_avx512 *e, char *out) {
+                                                 const float *ps, const qd_epi_avx512 *e, char *out,
+                                                 const qd_seg *sg) {
     const __mmask64 m = qd_mask64(n);
+#define QD_LD(t) (sg ? qd_seg_load(sg, tap[t] + off) : _mm512_maskz_loadu_epi8(m, tap[t] + off))
     __m512i a0 = _mm512_loadu_si512((const void *)pb), a1 = _mm512_loadu_si512((const void *)(pb + 16));
     __m512i a2 = _mm512_loadu_si512((const void *)(pb + 32)), a3 = _mm512_loadu_si512((const void *)(pb + 48));
     const __m512i z = _mm512_setzero_si512();
     for (ptrdiff_t t = 0; t < K; t += 4, pw += 256) {
-        const __m512i x0 = _mm512_maskz_loadu_epi8(m, tap[t] + off);
-        const __m512i x1 = t + 1 < K ? _mm512_maskz_loadu_epi8(m, tap[t + 1] + off) : z;
-        const __m512i x2 = t + 2 < K ? _mm512_maskz_loadu_epi8(m, tap[t + 2] + off) : z;
-        const __m512i x3 = t + 3 < K ? _mm512_maskz_loadu_epi8(m, tap[t + 3] + off) : z;
+        const __m512i x0 = QD_LD(t);
+        const __m512i x1 = t + 1 < K ? QD_LD(t + 1) : z;
+        const __m512i x2 = t + 2 < K ? QD_LD(t + 2) : z;
+        const __m512i x3 = t + 3 < K ? QD_LD(t + 3) : z;
         const __m512i l01 = _mm512_unpacklo_epi8(x0, x1), h01 = _mm512_unpackhi_epi8(x0, x1);
         const __m512i l23 = _mm512_unpacklo_epi8(x2, x3), h23 = _mm512_unpackhi_epi8(x2, x3);
         a0 = _mm512_dpbusd_epi32(a0, _mm512_unpacklo_epi16(l01, l23), _mm512_loadu_si512((const void *)pw));
@@ -80,6 +97,7 @@ QD_AVX512_ATTR QD_INLINE void qd_dw_block_avx512(const uint8_t *const *tap, ptrd
         a2 = _mm512_dpbusd_epi32(a2, _mm512_unpacklo_epi16(h01, h23), _mm512_loadu_si512((const void *)(pw + 128)));
         a3 = _mm512_dpbusd_epi32(a3, _mm512_unpackhi_epi16(h01, h23), _mm512_loadu_si512((const void *)(pw + 192)));
     }
+#undef QD_LD
     __m512 f0 = _mm512_mul_ps(_mm512_cvtepi32_ps(a0), _mm512_loadu_ps(ps));
     __m512 f1 = _mm512_mul_ps(_mm512_cvtepi32_ps(a1), _mm512_loadu_ps(ps + 16));
     __m512 f2 = _mm512_mul_ps(_mm512_cvtepi32_ps(a2), _mm512_loadu_ps(ps + 32));
@@ -117,7 +135,33 @@ QD_AVX512_ATTR QD_INLINE void qd_dw_flat_avx512(const qd_dw *d, const uint8_t *c
     ptrdiff_t b = 0;
     for (ptrdiff_t f = 0; f < n; f += 64) {
         qd_dw_block_avx512(tap, K, f, n - f, fw + b * step, d->flat_b + b * 64, d->flat_s + b * 64, e,
-                           out + f * es);
+                           out + f * es, NULL);
+        if (++b == d->flat_blocks) b = 0;
+    }
+}
+
+/* The interior of a row with stride > 1 as one walk over the flat pack, without deinterleaving: lane L = p*C + c
+ * (output pixel p of the run, channel c) reads byte L + p*(S - C) of each tap, S = sw*C the input bytes between
+ * output pixels. A 64-lane block is 1 + 63/C runs of contiguous bytes (C = 32: two pixels; C = 144: one or two),
+ * merged by masked loads (masked-off bytes are never read), so no lane is idle: the pixel-by-pixel walk would
+ * use 32 of 64 lanes at C = 32 and 144 of 192 at C = 144. */
+QD_AVX512_ATTR QD_INLINE void qd_dw_seg_avx512(const qd_dw *d, const uint8_t *const *tap, ptrdiff_t K, ptrdiff_t n,
+                                               ptrdiff_t S, const qd_epi_avx512 *e, ptrdiff_t es, char *out) {
+    const ptrdiff_t C = d->g.c, step = ((K + 3) / 4) * 256;
+    const int8_t *fw = (const int8_t *)d->flat_w;
+    qd_seg sg;
+    ptrdiff_t b = 0;
+    for (ptrdiff_t f = 0; f < n; f += 64) {
+        const ptrdiff_t end = n - f < 64 ? n : f + 64;
+        sg.n = 0;
+        for (ptrdiff_t L = f; L < end; sg.n++) {
+            const ptrdiff_t p = L / C, stop = (p + 1) * C < end ? (p + 1) * C : end;
+            sg.m[sg.n] = qd_mask64(stop - f) & ~qd_mask64(L - f);
+            sg.o[sg.n] = p * (S - C);
+            L = stop;
+        }
+        qd_dw_block_avx512(tap, K, f, end - f, fw + b * step, d->flat_b + b * 64, d->flat_s + b * 64, e,
+                           out + f * es, &sg);
         if (++b == d->flat_blocks) b = 0;
     }
 }
@@ -130,11 +174,12 @@ QD_AVX512_ATTR QD_INLINE void qd_dw_pixels_avx512_run(const qd_dw *d, const uint
     for (ptrdiff_t i = 0; i < count; i++)
         for (ptrdiff_t c0 = 0, b = 0; c0 < C; c0 += 64, b++)
             qd_dw_block_avx512(tap, K, i * stride + c0, C - c0, pw + b * step, d->pix_b + b * 64,
-                               d->pix_s + b * 64, e, out + (i * C + c0) * es);
+                               d->pix_s + b * 64, e, out + (i * C + c0) * es, NULL);
 }
 
 /* One output row: border pixels one at a time (padded taps read the zero row), the interior as a flat walk
- * (stride 1) or pixel by pixel; 3x3 gets its own instantiation. */
+ * (stride 1), a strided walk over the flat pack (qd_dw_seg_avx512) or pixel by pixel when there is no flat
+ * pack; 3x3 gets its own instantiation. */
 QD_AVX512_ATTR static void qd_dw_row_avx512_kernel(const qd_dw *d, const uint8_t *x, ptrdiff_t oh, char *out) {
     const qd_geom *g = &d->g;
     const ptrdiff_t C = g->c, K = g->kh * g->kw, es = d->out_f32 ? 4 : 1;
@@ -164,6 +209,9 @@ QD_AVX512_ATTR static void qd_dw_row_avx512_kernel(const qd_dw *d, const uint8_t
     if (g->sw == 1 && d->flat_blocks > 0) {
         if (K == 9) qd_dw_flat_avx512(d, tap, 9, (hi - lo) * C, &e, es, o);
         else qd_dw_flat_avx512(d, tap, K, (hi - lo) * C, &e, es, o);
+    } else if (d->flat_blocks > 0) {
+        if (K == 9) qd_dw_seg_avx512(d, tap, 9, (hi - lo) * C, g->sw * C, &e, es, o);
+        else qd_dw_seg_avx512(d, tap, K, (hi - lo) * C, g->sw * C, &e, es, o);
     } else {
         if (K == 9) qd_dw_pixels_avx512_run(d, tap, 9, hi - lo, g->sw * C, &e, es, o);
         else qd_dw_pixels_avx512_run(d, tap, K, hi - lo, g->sw * C, &e, es, o);
