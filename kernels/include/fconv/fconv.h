@@ -5,9 +5,10 @@
  * A is the weight matrix (M = OC rows, K = C * KH * KW) packed in panels of FC_MR rows (fc_pack_weights in the
  * twin: panel i holds A[6i + r, k] at [i][k][r], zero rows past M). B is never built: fc_pack_b reads its K x FC_NC
  * blocks straight from the input (im2col on the fly; a plain copy for 1x1 stride-1 convs) into FC_NR-column
- * panels. The loops are BLIS's: N blocks of FC_NC pixels, K blocks of FC_KC, M blocks of FC_MC rows, then FC_MR x
- * FC_NR register tiles; each tile sums its K block in registers from +0 in k order (fused multiply-add on the
- * avx2 path), adds it to the tile's previous K blocks, then, after the last block, adds the bias and applies the
+ * panels. The loops: N blocks of at most FC_NC pixels (fewer for long K: the packed block stays in L2), K blocks of
+ * FC_KC, then FC_MR-row panels of A each sweeping the block in FC_MR x FC_NR register tiles (so each output row is
+ * written front to back). A tile sums its K block in registers from +0 in k order (fused multiply-add on the avx2
+ * path), adds it to the tile's previous K blocks, then, after the last block, adds the bias and applies the
  * activation (fc_act). Every output element gets the same operations whatever the M / N split, so the bits do
  * not depend on the thread count; paths differ from each other and from the twin by rounding (its docstring
  * states the bound). fconv.h is compiled without -ffp-contract=off: the avx2 path is meant to fuse.
@@ -31,7 +32,7 @@
 #define FC_MR 6
 #define FC_NR 16
 #define FC_KC 256
-#define FC_MC 96
+#define FC_B_FLOATS (64 * 1024)
 #define FC_NC 768
 #define FC_UNUSED __attribute__((unused))
 
@@ -56,6 +57,12 @@ static inline float fc_act(float v, const fc_epi *e) {
     case 4: return fc_clip(v + e->a, 0.0f, e->b) * v / e->c;
     default: return v;
     }
+}
+
+/* 1 for a 1x1 stride-1 conv without padding: B is x itself (K rows of N pixels). */
+static int fc_is_plain(const fc_geom *g) {
+    return g->kh * g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0 && g->oh == g->H &&
+           g->ow == g->W;
 }
 
 /* Row k of B (input channel k / (KH KW), tap (i, j)) for columns [p0, p0 + np) into row, output row by output row
@@ -94,8 +101,7 @@ static void fc_im2col_row(const float *x, const fc_geom *g, ptrdiff_t kk, ptrdif
 static void fc_pack_b(const float *x, const fc_geom *g, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t p0, ptrdiff_t np,
                       float *bp) {
     const ptrdiff_t span = (np + FC_NR - 1) / FC_NR * FC_NR;
-    const int plain = g->kh * g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0 &&
-                      g->oh == g->H && g->ow == g->W;
+    const int plain = fc_is_plain(g);
     float rows[8][FC_NC + FC_NR];
     const float *src[8];
     for (ptrdiff_t kb = 0; kb < kc; kb += 8) {
@@ -195,28 +201,30 @@ typedef void (*fc_tile_fn)(ptrdiff_t kc, const float *a, const float *b, float *
 static void fc_conv_block(fc_tile_fn tile, const float *ap, ptrdiff_t M, ptrdiff_t K, const float *x,
                           const fc_geom *g, const float *bias, const fc_epi *e, float *y, ptrdiff_t m0, ptrdiff_t m1,
                           ptrdiff_t n0, ptrdiff_t n1, float *bp) {
-    const ptrdiff_t N = g->oh * g->ow;
+    const ptrdiff_t N = g->oh * g->ow, kmax = K < FC_KC ? K : FC_KC;
+    /* pixel blocks of at most FC_B_FLOATS / kmax columns: the packed block stays in L2 while every row panel sweeps it */
+    ptrdiff_t step = FC_B_FLOATS / kmax / FC_NR * FC_NR;
+    step = step < FC_NR ? FC_NR : step > FC_NC ? FC_NC : step;
     float t[FC_MR * FC_NR] __attribute__((aligned(32)));
-    for (ptrdiff_t jc = n0; jc < n1; jc += FC_NC) {
-        const ptrdiff_t nc = n1 - jc < FC_NC ? n1 - jc : FC_NC;
+    for (ptrdiff_t jc = n0; jc < n1; jc += step) {
+        const ptrdiff_t nc = n1 - jc < step ? n1 - jc : step;
         for (ptrdiff_t pc = 0; pc < K; pc += FC_KC) {
             const ptrdiff_t kc = K - pc < FC_KC ? K - pc : FC_KC;
             const int first = pc == 0, last = pc + kc == K;
             fc_pack_b(x, g, pc, kc, jc, nc, bp);
-            for (ptrdiff_t ic = m0; ic < m1; ic += FC_MC) {
-                const ptrdiff_t ie = m1 - ic < FC_MC ? m1 : ic + FC_MC;
+            /* a row panel (6 x kc of A, in L1) sweeps the block: each output row is written front to back */
+            for (ptrdiff_t ir = m0; ir < m1; ir += FC_MR) {
+                const ptrdiff_t mr = m1 - ir < FC_MR ? m1 - ir : FC_MR;
+                const float *bb = bias ? bias + ir : NULL, *a = ap + ir * K + pc * FC_MR;
                 for (ptrdiff_t jr = 0; jr < nc; jr += FC_NR) {
                     const ptrdiff_t nr = nc - jr < FC_NR ? nc - jr : FC_NR;
-                    for (ptrdiff_t ir = ic; ir < ie; ir += FC_MR) {
-                        const ptrdiff_t mr = ie - ir < FC_MR ? ie - ir : FC_MR;
-                        const float *bb = bias ? bias + ir : NULL;
-                        float *yt = y + ir * N + jc + jr;
-                        if (mr == FC_MR && nr == FC_NR) {
-                            tile(kc, ap + ir * K + pc * FC_MR, bp + jr * kc, t, yt, N, !first, last, bb, e);
-                        } else {
-                            tile(kc, ap + ir * K + pc * FC_MR, bp + jr * kc, t, NULL, 0, 0, 0, NULL, e);
-                            fc_tile_done(t, mr, nr, yt, N, !first, last, bb, e);
-                        }
+                    const float *b = bp + jr * kc;
+                    float *yt = y + ir * N + jc + jr;
+                    if (mr == FC_MR && nr == FC_NR) {
+                        tile(kc, a, b, t, yt, N, !first, last, bb, e);
+                    } else {
+                        tile(kc, a, b, t, NULL, 0, 0, 0, NULL, e);
+                        fc_tile_done(t, mr, nr, yt, N, !first, last, bb, e);
                     }
                 }
             }
