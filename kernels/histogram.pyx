@@ -19,7 +19,7 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport fabs
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t
 
 from _openmp cimport threads_for
 
@@ -43,9 +43,9 @@ def abs_min_max(x):
     if x.shape[0] == 0:
         raise ValueError("abs_min_max: empty input")
     if x.dtype == np.float32:
-        return _abs_min_max_f32(x.view(np.uint32))
+        return _abs_min_max_f32(x.view(np.int32))
     if x.dtype == np.float64:
-        return _abs_min_max_f64(x.view(np.uint64))
+        return _abs_min_max_f64(x.view(np.int64))
     raise TypeError(f"abs_min_max: x must be float32 or float64, got {x.dtype}")
 
 
@@ -67,30 +67,31 @@ def histogram_abs(x, edges):
     return partial.reshape(-1, nbins).sum(axis=0)
 
 
-# |x| through its bits: with the sign bit cleared, IEEE floats order like their unsigned bit patterns, so min and
-# max become integer reductions (exact, vectorizable); patterns at or above all-ones-exponent are Inf and NaN.
+# |x| through its bits: with the sign bit cleared, IEEE floats order like their bit patterns, read as non-negative
+# signed integers (SSE2 compares those), so min and max become integer reductions (exact, vectorizable); patterns
+# at or above all-ones-exponent are Inf and NaN.
 # Each chunk is reduced by one thread and the chunks are combined afterwards: min and max do not depend on order.
 ctypedef fused bits_t:
-    uint32_t
-    uint64_t
+    int32_t
+    int64_t
 
 
 def _abs_min_max_f32(bits):
-    lo, hi, bad = _abs_min_max_bits[uint32_t](bits, 0x7FFFFFFF, 0x7F800000)
-    return float(np.array(lo, dtype=np.uint32).view(np.float32)), \
-        float(np.array(hi, dtype=np.uint32).view(np.float32)), bad
+    lo, hi, bad = _abs_min_max_bits[int32_t](bits, 0x7FFFFFFF, 0x7F800000)
+    return float(np.array(lo, dtype=np.int32).view(np.float32)), \
+        float(np.array(hi, dtype=np.int32).view(np.float32)), bad
 
 
 def _abs_min_max_f64(bits):
-    lo, hi, bad = _abs_min_max_bits[uint64_t](bits, 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000)
-    return float(np.array(lo, dtype=np.uint64).view(np.float64)), \
-        float(np.array(hi, dtype=np.uint64).view(np.float64)), bad
+    lo, hi, bad = _abs_min_max_bits[int64_t](bits, 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000)
+    return float(np.array(lo, dtype=np.int64).view(np.float64)), \
+        float(np.array(hi, dtype=np.int64).view(np.float64)), bad
 
 
 cdef tuple _abs_min_max_bits(const bits_t[::1] bits, bits_t magnitude, bits_t nonfinite):
     cdef Py_ssize_t n = bits.shape[0], c, k0, k1
     cdef int chunks = threads_for(n, MIN_WORK_PER_THREAD)
-    found = np.empty((chunks, 3), dtype=np.uint32 if bits_t is uint32_t else np.uint64)
+    found = np.empty((chunks, 3), dtype=np.int32 if bits_t is int32_t else np.int64)
     cdef bits_t[:, ::1] found_v = found
     for c in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
         k0 = n * c // chunks
