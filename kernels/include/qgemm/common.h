@@ -94,18 +94,21 @@ static inline size_t qgemm_packed_bytes(ptrdiff_t K, ptrdiff_t N) {
     return (size_t)(QGEMM_HEADER_BYTES + Kp * Np + 4 * Np);
 }
 
-/* Pack w (K, N) int8, element (k, n) at w[k*sk + n*sn], into dst (qgemm_packed_bytes(K, N) bytes, 64-byte
- * aligned): sn = 1 for row-major weights, (sk, sn) = (1, K) for the transpose of a row-major (N, K) array. */
-static void qgemm_pack_b_strided(const int8_t *w, ptrdiff_t K, ptrdiff_t N, ptrdiff_t sk, ptrdiff_t sn,
-                                 int8_t *dst) {
-    ptrdiff_t Kp = qgemm_round_up(K, QGEMM_KG), Np = qgemm_round_up(N, QGEMM_NR);
+/* Write the packed array's header: the layout of (K, N) and its flags. */
+static void qgemm_write_header(int8_t *dst, ptrdiff_t K, ptrdiff_t N, int flags) {
     qgemm_header h;
     memset(&h, 0, sizeof h);
     memcpy(h.magic, QGEMM_MAGIC, 8);
     h.version = QGEMM_LAYOUT_VERSION;
     h.nr = QGEMM_NR;
-    h.K = K; h.N = N; h.Kp = Kp; h.Np = Np;
+    h.K = K; h.N = N; h.Kp = qgemm_round_up(K, QGEMM_KG); h.Np = qgemm_round_up(N, QGEMM_NR);
+    h.flags = flags;
     memcpy(dst, &h, sizeof h);
+}
+
+/* Pack w (K, N) int8 with row stride ldw into dst (qgemm_packed_bytes(K, N) bytes, 64-byte aligned). */
+static void qgemm_pack_b(const int8_t *w, ptrdiff_t K, ptrdiff_t N, ptrdiff_t ldw, int8_t *dst) {
+    ptrdiff_t Kp = qgemm_round_up(K, QGEMM_KG), Np = qgemm_round_up(N, QGEMM_NR);
     int8_t *panels = dst + QGEMM_HEADER_BYTES;
     int32_t colsum[QGEMM_NR];
     int max_pair = 0;
@@ -116,7 +119,7 @@ static void qgemm_pack_b_strided(const int8_t *w, ptrdiff_t K, ptrdiff_t N, ptrd
             for (int c = 0; c < QGEMM_NR; c++)
                 for (int i = 0; i < QGEMM_KG; i++) {
                     ptrdiff_t k = g * QGEMM_KG + i, n = p * QGEMM_NR + c;
-                    int8_t v = (k < K && n < N) ? w[k * sk + n * sn] : 0;
+                    int8_t v = (k < K && n < N) ? w[k * ldw + n] : 0;
                     panel[g * 64 + 4 * c + i] = v;
                     colsum[c] += v;
                     if (i & 1) {
@@ -126,13 +129,7 @@ static void qgemm_pack_b_strided(const int8_t *w, ptrdiff_t K, ptrdiff_t N, ptrd
                 }
         memcpy(dst + QGEMM_HEADER_BYTES + Kp * Np + 4 * p * QGEMM_NR, colsum, sizeof colsum);
     }
-    h.flags = max_pair <= 128 ? QGEMM_FLAG_PAIRS_FIT_S16 : 0;
-    memcpy(dst, &h, sizeof h);
-}
-
-/* Pack w (K, N) int8 with row stride ldw into dst (qgemm_packed_bytes(K, N) bytes, 64-byte aligned). */
-static void qgemm_pack_b(const int8_t *w, ptrdiff_t K, ptrdiff_t N, ptrdiff_t ldw, int8_t *dst) {
-    qgemm_pack_b_strided(w, K, N, ldw, 1, dst);
+    qgemm_write_header(dst, K, N, max_pair <= 128 ? QGEMM_FLAG_PAIRS_FIT_S16 : 0);
 }
 
 /* 0 if dst holds a valid header for (K, N), else a negative code (see the wrapper's messages). */
