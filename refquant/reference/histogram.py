@@ -63,12 +63,11 @@ def hist_threshold(hist: np.ndarray, edges: np.ndarray, hist_percent: float = 0.
     the sum never gets there (``hist_percent >= 1`` and round-off), it is ``-0.5 * bin_width``: negative, as in
     Paddle.
     """
-    fractions = hist / float(sum(hist))
-    running = 0
-    stop = 0
-    for i in range(len(fractions)):
-        running += fractions[i]
-        if running >= hist_percent:
-            stop = i + 1
-            break
+    hist = np.asarray(hist)
+    # sum(hist) as Paddle writes it; for integer counts np.sum is the same exact integer, without a Python loop
+    total = int(np.sum(hist, dtype=np.int64)) if hist.dtype.kind in "iub" else sum(hist)
+    fractions = hist / float(total)
+    # the running sum Paddle's loop forms (0 + f[0], then + f[1], ...): np.cumsum adds left to right too
+    reached = np.flatnonzero(np.cumsum(fractions) >= hist_percent)
+    stop = int(reached[0]) + 1 if reached.size else 0
     return (stop - 0.5) * bin_width(edges)
