@@ -6,8 +6,8 @@ runs its ``conv2d_int8`` / ``depthwise_conv2d_int8`` ops (u8 NHWC in, u8 out, re
 QLinearConv (u8 NCHW activations, per-channel s8 weights), torch ``torch.ao.nn.quantized.Conv2d`` (quint8 NCHW
 input, per-channel qint8 weights) under its ``x86`` and ``onednn`` engines. FP32 references: refquant's ``conv2d``
 / ``depthwise_conv2d`` op and ORT's Conv. Peers that are not installed are skipped (``pip install onnxruntime``;
-torch: ``pip install torch==2.13.0``). Medians of calls timed round-robin (``interleaved_medians``); each row names
-the route and ISA path refquant INT8 took (depthwise / small-K direct kernel / im2col + GEMM).
+torch: ``pip install torch==2.13.0``). Medians of round-robin bursts of calls (``bench_layers_direct.round_robin_bursts``); each row
+names the route and ISA path refquant INT8 took (depthwise / small-K direct kernel / im2col + GEMM).
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import warnings
 
 import numpy as np
 
-from .common import interleaved_medians, machine, table
+from .bench_layers_direct import round_robin_bursts
+from .common import machine, table
 
 # name, cin, cout, h, kernel, stride, pad, depthwise
 CASES = [("conv3x3 64->64 @56", 64, 64, 56, 3, 1, 1, False),
@@ -145,7 +146,7 @@ def run(threads_list=(1, 2), repeats: int = 9) -> dict:
                 limit = None
             engines = {key: key.split()[-1] for key in runners if key.startswith("torch")}
             timed = {key: (lambda f=fn, e=engines.get(key): (_engine(torch, e), f())) for key, fn in runners.items()}
-            for key, sec in interleaved_medians(timed, repeats, pause=0.02).items():
+            for key, sec in round_robin_bursts(timed, repeats).items():
                 row[key] = ops / sec / 1e9
             row["route"] = _route(cin, k, s, p, dw)
             if limit is not None:

@@ -11,10 +11,9 @@ im2col + ``qgemm.gemm_u8s8``), onnxruntime QLinearConv and Conv.
 Layout changes (GB/s = bytes read + written / seconds): ``quantize_nchw`` (f32 NCHW -> u8 NHWC) and
 ``dequantize_nhwc`` (u8 NHWC -> f32 NCHW), compiled against the NumPy twin.
 
-Each number is a median of ``repeats`` calls timed round-robin (``benchmarks.common.interleaved_medians``: every
-runner of a case once per round, so a slow drift of a shared machine hits them alike), with a short sleep before
-each call so that spinning worker threads of the previous library go idle; each call includes its Python
-overhead. refquant FP32 runs with its BLAS limited to the same thread count (threadpoolctl, if installed);
+Each number is a median over ``repeats`` rounds of ``round_robin_bursts``: every runner of a case in turn, each
+timed as a burst of back-to-back calls after one untimed call (awake worker threads, as inside a model run; a
+slow drift of a shared machine hits all runners alike); each call includes its Python overhead. refquant FP32 runs with its BLAS limited to the same thread count (threadpoolctl, if installed);
 OPENBLAS_* variables are left alone. The rows name the ISA path each refquant kernel took (``refquant info``), so a
 run on another CPU reads on its own. Usage: ``python -m benchmarks.bench_layers_direct [--threads 1 2]
 [--repeats 15] [--json PATH]`` (or ``refquant bench layers_direct``).
@@ -28,8 +27,6 @@ import time
 
 import numpy as np
 
-from .common import interleaved_medians
-
 DEPTHWISE = [  # name, C, H (= W), stride
     ("dw3x3 32ch 112x112 s1", 32, 112, 1),
     ("dw3x3 32ch 112x112 s2", 32, 112, 2),
@@ -38,12 +35,35 @@ DEPTHWISE = [  # name, C, H (= W), stride
 ]
 LAYOUT = [("32ch 112x112", (1, 32, 112, 112)), ("144ch 56x56", (1, 144, 56, 56))]
 FIRST_CONV = [("conv3x3 3->32 224x224 s2", 3, 32, 224, 2)]  # name, Cin, Cout, H (= W), stride
-PAUSE = 0.02  # seconds of sleep before each timed call (see the module docstring)
 
 
-def _medians(fns, repeats):
-    """Median seconds per call of each runner, round-robin."""
-    return interleaved_medians(fns, repeats, pause=PAUSE)
+def round_robin_bursts(fns, repeats, inner=5, pause=0.05, best=None):
+    """Median seconds per call of each runner over ``repeats`` rounds; a round times every runner in turn (so a
+    slow drift of a shared machine hits them alike), each after ``pause`` seconds (the previous runner's spinning
+    worker threads go idle) as one untimed call then a burst of ``inner`` back-to-back calls, whose mean is the
+    round's time: its own workers are awake, as between the ops of a model run. (A single call after an idle
+    pause times the wake-up of a sleeping OpenMP worker instead, which on a loaded machine takes milliseconds.)
+    ``best``: a dict to receive each runner's fastest round (where the cores were free)."""
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            time.sleep(pause)  # the previous runner's spinning workers go idle
+            fn()
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times[k].append((time.perf_counter() - t0) / inner)
+    if best is not None:
+        best.update({k: float(np.min(v)) for k, v in times.items()})
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def _medians(fns, repeats, ops, unit="gops"):
+    """{"<runner>_<unit>": median rate, "<runner>_best_<unit>": best rate} for ``ops`` (GOP or bytes) per call."""
+    best = {}
+    m = round_robin_bursts(fns, repeats, best=best)
+    return {**{f"{k}_{unit}": ops / v / 1e9 for k, v in m.items()},
+            **{f"{k}_best_{unit}": ops / v / 1e9 for k, v in best.items()}}
 
 
 def _quiet():
@@ -129,10 +149,8 @@ def _bench_depthwise(threads, repeats, rows):
                                   x, w, stride=(stride, stride), padding=(1, 1, 1, 1), bias=bias, scale=scale),
                               "ort_int8": lambda: s_int8.run(None, {"x": x_nchw}),
                               "ort_fp32": lambda: s_fp32.run(None, {"x": xf}),
-                              "refquant_fp32": lambda: conv2d(OpContext(), attrs, xf, wf)}, repeats)
-            rows.append({"case": name, "threads": t, "path": qdirect.current_path(),
-                         "refquant_int8_us": m["refquant_int8"] * 1e6,
-                         **{f"{k}_gops": ops / v / 1e9 for k, v in m.items()}})
+                              "refquant_fp32": lambda: conv2d(OpContext(), attrs, xf, wf)}, repeats, ops)
+            rows.append({"case": name, "threads": t, "path": qdirect.current_path(), **m})
 
 
 def _ort_first_conv_models(cin, cout, h, stride, w_kn, bias, w_scale):
@@ -195,10 +213,9 @@ def _bench_first_conv(threads, repeats, rows):
             m = _medians({"refquant_int8": lambda: conv.forward(OpContext(), attrs, x, packed, col_sum, bias, mult),
                           "refquant_int8_gemm": gemm_route,
                           "ort_int8": lambda: s_int8.run(None, {"x": x_nchw}),
-                          "ort_fp32": lambda: s_fp32.run(None, {"x": xf})}, repeats)
+                          "ort_fp32": lambda: s_fp32.run(None, {"x": xf})}, repeats, ops)
             rows.append({"case": name, "threads": t, "path": f"smallk {qdirect.current_path()}",
-                         "gemm_path": f"im2col + qgemm {qgemm.current_path()}",
-                         **{f"{k_}_gops": ops / v / 1e9 for k_, v in m.items()}})
+                         "gemm_path": f"im2col + qgemm {qgemm.current_path()}", **m})
 
 
 def _bench_layout(threads, repeats, rows):
@@ -217,8 +234,9 @@ def _bench_layout(threads, repeats, rows):
             m = _medians({"quantize": lambda: qdirect.quantize_nchw(x, 40.0, zero=128),
                           "dequantize": lambda: qdirect.dequantize_nhwc(q, 0.025, zero=128),
                           "quantize_numpy": lambda: twin.quantize_nchw(x, 40.0, zero=128),
-                          "dequantize_numpy": lambda: twin.dequantize_nhwc(q, 0.025, zero=128)}, repeats)
-            rows.append({"case": name, "threads": t, **{f"{k}_gbs": nbytes / v / 1e9 for k, v in m.items()}})
+                          "dequantize_numpy": lambda: twin.dequantize_nhwc(q, 0.025, zero=128)}, repeats,
+                         nbytes, "gbs")
+            rows.append({"case": name, "threads": t, **m})
 
 
 def run(threads=(1, 2), repeats=15) -> dict:
@@ -246,27 +264,33 @@ def run(threads=(1, 2), repeats=15) -> dict:
 
 
 def format_markdown(result) -> str:
-    """Round-robin medians, GOPS (GB/s for the layout changes), with the path each refquant kernel took."""
+    """Medians with the best round in parentheses, GOPS (GB/s for the layout changes), and the path each refquant
+    kernel took."""
     m = result["machine"]
+
+    def c(r, key, unit="gops"):
+        return f"{r[f'{key}_{unit}']:.1f} ({r[f'{key}_best_{unit}']:.1f})"
+
     lines = [f"CPU: {m['cpu']} ({' '.join(m['features'])}); qdirect paths {', '.join(m['qdirect_paths'])}, taken: "
-             f"{m['qdirect_path']}; onnxruntime {m['onnxruntime']}; round-robin medians of {m['repeats']}", "",
+             f"{m['qdirect_path']}; onnxruntime {m['onnxruntime']}; medians of {m['repeats']} round-robin rounds "
+             "(best round)", "",
              "| depthwise 3x3, pad 1, batch 1 (GOPS) | threads | path | refquant INT8 | ORT INT8 QLinearConv | "
              "ORT FP32 Conv | refquant FP32 | INT8 vs ORT INT8 |", "|---|---|---|---|---|---|---|---|"]
     for r in result["depthwise"]:
-        lines.append(f"| {r['case']} | {r['threads']} | {r['path']} | {r['refquant_int8_gops']:.1f} | "
-                     f"{r['ort_int8_gops']:.1f} | {r['ort_fp32_gops']:.1f} | {r['refquant_fp32_gops']:.1f} | "
+        lines.append(f"| {r['case']} | {r['threads']} | {r['path']} | {c(r, 'refquant_int8')} | {c(r, 'ort_int8')} | "
+                     f"{c(r, 'ort_fp32')} | {c(r, 'refquant_fp32')} | "
                      f"**{r['refquant_int8_gops'] / r['ort_int8_gops']:.2f}x** |")
     lines += ["", "| first conv, pad 1, batch 1 (GOPS) | threads | path | refquant INT8 | refquant INT8 via GEMM | "
               "ORT INT8 QLinearConv | ORT FP32 Conv | INT8 vs ORT INT8 |", "|---|---|---|---|---|---|---|---|"]
     for r in result.get("first_conv", []):
-        lines.append(f"| {r['case']} | {r['threads']} | {r['path']} | {r['refquant_int8_gops']:.1f} | "
-                     f"{r['refquant_int8_gemm_gops']:.1f} ({r['gemm_path']}) | {r['ort_int8_gops']:.1f} | "
-                     f"{r['ort_fp32_gops']:.1f} | **{r['refquant_int8_gops'] / r['ort_int8_gops']:.2f}x** |")
+        lines.append(f"| {r['case']} | {r['threads']} | {r['path']} | {c(r, 'refquant_int8')} | "
+                     f"{c(r, 'refquant_int8_gemm')} ({r['gemm_path']}) | {c(r, 'ort_int8')} | {c(r, 'ort_fp32')} | "
+                     f"**{r['refquant_int8_gops'] / r['ort_int8_gops']:.2f}x** |")
     lines += ["", "| layout change (GB/s, read + written) | threads | quantize_nchw | dequantize_nhwc | "
               "NumPy twin quantize | NumPy twin dequantize |", "|---|---|---|---|---|---|"]
     for r in result["layout"]:
-        lines.append(f"| {r['case']} | {r['threads']} | {r['quantize_gbs']:.2f} | {r['dequantize_gbs']:.2f} | "
-                     f"{r['quantize_numpy_gbs']:.2f} | {r['dequantize_numpy_gbs']:.2f} |")
+        lines.append(f"| {r['case']} | {r['threads']} | {c(r, 'quantize', 'gbs')} | {c(r, 'dequantize', 'gbs')} | "
+                     f"{c(r, 'quantize_numpy', 'gbs')} | {c(r, 'dequantize_numpy', 'gbs')} |")
     return "\n".join(lines)
 
 
