@@ -54,8 +54,10 @@ cdef extern from "fconv/fconv.h" nogil:
 
 # Multiply-adds per thread below which a call stays on the calling thread.
 cdef Py_ssize_t MIN_MACS_PER_THREAD = 1 << 20
-# Depthwise planes of at most this many output pixels run eight channels per vector (their scratch stays in L1 / L2).
+# Depthwise planes of at most this many output pixels, narrower than DW8_MAX_WIDTH, run eight channels per vector
+# (their scratch stays in L1 / L2; wider rows fill whole vectors one plane at a time, without the transposes).
 cdef Py_ssize_t DW8_MAX_PIXELS = 56 * 56
+cdef Py_ssize_t DW8_MAX_WIDTH = 32
 
 _PATHS = IsaPaths("fconv", [FC_PATHS[i].name.decode() for i in range(FC_NPATHS)],
                   lambda i: fc_path_supported(i), known=("avx2", "portable"))
@@ -125,7 +127,8 @@ def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilat
     e.act, e.a, e.b, e.c = code, a, b, c
     cdef Py_ssize_t hw = g.H * g.W, ohw = oh * ow, t, o, s, pad_size = g.hp * g.wp
     # small planes, multiplier 1: eight channels per vector (fc_dw8_*); the channels past a multiple of 8 per plane
-    cdef Py_ssize_t groups = C // 8 if fp.dw8 != NULL and m == 1 and taps <= 64 and ohw <= DW8_MAX_PIXELS else 0
+    cdef Py_ssize_t groups = C // 8 if fp.dw8 != NULL and m == 1 and taps <= 64 and ohw <= DW8_MAX_PIXELS and \
+        ow < DW8_MAX_WIDTH else 0
     cdef Py_ssize_t rest = oc - 8 * groups, tasks = n * (groups + rest)
     if groups:
         pad_size = max(pad_size, fc_dw8_scratch(&g))

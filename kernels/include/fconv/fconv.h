@@ -236,11 +236,20 @@ static void fc_conv_block(fc_tile_fn tile, const float *ap, ptrdiff_t M, ptrdiff
 /* ---- depthwise: one output plane from one input plane (the channel multiplier is the caller's), bias and
  * activation fused. The plane is first copied into a zero-padded scratch xp (fc_dw_pad; rows ih + pt, columns
  * iw + pl, wide enough for whole vectors of 8 outputs), then y[p, q] = act(sum over taps (i, j) in row-major order of
- * w[i, j] * xp[p sh + i dh, q sw + j dw] + bias), the sum from +0 (fused multiply-adds on avx2). */
+ * w[i, j] * xp[p sh + i dh, q sw + j dw] + bias), the sum from +0 (fused multiply-adds on avx2), skipping the kernel
+ * rows that fall in the top / bottom padding (they add 0: the sum never holds -0). */
 typedef struct {
     ptrdiff_t H, W, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, hp, wp;
     ptrdiff_t off[64];  /* tap t = (i, j), t < 64, reads xp at i dh rows and j dw columns on: off[t] floats */
 } fc_dwgeom;
+
+/* The taps [*t0, *t1) of output row p whose input rows lie inside the plane: the others read padding and add 0. */
+static inline void fc_dw_rows(const fc_dwgeom *g, ptrdiff_t p, ptrdiff_t *t0, ptrdiff_t *t1) {
+    ptrdiff_t i0 = 0, i1 = g->kh;
+    while (i0 < i1 && p * g->sh - g->pt + i0 * g->dh < 0) i0++;
+    while (i1 > i0 && p * g->sh - g->pt + (i1 - 1) * g->dh >= g->H) i1--;
+    *t0 = i0 * g->kw, *t1 = i1 * g->kw;
+}
 
 /* Sets the padded plane's size (hp rows, wp columns: whole vectors of 8 outputs at stride sw, 8 floats of slack) and
  * the tap offsets. */
@@ -272,7 +281,9 @@ static void fc_dw_portable(const float *x, const fc_dwgeom *g, const float *w, f
     for (ptrdiff_t p = 0; p < g->oh; p++)
         for (ptrdiff_t q = 0; q < g->ow; q++) {
             float acc = 0.0f;
-            for (ptrdiff_t i = 0; i < g->kh; i++)
+            ptrdiff_t t0, t1;
+            fc_dw_rows(g, p, &t0, &t1);
+            for (ptrdiff_t i = t0 / g->kw; i < t1 / g->kw; i++)
                 for (ptrdiff_t j = 0; j < g->kw; j++)
                     acc += w[i * g->kw + j] * xp[(p * g->sh + i * g->dh) * g->wp + q * g->sw + j * g->dw];
             y[p * g->ow + q] = fc_act(acc + bias, e);
@@ -304,11 +315,13 @@ FC_AVX2_ATTR static void fc_dw_avx2(const float *x, const fc_dwgeom *g, const fl
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (ptrdiff_t p = 0; p < g->oh; p++) {
         const float *r0 = xp + p * g->sh * g->wp;
+        ptrdiff_t t0, t1;
+        fc_dw_rows(g, p, &t0, &t1);
         float *yr = y + p * g->ow;
         ptrdiff_t q = 0;
         for (; q + 16 <= g->ow; q += 16) {
             __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-            for (ptrdiff_t t = 0; t < taps; t++) {
+            for (ptrdiff_t t = t0; t < t1; t++) {
                 const __m256 wt = _mm256_broadcast_ss(w + t);
                 a0 = _mm256_fmadd_ps(wt, fc_load_s(r0 + off[t] + q * sw, sw), a0);
                 a1 = _mm256_fmadd_ps(wt, fc_load_s(r0 + off[t] + (q + 8) * sw, sw), a1);
@@ -318,7 +331,7 @@ FC_AVX2_ATTR static void fc_dw_avx2(const float *x, const fc_dwgeom *g, const fl
         }
         for (; q < g->ow; q += 8) {
             __m256 a0 = _mm256_setzero_ps();
-            for (ptrdiff_t t = 0; t < taps; t++)
+            for (ptrdiff_t t = t0; t < t1; t++)
                 a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + t), fc_load_s(r0 + off[t] + q * sw, sw), a0);
             a0 = fc_act8(_mm256_add_ps(a0, b), e);
             if (q + 8 <= g->ow)
@@ -376,13 +389,16 @@ FC_AVX2_ATTR static void fc_dw8_avx2(const float *x, const fc_dwgeom *g, const f
     ptrdiff_t off[64];
     for (ptrdiff_t t = 0; t < taps; t++) off[t] = ((t / g->kw) * g->dh * wq + (t % g->kw) * g->dw) * 8;
     const __m256 b = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
-    for (ptrdiff_t p = 0; p < g->oh; p++)
+    for (ptrdiff_t p = 0; p < g->oh; p++) {
+        ptrdiff_t t0, t1;
+        fc_dw_rows(g, p, &t0, &t1);
         for (ptrdiff_t q = 0; q < g->ow; q++) {
             const float *s = xp + (p * g->sh * wq + q * g->sw) * 8;
             __m256 acc = _mm256_setzero_ps();
-            for (ptrdiff_t t = 0; t < taps; t++) acc = _mm256_fmadd_ps(wv[t], _mm256_loadu_ps(s + off[t]), acc);
+            for (ptrdiff_t t = t0; t < t1; t++) acc = _mm256_fmadd_ps(wv[t], _mm256_loadu_ps(s + off[t]), acc);
             _mm256_storeu_ps(ob + (p * g->ow + q) * 8, fc_act8(_mm256_add_ps(acc, b), e));
         }
+    }
     ptrdiff_t i = 0;
     for (; i + 8 <= ohw; i += 8) {
         __m256 v[8];
