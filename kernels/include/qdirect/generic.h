@@ -58,10 +58,23 @@ QD_ATTR QD_UNUSED static void QD_FN(qd_dw_row_)(const qd_dw *d, const uint8_t *x
     QD_FN(qd_dw_pixels_)(d, rows, 0, d->g.ow, out_row);
 }
 
+/* quantize with C = NC, a small constant (an image's 1-4 channels): every output byte written in order, the
+ * channels interleaved by the compiler's vectorizer instead of byte transposes, which need 16 channels. */
+#define QD_QUANT_FEW(NC)                                                                                          \
+    for (ptrdiff_t p = p0; p < p1; p++)                                                                        \
+        for (ptrdiff_t c = 0; c < NC; c++) out[p * NC + c] = qd_q8(x[c * HW + p] * sinv, lo_f, hi_f, zero);
+
 /* quantize: pixels [p0, p1) of one image, x (C, HW) float32 -> out (HW, C) u8, q = qd_q8(x * sinv). The tile
  * is quantized along the contiguous pixels, then transposed into the channel-fastest output. */
 QD_ATTR QD_UNUSED static void QD_FN(qd_quant_nchw_)(const float *x, ptrdiff_t C, ptrdiff_t HW, ptrdiff_t p0, ptrdiff_t p1,
                                           float sinv, float lo_f, float hi_f, int32_t zero, uint8_t *out) {
+    switch (C) {
+        case 1: QD_QUANT_FEW(1) return;
+        case 2: QD_QUANT_FEW(2) return;
+        case 3: QD_QUANT_FEW(3) return;
+        case 4: QD_QUANT_FEW(4) return;
+        default: break;
+    }
     uint8_t tile[QD_TILE * QD_TILE]; /* [c][p] */
     for (ptrdiff_t pb = p0; pb < p1; pb += QD_TILE) {
         const ptrdiff_t np = p1 - pb < QD_TILE ? p1 - pb : QD_TILE;
