@@ -28,8 +28,8 @@ cdef extern from "fconv/fconv.h" nogil:
     ctypedef struct fc_epi:
         int act
         float a, b, c
-    ctypedef void (*fc_tile_fn)(Py_ssize_t kc, const float *a, const float *b, float *t, float *y, Py_ssize_t ldc,
-                                int add, int last, const float *bias, const fc_epi *e) noexcept nogil
+    ctypedef void (*fc_tile_fn)(Py_ssize_t kc, const float *a, const float *b, float *t, float *y, const float *res,
+                                Py_ssize_t ldc, int add, int last, const float *bias, const fc_epi *e) noexcept nogil
     ctypedef struct fc_dwgeom:
         Py_ssize_t H, W, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, hp, wp
     void fc_dw_init(fc_dwgeom *g) noexcept nogil
@@ -48,8 +48,8 @@ cdef extern from "fconv/fconv.h" nogil:
     const int FC_MR, FC_KC, FC_NC
     int fc_path_supported(int i)
     void fc_conv_block(fc_tile_fn tile, const float *ap, Py_ssize_t M, Py_ssize_t K, const float *x,
-                       const fc_geom *g, const float *bias, const fc_epi *e, float *y, Py_ssize_t m0, Py_ssize_t m1,
-                       Py_ssize_t n0, Py_ssize_t n1, float *bp) noexcept nogil
+                       const fc_geom *g, const float *bias, const fc_epi *e, float *y, const float *res, Py_ssize_t m0,
+                       Py_ssize_t m1, Py_ssize_t n0, Py_ssize_t n1, float *bp) noexcept nogil
 
 
 # Multiply-adds per thread below which a call stays on the calling thread.
@@ -67,12 +67,13 @@ current_path = _PATHS.current
 
 
 def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
-           epi=(0, 0.0, 0.0, 1.0), *, max_threads=None, path=None):
-    """act(conv2d(x, w) + bias) from ``packed = pack_weights(w)``: float32 (N, oc, OH, OW) out (the twin's
-    formula, its rounding bound; the same bits for any thread count). ``max_threads`` caps the thread count."""
+           epi=(0, 0.0, 0.0, 1.0), *, residual=None, max_threads=None, path=None):
+    """act((conv2d(x, w) + bias) + residual) from ``packed = pack_weights(w)``: float32 (N, oc, OH, OW) out (the
+    twin's formula, its rounding bound; the same bits for any thread count). ``max_threads`` caps the thread
+    count."""
     cdef fc_tile_fn tile = FC_PATHS[_PATHS.index(path)].tile
     (sh, sw), pad, (dh, dw), (kh, kw), (oh, ow), (code, a, b, c) = _spec.check_conv2d(
-        x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads)
+        x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads, residual)
     cdef Py_ssize_t n = x.shape[0], M = oc, K = packed.shape[1], N = oh * ow
     y = np.empty((n, oc, oh, ow), dtype=np.float32)
     if y.size == 0:
@@ -95,6 +96,7 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
     cdef const float *xp = in_f32(x)
     cdef const float *ap = in_f32(packed)
     cdef const float *bias_p = in_f32(bias)
+    cdef const float *res_p = in_f32(residual)
     cdef float *yp = out_f32(y)
     with nogil:
         for t in prange(tasks, schedule="dynamic", num_threads=threads):
@@ -102,7 +104,8 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
             j = t // mb % nb
             i = t % mb
             if i * mstep < M:
-                fc_conv_block(tile, ap, M, K, xp + s * g.C * g.H * g.W, &g, bias_p, &e, yp + s * M * N, i * mstep,
+                fc_conv_block(tile, ap, M, K, xp + s * g.C * g.H * g.W, &g, bias_p, &e, yp + s * M * N,
+                              res_p + s * M * N if res_p != NULL else NULL, i * mstep,
                               min(M, (i + 1) * mstep), j * FC_NC, min(N, (j + 1) * FC_NC),
                               bp0 + omp_get_thread_num() * FC_KC * FC_NC)
     return y

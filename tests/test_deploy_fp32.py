@@ -127,6 +127,34 @@ def test_conv2d_bias_act_is_conv2d_then_the_activation(shape, k, stride, pad, di
     assert np.max(np.abs(yf - y.astype(np.float64))) <= 1e-5 * np.max(np.abs(out["c" if activation else "y"]))
 
 
+def residual_model(order=("a", "b")):
+    """Two conv + batch norm branches of x, added, then relu (a ResNet block's tail); ``order``: which branch the
+    op list computes first."""
+    p = {"wa": f32(8, 4, 3, 3), "wb": f32(8, 4, 1, 1), **bn_params("bna", 8), **bn_params("bnb", 8)}
+    ops = {k: [Op("conv2d", ["x", f"w{k}"], [f"c{k}"], {"paddings": [1, 1] if k == "a" else [0, 0]}),
+               bn(f"bn{k}", f"c{k}", f"t{k}")] for k in "ab"}
+    tail = [Op("elementwise_add", ["ta", "tb"], ["s"]), Op("relu", ["s"], ["y"])]
+    return Model(ops[order[0]] + ops[order[1]] + tail, p, [TensorSpec("x", (None, 4, 9, 9))], ["y"])
+
+
+@pytest.mark.parametrize("order", [("a", "b"), ("b", "a")])
+def test_a_residual_add_and_relu_go_into_the_later_conv(order):
+    m = residual_model(order)
+    f = optimize_fp32(m)
+    assert [op.type for op in f.ops] == ["conv2d_bias_act"] * 2
+    assert len(f.ops[1].inputs) == 4 and f.ops[1].inputs[3] == "t" + order[0] and f.ops[1].attrs["activation"] == "relu"
+    x = f32(2, 4, 9, 9, lo=-2, hi=2)
+    assert close(m.run({"x": x})["y"], f.run({"x": x})["y"])
+    # a residual that broadcasts (not of the conv's shape) takes the NumPy route: the same float operations
+    r = f32(1, 8, 1, 9)
+    g = Model([Op("conv2d_bias_act", ["x", "wa", "", "r"], ["y"], {"paddings": [1, 1], "activation": "relu"})],
+              {"wa": m.params["wa"]}, [TensorSpec("x", (2, 4, 9, 9)), TensorSpec("r", r.shape)], ["y"])
+    u = Model([Op("conv2d", ["x", "wa"], ["c"], {"paddings": [1, 1]}), Op("elementwise_add", ["c", "r"], ["s"]),
+               Op("relu", ["s"], ["y"])], {"wa": m.params["wa"]}, [TensorSpec("x", (2, 4, 9, 9)), TensorSpec("r", r.shape)],
+              ["y"])
+    assert np.array_equal(g.run({"x": x, "r": r})["y"], u.run({"x": x, "r": r})["y"])
+
+
 def test_conv2d_bias_act_refuses_other_activations_and_training():
     with pytest.raises(Exception, match="activation"):
         Model([Op("conv2d_bias_act", ["x", "w"], ["y"], {"activation": "swish"})], {"w": f32(4, 3, 1, 1)},

@@ -59,6 +59,20 @@ def test_conv2d_is_the_twin_within_its_bound(shape, oc, k, stride, pad, dil, act
     assert np.array_equal(twin.conv2d(*args, max_threads=1), y)
 
 
+@needs_kernel
+def test_a_residual_is_added_after_the_bias_before_the_activation():
+    x, w, b = f32(2, 5, 9, 10), f32(13, 5, 3, 3), f32(13)
+    r = f32(2, 13, 9, 10)
+    args = (x, twin.pack_weights(w), 13, (3, 3), b, (1, 1), (1, 1, 1, 1), (1, 1), twin.epilogue("relu"))
+    want = twin.conv2d(*args, residual=r)
+    assert np.allclose(want, np.maximum(twin.conv2d(*args[:8]) + r, 0), rtol=0, atol=0)
+    for path in fconv.available_paths():
+        assert np.allclose(fconv.conv2d(*args, residual=r, path=path), want, rtol=0, atol=1e-5), path
+    for mod in (twin, fconv):
+        with pytest.raises(ValueError, match="residual must have the output's shape"):
+            mod.conv2d(*args, residual=np.ascontiguousarray(r[:, :, :8]))
+
+
 DW_CASES = [((1, 16, 14, 14), 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)),   # eight channels per vector, two groups
             ((2, 11, 9, 30), 1, 3, (2, 2), (1, 1, 1, 1), (1, 1)),    # a group of 8 and 3 planes one by one
             ((1, 9, 70, 61), 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)),    # large planes: one by one

@@ -10,6 +10,8 @@ absorbs the chain of ops after it while its output has one reader and is not a g
   ``b' = (b - mean) * a + beta`` (its running-statistics outputs must be unread);
 - an ``elementwise_mul`` / ``elementwise_add`` / ``elementwise_sub`` (conv output first) by a parameter that is
   per output channel or a scalar, of the weight's dtype: ``w' = w * s[o], b' = b * s[o]``; ``b' = b + c[o]``;
+- then, for a conv2d with one group, an ``elementwise_add`` (axis -1) of its output and another tensor computed
+  before the conv (a residual branch): added after the bias, before the activation (broadcast as the add does);
 - then its activation, applied in place on the conv's output with the float operations of its own op: a
   ``relu``, ``relu6``, ``hard_sigmoid`` or ``hard_swish`` op, or hard swish as ONNX exporters write it
   (``t * relu6(t + 3) / 6``: elementwise_add, relu6, elementwise_mul, elementwise_div by scalar parameters).
@@ -73,6 +75,7 @@ def optimize_fp32(model: Model) -> Model:
     params = dict(model.params)
     trainable = set(model.trainable)
     ops, folded = [], set()
+    producer = {n: j for j, o in enumerate(model.ops) for n in o.outputs if n}
     for i, op in enumerate(model.ops):
         if i in folded:
             continue
@@ -106,6 +109,10 @@ def optimize_fp32(model: Model) -> Model:
             chain.append(j)
             t = nxt.outputs[0]
         folds = bool(chain)
+        residual = _residual(model, op, t, readers, outputs, producer, i)
+        if residual is not None:
+            chain.append(residual[0])
+            t = model.ops[residual[0]].outputs[0]
         found = None if t in outputs else _activation(model, t, readers, outputs, w.dtype)
         if found is not None:
             chain += found[0]
@@ -119,12 +126,29 @@ def optimize_fp32(model: Model) -> Model:
             params[b_new] = shift.astype(w.dtype)
             trainable.update((w_name, b_new) if op.inputs[1] in trainable else ())
             inputs = [op.inputs[0], w_name, b_new]
+        if residual is not None:
+            inputs = (inputs + [""] * 3)[:3] + [residual[1]]
         params[inputs[1]] = _read_only(params[inputs[1]])
         ops.append(Op("conv2d_bias_act", inputs, [t], attrs, op.name))
     used = {n for op in ops for n in op.inputs if n} | {n for op in ops for n in op.outputs if n}
     params = {k: v for k, v in params.items() if k in used}
     return Model(ops, params, model.input_specs, model.outputs, name=model.name, meta=model.meta,
                  trainable=trainable & set(params))
+
+
+def _residual(model: Model, conv: Op, t: str, readers: dict, outputs: set, producer: dict, i: int):
+    """(op index, other operand) of the residual add after conv2d ``conv`` (index i, one group): ``t``'s one reader,
+    an elementwise_add (axis -1) of t and a tensor that is not a parameter and exists before the conv runs."""
+    r = readers.get(t, [])
+    if t in outputs or len(r) != 1 or conv.type != "conv2d" or int(conv.attrs.get("groups", 1)) != 1:
+        return None
+    add = model.ops[r[0]]
+    if add.type != "elementwise_add" or len(add.inputs) != 2 or int(add.attrs.get("axis", -1)) != -1:
+        return None
+    other = add.inputs[1] if add.inputs[0] == t else add.inputs[0]
+    if other == t or not other or other in model.params or producer.get(other, -1) >= i:
+        return None
+    return r[0], other
 
 
 _ACT_ATTRS = {"relu": (), "relu6": ("threshold",), "hard_sigmoid": ("slope", "offset"),

@@ -233,29 +233,40 @@ def _check_conv_act(attrs, inputs):
     attr_spec(activation=ACTIVATIONS, threshold="float", scale="float", offset="float", slope="float")(attrs, inputs)
 
 
-@register("conv2d_bias_act", shape=_conv_shape, check=_check_conv_act)
-def conv2d_bias_act(ctx, attrs, x, w, b=None):
-    """act(conv2d(x, w, b)) for inference (no backward). ``activation``: "" (none), "relu", "relu6" (clip to
+def _conv_act_shape(attrs, x, w, b=None, r=None):
+    y = _conv_shape(attrs, x, w)[0]
+    return (y if r is None else tuple(np.broadcast_shapes(y, tuple(r))),)
+
+
+@register("conv2d_bias_act", shape=_conv_act_shape, check=_check_conv_act)
+def conv2d_bias_act(ctx, attrs, x, w, b=None, r=None):
+    """act(conv2d(x, w, b) + r) for inference (no backward): ``r`` (optional) is a residual added before the
+    activation, broadcast as elementwise_add does. ``activation``: "" (none), "relu", "relu6" (clip to
     [0, ``threshold``], default 6), "hard_sigmoid" (clip(y * ``slope`` + ``offset``, 0, 1), defaults 0.2, 0.5) or
     "hard_swish" (y * clip(y + ``offset``, 0, ``threshold``) / ``scale``, defaults 3, 6, 6).
 
     Float32 convs with one group run ``fconv.conv2d`` (:mod:`refquant.reference.fconv`): one GEMM per sample on
     weights packed once (cached for a read-only weight array, as :func:`refquant.deploy.optimize_fp32` stores
-    them; packed on each call otherwise), im2col inside the packing, bias and activation in the epilogue; float32
-    depthwise convs run ``fconv.depthwise_conv2d``, fused multiply-adds with the bias and activation in the same
-    pass. Their sums differ from conv2d's in rounding (the bound is in that module). Other convs take conv2d's
-    route (convs whose columns exceed 4 MB per sample build them for blocks of output rows of about 2 MB, in
-    cache), then apply the activation in place with the float operations of its own op."""
+    them; packed on each call otherwise), im2col inside the packing, bias, residual (of the output's shape) and
+    activation in the epilogue; float32 depthwise convs run ``fconv.depthwise_conv2d``, fused multiply-adds with
+    the bias and activation in the same pass. Their sums differ from conv2d's in rounding (the bound is in that
+    module). Other convs take conv2d's route (convs whose columns exceed 4 MB per sample build them for blocks of
+    output rows of about 2 MB, in cache), then add the residual and apply the activation with the float
+    operations of their own ops."""
     stride, pad, dilation, groups, oh, ow = _checked_params(attrs, x, w)
     act = attrs.get("activation", "")
-    if x.dtype == w.dtype == np.float32 and (b is None or b.dtype == np.float32) and (
+    fused_r = r is None or (r.dtype == np.float32 and r.shape == (x.shape[0], w.shape[0], oh, ow) and groups == 1)
+    if x.dtype == w.dtype == np.float32 and (b is None or b.dtype == np.float32) and fused_r and (
             groups == 1 or _is_depthwise(x, w, groups)):
         fc, x, epi = _dispatch.kernel("fconv"), np.ascontiguousarray(x), _fconv_spec.epilogue(act, attrs)
         b = None if b is None else np.ascontiguousarray(b)
         if groups == 1:
-            return fc.conv2d(x, _packed(w), w.shape[0], w.shape[2:], b, stride, pad, dilation, epi)
+            return fc.conv2d(x, _packed(w), w.shape[0], w.shape[2:], b, stride, pad, dilation, epi,
+                             residual=None if r is None else np.ascontiguousarray(r))
         return fc.depthwise_conv2d(x, np.ascontiguousarray(w), b, stride, pad, dilation, epi)
     y = _conv_forward(attrs, x, w, b, _ROW_COLS_BYTES)
+    if r is not None:
+        y = y + r
     if act == "relu":
         np.maximum(y, 0, out=y)
     elif act == "relu6":

@@ -4,13 +4,13 @@ its specification.
 :func:`pack_weights` turns the (OC, C, KH, KW) weights into the GEMM's A operand once: panels of ``MR = 6`` rows,
 ``packed[i, k, r] = w.reshape(OC, K)[6 i + r, k]`` (zeros past OC), K = C * KH * KW. :func:`conv2d` computes
 
-    y[n, o, p] = act(sum_k A[o, k] * im2col(x[n])[k, p] + bias[o])
+    y[n, o, p] = act((sum_k A[o, k] * im2col(x[n])[k, p] + bias[o]) + residual[n, o, p])
 
 with ``act`` one of :data:`ACTIVATIONS` ("relu6" clips to [0, a]; "hard_sigmoid" is clip(v * a + b, 0, 1);
 "hard_swish" is v * clip(v + a, 0, b) / c; NaN stays NaN). The twin sums with NumPy's float32 matmul; the
 compiled paths sum each block of ``KC = 256`` values of k in registers in k order (fused multiply-adds on avx2)
 and add the blocks in order. Neither order is the other's, so the results agree to rounding: with
-``S = sum_k |A[o, k] x_k| + |bias[o]|``, ``|y - y_twin| <= 2 K eps32 S`` before the activation (eps32 =
+``S = sum_k |A[o, k] x_k| + |bias[o]|`` (``+ |residual|``), ``|y - y_twin| <= 2 K eps32 S`` before the activation (eps32 =
 2**-23; the worst case of two float32 summations, tested; measured two orders of magnitude below it) and
 the activations are 1-Lipschitz but hard_swish (Lipschitz ``(2 |v| + a) / c`` around v). Each path gives the
 same bits for any thread count (every output is summed by one tile, in the same order).
@@ -54,12 +54,13 @@ def epilogue(activation="", attrs=None):
     return (ACTIVATIONS[activation],) + params
 
 
-def check_conv2d(x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads=None):
+def check_conv2d(x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads=None, residual=None):
     """Validate a packed convolution and return ``(stride, padding, dilation, (KH, KW), (OH, OW), epi)`` as ints
     (and epi as (int, float, float, float)): ``x`` C-contiguous float32 (N, C, H, W); ``packed`` what
     :func:`pack_weights` gives for ``oc`` output channels and C * KH * KW columns; ``bias`` None or ``oc``
     contiguous float32 values; ``stride`` / ``dilation`` pairs of ints >= 1, ``padding`` (top, left, bottom,
-    right) ints >= 0; ``epi`` as :func:`epilogue` gives; ``max_threads`` None or an int >= 1."""
+    right) ints >= 0; ``epi`` as :func:`epilogue` gives; ``max_threads`` None or an int >= 1; ``residual`` None or
+    a C-contiguous float32 array of the output's shape."""
     if max_threads is not None:
         check_int("fconv.conv2d: max_threads", max_threads, 1)
     check_array("fconv.conv2d: x", x, np.float32, 4)
@@ -82,6 +83,11 @@ def check_conv2d(x, packed, oc, kernel, bias, stride, padding, dilation, epi, ma
     if len(epi) != 4 or int(epi[0]) not in ACTIVATIONS.values():
         raise ValueError(f"fconv.conv2d: epi must be (code, a, b, c) as epilogue() gives, got {epi!r}")
     oh, ow = _out_size(x.shape, kernel, stride, padding, dilation, oc)
+    if residual is not None:
+        check_array("fconv.conv2d: residual", residual, np.float32)
+        if residual.shape != (x.shape[0], oc, oh, ow):
+            raise ValueError(f"fconv.conv2d: residual must have the output's shape {(x.shape[0], oc, oh, ow)}, got "
+                             f"{residual.shape}")
     return stride, padding, dilation, kernel, (oh, ow), (int(epi[0]),) + tuple(float(v) for v in epi[1:])
 
 
@@ -94,15 +100,17 @@ def _out_size(x_shape, kernel, stride, padding, dilation, oc):
 
 
 def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
-           epi=(0, 0.0, 0.0, 1.0), *, max_threads=None, path=None):
-    """act(conv2d(x, w) + bias) from the packed weights, float32 (N, oc, OH, OW) out (module docstring;
-    ``max_threads``, the compiled module's thread cap, and ``path`` are checked or ignored)."""
+           epi=(0, 0.0, 0.0, 1.0), *, residual=None, max_threads=None, path=None):
+    """act((conv2d(x, w) + bias) + residual) from the packed weights, float32 (N, oc, OH, OW) out (module
+    docstring; ``max_threads``, the compiled module's thread cap, and ``path`` are checked or ignored)."""
     stride, padding, dilation, (kh, kw), (oh, ow), (code, a, b, c) = check_conv2d(
-        x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads)
+        x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads, residual)
     w = packed.transpose(0, 2, 1).reshape(-1, packed.shape[1])[:oc]
     y = np.matmul(w, im2col(x, kh, kw, stride, padding, dilation)).reshape(x.shape[0], oc, oh, ow)
     if bias is not None:
         y += bias.reshape(1, -1, 1, 1)
+    if residual is not None:
+        y += residual
     return _act(y, code, a, b, c)
 
 def check_depthwise(x, w, bias, stride, padding, dilation, epi, max_threads=None):

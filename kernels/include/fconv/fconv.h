@@ -1,5 +1,5 @@
 /* fconv/fconv.h: the C side of kernels/fconv.pyx, a float32 convolution (groups 1, NCHW) as one GEMM per sample
- * on weights packed once, y[o, p] = act(sum_k A[o, k] * B[k, p] + bias[o]). Twin and specification:
+ * on weights packed once, y[o, p] = act(sum_k A[o, k] * B[k, p] + bias[o] (+ res[o, p])). Twin and specification:
  * refquant/reference/fconv.py.
  *
  * A is the weight matrix (M = OC rows, K = C * KH * KW) packed in panels of FC_MR rows (fc_pack_weights in the
@@ -8,8 +8,8 @@
  * panels. The loops: N blocks of at most FC_NC pixels (fewer for long K: the packed block stays in L2), K blocks of
  * FC_KC, then FC_MR-row panels of A each sweeping the block in FC_MR x FC_NR register tiles (so each output row is
  * written front to back). A tile sums its K block in registers from +0 in k order (fused multiply-add on the avx2
- * path), adds it to the tile's previous K blocks, then, after the last block, adds the bias and applies the
- * activation (fc_act). Every output element gets the same operations whatever the M / N split, so the bits do
+ * path), adds it to the tile's previous K blocks, then, after the last block, adds the bias, then a residual (an
+ * input of the output's shape, when given), and applies the activation (fc_act). Every output element gets the same operations whatever the M / N split, so the bits do
  * not depend on the thread count; paths differ from each other and from the twin by rounding (its docstring
  * states the bound). fconv.h is compiled without -ffp-contract=off: the avx2 path is meant to fuse.
  */
@@ -124,29 +124,32 @@ static void fc_pack_b(const float *x, const fc_geom *g, ptrdiff_t k0, ptrdiff_t 
 }
 
 /* The first mr x nr values of tile t (FC_MR x FC_NR) into y (row stride ldc): y = t, or y = y + t with add; then
- * with last, y = fc_act(y + bias[r]) (no bias when NULL). */
-static void fc_tile_done(const float *t, ptrdiff_t mr, ptrdiff_t nr, float *y, ptrdiff_t ldc, int add, int last,
-                         const float *bias, const fc_epi *e) {
+ * with last, y = fc_act((y + bias[r]) + res) (no bias / residual when NULL; res has y's row stride). */
+static void fc_tile_done(const float *t, ptrdiff_t mr, ptrdiff_t nr, float *y, const float *res, ptrdiff_t ldc, int add,
+                         int last, const float *bias, const fc_epi *e) {
     for (ptrdiff_t r = 0; r < mr; r++) {
         float *yr = y + r * ldc;
         const float *tr = t + r * FC_NR;
         for (ptrdiff_t q = 0; q < nr; q++) {
             float v = add ? yr[q] + tr[q] : tr[q];
-            if (last) v = fc_act(bias ? v + bias[r] : v, e);
+            if (last) {
+                v = bias ? v + bias[r] : v;
+                v = fc_act(res ? v + res[r * ldc + q] : v, e);
+            }
             yr[q] = v;
         }
     }
 }
 
 /* The portable FC_MR x FC_NR tile: t[r][q] = sum over k < kc of a[k][r] * b[k][q], from +0 in k order. */
-static void fc_tile_portable(ptrdiff_t kc, const float *a, const float *b, float *t, float *y, ptrdiff_t ldc,
-                             int add, int last, const float *bias, const fc_epi *e) {
+static void fc_tile_portable(ptrdiff_t kc, const float *a, const float *b, float *t, float *y, const float *res,
+                             ptrdiff_t ldc, int add, int last, const float *bias, const fc_epi *e) {
     float acc[FC_MR][FC_NR] = {{0.0f}};
     for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += FC_NR)
         for (int r = 0; r < FC_MR; r++)
             for (int q = 0; q < FC_NR; q++) acc[r][q] += a[r] * b[q];
     memcpy(t, acc, sizeof acc);
-    if (y) fc_tile_done(t, FC_MR, FC_NR, y, ldc, add, last, bias, e);
+    if (y) fc_tile_done(t, FC_MR, FC_NR, y, res, ldc, add, last, bias, e);
 }
 
 #if FC_X86
@@ -163,7 +166,10 @@ static void fc_tile_portable(ptrdiff_t kc, const float *a, const float *b, float
     } else {                                                                                                  \
         float *yp = y + r * ldc + 8 * h;                                                                      \
         __m256 v = add ? _mm256_add_ps(_mm256_loadu_ps(yp), c##r##h) : c##r##h;                               \
-        if (last) v = fc_act8(bias ? _mm256_add_ps(v, _mm256_set1_ps(bias[r])) : v, e);                      \
+        if (last) {                                                                                           \
+            v = bias ? _mm256_add_ps(v, _mm256_set1_ps(bias[r])) : v;                                         \
+            v = fc_act8(res ? _mm256_add_ps(v, _mm256_loadu_ps(res + r * ldc + 8 * h)) : v, e);               \
+        }                                                                                                     \
         _mm256_storeu_ps(yp, v);                                                                              \
     }
 FC_AVX2_ATTR static inline __m256 fc_act8(__m256 v, const fc_epi *e) {
@@ -180,7 +186,8 @@ FC_AVX2_ATTR static inline __m256 fc_act8(__m256 v, const fc_epi *e) {
     }
 }
 FC_AVX2_ATTR static void fc_tile_avx2(ptrdiff_t kc, const float *a, const float *b, float *t, float *y,
-                                      ptrdiff_t ldc, int add, int last, const float *bias, const fc_epi *e) {
+                                      const float *res, ptrdiff_t ldc, int add, int last, const float *bias,
+                                      const fc_epi *e) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
            c40 = c00, c41 = c00, c50 = c00, c51 = c00, ar;
     for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += FC_NR) {
@@ -193,14 +200,15 @@ FC_AVX2_ATTR static void fc_tile_avx2(ptrdiff_t kc, const float *a, const float 
 #endif
 
 /* A tile: the FC_MR x FC_NR sums of a K block into t; or, given y (a full tile), fc_tile_done's steps on y. */
-typedef void (*fc_tile_fn)(ptrdiff_t kc, const float *a, const float *b, float *t, float *y, ptrdiff_t ldc, int add,
-                           int last, const float *bias, const fc_epi *e);
+typedef void (*fc_tile_fn)(ptrdiff_t kc, const float *a, const float *b, float *t, float *y, const float *res,
+                           ptrdiff_t ldc, int add, int last, const float *bias, const fc_epi *e);
 
 /* Rows [m0, m1) (m0 a multiple of FC_MR) and columns [n0, n1) of one sample's output y (M x N, N = OH * OW):
- * y = act(A B + bias) (bias may be NULL). bp: FC_KC * FC_NC floats of scratch, 32-byte aligned. */
+ * y = act((A B + bias) + res) (bias, res may be NULL; res is laid out as y). bp: FC_KC * FC_NC floats of scratch,
+ * 32-byte aligned. */
 static void fc_conv_block(fc_tile_fn tile, const float *ap, ptrdiff_t M, ptrdiff_t K, const float *x,
-                          const fc_geom *g, const float *bias, const fc_epi *e, float *y, ptrdiff_t m0, ptrdiff_t m1,
-                          ptrdiff_t n0, ptrdiff_t n1, float *bp) {
+                          const fc_geom *g, const float *bias, const fc_epi *e, float *y, const float *res, ptrdiff_t m0,
+                          ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1, float *bp) {
     const ptrdiff_t N = g->oh * g->ow, kmax = K < FC_KC ? K : FC_KC;
     /* pixel blocks of at most FC_B_FLOATS / kmax columns: the packed block stays in L2 while every row panel sweeps it */
     ptrdiff_t step = FC_B_FLOATS / kmax / FC_NR * FC_NR;
@@ -220,11 +228,12 @@ static void fc_conv_block(fc_tile_fn tile, const float *ap, ptrdiff_t M, ptrdiff
                     const ptrdiff_t nr = nc - jr < FC_NR ? nc - jr : FC_NR;
                     const float *b = bp + jr * kc;
                     float *yt = y + ir * N + jc + jr;
+                    const float *rt = res ? res + ir * N + jc + jr : NULL;
                     if (mr == FC_MR && nr == FC_NR) {
-                        tile(kc, a, b, t, yt, N, !first, last, bb, e);
+                        tile(kc, a, b, t, yt, rt, N, !first, last, bb, e);
                     } else {
-                        tile(kc, a, b, t, NULL, 0, 0, 0, NULL, e);
-                        fc_tile_done(t, mr, nr, yt, N, !first, last, bb, e);
+                        tile(kc, a, b, t, NULL, NULL, 0, 0, 0, NULL, e);
+                        fc_tile_done(t, mr, nr, yt, rt, N, !first, last, bb, e);
                     }
                 }
             }
