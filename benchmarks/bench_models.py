@@ -5,7 +5,8 @@ For each model (the zoo builders, untrained weights: timing does not need traine
   1. FP32 model; static PTQ (abs_max on two random batches) -> ``convert_to_int8``, with 8-bit weights and with
      ``reduce_range=True`` (GEMM weights halved to [-64, 64]: AVX2's exact vpmaddubsw kernel);
   2. latency medians at 1 and 2 threads, every runner timed round-robin in one loop: refquant FP32 (its im2col + BLAS convs),
-     refquant FP32 fused (``refquant.deploy.optimize_fp32``: batch norm folded, relu in the conv), refquant INT8 (both);
+     refquant FP32 fused (``refquant.deploy.optimize_fp32``: batch norm folded, residual add and relu in the conv,
+     the ``fconv`` kernels on packed weights), refquant INT8 (both);
      onnxruntime FP32 on the exported float model; onnxruntime INT8 on refquant's INT8 graph exported as QDQ
      (the *same* quantized model: ORT fuses it into QLinearConv where it can) and on ORT's own
      ``quantize_static`` (QDQ, per-channel s8 weights, u8 activations, MinMax on the same batches), also with its
@@ -79,7 +80,10 @@ def run(models=MODELS, threads_list=(1, 2), repeats: int = 9) -> dict:
     from refquant.models import build
     from refquant.quant import quant_post_static
 
-    result = {"machine": machine(), "models": []}
+    from refquant import _dispatch
+    fconv = _dispatch.compiled("fconv")  # the fused FP32 convs' kernel family and the ISA path it takes
+    result = {"machine": machine(), "models": [],
+              "fp32_fused_convs": f"fconv {fconv.current_path()}" if fconv else "NumPy twin (fconv not built)"}
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
     calib = [rng.standard_normal((2, 3, 224, 224)).astype(np.float32) for _ in range(2)]
@@ -165,7 +169,8 @@ def markdown(r: dict) -> str:
                   f"{row['int8_weight_mb'] / row['fp32_weight_mb']:.3f}",
                   f"{row['fp32_rss_peak_mb']:.0f} ({row['fp32_rss_model_mb']:.0f})",
                   f"{row['int8_rss_peak_mb']:.0f} ({row['int8_rss_model_mb']:.0f})"] for row in r["models"]])
-    return "\n\n".join(parts + ["### Memory", mem])
+    fused = f"refquant FP32 fused: `optimize_fp32`, convs on {r.get('fp32_fused_convs', '?')}."
+    return "\n\n".join([fused] + parts + ["### Memory", mem])
 
 
 if __name__ == "__main__":

@@ -49,11 +49,11 @@ def kernel_status(name: str) -> str:
 
 
 def int8_paths() -> dict:
-    """For each kernel family with ISA paths (qgemm, qdirect, floatops): the path it takes on this CPU, the paths
+    """For each kernel family with ISA paths (qgemm, qdirect, floatops, fconv): the path it takes on this CPU, the paths
     it could take and the environment setting that forced the choice, if any (``REFQUANT_PATH_<FAMILY>``,
     ``REFQUANT_FORCE_PORTABLE``; refquant/_paths.py). A setting this CPU cannot honour shows as the error."""
     out = {}
-    for name in ("floatops", "qgemm", "qdirect"):
+    for name in ("fconv", "floatops", "qgemm", "qdirect"):
         mod = _dispatch.compiled(name)
         if mod is not None:
             try:
