@@ -15,6 +15,8 @@ from libc.stdint cimport uintptr_t
 from _arrays cimport in_f32, out_f32
 from _openmp cimport omp_get_thread_num, threads_for
 
+import threading
+
 import numpy as np
 
 from refquant._paths import IsaPaths
@@ -66,6 +68,17 @@ available_paths = _PATHS.available
 current_path = _PATHS.current
 
 
+_local = threading.local()
+
+
+def _scratch(n):
+    """n float32 of scratch, kept per calling thread (not allocated and paged in again on every call)."""
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < n:
+        buf = _local.buf = np.empty(max(n, 1 << 16), dtype=np.float32)
+    return buf[:n]
+
+
 def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
            epi=(0, 0.0, 0.0, 1.0), *, residual=None, max_threads=None, path=None):
     """act((conv2d(x, w) + bias) + residual) from ``packed = pack_weights(w)``: float32 (N, oc, OH, OW) out (the
@@ -90,7 +103,8 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
     if n * nb < 2 * threads:  # few pixel blocks: split the channels too, in whole FC_MR panels
         mb = min((M + FC_MR - 1) // FC_MR, 2 * threads)
     cdef Py_ssize_t mstep = ((M + FC_MR - 1) // FC_MR + mb - 1) // mb * FC_MR, tasks = n * nb * mb, t, s, j, i
-    scratch = np.empty(threads * FC_KC * FC_NC + 8, dtype=np.float32)
+    cdef Py_ssize_t block = min(K, FC_KC) * ((min(N, FC_NC) + 15) // 16 * 16)  # the packed B block of a task
+    scratch = _scratch(threads * block + 8)
     cdef float *sp = out_f32(scratch)
     cdef float *bp0 = <float *>((<uintptr_t>sp + 31) & ~(<uintptr_t>31))
     cdef const float *xp = in_f32(x)
@@ -107,7 +121,7 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
                 fc_conv_block(tile, ap, M, K, xp + s * g.C * g.H * g.W, &g, bias_p, &e, yp + s * M * N,
                               res_p + s * M * N if res_p != NULL else NULL, i * mstep,
                               min(M, (i + 1) * mstep), j * FC_NC, min(N, (j + 1) * FC_NC),
-                              bp0 + omp_get_thread_num() * FC_KC * FC_NC)
+                              bp0 + omp_get_thread_num() * block)
     return y
 
 
@@ -138,7 +152,7 @@ def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilat
     cdef int threads = threads_for(n * oc * ohw * taps, MIN_MACS_PER_THREAD)
     if max_threads is not None:
         threads = min(threads, max_threads)
-    scratch = np.empty(threads * pad_size + 8, dtype=np.float32)
+    scratch = _scratch(threads * pad_size + 8)
     cdef float *xp0 = out_f32(scratch)
     cdef const float *xp = in_f32(x)
     cdef const float *wp = in_f32(w)

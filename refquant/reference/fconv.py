@@ -48,10 +48,14 @@ def epilogue(activation="", attrs=None):
     attrs = attrs or {}
     if activation not in ACTIVATIONS:
         raise ValueError(f"fconv: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    f = lambda k, d: float(attrs.get(k, d))  # noqa: E731
-    params = {"relu6": (f("threshold", 6.0), 0.0, 1.0), "hard_sigmoid": (f("slope", 0.2), f("offset", 0.5), 1.0),
-              "hard_swish": (f("offset", 3.0), f("threshold", 6.0), f("scale", 6.0))}.get(activation, (0.0, 0.0, 1.0))
-    return (ACTIVATIONS[activation],) + params
+    f = attrs.get
+    if activation == "relu6":
+        return 2, float(f("threshold", 6.0)), 0.0, 1.0
+    if activation == "hard_sigmoid":
+        return 3, float(f("slope", 0.2)), float(f("offset", 0.5)), 1.0
+    if activation == "hard_swish":
+        return 4, float(f("offset", 3.0)), float(f("threshold", 6.0)), float(f("scale", 6.0))
+    return ACTIVATIONS[activation], 0.0, 0.0, 1.0
 
 
 def check_conv2d(x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads=None, residual=None):

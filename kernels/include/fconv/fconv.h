@@ -86,6 +86,8 @@ static void fc_im2col_row(const float *x, const fc_geom *g, ptrdiff_t kk, ptrdif
             for (ptrdiff_t c = ow; c < e && c < a; c++) d[c] = 0.0f;
             if (sw == 1 && b > a)
                 memcpy(d + a, s + a, (size_t)(b - a) * sizeof(float));
+            else if (sw == 2)  /* a constant stride: vectorized with shuffles */
+                for (ptrdiff_t c = a; c < b; c++) d[c] = s[2 * c];
             else
                 for (ptrdiff_t c = a; c < b; c++) d[c] = s[c * sw];
             for (ptrdiff_t c = b > ow ? b : ow; c < e; c++) d[c] = 0.0f;
