@@ -314,6 +314,34 @@ FC_AVX2_ATTR static inline __m256 fc_load_s(const float *s, ptrdiff_t sw) {
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
 }
 
+/* One output row of a 3 x 3 kernel whose nine taps all read the plane (sw a constant after inlining): the taps
+ * unrolled, their offsets and weights hoisted, 16 outputs per step; the same operations in the same order as the
+ * general loop below. Returns the first column it did not compute. */
+FC_AVX2_ATTR static inline __attribute__((always_inline)) ptrdiff_t
+fc_dw3_row(const float *r0, const ptrdiff_t *off, const float *w, __m256 b, const fc_epi *e, float *yr, ptrdiff_t ow,
+           ptrdiff_t sw) {
+    const __m256 w0 = _mm256_broadcast_ss(w), w1 = _mm256_broadcast_ss(w + 1), w2 = _mm256_broadcast_ss(w + 2),
+                 w3 = _mm256_broadcast_ss(w + 3), w4 = _mm256_broadcast_ss(w + 4), w5 = _mm256_broadcast_ss(w + 5),
+                 w6 = _mm256_broadcast_ss(w + 6), w7 = _mm256_broadcast_ss(w + 7), w8 = _mm256_broadcast_ss(w + 8);
+    const float *s0 = r0 + off[0], *s1 = r0 + off[1], *s2 = r0 + off[2], *s3 = r0 + off[3], *s4 = r0 + off[4],
+                *s5 = r0 + off[5], *s6 = r0 + off[6], *s7 = r0 + off[7], *s8 = r0 + off[8];
+    ptrdiff_t q = 0;
+    for (; q + 16 <= ow; q += 16) {
+        const ptrdiff_t u = q * sw, v = (q + 8) * sw;
+        __m256 a0 = _mm256_fmadd_ps(w0, fc_load_s(s0 + u, sw), _mm256_setzero_ps());
+        __m256 a1 = _mm256_fmadd_ps(w0, fc_load_s(s0 + v, sw), _mm256_setzero_ps());
+#define FC_DW3_TAP(k)                                                                                          \
+        a0 = _mm256_fmadd_ps(w##k, fc_load_s(s##k + u, sw), a0);                                              \
+        a1 = _mm256_fmadd_ps(w##k, fc_load_s(s##k + v, sw), a1);
+        FC_DW3_TAP(1) FC_DW3_TAP(2) FC_DW3_TAP(3) FC_DW3_TAP(4) FC_DW3_TAP(5) FC_DW3_TAP(6) FC_DW3_TAP(7)
+        FC_DW3_TAP(8)
+#undef FC_DW3_TAP
+        _mm256_storeu_ps(yr + q, fc_act8(_mm256_add_ps(a0, b), e));
+        _mm256_storeu_ps(yr + q + 8, fc_act8(_mm256_add_ps(a1, b), e));
+    }
+    return q;
+}
+
 FC_AVX2_ATTR static void fc_dw_avx2(const float *x, const fc_dwgeom *g, const float *w, float bias, const fc_epi *e,
                                     float *y, float *xp) {
     const ptrdiff_t taps = g->kh * g->kw, sw = g->sw, *off = g->off;
@@ -330,6 +358,8 @@ FC_AVX2_ATTR static void fc_dw_avx2(const float *x, const fc_dwgeom *g, const fl
         fc_dw_rows(g, p, &t0, &t1);
         float *yr = y + p * g->ow;
         ptrdiff_t q = 0;
+        if (taps == 9 && t0 == 0 && t1 == 9)
+            q = sw == 1 ? fc_dw3_row(r0, off, w, b, e, yr, g->ow, 1) : fc_dw3_row(r0, off, w, b, e, yr, g->ow, 2);
         for (; q + 16 <= g->ow; q += 16) {
             __m256 a0 = _mm256_setzero_ps(), a1 = a0;
             for (ptrdiff_t t = t0; t < t1; t++) {
