@@ -270,8 +270,10 @@ def run(kinds=("cls", "rec", "det", "paddle"), algos=tuple(PAIRS), quick: bool |
     quick = os.environ.get("REFQUANT_BENCH_QUICK") == "1" if quick is None else quick
     sizes = QUICK if quick else FULL
     repeats = sizes["repeats"] if repeats is None else repeats
+    from refquant._dispatch import compiled
     result = {"machine": machine(), "quick": quick, "repeats": repeats, "threads": 1, "date": time.strftime("%Y-%m-%d"),
-              "models": [], "ort_calibration_options": ORT_CALIB_OPTIONS}
+              "models": [], "ort_calibration_options": ORT_CALIB_OPTIONS,
+              "kernels": {k: "compiled" if compiled(k) else "NumPy twin" for k in ("histogram", "kl", "search")}}
     try:
         import onnxruntime
         result["onnxruntime"] = onnxruntime.__version__
@@ -322,7 +324,8 @@ def markdown(r: dict) -> str:
     parts = [f"{'QUICK MODE (tiny sizes, only shows it works); ' if r['quick'] else ''}{r['date']}, {m['cpu']}, "
              f"1 thread, median of {r['repeats']} round-robin round(s) (runners over {SLOW_S:.0f} s: one); ONNX "
              f"Runtime {r.get('onnxruntime', '-')}. Seconds as wall / CPU (this process's CPU time: robust to the "
-             f"load of other processes on a shared machine)"]
+             f"load of other processes on a shared machine); calibration kernels: "
+             + ", ".join(f"{k} {v}" for k, v in r.get("kernels", {}).items())]
     for mod in r["models"]:
         if "skipped" in mod:
             parts.append(f"{mod['kind']}: skipped: {mod['skipped']}")

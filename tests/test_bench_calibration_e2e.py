@@ -22,6 +22,7 @@ def test_quick_cls_pairing_and_ort_restored():
     assert set(m["median_s"]) == {"refquant abs_max", "ORT MinMax"} and all(v > 0 for v in m["median_s"].values())
     text = bench.markdown(r)
     assert "QUICK MODE" in text and "| abs_max |" in text and "| MinMax |" in text
+    assert set(r["kernels"]) == {"histogram", "kl", "search"} and "calibration kernels: histogram " in text
 
 
 def test_ort_calibration_options_reach_the_calibrator(monkeypatch):
