@@ -40,8 +40,10 @@ KERNELS = {
                  "depends": ["kernels/include/floatops/floatops.h", "kernels/include/floatops/glue.h",
                              "kernels/include/floatops/dwconv.h",
                              "kernels/include/qdirect/chain.h", "kernels/include/cpu_features.h"]},
-    # float32 conv on packed weights (fused FP32 graph): not bit-equal to a twin, so fused multiply-adds allowed
-    "fconv": {"depends": ["kernels/include/fconv/fconv.h", "kernels/include/cpu_features.h"]},
+    # float32 conv on packed weights (fused FP32 graph): its sums use fused multiply-adds where the intrinsics say so
+    # (within a stated bound of the twin); the epilogue rounds each product and sum, as the ops it replaces
+    "fconv": {"extra_compile_args": ["-ffp-contract=off"],
+              "depends": ["kernels/include/fconv/fconv.h", "kernels/include/cpu_features.h"]},
     # calibration, bit-exact float code: no fused multiply-add (-march=native would allow it); no FP traps, so
     # branches become vectorizable selects (the values are unchanged)
     **{name: {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"]}

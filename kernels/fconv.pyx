@@ -28,8 +28,8 @@ cdef extern from "fconv/fconv.h" nogil:
     ctypedef struct fc_geom:
         Py_ssize_t C, H, W, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow
     ctypedef struct fc_epi:
-        int act
-        float a, b, c
+        int act, post
+        float a, b, c, ps, pc
     ctypedef void (*fc_tile_fn)(Py_ssize_t kc, const float *a, const float *b, float *t, float *y, const float *res,
                                 Py_ssize_t ldc, int add, int last, const float *bias, const fc_epi *e) noexcept nogil
     ctypedef struct fc_dwgeom:
@@ -85,7 +85,7 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
     twin's formula, its rounding bound; the same bits for any thread count). ``max_threads`` caps the thread
     count."""
     cdef fc_tile_fn tile = FC_PATHS[_PATHS.index(path)].tile
-    (sh, sw), pad, (dh, dw), (kh, kw), (oh, ow), (code, a, b, c) = _spec.check_conv2d(
+    (sh, sw), pad, (dh, dw), (kh, kw), (oh, ow), (code, a, b, c, ps, pc) = _spec.check_conv2d(
         x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads, residual)
     cdef Py_ssize_t n = x.shape[0], M = oc, K = packed.shape[1], N = oh * ow
     y = np.empty((n, oc, oh, ow), dtype=np.float32)
@@ -95,7 +95,8 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
     g.C, g.H, g.W, g.kh, g.kw = x.shape[1], x.shape[2], x.shape[3], kh, kw
     g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.oh, g.ow = sh, sw, dh, dw, pad[0], pad[1], oh, ow
     cdef fc_epi e
-    e.act, e.a, e.b, e.c = code, a, b, c
+    e.act, e.a, e.b, e.c, e.ps, e.pc = code, a, b, c, ps, pc
+    e.post = ps != 1.0 or pc != 0.0
     cdef int threads = threads_for(n * M * K * N, MIN_MACS_PER_THREAD)
     if max_threads is not None:
         threads = min(threads, max_threads)
@@ -130,7 +131,7 @@ def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilat
     """act(depthwise conv2d(x, w) + bias), float32 NCHW, ``w`` (C*M, 1, KH, KW): the twin's formula and bound;
     output planes split between threads (the same bits for any thread count)."""
     cdef const fc_path *fp = &FC_PATHS[_PATHS.index(path)]
-    (sh, sw), pad, (dh, dwi), (oh, ow), (code, a, b, c) = _spec.check_depthwise(
+    (sh, sw), pad, (dh, dwi), (oh, ow), (code, a, b, c, ps, pc) = _spec.check_depthwise(
         x, w, bias, stride, padding, dilation, epi, max_threads)
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], oc = w.shape[0], m = oc // C, taps = w.shape[2] * w.shape[3]
     y = np.empty((n, oc, oh, ow), dtype=np.float32)
@@ -141,7 +142,8 @@ def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilat
     g.pt, g.pl, g.oh, g.ow = pad[0], pad[1], oh, ow
     fc_dw_init(&g)
     cdef fc_epi e
-    e.act, e.a, e.b, e.c = code, a, b, c
+    e.act, e.a, e.b, e.c, e.ps, e.pc = code, a, b, c, ps, pc
+    e.post = ps != 1.0 or pc != 0.0
     cdef Py_ssize_t hw = g.H * g.W, ohw = oh * ow, t, o, s, pad_size = g.hp * g.wp
     # small planes, multiplier 1: eight channels per vector (fc_dw8_*); the channels past a multiple of 8 per plane
     cdef Py_ssize_t groups = C // 8 if fp.dw8 != NULL and m == 1 and taps <= 64 and ohw <= DW8_MAX_PIXELS and \

@@ -155,6 +155,23 @@ def test_a_residual_add_and_relu_go_into_the_later_conv(order):
     assert np.array_equal(g.run({"x": x, "r": r})["y"], u.run({"x": x, "r": r})["y"])
 
 
+def test_a_scalar_affine_after_the_activation_goes_into_the_conv():
+    """conv -> hard_swish -> a * t + b (PP-LCNetV3's learnable affine: the scalar first, as exported), on a dense
+    and on a depthwise conv."""
+    p = {"w": f32(8, 3, 3, 3), "dw": f32(8, 1, 3, 3), "a": f32(1), "b": f32(1), "a2": f32(1)}
+    ops = [Op("conv2d", ["x", "w"], ["c"], {"paddings": [1, 1]}), Op("hard_swish", ["c"], ["h"]),
+           Op("elementwise_mul", ["a", "h"], ["m"]), Op("elementwise_add", ["m", "b"], ["s"]),
+           Op("depthwise_conv2d", ["s", "dw"], ["d"], {"groups": 8, "paddings": [1, 1]}), Op("relu", ["d"], ["r"]),
+           Op("elementwise_mul", ["r", "a2"], ["y"])]
+    m = Model(ops, p, [TensorSpec("x", (None, 3, 10, 10))], ["y"])
+    f = optimize_fp32(m)
+    assert [op.type for op in f.ops] == ["conv2d_bias_act"] * 2
+    assert (f.ops[0].attrs["post_scale"], f.ops[0].attrs["post_shift"]) == (float(p["a"][0]), float(p["b"][0]))
+    assert f.ops[1].attrs["post_scale"] == float(p["a2"][0]) and "post_shift" not in f.ops[1].attrs
+    x = f32(2, 3, 10, 10, lo=-4, hi=4)
+    assert close(m.run({"x": x})["y"], f.run({"x": x})["y"], rtol=1e-6)
+
+
 def test_conv2d_bias_act_refuses_other_activations_and_training():
     with pytest.raises(Exception, match="activation"):
         Model([Op("conv2d_bias_act", ["x", "w"], ["y"], {"activation": "swish"})], {"w": f32(4, 3, 1, 1)},

@@ -73,6 +73,20 @@ def test_a_residual_is_added_after_the_bias_before_the_activation():
             mod.conv2d(*args, residual=np.ascontiguousarray(r[:, :, :8]))
 
 
+@needs_kernel
+def test_a_scalar_affine_follows_the_activation():
+    x, w, wd, b = f32(1, 5, 9, 10) * 3, f32(13, 5, 3, 3), f32(5, 1, 3, 3), f32(13)
+    epi = twin.epilogue("hard_swish", {"post_scale": -0.75, "post_shift": 0.5})
+    assert epi[4:] == (-0.75, 0.5)
+    conv = (x, twin.pack_weights(w), 13, (3, 3), b, (1, 1), (1, 1, 1, 1), (1, 1))
+    dw = (x, wd, None, (2, 1), (1, 1, 1, 1), (1, 1))
+    for mod in (twin, fconv):
+        for call, args in ((mod.conv2d, conv), (mod.depthwise_conv2d, dw)):
+            y = call(*args, epi=epi)
+            h = call(*args, epi=epi[:4])
+            assert np.array_equal(y, h * np.float32(-0.75) + np.float32(0.5))  # two roundings, after the rest
+
+
 DW_CASES = [((1, 16, 14, 14), 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)),   # eight channels per vector, two groups
             ((2, 11, 9, 30), 1, 3, (2, 2), (1, 1, 1, 1), (1, 1)),    # a group of 8 and 3 planes one by one
             ((1, 9, 70, 61), 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)),    # large planes: one by one

@@ -12,9 +12,11 @@ absorbs the chain of ops after it while its output has one reader and is not a g
   per output channel or a scalar, of the weight's dtype: ``w' = w * s[o], b' = b * s[o]``; ``b' = b + c[o]``;
 - then, for a conv2d with one group, an ``elementwise_add`` (axis -1) of its output and another tensor computed
   before the conv (a residual branch): added after the bias, before the activation (broadcast as the add does);
-- then its activation, applied in place on the conv's output with the float operations of its own op: a
+- then its activation, applied on the conv's output with the float operations of its own op: a
   ``relu``, ``relu6``, ``hard_sigmoid`` or ``hard_swish`` op, or hard swish as ONNX exporters write it
-  (``t * relu6(t + 3) / 6``: elementwise_add, relu6, elementwise_mul, elementwise_div by scalar parameters).
+  (``t * relu6(t + 3) / 6``: elementwise_add, relu6, elementwise_mul, elementwise_div by scalar parameters);
+- after an activation, a multiply and then an add by scalar parameters (each optional): ``post_scale`` /
+  ``post_shift``, rounded one by one as those ops.
 
 Constants are folded in float64 and stored in the weight's dtype, and large convs sum in other BLAS calls, so
 outputs differ from the unfused graph in the last float32 bits (a relative 1e-6 to 3e-5 on the PP-OCR and
@@ -118,6 +120,10 @@ def optimize_fp32(model: Model) -> Model:
             chain += found[0]
             attrs.update(found[1])
             t = model.ops[found[0][-1]].outputs[0]
+            for j, key in _post_affine(model, t, readers, outputs, w.dtype):
+                chain.append(j)
+                attrs[key] = float(model.params[_scalar_operand(model.ops[j], t)].reshape(-1)[0])
+                t = model.ops[j].outputs[0]
         folded.update(chain)
         inputs = list(op.inputs)
         if folds:
@@ -149,6 +155,28 @@ def _residual(model: Model, conv: Op, t: str, readers: dict, outputs: set, produ
     if other == t or not other or other in model.params or producer.get(other, -1) >= i:
         return None
     return r[0], other
+
+
+def _scalar_operand(op: Op, t: str) -> str:
+    return op.inputs[1] if op.inputs[0] == t else op.inputs[0]
+
+
+def _post_affine(model: Model, t: str, readers: dict, outputs: set, dtype) -> list:
+    """[(op index, "post_scale" / "post_shift")]: an elementwise_mul and then an elementwise_add (each optional, in
+    this order) of the activation's output ``t`` by a scalar parameter of ``dtype`` (a learnable affine after the
+    activation, as PP-LCNetV3 writes it), each the one reader of the tensor before it."""
+    found = []
+    for kind, key in (("elementwise_mul", "post_scale"), ("elementwise_add", "post_shift")):
+        r = readers.get(t, [])
+        if t in outputs or len(r) != 1 or model.ops[r[0]].type != kind or len(model.ops[r[0]].inputs) != 2:
+            continue
+        op = model.ops[r[0]]
+        c = model.params.get(_scalar_operand(op, t))
+        if t not in op.inputs or c is None or c.size != 1 or c.dtype != dtype:
+            continue
+        found.append((r[0], key))
+        t = op.outputs[0]
+    return found
 
 
 _ACT_ATTRS = {"relu": (), "relu6": ("threshold",), "hard_sigmoid": ("slope", "offset"),

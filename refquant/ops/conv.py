@@ -230,7 +230,8 @@ _ROW_COLS_BYTES = 2 << 20
 
 def _check_conv_act(attrs, inputs):
     _check_conv(attrs, inputs)
-    attr_spec(activation=ACTIVATIONS, threshold="float", scale="float", offset="float", slope="float")(attrs, inputs)
+    attr_spec(activation=ACTIVATIONS, threshold="float", scale="float", offset="float", slope="float",
+              post_scale="float", post_shift="float")(attrs, inputs)
 
 
 def _conv_act_shape(attrs, x, w, b=None, r=None):
@@ -243,7 +244,8 @@ def conv2d_bias_act(ctx, attrs, x, w, b=None, r=None):
     """act(conv2d(x, w, b) + r) for inference (no backward): ``r`` (optional) is a residual added before the
     activation, broadcast as elementwise_add does. ``activation``: "" (none), "relu", "relu6" (clip to
     [0, ``threshold``], default 6), "hard_sigmoid" (clip(y * ``slope`` + ``offset``, 0, 1), defaults 0.2, 0.5) or
-    "hard_swish" (y * clip(y + ``offset``, 0, ``threshold``) / ``scale``, defaults 3, 6, 6).
+    "hard_swish" (y * clip(y + ``offset``, 0, ``threshold``) / ``scale``, defaults 3, 6, 6); then, with
+    ``post_scale`` / ``post_shift`` attributes (defaults 1, 0), y * post_scale + post_shift.
 
     Float32 convs with one group run ``fconv.conv2d`` (:mod:`refquant.reference.fconv`): one GEMM per sample on
     weights packed once (cached for a read-only weight array, as :func:`refquant.deploy.optimize_fp32` stores
@@ -281,6 +283,8 @@ def conv2d_bias_act(ctx, attrs, x, w, b=None, r=None):
         t *= y
         t /= float(attrs.get("scale", 6.0))
         y = t
+    if "post_scale" in attrs or "post_shift" in attrs:
+        y = y * np.float32(attrs.get("post_scale", 1.0)) + np.float32(attrs.get("post_shift", 0.0))
     return y
 
 

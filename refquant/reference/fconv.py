@@ -7,7 +7,8 @@ its specification.
     y[n, o, p] = act((sum_k A[o, k] * im2col(x[n])[k, p] + bias[o]) + residual[n, o, p])
 
 with ``act`` one of :data:`ACTIVATIONS` ("relu6" clips to [0, a]; "hard_sigmoid" is clip(v * a + b, 0, 1);
-"hard_swish" is v * clip(v + a, 0, b) / c; NaN stays NaN). The twin sums with NumPy's float32 matmul; the
+"hard_swish" is v * clip(v + a, 0, b) / c; NaN stays NaN), optionally followed by ``* post_scale + post_shift``
+(each product and sum of the epilogue rounded on its own, as the ops it replaces). The twin sums with NumPy's float32 matmul; the
 compiled paths sum each block of ``KC = 256`` values of k in registers in k order (fused multiply-adds on avx2)
 and add the blocks in order. Neither order is the other's, so the results agree to rounding: with
 ``S = sum_k |A[o, k] x_k| + |bias[o]|`` (``+ |residual|``), ``|y - y_twin| <= 2 K eps32 S`` before the activation (eps32 =
@@ -44,18 +45,29 @@ def pack_weights(w):
 
 
 def epilogue(activation="", attrs=None):
-    """(code, a, b, c) of an activation of the conv2d_bias_act op with its attributes (and their defaults)."""
+    """(code, a, b, c) of an activation of the conv2d_bias_act op with its attributes (and their defaults); with
+    ``post_scale`` / ``post_shift`` attributes, (code, a, b, c, post_scale, post_shift): y = act(v) * s + t."""
     attrs = attrs or {}
     if activation not in ACTIVATIONS:
         raise ValueError(f"fconv: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     f = attrs.get
+    post = (float(f("post_scale", 1.0)), float(f("post_shift", 0.0))) if "post_scale" in attrs or \
+        "post_shift" in attrs else ()
     if activation == "relu6":
-        return 2, float(f("threshold", 6.0)), 0.0, 1.0
+        return (2, float(f("threshold", 6.0)), 0.0, 1.0) + post
     if activation == "hard_sigmoid":
-        return 3, float(f("slope", 0.2)), float(f("offset", 0.5)), 1.0
+        return (3, float(f("slope", 0.2)), float(f("offset", 0.5)), 1.0) + post
     if activation == "hard_swish":
-        return 4, float(f("offset", 3.0)), float(f("threshold", 6.0)), float(f("scale", 6.0))
-    return ACTIVATIONS[activation], 0.0, 0.0, 1.0
+        return (4, float(f("offset", 3.0)), float(f("threshold", 6.0)), float(f("scale", 6.0))) + post
+    return (ACTIVATIONS[activation], 0.0, 0.0, 1.0) + post
+
+
+def _check_epi(name, epi):
+    """epi as (code, a, b, c, post_scale, post_shift) ints / floats (the last two default to 1 and 0)."""
+    if len(epi) not in (4, 6) or int(epi[0]) not in ACTIVATIONS.values():
+        raise ValueError(f"{name}: epi must be (code, a, b, c[, post_scale, post_shift]) as epilogue() gives, "
+                         f"got {epi!r}")
+    return (int(epi[0]),) + tuple(float(v) for v in epi[1:]) + ((1.0, 0.0) if len(epi) == 4 else ())
 
 
 def check_conv2d(x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads=None, residual=None):
@@ -84,15 +96,14 @@ def check_conv2d(x, packed, oc, kernel, bias, stride, padding, dilation, epi, ma
     if len(stride) != 2 or len(dilation) != 2 or len(padding) != 4:
         raise ValueError(f"fconv.conv2d: stride and dilation must be 2 ints, padding 4, got {stride}, {dilation}, "
                          f"{padding}")
-    if len(epi) != 4 or int(epi[0]) not in ACTIVATIONS.values():
-        raise ValueError(f"fconv.conv2d: epi must be (code, a, b, c) as epilogue() gives, got {epi!r}")
+    epi = _check_epi("fconv.conv2d", epi)
     oh, ow = _out_size(x.shape, kernel, stride, padding, dilation, oc)
     if residual is not None:
         check_array("fconv.conv2d: residual", residual, np.float32)
         if residual.shape != (x.shape[0], oc, oh, ow):
             raise ValueError(f"fconv.conv2d: residual must have the output's shape {(x.shape[0], oc, oh, ow)}, got "
                              f"{residual.shape}")
-    return stride, padding, dilation, kernel, (oh, ow), (int(epi[0]),) + tuple(float(v) for v in epi[1:])
+    return stride, padding, dilation, kernel, (oh, ow), epi
 
 
 @functools.lru_cache(maxsize=4096)
@@ -107,7 +118,7 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
            epi=(0, 0.0, 0.0, 1.0), *, residual=None, max_threads=None, path=None):
     """act((conv2d(x, w) + bias) + residual) from the packed weights, float32 (N, oc, OH, OW) out (module
     docstring; ``max_threads``, the compiled module's thread cap, and ``path`` are checked or ignored)."""
-    stride, padding, dilation, (kh, kw), (oh, ow), (code, a, b, c) = check_conv2d(
+    stride, padding, dilation, (kh, kw), (oh, ow), (code, a, b, c, ps, pc) = check_conv2d(
         x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads, residual)
     w = packed.transpose(0, 2, 1).reshape(-1, packed.shape[1])[:oc]
     y = np.matmul(w, im2col(x, kh, kw, stride, padding, dilation)).reshape(x.shape[0], oc, oh, ow)
@@ -115,7 +126,7 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
         y += bias.reshape(1, -1, 1, 1)
     if residual is not None:
         y += residual
-    return _act(y, code, a, b, c)
+    return _act(y, code, a, b, c, ps, pc)
 
 def check_depthwise(x, w, bias, stride, padding, dilation, epi, max_threads=None):
     """Validate a depthwise convolution as floatops.check_depthwise_conv2d does (the same messages), and ``epi``
@@ -126,11 +137,10 @@ def check_depthwise(x, w, bias, stride, padding, dilation, epi, max_threads=None
     check_array("depthwise_conv2d: w", w, np.float32, 4)
     if bias is not None:
         check_array("depthwise_conv2d: bias", bias, np.float32)
-    if len(epi) != 4 or int(epi[0]) not in ACTIVATIONS.values():
-        raise ValueError(f"fconv.depthwise_conv2d: epi must be (code, a, b, c) as epilogue() gives, got {epi!r}")
+    epi = _check_epi("fconv.depthwise_conv2d", epi)
     pair = lambda v: tuple(int(t) for t in v)  # noqa: E731
     return _dw_geometry(x.shape, w.shape, None if bias is None else bias.size, pair(stride), pair(padding),
-                        pair(dilation)) + ((int(epi[0]),) + tuple(float(v) for v in epi[1:]),)
+                        pair(dilation)) + (epi,)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -148,13 +158,14 @@ def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilat
     o // M; the compiled paths sum the KH * KW taps in row-major order from +0 (fused multiply-adds on avx2), the
     twin as floatops.depthwise_conv2d; the module docstring's bound with K = KH * KW."""
     from .floatops import depthwise_conv2d as dw
-    stride, padding, dilation, _, (code, a, b, c) = check_depthwise(x, w, bias, stride, padding, dilation, epi,
-                                                                   max_threads)
-    return _act(dw(x, w, bias, stride, padding, dilation), code, a, b, c)
+    stride, padding, dilation, _, (code, a, b, c, ps, pc) = check_depthwise(x, w, bias, stride, padding, dilation,
+                                                                           epi, max_threads)
+    return _act(dw(x, w, bias, stride, padding, dilation), code, a, b, c, ps, pc)
 
 
-def _act(y, code, a, b, c):
-    """The activation of epilogue code ``code`` on float32 y (in place where it can)."""
+def _act(y, code, a, b, c, ps=1.0, pc=0.0):
+    """The activation of epilogue code ``code`` on float32 y (in place where it can), then y * ps + pc unless
+    (ps, pc) = (1, 0)."""
     with np.errstate(all="ignore"):
         if code == 1:
             np.maximum(y, np.float32(0), out=y)
@@ -164,4 +175,6 @@ def _act(y, code, a, b, c):
             np.clip(y * np.float32(a) + np.float32(b), np.float32(0), np.float32(1), out=y)
         elif code == 4:
             y = np.clip(y + np.float32(a), np.float32(0), np.float32(b)) * y / np.float32(c)
+        if ps != 1.0 or pc != 0.0:
+            y = y * np.float32(ps) + np.float32(pc)
     return np.ascontiguousarray(y, dtype=np.float32)

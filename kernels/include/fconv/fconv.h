@@ -11,7 +11,8 @@
  * path), adds it to the tile's previous K blocks, then, after the last block, adds the bias, then a residual (an
  * input of the output's shape, when given), and applies the activation (fc_act). Every output element gets the same operations whatever the M / N split, so the bits do
  * not depend on the thread count; paths differ from each other and from the twin by rounding (its docstring
- * states the bound). fconv.h is compiled without -ffp-contract=off: the avx2 path is meant to fuse.
+ * states the bound). Compiled with -ffp-contract=off: the sums fuse where the intrinsics say so
+ * (_mm256_fmadd_ps), the epilogue's products and sums round one by one, as the ops they replace.
  */
 #ifndef FCONV_FCONV_H
 #define FCONV_FCONV_H
@@ -41,22 +42,25 @@ typedef struct {
 } fc_geom;
 
 /* act: 0 none, 1 relu, 2 relu6 (clip to [0, a]), 3 hard_sigmoid (clip(v * a + b, 0, 1)), 4 hard_swish
- * (v * clip(v + a, 0, b) / c); NaN stays NaN, as NumPy's maximum / clip. */
+ * (v * clip(v + a, 0, b) / c); NaN stays NaN, as NumPy's maximum / clip. Then, with post, v = v * ps + pc (a scalar
+ * multiply and add after the activation, two roundings). */
 typedef struct {
-    int act;
-    float a, b, c;
+    int act, post;
+    float a, b, c, ps, pc;
 } fc_epi;
 
 static inline float fc_clip(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 static inline float fc_act(float v, const fc_epi *e) {
     switch (e->act) {
-    case 1: return v < 0.0f ? 0.0f : v;
-    case 2: return fc_clip(v, 0.0f, e->a);
-    case 3: return fc_clip(v * e->a + e->b, 0.0f, 1.0f);
-    case 4: return fc_clip(v + e->a, 0.0f, e->b) * v / e->c;
-    default: return v;
+    case 1: v = v < 0.0f ? 0.0f : v; break;
+    case 2: v = fc_clip(v, 0.0f, e->a); break;
+    case 3: v = fc_clip(v * e->a + e->b, 0.0f, 1.0f); break;
+    case 4: v = fc_clip(v + e->a, 0.0f, e->b) * v / e->c; break;
+    default: break;
     }
+    if (e->post) v = v * e->ps + e->pc;
+    return v;
 }
 
 /* 1 for a 1x1 stride-1 conv without padding: B is x itself (K rows of N pixels). */
@@ -177,15 +181,17 @@ static void fc_tile_portable(ptrdiff_t kc, const float *a, const float *b, float
 FC_AVX2_ATTR static inline __m256 fc_act8(__m256 v, const fc_epi *e) {
     const __m256 zero = _mm256_setzero_ps();
     switch (e->act) {
-    case 1: return _mm256_max_ps(zero, v);
-    case 2: return _mm256_min_ps(_mm256_set1_ps(e->a), _mm256_max_ps(zero, v));
+    case 1: v = _mm256_max_ps(zero, v); break;
+    case 2: v = _mm256_min_ps(_mm256_set1_ps(e->a), _mm256_max_ps(zero, v)); break;
     case 3: v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(e->a)), _mm256_set1_ps(e->b));
-            return _mm256_min_ps(_mm256_set1_ps(1.0f), _mm256_max_ps(zero, v));
-    case 4: return _mm256_div_ps(_mm256_mul_ps(_mm256_min_ps(_mm256_set1_ps(e->b),
-                                               _mm256_max_ps(zero, _mm256_add_ps(v, _mm256_set1_ps(e->a)))), v),
-                                 _mm256_set1_ps(e->c));
-    default: return v;
+            v = _mm256_min_ps(_mm256_set1_ps(1.0f), _mm256_max_ps(zero, v)); break;
+    case 4: v = _mm256_div_ps(_mm256_mul_ps(_mm256_min_ps(_mm256_set1_ps(e->b),
+                                            _mm256_max_ps(zero, _mm256_add_ps(v, _mm256_set1_ps(e->a)))), v),
+                              _mm256_set1_ps(e->c)); break;
+    default: break;
     }
+    if (e->post) v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(e->ps)), _mm256_set1_ps(e->pc));
+    return v;
 }
 FC_AVX2_ATTR static void fc_tile_avx2(ptrdiff_t kc, const float *a, const float *b, float *t, float *y,
                                       const float *res, ptrdiff_t ldc, int add, int last, const float *bias,
