@@ -44,8 +44,8 @@ typedef struct {
 } qd_sk;
 
 /* Set-up in one 64-byte aligned workspace (ws == NULL: only the size): w (K, N) from the GEMM's panels
- * (pack_b: w[k, n] at (n / 16) * Kp * 16 + (k / 4) * 64 + (n % 16) * 4 + k % 4), its AVX2 pack, the offset and
- * the padded scale, the pad row. s->g, K, N must be set; col_sum may be NULL (a_zero 0), bias too. */
+ * (pack_b: w[k, n] at (n / 16) * Kp * 16 + (k / 4) * 64 + (n % 16) * 4 + k % 4), its AVX2 and AVX-512 packs, the
+ * offset and the padded scale, the pad row (a few KB in all). s->g, K, N must be set; col_sum may be NULL (a_zero 0), bias too. */
 QD_UNUSED static size_t qd_sk_prepare(qd_sk *s, const int8_t *panels, const int32_t *bias, const int32_t *col_sum,
                                       int32_t a_zero, const float *scale, char *ws) {
     const ptrdiff_t K = s->K, N = s->N, KP = (K + 1) & ~(ptrdiff_t)1, Kp = (K + 3) & ~(ptrdiff_t)3;
