@@ -121,6 +121,25 @@ def test_eight_channels_per_vector_give_the_one_plane_bits():
     assert np.array_equal(y[:, 8], y[:, 0])
 
 
+@needs_kernel
+def test_two_threads_give_the_one_thread_bits():
+    """Large enough for two threads: pixel blocks of two samples, channel blocks of one, depthwise planes."""
+    from refquant import threads
+    before = threads.get_num_threads()
+    threads.set_num_threads(2)
+    try:
+        for shape, oc in (((2, 32, 40, 40), 64), ((1, 64, 20, 20), 96)):
+            x, w, b = f32(*shape), f32(oc, shape[1], 3, 3), f32(oc)
+            args = (x, twin.pack_weights(w), oc, (3, 3), b, (1, 1), (1, 1, 1, 1), (1, 1), twin.epilogue("relu6"))
+            assert np.array_equal(fconv.conv2d(*args), fconv.conv2d(*args, max_threads=1))
+        for shape in ((1, 64, 64, 64), (2, 24, 20, 20)):
+            x, w = f32(*shape), f32(shape[1], 1, 3, 3)
+            args = (x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), twin.epilogue("hard_swish"))
+            assert np.array_equal(fconv.depthwise_conv2d(*args), fconv.depthwise_conv2d(*args, max_threads=1))
+    finally:
+        threads.set_num_threads(before)
+
+
 @pytest.mark.parametrize("call", ["conv2d", "depthwise_conv2d"])
 def test_both_reject_the_same_inputs(call):
     mods = [twin] + ([fconv] if fconv is not None else [])
