@@ -5,7 +5,8 @@ quantization refquant has for it, and onnxruntime next to it.
    embedding (mean / min); the nearest-neighbour agreement (for each sentence, is its nearest other sentence
    by cosine the same as with FP32) and the top-3 overlap; parameter bytes. Variants: quant_post_dynamic INT8
    and INT16 (weight only, ``quantizable_op_type=("mul",)``: every projection), quant_embedding (int8 word
-   table), quantize_dynamic (INT8 weights + dynamic INT8 activations), and quantize_dynamic + quant_embedding.
+   table), quantize_dynamic (INT8 weights + dynamic INT8 activations, attention's matmuls too; also with
+   ``activation_matmuls=False`` and with ``reduce_range``), and quantize_dynamic + quant_embedding.
 2. Latency at ``threads`` (default 1) for batch 8 x 128 tokens (padded to 128): refquant FP32,
    quant_post_dynamic INT8 (dequantizes every run), quantize_dynamic (also with ``activation_matmuls=False``:
    attention's Q K^T and P V in float, and with ``reduce_range``); onnxruntime FP32 on
@@ -85,6 +86,8 @@ def variants(fp32):
         "quant_post_dynamic int16 (weights)": quant_post_dynamic(fp32, 16, quantizable_op_type=("mul",)),
         "quant_embedding int8 (word table)": quant_embedding(fp32),
         "quantize_dynamic (int8 weights + activations)": dyn,
+        "quantize_dynamic activation_matmuls=False (attention matmuls float)":
+            quantize_dynamic(fp32, activation_matmuls=False),
         "quantize_dynamic reduce_range (weights in [-64, 64])": quantize_dynamic(fp32, reduce_range=True),
         "quantize_dynamic + quant_embedding": quant_embedding(dyn),
     }
@@ -172,12 +175,12 @@ def run(threads_list=(1,), repeats: int = 7, batch: int = 8, seq: int = 128) -> 
 
     texts = (SENTENCES * ((batch + len(SENTENCES) - 1) // len(SENTENCES)))[:batch]
     bfeeds = tok.encode(texts, max_len=seq, padding="max_length")
-    from refquant.quant.dynamic_activations import quantize_dynamic
     dyn = models["quantize_dynamic (int8 weights + activations)"]
     runners = {"refquant_fp32": models["fp32"],
                "refquant_quant_post_dynamic_int8": models["quant_post_dynamic int8 (weights)"],
                "refquant_dynamic_int8": dyn,
-               "refquant_dynamic_int8_linear": quantize_dynamic(fp32, activation_matmuls=False),
+               "refquant_dynamic_int8_linear": models["quantize_dynamic activation_matmuls=False (attention "
+                                                      "matmuls float)"],
                "refquant_dynamic_int8_rr": models["quantize_dynamic reduce_range (weights in [-64, 64])"]}
     before = threads.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:

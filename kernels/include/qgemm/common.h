@@ -95,7 +95,7 @@ static inline size_t qgemm_packed_bytes(ptrdiff_t K, ptrdiff_t N) {
 }
 
 /* Write the packed array's header: the layout of (K, N) and its flags. */
-static void qgemm_write_header(int8_t *dst, ptrdiff_t K, ptrdiff_t N, int flags) {
+__attribute__((unused)) static void qgemm_write_header(int8_t *dst, ptrdiff_t K, ptrdiff_t N, int flags) {
     qgemm_header h;
     memset(&h, 0, sizeof h);
     memcpy(h.magic, QGEMM_MAGIC, 8);

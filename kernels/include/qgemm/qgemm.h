@@ -62,7 +62,8 @@ __attribute__((unused)) static int qgemm_path_supported(int i) { return rq_cpu_h
 /* Pack a batch item's B, element (k, n) at w[k*sk + n*sn], in the layout of qgemm_pack_b but with header flags 0:
  * the pair check is skipped (every path is exact without the flag, which only lets AVX2 pick vpmaddubsw), and the
  * copy runs along the source's contiguous axis (rows of B, or of B^T: attention's K). */
-static void qgemm_pack_b_item(const int8_t *w, ptrdiff_t K, ptrdiff_t N, ptrdiff_t sk, ptrdiff_t sn, int8_t *dst) {
+__attribute__((unused)) static void qgemm_pack_b_item(const int8_t *w, ptrdiff_t K, ptrdiff_t N, ptrdiff_t sk,
+                                                      ptrdiff_t sn, int8_t *dst) {
     ptrdiff_t Kp = qgemm_round_up(K, QGEMM_KG), Np = qgemm_round_up(N, QGEMM_NR);
     int8_t *panels = dst + QGEMM_HEADER_BYTES;
     int32_t *colsum = (int32_t *)(panels + Kp * Np);

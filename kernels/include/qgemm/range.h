@@ -8,7 +8,8 @@
 #include <stddef.h>
 #include "cpu_features.h"
 
-static void qgemm_range_portable(const float *x, ptrdiff_t n, float *lo, float *hi, int *bad) {
+__attribute__((unused)) static void qgemm_range_portable(const float *x, ptrdiff_t n, float *lo, float *hi,
+                                                         int *bad) {
     float l = x[0], h = x[0], z = 0.0f;
     for (ptrdiff_t i = 0; i < n; i++) {
         l = x[i] < l ? x[i] : l;
@@ -20,8 +21,8 @@ static void qgemm_range_portable(const float *x, ptrdiff_t n, float *lo, float *
 
 #if defined(__x86_64__) && !defined(QGEMM_SIMD_EMULATION)
 #include <immintrin.h>
-__attribute__((target("avx2"))) static void qgemm_range_avx2(const float *x, ptrdiff_t n, float *lo, float *hi,
-                                                             int *bad) {
+__attribute__((target("avx2"), unused)) static void qgemm_range_avx2(const float *x, ptrdiff_t n, float *lo,
+                                                                     float *hi, int *bad) {
     __m256 l0 = _mm256_set1_ps(x[0]), l1 = l0, h0 = l0, h1 = l0, z0 = _mm256_setzero_ps(), z1 = z0;
     ptrdiff_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -46,7 +47,9 @@ __attribute__((target("avx2"))) static void qgemm_range_avx2(const float *x, ptr
 #endif
 
 /* min and max of x[0 .. n) (n >= 1); *bad = 1 if x holds NaN or inf (lo, hi are then meaningless). */
-static void qgemm_range_f32(const float *x, ptrdiff_t n, int portable, float *lo, float *hi, int *bad) {
+__attribute__((unused)) static void qgemm_range_f32(const float *x, ptrdiff_t n, int portable, float *lo,
+                                                    float *hi, int *bad) {
+    (void)portable;
 #if defined(__x86_64__) && !defined(QGEMM_SIMD_EMULATION)
     if (!portable && rq_cpu_has(RQ_CPU_AVX2)) {
         qgemm_range_avx2(x, n, lo, hi, bad);
