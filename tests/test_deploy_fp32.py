@@ -150,8 +150,8 @@ def test_a_residual_add_and_relu_go_into_the_later_conv(order):
     g = Model([Op("conv2d_bias_act", ["x", "wa", "", "r"], ["y"], {"paddings": [1, 1], "activation": "relu"})],
               {"wa": m.params["wa"]}, [TensorSpec("x", (2, 4, 9, 9)), TensorSpec("r", r.shape)], ["y"])
     u = Model([Op("conv2d", ["x", "wa"], ["c"], {"paddings": [1, 1]}), Op("elementwise_add", ["c", "r"], ["s"]),
-               Op("relu", ["s"], ["y"])], {"wa": m.params["wa"]}, [TensorSpec("x", (2, 4, 9, 9)), TensorSpec("r", r.shape)],
-              ["y"])
+               Op("relu", ["s"], ["y"])], {"wa": m.params["wa"]},
+              [TensorSpec("x", (2, 4, 9, 9)), TensorSpec("r", r.shape)], ["y"])
     assert np.array_equal(g.run({"x": x, "r": r})["y"], u.run({"x": x, "r": r})["y"])
 
 

@@ -18,12 +18,13 @@ absorbs the chain of ops after it while its output has one reader and is not a g
 - after an activation, a multiply and then an add by scalar parameters (each optional): ``post_scale`` /
   ``post_shift``, rounded one by one as those ops.
 
-Constants are folded in float64 and stored in the weight's dtype, and large convs sum in other BLAS calls, so
-outputs differ from the unfused graph in the last float32 bits (a relative 1e-6 to 3e-5 on the PP-OCR and
-ImageNet models, docs/performance.md). The fused convs' weights are read-only copies, so float32 convs with one
-group pack them once for their GEMM (:func:`refquant.ops.conv.conv2d_bias_act`). Calibration, sensitivity and training keep running on the unfused graph
-(their thresholds and gradients do not change); this is for FP32 deployment and the benchmarks' "refquant FP32
-fused" column. The input model is not modified.
+Constants are folded in float64 and stored in the weight's dtype, and the float32 convs run the ``fconv`` kernels
+(fused multiply-adds, their own order of sums), so outputs differ from the unfused graph in the last float32 bits
+(a relative 5e-7 to 4e-5 on the PP-OCR and ImageNet models, docs/performance.md). The fused convs' weights are
+read-only copies, so the convs pack them once for their GEMM (:func:`refquant.ops.conv.conv2d_bias_act`).
+Calibration, sensitivity and training keep running on the unfused graph (their thresholds and gradients do not
+change); this is for FP32 deployment and the benchmarks' "refquant FP32 fused" column. The input model is not
+modified.
 """
 from __future__ import annotations
 

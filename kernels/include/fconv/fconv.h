@@ -2,17 +2,17 @@
  * on weights packed once, y[o, p] = act(sum_k A[o, k] * B[k, p] + bias[o] (+ res[o, p])). Twin and specification:
  * refquant/reference/fconv.py.
  *
- * A is the weight matrix (M = OC rows, K = C * KH * KW) packed in panels of FC_MR rows (fc_pack_weights in the
- * twin: panel i holds A[6i + r, k] at [i][k][r], zero rows past M). B is never built: fc_pack_b reads its K x FC_NC
- * blocks straight from the input (im2col on the fly; a plain copy for 1x1 stride-1 convs) into FC_NR-column
- * panels. The loops: N blocks of at most FC_NC pixels (fewer for long K: the packed block stays in L2), K blocks of
- * FC_KC, then FC_MR-row panels of A each sweeping the block in FC_MR x FC_NR register tiles (so each output row is
- * written front to back). A tile sums its K block in registers from +0 in k order (fused multiply-add on the avx2
- * path), adds it to the tile's previous K blocks, then, after the last block, adds the bias, then a residual (an
- * input of the output's shape, when given), and applies the activation (fc_act). Every output element gets the same operations whatever the M / N split, so the bits do
- * not depend on the thread count; paths differ from each other and from the twin by rounding (its docstring
- * states the bound). Compiled with -ffp-contract=off: the sums fuse where the intrinsics say so
- * (_mm256_fmadd_ps), the epilogue's products and sums round one by one, as the ops they replace.
+ * A is the weight matrix (M = OC rows, K = C * KH * KW) packed in panels of FC_MR rows (pack_weights in the twin:
+ * panel i holds A[6i + r, k] at [i][k][r], zero rows past M). B is never built: fc_pack_b reads its blocks straight
+ * from the input (im2col on the fly; a plain copy for 1x1 stride-1 convs) into FC_NR-column panels. The loops: N
+ * blocks of at most FC_NC pixels (fewer for long K: the packed block stays in L2), K blocks of FC_KC, then FC_MR-row
+ * panels of A each sweeping the block in FC_MR x FC_NR register tiles (so each output row is written front to
+ * back). A tile sums its K block in registers from +0 in k order (fused multiply-add on the avx2 path), adds it to
+ * the tile's previous K blocks, then, after the last block, adds the bias, then a residual (an input of the
+ * output's shape, when given), and applies the activation (fc_act). Every output element gets the same operations
+ * whatever the M / N split, so the bits do not depend on the thread count; paths differ from each other and from
+ * the twin by rounding (its docstring states the bound). Compiled with -ffp-contract=off: the sums fuse where the
+ * intrinsics say so (_mm256_fmadd_ps), the epilogue's products and sums round one by one, as the ops they replace.
  */
 #ifndef FCONV_FCONV_H
 #define FCONV_FCONV_H
@@ -215,10 +215,10 @@ typedef void (*fc_tile_fn)(ptrdiff_t kc, const float *a, const float *b, float *
  * y = act((A B + bias) + res) (bias, res may be NULL; res is laid out as y). bp: FC_KC * FC_NC floats of scratch,
  * 32-byte aligned. */
 static void fc_conv_block(fc_tile_fn tile, const float *ap, ptrdiff_t M, ptrdiff_t K, const float *x,
-                          const fc_geom *g, const float *bias, const fc_epi *e, float *y, const float *res, ptrdiff_t m0,
-                          ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1, float *bp) {
+                          const fc_geom *g, const float *bias, const fc_epi *e, float *y, const float *res,
+                          ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1, float *bp) {
     const ptrdiff_t N = g->oh * g->ow, kmax = K < FC_KC ? K : FC_KC;
-    /* pixel blocks of at most FC_B_FLOATS / kmax columns: the packed block stays in L2 while every row panel sweeps it */
+    /* pixel blocks of at most FC_B_FLOATS / kmax columns: the packed block stays in L2 while the row panels sweep it */
     ptrdiff_t step = FC_B_FLOATS / kmax / FC_NR * FC_NR;
     step = step < FC_NR ? FC_NR : step > FC_NC ? FC_NC : step;
     float t[FC_MR * FC_NR] __attribute__((aligned(32)));
@@ -273,7 +273,8 @@ static inline void fc_dw_rows(const fc_dwgeom *g, ptrdiff_t p, ptrdiff_t *t0, pt
 static void fc_dw_init(fc_dwgeom *g) {
     g->hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
     g->wp = (g->ow + 7) / 8 * 8 * g->sw + (g->kw - 1) * g->dw + 8;
-    for (ptrdiff_t t = 0; t < g->kh * g->kw && t < 64; t++) g->off[t] = (t / g->kw) * g->dh * g->wp + (t % g->kw) * g->dw;
+    for (ptrdiff_t t = 0; t < g->kh * g->kw && t < 64; t++)
+        g->off[t] = (t / g->kw) * g->dh * g->wp + (t % g->kw) * g->dw;
 }
 
 static void fc_dw_pad(const float *x, const fc_dwgeom *g, float *xp) {
@@ -392,7 +393,8 @@ FC_AVX2_ATTR static void fc_dw_avx2(const float *x, const fc_dwgeom *g, const fl
 /* The 8 x 8 transpose of r[0..7] in place (r[i][j] -> r[j][i]). */
 FC_AVX2_ATTR static inline void fc_tr8(__m256 *r) {
     __m256 t[8], u[8];
-    for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    for (int i = 0; i < 8; i += 2)
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
     for (int i = 0; i < 8; i += 4) {
         u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44), u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
         u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44), u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
@@ -409,7 +411,8 @@ FC_AVX2_ATTR static inline void fc_tr8(__m256 *r) {
  * outputs transposed back through xp's tail. xp: fc_dw8_scratch(g) floats. Same bits as fc_dw_avx2 per plane. */
 FC_AVX2_ATTR static void fc_dw8_avx2(const float *x, const fc_dwgeom *g, const float *w, const float *bias,
                                      const fc_epi *e, float *y, float *xp) {
-    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1, wq = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    const ptrdiff_t wq = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
     const ptrdiff_t HW = g->H * g->W, taps = g->kh * g->kw, ohw = g->oh * g->ow;
     float *ob = xp + hp * wq * 8;
     for (ptrdiff_t r = 0; r < hp; r++) {
