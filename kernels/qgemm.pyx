@@ -46,6 +46,7 @@ cdef extern from "qgemm/qgemm.h" nogil:
         void *out
         Py_ssize_t ldo
         const qgemm_post *post
+        const float *fbias
     ctypedef struct qgemm_post:
         const float *k
         int hs
@@ -124,7 +125,7 @@ def col_sums(w):
 
 
 def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
-              lo=None, hi=None, out=None, chain=None, path=None):
+              lo=None, hi=None, out=None, chain=None, fbias=None, path=None):
     """out (M, N) = epilogue(a (M, K) u8 @ w (K, N) s8): see the module docstring for the formulas. ``packed``
     is ``pack_b(w)``; ``out`` (optional) may be a column slice of a wider array; ``path`` forces a path.
 
@@ -132,7 +133,7 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     post, want_float, quantize), applied to the float output block by block while it is in cache; returns that
     function's ``(t or None, q or None)`` instead of ``out``."""
     g = _spec.check_gemm(a, packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale,
-                         out_dtype=out_dtype, out_zero=out_zero, lo=lo, hi=hi, out=out, chain=chain)
+                         out_dtype=out_dtype, out_zero=out_zero, lo=lo, hi=hi, out=out, chain=chain, fbias=fbias)
     cdef int ipath = _PATHS.index(path)
     cdef Py_ssize_t Kc = g.K, Nc = g.N, M = a.shape[0], Kp = (Kc + 3) // 4 * 4, Np = (Nc + 15) // 16 * 16, n
     cdef const int8_t[::1] pv = packed
@@ -158,6 +159,11 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     scale_p = np.zeros(Np, dtype=np.float32)
     if g.scale is not None:
         scale_p[:Nc] = g.scale
+    cdef const float[::1] fbv
+    if g.fbias is not None:                          # padded to Np: the vector epilogues read whole panels
+        fbias_p = np.zeros(Np, dtype=np.float32)
+        fbias_p[:Nc] = g.fbias
+        fbv = fbias_p
     cdef const float[::1] spv = scale_p
 
     cdef qgemm_post post
@@ -197,6 +203,7 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     args.out = <void *> &outv[0, 0]
     args.ldo = outv.strides[0] // out.itemsize
     args.post = &post if chain is not None else NULL
+    args.fbias = &fbv[0] if g.fbias is not None else NULL
     _run(&args, QGEMM_PATHS[ipath].tile)
     return (y, q) if chain is not None else out
 

@@ -591,3 +591,40 @@ def test_range_f32(impl):
                       (ValueError, lambda: impl.range_f32(x[:0]))):
         with pytest.raises(exc, match="range_f32"):
             call()
+
+
+# ---- fbias: a float32 bias in the f32 epilogue (the dynamic INT8 matmul's bias, no extra pass) ----
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shape", [(1, 5, 3), (7, 33, 40), (64, 384, 24), (5, 16, 16)])
+@needs_fast
+def test_fbias_matches_twin_and_the_separate_add(path, shape):
+    rng = np.random.default_rng(sum(shape))
+    M, K, N = shape
+    a, w = rand_case(rng, M, K, N)
+    p = twin.pack_b(w)
+    fb = rng.standard_normal(N).astype(np.float32)
+    fb[0] = -0.0
+    kw = epilogue_args(rng, w, "f32", a_zero=9, with_bias=False)
+    plain = twin.gemm_u8s8(a, p, K, N, **kw)
+    for clamp in ({}, {"lo": -1.0, "hi": 2.5}):
+        ref = twin.gemm_u8s8(a, p, K, N, fbias=fb, **kw, **clamp)
+        same(fast.gemm_u8s8(a, p, K, N, fbias=fb, path=path, **kw, **clamp), ref)
+    same(twin.gemm_u8s8(a, p, K, N, fbias=fb, **kw), plain + fb)       # two roundings: multiply, then add
+    wide = np.full((M, N + 7), np.nan, np.float32)
+    fast.gemm_u8s8(a, p, K, N, fbias=fb, out=wide[:, 3:N + 3], path=path, **kw)
+    same(wide[:, 3:N + 3], plain + fb)
+
+
+@pytest.mark.parametrize("impl", [twin] + ([fast] if fast is not None and not FORCED else []),
+                         ids=lambda m: m.__name__)
+def test_fbias_bad_inputs(impl):
+    rng = np.random.default_rng(0)
+    a, w = rand_case(rng, 4, 10, 20)
+    p, s = impl.pack_b(w), np.ones(20, np.float32)
+    for exc, text, kw in ((ValueError, "fbias needs", {"out_dtype": "u8", "scale": s}),
+                          (ValueError, "fbias needs", {"out_dtype": "f32", "scale": s, "chain": {}}),
+                          (TypeError, "fbias must be float32", {"out_dtype": "f32", "scale": s}),
+                          (ValueError, r"fbias must have shape \(20,\)", {"out_dtype": "f32", "scale": s})):
+        fb = np.zeros(20, np.float64) if exc is TypeError else np.zeros(20 if "shape" not in text else 3, np.float32)
+        with pytest.raises(exc, match=text):
+            impl.gemm_u8s8(a, p, 10, 20, fbias=fb, **kw)

@@ -14,7 +14,8 @@
 
     acc[m, n] = sum_k a[m, k] * w[k, n] - a_zero * col_sum[n] + bias[n]
     "s32":        out = acc
-    "f32":        out = min(max(float32(acc) * scale[n], lo), hi)                    lo/hi default -inf/+inf
+    "f32":        out = min(max(float32(acc) * scale[n] (+ fbias[n]), lo), hi)       lo/hi default -inf/+inf;
+                                                                                     fbias float32, optional
     "u8" / "s8":  out = min(max(rint(float32(acc) * scale[n]) + out_zero, lo), hi)   in float32; rint rounds half
                                                                                      to even; lo/hi default to
                                                                                      the type's range
@@ -239,10 +240,11 @@ class GemmArgs(NamedTuple):
     lo: float
     hi: float
     chain: Optional[tuple]           # qdirect.check_chain's (constants, hs, want_float, quantize) or None
+    fbias: Optional[np.ndarray] = None   # float32, added to the f32 output before the clamp
 
 
 def check_gemm(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
-               lo=None, hi=None, out=None, chain=None) -> GemmArgs:
+               lo=None, hi=None, out=None, chain=None, fbias=None) -> GemmArgs:
     """The one validation of gemm_u8s8's arguments, for the twin and the compiled kernel alike (so both reject the
     same inputs with the same errors): TypeError for a wrong type or dtype, ValueError for a wrong value, shape or
     packed array."""
@@ -271,17 +273,21 @@ def check_gemm(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None
         scale = _vector(scale, N, np.float32, "scale")
         if not np.all(np.isfinite(scale)):
             raise ValueError("gemm_u8s8: scale must be finite")
-    return GemmArgs(K, N, a_zero, col_sum, bias, scale, out_zero, lo, hi, chain)
+    if fbias is not None:
+        if out_dtype != "f32" or chain is not None:
+            raise ValueError('gemm_u8s8: fbias needs out_dtype="f32" and no chain')
+        fbias = _vector(fbias, N, np.float32, "fbias")
+    return GemmArgs(K, N, a_zero, col_sum, bias, scale, out_zero, lo, hi, chain, fbias)
 
 
 def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
-              lo=None, hi=None, out=None, chain=None, path=None):
+              lo=None, hi=None, out=None, chain=None, fbias=None, path=None):
     """See the module docstring; ``path`` is accepted (and ignored) so callers can pass it to either side.
 
     ``chain`` (out_dtype "f32", no ``out``): ``qdirect.scalar_chain(result, **chain)``, returned as its
     ``(t or None, q or None)`` (the compiled GEMM applies it block by block, with the same bits)."""
     g = check_gemm(a, packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype=out_dtype,
-                   out_zero=out_zero, lo=lo, hi=hi, out=out, chain=chain)
+                   out_zero=out_zero, lo=lo, hi=hi, out=out, chain=chain, fbias=fbias)
     if chain is not None:
         from . import qdirect
         f = gemm_u8s8(a, packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype="f32",
@@ -300,6 +306,8 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
         result = acc
     else:
         f = acc.astype(np.float32) * g.scale
+        if g.fbias is not None:
+            f = f + g.fbias
         lo_f, hi_f = np.float32(g.lo), np.float32(g.hi)
         if out_dtype == "f32":
             result = np.minimum(np.maximum(f, lo_f), hi_f)

@@ -101,7 +101,7 @@ static int run_case(int ci, FILE *f, const int *paths, int npaths, int *checked)
         }
         qgemm_args p = {M, K, N, Kp, Np, a, K, packed + QGEMM_HEADER_BYTES, qgemm_header_flags(packed),
                         offset_p, scale_p, kind,
-                        fl[0], fl[1], fl[2], out, ldo, NULL};
+                        fl[0], fl[1], fl[2], out, ldo, NULL, NULL};
         for (int split = 0; split < 2; split++) {
             memset(out, 0xA5, (size_t)(M * ldo) * esz);
             if (!split) {

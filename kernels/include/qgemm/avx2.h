@@ -85,6 +85,10 @@ QGEMM_AVX2 static inline void qgemm_avx2_store16(const qgemm_args *p, ptrdiff_t 
     __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(v0), _mm256_loadu_ps(p->scale + n));
     __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(v1), _mm256_loadu_ps(p->scale + n + 8));
     if (p->out_kind == QGEMM_OUT_F32) {
+        if (p->fbias) {
+            f0 = _mm256_add_ps(f0, _mm256_loadu_ps(p->fbias + n));
+            f1 = _mm256_add_ps(f1, _mm256_loadu_ps(p->fbias + n + 8));
+        }
         f0 = _mm256_min_ps(_mm256_max_ps(f0, lo), hi);
         f1 = _mm256_min_ps(_mm256_max_ps(f1, lo), hi);
         float *o = (float *)p->out + at;

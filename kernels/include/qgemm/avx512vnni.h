@@ -40,6 +40,7 @@ QGEMM_AVX512 static inline void qgemm_avx512_store16(const qgemm_args *p, ptrdif
     __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(p->scale + n));
     __m512 lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
     if (p->out_kind == QGEMM_OUT_F32) {
+        if (p->fbias) f = _mm512_add_ps(f, _mm512_loadu_ps(p->fbias + n));
         _mm512_mask_storeu_ps((float *)p->out + at, k, _mm512_min_ps(_mm512_max_ps(f, lo), hi));
         return;
     }

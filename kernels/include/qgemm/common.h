@@ -20,7 +20,7 @@
  *   acc[m, n] = dot[m, n] + offset[n]        (offset = bias - a_zero * col_sum, prepared by the wrapper; a path
  *                                              that computes sum (a-128)*w adds 128*colsum_b to its offset)
  *   s32: out = acc
- *   f32: out = min(max(float(acc) * scale[n], lo), hi)
+ *   f32: out = min(max(float(acc) * scale[n] (+ fbias[n]), lo), hi)
  *   u8/s8: out = (int) min(max(rint(float(acc) * scale[n]) + out_zero, lo), hi)      (float32, half to even)
  */
 #ifndef REFQUANT_QGEMM_COMMON_H
@@ -85,6 +85,7 @@ typedef struct {
     void *out;                  /* element (m, n) at out + m*ldo + n, in elements of the out type */
     ptrdiff_t ldo;
     const qgemm_post *post;     /* NULL, or a post-op on the f32 output (out is then unused) */
+    const float *fbias;         /* NULL, or Np float32 added to the f32 output before the clamp */
 } qgemm_args;
 
 static inline ptrdiff_t qgemm_round_up(ptrdiff_t x, ptrdiff_t m) { return (x + m - 1) / m * m; }
@@ -173,6 +174,7 @@ static inline void qgemm_store1(const qgemm_args *p, ptrdiff_t m, ptrdiff_t n, i
     }
     float f = (float)acc * p->scale[n];
     if (p->out_kind == QGEMM_OUT_F32) {
+        if (p->fbias) f = f + p->fbias[n];
         ((float *)p->out)[at] = qgemm_clampf(f, p->lo, p->hi);
         return;
     }

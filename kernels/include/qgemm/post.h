@@ -57,6 +57,7 @@ __attribute__((unused)) static void qgemm_post_tile(qgemm_tile_fn tile, const qg
         q.b = p->b + (c0 / QGEMM_NR) * p->Kp * QGEMM_NR;
         q.offset = p->offset + c0;
         q.scale = p->scale + c0;
+        q.fbias = p->fbias ? p->fbias + c0 : NULL;
         q.out_kind = QGEMM_OUT_F32;
         q.out = buf;
         q.ldo = w;

@@ -150,7 +150,7 @@ __attribute__((unused)) static int qgemm_batch_item(const qgemm_path *path, cons
         sc[n] = scale;
     }
     qgemm_args p;
-    memset(&p, 0, sizeof p);
+    memset(&p, 0, sizeof p);            /* fbias, post: NULL */
     p.M = M; p.K = K; p.N = N; p.Kp = Kp; p.Np = Np;
     p.a = a; p.lda = lda;
     p.b = packed + QGEMM_HEADER_BYTES;
