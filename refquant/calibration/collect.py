@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
@@ -112,13 +113,18 @@ def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float =
         return result.compute_thresholds() if thresholds else result
     options = dict(bits=bits, onnx_format=onnx_format, bins=bins, hist_percent=hist_percent)
     if spec.passes == 2:
+        observers: dict[str, Observer] = {}
+        pass2 = get
         if ranges is None:
             ranges = {}
-            feed(get(), ranges, AbsMinMaxObserver, result.zero_size)
+            seen, last_done = _pass1(get(), ranges, observers, lambda r: spec.new_observer(algo, r, **options),
+                                     result.zero_size, producers or {})
+            if last_done:
+                pass2 = lambda: itertools.islice(get(), seen - 1)  # noqa: E731
         result.ranges = {name: copy.copy(obs) for name, obs in ranges.items()}
-        observers: dict[str, Observer] = {name: spec.new_observer(algo, obs, **options)
-                                          for name, obs in ranges.items()}
-        feed(get(), observers, None, result.zero_size)
+        observers = {name: observers[name] if name in observers else spec.new_observer(algo, obs, **options)
+                     for name, obs in ranges.items()}
+        feed(pass2(), observers, None, result.zero_size)
     else:
         observers = {}
         feed(get(), observers, lambda: spec.new_observer(algo, **options), result.zero_size)
@@ -131,14 +137,46 @@ def _feed(batches, observers: dict, new, zero_size: set, producers: Mapping[str,
     (None: names without one are skipped, as Paddle's pass 2 skips tensors pass 1 never saw). A batch is a
     ``{name: array}`` dict or a function ``batch(visit)`` calling ``visit(name, array)`` on each of its tensors."""
     for b, batch in enumerate(batches):
-        visit = functools.partial(_feed_one, observers, new, zero_size, producers, b)
-        if callable(batch):
-            batch(visit)
-            continue
-        if not isinstance(batch, Mapping):
-            raise ArgumentTypeError(f"calibrate: batch {b} is a {type(batch).__name__}, not a {{name: array}} dict")
-        for name, x in batch.items():
-            visit(name, x)
+        _visit_all(b, batch, functools.partial(_feed_one, observers, new, zero_size, producers, b))
+
+
+def _visit_all(b: int, batch, visit) -> None:
+    if callable(batch):
+        batch(visit)
+        return
+    if not isinstance(batch, Mapping):
+        raise ArgumentTypeError(f"calibrate: batch {b} is a {type(batch).__name__}, not a {{name: array}} dict")
+    for name, x in batch.items():
+        visit(name, x)
+
+
+def _pass1(batches, ranges: dict, histograms: dict, new_histogram, zero_size: set, producers) -> tuple[int, bool]:
+    """Pass 1 of KL / hist: every tensor's abs range (``ranges``). When the last batch is a function (a streamed
+    forward, see :func:`calibrate`), its tensors also go into ``histograms`` (made by ``new_histogram(range)``)
+    right after their range update: a tensor's range is final once its last batch is seen, so pass 2 can skip
+    that batch (the histogram counts do not depend on the order of the batches). Dict batches are not looked
+    ahead, so they are never read earlier than before. Returns (number of batches, last one histogrammed)."""
+    it, b = iter(batches), 0
+    batch = next(it, _END)
+    while batch is not _END:
+        ahead = next(it, _END) if callable(batch) else None
+        ranged = functools.partial(_feed_one, ranges, AbsMinMaxObserver, zero_size, producers, b)
+        if ahead is _END:
+            def both(name, x, b=b, ranged=ranged):
+                ranged(name, x)
+                if name in ranges and getattr(x, "size", None) != 0:
+                    if name not in histograms:
+                        histograms[name] = new_histogram(ranges[name])
+                    _feed_one(histograms, None, zero_size, producers, b, name, x)
+            _visit_all(b, batch, both)
+            return b + 1, True
+        _visit_all(b, batch, ranged)
+        batch = next(it, _END) if ahead is None else ahead
+        b += 1
+    return b, False
+
+
+_END = object()
 
 
 def _feed_one(observers: dict, new, zero_size: set, producers: Mapping[str, str], b: int, name: str, x):
