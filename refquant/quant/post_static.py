@@ -8,8 +8,9 @@ Flow (Paddle's post_training_quantization.py; docs/ptq.md), one function per ste
    an *observer* op type (Paddle's activation-op dict, see :data:`OBSERVER_OP_TYPES`) is an activation too (only
    for ``out_threshold``).
 2. :func:`_sample_activations` (Paddle's ``_preprocessing``, ``_sampling``, ``_calculate_kl_hist_threshold``):
-   calibrate the activations with :func:`refquant.calibration.calibrate` over ``batch_nums`` batches (KL / hist
-   run the FP32 model twice over the batches, as Paddle does).
+   calibrate the activations with :func:`refquant.calibration.calibrate` over ``batch_nums`` batches, each
+   observed as the FP32 forward computes it (KL / hist make two passes, as Paddle does; the second skips the last
+   batch, histogrammed in the first).
 3. :func:`_sample_weights`: weight thresholds, :func:`refquant.calibration.weight_threshold` (channel axis 0 for
    conv, 1 for mul/matmul).
 4. :func:`_update_program`: rewrite a copy. :func:`_insert_quant_dequant` (``QuantizationTransformPass``): each
