@@ -25,7 +25,7 @@ import functools
 
 import numpy as np
 
-from .im2col import check_geometry, check_size, im2col
+from .im2col import check_geometry, check_size, im2col, window_args
 from .qdirect import check_array, check_int
 
 MR = 6
@@ -92,11 +92,7 @@ def check_conv2d(x, packed, oc, kernel, bias, stride, padding, dilation, epi, ma
         check_array("fconv.conv2d: bias", bias, np.float32)
         if bias.size != oc:
             raise ValueError(f"fconv.conv2d: bias must hold {oc} values, got shape {bias.shape}")
-    pair = lambda v: tuple(int(t) for t in v)  # noqa: E731
-    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
-    if len(stride) != 2 or len(dilation) != 2 or len(padding) != 4:
-        raise ValueError(f"fconv.conv2d: stride and dilation must be 2 ints, padding 4, got {stride}, {dilation}, "
-                         f"{padding}")
+    stride, padding, dilation = window_args("fconv.conv2d", stride, padding, dilation)
     epi = _check_epi("fconv.conv2d", epi)
     oh, ow = _out_size(x.shape, kernel, stride, padding, dilation, oc)
     if residual is not None:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .im2col import window_args
 from .qdirect import _check_outputs, check_array, check_int, q8, scalar_chain
 
 f32 = np.float32
@@ -288,11 +289,7 @@ def check_depthwise_conv2d(x, w, bias, stride, padding, dilation, max_threads=No
         check_array("depthwise_conv2d: bias", bias, np.float32)
         if bias.size != oc:
             raise ValueError(f"depthwise_conv2d: bias must hold {oc} values, got shape {bias.shape}")
-    pair = lambda v: tuple(int(t) for t in v)  # noqa: E731
-    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
-    if len(stride) != 2 or len(dilation) != 2 or len(padding) != 4:
-        raise ValueError(f"depthwise_conv2d: stride and dilation must be 2 ints, padding 4, got {stride}, "
-                         f"{dilation}, {padding}")
+    stride, padding, dilation = window_args("depthwise_conv2d", stride, padding, dilation)
     oh, ow = check_geometry("depthwise_conv2d", x.shape[2:], w.shape[2:], stride, padding, dilation)
     check_size("depthwise_conv2d", x.shape[0], oc, oh, ow)
     return stride, padding, dilation, (oh, ow)

@@ -75,6 +75,15 @@ def check_window(what, axis, size, k, stride, lo, hi, dilation, *, negative_hi=F
     return (padded - span) // stride + 1
 
 
+def window_args(what, stride, padding, dilation):
+    """``(stride, padding, dilation)`` as tuples of Python ints: 2, 4 (top, left, bottom, right) and 2 values."""
+    stride, padding, dilation = (tuple(int(t) for t in v) for v in (stride, padding, dilation))
+    if len(stride) != 2 or len(dilation) != 2 or len(padding) != 4:
+        raise ValueError(f"{what}: stride and dilation must be 2 ints, padding 4, got {stride}, {dilation}, "
+                         f"{padding}")
+    return stride, padding, dilation
+
+
 def check_geometry(what, hw, kernel, stride, padding, dilation=(1, 1), *, negative_hi=False,
                    min_out=0) -> tuple[int, int]:
     """(OH, OW) of a window walk over an (H, W) input; ``padding`` is (top, left, bottom, right). Raises
