@@ -8,6 +8,9 @@ from refquant.deploy import optimize_fp32
 from refquant.graph import Model, Op, TensorSpec
 from refquant.models import build
 
+# ops built by hand here hold writeable weights (repacked per call, which conv2d_bias_act warns about)
+pytestmark = pytest.mark.filterwarnings("ignore:.*packed again on every call:RuntimeWarning")
+
 RNG = np.random.default_rng(0)
 
 

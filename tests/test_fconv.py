@@ -166,7 +166,8 @@ def test_both_reject_the_same_inputs(call):
 
 def test_packed_weights_are_cached_only_for_read_only_arrays():
     w = f32(8, 3, 3, 3)
-    assert conv_op._packed(w) is not conv_op._packed(w)  # writeable: packed on each call
+    with pytest.warns(RuntimeWarning, match="packed again on every call"):
+        assert conv_op._packed(w) is not conv_op._packed(w)  # writeable: packed on each call, and said so
     w.flags.writeable = False
     p = conv_op._packed(w)
     assert p is conv_op._packed(w) and not p.flags.writeable
@@ -176,4 +177,5 @@ def test_packed_weights_are_cached_only_for_read_only_arrays():
     assert key not in conv_op._PACKED  # the entry leaves with the array
     v = np.zeros((4, 8, 3, 3, 3), np.float32)[1]  # a view: its base may change, so no caching
     v.flags.writeable = False
-    assert conv_op._packed(v) is not conv_op._packed(v)
+    with pytest.warns(RuntimeWarning):
+        assert conv_op._packed(v) is not conv_op._packed(v)

@@ -14,6 +14,7 @@ its order of float32 operations; 4-6x the im2col route at stride 1).
 from __future__ import annotations
 
 import functools
+import warnings
 import weakref
 
 import numpy as np
@@ -294,6 +295,8 @@ _PACKED: dict = {}  # id(w) -> (weakref to w, pack_weights(w)) for read-only flo
 def _packed(w):
     """pack_weights(w), computed once per read-only weight array owning its data (the entry leaves with it)."""
     if w.flags.writeable or w.base is not None or not w.flags.c_contiguous:  # a view's base may change
+        warnings.warn("conv2d_bias_act: a writeable weight array is packed again on every call (optimize_fp32 "
+                      "stores read-only weights; w.setflags(write=False) packs once)", RuntimeWarning, stacklevel=2)
         return _fconv_spec.pack_weights(np.ascontiguousarray(w))
     hit = _PACKED.get(id(w))
     if hit is None or hit[0]() is not w:
