@@ -38,7 +38,7 @@ def test_ptq_op_lists_come_from_the_traits():
 def test_int8_and_fused_traits_name_the_deployment_ops():
     """The traits replace the name rule the executor used (``*_int8`` or ``fused_*``): the same ops carry them."""
     assert set(op_types_with("int8")) == {t for t in OPS if t.endswith("_int8")}
-    assert set(op_types_with("fused")) == {t for t in OPS if t.startswith("fused_")}
+    assert set(op_types_with("fused")) == {t for t in OPS if t.startswith("fused_")} | {"conv2d_bias_act"}
     assert not has_trait("no_such_op", "int8")
     with pytest.raises(ValueError, match="unknown trait"):
         op_types_with("colour")

@@ -240,7 +240,7 @@ def _conv_act_shape(attrs, x, w, b=None, r=None):
     return (y if r is None else tuple(np.broadcast_shapes(y, tuple(r))),)
 
 
-@register("conv2d_bias_act", shape=_conv_act_shape, check=_check_conv_act)
+@register("conv2d_bias_act", shape=_conv_act_shape, check=_check_conv_act, fused=True)
 def conv2d_bias_act(ctx, attrs, x, w, b=None, r=None):
     """act(conv2d(x, w, b) + r) for inference (no backward): ``r`` (optional) is a residual added before the
     activation, broadcast as elementwise_add does. ``activation``: "" (none), "relu", "relu6" (clip to

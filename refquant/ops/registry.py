@@ -25,8 +25,8 @@ Traits, declared at ``register(...)`` and read by the passes instead of lists of
 
 * ``int8``: the op runs one of refquant's integer kernels (u8 / s8 data, compiled with OpenMP or its NumPy twin):
   the ``*_int8`` ops of :func:`refquant.deploy.convert_to_int8` and :func:`refquant.quant.quant_post_dynamic`.
-* ``fused``: several float ops of an INT8 deployment graph in one pass of a compiled OpenMP kernel (the
-  ``fused_*`` ops between INT8 ops).
+* ``fused``: several float ops of a deployment graph in one pass of a compiled OpenMP kernel (the ``fused_*``
+  ops between INT8 ops, ``optimize_fp32``'s ``conv2d_bias_act``).
 * ``weight_inputs``: the input positions that hold a weight post-training quantization quantizes (Paddle's
   ``SUPPORT_WEIGHT_QUANTIZATION_OP_DICT``: conv2d, depthwise_conv2d, conv2d_transpose, mul, matmul).
 * ``observed``: static PTQ calibrates the op's outputs (Paddle's ``SUPPORT_ACT_QUANTIZATION_OP_DICT``, the
