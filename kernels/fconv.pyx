@@ -2,8 +2,8 @@
 B packing and the bias and activation in the epilogue. Twin and specification: refquant/reference/fconv.py; the
 C loops: kernels/include/fconv/fconv.h.
 
-Work is split into tasks of (sample, block of FC_NC output pixels), and, when those are fewer than twice the
-threads, of blocks of output channels too; each thread packs into its own scratch. Every output element is summed
+Work is split into tasks of (sample, block of up to FC_NC output pixels; one sample's blocks are cut into a
+multiple of the thread count), and, when those are fewer than twice the threads, of blocks of output channels too; each thread packs into its own scratch. Every output element is summed
 by one tile in the same order, so the bits do not depend on the thread count.
 
 Paths: ``available_paths()`` ("avx2": AVX2 + FMA, "portable"), ``current_path()`` (refquant/_paths.py,
@@ -100,7 +100,11 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
     cdef int threads = threads_for(n * M * K * N, MIN_MACS_PER_THREAD)
     if max_threads is not None:
         threads = min(threads, max_threads)
-    cdef Py_ssize_t nb = (N + FC_NC - 1) // FC_NC, mb = 1
+    cdef Py_ssize_t nb = (N + FC_NC - 1) // FC_NC, mb = 1, nstep = FC_NC
+    if threads > 1 and n == 1 and nb > 1 and nb % threads:  # blocks in whole rounds of threads, 16-pixel multiples
+        nstep = ((N + (nb + threads - 1) // threads * threads - 1) // ((nb + threads - 1) // threads * threads)
+                 + 15) // 16 * 16
+        nb = (N + nstep - 1) // nstep
     if n * nb < 2 * threads:  # few pixel blocks: split the channels too, in whole FC_MR panels
         mb = min((M + FC_MR - 1) // FC_MR, 2 * threads)
     cdef Py_ssize_t mstep = ((M + FC_MR - 1) // FC_MR + mb - 1) // mb * FC_MR, tasks = n * nb * mb, t, s, j, i
@@ -121,7 +125,7 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
             if i * mstep < M:
                 fc_conv_block(tile, ap, M, K, xp + s * g.C * g.H * g.W, &g, bias_p, &e, yp + s * M * N,
                               res_p + s * M * N if res_p != NULL else NULL, i * mstep,
-                              min(M, (i + 1) * mstep), j * FC_NC, min(N, (j + 1) * FC_NC),
+                              min(M, (i + 1) * mstep), j * nstep, min(N, (j + 1) * nstep),
                               bp0 + omp_get_thread_num() * block)
     return y
 
