@@ -117,6 +117,17 @@ cdef qd_geom _geom(Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, kernel, stride, pad
 
 
 # ------------------------------------------------------------------------------------------------ depthwise
+def _chain_args(who, chain, out_dtype):
+    """``(k, hs, want_float, qz, sinv, lo, hi, zero)``: check_chain's results and q8_params of a kernel's ``chain``
+    keyword (None: no chain)."""
+    if chain is None:
+        return None, 0, True, None, 1.0, 0.0, 0.0, 0
+    if out_dtype != "f32":
+        raise ValueError(f'{who}: chain needs out_dtype="f32"')
+    k, hs, want_float, qz = _spec.check_chain(**chain)
+    return (k, hs, want_float, qz) + tuple(_spec.q8_params(qz))
+
+
 def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0, bias=None,
                         scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None, path=None):
     """Depthwise conv: x uint8 NHWC (N, H, W, C), w int8 (KH, KW, C), padding (top, left, bottom, right).
@@ -129,14 +140,11 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
     cdef const qd_path *p = _path(path)
     a = _spec.check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi)
     cdef float[::1] chain_k
-    cdef int hs = 0
-    cdef float c_sinv = 1.0, c_lo = 0.0, c_hi = 0.0
-    cdef int32_t c_zero = 0
-    if chain is not None:
-        if a["out_dtype"] != "f32":
-            raise ValueError('depthwise_conv_u8s8: chain needs out_dtype="f32"')
-        chain_k, hs, want_float, qz = _spec.check_chain(**chain)
-        c_sinv, c_lo, c_hi, c_zero = _spec.q8_params(qz)
+    cdef int hs
+    cdef float c_sinv, c_lo, c_hi
+    cdef int32_t c_zero
+    chain_k, hs, want_float, qz, c_sinv, c_lo, c_hi, c_zero = _chain_args("depthwise_conv_u8s8", chain,
+                                                                          a["out_dtype"])
     cdef Py_ssize_t n = x.shape[0], h = x.shape[1], wd = x.shape[2], c = x.shape[3]
     cdef Py_ssize_t kh = w.shape[0], kw = w.shape[1], k = kh * kw, oh = a["oh"], ow = a["ow"]
     f32 = a["out_dtype"] == "f32"
@@ -209,14 +217,11 @@ def conv_small_k_u8s8(x, packed, K, N, *, kernel, stride=(1, 1), padding=(0, 0, 
     a = _spec.check_conv_small_k(x, packed, K, N, kernel, stride, padding, dilation, a_zero, col_sum, bias, scale,
                                  out_dtype, out_zero, lo, hi)
     cdef float[::1] chain_k
-    cdef int hs = 0
-    cdef float c_sinv = 1.0, c_lo = 0.0, c_hi = 0.0
-    cdef int32_t c_zero = 0
-    if chain is not None:
-        if a["out_dtype"] != "f32":
-            raise ValueError('conv_small_k_u8s8: chain needs out_dtype="f32"')
-        chain_k, hs, want_float, qz = _spec.check_chain(**chain)
-        c_sinv, c_lo, c_hi, c_zero = _spec.q8_params(qz)
+    cdef int hs
+    cdef float c_sinv, c_lo, c_hi
+    cdef int32_t c_zero
+    chain_k, hs, want_float, qz, c_sinv, c_lo, c_hi, c_zero = _chain_args("conv_small_k_u8s8", chain,
+                                                                          a["out_dtype"])
     cdef Py_ssize_t n = x.shape[0], oh = a["oh"], ow = a["ow"], nc = N, row = ow * nc
     f32 = a["out_dtype"] == "f32"
     y = q = None
