@@ -460,8 +460,8 @@ class _Converter:
         by a (1, C, 1, 1) channel constant (smoothing's ``x * (1/s)``)."""
         if op.type != "elementwise_mul" or len(op.inputs) != 2 or not all(n.endswith("@nhwc") for n in op.inputs):
             return None
-        shapes = sorted((tuple(self.shapes.get(n[:-len("@nhwc")], ())) if n not in self.params else
-                         np.shape(self.params[n])[::3] + np.shape(self.params[n])[1:3] for n in op.inputs),
+        shapes = sorted((tuple(np.shape(self.q.params[n[:-len("@nhwc")]]) if n in self.params else  # the NCHW constant
+                               self.shapes.get(n[:-len("@nhwc")], ())) for n in op.inputs),
                         key=lambda t: t[2:] != (1, 1))
         if len(shapes[0]) != 4 or len(shapes[1]) != 4 or shapes[0][2:] != (1, 1) or shapes[1][2:] == (1, 1) \
                 or shapes[0][1] != shapes[1][1] or shapes[0][0] not in (1, shapes[1][0]):
