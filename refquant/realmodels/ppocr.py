@@ -291,7 +291,8 @@ def qat(model, calib_feeds, train_feeds, *, algo: str = "hist", steps: int = 100
         producer = next(op.type for op in model.ops if out in op.outputs)
         loss = "kl" if producer == "softmax" else "mse"
     if algo == "recipe":
-        ptq, start = recipe(model, calib_feeds, int8=False, with_float=True)[0]
+        from ..quant.recipe import quant_post_recipe
+        ptq, start = quant_post_recipe(model, calib_feeds, quantizable_op_type=QUANT_OPS, with_float=True)
     else:
         (ptq, _), start = quantize(model, calib_feeds, algo, int8=False), model
     student = quant_aware(start, {"quantize_op_types": list(QUANT_OPS), "weight_reduce_range": reduce_range},
