@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ import numpy as np
 from refquant.calibration.algorithms import static_algorithms
 
 from .common import blas_limits, machine, table
+from .paddle_worker import SKIPPED, PaddleWorker, paddle_python
 
 #: ONNX Runtime calibration method -> the refquant algo it is paired with
 ORT_PEERS = {"MinMax": "abs_max", "Entropy": "KL", "Percentile": "hist"}
@@ -183,9 +183,7 @@ from paddle.static.quantization import PostTrainingQuantization
 n = len(x) // batch
 print(json.dumps({"ready": paddle.__version__}), flush=True)
 for line in sys.stdin:
-    algo = line.strip()
-    if not algo:
-        break
+    algo = json.loads(line)
     with paddle.static.scope_guard(paddle.static.Scope()):
         ptq = PostTrainingQuantization(
             executor=exe, model_dir=out, model_filename="model.pdmodel", params_filename="model.pdiparams",
@@ -198,41 +196,9 @@ for line in sys.stdin:
 '''
 
 
-class _PaddleWorker:
-    """A running ``REFQUANT_PADDLE_PYTHON`` worker: ``quantize(algo)`` returns Paddle's seconds."""
-
-    def __init__(self, python, tmp, batch):
-        script = os.path.join(tmp, "paddle_ptq_worker.py")
-        with open(script, "w") as f:
-            f.write(_PADDLE_WORKER)
-        env = dict(os.environ, FLAGS_enable_pir_api="0", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   GLOG_minloglevel="2")
-        self.log = open(os.path.join(tmp, "paddle_worker.log"), "w")
-        self.proc = subprocess.Popen([python, script, tmp, str(batch), ",".join(PADDLE_OPS)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
-        self.version = self._reply()["ready"]
-
-    def _reply(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            self.log.flush()
-            with open(self.log.name) as f:
-                tail = f.read()[-2000:]
-            raise RuntimeError(f"the Paddle worker stopped:\n{tail}")
-        return json.loads(line)
-
-    def quantize(self, algo):
-        """``(wall, CPU)`` seconds of Paddle's ``quantize()``, measured in the worker."""
-        self.proc.stdin.write(algo + "\n")
-        self.proc.stdin.flush()
-        reply = self._reply()
-        return float(reply["seconds"]), float(reply["cpu_seconds"])
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=60)
-        self.log.close()
+def _paddle_seconds(reply):
+    """``(wall, CPU)`` seconds of Paddle's ``quantize()``, measured in the worker."""
+    return float(reply["seconds"]), float(reply["cpu_seconds"])
 
 
 def _paddle_column(python, sizes, algos, repeats, tmp):
@@ -244,7 +210,8 @@ def _paddle_column(python, sizes, algos, repeats, tmp):
     b = sizes["batch"]
     x = np.random.default_rng(0).standard_normal((sizes["n"], 3, 224, 224)).astype(np.float32)
     np.save(os.path.join(wdir, "calib.npy"), x)
-    worker = _PaddleWorker(python, wdir, b)
+    worker = PaddleWorker(python, _PADDLE_WORKER, wdir, (wdir, b, ",".join(PADDLE_OPS)), name="paddle_ptq_worker",
+                          OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     try:
         model = refquant.import_paddle(wdir)
         feeds = [{model.inputs[0]: x[i:i + b]} for i in range(0, len(x), b)]
@@ -253,11 +220,11 @@ def _paddle_column(python, sizes, algos, repeats, tmp):
         for algo in algos:
             fns[f"refquant {algo}"] = lambda a=algo: quant_post_static(model, feeds, algo=a,
                                                                        quantizable_op_type=PADDLE_OPS)
-            fns[f"Paddle {algo}"] = lambda a=algo: worker.quantize(a)
+            fns[f"Paddle {algo}"] = lambda a=algo: _paddle_seconds(worker.ask(a))
         times = _round_robin(fns, repeats)
     finally:
         worker.close()
-    return {"paddle": worker.version, "model": "mobilenet_v1 (random init), 224x224", "sizes": sizes,
+    return {"paddle": worker.ready["ready"], "model": "mobilenet_v1 (random init), 224x224", "sizes": sizes,
             **_medians(*times)}
 
 
@@ -285,9 +252,9 @@ def run(kinds=("cls", "rec", "det", "paddle"), algos=tuple(PAIRS), quick: bool |
         with blas_limits(1), tempfile.TemporaryDirectory() as tmp:
             for kind in kinds:
                 if kind == "paddle":
-                    python = os.environ.get("REFQUANT_PADDLE_PYTHON")
+                    python = paddle_python()
                     if not python:
-                        result["paddle"] = {"skipped": "REFQUANT_PADDLE_PYTHON is not set (a python with paddle)"}
+                        result["paddle"] = {"skipped": SKIPPED}
                         continue
                     result["paddle"] = _paddle_column(python, sizes["paddle"], algos, repeats, tmp)
                     continue

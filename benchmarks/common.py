@@ -32,7 +32,8 @@ def interleaved_medians(fns: dict, repeats: int, pause: float = 0.0) -> dict:
     machine hit every runner alike. ``pause`` seconds of sleep before each timed call let the previous runner's
     thread pool (OpenBLAS, libgomp, onnxruntime all spin-wait after a parallel region) go idle: with more than
     one thread, a runner timed right after another runtime's otherwise shares the cores with its spinning
-    workers."""
+    workers. A runner returning a float (seconds it measured itself: a worker process timing its own run) has
+    that time taken instead of the call's."""
     times = {k: [] for k in fns}
     for fn in fns.values():
         fn()
@@ -41,8 +42,9 @@ def interleaved_medians(fns: dict, repeats: int, pause: float = 0.0) -> dict:
             if pause:
                 time.sleep(pause)
             start = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - start)
+            got = fn()
+            elapsed = time.perf_counter() - start
+            times[k].append(got if isinstance(got, float) else elapsed)
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
