@@ -86,6 +86,8 @@ cdef extern from "qdirect/qdirect.h" nogil:
     size_t qd_dw_prepare(qd_dw *d, int path, Py_ssize_t flat_lanes, const int32_t *bias, int32_t a_zero, char *ws)
     size_t qd_sk_prepare(qd_sk *s, const int8_t *panels, const int32_t *bias, const int32_t *col_sum,
                          int32_t a_zero, const float *scale, char *ws)
+    void qd_nhwc_to_nchw(const void *x, Py_ssize_t C, Py_ssize_t plane, Py_ssize_t p0, Py_ssize_t p1, int wide,
+                         void *out)
 
 # Work per thread (MACs, or bytes touched) below which a call stays on the calling thread.
 cdef Py_ssize_t MIN_WORK_PER_THREAD = 1 << 17
@@ -129,16 +131,19 @@ def _chain_args(who, chain, out_dtype):
 
 
 def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0, bias=None,
-                        scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None, path=None):
+                        scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None, out_layout="NHWC",
+                        path=None):
     """Depthwise conv: x uint8 NHWC (N, H, W, C), w int8 (KH, KW, C), padding (top, left, bottom, right).
 
     acc = bias[c] + sum over valid taps of (x - a_zero) * w (int32); out = clamp(rint(float32(acc) * scale[c])
     + out_zero, lo, hi) as uint8 (out_dtype "u8") or float32(acc) * scale[c], optionally clamped (out_dtype
-    "f32"). Returns NHWC (N, OH, OW, C). ``chain`` (f32 only): scalar_chain_f32's keyword arguments, applied to
-    each output row while it is in cache; returns its ``(t or None, q or None)``.
+    "f32"). Returns NHWC (N, OH, OW, C), or NCHW (N, C, OH, OW) with ``out_layout="NCHW"`` (each output row
+    transposed while it is in cache). ``chain`` (f32 only, NHWC): scalar_chain_f32's keyword arguments, applied
+    to each output row while it is in cache; returns its ``(t or None, q or None)``.
     """
     cdef const qd_path *p = _path(path)
     a = _spec.check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi)
+    cdef int nchw = _spec.check_out_layout("depthwise_conv_u8s8", out_layout, chain) == "NCHW"
     cdef float[::1] chain_k
     cdef int hs
     cdef float c_sinv, c_lo, c_hi
@@ -156,7 +161,7 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
     cdef int threads = threads_for(n * oh * ow * c * k, MIN_WORK_PER_THREAD)
     # the output, or with a chain one float row per thread
     if chain is None:
-        out = np.empty((n, oh, ow, c), dtype=np.float32 if f32 else np.uint8)
+        out = np.empty((n, c, oh, ow) if nchw else (n, oh, ow, c), dtype=np.float32 if f32 else np.uint8)
     else:
         out = np.empty((threads, ow, c), dtype=np.float32)
     if out.size == 0:
@@ -193,10 +198,22 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
     cdef float *yp = out_f32(y)
     cdef uint8_t *qp = out_u8(q)
     cdef char *buf
-    if chain is None:
+    cdef uint8_t[::1] bufv
+    cdef int wide
+    if chain is None and not nchw:
         with nogil:
             for r in prange(rows, schedule="dynamic", num_threads=threads):
                 p.dw_row(&d, xp + (r // oh) * img, r % oh, op + r * row_bytes)
+        return out
+    if chain is None:  # each output row into this thread's row buffer, then transposed into the C planes
+        bufv = np.empty(threads * row_bytes, dtype=np.uint8)
+        wide = f32
+        with nogil:
+            for r in prange(rows, schedule="dynamic", num_threads=threads):
+                buf = <char *> &bufv[0] + omp_get_thread_num() * row_bytes
+                p.dw_row(&d, xp + (r // oh) * img, r % oh, buf)
+                qd_nhwc_to_nchw(buf, c, oh * ow, 0, ow, wide,
+                                op + ((r // oh) * c * oh + r % oh) * ow * (4 if wide else 1))
         return out
     with nogil:  # each output row into this thread's float row (out), then through the chain
         for r in prange(rows, schedule="dynamic", num_threads=threads):
@@ -319,6 +336,28 @@ def dequantize_nhwc(q, scale, *, zero=0, path=None):
             i = t // chunks
             p0 = (t % chunks) * PIXEL_CHUNK
             p.dequant_nhwc(qp + i * c * hw, c, hw, p0, min(p0 + PIXEL_CHUNK, hw), z, s, op + i * c * hw)
+    return out
+
+
+def nhwc_to_nchw(x, *, path=None):
+    """NHWC (N, H, W, C) -> NCHW (N, C, H, W) of 1- or 4-byte items (uint8, float32, ...): the same bits moved,
+    in cache tiles on OpenMP threads (what numpy's transposed copy does element by element)."""
+    _path(path)
+    _spec.check_layout_change("nhwc_to_nchw", x)
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[3], hw = x.shape[1] * x.shape[2], size = x.itemsize
+    out = np.empty((n, c, x.shape[1], x.shape[2]), dtype=x.dtype)
+    if out.size == 0:
+        return out
+    cdef const uint8_t *xp = in_u8(x.reshape(-1).view(np.uint8))
+    cdef uint8_t *op = out_u8(out.reshape(-1).view(np.uint8))
+    cdef Py_ssize_t chunks = (hw + PIXEL_CHUNK - 1) // PIXEL_CHUNK, t, i, p0
+    cdef int wide = size == 4, threads = threads_for(2 * n * c * hw * size, MIN_WORK_PER_THREAD)
+    with nogil:
+        for t in prange(n * chunks, schedule="dynamic", num_threads=threads):
+            i = t // chunks
+            p0 = (t % chunks) * PIXEL_CHUNK
+            qd_nhwc_to_nchw(xp + i * c * hw * size, c, hw, p0, min(p0 + PIXEL_CHUNK, hw), wide,
+                            op + i * c * hw * size)
     return out
 
 

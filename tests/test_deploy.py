@@ -208,6 +208,41 @@ def test_scalar_chains_fuse_without_changing_a_bit(monkeypatch):
         assert np.array_equal(fused.run({"x": xs})[y], want)
 
 
+def test_depthwise_writes_a_float_nchw_output_itself(monkeypatch, tmp_path):
+    # a depthwise conv whose float output leaves the graph (and one feeding a float op that reads NCHW) writes
+    # NCHW itself: no nhwc_to_nchw pass, the same bits as the graph with one, with the kernels and their twins;
+    # depthwise outputs read in NHWC (by an add, or by the next conv's quantize) keep their layout
+    from refquant.deploy import convert as conv_mod
+    from refquant.models import GraphBuilder
+    b = GraphBuilder("dw", seed=0)
+    x = b.input("x", (None, 8, 9, 9))
+    y = b.conv2d(b.add(b.conv2d(x, 8, 3, groups=8, bias=True), b.conv2d(x, 8, 3, groups=8)), 8, 3, groups=8)
+    z = b.scale(b.conv2d(y, 8, 3, groups=8), 0.5)
+    m = b.build([y, z])
+    xs = np.random.default_rng(0).standard_normal((2, 8, 9, 9)).astype(np.float32)
+    q = quant_post_static(m, [{"x": xs}], algo="abs_max")
+    i8 = convert_to_int8(q)
+    dw = [op for op in i8.ops if op.type == "depthwise_conv2d_int8"]
+    assert [op.attrs.get("out_layout", "NHWC") for op in dw] == ["NHWC", "NHWC", "NHWC", "NCHW"]
+    assert "nhwc_to_nchw" not in [op.type for op in i8.ops]
+    want = i8.run({"x": xs})
+    monkeypatch.setattr(conv_mod._Converter, "_fuse_output_layouts", lambda self: None)
+    plain = convert_to_int8(q)
+    assert not any(op.attrs.get("out_layout") for op in plain.ops)
+    assert [op.type for op in plain.ops].count("nhwc_to_nchw") == 1
+    for name, v in plain.run({"x": xs}).items():
+        assert np.array_equal(v, want[name])
+    from refquant.errors import GraphError
+    from refquant.ops.registry import check_op
+    for bad in ({"out_layout": "CHWN"}, {"out_layout": "NCHW", "out_dtype": "f32", "chain": {"pre_mul": 2.0}}):
+        with pytest.raises(GraphError):
+            check_op(type(dw[0])(dw[0].type, dw[0].inputs, dw[0].outputs, {**dw[0].attrs, **bad}, dw[0].name))
+    save(i8, tmp_path / "dw.rq")
+    with _dispatch.use_reference():
+        for name, v in load(tmp_path / "dw.rq").run({"x": xs}).items():
+            assert np.array_equal(v, want[name])
+
+
 def test_three_d_mul_converts_to_matmul_int8():
     # the transformer's fc layers: mul with x_num_col_dims=2 on (B, T, H) run as B*T rows of matmul_int8
     from refquant.train import evaluate, predict

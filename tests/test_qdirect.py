@@ -190,6 +190,38 @@ def test_quantize_dequantize_layout(shape):
     check_all_paths("dequantize_rows", q, rng.uniform(0.01, 1, q.shape[1]).astype(np.float32), 3)
 
 
+NHWC_SHAPES = [(1, 5, 7, 3), (2, 9, 11, 17), (1, 3, 70, 70), (1, 56, 56, 64), (3, 1, 1, 5), (1, 13, 1, 1)]
+
+
+@needs_fast
+@pytest.mark.parametrize("shape", NHWC_SHAPES)
+def test_nhwc_to_nchw_equals_twin(shape):
+    """The layout change moves 1- and 4-byte numbers bit for bit (NaN payloads and -0.0 included)."""
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(0, 2 ** 32, shape, dtype=np.uint32)
+    for dtype in (np.float32, np.int32, np.uint32, np.uint8, np.int8, np.bool_):
+        a = x.view(np.float32).astype(np.float32) if dtype == np.float32 else x.astype(dtype)
+        want = check_all_paths("nhwc_to_nchw", np.ascontiguousarray(a))
+        same(want, np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+    f = x.view(np.float32)
+    assert np.array_equal(fast.nhwc_to_nchw(f).view(np.uint32), x.transpose(0, 3, 1, 2))
+
+
+@needs_fast
+@pytest.mark.parametrize("case", [((2, 9, 11, 7), 3, 1, "f32"), ((1, 16, 16, 33), 3, 2, "u8"),
+                                  ((1, 30, 30, 64), 3, 1, "f32"), ((1, 5, 5, 70), 5, 1, "u8")])
+def test_depthwise_nchw_output(case):
+    """out_layout="NCHW" writes the NHWC result's transpose, every path and thread count alike."""
+    shape, k, s, out_dtype = case
+    rng = np.random.default_rng(shape[3])
+    c = shape[3]
+    x, w = u8(rng, shape), rng.integers(-128, 128, (k, k, c), dtype=np.int8)
+    kw = dict(stride=(s, s), padding=(1, 2, 1, 0), a_zero=128, bias=rng.integers(-999, 999, c).astype(np.int32),
+              scale=rng.uniform(1e-3, 1e-2, c).astype(np.float32), out_dtype=out_dtype, out_zero=3)
+    got = check_all_paths("depthwise_conv_u8s8", x, w, out_layout="NCHW", **kw)
+    same(got, np.ascontiguousarray(twin.depthwise_conv_u8s8(x, w, **kw).transpose(0, 3, 1, 2)))
+
+
 def test_quantize_twin_hand_worked():
     x = np.array([[[[0.5, 1.5], [2.5, -0.5]], [[300.0, -300.0], [np.nan, 0.26]]]], np.float32)  # (1, 2, 2, 2)
     q = twin.quantize_nchw(x, 1.0, zero=128)
@@ -569,6 +601,9 @@ def test_large_enough_to_split_across_threads():
     f = rng.standard_normal((2, 40, 41, 43)).astype(np.float32)
     check_all_paths("quantize_nchw", f, 30.0, zero=128)
     check_all_paths("dequantize_nhwc", x, 0.03, zero=128)
+    check_all_paths("nhwc_to_nchw", f.transpose(0, 2, 3, 1).copy())
+    check_all_paths("depthwise_conv_u8s8", x, w, padding=(1, 1, 1, 1), scale=scale, out_dtype="f32",
+                    out_layout="NCHW")
     check_all_paths("quantize_rows", f.reshape(-1, 43), 30.0, 128)
     check_all_paths("dequantize_rows", x.reshape(-1, 40), scale, 128)
     check_all_paths("im2col_u8", x, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 128)
@@ -695,6 +730,15 @@ def test_bad_inputs(impl):
         impl.global_avg_pool_u8(x, float("nan"))
     with pytest.raises(ValueError, match="empty"):
         impl.global_avg_pool_u8(np.zeros((1, 0, 3, 2), np.uint8))
+    with pytest.raises(ValueError, match="out_layout"):
+        dw(x, w, scale=1.0, out_layout="NWHC")
+    with pytest.raises(ValueError, match="chain"):
+        dw(x, w, scale=1.0, out_dtype="f32", out_layout="NCHW", chain={})
+    for bad in (np.zeros((1, 2, 3, 4), np.float64), np.zeros((1, 2, 3, 4), np.int16), np.zeros((2, 3, 4), np.uint8),
+                np.zeros((1, 2, 3, 4), np.float32)[:, :, ::2], list(x)):
+        with pytest.raises((TypeError, ValueError)) as info:
+            impl.nhwc_to_nchw(bad)
+        assert "nhwc_to_nchw" in str(info.value)
 
 
 @needs_fast
@@ -703,6 +747,9 @@ def test_empty_batch():
     out = fast.depthwise_conv_u8s8(x, np.zeros((3, 3, 8), np.int8), padding=1, scale=1.0)
     assert out.shape == (0, 5, 5, 8)
     assert fast.quantize_nchw(np.zeros((0, 8, 5, 5), np.float32), 1.0).shape == (0, 5, 5, 8)
+    assert fast.nhwc_to_nchw(np.zeros((0, 5, 5, 8), np.float32)).shape == (0, 8, 5, 5)
+    assert fast.depthwise_conv_u8s8(x, np.zeros((3, 3, 8), np.int8), padding=1, scale=1.0,
+                                    out_layout="NCHW").shape == (0, 8, 5, 5)
     assert fast.im2col_u8(x, 3, 3).shape == (0, 72)
     packed = gemm_twin.pack_b(np.zeros((27, 4), np.int8))
     for impl in (fast, twin):

@@ -361,6 +361,7 @@ class _Converter:
             self.form(name, "nchw")
         self._fuse_elementwise()
         self._fuse_chains()
+        self._fuse_output_layouts()
         self._drop_dead_ops()
         used = {n for op in self.ops for n in op.inputs}
         params = {k: v for k, v in self.params.items() if k in used}
@@ -441,6 +442,26 @@ class _Converter:
                     and readers[op.inputs[0]] == 1 and op.inputs[0] not in self.q.outputs:
                 self.ops[j] = Op(prod.type, list(prod.inputs), list(op.outputs), dict(prod.attrs, chain=dict(op.attrs)),
                                  prod.name)
+                drop.add(k)
+        self.ops = [op for k, op in enumerate(self.ops) if k not in drop]
+
+    def _fuse_output_layouts(self):
+        """An ``nhwc_to_nchw`` that is the only reader of a depthwise INT8 conv's output (a graph's float output,
+        or a float op's NCHW input) becomes the conv's ``out_layout="NCHW"``: the kernel transposes each output
+        row while it is in cache instead of a pass over the whole tensor. Same bits."""
+        readers: dict[str, int] = {}
+        for op in self.ops:
+            for n in op.inputs:
+                readers[n] = readers.get(n, 0) + 1
+        producer = {n: k for k, op in enumerate(self.ops) for n in op.outputs if n}
+        drop = set()
+        for k, op in enumerate(self.ops):
+            j = producer.get(op.inputs[0]) if op.type == "nhwc_to_nchw" else None
+            prod = self.ops[j] if j is not None else None
+            if prod is not None and prod.type == "depthwise_conv2d_int8" and not prod.attrs.get("chain") \
+                    and readers[op.inputs[0]] == 1 and op.inputs[0] not in self.q.outputs:
+                self.ops[j] = Op(prod.type, list(prod.inputs), list(op.outputs),
+                                 dict(prod.attrs, out_layout="NCHW"), prod.name)
                 drop.add(k)
         self.ops = [op for k, op in enumerate(self.ops) if k not in drop]
 

@@ -116,6 +116,8 @@ def _check_conv_int8(attrs, inputs):
 def _check_depthwise_int8(attrs, inputs):
     _check_window(attrs, dilations=True)
     _check_epilogue(attrs)
+    if attr_choice(attrs, "out_layout", ("NHWC", "NCHW"), "NHWC") == "NCHW" and attrs.get("chain"):
+        raise ShapeError('a chain post-op needs out_layout "NHWC"')
 
 
 def _check_max_pool_int8(attrs, inputs):
@@ -270,12 +272,13 @@ def conv2d_int8(ctx, attrs, x, packed, col_sum, bias, mult):
 
 @register("depthwise_conv2d_int8", int8=True, check=_check_depthwise_int8)
 def depthwise_conv2d_int8(ctx, attrs, x, w, bias, mult):
-    """NHWC u8 depthwise conv with (KH, KW, C) s8 weights, the direct kernel."""
+    """NHWC u8 depthwise conv with (KH, KW, C) s8 weights, the direct kernel; output NHWC, or NCHW with
+    ``out_layout`` "NCHW" (a graph's float output: each row transposed in cache, no separate layout change)."""
     _check_u8(x, 4, "depthwise_conv2d_int8")
     return _direct().depthwise_conv_u8s8(
         np.ascontiguousarray(x), w, stride=tuple(attrs["strides"]), padding=tuple(attrs["paddings"]),
         dilation=tuple(attrs["dilations"]), a_zero=int(attrs.get("a_zero", 0)), bias=bias, scale=mult,
-        chain=_chain(attrs), **_epilogue(attrs))
+        chain=_chain(attrs), out_layout=attrs.get("out_layout", "NHWC"), **_epilogue(attrs))
 
 
 @register("matmul_int8", int8=True, check=lambda attrs, inputs: _check_gemm(attrs))
@@ -300,7 +303,10 @@ def max_pool2d_int8(ctx, attrs, x):
 
 @register("nhwc_to_nchw")
 def nhwc_to_nchw(ctx, attrs, x):
-    """Layout change for a float op that needs NCHW (any dtype)."""
+    """Layout change for a float op that needs NCHW (any dtype; 1- and 4-byte numbers, the common case, in the
+    tiled kernel)."""
+    if isinstance(x, np.ndarray) and x.ndim == 4 and x.dtype.kind in "biuf" and x.itemsize in (1, 4):
+        return _direct().nhwc_to_nchw(np.ascontiguousarray(x))
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 

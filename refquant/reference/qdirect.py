@@ -11,7 +11,7 @@ gives ``lo`` (only :func:`quantize_nchw` / :func:`quantize_rows` can meet one, f
   (wrapping modulo 2^32, which the int64 sum below cast to int32 reproduces), ``f = float32(acc) * scale[c]``,
   then q8 (u8 out) or ``f`` clamped to optional float bounds (f32 out).
 * :func:`quantize_nchw` / :func:`quantize_rows`: ``q8(x * scale_inv)``; :func:`dequantize_nhwc` /
-  :func:`dequantize_rows`: ``float32(q - zero) * scale``.
+  :func:`dequantize_rows`: ``float32(q - zero) * scale``; :func:`nhwc_to_nchw`: the layout change alone.
 * :func:`im2col_u8`: rows = output pixels (n, oh, ow), columns (kh, kw, c), padded taps = ``pad_value``.
 * :func:`conv_small_k_u8s8`: a conv with K = KH*KW*C <= 64 (a network's first conv) on qgemm's packed
   weights: im2col (padded taps = ``a_zero``) times w, ``- a_zero * col_sum + bias``, the depthwise epilogue:
@@ -162,6 +162,24 @@ def check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dt
     return dict(e, stride=stride, padding=padding, dilation=dilation, a_zero=a_zero, oh=oh, ow=ow)
 
 
+def check_out_layout(what, out_layout, chain=None):
+    """A conv's output layout: "NHWC" or "NCHW" (not with a chain post-op)."""
+    if out_layout not in ("NHWC", "NCHW"):
+        raise ValueError(f'{what}: out_layout must be "NHWC" or "NCHW", got {out_layout!r}')
+    if out_layout == "NCHW" and chain is not None:
+        raise ValueError(f'{what}: a chain post-op needs out_layout="NHWC"')
+    return out_layout
+
+
+def check_layout_change(what, x):
+    """A C-contiguous 4-D array of 1- or 4-byte numbers (what the layout-change kernel moves)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{what}: expected a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype.kind not in "biuf" or x.itemsize not in (1, 4):
+        raise TypeError(f"{what}: expected 1- or 4-byte numbers, got dtype {x.dtype}")
+    check_array(f"{what}: x", x, x.dtype, 4)
+
+
 def check_int32s(what, name, v, c):
     """An integer ndarray of shape (c,) and int32 values, as a contiguous int32 array."""
     if not isinstance(v, np.ndarray) or v.dtype.kind not in "iu":
@@ -251,10 +269,15 @@ def _pad_nhwc(x, padding, value):
 
 # ---------------------------------------------------------------------------------------------- the kernels
 def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0, bias=None,
-                        scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None, path=None):
-    """Depthwise conv, NHWC u8 x (KH, KW, C) s8 -> NHWC u8 or float32; see the module docstring. ``chain``
-    (float32 output only): :func:`scalar_chain`'s keyword arguments, applied to the output, whose
-    ``(t or None, q or None)`` is then returned."""
+                        scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None, out_layout="NHWC",
+                        path=None):
+    """Depthwise conv, NHWC u8 x (KH, KW, C) s8 -> NHWC (or ``out_layout="NCHW"``) u8 or float32; see the module
+    docstring. ``chain`` (float32 NHWC output only): :func:`scalar_chain`'s keyword arguments, applied to the
+    output, whose ``(t or None, q or None)`` is then returned."""
+    if check_out_layout("depthwise_conv_u8s8", out_layout, chain) == "NCHW":
+        return nhwc_to_nchw(depthwise_conv_u8s8(x, w, stride=stride, padding=padding, dilation=dilation,
+                                                a_zero=a_zero, bias=bias, scale=scale, out_dtype=out_dtype,
+                                                out_zero=out_zero, lo=lo, hi=hi))
     if chain is not None:
         if out_dtype != "f32":
             raise ValueError('depthwise_conv_u8s8: chain needs out_dtype="f32"')
@@ -283,6 +306,12 @@ def quantize_nchw(x, scale_inv, *, zero=0, lo=0, hi=255, path=None):
     zero = check_int("zero", zero, 0, 255)
     lo, hi = check_lo_hi(lo, hi)
     return q8(x * s, zero, lo, hi).transpose(0, 2, 3, 1).copy()
+
+
+def nhwc_to_nchw(x, *, path=None):
+    """NHWC -> NCHW of a 4-D array of 1- or 4-byte numbers (the same bits)."""
+    check_layout_change("nhwc_to_nchw", x)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 def quantize_rows(x, scale_inv, zero=0, lo=0, hi=255, *, path=None):

@@ -107,6 +107,51 @@ static inline void qd_transpose_u8(const uint8_t *src, ptrdiff_t ss, uint8_t *ds
         for (ptrdiff_t i = i0; i < rows; i++) dst[j * ds + i] = src[i * ss + j];
 }
 
+/* The same for 4-byte words (float32 moved as bits): 4 x 4 blocks through SSE2 unpacks, the edges one by one. */
+static inline void qd_transpose_u32(const uint32_t *src, ptrdiff_t ss, uint32_t *dst, ptrdiff_t ds, ptrdiff_t rows,
+                                    ptrdiff_t cols) {
+    ptrdiff_t i0 = 0;
+#if defined(__SSE2__)
+    for (; i0 + 4 <= rows; i0 += 4) {
+        ptrdiff_t j0 = 0;
+        for (; j0 + 4 <= cols; j0 += 4) {
+            const uint32_t *s = src + i0 * ss + j0;
+            uint32_t *d = dst + j0 * ds + i0;
+            const __m128i r0 = _mm_loadu_si128((const __m128i *)s), r1 = _mm_loadu_si128((const __m128i *)(s + ss));
+            const __m128i r2 = _mm_loadu_si128((const __m128i *)(s + 2 * ss));
+            const __m128i r3 = _mm_loadu_si128((const __m128i *)(s + 3 * ss));
+            const __m128i t0 = _mm_unpacklo_epi32(r0, r1), t1 = _mm_unpacklo_epi32(r2, r3);  /* columns 0, 1 */
+            const __m128i t2 = _mm_unpackhi_epi32(r0, r1), t3 = _mm_unpackhi_epi32(r2, r3);  /* columns 2, 3 */
+            _mm_storeu_si128((__m128i *)d, _mm_unpacklo_epi64(t0, t1));
+            _mm_storeu_si128((__m128i *)(d + ds), _mm_unpackhi_epi64(t0, t1));
+            _mm_storeu_si128((__m128i *)(d + 2 * ds), _mm_unpacklo_epi64(t2, t3));
+            _mm_storeu_si128((__m128i *)(d + 3 * ds), _mm_unpackhi_epi64(t2, t3));
+        }
+        for (ptrdiff_t j = j0; j < cols; j++)
+            for (ptrdiff_t i = i0; i < i0 + 4; i++) dst[j * ds + i] = src[i * ss + j];
+    }
+#endif
+    for (ptrdiff_t j = 0; j < cols; j++)
+        for (ptrdiff_t i = i0; i < rows; i++) dst[j * ds + i] = src[i * ss + j];
+}
+
+/* NHWC -> NCHW of pixels [p0, p1): out[c * plane + p] = x[p * C + c], items of 1 or 4 (wide) bytes (plane: an
+ * image's H*W, or its OH*OW for one output row), in tiles of 64 pixels x 64 channels (both fit L1). */
+static inline void qd_nhwc_to_nchw(const void *x, ptrdiff_t C, ptrdiff_t plane, ptrdiff_t p0, ptrdiff_t p1, int wide,
+                                   void *out) {
+    for (ptrdiff_t pb = p0; pb < p1; pb += 64) {
+        const ptrdiff_t np = p1 - pb < 64 ? p1 - pb : 64;
+        for (ptrdiff_t cb = 0; cb < C; cb += 64) {
+            const ptrdiff_t nc = C - cb < 64 ? C - cb : 64;
+            if (wide)
+                qd_transpose_u32((const uint32_t *)x + pb * C + cb, C, (uint32_t *)out + cb * plane + pb, plane, np,
+                                 nc);
+            else
+                qd_transpose_u8((const uint8_t *)x + pb * C + cb, C, (uint8_t *)out + cb * plane + pb, plane, np, nc);
+        }
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------------------
  * Depthwise convolution parameters.
  *
