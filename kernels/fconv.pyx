@@ -30,8 +30,9 @@ cdef extern from "fconv/fconv.h" nogil:
     ctypedef struct fc_epi:
         int act, post
         float a, b, c, ps, pc
-    ctypedef void (*fc_tile_fn)(Py_ssize_t kc, const float *a, const float *b, float *t, float *y, const float *res,
-                                Py_ssize_t ldc, int add, int last, const float *bias, const fc_epi *e) noexcept nogil
+    ctypedef void (*fc_tile_fn)(Py_ssize_t kc, const float *a, const float *b, float *y, const float *res,
+                                Py_ssize_t ldc, Py_ssize_t mr, Py_ssize_t nr, int add, int last, const float *bias,
+                                const fc_epi *e) noexcept nogil
     ctypedef struct fc_dwgeom:
         Py_ssize_t H, W, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, hp, wp
     void fc_dw_init(fc_dwgeom *g) noexcept nogil
@@ -42,14 +43,15 @@ cdef extern from "fconv/fconv.h" nogil:
     Py_ssize_t fc_dw8_scratch(const fc_dwgeom *g) noexcept nogil
     ctypedef struct fc_path:
         const char *name
-        fc_tile_fn tile
+        fc_tile_fn tile, edge
         fc_dw_fn dw
         fc_dw8_fn dw8
     const fc_path FC_PATHS[]
     const int FC_NPATHS
     const int FC_MR, FC_KC, FC_NC
     int fc_path_supported(int i)
-    void fc_conv_block(fc_tile_fn tile, const float *ap, Py_ssize_t M, Py_ssize_t K, const float *x,
+    void fc_conv_block(fc_tile_fn tile, fc_tile_fn edge, const float *ap, Py_ssize_t M, Py_ssize_t K,
+                       const float *x,
                        const fc_geom *g, const float *bias, const fc_epi *e, float *y, const float *res, Py_ssize_t m0,
                        Py_ssize_t m1, Py_ssize_t n0, Py_ssize_t n1, float *bp) noexcept nogil
 
@@ -84,7 +86,7 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
     """act((conv2d(x, w) + bias) + residual) from ``packed = pack_weights(w)``: float32 (N, oc, OH, OW) out (the
     twin's formula, its rounding bound; the same bits for any thread count). ``max_threads`` caps the thread
     count."""
-    cdef fc_tile_fn tile = FC_PATHS[_PATHS.index(path)].tile
+    cdef const fc_path *fp = &FC_PATHS[_PATHS.index(path)]
     (sh, sw), pad, (dh, dw), (kh, kw), (oh, ow), (code, a, b, c, ps, pc) = _spec.check_conv2d(
         x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads, residual)
     cdef Py_ssize_t n = x.shape[0], M = oc, K = packed.shape[1], N = oh * ow
@@ -123,7 +125,7 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
             j = t // mb % nb
             i = t % mb
             if i * mstep < M:
-                fc_conv_block(tile, ap, M, K, xp + s * g.C * g.H * g.W, &g, bias_p, &e, yp + s * M * N,
+                fc_conv_block(fp.tile, fp.edge, ap, M, K, xp + s * g.C * g.H * g.W, &g, bias_p, &e, yp + s * M * N,
                               res_p + s * M * N if res_p != NULL else NULL, i * mstep,
                               min(M, (i + 1) * mstep), j * nstep, min(N, (j + 1) * nstep),
                               bp0 + omp_get_thread_num() * block)

@@ -92,7 +92,13 @@ DW_CASES = [((1, 16, 14, 14), 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)),   # eight cha
             ((2, 11, 9, 30), 1, 3, (2, 2), (1, 1, 1, 1), (1, 1)),    # a group of 8 and 3 planes one by one
             ((1, 9, 70, 61), 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)),    # large planes: one by one
             ((1, 5, 13, 11), 2, 5, (2, 1), (2, 0, 1, 3), (1, 2)),    # multiplier 2, dilation, uneven padding
-            ((1, 4, 10, 10), 1, 3, (3, 3), (0, 0, 0, 0), (1, 1))]    # stride 3: the scalar loop on every path
+            ((1, 4, 10, 10), 1, 3, (3, 3), (0, 0, 0, 0), (1, 1)),    # stride 3: the scalar loop on every path
+            ((1, 3, 9, 150), 1, 3, (2, 2), (1, 1, 1, 1), (1, 1)),    # stride 2, rows split in halves, 32 at a time
+            ((1, 2, 8, 147), 1, 3, (2, 2), (0, 2, 1, 1), (1, 1)),    # the same, even left padding, odd width
+            ((1, 2, 6, 90), 1, 5, (2, 2), (2, 3, 2, 1), (1, 2)),     # 5 x 5 taps split in halves, dilation 2
+            ((1, 8, 5, 5), 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)),      # eight planes: pixel groups of 4, overlapping
+            ((1, 8, 6, 3), 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)),      # rows of 3: one pixel at a time
+            ((1, 8, 7, 41), 1, 3, (2, 2), (1, 1, 1, 1), (1, 1))]     # groups of 8 (the last overlapping), stride 2
 
 
 @needs_kernel
@@ -116,10 +122,11 @@ def test_depthwise_is_the_twin_within_its_bound(shape, m, k, stride, pad, dil, a
 @needs_kernel
 def test_eight_channels_per_vector_give_the_one_plane_bits():
     """Plane 8 (past the group of eight) runs the one-plane loop: a copy of plane 0 gives plane 0's bits."""
-    x, w, b = f32(1, 9, 12, 12), f32(9, 1, 3, 3), f32(9)
-    x[:, 8], w[8], b[8] = x[:, 0], w[0], b[0]
-    y = fconv.depthwise_conv2d(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), twin.epilogue("relu"))
-    assert np.array_equal(y[:, 8], y[:, 0])
+    for hw in ((12, 12), (5, 5), (3, 3), (9, 23)):  # pixel groups of 8, 4, 1; 8 with the last overlapping
+        x, w, b = f32(1, 9, *hw), f32(9, 1, 3, 3), f32(9)
+        x[:, 8], w[8], b[8] = x[:, 0], w[0], b[0]
+        y = fconv.depthwise_conv2d(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), twin.epilogue("relu"))
+        assert np.array_equal(y[:, 8], y[:, 0])
 
 
 @needs_kernel

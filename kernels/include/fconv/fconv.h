@@ -147,37 +147,33 @@ static void fc_tile_done(const float *t, ptrdiff_t mr, ptrdiff_t nr, float *y, c
     }
 }
 
-/* The portable FC_MR x FC_NR tile: t[r][q] = sum over k < kc of a[k][r] * b[k][q], from +0 in k order. */
-static void fc_tile_portable(ptrdiff_t kc, const float *a, const float *b, float *t, float *y, const float *res,
-                             ptrdiff_t ldc, int add, int last, const float *bias, const fc_epi *e) {
+/* The portable tile: acc[r][q] = sum over k < kc of a[k][r] * b[k][q], from +0 in k order; its first mr x nr values
+ * into y (fc_tile_done). */
+static void fc_tile_portable(ptrdiff_t kc, const float *a, const float *b, float *y, const float *res, ptrdiff_t ldc,
+                             ptrdiff_t mr, ptrdiff_t nr, int add, int last, const float *bias, const fc_epi *e) {
     float acc[FC_MR][FC_NR] = {{0.0f}};
     for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += FC_NR)
         for (int r = 0; r < FC_MR; r++)
             for (int q = 0; q < FC_NR; q++) acc[r][q] += a[r] * b[q];
-    memcpy(t, acc, sizeof acc);
-    if (y) fc_tile_done(t, FC_MR, FC_NR, y, res, ldc, add, last, bias, e);
+    fc_tile_done(&acc[0][0], mr, nr, y, res, ldc, add, last, bias, e);
 }
 
 #if FC_X86
 /* The avx2 tile: 12 ymm accumulators (named: GCC spills an array of them), two loads of b and six broadcasts of a
- * per k, fused multiply-adds; then, on a full tile, fc_tile_done's steps on y directly (the same operations as
- * fc_act and the scalar merge: min / max keep NaN where the selects do). */
+ * per k, fused multiply-adds; then fc_tile_done's steps on its first mr x nr values of y, 8 at a time (masked past
+ * nr; the same operations as fc_act and the scalar merge: min / max keep NaN where the selects do). */
 #define FC_ROW(r)                                                                                              \
     ar = _mm256_broadcast_ss(a + r);                                                                          \
     c##r##0 = _mm256_fmadd_ps(ar, b0, c##r##0);                                                               \
     c##r##1 = _mm256_fmadd_ps(ar, b1, c##r##1);
-#define FC_OUT(r, h)                                                                                           \
-    if (!y) {                                                                                                 \
-        _mm256_store_ps(t + r * FC_NR + 8 * h, c##r##h);                                                      \
-    } else {                                                                                                  \
-        float *yp = y + r * ldc + 8 * h;                                                                      \
-        __m256 v = add ? _mm256_add_ps(_mm256_loadu_ps(yp), c##r##h) : c##r##h;                               \
-        if (last) {                                                                                           \
-            v = bias ? _mm256_add_ps(v, _mm256_set1_ps(bias[r])) : v;                                         \
-            v = fc_act8(res ? _mm256_add_ps(v, _mm256_loadu_ps(res + r * ldc + 8 * h)) : v, e);               \
-        }                                                                                                     \
-        _mm256_storeu_ps(yp, v);                                                                              \
-    }
+#define FC_OUT(r, h, full)                                                                                     \
+    if (full || (r < mr && 8 * h < nr))                                                                       \
+        fc_out8(c##r##h, y + r * ldc + 8 * h, res ? res + r * ldc + 8 * h : NULL, h ? m1 : m0, full, add, last,  \
+                bias ? bias + r : NULL, e);
+#define FC_OUTS(full)                                                                                          \
+    FC_OUT(0, 0, full) FC_OUT(0, 1, full) FC_OUT(1, 0, full) FC_OUT(1, 1, full) FC_OUT(2, 0, full)             \
+    FC_OUT(2, 1, full) FC_OUT(3, 0, full) FC_OUT(3, 1, full) FC_OUT(4, 0, full) FC_OUT(4, 1, full)             \
+    FC_OUT(5, 0, full) FC_OUT(5, 1, full)
 FC_AVX2_ATTR static inline __m256 fc_act8(__m256 v, const fc_epi *e) {
     const __m256 zero = _mm256_setzero_ps();
     switch (e->act) {
@@ -193,35 +189,56 @@ FC_AVX2_ATTR static inline __m256 fc_act8(__m256 v, const fc_epi *e) {
     if (e->post) v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(e->ps)), _mm256_set1_ps(e->pc));
     return v;
 }
-FC_AVX2_ATTR static void fc_tile_avx2(ptrdiff_t kc, const float *a, const float *b, float *t, float *y,
-                                      const float *res, ptrdiff_t ldc, int add, int last, const float *bias,
-                                      const fc_epi *e) {
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
-           c40 = c00, c41 = c00, c50 = c00, c51 = c00, ar;
-    for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += FC_NR) {
-        const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-        FC_ROW(0) FC_ROW(1) FC_ROW(2) FC_ROW(3) FC_ROW(4) FC_ROW(5)
+/* Eight values c of a tile row into yp: y = c, or y + c with add; then with last ((y + *bias) + *rp) and the
+ * activation; lanes past mk untouched unless full. */
+FC_AVX2_ATTR static inline void fc_out8(__m256 c, float *yp, const float *rp, __m256i mk, int full, int add, int last,
+                                        const float *bias, const fc_epi *e) {
+    if (add) c = _mm256_add_ps(full ? _mm256_loadu_ps(yp) : _mm256_maskload_ps(yp, mk), c);
+    if (last) {
+        if (bias) c = _mm256_add_ps(c, _mm256_set1_ps(*bias));
+        if (rp) c = _mm256_add_ps(c, full ? _mm256_loadu_ps(rp) : _mm256_maskload_ps(rp, mk));
+        c = fc_act8(c, e);
     }
-    FC_OUT(0, 0) FC_OUT(0, 1) FC_OUT(1, 0) FC_OUT(1, 1) FC_OUT(2, 0) FC_OUT(2, 1)
-    FC_OUT(3, 0) FC_OUT(3, 1) FC_OUT(4, 0) FC_OUT(4, 1) FC_OUT(5, 0) FC_OUT(5, 1)
+    if (full)
+        _mm256_storeu_ps(yp, c);
+    else
+        _mm256_maskstore_ps(yp, mk, c);
 }
+/* fc_tile_avx2 on full tiles (mr, nr ignored), fc_tile_avx2_edge on the others (its own copy: the extra code slows
+ * the full tiles of a short K by ~10%). */
+#define FC_TILE_AVX2(name, full)                                                                               \
+    FC_AVX2_ATTR static void name(ptrdiff_t kc, const float *a, const float *b, float *y, const float *res,      \
+                                  ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr, int add, int last, const float *bias,  \
+                                  const fc_epi *e) {                                                            \
+        __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,      \
+               c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, ar;                                      \
+        for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += FC_NR) {                                           \
+            const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);                                   \
+            FC_ROW(0) FC_ROW(1) FC_ROW(2) FC_ROW(3) FC_ROW(4) FC_ROW(5)                                        \
+        }                                                                                                      \
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);                                        \
+        const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr), lane);                               \
+        const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr - 8), lane);                           \
+        FC_OUTS(full)                                                                                          \
+    }
+FC_TILE_AVX2(fc_tile_avx2, 1)
+FC_TILE_AVX2(fc_tile_avx2_edge, 0)
 #endif
 
-/* A tile: the FC_MR x FC_NR sums of a K block into t; or, given y (a full tile), fc_tile_done's steps on y. */
-typedef void (*fc_tile_fn)(ptrdiff_t kc, const float *a, const float *b, float *t, float *y, const float *res,
-                           ptrdiff_t ldc, int add, int last, const float *bias, const fc_epi *e);
+/* A tile: the FC_MR x FC_NR sums of a K block, fc_tile_done's steps on their first mr x nr values into y. */
+typedef void (*fc_tile_fn)(ptrdiff_t kc, const float *a, const float *b, float *y, const float *res, ptrdiff_t ldc,
+                           ptrdiff_t mr, ptrdiff_t nr, int add, int last, const float *bias, const fc_epi *e);
 
 /* Rows [m0, m1) (m0 a multiple of FC_MR) and columns [n0, n1) of one sample's output y (M x N, N = OH * OW):
  * y = act((A B + bias) + res) (bias, res may be NULL; res is laid out as y). bp: FC_KC * FC_NC floats of scratch,
  * 32-byte aligned. */
-static void fc_conv_block(fc_tile_fn tile, const float *ap, ptrdiff_t M, ptrdiff_t K, const float *x,
+static void fc_conv_block(fc_tile_fn tile, fc_tile_fn edge, const float *ap, ptrdiff_t M, ptrdiff_t K, const float *x,
                           const fc_geom *g, const float *bias, const fc_epi *e, float *y, const float *res,
                           ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1, float *bp) {
     const ptrdiff_t N = g->oh * g->ow, kmax = K < FC_KC ? K : FC_KC;
     /* pixel blocks of at most FC_B_FLOATS / kmax columns: the packed block stays in L2 while the row panels sweep it */
     ptrdiff_t step = FC_B_FLOATS / kmax / FC_NR * FC_NR;
     step = step < FC_NR ? FC_NR : step > FC_NC ? FC_NC : step;
-    float t[FC_MR * FC_NR] __attribute__((aligned(32)));
     for (ptrdiff_t jc = n0; jc < n1; jc += step) {
         const ptrdiff_t nc = n1 - jc < step ? n1 - jc : step;
         for (ptrdiff_t pc = 0; pc < K; pc += FC_KC) {
@@ -237,12 +254,7 @@ static void fc_conv_block(fc_tile_fn tile, const float *ap, ptrdiff_t M, ptrdiff
                     const float *b = bp + jr * kc;
                     float *yt = y + ir * N + jc + jr;
                     const float *rt = res ? res + ir * N + jc + jr : NULL;
-                    if (mr == FC_MR && nr == FC_NR) {
-                        tile(kc, a, b, t, yt, rt, N, !first, last, bb, e);
-                    } else {
-                        tile(kc, a, b, t, NULL, NULL, 0, 0, 0, NULL, e);
-                        fc_tile_done(t, mr, nr, yt, rt, N, !first, last, bb, e);
-                    }
+                    (mr == FC_MR && nr == FC_NR ? tile : edge)(kc, a, b, yt, rt, N, mr, nr, !first, last, bb, e);
                 }
             }
         }
@@ -273,6 +285,7 @@ static inline void fc_dw_rows(const fc_dwgeom *g, ptrdiff_t p, ptrdiff_t *t0, pt
 static void fc_dw_init(fc_dwgeom *g) {
     g->hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
     g->wp = (g->ow + 7) / 8 * 8 * g->sw + (g->kw - 1) * g->dw + 8;
+    g->wp += g->wp & 1;  /* even: stride 2 splits the rows in halves (fc_dw_pad2) */
     for (ptrdiff_t t = 0; t < g->kh * g->kw && t < 64; t++)
         g->off[t] = (t / g->kw) * g->dh * g->wp + (t % g->kw) * g->dw;
 }
@@ -314,49 +327,81 @@ FC_UNUSED static ptrdiff_t fc_dw8_scratch(const fc_dwgeom *g) {
 }
 
 #if FC_X86
-/* 8 floats at stride sw (1 or 2) from s. */
-FC_AVX2_ATTR static inline __m256 fc_load_s(const float *s, ptrdiff_t sw) {
-    if (sw == 1) return _mm256_loadu_ps(s);
-    const __m256 lo = _mm256_loadu_ps(s), hi = _mm256_loadu_ps(s + 8);
-    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
+/* The padded plane for stride 2, each row split in halves: padded column 2c at [c], 2c + 1 at [wp / 2 + c] (wp even),
+ * so the taps of 8 adjacent outputs are 8 adjacent floats. */
+FC_AVX2_ATTR static void fc_dw_pad2(const float *x, const fc_dwgeom *g, float *xp) {
+    const ptrdiff_t half = g->wp / 2, n = g->W < g->wp - g->pl ? g->W : g->wp - g->pl;  /* the input columns kept */
+    for (ptrdiff_t row = 0; row < g->hp; row++) {
+        float *d = xp + row * g->wp;
+        const ptrdiff_t ih = row - g->pt;
+        memset(d, 0, (size_t)g->wp * sizeof(float));
+        if (ih < 0 || ih >= g->H) continue;
+        const float *s = x + ih * g->W;  /* input column c is padded column c + pl */
+        float *ev = d + (g->pl & 1) * half + g->pl / 2, *od = d + (1 - (g->pl & 1)) * half + (g->pl + 1) / 2;
+        ptrdiff_t c = 0;
+        for (; c + 16 <= n; c += 16) {
+            const __m256 lo = _mm256_loadu_ps(s + c), hi = _mm256_loadu_ps(s + c + 8);
+            _mm256_storeu_ps(ev + c / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8)));
+            _mm256_storeu_ps(od + c / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xDD)), 0xD8)));
+        }
+        for (; c < n; c++) (c & 1 ? od : ev)[c / 2] = s[c];
+    }
 }
 
-/* One output row of a 3 x 3 kernel whose nine taps all read the plane (sw a constant after inlining): the taps
- * unrolled, their offsets and weights hoisted, 16 outputs per step; the same operations in the same order as the
- * general loop below. Returns the first column it did not compute. */
+/* Output row yr of a 3 x 3 kernel whose nine taps all read the plane: tap (i, j) of output q at r0 + i rs + cj + q
+ * (c0 = 0), the taps unrolled, weights hoisted, four vectors of 8 outputs in flight (each a chain of nine dependent
+ * fused multiply-adds); the same operations in the same order as the general loop. Returns the first column it did
+ * not compute. */
 FC_AVX2_ATTR static inline __attribute__((always_inline)) ptrdiff_t
-fc_dw3_row(const float *r0, const ptrdiff_t *off, const float *w, __m256 b, const fc_epi *e, float *yr, ptrdiff_t ow,
-           ptrdiff_t sw) {
+fc_dw3_row(const float *r0, ptrdiff_t rs, ptrdiff_t c1, ptrdiff_t c2, const float *w, __m256 b, const fc_epi *e,
+           float *yr, ptrdiff_t ow) {
     const __m256 w0 = _mm256_broadcast_ss(w), w1 = _mm256_broadcast_ss(w + 1), w2 = _mm256_broadcast_ss(w + 2),
                  w3 = _mm256_broadcast_ss(w + 3), w4 = _mm256_broadcast_ss(w + 4), w5 = _mm256_broadcast_ss(w + 5),
                  w6 = _mm256_broadcast_ss(w + 6), w7 = _mm256_broadcast_ss(w + 7), w8 = _mm256_broadcast_ss(w + 8);
-    const float *s0 = r0 + off[0], *s1 = r0 + off[1], *s2 = r0 + off[2], *s3 = r0 + off[3], *s4 = r0 + off[4],
-                *s5 = r0 + off[5], *s6 = r0 + off[6], *s7 = r0 + off[7], *s8 = r0 + off[8];
-    ptrdiff_t q = 0;
-    for (; q + 16 <= ow; q += 16) {
-        const ptrdiff_t u = q * sw, v = (q + 8) * sw;
-        __m256 a0 = _mm256_fmadd_ps(w0, fc_load_s(s0 + u, sw), _mm256_setzero_ps());
-        __m256 a1 = _mm256_fmadd_ps(w0, fc_load_s(s0 + v, sw), _mm256_setzero_ps());
-#define FC_DW3_TAP(k)                                                                                          \
-        a0 = _mm256_fmadd_ps(w##k, fc_load_s(s##k + u, sw), a0);                                              \
-        a1 = _mm256_fmadd_ps(w##k, fc_load_s(s##k + v, sw), a1);
-        FC_DW3_TAP(1) FC_DW3_TAP(2) FC_DW3_TAP(3) FC_DW3_TAP(4) FC_DW3_TAP(5) FC_DW3_TAP(6) FC_DW3_TAP(7)
-        FC_DW3_TAP(8)
-#undef FC_DW3_TAP
-        _mm256_storeu_ps(yr + q, fc_act8(_mm256_add_ps(a0, b), e));
-        _mm256_storeu_ps(yr + q + 8, fc_act8(_mm256_add_ps(a1, b), e));
+    const float *a0 = r0, *a1 = r0 + rs, *a2 = r0 + 2 * rs;
+#define FC_DW3_V(u)                                                                                            \
+    {                                                                                                          \
+        const ptrdiff_t o = q + (u);                                                                           \
+        __m256 v = _mm256_fmadd_ps(w0, _mm256_loadu_ps(a0 + o), _mm256_setzero_ps());                         \
+        v = _mm256_fmadd_ps(w1, _mm256_loadu_ps(a0 + c1 + o), v);                                              \
+        v = _mm256_fmadd_ps(w2, _mm256_loadu_ps(a0 + c2 + o), v);                                              \
+        v = _mm256_fmadd_ps(w3, _mm256_loadu_ps(a1 + o), v);                                                   \
+        v = _mm256_fmadd_ps(w4, _mm256_loadu_ps(a1 + c1 + o), v);                                              \
+        v = _mm256_fmadd_ps(w5, _mm256_loadu_ps(a1 + c2 + o), v);                                              \
+        v = _mm256_fmadd_ps(w6, _mm256_loadu_ps(a2 + o), v);                                                   \
+        v = _mm256_fmadd_ps(w7, _mm256_loadu_ps(a2 + c1 + o), v);                                              \
+        v = _mm256_fmadd_ps(w8, _mm256_loadu_ps(a2 + c2 + o), v);                                              \
+        _mm256_storeu_ps(yr + o, fc_act8(_mm256_add_ps(v, b), e));                                             \
     }
+    ptrdiff_t q = 0;
+    for (; q + 32 <= ow; q += 32) {
+        FC_DW3_V(0) FC_DW3_V(8) FC_DW3_V(16) FC_DW3_V(24)
+    }
+    for (; q + 8 <= ow; q += 8) FC_DW3_V(0)
+#undef FC_DW3_V
     return q;
 }
 
+/* One plane from a zero-padded copy (stride 2: split in halves, fc_dw_pad2), so that output column q of row p reads
+ * tap t at xp + p sh wp + off[t] + q: 3 x 3 rows inside the plane unrolled (fc_dw3_row), the others four vectors
+ * at a time, a masked store for the last columns. */
 FC_AVX2_ATTR static void fc_dw_avx2(const float *x, const fc_dwgeom *g, const float *w, float bias, const fc_epi *e,
                                     float *y, float *xp) {
-    const ptrdiff_t taps = g->kh * g->kw, sw = g->sw, *off = g->off;
+    const ptrdiff_t taps = g->kh * g->kw, sw = g->sw, half = g->wp / 2;
     if (sw > 2 || taps > 64) {
         fc_dw_portable(x, g, w, bias, e, y, xp);
         return;
     }
-    fc_dw_pad(x, g, xp);
+    ptrdiff_t off[64];
+    for (ptrdiff_t t = 0; t < taps; t++)
+        off[t] = sw == 1 ? g->off[t] : g->off[t] - (t % g->kw) * g->dw + ((t % g->kw) * g->dw & 1) * half +
+                                       (t % g->kw) * g->dw / 2;
+    if (sw == 1)
+        fc_dw_pad(x, g, xp);
+    else
+        fc_dw_pad2(x, g, xp);
     const __m256 b = _mm256_set1_ps(bias);
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (ptrdiff_t p = 0; p < g->oh; p++) {
@@ -366,21 +411,27 @@ FC_AVX2_ATTR static void fc_dw_avx2(const float *x, const fc_dwgeom *g, const fl
         float *yr = y + p * g->ow;
         ptrdiff_t q = 0;
         if (taps == 9 && t0 == 0 && t1 == 9)
-            q = sw == 1 ? fc_dw3_row(r0, off, w, b, e, yr, g->ow, 1) : fc_dw3_row(r0, off, w, b, e, yr, g->ow, 2);
-        for (; q + 16 <= g->ow; q += 16) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+            q = g->dw == 1 && sw == 1 ? fc_dw3_row(r0, off[3], 1, 2, w, b, e, yr, g->ow)
+                                      : fc_dw3_row(r0, off[3], off[1], off[2], w, b, e, yr, g->ow);
+        for (; q + 32 <= g->ow; q += 32) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (ptrdiff_t t = t0; t < t1; t++) {
                 const __m256 wt = _mm256_broadcast_ss(w + t);
-                a0 = _mm256_fmadd_ps(wt, fc_load_s(r0 + off[t] + q * sw, sw), a0);
-                a1 = _mm256_fmadd_ps(wt, fc_load_s(r0 + off[t] + (q + 8) * sw, sw), a1);
+                const float *s = r0 + off[t] + q;
+                a0 = _mm256_fmadd_ps(wt, _mm256_loadu_ps(s), a0);
+                a1 = _mm256_fmadd_ps(wt, _mm256_loadu_ps(s + 8), a1);
+                a2 = _mm256_fmadd_ps(wt, _mm256_loadu_ps(s + 16), a2);
+                a3 = _mm256_fmadd_ps(wt, _mm256_loadu_ps(s + 24), a3);
             }
             _mm256_storeu_ps(yr + q, fc_act8(_mm256_add_ps(a0, b), e));
             _mm256_storeu_ps(yr + q + 8, fc_act8(_mm256_add_ps(a1, b), e));
+            _mm256_storeu_ps(yr + q + 16, fc_act8(_mm256_add_ps(a2, b), e));
+            _mm256_storeu_ps(yr + q + 24, fc_act8(_mm256_add_ps(a3, b), e));
         }
         for (; q < g->ow; q += 8) {
             __m256 a0 = _mm256_setzero_ps();
             for (ptrdiff_t t = t0; t < t1; t++)
-                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + t), fc_load_s(r0 + off[t] + q * sw, sw), a0);
+                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + t), _mm256_loadu_ps(r0 + off[t] + q), a0);
             a0 = fc_act8(_mm256_add_ps(a0, b), e);
             if (q + 8 <= g->ow)
                 _mm256_storeu_ps(yr + q, a0);
@@ -405,6 +456,25 @@ FC_AVX2_ATTR static inline void fc_tr8(__m256 *r) {
     }
 }
 
+/* n adjacent output pixels of eight interleaved planes (pixel k's taps at s + k st + off[t], t in [t0, t1)), each a
+ * chain of fused multiply-adds from +0, the n chains in flight together; then bias and activation, into o. */
+#define FC_DW8_PX(name, n)                                                                                     \
+    FC_AVX2_ATTR static inline void name(const float *s, ptrdiff_t st, const __m256 *wv, const ptrdiff_t *off,  \
+                                         ptrdiff_t t0, ptrdiff_t t1, __m256 b, const fc_epi *e, float *o) {    \
+        __m256 a[n];                                                                                           \
+        for (int k = 0; k < n; k++) a[k] = _mm256_setzero_ps();                                                \
+        for (ptrdiff_t t = t0; t < t1; t++) {                                                                  \
+            const __m256 wt = wv[t];                                                                           \
+            const float *u = s + off[t];                                                                       \
+            for (int k = 0; k < n; k++) a[k] = _mm256_fmadd_ps(wt, _mm256_loadu_ps(u + k * st), a[k]);        \
+        }                                                                                                      \
+        for (int k = 0; k < n; k++) _mm256_storeu_ps(o + 8 * k, fc_act8(_mm256_add_ps(a[k], b), e));          \
+    }
+FC_DW8_PX(fc_dw8_px8, 8)
+FC_DW8_PX(fc_dw8_px4, 4)
+FC_DW8_PX(fc_dw8_px1, 1)
+#undef FC_DW8_PX
+
 /* Eight planes at once (channel multiplier 1, small planes): x holds planes c .. c + 7 (hw floats apart), w their
  * taps, bias their biases (or NULL); they are interleaved into xp (padded rows, 8 channels per pixel: 8 x 8
  * transposes), the taps summed per pixel for the 8 channels in one vector in the per-plane kernel's order, and the
@@ -415,6 +485,7 @@ FC_AVX2_ATTR static void fc_dw8_avx2(const float *x, const fc_dwgeom *g, const f
     const ptrdiff_t wq = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
     const ptrdiff_t HW = g->H * g->W, taps = g->kh * g->kw, ohw = g->oh * g->ow;
     float *ob = xp + hp * wq * 8;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (ptrdiff_t r = 0; r < hp; r++) {
         const ptrdiff_t ih = r - g->pt;
         float *d = xp + r * wq * 8;
@@ -427,8 +498,16 @@ FC_AVX2_ATTR static void fc_dw8_avx2(const float *x, const fc_dwgeom *g, const f
                 fc_tr8(v);
                 for (int c = 0; c < 8; c++) _mm256_storeu_ps(d + (cc + c) * 8, v[c]);
             }
-            for (; cc < wq && cc - g->pl < g->W; cc++)
-                for (int c = 0; c < 8; c++) d[cc * 8 + c] = x[c * HW + ih * g->W + cc - g->pl];
+            if (cc < wq && cc - g->pl < g->W) {  /* the last columns: lanes past the input load zeros */
+                const ptrdiff_t n = g->W - (cc - g->pl), m = wq - cc < 8 ? wq - cc : 8;
+                const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n < 8 ? (int)n : 8), lane);
+                __m256 v[8];
+                for (int c = 0; c < 8; c++) v[c] = _mm256_maskload_ps(x + c * HW + ih * g->W + cc - g->pl, mask);
+                fc_tr8(v);
+                /* all eight: the columns past wq land in the next row (written after) or in ob (written later) */
+                for (int c = 0; c < 8; c++) _mm256_storeu_ps(d + (cc + c) * 8, v[c]);
+                cc += m;
+            }
         }
         for (; cc < wq; cc++) _mm256_storeu_ps(d + cc * 8, _mm256_setzero_ps());
     }
@@ -442,11 +521,17 @@ FC_AVX2_ATTR static void fc_dw8_avx2(const float *x, const fc_dwgeom *g, const f
     for (ptrdiff_t p = 0; p < g->oh; p++) {
         ptrdiff_t t0, t1;
         fc_dw_rows(g, p, &t0, &t1);
-        for (ptrdiff_t q = 0; q < g->ow; q++) {
-            const float *s = xp + (p * g->sh * wq + q * g->sw) * 8;
-            __m256 acc = _mm256_setzero_ps();
-            for (ptrdiff_t t = t0; t < t1; t++) acc = _mm256_fmadd_ps(wv[t], _mm256_loadu_ps(s + off[t]), acc);
-            _mm256_storeu_ps(ob + (p * g->ow + q) * 8, fc_act8(_mm256_add_ps(acc, b), e));
+        const ptrdiff_t st = g->sw * 8, gp = g->ow >= 8 ? 8 : g->ow >= 4 ? 4 : 1;
+        for (ptrdiff_t q = 0; q < g->ow; q += gp) {
+            const ptrdiff_t q0 = q + gp <= g->ow ? q : g->ow - gp;  /* the last group overlaps the one before */
+            const float *s = xp + (p * g->sh * wq + q0 * g->sw) * 8;
+            float *o = ob + (p * g->ow + q0) * 8;
+            if (gp == 8)
+                fc_dw8_px8(s, st, wv, off, t0, t1, b, e, o);
+            else if (gp == 4)
+                fc_dw8_px4(s, st, wv, off, t0, t1, b, e, o);
+            else
+                fc_dw8_px1(s, st, wv, off, t0, t1, b, e, o);
         }
     }
     ptrdiff_t i = 0;
@@ -470,16 +555,16 @@ typedef void (*fc_dw8_fn)(const float *x, const fc_dwgeom *g, const float *w, co
 typedef struct {
     const char *name;
     unsigned needs;
-    fc_tile_fn tile;
+    fc_tile_fn tile, edge; /* full tiles, the others */
     fc_dw_fn dw;
     fc_dw8_fn dw8; /* eight planes at once, or NULL */
 } fc_path;
 
 static const fc_path FC_PATHS[] = {
 #if FC_X86
-    {"avx2", RQ_CPU_AVX2, fc_tile_avx2, fc_dw_avx2, fc_dw8_avx2},
+    {"avx2", RQ_CPU_AVX2, fc_tile_avx2, fc_tile_avx2_edge, fc_dw_avx2, fc_dw8_avx2},
 #endif
-    {"portable", 0u, fc_tile_portable, fc_dw_portable, NULL},
+    {"portable", 0u, fc_tile_portable, fc_tile_portable, fc_dw_portable, NULL},
 };
 #define FC_NPATHS ((int)(sizeof FC_PATHS / sizeof FC_PATHS[0]))
 
