@@ -9,10 +9,10 @@ by one tile in the same order, so the bits do not depend on the thread count.
 Paths: ``available_paths()`` ("avx2": AVX2 + FMA, "portable"), ``current_path()`` (refquant/_paths.py,
 ``REFQUANT_PATH_FCONV``), ``path=`` forces one (for tests).
 """
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cython.parallel cimport prange
 from libc.stdint cimport uintptr_t
 
-from _arrays cimport in_f32, out_f32
 from _openmp cimport omp_get_thread_num, threads_for
 
 import threading
@@ -73,6 +73,18 @@ current_path = _PATHS.current
 _local = threading.local()
 
 
+cdef inline float *_data(a) except? NULL:
+    """The data of a C-contiguous float32 array the twin's checks passed (NULL for None): the buffer protocol, without
+    a typed memoryview's per-call validation (~1 us an array, and a conv of a small model takes tens)."""
+    if a is None:
+        return NULL
+    cdef Py_buffer b
+    PyObject_GetBuffer(a, &b, PyBUF_SIMPLE)
+    cdef float *p = <float *>b.buf
+    PyBuffer_Release(&b)
+    return p
+
+
 def _scratch(n):
     """n float32 of scratch, kept per calling thread (not allocated and paged in again on every call)."""
     buf = getattr(_local, "buf", None)
@@ -112,13 +124,13 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
     cdef Py_ssize_t mstep = ((M + FC_MR - 1) // FC_MR + mb - 1) // mb * FC_MR, tasks = n * nb * mb, t, s, j, i
     cdef Py_ssize_t block = min(K, FC_KC) * ((min(N, FC_NC) + 15) // 16 * 16)  # the packed B block of a task
     scratch = _scratch(threads * block + 8)
-    cdef float *sp = out_f32(scratch)
+    cdef float *sp = _data(scratch)
     cdef float *bp0 = <float *>((<uintptr_t>sp + 31) & ~(<uintptr_t>31))
-    cdef const float *xp = in_f32(x)
-    cdef const float *ap = in_f32(packed)
-    cdef const float *bias_p = in_f32(bias)
-    cdef const float *res_p = in_f32(residual)
-    cdef float *yp = out_f32(y)
+    cdef const float *xp = _data(x)
+    cdef const float *ap = _data(packed)
+    cdef const float *bias_p = _data(bias)
+    cdef const float *res_p = _data(residual)
+    cdef float *yp = _data(y)
     with nogil:
         for t in prange(tasks, schedule="dynamic", num_threads=threads):
             s = t // (nb * mb)
@@ -161,11 +173,11 @@ def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilat
     if max_threads is not None:
         threads = min(threads, max_threads)
     scratch = _scratch(threads * pad_size + 8)
-    cdef float *xp0 = out_f32(scratch)
-    cdef const float *xp = in_f32(x)
-    cdef const float *wp = in_f32(w)
-    cdef const float *bias_p = in_f32(bias)
-    cdef float *yp = out_f32(y)
+    cdef float *xp0 = _data(scratch)
+    cdef const float *xp = _data(x)
+    cdef const float *wp = _data(w)
+    cdef const float *bias_p = _data(bias)
+    cdef float *yp = _data(y)
     with nogil:
         for t in prange(tasks, schedule="static", num_threads=threads):
             s = t // (groups + rest)

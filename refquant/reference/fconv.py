@@ -65,10 +65,30 @@ def epilogue(activation="", attrs=None):
 
 def _check_epi(name, epi):
     """epi as (code, a, b, c, post_scale, post_shift) ints / floats (the last two default to 1 and 0)."""
+    return _remembered(_epi, name, epi)
+
+
+def _epi(name, epi):
     if len(epi) not in (4, 6) or int(epi[0]) not in ACTIVATIONS.values():
         raise ValueError(f"{name}: epi must be (code, a, b, c[, post_scale, post_shift]) as epilogue() gives, "
                          f"got {epi!r}")
-    return (int(epi[0]),) + tuple(float(v) for v in epi[1:]) + ((1.0, 0.0) if len(epi) == 4 else ())
+    return (int(epi[0]),) + tuple(map(float, epi[1:])) + ((1.0, 0.0) if len(epi) == 4 else ())
+
+
+_CACHED = functools.lru_cache(maxsize=4096)(lambda f, name, *args: f(name, *args))
+
+
+def _remembered(f, name, *args):
+    """f(name, *args) for a pure f of the values in the sequences args, remembered per value: the checks run on
+    every call of a conv (tens of microseconds each in a small model otherwise). Unhashable values are not."""
+    try:
+        key = tuple(map(tuple, args))
+    except TypeError:
+        return f(name, *args)
+    try:
+        return _CACHED(f, name, *key)
+    except TypeError:  # an unhashable element: f says what is wrong, or computes it
+        return f(name, *args)
 
 
 def check_conv2d(x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads=None, residual=None):
@@ -83,7 +103,7 @@ def check_conv2d(x, packed, oc, kernel, bias, stride, padding, dilation, epi, ma
     check_array("fconv.conv2d: x", x, np.float32, 4)
     check_array("fconv.conv2d: packed", packed, np.float32, 3)
     oc = check_int("fconv.conv2d: oc", oc, 1)
-    kernel = tuple(check_int("fconv.conv2d: kernel", k, 1) for k in kernel)
+    kernel = tuple([check_int("fconv.conv2d: kernel", k, 1) for k in kernel])
     k = x.shape[1] * kernel[0] * kernel[1] if len(kernel) == 2 else -1
     if k < 1 or packed.shape != (-(-oc // MR), k, MR):
         raise ValueError(f"fconv.conv2d: packed weights {packed.shape} do not hold {oc} output channels of "
@@ -92,7 +112,7 @@ def check_conv2d(x, packed, oc, kernel, bias, stride, padding, dilation, epi, ma
         check_array("fconv.conv2d: bias", bias, np.float32)
         if bias.size != oc:
             raise ValueError(f"fconv.conv2d: bias must hold {oc} values, got shape {bias.shape}")
-    stride, padding, dilation = window_args("fconv.conv2d", stride, padding, dilation)
+    stride, padding, dilation = _remembered(window_args, "fconv.conv2d", stride, padding, dilation)
     epi = _check_epi("fconv.conv2d", epi)
     oh, ow = _out_size(x.shape, kernel, stride, padding, dilation, oc)
     if residual is not None:
@@ -135,9 +155,12 @@ def check_depthwise(x, w, bias, stride, padding, dilation, epi, max_threads=None
     if bias is not None:
         check_array("depthwise_conv2d: bias", bias, np.float32)
     epi = _check_epi("fconv.depthwise_conv2d", epi)
-    pair = lambda v: tuple(int(t) for t in v)  # noqa: E731
-    return _dw_geometry(x.shape, w.shape, None if bias is None else bias.size, pair(stride), pair(padding),
-                        pair(dilation)) + (epi,)
+    return _dw_geometry(x.shape, w.shape, None if bias is None else bias.size,
+                        *_remembered(_int_tuples, "", stride, padding, dilation)) + (epi,)
+
+
+def _int_tuples(_, *values):
+    return tuple(tuple(map(int, v)) for v in values)
 
 
 @functools.lru_cache(maxsize=4096)
