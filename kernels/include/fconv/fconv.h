@@ -166,6 +166,7 @@ static void fc_tile_portable(ptrdiff_t kc, const float *a, const float *b, float
     ar = _mm256_broadcast_ss(a + r);                                                                          \
     c##r##0 = _mm256_fmadd_ps(ar, b0, c##r##0);                                                               \
     c##r##1 = _mm256_fmadd_ps(ar, b1, c##r##1);
+#define FC_ROW8(r) c##r##0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), b0, c##r##0);
 #define FC_OUT(r, h, full)                                                                                     \
     if (full || (r < mr && 8 * h < nr))                                                                       \
         fc_out8(c##r##h, y + r * ldc + 8 * h, res ? res + r * ldc + 8 * h : NULL, h ? m1 : m0, full, add, last,  \
@@ -205,16 +206,23 @@ FC_AVX2_ATTR static inline void fc_out8(__m256 c, float *yp, const float *rp, __
         _mm256_maskstore_ps(yp, mk, c);
 }
 /* fc_tile_avx2 on full tiles (mr, nr ignored), fc_tile_avx2_edge on the others (its own copy: the extra code slows
- * the full tiles of a short K by ~10%). */
+ * the full tiles of a short K by ~10%); with nr <= 8 it sums the first 8 columns only (a 7 x 7 plane's 49th pixel). */
 #define FC_TILE_AVX2(name, full)                                                                               \
     FC_AVX2_ATTR static void name(ptrdiff_t kc, const float *a, const float *b, float *y, const float *res,      \
                                   ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr, int add, int last, const float *bias,  \
                                   const fc_epi *e) {                                                            \
         __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,      \
                c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, ar;                                      \
-        for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += FC_NR) {                                           \
-            const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);                                   \
-            FC_ROW(0) FC_ROW(1) FC_ROW(2) FC_ROW(3) FC_ROW(4) FC_ROW(5)                                        \
+        if (!full && nr <= 8) {                                                                                \
+            for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += FC_NR) {                                       \
+                const __m256 b0 = _mm256_load_ps(b);                                                           \
+                FC_ROW8(0) FC_ROW8(1) FC_ROW8(2) FC_ROW8(3) FC_ROW8(4) FC_ROW8(5)                              \
+            }                                                                                                  \
+        } else {                                                                                               \
+            for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += FC_NR) {                                       \
+                const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);                               \
+                FC_ROW(0) FC_ROW(1) FC_ROW(2) FC_ROW(3) FC_ROW(4) FC_ROW(5)                                    \
+            }                                                                                                  \
         }                                                                                                      \
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);                                        \
         const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr), lane);                               \
