@@ -58,7 +58,8 @@ def float_model(kind, dims, seed=0):
     b = (rng.standard_normal(n) * 0.1).astype(np.float32)
     vi = helper.make_tensor_value_info
     graph = helper.make_graph([node], kind, [vi("x", TensorProto.FLOAT, x_shape)],
-                              [vi("y", TensorProto.FLOAT, y_shape)], [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+                              [vi("y", TensorProto.FLOAT, y_shape)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tuple(x_shape)
 
 
@@ -109,7 +110,8 @@ def _case(name, kind, dims, threads, repeats, tmp):
     calib = [rng.standard_normal(shape).astype(np.float32) for _ in range(CALIBRATION_BATCHES)]
     x = calib[0]  # inside the calibrated range: the comparison reads the arithmetic, not the clipping of outliers
     fp32 = refquant.import_onnx(proto)
-    i8 = convert_to_int8(quant_post_static(fp32, [{"x": c} for c in calib], algo="abs_max"))
+    q = quant_post_static(fp32, [{"x": c} for c in calib], algo="abs_max")
+    i8, i8_rr = convert_to_int8(q), convert_to_int8(q, reduce_range=True)
     fp32_path, q_path = os.path.join(tmp, f"{kind}.onnx"), os.path.join(tmp, f"{kind}.qop.onnx")
     onnx.save(proto, fp32_path)
     root = logging.getLogger()
@@ -130,16 +132,19 @@ def _case(name, kind, dims, threads, repeats, tmp):
         y_rq = i8.run({"x": x})["y"]
         y_ort, y_f = s_q.run(None, {"x": x})[0], s_f.run(None, {"x": x})[0]
         _quiet()
-        fns = {"refquant": lambda: i8.run({"x": x}), "ort_qoperator": lambda: s_q.run(None, {"x": x}),
+        y_rr = i8_rr.run({"x": x})["y"]
+        fns = {"refquant": lambda: i8.run({"x": x}), "refquant_rr": lambda: i8_rr.run({"x": x}),
+               "ort_qoperator": lambda: s_q.run(None, {"x": x}),
                "ort_fp32": lambda: s_f.run(None, {"x": x}), **dict(ops)}
         best = {}
         ms = {k: 1e3 * v for k, v in round_robin_bursts(fns, repeats, best=best).items()}
         rows.append({"case": name, "threads": t, "ort_ops": ort_ops, "refquant_ops": [k for k, _ in ops],
                      "ms": ms, "best_ms": {k: 1e3 * v for k, v in best.items()},
-                     "ratio": ms["ort_qoperator"] / ms["refquant"],
+                     "ratio": ms["ort_qoperator"] / ms["refquant"], "ratio_rr": ms["ort_qoperator"] / ms["refquant_rr"],
                      "overhead_ms": ms["refquant"] - sum(ms[k] for k, _ in ops),
                      "diff_vs_ort": float(np.max(np.abs(y_rq - y_ort))) / y_scale,
                      "rq_diff_vs_fp32": float(np.max(np.abs(y_rq - y_f))) / y_scale,
+                     "rq_rr_diff_vs_fp32": float(np.max(np.abs(y_rr - y_f))) / y_scale,
                      "ort_diff_vs_fp32": float(np.max(np.abs(y_ort - y_f))) / y_scale, "y_scale": y_scale})
     return rows
 
@@ -187,16 +192,18 @@ def format_markdown(result) -> str:
              f"CPU: {m['cpu']} ({' '.join(m['features'])}); qdirect {m['paths']['qdirect']}, qgemm "
              f"{m['paths']['qgemm']}; onnxruntime {m['onnxruntime']}; medians of {m['repeats']} round-robin rounds "
              "(best round), batch 1, float in and out", "",
-             "| op | threads | refquant INT8 ms | ORT QOperator ms | ORT FP32 ms | ORT / refquant | max diff vs ORT "
-             "(out steps) | vs float: refquant / ORT (out steps) |", "|---|---|---|---|---|---|---|---|"]
+             "| op | threads | refquant INT8 ms | refquant INT8 reduce_range ms | ORT QOperator ms | ORT FP32 ms | "
+             "ORT / refquant (8-bit / reduce_range) | max diff vs ORT (out steps) | vs float: refquant / "
+             "reduce_range / ORT (out steps) |", "|---|---|---|---|---|---|---|---|---|"]
 
     def c(r, k):
         return f"{r['ms'][k]:.3f} ({r['best_ms'][k]:.3f})"
 
     for r in result["rows"]:
-        lines.append(f"| {r['case']} | {r['threads']} | {c(r, 'refquant')} | {c(r, 'ort_qoperator')} | "
-                     f"{c(r, 'ort_fp32')} | **{r['ratio']:.2f}x** | {r['diff_vs_ort']:.2f} | "
-                     f"{r['rq_diff_vs_fp32']:.2f} / {r['ort_diff_vs_fp32']:.2f} |")
+        lines.append(f"| {r['case']} | {r['threads']} | {c(r, 'refquant')} | {c(r, 'refquant_rr')} | "
+                     f"{c(r, 'ort_qoperator')} | {c(r, 'ort_fp32')} | **{r['ratio']:.2f}x** / {r['ratio_rr']:.2f}x | "
+                     f"{r['diff_vs_ort']:.2f} | {r['rq_diff_vs_fp32']:.2f} / {r['rq_rr_diff_vs_fp32']:.2f} / "
+                     f"{r['ort_diff_vs_fp32']:.2f} |")
     lines += ["", "refquant's graph op by op (ms, medians; executor = the graph's time less its ops'):", "",
               "| op | threads | ops | executor |", "|---|---|---|---|"]
     for r in result["rows"]:
