@@ -30,9 +30,9 @@ cdef extern from "fconv/fconv.h" nogil:
     ctypedef struct fc_epi:
         int act, post
         float a, b, c, ps, pc
-    ctypedef void (*fc_tile_fn)(Py_ssize_t kc, const float *a, const float *b, float *y, const float *res,
-                                Py_ssize_t ldc, Py_ssize_t mr, Py_ssize_t nr, int add, int last, const float *bias,
-                                const fc_epi *e) noexcept nogil
+    ctypedef void (*fc_tile_fn)(Py_ssize_t kc, const float *a, const float *b, Py_ssize_t ldb, float *y,
+                                const float *res, Py_ssize_t ldc, Py_ssize_t mr, Py_ssize_t nr, int add, int last,
+                                const float *bias, const fc_epi *e) noexcept nogil
     ctypedef struct fc_dwgeom:
         Py_ssize_t H, W, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, hp, wp
     void fc_dw_init(fc_dwgeom *g) noexcept nogil

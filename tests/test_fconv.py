@@ -37,7 +37,8 @@ GEMM_CASES = [((2, 7, 11, 13), 9, 3, (1, 1), (1, 1, 1, 1), (1, 1)),     # edges 
               ((1, 3, 30, 31), 32, 3, (2, 2), (0, 1, 2, 1), (1, 1)),     # the first conv: stride 2, uneven padding
               ((1, 6, 40, 29), 13, 3, (2, 1), (12, 1, 12, 1), (2, 2)),   # rows of padding only, dilation
               ((1, 16, 40, 40), 24, 1, (2, 2), (0, 0, 0, 0), (1, 1)),    # a strided 1x1
-              ((1, 8, 30, 30), 64, 1, (1, 1), (0, 0, 0, 0), (1, 1))]     # 900 pixels: two N blocks
+              ((1, 8, 30, 30), 64, 1, (1, 1), (0, 0, 0, 0), (1, 1)),     # 900 pixels: two N blocks
+              ((2, 40, 41, 39), 30, 1, (1, 1), (0, 0, 0, 0), (1, 1))]    # few channels: B read in place, 15 packed
 
 
 @needs_kernel
@@ -62,13 +63,14 @@ def test_conv2d_is_the_twin_within_its_bound(shape, oc, k, stride, pad, dil, act
 
 @needs_kernel
 def test_a_residual_is_added_after_the_bias_before_the_activation():
-    x, w, b = f32(2, 5, 9, 10), f32(13, 5, 3, 3), f32(13)
-    r = f32(2, 13, 9, 10)
-    args = (x, twin.pack_weights(w), 13, (3, 3), b, (1, 1), (1, 1, 1, 1), (1, 1), twin.epilogue("relu"))
-    want = twin.conv2d(*args, residual=r)
-    assert np.allclose(want, np.maximum(twin.conv2d(*args[:8]) + r, 0), rtol=0, atol=0)
-    for path in fconv.available_paths():
-        assert np.allclose(fconv.conv2d(*args, residual=r, path=path), want, rtol=0, atol=1e-5), path
+    x, b, r = f32(2, 5, 9, 10), f32(13), f32(2, 13, 9, 10)
+    for k, pad in ((1, (0, 0, 0, 0)), (3, (1, 1, 1, 1))):  # B read in place, B packed
+        w = f32(13, 5, k, k)
+        args = (x, twin.pack_weights(w), 13, (k, k), b, (1, 1), pad, (1, 1), twin.epilogue("relu"))
+        want = twin.conv2d(*args, residual=r)
+        assert np.allclose(want, np.maximum(twin.conv2d(*args[:8]) + r, 0), rtol=0, atol=0)
+        for path in fconv.available_paths():
+            assert np.allclose(fconv.conv2d(*args, residual=r, path=path), want, rtol=0, atol=1e-5), path
     for mod in (twin, fconv):
         with pytest.raises(ValueError, match="residual must have the output's shape"):
             mod.conv2d(*args, residual=np.ascontiguousarray(r[:, :, :8]))

@@ -35,6 +35,7 @@
 #define FC_KC 256
 #define FC_B_FLOATS (64 * 1024)
 #define FC_NC 768
+#define FC_DIRECT_M 48 /* output channels (of a task) up to which a 1x1 stride-1 conv reads B in place */
 #define FC_UNUSED __attribute__((unused))
 
 typedef struct {
@@ -147,12 +148,13 @@ static void fc_tile_done(const float *t, ptrdiff_t mr, ptrdiff_t nr, float *y, c
     }
 }
 
-/* The portable tile: acc[r][q] = sum over k < kc of a[k][r] * b[k][q], from +0 in k order; its first mr x nr values
- * into y (fc_tile_done). */
-static void fc_tile_portable(ptrdiff_t kc, const float *a, const float *b, float *y, const float *res, ptrdiff_t ldc,
-                             ptrdiff_t mr, ptrdiff_t nr, int add, int last, const float *bias, const fc_epi *e) {
+/* The portable tile: acc[r][q] = sum over k < kc of a[k][r] * b[k ldb + q], from +0 in k order; its first mr x nr
+ * values into y (fc_tile_done). */
+static void fc_tile_portable(ptrdiff_t kc, const float *a, const float *b, ptrdiff_t ldb, float *y, const float *res,
+                             ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr, int add, int last, const float *bias,
+                             const fc_epi *e) {
     float acc[FC_MR][FC_NR] = {{0.0f}};
-    for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += FC_NR)
+    for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += ldb)
         for (int r = 0; r < FC_MR; r++)
             for (int q = 0; q < FC_NR; q++) acc[r][q] += a[r] * b[q];
     fc_tile_done(&acc[0][0], mr, nr, y, res, ldc, add, last, bias, e);
@@ -208,19 +210,19 @@ FC_AVX2_ATTR static inline void fc_out8(__m256 c, float *yp, const float *rp, __
 /* fc_tile_avx2 on full tiles (mr, nr ignored), fc_tile_avx2_edge on the others (its own copy: the extra code slows
  * the full tiles of a short K by ~10%); with nr <= 8 it sums the first 8 columns only (a 7 x 7 plane's 49th pixel). */
 #define FC_TILE_AVX2(name, full)                                                                               \
-    FC_AVX2_ATTR static void name(ptrdiff_t kc, const float *a, const float *b, float *y, const float *res,      \
-                                  ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr, int add, int last, const float *bias,  \
-                                  const fc_epi *e) {                                                            \
+    FC_AVX2_ATTR static void name(ptrdiff_t kc, const float *a, const float *b, ptrdiff_t ldb, float *y,         \
+                                  const float *res, ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr, int add, int last,   \
+                                  const float *bias, const fc_epi *e) {                                         \
         __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,      \
                c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, ar;                                      \
         if (!full && nr <= 8) {                                                                                \
-            for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += FC_NR) {                                       \
-                const __m256 b0 = _mm256_load_ps(b);                                                           \
+            for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += ldb) {                                         \
+                const __m256 b0 = _mm256_loadu_ps(b);                                                          \
                 FC_ROW8(0) FC_ROW8(1) FC_ROW8(2) FC_ROW8(3) FC_ROW8(4) FC_ROW8(5)                              \
             }                                                                                                  \
         } else {                                                                                               \
-            for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += FC_NR) {                                       \
-                const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);                               \
+            for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += ldb) {                                         \
+                const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);                             \
                 FC_ROW(0) FC_ROW(1) FC_ROW(2) FC_ROW(3) FC_ROW(4) FC_ROW(5)                                    \
             }                                                                                                  \
         }                                                                                                      \
@@ -233,9 +235,11 @@ FC_TILE_AVX2(fc_tile_avx2, 1)
 FC_TILE_AVX2(fc_tile_avx2_edge, 0)
 #endif
 
-/* A tile: the FC_MR x FC_NR sums of a K block, fc_tile_done's steps on their first mr x nr values into y. */
-typedef void (*fc_tile_fn)(ptrdiff_t kc, const float *a, const float *b, float *y, const float *res, ptrdiff_t ldc,
-                           ptrdiff_t mr, ptrdiff_t nr, int add, int last, const float *bias, const fc_epi *e);
+/* A tile: the FC_MR x FC_NR sums of a K block (row k of B at b + k ldb), fc_tile_done's steps on their first mr x nr
+ * values into y. */
+typedef void (*fc_tile_fn)(ptrdiff_t kc, const float *a, const float *b, ptrdiff_t ldb, float *y, const float *res,
+                           ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr, int add, int last, const float *bias,
+                           const fc_epi *e);
 
 /* Rows [m0, m1) (m0 a multiple of FC_MR) and columns [n0, n1) of one sample's output y (M x N, N = OH * OW):
  * y = act((A B + bias) + res) (bias, res may be NULL; res is laid out as y). bp: FC_KC * FC_NC floats of scratch,
@@ -247,25 +251,31 @@ static void fc_conv_block(fc_tile_fn tile, fc_tile_fn edge, const float *ap, ptr
     /* pixel blocks of at most FC_B_FLOATS / kmax columns: the packed block stays in L2 while the row panels sweep it */
     ptrdiff_t step = FC_B_FLOATS / kmax / FC_NR * FC_NR;
     step = step < FC_NR ? FC_NR : step > FC_NC ? FC_NC : step;
+    /* 1x1 stride 1 with few row panels to share a packed block: whole tiles read B in place (row k of x, N floats
+     * apart), the pixels past a multiple of FC_NR packed */
+    const int direct = fc_is_plain(g) && m1 - m0 <= FC_DIRECT_M;
     for (ptrdiff_t jc = n0; jc < n1; jc += step) {
-        const ptrdiff_t nc = n1 - jc < step ? n1 - jc : step;
+        ptrdiff_t nc = n1 - jc < step ? n1 - jc : step;
+        const int inplace = direct && nc >= FC_NR;
+        nc = inplace ? nc / FC_NR * FC_NR : nc;
         for (ptrdiff_t pc = 0; pc < K; pc += FC_KC) {
-            const ptrdiff_t kc = K - pc < FC_KC ? K - pc : FC_KC;
+            const ptrdiff_t kc = K - pc < FC_KC ? K - pc : FC_KC, ldb = inplace ? N : FC_NR;
             const int first = pc == 0, last = pc + kc == K;
-            fc_pack_b(x, g, pc, kc, jc, nc, bp);
+            if (!inplace) fc_pack_b(x, g, pc, kc, jc, nc, bp);
             /* a row panel (6 x kc of A, in L1) sweeps the block: each output row is written front to back */
             for (ptrdiff_t ir = m0; ir < m1; ir += FC_MR) {
                 const ptrdiff_t mr = m1 - ir < FC_MR ? m1 - ir : FC_MR;
                 const float *bb = bias ? bias + ir : NULL, *a = ap + ir * K + pc * FC_MR;
                 for (ptrdiff_t jr = 0; jr < nc; jr += FC_NR) {
                     const ptrdiff_t nr = nc - jr < FC_NR ? nc - jr : FC_NR;
-                    const float *b = bp + jr * kc;
+                    const float *b = inplace ? x + pc * N + jc + jr : bp + jr * kc;
                     float *yt = y + ir * N + jc + jr;
                     const float *rt = res ? res + ir * N + jc + jr : NULL;
-                    (mr == FC_MR && nr == FC_NR ? tile : edge)(kc, a, b, yt, rt, N, mr, nr, !first, last, bb, e);
+                    (mr == FC_MR && nr == FC_NR ? tile : edge)(kc, a, b, ldb, yt, rt, N, mr, nr, !first, last, bb, e);
                 }
             }
         }
+        jc += nc - step;  /* the next block starts where this one stopped */
     }
     (void)M;
 }
