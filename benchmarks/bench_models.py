@@ -229,6 +229,7 @@ def _paddle_section(python, names, calib, x, threads_list, repeats, tmp) -> dict
     args = (wdir, ALGO, ",".join(OPS), ",".join(names))
     with PaddleWorker(python, _PADDLE_INFER, wdir, (*args, "serve"), name="paddle_infer_worker") as worker:
         result = {"paddle": worker.ready["ready"], "algo": ALGO, "check_images": CHECK_IMAGES, "models": [],
+                  "load_1min": [os.getloadavg()[0]],  # at the start and the end: other jobs on the machine
                   "onednn": {k: _onednn_probe(python, worker.script, args, k, max(threads_list))
                              for k in ("fp32", "int8")}}
         ours = {}
@@ -264,6 +265,7 @@ def _paddle_section(python, names, calib, x, threads_list, repeats, tmp) -> dict
                 print(json.dumps(rows[name]), flush=True)
         finally:
             threads.set_num_threads(before)
+    result["load_1min"].append(os.getloadavg()[0])
     return result
 
 
@@ -381,7 +383,9 @@ def _paddle_markdown(p: dict) -> str:
     parts = [f"### Paddle Inference {p['paddle']} (oneDNN {o['int8']['onednn']}, ISA {o['int8']['isa']})\n\n"
              f"paddle.vision models (seeded random init); Paddle's PostTrainingQuantization ({p['algo']}, "
              f"onnx_format=False) and refquant's quant_post_static on the same batches; refquant runs the same FP32 "
-             f"files (`import_paddle`). oneDNN kernels run (at {o['int8']['threads']} threads): {kernels}."]
+             f"files (`import_paddle`). oneDNN kernels run, counted over the models (at {o['int8']['threads']} "
+             f"threads): {kernels}. Load average (1 min, this run included) at the start / end: "
+             + " / ".join(f"{v:.1f}" for v in p.get("load_1min", [])) + "."]
     cols = ["refquant_fp32", "refquant_fp32_fused", "refquant_int8", "refquant_int8_rr", "paddle_fp32", "paddle_int8"]
     tl = sorted({int(k.split("_")[-1][:-1]) for row in p["models"] for k in row if k.startswith("paddle_int8_ms_")})
     for n in tl:
