@@ -22,7 +22,7 @@ def _err(model, q, feeds):
 
 
 def test_without_smoothing_or_skips_it_is_the_best_candidate_on_the_split(lenet, batches):
-    q = quant_post_recipe(lenet, batches, smooth=False)
+    q = quant_post_recipe(lenet, batches, smooth=False, refit=False)
     r = q.meta["quantization"]["recipe"]
     assert set(r["distance_by_algo"]) == set(refquant.calibration.algorithms.static_algorithms()) | {"auto"}
     assert r["distance_by_algo"][r["algo"]] == min(r["distance_by_algo"].values())
@@ -34,6 +34,17 @@ def test_without_smoothing_or_skips_it_is_the_best_candidate_on_the_split(lenet,
         np.testing.assert_array_equal(got[k], ref[k])
     assert (r["holdout_batches"], r["calibration_batches"], r["k"], r["skip"]) == (1, 3, 0, [])
     assert _err(lenet, q, batches[3:]) == pytest.approx(r["distance_by_k"][0], rel=1e-6)
+
+
+def test_refit_recalibrates_the_choice_on_every_batch(lenet, batches):
+    q = quant_post_recipe(lenet, batches, smooth=False, candidates=("abs_max", "hist"))
+    r = q.meta["quantization"]["recipe"]
+    full = {a: thresholds(quant_post_static(lenet, batches, algo=a)) for a in ("abs_max", "hist")}
+    choice = q.meta["quantization"]["auto"]["choice"] if r["algo"] == "auto" else {}
+    got = thresholds(q)
+    assert r["refit"] and set(got) == set(full["abs_max"])
+    for x in got:
+        np.testing.assert_array_equal(got[x], full[choice.get(x, "abs_max") if r["algo"] == "auto" else r["algo"]][x])
 
 
 def test_recipe_model_deploys_and_records_its_choices(lenet, batches):
