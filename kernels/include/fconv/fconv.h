@@ -370,8 +370,7 @@ FC_AVX2_ATTR static void fc_dw_pad2(const float *x, const fc_dwgeom *g, float *x
 
 /* Output row yr of a 3 x 3 kernel whose nine taps all read the plane: tap (i, j) of output q at r0 + i rs + cj + q
  * (c0 = 0), the taps unrolled, weights hoisted, four vectors of 8 outputs in flight (each a chain of nine dependent
- * fused multiply-adds); the same operations in the same order as the general loop. Returns the first column it did
- * not compute. */
+ * fused multiply-adds, interleaved tap by tap); the same operations in the same order as the general loop. Returns the first column it did not compute. */
 FC_AVX2_ATTR static inline __attribute__((always_inline)) ptrdiff_t
 fc_dw3_row(const float *r0, ptrdiff_t rs, ptrdiff_t c1, ptrdiff_t c2, const float *w, __m256 b, const fc_epi *e,
            float *yr, ptrdiff_t ow) {
@@ -379,34 +378,39 @@ fc_dw3_row(const float *r0, ptrdiff_t rs, ptrdiff_t c1, ptrdiff_t c2, const floa
                  w3 = _mm256_broadcast_ss(w + 3), w4 = _mm256_broadcast_ss(w + 4), w5 = _mm256_broadcast_ss(w + 5),
                  w6 = _mm256_broadcast_ss(w + 6), w7 = _mm256_broadcast_ss(w + 7), w8 = _mm256_broadcast_ss(w + 8);
     const float *a0 = r0, *a1 = r0 + rs, *a2 = r0 + 2 * rs;
-#define FC_DW3_V(u)                                                                                            \
-    {                                                                                                          \
-        const ptrdiff_t o = q + (u);                                                                           \
-        __m256 v = _mm256_fmadd_ps(w0, _mm256_loadu_ps(a0 + o), _mm256_setzero_ps());                         \
-        v = _mm256_fmadd_ps(w1, _mm256_loadu_ps(a0 + c1 + o), v);                                              \
-        v = _mm256_fmadd_ps(w2, _mm256_loadu_ps(a0 + c2 + o), v);                                              \
-        v = _mm256_fmadd_ps(w3, _mm256_loadu_ps(a1 + o), v);                                                   \
-        v = _mm256_fmadd_ps(w4, _mm256_loadu_ps(a1 + c1 + o), v);                                              \
-        v = _mm256_fmadd_ps(w5, _mm256_loadu_ps(a1 + c2 + o), v);                                              \
-        v = _mm256_fmadd_ps(w6, _mm256_loadu_ps(a2 + o), v);                                                   \
-        v = _mm256_fmadd_ps(w7, _mm256_loadu_ps(a2 + c1 + o), v);                                              \
-        v = _mm256_fmadd_ps(w8, _mm256_loadu_ps(a2 + c2 + o), v);                                              \
-        _mm256_storeu_ps(yr + o, fc_act8(_mm256_add_ps(v, b), e));                                             \
-    }
+    /* tap (i, j) of the vectors at q + u: v_u = fma(w, x, v_u), the n vectors interleaved tap by tap */
+#define FC_DW3_T(wt, src, u) v##u = _mm256_fmadd_ps(wt, _mm256_loadu_ps(src + q + 8 * u), v##u);
+#define FC_DW3_TAPS(T)                                                                                         \
+    T(w0, a0) T(w1, a0 + c1) T(w2, a0 + c2) T(w3, a1) T(w4, a1 + c1) T(w5, a1 + c2) T(w6, a2) T(w7, a2 + c1)  \
+    T(w8, a2 + c2)
+#define FC_DW3_4(wt, src) FC_DW3_T(wt, src, 0) FC_DW3_T(wt, src, 1) FC_DW3_T(wt, src, 2) FC_DW3_T(wt, src, 3)
+#define FC_DW3_1(wt, src) FC_DW3_T(wt, src, 0)
+#define FC_DW3_OUT(u) _mm256_storeu_ps(yr + q + 8 * u, fc_act8(_mm256_add_ps(v##u, b), e));
     ptrdiff_t q = 0;
     for (; q + 32 <= ow; q += 32) {
-        FC_DW3_V(0) FC_DW3_V(8) FC_DW3_V(16) FC_DW3_V(24)
+        __m256 v0 = _mm256_setzero_ps(), v1 = v0, v2 = v0, v3 = v0;
+        FC_DW3_TAPS(FC_DW3_4)
+        FC_DW3_OUT(0) FC_DW3_OUT(1) FC_DW3_OUT(2) FC_DW3_OUT(3)
     }
-    for (; q + 8 <= ow; q += 8) FC_DW3_V(0)
-#undef FC_DW3_V
+    for (; q + 8 <= ow; q += 8) {
+        __m256 v0 = _mm256_setzero_ps();
+        FC_DW3_TAPS(FC_DW3_1)
+        FC_DW3_OUT(0)
+    }
+#undef FC_DW3_T
+#undef FC_DW3_TAPS
+#undef FC_DW3_4
+#undef FC_DW3_1
+#undef FC_DW3_OUT
     return q;
 }
 
 /* One plane from a zero-padded copy (stride 2: split in halves, fc_dw_pad2), so that output column q of row p reads
  * tap t at xp + p sh wp + off[t] + q: 3 x 3 rows inside the plane unrolled (fc_dw3_row), the others four vectors
  * at a time, a masked store for the last columns. */
-FC_AVX2_ATTR static void fc_dw_avx2(const float *x, const fc_dwgeom *g, const float *w, float bias, const fc_epi *e,
+FC_AVX2_ATTR static void fc_dw_avx2(const float *x, const fc_dwgeom *g, const float *w, float bias, const fc_epi *e0,
                                     float *y, float *xp) {
+    const fc_epi ee = *e0, *e = &ee;  /* a local copy: the stores to y do not make the compiler reload it */
     const ptrdiff_t taps = g->kh * g->kw, sw = g->sw, half = g->wp / 2;
     if (sw > 2 || taps > 64) {
         fc_dw_portable(x, g, w, bias, e, y, xp);
@@ -498,7 +502,8 @@ FC_DW8_PX(fc_dw8_px1, 1)
  * transposes), the taps summed per pixel for the 8 channels in one vector in the per-plane kernel's order, and the
  * outputs transposed back through xp's tail. xp: fc_dw8_scratch(g) floats. Same bits as fc_dw_avx2 per plane. */
 FC_AVX2_ATTR static void fc_dw8_avx2(const float *x, const fc_dwgeom *g, const float *w, const float *bias,
-                                     const fc_epi *e, float *y, float *xp) {
+                                     const fc_epi *e0, float *y, float *xp) {
+    const fc_epi ee = *e0, *e = &ee;
     const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
     const ptrdiff_t wq = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
     const ptrdiff_t HW = g->H * g->W, taps = g->kh * g->kw, ohw = g->oh * g->ow;
