@@ -33,6 +33,9 @@ cdef extern from "fconv/fconv.h" nogil:
     ctypedef void (*fc_tile_fn)(Py_ssize_t kc, const float *a, const float *b, Py_ssize_t ldb, float *y,
                                 const float *res, Py_ssize_t ldc, Py_ssize_t mr, Py_ssize_t nr, int add, int last,
                                 const float *bias, const fc_epi *e) noexcept nogil
+    ctypedef void (*fc_sweep_fn)(Py_ssize_t kc, const float *a, const float *b, Py_ssize_t ldb, Py_ssize_t bstep,
+                                 Py_ssize_t nt, float *y, const float *res, Py_ssize_t ldc, int add, int last,
+                                 const float *bias, const fc_epi *e) noexcept nogil
     ctypedef struct fc_dwgeom:
         Py_ssize_t H, W, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, hp, wp
     void fc_dw_init(fc_dwgeom *g) noexcept nogil
@@ -43,17 +46,18 @@ cdef extern from "fconv/fconv.h" nogil:
     Py_ssize_t fc_dw8_scratch(const fc_dwgeom *g) noexcept nogil
     ctypedef struct fc_path:
         const char *name
-        fc_tile_fn tile, edge
+        fc_sweep_fn sweep, dir
+        fc_tile_fn edge
         fc_dw_fn dw
         fc_dw8_fn dw8
     const fc_path FC_PATHS[]
     const int FC_NPATHS
     const int FC_MR, FC_KC, FC_NC
     int fc_path_supported(int i)
-    void fc_conv_block(fc_tile_fn tile, fc_tile_fn edge, const float *ap, Py_ssize_t M, Py_ssize_t K,
-                       const float *x,
-                       const fc_geom *g, const float *bias, const fc_epi *e, float *y, const float *res, Py_ssize_t m0,
-                       Py_ssize_t m1, Py_ssize_t n0, Py_ssize_t n1, float *bp) noexcept nogil
+    void fc_conv_block(fc_sweep_fn sweep, fc_sweep_fn dir, fc_tile_fn edge, const float *ap, Py_ssize_t M,
+                       Py_ssize_t K, const float *x, const fc_geom *g, const float *bias, const fc_epi *e, float *y,
+                       const float *res, Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t n0, Py_ssize_t n1,
+                       float *bp) noexcept nogil
 
 
 # Multiply-adds per thread below which a call stays on the calling thread.
@@ -137,8 +141,8 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
             j = t // mb % nb
             i = t % mb
             if i * mstep < M:
-                fc_conv_block(fp.tile, fp.edge, ap, M, K, xp + s * g.C * g.H * g.W, &g, bias_p, &e, yp + s * M * N,
-                              res_p + s * M * N if res_p != NULL else NULL, i * mstep,
+                fc_conv_block(fp.sweep, fp.dir, fp.edge, ap, M, K, xp + s * g.C * g.H * g.W, &g, bias_p, &e,
+                              yp + s * M * N, res_p + s * M * N if res_p != NULL else NULL, i * mstep,
                               min(M, (i + 1) * mstep), j * nstep, min(N, (j + 1) * nstep),
                               bp0 + omp_get_thread_num() * block)
     return y

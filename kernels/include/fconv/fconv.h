@@ -35,8 +35,9 @@
 #define FC_KC 256
 #define FC_B_FLOATS (64 * 1024)
 #define FC_NC 768
-#define FC_DIRECT_M 48 /* output channels (of a task) up to which a 1x1 stride-1 conv reads B in place */
+#define FC_DIRECT_M 32 /* output channels (of a task) up to which a 1x1 stride-1 conv reads B in place */
 #define FC_UNUSED __attribute__((unused))
+#define FC_INLINE static inline __attribute__((always_inline))
 
 typedef struct {
     ptrdiff_t C, H, W, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow;
@@ -207,21 +208,23 @@ FC_AVX2_ATTR static inline void fc_out8(__m256 c, float *yp, const float *rp, __
     else
         _mm256_maskstore_ps(yp, mk, c);
 }
-/* fc_tile_avx2 on full tiles (mr, nr ignored), fc_tile_avx2_edge on the others (its own copy: the extra code slows
- * the full tiles of a short K by ~10%); with nr <= 8 it sums the first 8 columns only (a 7 x 7 plane's 49th pixel). */
-#define FC_TILE_AVX2(name, full)                                                                               \
-    FC_AVX2_ATTR static void name(ptrdiff_t kc, const float *a, const float *b, ptrdiff_t ldb, float *y,         \
+/* fc_tile_avx2 on full tiles of a packed B (mr, nr, ldb ignored), fc_tile_avx2_direct on full tiles of any ldb,
+ * fc_tile_avx2_edge on the others (copies: the extra code slows the full tiles of a short K by 5-10%); with nr <= 8
+ * it sums the first 8 columns only (a 7 x 7 plane's 49th pixel). */
+#define FC_TILE_AVX2(name, full, LDB, QUAL)                                                                       \
+    FC_AVX2_ATTR QUAL void name(ptrdiff_t kc, const float *a, const float *b, ptrdiff_t ldb, float *y,         \
                                   const float *res, ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr, int add, int last,   \
-                                  const float *bias, const fc_epi *e) {                                         \
+                                  const float *bias, const fc_epi *e0) {                                        \
+        const fc_epi ee = *e0, *e = &ee; /* a local copy: not reloaded after each store */                    \
         __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,      \
                c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, ar;                                      \
         if (!full && nr <= 8) {                                                                                \
-            for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += ldb) {                                         \
+            for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += LDB) {                                         \
                 const __m256 b0 = _mm256_loadu_ps(b);                                                          \
                 FC_ROW8(0) FC_ROW8(1) FC_ROW8(2) FC_ROW8(3) FC_ROW8(4) FC_ROW8(5)                              \
             }                                                                                                  \
         } else {                                                                                               \
-            for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += ldb) {                                         \
+            for (ptrdiff_t k = 0; k < kc; k++, a += FC_MR, b += LDB) {                                         \
                 const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);                             \
                 FC_ROW(0) FC_ROW(1) FC_ROW(2) FC_ROW(3) FC_ROW(4) FC_ROW(5)                                    \
             }                                                                                                  \
@@ -230,9 +233,11 @@ FC_AVX2_ATTR static inline void fc_out8(__m256 c, float *yp, const float *rp, __
         const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr), lane);                               \
         const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr - 8), lane);                           \
         FC_OUTS(full)                                                                                          \
+        (void)ldb;                                                                                             \
     }
-FC_TILE_AVX2(fc_tile_avx2, 1)
-FC_TILE_AVX2(fc_tile_avx2_edge, 0)
+FC_TILE_AVX2(fc_tile_avx2, 1, FC_NR, FC_INLINE)
+FC_TILE_AVX2(fc_tile_avx2_edge, 0, ldb, static)
+FC_TILE_AVX2(fc_tile_avx2_direct, 1, ldb, FC_INLINE)
 #endif
 
 /* A tile: the FC_MR x FC_NR sums of a K block (row k of B at b + k ldb), fc_tile_done's steps on their first mr x nr
@@ -241,12 +246,29 @@ typedef void (*fc_tile_fn)(ptrdiff_t kc, const float *a, const float *b, ptrdiff
                            ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr, int add, int last, const float *bias,
                            const fc_epi *e);
 
+/* nt full tiles side by side (a row panel sweeping a block): tile t reads B at b + t bstep, writes y + t FC_NR. */
+typedef void (*fc_sweep_fn)(ptrdiff_t kc, const float *a, const float *b, ptrdiff_t ldb, ptrdiff_t bstep, ptrdiff_t nt,
+                            float *y, const float *res, ptrdiff_t ldc, int add, int last, const float *bias,
+                            const fc_epi *e);
+#define FC_SWEEP(name, tile, ATTR)                                                                             \
+    ATTR static void name(ptrdiff_t kc, const float *a, const float *b, ptrdiff_t ldb, ptrdiff_t bstep,          \
+                          ptrdiff_t nt, float *y, const float *res, ptrdiff_t ldc, int add, int last,            \
+                          const float *bias, const fc_epi *e) {                                                \
+        for (ptrdiff_t t = 0; t < nt; t++, b += bstep, y += FC_NR, res = res ? res + FC_NR : NULL)              \
+            tile(kc, a, b, ldb, y, res, ldc, FC_MR, FC_NR, add, last, bias, e);                                \
+    }
+FC_SWEEP(fc_sweep_portable, fc_tile_portable, )
+#if FC_X86
+FC_SWEEP(fc_sweep_avx2, fc_tile_avx2, FC_AVX2_ATTR)
+FC_SWEEP(fc_sweep_avx2_direct, fc_tile_avx2_direct, FC_AVX2_ATTR)
+#endif
+
 /* Rows [m0, m1) (m0 a multiple of FC_MR) and columns [n0, n1) of one sample's output y (M x N, N = OH * OW):
  * y = act((A B + bias) + res) (bias, res may be NULL; res is laid out as y). bp: FC_KC * FC_NC floats of scratch,
  * 32-byte aligned. */
-static void fc_conv_block(fc_tile_fn tile, fc_tile_fn edge, const float *ap, ptrdiff_t M, ptrdiff_t K, const float *x,
-                          const fc_geom *g, const float *bias, const fc_epi *e, float *y, const float *res,
-                          ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1, float *bp) {
+static void fc_conv_block(fc_sweep_fn sweep, fc_sweep_fn dir, fc_tile_fn edge, const float *ap, ptrdiff_t M,
+                          ptrdiff_t K, const float *x, const fc_geom *g, const float *bias, const fc_epi *e, float *y,
+                          const float *res, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1, float *bp) {
     const ptrdiff_t N = g->oh * g->ow, kmax = K < FC_KC ? K : FC_KC;
     /* pixel blocks of at most FC_B_FLOATS / kmax columns: the packed block stays in L2 while the row panels sweep it */
     ptrdiff_t step = FC_B_FLOATS / kmax / FC_NR * FC_NR;
@@ -266,12 +288,20 @@ static void fc_conv_block(fc_tile_fn tile, fc_tile_fn edge, const float *ap, ptr
             for (ptrdiff_t ir = m0; ir < m1; ir += FC_MR) {
                 const ptrdiff_t mr = m1 - ir < FC_MR ? m1 - ir : FC_MR;
                 const float *bb = bias ? bias + ir : NULL, *a = ap + ir * K + pc * FC_MR;
-                for (ptrdiff_t jr = 0; jr < nc; jr += FC_NR) {
+                ptrdiff_t jr = 0;
+                if (mr == FC_MR) {  /* the full tiles in one call */
+                    const ptrdiff_t nt = nc / FC_NR;
+                    (inplace ? dir : sweep)(kc, a, inplace ? x + pc * N + jc : bp, ldb, inplace ? FC_NR : FC_NR * kc,
+                                            nt, y + ir * N + jc, res ? res + ir * N + jc : NULL, N, !first, last, bb,
+                                            e);
+                    jr = nt * FC_NR;
+                }
+                for (; jr < nc; jr += FC_NR) {
                     const ptrdiff_t nr = nc - jr < FC_NR ? nc - jr : FC_NR;
                     const float *b = inplace ? x + pc * N + jc + jr : bp + jr * kc;
                     float *yt = y + ir * N + jc + jr;
                     const float *rt = res ? res + ir * N + jc + jr : NULL;
-                    (mr == FC_MR && nr == FC_NR ? tile : edge)(kc, a, b, ldb, yt, rt, N, mr, nr, !first, last, bb, e);
+                    edge(kc, a, b, ldb, yt, rt, N, mr, nr, !first, last, bb, e);
                 }
             }
         }
@@ -370,7 +400,8 @@ FC_AVX2_ATTR static void fc_dw_pad2(const float *x, const fc_dwgeom *g, float *x
 
 /* Output row yr of a 3 x 3 kernel whose nine taps all read the plane: tap (i, j) of output q at r0 + i rs + cj + q
  * (c0 = 0), the taps unrolled, weights hoisted, four vectors of 8 outputs in flight (each a chain of nine dependent
- * fused multiply-adds, interleaved tap by tap); the same operations in the same order as the general loop. Returns the first column it did not compute. */
+ * fused multiply-adds, interleaved tap by tap); the same operations in the same order as the general loop. Returns
+ * the first column it did not compute. */
 FC_AVX2_ATTR static inline __attribute__((always_inline)) ptrdiff_t
 fc_dw3_row(const float *r0, ptrdiff_t rs, ptrdiff_t c1, ptrdiff_t c2, const float *w, __m256 b, const fc_epi *e,
            float *yr, ptrdiff_t ow) {
@@ -578,16 +609,17 @@ typedef void (*fc_dw8_fn)(const float *x, const fc_dwgeom *g, const float *w, co
 typedef struct {
     const char *name;
     unsigned needs;
-    fc_tile_fn tile, edge; /* full tiles, the others */
+    fc_sweep_fn sweep, dir; /* full tiles of a packed B, of B in place */
+    fc_tile_fn edge;        /* the others */
     fc_dw_fn dw;
     fc_dw8_fn dw8; /* eight planes at once, or NULL */
 } fc_path;
 
 static const fc_path FC_PATHS[] = {
 #if FC_X86
-    {"avx2", RQ_CPU_AVX2, fc_tile_avx2, fc_tile_avx2_edge, fc_dw_avx2, fc_dw8_avx2},
+    {"avx2", RQ_CPU_AVX2, fc_sweep_avx2, fc_sweep_avx2_direct, fc_tile_avx2_edge, fc_dw_avx2, fc_dw8_avx2},
 #endif
-    {"portable", 0u, fc_tile_portable, fc_tile_portable, fc_dw_portable, NULL},
+    {"portable", 0u, fc_sweep_portable, fc_sweep_portable, fc_tile_portable, fc_dw_portable, NULL},
 };
 #define FC_NPATHS ((int)(sizeof FC_PATHS / sizeof FC_PATHS[0]))
 
