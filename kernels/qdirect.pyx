@@ -87,7 +87,7 @@ cdef extern from "qdirect/qdirect.h" nogil:
     size_t qd_sk_prepare(qd_sk *s, const int8_t *panels, const int32_t *bias, const int32_t *col_sum,
                          int32_t a_zero, const float *scale, char *ws)
     void qd_nhwc_to_nchw(const void *x, Py_ssize_t C, Py_ssize_t plane, Py_ssize_t p0, Py_ssize_t p1, int wide,
-                         void *out)
+                         int avx2, void *out)
 
 # Work per thread (MACs, or bytes touched) below which a call stays on the calling thread.
 cdef Py_ssize_t MIN_WORK_PER_THREAD = 1 << 17
@@ -212,7 +212,7 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
             for r in prange(rows, schedule="dynamic", num_threads=threads):
                 buf = <char *> &bufv[0] + omp_get_thread_num() * row_bytes
                 p.dw_row(&d, xp + (r // oh) * img, r % oh, buf)
-                qd_nhwc_to_nchw(buf, c, oh * ow, 0, ow, wide,
+                qd_nhwc_to_nchw(buf, c, oh * ow, 0, ow, wide, p.id != QD_PORTABLE,
                                 op + ((r // oh) * c * oh + r % oh) * ow * (4 if wide else 1))
         return out
     with nogil:  # each output row into this thread's float row (out), then through the chain
@@ -341,8 +341,9 @@ def dequantize_nhwc(q, scale, *, zero=0, path=None):
 
 def nhwc_to_nchw(x, *, path=None):
     """NHWC (N, H, W, C) -> NCHW (N, C, H, W) of 1- or 4-byte items (uint8, float32, ...): the same bits moved,
-    in cache tiles on OpenMP threads (what numpy's transposed copy does element by element)."""
-    _path(path)
+    in cache tiles on OpenMP threads (what numpy's transposed copy does element by element); 4-byte items in 8 x 8
+    AVX2 blocks on the avx2 / avx512 paths, 4 x 4 SSE2 blocks on the portable one."""
+    cdef const qd_path *p = _path(path)
     _spec.check_layout_change("nhwc_to_nchw", x)
     cdef Py_ssize_t n = x.shape[0], c = x.shape[3], hw = x.shape[1] * x.shape[2], size = x.itemsize
     out = np.empty((n, c, x.shape[1], x.shape[2]), dtype=x.dtype)
@@ -356,7 +357,7 @@ def nhwc_to_nchw(x, *, path=None):
         for t in prange(n * chunks, schedule="dynamic", num_threads=threads):
             i = t // chunks
             p0 = (t % chunks) * PIXEL_CHUNK
-            qd_nhwc_to_nchw(xp + i * c * hw * size, c, hw, p0, min(p0 + PIXEL_CHUNK, hw), wide,
+            qd_nhwc_to_nchw(xp + i * c * hw * size, c, hw, p0, min(p0 + PIXEL_CHUNK, hw), wide, p.id != QD_PORTABLE,
                             op + i * c * hw * size)
     return out
 

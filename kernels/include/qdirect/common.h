@@ -135,14 +135,52 @@ static inline void qd_transpose_u32(const uint32_t *src, ptrdiff_t ss, uint32_t 
         for (ptrdiff_t i = i0; i < rows; i++) dst[j * ds + i] = src[i * ss + j];
 }
 
+#if QD_X86 && !defined(QD_SIMD_EMUL) /* (the emulated-intrinsics tests bring their own types) */
+#define QD_TRANSPOSE_AVX2 1
+#include <immintrin.h>
+/* The 4-byte transpose on AVX2 CPUs: 8 x 8 blocks (unpack, shuffle, then swap 128-bit halves), the rest as above. */
+QD_AVX2_ATTR QD_UNUSED static void qd_transpose_u32_avx2(const uint32_t *src, ptrdiff_t ss, uint32_t *dst, ptrdiff_t ds,
+                                               ptrdiff_t rows, ptrdiff_t cols) {
+    ptrdiff_t i0 = 0, j0 = 0;
+    for (; i0 + 8 <= rows; i0 += 8)
+        for (j0 = 0; j0 + 8 <= cols; j0 += 8) {
+            __m256 r[8], t[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps((const float *)(src + (i0 + i) * ss + j0));
+            for (int i = 0; i < 4; i++) {  /* rows 2i, 2i+1 interleaved */
+                t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            for (int h = 0; h < 2; h++)      /* columns {0, 1, 2, 3} + 4 * lane of rows 4h..4h+3 */
+                for (int k = 0; k < 2; k++) {
+                    r[4 * h + 2 * k] = _mm256_shuffle_ps(t[4 * h + k], t[4 * h + k + 2], 0x44);
+                    r[4 * h + 2 * k + 1] = _mm256_shuffle_ps(t[4 * h + k], t[4 * h + k + 2], 0xEE);
+                }
+            for (int j = 0; j < 4; j++) {
+                uint32_t *d = dst + (j0 + j) * ds + i0;
+                _mm256_storeu_ps((float *)d, _mm256_permute2f128_ps(r[j], r[4 + j], 0x20));
+                _mm256_storeu_ps((float *)(d + 4 * ds), _mm256_permute2f128_ps(r[j], r[4 + j], 0x31));
+            }
+        }
+    if (i0) qd_transpose_u32(src + j0, ss, dst + j0 * ds, ds, i0, cols - j0);  /* the columns right of the blocks */
+    qd_transpose_u32(src + i0 * ss, ss, dst + i0, ds, rows - i0, cols);      /* the rows below them */
+}
+#endif
+
 /* NHWC -> NCHW of pixels [p0, p1): out[c * plane + p] = x[p * C + c], items of 1 or 4 (wide) bytes (plane: an
- * image's H*W, or its OH*OW for one output row), in tiles of 64 pixels x 64 channels (both fit L1). */
+ * image's H*W, or its OH*OW for one output row), in tiles of 64 pixels x 64 channels (both fit L1); avx2: the CPU
+ * has AVX2 (the 8 x 8 word transpose). */
 static inline void qd_nhwc_to_nchw(const void *x, ptrdiff_t C, ptrdiff_t plane, ptrdiff_t p0, ptrdiff_t p1, int wide,
-                                   void *out) {
+                                   int avx2, void *out) {
     for (ptrdiff_t pb = p0; pb < p1; pb += 64) {
         const ptrdiff_t np = p1 - pb < 64 ? p1 - pb : 64;
         for (ptrdiff_t cb = 0; cb < C; cb += 64) {
             const ptrdiff_t nc = C - cb < 64 ? C - cb : 64;
+#ifdef QD_TRANSPOSE_AVX2
+            if (wide && avx2)
+                qd_transpose_u32_avx2((const uint32_t *)x + pb * C + cb, C, (uint32_t *)out + cb * plane + pb, plane,
+                                      np, nc);
+            else
+#endif
             if (wide)
                 qd_transpose_u32((const uint32_t *)x + pb * C + cb, C, (uint32_t *)out + cb * plane + pb, plane, np,
                                  nc);
