@@ -4,10 +4,11 @@
  *
  * A is the weight matrix (M = OC rows, K = C * KH * KW) packed in panels of FC_MR rows (pack_weights in the twin:
  * panel i holds A[6i + r, k] at [i][k][r], zero rows past M). B is never built: fc_pack_b reads its blocks straight
- * from the input (im2col on the fly; a plain copy for 1x1 stride-1 convs) into FC_NR-column panels. The loops: N
- * blocks of at most FC_NC pixels (fewer for long K: the packed block stays in L2), K blocks of FC_KC, then FC_MR-row
- * panels of A each sweeping the block in FC_MR x FC_NR register tiles (so each output row is written front to
- * back). A tile sums its K block in registers from +0 in k order (fused multiply-add on the avx2 path), adds it to
+ * from the input (im2col on the fly; a plain copy for 1x1 stride-1 convs) into FC_NR-column panels, or, for 1x1
+ * stride-1 convs of at most FC_DIRECT_M output channels (few panels to share a packed block), the tiles read the
+ * rows of x in place. The loops: N blocks of at most FC_NC pixels (fewer for long K: the packed block stays in L2),
+ * K blocks of FC_KC, then FC_MR-row panels of A each sweeping the block in FC_MR x FC_NR register tiles (so each
+ * output row is written front to back; tiles past M or N are masked). A tile sums its K block in registers from +0 in k order (fused multiply-add on the avx2 path), adds it to
  * the tile's previous K blocks, then, after the last block, adds the bias, then a residual (an input of the
  * output's shape, when given), and applies the activation (fc_act). Every output element gets the same operations
  * whatever the M / N split, so the bits do not depend on the thread count; paths differ from each other and from
@@ -312,7 +313,8 @@ static void fc_conv_block(fc_sweep_fn sweep, fc_sweep_fn dir, fc_tile_fn edge, c
 
 /* ---- depthwise: one output plane from one input plane (the channel multiplier is the caller's), bias and
  * activation fused. The plane is first copied into a zero-padded scratch xp (fc_dw_pad; rows ih + pt, columns
- * iw + pl, wide enough for whole vectors of 8 outputs), then y[p, q] = act(sum over taps (i, j) in row-major order of
+ * iw + pl, wide enough for whole vectors of 8 outputs; stride 2 splits each row in even and odd columns, fc_dw_pad2),
+ * then y[p, q] = act(sum over taps (i, j) in row-major order of
  * w[i, j] * xp[p sh + i dh, q sw + j dw] + bias), the sum from +0 (fused multiply-adds on avx2), skipping the kernel
  * rows that fall in the top / bottom padding (they add 0: the sum never holds -0). */
 typedef struct {
