@@ -5,6 +5,8 @@
 - whole zoo models: INT8 top-1 equals fake-quant top-1 within one test image, compiled kernels equal the NumPy
   twins bit for bit, 1 and 2 threads agree, save/load keeps every bit, and no float copy of a weight remains.
 """
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -241,6 +243,13 @@ def test_depthwise_writes_a_float_nchw_output_itself(monkeypatch, tmp_path):
     with _dispatch.use_reference():
         for name, v in load(tmp_path / "dw.rq").run({"x": xs}).items():
             assert np.array_equal(v, want[name])
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):  # exported: NCHW, as ONNX
+        import onnxruntime as ort
+
+        from refquant import export_onnx
+        export_onnx(i8, tmp_path / "dw.onnx")
+        got = ort.InferenceSession(str(tmp_path / "dw.onnx")).run([z], {"x": xs})[0]
+        assert got.shape == want[z].shape and np.abs(got - want[z]).max() <= 1e-5 * np.abs(want[z]).max()
 
 
 def test_three_d_mul_converts_to_matmul_int8():
