@@ -38,7 +38,8 @@ GEMM_CASES = [((2, 7, 11, 13), 9, 3, (1, 1), (1, 1, 1, 1), (1, 1)),     # edges 
               ((1, 6, 40, 29), 13, 3, (2, 1), (12, 1, 12, 1), (2, 2)),   # rows of padding only, dilation
               ((1, 16, 40, 40), 24, 1, (2, 2), (0, 0, 0, 0), (1, 1)),    # a strided 1x1
               ((1, 8, 30, 30), 64, 1, (1, 1), (0, 0, 0, 0), (1, 1)),     # 900 pixels: two N blocks
-              ((2, 40, 41, 39), 30, 1, (1, 1), (0, 0, 0, 0), (1, 1))]    # few channels: B read in place, 15 packed
+              ((2, 40, 41, 39), 30, 1, (1, 1), (0, 0, 0, 0), (1, 1)),    # few channels: B read in place, 15 packed
+              ((1, 300, 7, 7), 16, 1, (1, 1), (0, 0, 0, 0), (1, 1))]     # 49 pixels: the last one in an 8-wide tile
 
 
 @needs_kernel
