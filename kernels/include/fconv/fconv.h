@@ -8,8 +8,9 @@
  * stride-1 convs of at most FC_DIRECT_M output channels (few panels to share a packed block), the tiles read the
  * rows of x in place. The loops: N blocks of at most FC_NC pixels (fewer for long K: the packed block stays in L2),
  * K blocks of FC_KC, then FC_MR-row panels of A each sweeping the block in FC_MR x FC_NR register tiles (so each
- * output row is written front to back; tiles past M or N are masked). A tile sums its K block in registers from +0 in k order (fused multiply-add on the avx2 path), adds it to
- * the tile's previous K blocks, then, after the last block, adds the bias, then a residual (an input of the
+ * output row is written front to back; tiles past M or N are masked). A tile sums its K block in registers from
+ * +0 in k order (fused multiply-add on the avx2 path), adds it to the tile's previous K blocks, then, after the last
+ * block, adds the bias, then a residual (an input of the
  * output's shape, when given), and applies the activation (fc_act). Every output element gets the same operations
  * whatever the M / N split, so the bits do not depend on the thread count; paths differ from each other and from
  * the twin by rounding (its docstring states the bound). Compiled with -ffp-contract=off: the sums fuse where the
@@ -165,14 +166,23 @@ static void fc_tile_portable(ptrdiff_t kc, const float *a, const float *b, ptrdi
 #if FC_X86
 /* The avx2 tile: 12 ymm accumulators (named: GCC spills an array of them), two loads of b and six broadcasts of a
  * per k, fused multiply-adds; then fc_tile_done's steps on its first mr x nr values of y, 8 at a time (masked past
- * nr; the same operations as fc_act and the scalar merge: min / max keep NaN where the selects do). */
+ * nr, through fc_out8; full tiles inline, 5-10% faster on a short K; the same operations as fc_act and the scalar
+ * merge: min / max keep NaN where the selects do). */
 #define FC_ROW(r)                                                                                              \
     ar = _mm256_broadcast_ss(a + r);                                                                          \
     c##r##0 = _mm256_fmadd_ps(ar, b0, c##r##0);                                                               \
     c##r##1 = _mm256_fmadd_ps(ar, b1, c##r##1);
 #define FC_ROW8(r) c##r##0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), b0, c##r##0);
 #define FC_OUT(r, h, full)                                                                                     \
-    if (full || (r < mr && 8 * h < nr))                                                                       \
+    if (full) {                                                                                               \
+        float *yp = y + r * ldc + 8 * h;                                                                      \
+        __m256 v = add ? _mm256_add_ps(_mm256_loadu_ps(yp), c##r##h) : c##r##h;                               \
+        if (last) {                                                                                           \
+            v = bias ? _mm256_add_ps(v, _mm256_set1_ps(bias[r])) : v;                                         \
+            v = fc_act8(res ? _mm256_add_ps(v, _mm256_loadu_ps(res + r * ldc + 8 * h)) : v, e);               \
+        }                                                                                                     \
+        _mm256_storeu_ps(yp, v);                                                                              \
+    } else if (r < mr && 8 * h < nr)                                                                          \
         fc_out8(c##r##h, y + r * ldc + 8 * h, res ? res + r * ldc + 8 * h : NULL, h ? m1 : m0, full, add, last,  \
                 bias ? bias + r : NULL, e);
 #define FC_OUTS(full)                                                                                          \
