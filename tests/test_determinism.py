@@ -37,34 +37,20 @@ def test_one_and_two_threads_agree_bit_for_bit():
 
 
 class FakeBlas:
-    """threadpoolctl's ThreadpoolController for one BLAS pool: ``limit`` records the current count and sets the new
-    one; the returned limiter restores what it recorded."""
+    """threadpoolctl's controller of one BLAS library: its current thread count and a setter."""
 
     def __init__(self, n):
-        self.n = n
+        self.num_threads = n
 
-    def limit(self, limits, user_api):
-        blas, original = self, self.n
-        self.n = limits
-
-        class Limiter:
-            def restore_original_limits(self):
-                blas.n = original
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                self.restore_original_limits()
-
-        return Limiter()
+    def set_num_threads(self, n):
+        self.num_threads = n
 
 
 def test_blas_limit_restored_after_interleaved_threads(monkeypatch):
     """A enters, B enters, A leaves, B leaves (forced with events): BLAS is on one thread while either is inside
     and back on its 4 threads after both (separate threadpoolctl limits left it on 1)."""
     blas = FakeBlas(4)
-    monkeypatch.setattr(threads, "_blas", blas)
+    monkeypatch.setattr(threads, "_blas", [blas])
     monkeypatch.setattr(threads, "get_num_threads", lambda: 2)
     a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
     seen = []
@@ -80,15 +66,30 @@ def test_blas_limit_restored_after_interleaved_threads(monkeypatch):
         with threads.blas_on_one_thread():
             b_in.set()
             a_out.wait(5)
-            seen.append(blas.n)
+            seen.append(blas.num_threads)
 
     workers = [threading.Thread(target=f) for f in (a, b)]
     for t in workers:
         t.start()
     for t in workers:
         t.join(10)
-    assert seen == [1] and blas.n == 4
+    assert seen == [1] and blas.num_threads == 4
     with pytest.raises(KeyError):  # a body that raises releases its hold too
         with threads.blas_on_one_thread():
             raise KeyError("x")
-    assert blas.n == 4
+    assert blas.num_threads == 4
+
+
+def test_blas_limit_follows_counts_changed_between_runs(monkeypatch):
+    """The count restored is the one found on each entry: a user's change between runs is kept, and a library
+    already on one thread is not touched."""
+    blas, calls = FakeBlas(4), []
+    blas.set_num_threads = lambda n: (calls.append(n), setattr(blas, "num_threads", n))
+    monkeypatch.setattr(threads, "_blas", [blas])
+    monkeypatch.setattr(threads, "get_num_threads", lambda: 2)
+    for n in (4, 3, 1, 2):
+        blas.num_threads = n
+        with threads.blas_on_one_thread():
+            assert blas.num_threads == 1
+        assert blas.num_threads == n
+    assert calls == [1, 4, 1, 3, 1, 2]
