@@ -88,7 +88,17 @@ def check_geometry(what, hw, kernel, stride, padding, dilation=(1, 1), *, negati
                    min_out=0) -> tuple[int, int]:
     """(OH, OW) of a window walk over an (H, W) input; ``padding`` is (top, left, bottom, right). Raises
     :class:`ShapeError` (a ValueError) naming ``what`` when a value is out of bounds or the output has fewer
-    than ``min_out`` rows / columns."""
+    than ``min_out`` rows / columns.
+
+    A model checks a few geometries on every run (an op, then the kernel it calls): results for arguments of plain
+    ints in tuples are remembered (the message names ``what`` only when raising, and errors are not remembered)."""
+    key = None
+    if type(hw) is type(kernel) is type(stride) is type(padding) is type(dilation) is tuple \
+            and set(map(type, hw + kernel + stride + padding + dilation)) == {int}:
+        key = (hw, kernel, stride, padding, dilation, negative_hi, min_out)
+        hit = _GEOMETRIES.get(key)
+        if hit is not None:
+            return hit
     kernel = geometry_ints(what, "kernel", kernel, 2, 1)
     stride = geometry_ints(what, "stride", stride, 2, 1)
     dilation = geometry_ints(what, "dilation", dilation, 2, 1)
@@ -101,7 +111,14 @@ def check_geometry(what, hw, kernel, stride, padding, dilation=(1, 1), *, negati
     if oh < min_out or ow < min_out:
         raise ShapeError(f"{what}: kernel {kernel} with dilation {dilation} and stride {stride} does not fit "
                          f"the padded input {tuple(hw)} + padding {tuple(padding)} (output {(oh, ow)})")
+    if key is not None:
+        if len(_GEOMETRIES) > 256:
+            _GEOMETRIES.clear()
+        _GEOMETRIES[key] = oh, ow
     return oh, ow
+
+
+_GEOMETRIES: dict = {}  # check_geometry's results by argument, for tuples of plain ints only
 
 
 def check_size(what, *dims) -> int:

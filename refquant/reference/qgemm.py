@@ -24,6 +24,7 @@ A multiply of two float32 values is rounded once (no fused multiply-add), which 
 from __future__ import annotations
 
 import math
+import struct
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -122,12 +123,13 @@ def _check_packed(packed, K=None, N=None) -> tuple[int, int]:
     if not isinstance(packed, np.ndarray) or packed.dtype != np.int8 or packed.ndim != 1 \
             or not packed.flags.c_contiguous:
         raise ValueError("gemm_u8s8: packed must be the 1-D int8 array returned by pack_b(w)")
-    if packed.shape[0] < HEADER_BYTES or bytes(packed[:8].view(np.uint8)) != MAGIC:
+    header = packed[:HEADER_BYTES].tobytes()  # one copy, unpacked in native byte order (as pack_b wrote it)
+    if packed.shape[0] < HEADER_BYTES or header[:8] != MAGIC:
         raise ValueError("gemm_u8s8: packed is not a qgemm packed array (bad magic): use pack_b(w)")
-    version, nr = np.ascontiguousarray(packed[8:16]).view(np.int32)
+    version, nr = struct.unpack_from("=2i", header, 8)
     if version != VERSION or nr != NR:
         raise ValueError("gemm_u8s8: packed has another layout version: pack the weights again")
-    pk, pn, Kp, Np = (int(v) for v in np.ascontiguousarray(packed[16:48]).view(np.int64))
+    pk, pn, Kp, Np = struct.unpack_from("=4q", header, 16)
     if K is not None and (pk, pn) != (K, N):
         raise ValueError(f"gemm_u8s8: packed holds weights of K={pk}, N={pn}, called with K={K}, N={N}")
     if min(pk, pn) < 1 or max(pk, pn) >= 2**31 or (Kp, Np) != (_round_up(pk, KG), _round_up(pn, NR)) \
@@ -271,7 +273,7 @@ def check_gemm(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None
     bias = _vector(bias, N, np.int32, "bias") if bias is not None else None
     if scale is not None:
         scale = _vector(scale, N, np.float32, "scale")
-        if not np.all(np.isfinite(scale)):
+        if not np.isfinite(scale).all():
             raise ValueError("gemm_u8s8: scale must be finite")
     if fbias is not None:
         if out_dtype != "f32" or chain is not None:
