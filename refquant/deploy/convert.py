@@ -421,16 +421,20 @@ class _Converter:
                              [y if attrs["want_float"] else "", q_out], attrs, op.name)
         self.ops = [op for k, op in enumerate(self.ops) if k not in drop]
 
+    def _links(self) -> tuple[dict, dict]:
+        """``({tensor: number of op inputs reading it}, {tensor: index of the op writing it})``."""
+        readers: dict[str, int] = {}
+        for op in self.ops:
+            for n in op.inputs:
+                readers[n] = readers.get(n, 0) + 1
+        return readers, {n: k for k, op in enumerate(self.ops) for n in op.outputs if n}
+
     def _fuse_chains(self):
         """A ``fused_scalar_chain`` that is the only reader of an INT8 conv / depthwise / matmul's float output
         becomes that op's ``chain`` attribute, a post-op (oneDNN's conv + hard swish): the kernel runs the chain on
         each block of its float output while it is in cache and writes the chain's outputs, so the float tensor
         between them is never stored. Same numbers: the kernels call the same chain code."""
-        readers: dict[str, int] = {}
-        for op in self.ops:
-            for n in op.inputs:
-                readers[n] = readers.get(n, 0) + 1
-        producer = {n: k for k, op in enumerate(self.ops) for n in op.outputs if n}
+        readers, producer = self._links()
         drop = set()
         for k, op in enumerate(self.ops):
             j = producer.get(op.inputs[0]) if op.type == "fused_scalar_chain" else None
@@ -449,11 +453,7 @@ class _Converter:
         """An ``nhwc_to_nchw`` that is the only reader of a depthwise INT8 conv's output (a graph's float output,
         or a float op's NCHW input) becomes the conv's ``out_layout="NCHW"``: the kernel transposes each output
         row while it is in cache instead of a pass over the whole tensor. Same bits."""
-        readers: dict[str, int] = {}
-        for op in self.ops:
-            for n in op.inputs:
-                readers[n] = readers.get(n, 0) + 1
-        producer = {n: k for k, op in enumerate(self.ops) for n in op.outputs if n}
+        readers, producer = self._links()
         drop = set()
         for k, op in enumerate(self.ops):
             j = producer.get(op.inputs[0]) if op.type == "nhwc_to_nchw" else None
