@@ -336,3 +336,17 @@ def test_onnx_average_pool_with_a_huge_same_window_runs_on_the_input_only():
     x = np.arange(64, dtype=np.float32).reshape(1, 1, 8, 8)
     y = refquant.import_onnx(blob).run({"x": x})["y"]
     np.testing.assert_allclose(y, np.broadcast_to(x.mean(axis=3, keepdims=True), (1, 1, 8, 8)), rtol=1e-6)
+
+
+def test_remembered_geometries_still_check_what_they_do_not_match():
+    """check_geometry remembers results for tuples of plain ints: a bool, a float or a NumPy integer equal to a
+    remembered value is still checked (and a bool still refused), and a failing geometry raises every time."""
+    from refquant.reference.im2col import check_geometry
+    args = ((9, 9), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
+    assert check_geometry("a", *args, min_out=1) == check_geometry("b", *args, min_out=1) == (9, 9)
+    with pytest.raises(ShapeError, match="stride must be an int"):
+        check_geometry("c", (9, 9), (3, 3), (True, True), (1, 1, 1, 1), (1, 1), min_out=1)
+    assert check_geometry("d", (9, 9), (3, 3), (1.0, 1), (np.int64(1), 1, 1, 1), (1, 1), min_out=1) == (9, 9)
+    for _ in range(2):
+        with pytest.raises(ShapeError, match="^e: kernel"):
+            check_geometry("e", (2, 2), (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), min_out=1)
