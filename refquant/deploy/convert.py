@@ -421,47 +421,41 @@ class _Converter:
                              [y if attrs["want_float"] else "", q_out], attrs, op.name)
         self.ops = [op for k, op in enumerate(self.ops) if k not in drop]
 
-    def _links(self) -> tuple[dict, dict]:
-        """``({tensor: number of op inputs reading it}, {tensor: index of the op writing it})``."""
-        readers: dict[str, int] = {}
-        for op in self.ops:
-            for n in op.inputs:
-                readers[n] = readers.get(n, 0) + 1
-        return readers, {n: k for k, op in enumerate(self.ops) for n in op.outputs if n}
-
     def _fuse_chains(self):
         """A ``fused_scalar_chain`` that is the only reader of an INT8 conv / depthwise / matmul's float output
         becomes that op's ``chain`` attribute, a post-op (oneDNN's conv + hard swish): the kernel runs the chain on
         each block of its float output while it is in cache and writes the chain's outputs, so the float tensor
         between them is never stored. Same numbers: the kernels call the same chain code."""
-        readers, producer = self._links()
-        drop = set()
-        for k, op in enumerate(self.ops):
-            j = producer.get(op.inputs[0]) if op.type == "fused_scalar_chain" else None
-            if j is None:
-                continue
-            prod = self.ops[j]
-            if prod.type in ("conv2d_int8", "depthwise_conv2d_int8", "matmul_int8") \
-                    and prod.attrs.get("out_dtype") == "f32" and not prod.attrs.get("chain") \
-                    and readers[op.inputs[0]] == 1 and op.inputs[0] not in self.q.outputs:
-                self.ops[j] = Op(prod.type, list(prod.inputs), list(op.outputs), dict(prod.attrs, chain=dict(op.attrs)),
-                                 prod.name)
-                drop.add(k)
-        self.ops = [op for k, op in enumerate(self.ops) if k not in drop]
+        self._fold_into_producer("fused_scalar_chain", ("conv2d_int8", "depthwise_conv2d_int8", "matmul_int8"),
+                                 lambda prod, op: dict(prod.attrs, chain=dict(op.attrs))
+                                 if prod.attrs.get("out_dtype") == "f32" else None)
 
     def _fuse_output_layouts(self):
         """An ``nhwc_to_nchw`` that is the only reader of a depthwise INT8 conv's output (a graph's float output,
         or a float op's NCHW input) becomes the conv's ``out_layout="NCHW"``: the kernel transposes each output
         row while it is in cache instead of a pass over the whole tensor. Same bits."""
-        readers, producer = self._links()
+        self._fold_into_producer("nhwc_to_nchw", ("depthwise_conv2d_int8",),
+                                 lambda prod, op: dict(prod.attrs, out_layout="NCHW"))
+
+    def _fold_into_producer(self, reader_type, producer_types, attrs_of):
+        """Each ``reader_type`` op that is the only reader of a ``producer_types`` op's output (not a graph output,
+        the producer without a chain yet) folds into the producer: the producer takes ``attrs_of(producer,
+        reader)`` (``None``: leave both) and writes the reader's outputs."""
+        readers: dict[str, int] = {}
+        for op in self.ops:
+            for n in op.inputs:
+                readers[n] = readers.get(n, 0) + 1
+        producer = {n: k for k, op in enumerate(self.ops) for n in op.outputs if n}
         drop = set()
         for k, op in enumerate(self.ops):
-            j = producer.get(op.inputs[0]) if op.type == "nhwc_to_nchw" else None
+            j = producer.get(op.inputs[0]) if op.type == reader_type else None
             prod = self.ops[j] if j is not None else None
-            if prod is not None and prod.type == "depthwise_conv2d_int8" and not prod.attrs.get("chain") \
-                    and readers[op.inputs[0]] == 1 and op.inputs[0] not in self.q.outputs:
-                self.ops[j] = Op(prod.type, list(prod.inputs), list(op.outputs),
-                                 dict(prod.attrs, out_layout="NCHW"), prod.name)
+            if prod is None or prod.type not in producer_types or prod.attrs.get("chain") \
+                    or readers[op.inputs[0]] != 1 or op.inputs[0] in self.q.outputs:
+                continue
+            attrs = attrs_of(prod, op)
+            if attrs is not None:
+                self.ops[j] = Op(prod.type, list(prod.inputs), list(op.outputs), attrs, prod.name)
                 drop.add(k)
         self.ops = [op for k, op in enumerate(self.ops) if k not in drop]
 
