@@ -92,13 +92,11 @@ def check_geometry(what, hw, kernel, stride, padding, dilation=(1, 1), *, negati
 
     A model checks a few geometries on every run (an op, then the kernel it calls): results for arguments of plain
     ints in tuples are remembered (the message names ``what`` only when raising, and errors are not remembered)."""
-    key = None
-    if type(hw) is type(kernel) is type(stride) is type(padding) is type(dilation) is tuple \
-            and set(map(type, hw + kernel + stride + padding + dilation)) == {int}:
-        key = (hw, kernel, stride, padding, dilation, negative_hi, min_out)
-        hit = _GEOMETRIES.get(key)
-        if hit is not None:
-            return hit
+    return remembered(_GEOMETRIES, (hw, kernel, stride, padding, dilation), (negative_hi, min_out),
+                      lambda: _walk(what, hw, kernel, stride, padding, dilation, negative_hi, min_out))
+
+
+def _walk(what, hw, kernel, stride, padding, dilation, negative_hi, min_out) -> tuple[int, int]:
     kernel = geometry_ints(what, "kernel", kernel, 2, 1)
     stride = geometry_ints(what, "stride", stride, 2, 1)
     dilation = geometry_ints(what, "dilation", dilation, 2, 1)
@@ -111,14 +109,26 @@ def check_geometry(what, hw, kernel, stride, padding, dilation=(1, 1), *, negati
     if oh < min_out or ow < min_out:
         raise ShapeError(f"{what}: kernel {kernel} with dilation {dilation} and stride {stride} does not fit "
                          f"the padded input {tuple(hw)} + padding {tuple(padding)} (output {(oh, ow)})")
-    if key is not None:
-        if len(_GEOMETRIES) > 256:
-            _GEOMETRIES.clear()
-        _GEOMETRIES[key] = oh, ow
     return oh, ow
 
 
 _GEOMETRIES: dict = {}  # check_geometry's results by argument, for tuples of plain ints only
+
+
+def remembered(cache: dict, values: tuple, extra: tuple, compute):
+    """``compute()``, remembered in ``cache`` under ``values + extra`` when every one of ``values`` is an int or a
+    tuple of ints, exactly (a bool, float or NumPy integer equals an int as a key, so it is checked on every call
+    instead); ``extra`` (flags, names) completes the key. Errors are never remembered; past 256 entries the cache
+    starts over."""
+    if not all(type(v) is int or (type(v) is tuple and all(type(e) is int for e in v)) for v in values):
+        return compute()
+    key = values + extra
+    hit = cache.get(key)
+    if hit is None:
+        if len(cache) > 256:
+            cache.clear()
+        hit = cache[key] = compute()
+    return hit
 
 
 def check_size(what, *dims) -> int:

@@ -36,7 +36,7 @@ import numbers
 
 import numpy as np
 
-from .im2col import check_geometry, check_size
+from .im2col import check_geometry, check_size, remembered
 
 MAX_TAPS = 256  # KH*KW of a depthwise or pooling window
 MAX_SMALL_K = 64  # KH*KW*C of conv_small_k_u8s8
@@ -128,21 +128,15 @@ def window(what, shape, kernel, stride, padding, dilation):
     """Validated (stride, padding, dilation, OH, OW) of a conv window over an NHWC array of ``shape`` (each output
     array (N, OH, OW, C) size-checked too). A model calls a few geometries over and over: results for arguments
     made of plain ints (a float or a NumPy integer is checked every time) are remembered."""
-    key = (what, shape, kernel, stride, padding, dilation)
-    if all(type(v) is int or (type(v) is tuple and all(type(e) is int for e in v)) for v in key[1:]):
-        hit = _WINDOWS.get(key)
-        if hit is not None:
-            return hit
-    else:
-        key = None
+    return remembered(_WINDOWS, (shape, kernel, stride, padding, dilation), (what,),
+                      lambda: _window(what, shape, kernel, stride, padding, dilation))
+
+
+def _window(what, shape, kernel, stride, padding, dilation):
     stride, dilation = check_ints("stride", stride, 2, 1), check_ints("dilation", dilation, 2, 1)
     padding = check_padding(padding)
     oh, ow = geometry(shape[1], shape[2], kernel, stride, padding, dilation, what)
     check_size(what, shape[0], oh, ow, shape[3], 4)
-    if key is not None:
-        if len(_WINDOWS) > 256:
-            _WINDOWS.clear()
-        _WINDOWS[key] = (stride, padding, dilation, oh, ow)
     return stride, padding, dilation, oh, ow
 
 
