@@ -14,6 +14,7 @@ Paths: ``available_paths()`` lists what this CPU runs, best first ("avx2", "port
 the default (refquant/_paths.py: the best one, or the one ``REFQUANT_PATH_FLOATOPS`` /
 ``REFQUANT_FORCE_PORTABLE=1`` forces); every function takes ``path=`` to force one (for tests). All paths give the same bits as the twin.
 """
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, uint8_t
 
@@ -274,3 +275,48 @@ def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilat
     if np.any(np.asarray(status)):
         raise MemoryError(f"depthwise_conv2d: cannot allocate a padded plane of {H} x {W} floats")
     return y
+
+
+# ---- the array arena: NumPy's data allocator while a graph runs (kernels/include/floatops/arena.h)
+
+cdef extern from "floatops/arena.h":
+    ctypedef struct ar_handler:
+        pass
+    ar_handler AR_HANDLER
+    size_t ar_bytes
+    int ar_count
+    unsigned long long ar_hits, ar_misses
+    void ar_release()
+
+ctypedef object (*_set_handler_t)(object)
+# PyDataMem_SetHandler: entry 304 of NumPy's C-API table (stable since NumPy 1.22), which import_array reads too
+cdef _set_handler_t _set_handler = NULL
+_ARENA = None
+
+
+def arena_enter():
+    """Make the arena NumPy's data allocator in this context (a contextvar, as NumPy keeps it); returns the
+    previous handler, for :func:`arena_exit`. Arrays remember their allocator: one allocated here goes back to
+    the arena when it is freed, later or in another thread."""
+    global _set_handler, _ARENA
+    if _ARENA is None:
+        import numpy._core._multiarray_umath as mu
+        _set_handler = <_set_handler_t>(<void **>PyCapsule_GetPointer(mu._ARRAY_API, NULL))[304]
+        _ARENA = PyCapsule_New(&AR_HANDLER, "mem_handler", NULL)
+    return _set_handler(_ARENA)
+
+
+def arena_exit(previous):
+    """Restore the handler :func:`arena_enter` returned."""
+    _set_handler(previous)
+
+
+def arena_stats():
+    """{"hits", "misses": allocations of >= 256 KB served from / not found in the cache, "cached_bytes",
+    "cached_blocks"}."""
+    return {"hits": ar_hits, "misses": ar_misses, "cached_bytes": ar_bytes, "cached_blocks": ar_count}
+
+
+def arena_release():
+    """Free every cached block (the arena keeps at most 128 MB of them, the oldest freed leaving first)."""
+    ar_release()

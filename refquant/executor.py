@@ -17,6 +17,7 @@ from .graph import Model
 from .ops import get_op, OpContext
 from .ops.registry import has_trait
 from .threads import blas_on_one_thread
+from ._dispatch import kernel
 
 # What an op raises when the values it is given do not fit it, most specific first; run() re-raises them as
 # errors.op_error(type), which is still of that type.
@@ -69,6 +70,15 @@ def forward(model: Model, feeds: dict, *, training: bool = False, rng: Optional[
     ``observe(name, value)`` is called on every feed and on every op output as soon as it is computed: calibration
     reads each activation while it is in cache, and the executor still frees it after its last reader.
     """
+    arena = kernel("floatops")  # cached buffers for the tensors' data while the graph runs (no page faults)
+    previous = arena.arena_enter()
+    try:
+        return _forward(model, feeds, training, rng, record, outputs, keep_all, observe)
+    finally:
+        arena.arena_exit(previous)
+
+
+def _forward(model, feeds, training, rng, record, outputs, keep_all, observe):
     env: dict[str, np.ndarray] = dict(model.params)
     env.update(_check_feeds(model, feeds))
     if observe is not None:

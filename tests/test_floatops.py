@@ -459,3 +459,47 @@ def test_depthwise_conv2d_op_uses_the_kernel_in_float32_only():
     assert y64.dtype == np.float64
     np.testing.assert_allclose(y64, dw64(x, wt, b, (2, 2), (1, 1, 1, 1), (1, 1))[0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(y, y64, rtol=0, atol=1e-5)
+
+
+@needs_fast
+def test_arena_reuses_freed_buffers_of_the_same_size_only_while_entered():
+    """Arrays allocated inside arena_enter / arena_exit go back to the arena when freed (even after exit); a new
+    allocation of exactly that size gets the block back; small ones and allocations outside are NumPy's."""
+    fast.arena_release()
+    before = fast.arena_stats()
+    previous = fast.arena_enter()
+    try:
+        a = np.full(1 << 18, 3.0, np.float32)   # 1 MB
+        small = np.ones(100, np.float32)
+        address = a.ctypes.data
+        del a, small
+        assert fast.arena_stats()["cached_blocks"] == 1
+        b = np.zeros(1 << 18, np.float32)          # calloc: zeros, not the cached block
+        c = np.empty(1 << 18, np.float32)          # the cached block
+        assert not b.any() and c.ctypes.data == address
+        d = np.empty((1 << 18) + 1, np.float32)    # another size: a miss
+    finally:
+        fast.arena_exit(previous)
+    e = np.empty(1 << 18, np.float32)              # outside: NumPy's allocator
+    stats = fast.arena_stats()
+    assert stats["hits"] - before["hits"] == 1 and stats["misses"] - before["misses"] == 2
+    del b, c, d, e
+    assert fast.arena_stats()["cached_blocks"] == 3
+    fast.arena_release()
+    assert fast.arena_stats()["cached_bytes"] == 0
+
+
+def test_executor_runs_in_the_arena_and_results_do_not_change():
+    """The executor scopes the arena to each run: the outputs are the same arrays of numbers, and a second run
+    takes its large buffers from the cache."""
+    from refquant.models import build
+    m = build("mobilenet_v2", input_size=64)
+    x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    y1 = m.run({"x": x})
+    with _dispatch.use_reference():
+        y0 = m.run({"x": x})
+    assert all(np.array_equal(y1[k], y0[k]) for k in y0)
+    if fast is not None:
+        hits = fast.arena_stats()["hits"]
+        m.run({"x": x})
+        assert fast.arena_stats()["hits"] > hits

@@ -319,3 +319,24 @@ def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilat
         if bias is not None:
             y = y + bias.reshape(1, -1, 1, 1)
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+# ---- the array arena (kernels/include/floatops/arena.h): the compiled module caches freed array buffers of at
+# least 256 KB while a graph runs (NumPy's data allocator, scoped by the executor); its twin is NumPy's own
+# allocator, which gives the same arrays at the cost of a page fault per fresh page.
+
+def arena_enter():
+    """No handler to install: the previous one stays (None for :func:`arena_exit`)."""
+    return None
+
+
+def arena_exit(previous):
+    """Nothing to restore."""
+
+
+def arena_stats():
+    return {"hits": 0, "misses": 0, "cached_bytes": 0, "cached_blocks": 0}
+
+
+def arena_release():
+    """Nothing is cached."""
