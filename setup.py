@@ -39,6 +39,7 @@ KERNELS = {
     "floatops": {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"],
                  "depends": ["kernels/include/floatops/floatops.h", "kernels/include/floatops/glue.h",
                              "kernels/include/floatops/dwconv.h", "kernels/include/floatops/arena.h",
+                             "kernels/include/floatops/nchw.h",
                              "kernels/include/qdirect/chain.h", "kernels/include/cpu_features.h"]},
     # float32 conv on packed weights (fused FP32 graph): its sums use fused multiply-adds where the intrinsics say so
     # (within a stated bound of the twin); the epilogue rounds each product and sum, as the ops it replaces

@@ -16,7 +16,7 @@ the default (refquant/_paths.py: the best one, or the one ``REFQUANT_PATH_FLOATO
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 from cython.parallel cimport prange
-from libc.stdint cimport int32_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from _arrays cimport in_f32, out_f32, out_u8
 from _openmp cimport threads_for
@@ -274,6 +274,31 @@ def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilat
                                      SH, SW, DH, DW, PT, PL, OH, OW)
     if np.any(np.asarray(status)):
         raise MemoryError(f"depthwise_conv2d: cannot allocate a padded plane of {H} x {W} floats")
+    return y
+
+
+cdef extern from "floatops/nchw.h" nogil:
+    void fo_nearest_f32(const float *x, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t H, Py_ssize_t W, const int64_t *iy,
+                        Py_ssize_t OH, const int64_t *ix, Py_ssize_t OW, float *y)
+
+
+def nearest_f32(x, iy, ix, *, path=None):
+    """Nearest resize of float32 NCHW ``x`` by source indices ``iy`` (OH), ``ix`` (OW) (int64): a C-contiguous
+    (N, C, OH, OW) copy, on the calling thread (a memory-bound copy: a second thread saves little and waits for a
+    busy core)."""
+    _path(path)
+    _spec.check_nearest_f32(x, iy, ix)
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], H = x.shape[2], W = x.shape[3], OH = iy.shape[0]
+    cdef Py_ssize_t OW = ix.shape[0]
+    y = np.empty((x.shape[0], x.shape[1], OH, OW), dtype=np.float32)
+    if y.size == 0:
+        return y
+    cdef const float *xp = in_f32(x)
+    cdef float *yp = out_f32(y)
+    cdef const int64_t[::1] vy = iy
+    cdef const int64_t[::1] vx = ix
+    with nogil:
+        fo_nearest_f32(xp, 0, planes, H, W, &vy[0], OH, &vx[0], OW, yp)
     return y
 
 

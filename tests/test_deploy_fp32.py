@@ -215,3 +215,20 @@ def test_ptq_refuses_a_fused_model():
     from refquant.quant import quant_post_static
     with pytest.raises(ArgumentError, match="conv2d_bias_act.*unfused"):
         quant_post_static(optimize_fp32(chain_model()), [{"x": f32(2, 3, 12, 12)}], algo="abs_max")
+
+
+@pytest.mark.parametrize("groups, stride, bias", [(1, 2, False), (2, 2, True), (1, 1, False)])
+def test_a_conv2d_transpose_takes_the_bias_add_and_batch_norm_into_its_weight_and_bias(groups, stride, bias):
+    """det's head: conv2d_transpose -> add (1, C, 1, 1) -> batch_norm -> relu becomes conv2d_transpose (folded
+    weight and bias) -> relu; stride 2 with a 2 x 2 kernel takes the non-overlapping path, stride 1 col2im."""
+    params = {"w": f32(4, 6 // groups, 2, 2), "c": f32(1, 6, 1, 1), **bn_params("bn", 6),
+              **({"b0": f32(6)} if bias else {})}
+    ops = [Op("conv2d_transpose", ["x", "w"] + (["b0"] if bias else []), ["t"],
+              {"strides": [stride, stride], "groups": groups}, "up"),
+           Op("elementwise_add", ["t", "c"], ["a"]), bn("bn", "a", "n"), Op("relu", ["n"], ["y"])]
+    m = Model(ops, params, [TensorSpec("x", (None, 4, 5, 7))], ["y"])
+    f = optimize_fp32(m)
+    assert [op.type for op in f.ops] == ["conv2d_transpose", "relu"] and len(f.ops[0].inputs) == 3
+    x = f32(2, 4, 5, 7, lo=-3, hi=3)
+    y, yf = m.run({"x": x})["y"], f.run({"x": x})["y"]
+    assert yf.dtype == np.float32 and yf.shape == y.shape and close(y, yf) and (y > 0).any()

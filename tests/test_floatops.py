@@ -503,3 +503,20 @@ def test_executor_runs_in_the_arena_and_results_do_not_change():
         hits = fast.arena_stats()["hits"]
         m.run({"x": x})
         assert fast.arena_stats()["hits"] > hits
+
+
+@needs_fast
+def test_nearest_f32_compiled_equals_twin_and_rejects_the_same_inputs():
+    x = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+    for iy, ix in [(np.arange(10) // 2, np.arange(21) // 3), (np.array([4, 0, 0, 2]), np.array([6])),
+                   (np.zeros(0, np.int64), np.arange(7))]:
+        iy, ix = iy.astype(np.int64), ix.astype(np.int64)
+        y = fast.nearest_f32(x, iy, ix)
+        same(y, twin.nearest_f32(x, iy, ix))
+        assert y.flags.c_contiguous and y.shape == (2, 3, len(iy), len(ix))
+    for bad in [(x, np.array([5]), np.arange(7)), (x, np.array([-1]), np.arange(7)),
+                (x, np.arange(5, dtype=np.int32), np.arange(7)), (x.astype(np.float64), np.arange(5), np.arange(7)),
+                (x[:, :, :, ::2], np.arange(5), np.arange(4))]:
+        for module in (fast, twin):
+            with pytest.raises((ValueError, TypeError)):
+                module.nearest_f32(*bad)

@@ -18,6 +18,9 @@ absorbs the chain of ops after it while its output has one reader and is not a g
 - after an activation, a multiply and then an add by scalar parameters (each optional): ``post_scale`` /
   ``post_shift``, rounded one by one as those ops.
 
+A ``conv2d_transpose`` with parameter weights takes the same batch norms and per-channel constants into its weight
+(``w[c, o]``) and bias input; it stays a conv2d_transpose, and the ops after them stay ops.
+
 Constants are folded in float64 and stored in the weight's dtype, and the float32 convs run the ``fconv`` kernels
 (fused multiply-adds, their own order of sums), so outputs differ from the unfused graph in the last float32 bits
 (a relative 5e-7 to 4e-5 on the PP-OCR and ImageNet models, docs/performance.md). The fused convs' weights are
@@ -82,12 +85,14 @@ def optimize_fp32(model: Model) -> Model:
     for i, op in enumerate(model.ops):
         if i in folded:
             continue
-        w = params.get(op.inputs[1]) if op.type in CONVS and len(op.inputs) > 1 else None
+        transpose = op.type == "conv2d_transpose"
+        w = params.get(op.inputs[1]) if (op.type in CONVS or transpose) and len(op.inputs) > 1 else None
         b_name = op.inputs[2] if len(op.inputs) > 2 else ""
         if w is None or w.ndim != 4 or w.dtype.kind != "f" or (b_name and b_name not in params):
             ops.append(op)
             continue
-        oc, t = w.shape[0], op.outputs[0]
+        groups = int(op.attrs.get("groups", 1))
+        oc, t = (w.shape[1] * groups if transpose else w.shape[0]), op.outputs[0]
         scale = np.ones(oc)
         shift = params[b_name].astype(np.float64).reshape(-1) if b_name else np.zeros(oc)
         chain, attrs = [], dict(op.attrs, activation="")
@@ -112,6 +117,17 @@ def optimize_fp32(model: Model) -> Model:
             chain.append(j)
             t = nxt.outputs[0]
         folds = bool(chain)
+        if transpose:  # the constants fold into its weight and bias; it keeps its own op (no epilogue)
+            if folds:
+                folded.update(chain)
+                wg = w.astype(np.float64).reshape(groups, w.shape[0] // groups, w.shape[1], *w.shape[2:])
+                w_name = _fresh(params, op.inputs[1] + "@folded")
+                params[w_name] = (wg * scale.reshape(groups, 1, -1, 1, 1)).reshape(w.shape).astype(w.dtype)
+                params[b_new := _fresh(params, (b_name or t) + "@folded_bias")] = shift.astype(w.dtype)
+                trainable.update((w_name, b_new) if op.inputs[1] in trainable else ())
+                op = Op(op.type, [op.inputs[0], w_name, b_new], [t], op.attrs, op.name)
+            ops.append(op)
+            continue
         residual = _residual(model, op, t, readers, outputs, producer, i)
         if residual is not None:
             chain.append(residual[0])

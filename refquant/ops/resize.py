@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _dispatch
 from ..errors import GraphError
 from .registry import attr_choice, attr_float, attr_ints, register
 
@@ -133,9 +134,18 @@ def _check_x(x, op):
         raise ValueError(f"{op} expects an NCHW input, got shape {x.shape}")
 
 
-@register("nearest_interp", observed=True, backward=_separable_grad, check=_check)
+def _nearest_grad(ctx, attrs, gy):
+    """The separable backward with nearest's matrices: row o has weight 1 at its source index."""
+    iy, ix, (h, w), dtype, n_inputs = ctx.saved
+    ctx.saved = (_axis_matrix(iy, iy, np.zeros(len(iy), np.float32), h, dtype),
+                 _axis_matrix(ix, ix, np.zeros(len(ix), np.float32), w, dtype), n_inputs)
+    return _separable_grad(ctx, attrs, gy)
+
+
+@register("nearest_interp", observed=True, backward=_nearest_grad, check=_check)
 def nearest_interp(ctx, attrs, x, *rest):
-    """Nearest-neighbour resize of an NCHW map (ONNX Resize mode "nearest")."""
+    """Nearest-neighbour resize of an NCHW map (ONNX Resize mode "nearest"): a C-contiguous copy gathered by
+    source row and column (float32 by the compiled ``floatops.nearest_f32``)."""
     out_size = rest[0] if rest else None
     _check_x(x, "nearest_interp")
     h, w = x.shape[2:]
@@ -144,11 +154,10 @@ def nearest_interp(ctx, attrs, x, *rest):
     nmode = attrs.get("nearest_mode") or ("round_prefer_ceil" if mode == "align_corners" else "floor")
     iy = nearest_index(source_coords(oh, h, scale[0], mode), h, nmode)
     ix = nearest_index(source_coords(ow, w, scale[1], mode), w, nmode)
-    # nearest = a linear map whose one tap has weight 1: the second tap's weight w1 is 0
-    no_tap_h, no_tap_w = np.zeros(oh, np.float32), np.zeros(ow, np.float32)
-    ctx.save(_axis_matrix(iy, iy, no_tap_h, h, x.dtype), _axis_matrix(ix, ix, no_tap_w, w, x.dtype),
-             1 + len(rest))
-    return x[:, :, iy][:, :, :, ix]
+    ctx.save(iy, ix, (h, w), x.dtype, 1 + len(rest))
+    if x.dtype == np.float32:
+        return _dispatch.kernel("floatops").nearest_f32(np.ascontiguousarray(x), iy, ix)
+    return np.ascontiguousarray(x[:, :, iy][:, :, :, ix])
 
 
 def _linear_taps(n_out, n_in, scale, mode):

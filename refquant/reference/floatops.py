@@ -321,6 +321,21 @@ def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilat
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
+def check_nearest_f32(x, iy, ix):
+    check_array("nearest_f32: x", x, np.float32, 4)
+    for name, idx, n in (("iy", iy, x.shape[2]), ("ix", ix, x.shape[3])):
+        check_array(f"nearest_f32: {name}", idx, np.int64, 1)
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise ValueError(f"nearest_f32: {name} must lie in [0, {n}), got [{idx.min()}, {idx.max()}]")
+
+
+def nearest_f32(x, iy, ix, *, path=None):
+    """Nearest resize of float32 NCHW ``x``: ``y[n, c, i, j] = x[n, c, iy[i], ix[j]]``, C-contiguous (a copy: the
+    compiled loop gives the same values)."""
+    check_nearest_f32(x, iy, ix)
+    return np.ascontiguousarray(x[:, :, iy][:, :, :, ix])
+
+
 # ---- the array arena (kernels/include/floatops/arena.h): the compiled module caches freed array buffers of at
 # least 256 KB while a graph runs (NumPy's data allocator, scoped by the executor); its twin is NumPy's own
 # allocator, which gives the same arrays at the cost of a page fault per fresh page.
