@@ -49,6 +49,34 @@ def abs_min_max(x):
     raise TypeError(f"abs_min_max: x must be float32 or float64, got {x.dtype}")
 
 
+def abs_max_rows(x, Py_ssize_t rows):
+    """``(max|row| for each of the ``rows`` rows of x as float32 or float64, n_nonfinite)``: avg's per-sample
+    statistic; with NaN/Inf present the maxima are meaningless and the caller reports the count."""
+    x = _twin.check_rows(np.ascontiguousarray(x), rows)
+    if x.dtype == np.float32:
+        hi, bad = _abs_max_rows[int32_t](x.view(np.int32), 0x7FFFFFFF, 0x7F800000)
+    elif x.dtype == np.float64:
+        hi, bad = _abs_max_rows[int64_t](x.view(np.int64), 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000)
+    else:
+        raise TypeError(f"abs_max_rows: x must be float32 or float64, got {x.dtype}")
+    return hi.view(x.dtype), bad
+
+
+def abs_tail(x, cuts, Py_ssize_t cap):
+    """``(j, the finite |x| >= cuts[j] in the order of x)`` for the first j with at most ``cap`` such values
+    (``cuts``: up to 4 increasing values >= 0, rounded to x's dtype), or ``(len(cuts), None)``: the tail the
+    one-pass hist threshold keeps. One pass counts at every cut (vectorized), a second copies."""
+    x = np.ascontiguousarray(x).reshape(-1)
+    if x.dtype == np.float32:
+        j, got = _tail[int32_t](x.view(np.int32), _twin.cut_bits(cuts, np.float32, cap), 0x7FFFFFFF, 0x7F800000, cap)
+    elif x.dtype == np.float64:
+        j, got = _tail[int64_t](x.view(np.int64), _twin.cut_bits(cuts, np.float64, cap), 0x7FFFFFFFFFFFFFFF,
+                                0x7FF0000000000000, cap)
+    else:
+        raise TypeError(f"abs_tail: x must be float32 or float64, got {x.dtype}")
+    return j, None if got is None else got.view(x.dtype)
+
+
 def histogram_abs(x, edges):
     """int64 counts of |x| in the bins of the increasing float64 ``edges`` (np.histogram's rule)."""
     x = np.ascontiguousarray(x).reshape(-1)
@@ -111,6 +139,76 @@ cdef void _abs_range(const bits_t *bits, Py_ssize_t n, bits_t magnitude, bits_t 
         hi = a if a > hi else hi
         bad = bad + (a >= nonfinite)
     found[0], found[1], found[2] = lo, hi, bad
+
+
+cdef tuple _abs_max_rows(const bits_t[:, ::1] bits, bits_t magnitude, bits_t nonfinite):
+    cdef Py_ssize_t rows = bits.shape[0], r
+    found = np.empty((rows, 3), dtype=np.int32 if bits_t is int32_t else np.int64)
+    cdef bits_t[:, ::1] found_v = found
+    cdef int chunks = threads_for(bits.shape[0] * bits.shape[1], MIN_WORK_PER_THREAD)
+    for r in prange(rows, nogil=True, schedule="static", num_threads=chunks):
+        _abs_range(&bits[r, 0], bits.shape[1], magnitude, nonfinite, &found_v[r, 0])
+    return found[:, 1].copy(), int(found[:, 2].sum())
+
+
+cdef tuple _tail(const bits_t[::1] bits, cuts, bits_t magnitude, bits_t nonfinite, Py_ssize_t cap):
+    """Counts per chunk at the (padded to 4) cuts, then each chunk copies its values at the chosen cut to its
+    offset in the result."""
+    cdef Py_ssize_t n = bits.shape[0], c, k0, k1, ncuts = len(cuts)
+    cdef int chunks = threads_for(n, MIN_WORK_PER_THREAD)
+    cdef bits_t[::1] cut = np.array(list(cuts) + [nonfinite] * (4 - ncuts), dtype=np.asarray(bits).dtype)
+    counts = np.zeros((chunks, 4), dtype=np.intp)
+    cdef Py_ssize_t[:, ::1] counts_v = counts
+    for c in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
+        k0 = n * c // chunks
+        k1 = n * (c + 1) // chunks
+        _count_tail(&bits[k0], k1 - k0, magnitude, &cut[0], nonfinite, &counts_v[c, 0])
+    total = counts.sum(axis=0)[:ncuts]
+    fits = np.flatnonzero(total <= cap)
+    if fits.size == 0:
+        return ncuts, None
+    cdef int j = fits[0]
+    out = np.empty(max(int(total[j]), 1), dtype=np.asarray(bits).dtype)
+    cdef bits_t[::1] out_v = out
+    cdef Py_ssize_t[::1] start = np.concatenate([[0], np.cumsum(counts[:, j])])
+    for c in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
+        k0 = n * c // chunks
+        k1 = n * (c + 1) // chunks
+        _copy_tail(&bits[k0], k1 - k0, magnitude, cut[j], nonfinite, &out_v[0] + start[c])
+    return j, out[:total[j]]
+
+
+cdef void _count_tail(const bits_t *bits, Py_ssize_t n, bits_t magnitude, const bits_t *cut, bits_t nonfinite,
+                      Py_ssize_t *counts) noexcept nogil:
+    """counts[i] += how many a = bits[k] & magnitude have cut[i] <= a < nonfinite, in blocks whose counters (of
+    the data's width, so that the compares vectorize) cannot overflow."""
+    cdef bits_t a, n0, n1, n2, n3, c0 = cut[0], c1 = cut[1], c2 = cut[2], c3 = cut[3]
+    cdef Py_ssize_t k, b, m
+    for b in range(0, n, 1 << 30):
+        m = min(n, b + (1 << 30))
+        n0 = n1 = n2 = n3 = 0
+        for k in range(b, m):
+            a = bits[k] & magnitude
+            a = a if a < nonfinite else -1
+            n0 = n0 + (a >= c0)
+            n1 = n1 + (a >= c1)
+            n2 = n2 + (a >= c2)
+            n3 = n3 + (a >= c3)
+        counts[0] += n0
+        counts[1] += n1
+        counts[2] += n2
+        counts[3] += n3
+
+
+cdef void _copy_tail(const bits_t *bits, Py_ssize_t n, bits_t magnitude, bits_t cut, bits_t nonfinite,
+                     bits_t *out) noexcept nogil:
+    cdef Py_ssize_t k, m = 0
+    cdef bits_t a
+    for k in range(n):
+        a = bits[k] & magnitude
+        if a >= cut and a < nonfinite:
+            out[m] = a
+            m = m + 1
 
 
 cdef enum:

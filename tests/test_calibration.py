@@ -123,6 +123,65 @@ def test_abs_range_counts_nonfinite():
         assert fast_hist.abs_min_max(x[2:]) == hist_twin.abs_min_max(x[2:]) == (float(dtype(tiny)), 3.5, 0)
 
 
+@needs_hist
+def test_abs_max_rows_and_tail_match_twin():
+    """Per-sample abs max (avg) and the kept tail (one-pass hist): the twin's arrays and counts, also with
+    NaN/Inf, signed zeros, cuts on a value, a cap met exactly, and with 1 or 2 threads."""
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        dtype = np.float32 if trial % 2 else np.float64
+        rows, n = int(rng.integers(1, 9)), int(rng.integers(1, 40000))
+        x = (rng.standard_normal((rows, n)) * [1, 0, 1e-3][trial % 3 if trial % 7 else 0]).astype(dtype)
+        if trial % 5 == 0:
+            x.flat[rng.integers(0, x.size, 3)] = [np.nan, -np.inf, -0.0]
+        hi = float(np.nanmax(np.abs(x[np.isfinite(x)]), initial=0.0))
+        cuts = sorted({hi * f for f in rng.uniform(0, 1, int(rng.integers(1, 4)))} | ({hi} if trial % 4 else set()))
+        for nthreads in (1, 2):
+            with thread_count(nthreads):
+                got_rows, want_rows = fast_hist.abs_max_rows(x, rows), hist_twin.abs_max_rows(x, rows)
+                assert got_rows[1] == want_rows[1] and (got_rows[1] or same_bits(got_rows[0], want_rows[0]))
+                for cap in (1, 4096, x.size):
+                    j, kept = fast_hist.abs_tail(x, cuts, cap)
+                    want = hist_twin.abs_tail(x, cuts, cap)
+                    assert j == want[0] and (kept is None) == (want[1] is None)
+                    assert kept is None or same_bits(kept, want[1])
+    big = np.abs(rng.standard_normal(300_000)).astype(np.float32)  # several chunks: the cap is met exactly
+    cut = float(np.sort(big)[-5000])
+    assert same_bits(fast_hist.abs_tail(big, [cut], 5000)[1], hist_twin.abs_tail(big, [cut], 5000)[1])
+    assert fast_hist.abs_tail(big, [cut], 4999)[1] is None is hist_twin.abs_tail(big, [cut], 4999)[1]
+    for bad in ([], [1.0, 0.5], [-1.0], [np.inf], [0, 1, 2, 3, 4]):
+        for f in (fast_hist.abs_tail, hist_twin.abs_tail):
+            with pytest.raises(ValueError):
+                f(big, bad, 10)
+
+
+@pytest.mark.parametrize("twin", PATHS)
+def test_hist_one_pass_gives_the_two_pass_thresholds(twin):
+    """calibrate(..., keep_histograms=False): hist thresholds from the kept tails equal the full histograms' on
+    many shapes of data and percents, whether the tail decides (TailObserver kept) or not (second pass)."""
+    from refquant.calibration.observers import TailObserver
+    rng = np.random.default_rng(6)
+    decided = fallbacks = 0
+    with _dispatch.use_reference(twin):
+        for trial in range(150):
+            data = [lambda n: rng.standard_normal(n), lambda n: np.maximum(rng.standard_normal(n), 0),
+                    lambda n: rng.uniform(0, 1, n), lambda n: np.clip(rng.standard_normal(n) * 3, 0, 6),
+                    lambda n: rng.standard_cauchy(n), lambda n: np.full(n, 0.5)][trial % 6]
+            dicts = [{"a": data(int(rng.integers(1, 30000))).astype(np.float32 if trial % 2 else np.float64),
+                      "b": rng.standard_normal(200).astype(np.float32) * b, "c": np.zeros(3 * (b != 1))}
+                     for b in range(int(rng.integers(1, 4)))]
+            p = [0.99999, 0.999, 0.5, 1.0, 0.9999999][trial % 5]
+            want = calibrate(dicts, "hist", hist_percent=p)
+            got = calibrate(dicts, "hist", hist_percent=p, keep_histograms=False)
+            assert list(got.thresholds.items()) == list(want.thresholds.items()) and got.zero_size == want.zero_size
+            assert all(got.ranges[n].range() == want.ranges[n].range() for n in want.ranges)
+            kinds = [isinstance(o, TailObserver) for o in got.observers.values()]
+            decided, fallbacks = decided + sum(kinds), fallbacks + len(kinds) - sum(kinds)
+    assert decided > 100 and fallbacks > 50
+    with pytest.raises(NotImplementedError):
+        TailObserver().merge(TailObserver())
+
+
 def test_hist_threshold_by_hand():
     """counts [1, 1, 2, 0] on edges 0, 0.5, 1, 1.5, 2: fractions .25 .25 .5 0; the running sum reaches 0.5 at bin 1
     -> (1 + 1 - 0.5) * 0.5 = 0.75; 0.99999 at bin 2 -> 1.25; never reaching 1.5 gives -0.5 * width (Paddle)."""

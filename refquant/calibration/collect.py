@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import ArgumentTypeError, NonFiniteError
 from .. import _args
 from . import algorithms
-from .observers import AbsMinMaxObserver, Observer
+from .observers import AbsMinMaxObserver, Observer, TailObserver
 
 #: The algorithm names of :data:`refquant.calibration.algorithms.ALGORITHMS` when refquant was imported.
 ALGOS = algorithms.algorithm_names()
@@ -70,7 +70,8 @@ def _passes(batches) -> Callable[[], Iterable[Mapping]]:
 
 def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float = 0.99999,
               onnx_format: bool = False, bins: int = 2048, ranges: Mapping | None = None,
-              producers: Mapping[str, str] | None = None, thresholds: bool = True) -> Calibration:
+              producers: Mapping[str, str] | None = None, thresholds: bool = True,
+              keep_histograms: bool = True) -> Calibration:
     """Calibrate every tensor in ``batches`` with ``algo`` (Paddle's defaults: KL, 8 bits, hist_percent 0.99999,
     2048 bins, onnx_format False; onnx_format only changes mse/emd).
 
@@ -85,6 +86,11 @@ def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float =
     own thresholds are not needed then: ``thresholds=False`` leaves them empty (merge, then
     :meth:`Calibration.compute_thresholds`).
 
+    ``keep_histograms=False`` (hist only, with thresholds and without ``ranges``): one pass where it suffices.
+    Each tensor gets a :class:`~refquant.calibration.observers.TailObserver` (range and largest values); the
+    tensors whose exact threshold these cannot decide get their histograms in a second pass, over those tensors
+    only. The thresholds are the same; ``observers`` then holds TailObservers, which do not merge.
+
     Every argument is checked before any batch is read: ``bits`` an int in [2, 16], ``hist_percent`` a float in
     (0, 1], ``bins`` an int >= 3 (KL) or >= 1. A tensor holding NaN/Inf raises
     :class:`refquant.errors.NonFiniteError` naming it, the batch and, from ``producers`` (``{tensor: "the output
@@ -95,6 +101,7 @@ def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float =
     bits = _args.bits("calibrate", "bits", bits)
     hist_percent = _args.hist_percent("calibrate", hist_percent)
     onnx_format = _args.boolean("calibrate", "onnx_format", onnx_format)
+    keep_histograms = _args.boolean("calibrate", "keep_histograms", keep_histograms)
     bins = _args.integer("calibrate", "bins", bins, spec.min_bins if spec else 1)
     if ranges is not None and not (isinstance(ranges, Mapping)
                                    and all(isinstance(o, AbsMinMaxObserver) for o in ranges.values())):
@@ -112,6 +119,8 @@ def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float =
         result.observers = result.ranges  # one dict under both names
         return result.compute_thresholds() if thresholds else result
     options = dict(bits=bits, onnx_format=onnx_format, bins=bins, hist_percent=hist_percent)
+    if algo == "hist" and two_passes and thresholds and not keep_histograms:
+        return _hist_one_pass(get, result, feed, bins, hist_percent, dict(options, producers=producers))
     if spec.passes == 2:
         observers: dict[str, Observer] = {}
         pass2 = get
@@ -130,6 +139,21 @@ def calibrate(batches, algo: str = "KL", *, bits: int = 8, hist_percent: float =
         feed(get(), observers, lambda: spec.new_observer(algo, **options), result.zero_size)
     result.observers = observers
     return result.compute_thresholds() if thresholds else result
+
+
+def _hist_one_pass(get, result: Calibration, feed, bins: int, hist_percent: float, options) -> Calibration:
+    """``calibrate(..., keep_histograms=False)`` for hist: TailObservers, then histograms where they do not
+    decide."""
+    tails: dict[str, TailObserver] = {}
+    feed(get(), tails, lambda: TailObserver(bins, hist_percent), result.zero_size)
+    found = {name: obs.tail_threshold() for name, obs in tails.items() if not obs.empty}
+    result.ranges = {name: copy.copy(obs.range) for name, obs in tails.items() if not obs.empty}
+    left = {name: result.ranges[name] for name, t in found.items() if t is None}
+    rest = calibrate(get, "hist", ranges=left, **options) if left else Calibration("hist")
+    result.observers = {name: rest.observers.get(name, tails[name]) for name in result.ranges}
+    result.thresholds = {name: rest.thresholds[name] if t is None else t for name, t in found.items()
+                         if t is not None or name in rest.thresholds}
+    return result
 
 
 def _feed(batches, observers: dict, new, zero_size: set, producers: Mapping[str, str]):

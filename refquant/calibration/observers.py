@@ -179,10 +179,7 @@ class AvgObserver(Observer):
         x = stats.as_batch(x, self._who())
         if x.ndim == 0:
             raise ValueError(f"{self._who()}: avg needs a batch axis, got a 0-d array")
-        value = float(np.mean(np.max(np.abs(x.reshape(x.shape[0], -1)), axis=1)))
-        if not np.isfinite(value):  # NaN/Inf propagate into the value: only then look for them (and raise)
-            stats.batch_abs_range(x, self._who())
-        self.batch_values.append(value)
+        self.batch_values.append(float(np.mean(stats.abs_max_rows(x, self._who()))))
 
     def merge(self, other):
         self._check_merge(other)
@@ -284,6 +281,80 @@ class HistogramObserver(Observer):
 
     def threshold(self) -> float:
         return float(self.kl_threshold() if self.method == "KL" else self.hist_threshold())
+
+
+class TailObserver(Observer):
+    """hist in one pass, where that gives Paddle's two-pass threshold exactly: the abs range (``range``, an
+    :class:`AbsMinMaxObserver`), the number of values and, per batch, every ``|x| >= cut`` (``cut`` = half the
+    batch's max|x|, raised to 7/8, 31/32 or 127/128 of it while more than 1/64 of the batch would be kept).
+
+    The hist threshold only reads the top of the histogram: with ``C`` the largest cut, every value in a bin at or
+    above ``C`` was kept, so those bins' counts are exact, and the running fraction up to any of them is exactly
+    ``1 - (count above it) / n``. :meth:`tail_threshold` finds the first bin where that reaches ``hist_percent``
+    and returns Paddle's threshold when the decision cannot depend on float round-off (Paddle's running sum of
+    ``bins`` float fractions is within ``(bins + 2) * 2**-53`` of the exact one; the margin asked is 8 times
+    that); otherwise None, and the caller builds the full histogram (a second pass). Does not merge."""
+
+    def __init__(self, bins: int = 2048, hist_percent: float = 0.99999):
+        self.bins = _args.integer("TailObserver", "bins", bins, 1)
+        self.hist_percent = _args.hist_percent("TailObserver", hist_percent)
+        self.range, self.n, self.cut, self.tails, self.kept_all = AbsMinMaxObserver(), 0, 0.0, [], True
+
+    @property
+    def empty(self):
+        return self.range.empty
+
+    def update(self, x):
+        x = stats.as_batch(x, self._who())
+        lo, hi = stats.batch_abs_range(x, self._who())
+        self.range.merge(_range(lo, hi))
+        self.n += x.size
+        if self.kept_all and x.dtype in (np.float32, np.float64):
+            hi = x.dtype.type(hi)
+            cuts = [hi - hi / 2 ** k for k in (1, 3, 5, 7)]
+            j, kept = stats.abs_tail(x, cuts, max(4096, x.size // 64))
+            if kept is not None:
+                self.tails.append(kept.astype(np.float64))
+                self.cut = max(self.cut, float(cuts[j]))
+                return
+        self.kept_all = False
+
+    def merge(self, other):
+        raise NotImplementedError("TailObserver.merge: one-pass hist thresholds do not merge; calibrate with "
+                                  "keep_histograms=True (HistogramObserver) to merge shards")
+
+    def tail_threshold(self) -> float | None:
+        """Paddle's hist threshold, or None when the kept values cannot decide it exactly."""
+        self._need_data()
+        try:
+            edges = _hist.histogram_edges(*self.range.range(), self.bins)
+        except ValueError:
+            return None
+        k0 = int(np.searchsorted(edges, self.cut, side="left"))  # bins k0.. hold only kept values
+        if not self.kept_all or k0 >= self.bins:
+            return None
+        kept = np.concatenate(self.tails)
+        top = stats.histogram_abs(kept[kept >= self.cut], edges[k0:])
+        # exact fraction up to bin k0 - 1 + i, for i = 0 .. bins - k0
+        reached = (self.n - np.append(np.cumsum(top[::-1])[::-1], 0)) / self.n
+        i = int(np.argmax(reached >= self.hist_percent))
+        margin = (self.bins + 4) * 2.0 ** -50
+        if i == 0 or reached[i] - self.hist_percent <= margin or self.hist_percent - reached[i - 1] <= margin:
+            return None
+        return float((k0 + i - 0.5) * _hist.bin_width(edges))
+
+    def threshold(self) -> float:
+        T = self.tail_threshold()
+        if T is None:
+            raise ValueError("TailObserver.threshold: the kept values do not decide the threshold exactly; "
+                             "build the full histogram (HistogramObserver)")
+        return T
+
+
+def _range(lo: float, hi: float) -> AbsMinMaxObserver:
+    r = AbsMinMaxObserver()
+    r.abs_min, r.abs_max = lo, hi
+    return r
 
 
 class SearchObserver(Observer):

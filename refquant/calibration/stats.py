@@ -1,7 +1,8 @@
 """The per-batch statistics the observers need, each from its compiled kernel when built, else from the NumPy twin.
 
 - :func:`batch_abs_range`: ``refquant._kernels.histogram.abs_min_max``, twin ``reference.histogram.abs_min_max``;
-- :func:`histogram_abs`: ``refquant._kernels.histogram.histogram_abs``, twin ``reference.histogram.histogram_abs``;
+- :func:`histogram_abs`: ``refquant._kernels.histogram.histogram_abs``, twin ``reference.histogram.histogram_abs``
+  (:func:`abs_max_rows` and :func:`abs_tail` likewise);
 - :func:`scan_losses`: ``refquant._kernels.search.scan_losses``, twin ``reference.search.scan_losses``.
 
 All three give identical results on either path: min/max and integer counts trivially, the float32 losses because
@@ -35,6 +36,20 @@ def batch_abs_range(x, who: str = "abs range") -> tuple[float, float]:
         raise NonFiniteError(f"{who}: the input holds {bad} NaN/Inf value(s) out of {x.size}; "
                              "calibration statistics would be meaningless", count=bad)
     return lo, hi
+
+
+def abs_max_rows(x: np.ndarray, who: str = "abs max per sample") -> np.ndarray:
+    """``max|x[i]|`` of each sample ``i`` (the first axis) of a non-empty batch; NonFiniteError on NaN/Inf."""
+    hi, bad = kernel("histogram", x).abs_max_rows(x, x.shape[0])
+    if bad:
+        batch_abs_range(x, who)  # raises, counting every NaN/Inf
+    return hi
+
+
+def abs_tail(x: np.ndarray, cuts, cap: int):
+    """``(j, the |x| values >= cuts[j])`` for the first of the increasing ``cuts`` that keeps at most ``cap`` (x
+    float32 or float64, finite), or ``(len(cuts), None)``."""
+    return kernel("histogram", x).abs_tail(x, cuts, cap)
 
 
 def histogram_abs(x, edges: np.ndarray) -> np.ndarray:

@@ -9,8 +9,10 @@ Flow (Paddle's post_training_quantization.py; docs/ptq.md), one function per ste
    for ``out_threshold``).
 2. :func:`_sample_activations` (Paddle's ``_preprocessing``, ``_sampling``, ``_calculate_kl_hist_threshold``):
    calibrate the activations with :func:`refquant.calibration.calibrate` over ``batch_nums`` batches, each
-   observed as the FP32 forward computes it (KL / hist make two passes, as Paddle does; the second skips the last
-   batch, histogrammed in the first).
+   observed as the FP32 forward computes it (KL makes two passes, as Paddle does; the second skips the last
+   batch, histogrammed in the first; hist makes one where each batch's largest values decide Paddle's threshold
+   exactly, and a second only for the other tensors: ``keep_histograms=False`` of
+   :func:`refquant.calibration.calibrate`).
 3. :func:`_sample_weights`: weight thresholds, :func:`refquant.calibration.weight_threshold` (channel axis 0 for
    conv, 1 for mul/matmul).
 4. :func:`_update_program`: rewrite a copy. :func:`_insert_quant_dequant` (``QuantizationTransformPass``): each
@@ -206,7 +208,8 @@ def _collect_target_varnames(model: Model, quantizable_op_type, is_full_quantize
 def calibrate_model(model: Model, data_loader, algo: str = "KL", *, batch_nums: Optional[int] = None,
                     hist_percent: float = 0.99999, bits: int = 8, onnx_format: bool = False, ranges=None,
                     quantizable_op_type: Iterable[str] = ("conv2d", "depthwise_conv2d", "mul"),
-                    is_full_quantize: bool = False, skip_tensor_list=None, thresholds: bool = True) -> Calibration:
+                    is_full_quantize: bool = False, skip_tensor_list=None, thresholds: bool = True,
+                    keep_histograms: bool = True) -> Calibration:
     """Calibrate the activations :func:`quant_post_static` would quantize, running the FP32 model over
     ``data_loader`` (same arguments). The result can be merged with another shard's
     (:meth:`Calibration.merge`) and passed to ``quant_post_static(..., calibration=...)``; a shard to be merged
@@ -214,6 +217,8 @@ def calibrate_model(model: Model, data_loader, algo: str = "KL", *, batch_nums: 
 
     KL and hist over shards: first merge every shard's ``calibrate_model(..., algo="ranges")`` (the pass-1 abs
     ranges), then calibrate each shard with ``ranges=merged.ranges`` so that all histograms share one range.
+    ``keep_histograms=False``: hist in one pass where that decides the threshold exactly (see
+    :func:`refquant.calibration.calibrate`; the observers do not merge then).
     """
     from ..executor import run
 
@@ -237,7 +242,8 @@ def calibrate_model(model: Model, data_loader, algo: str = "KL", *, batch_nums: 
         return map(streamed, get())
 
     return calibrate(activation_batches, algo, bits=a["bits"], hist_percent=a["hist_percent"],
-                     onnx_format=onnx_format, ranges=ranges, producers=model.origins(), thresholds=thresholds)
+                     onnx_format=onnx_format, ranges=ranges, producers=model.origins(), thresholds=thresholds,
+                     keep_histograms=keep_histograms)
 
 
 def _layer_inputs(model: Model, get, names) -> dict[str, list[np.ndarray]]:
@@ -368,7 +374,7 @@ def _sample_activations(model: Model, data_loader, calibration: Optional[Calibra
         return calibrate_model(model, data_loader, o.algo, batch_nums=o.batch_nums, hist_percent=o.hist_percent,
                                bits=o.activation_bits, onnx_format=o.onnx_format,
                                quantizable_op_type=o.quantizable_op_type, is_full_quantize=o.is_full_quantize,
-                               skip_tensor_list=o.skip_tensor_list)
+                               skip_tensor_list=o.skip_tensor_list, keep_histograms=False)
     if calibration.algo != o.algo:
         raise ValueError(f"quant_post_static: the calibration was made with algo {calibration.algo!r}, not "
                          f"{o.algo!r}")

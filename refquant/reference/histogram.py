@@ -20,6 +20,43 @@ def abs_min_max(x: np.ndarray) -> tuple[float, float, int]:
     return float(np.min(a)), float(np.max(a)), int(a.size - np.count_nonzero(np.isfinite(a)))
 
 
+def check_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    """``x`` as ``rows`` non-empty rows; ValueError otherwise. Shared with the compiled module."""
+    if rows < 1 or x.size == 0 or x.size % rows:
+        raise ValueError(f"abs_max_rows: cannot split {x.size} values into {rows} non-empty rows")
+    return x.reshape(rows, -1)
+
+
+def abs_max_rows(x: np.ndarray, rows: int) -> tuple[np.ndarray, int]:
+    """``(max|row| of each of the rows of x, number of NaN/Inf)``: avg's per-sample statistic."""
+    a = np.abs(check_rows(np.asarray(x), rows))
+    return np.max(a, axis=1), int(a.size - np.count_nonzero(np.isfinite(a)))
+
+
+def cut_bits(cuts, dtype, cap: int) -> list[int]:
+    """The bit patterns of ``cuts`` rounded to ``dtype`` (float32 or float64): 1 to 4 finite increasing values
+    >= 0, ``cap`` >= 1, else ValueError. Shared with the compiled module."""
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise TypeError(f"abs_tail: x must be float32 or float64, got {np.dtype(dtype)}")
+    c = np.array(cuts, dtype=dtype).reshape(-1)
+    if cap < 1 or not 1 <= c.size <= 4 or not np.all(np.isfinite(c) & (c >= 0)) or np.any(c[1:] < c[:-1]):
+        raise ValueError(f"abs_tail: need 1 to 4 finite increasing cuts >= 0 and cap >= 1, got {cuts!r}, {cap}")
+    return c.view(np.int32 if c.dtype == np.float32 else np.int64).tolist()
+
+
+def abs_tail(x: np.ndarray, cuts, cap: int):
+    """``(j, the finite |x| >= cuts[j] in the order of x)`` for the first j with at most ``cap`` such values
+    (cuts rounded to x's dtype), or ``(len(cuts), None)``."""
+    a = np.abs(np.asarray(x)).reshape(-1)
+    cut_bits(cuts, a.dtype, cap)
+    finite = np.isfinite(a)
+    for j, c in enumerate(np.array(cuts, dtype=a.dtype).reshape(-1)):
+        kept = a[(a >= c) & finite]
+        if kept.size <= cap:
+            return j, kept
+    return len(np.atleast_1d(cuts)), None
+
+
 def histogram_edges(abs_min: float, abs_max: float, bins: int = 2048) -> np.ndarray:
     """The float64 bin edges Paddle lays out: ``np.histogram([], bins, range=(abs_min, abs_max))``.
 
