@@ -280,6 +280,29 @@ def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilat
 cdef extern from "floatops/nchw.h" nogil:
     void fo_nearest_f32(const float *x, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t H, Py_ssize_t W, const int64_t *iy,
                         Py_ssize_t OH, const int64_t *ix, Py_ssize_t OW, float *y)
+    void fo_maxpool_f32(const float *x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+                        Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t OH,
+                        Py_ssize_t OW, float *t, float *y)
+
+
+def max_pool_f32(x, ksize, stride, pad, out_hw, *, path=None):
+    """Max pool of float32 NCHW ``x``: windows ``ksize`` at ``stride`` from (-top, -left) (``pad``), ``out_hw``
+    outputs; each the max of its taps inside the map (-inf if none; the twin's values, but for the sign of a zero
+    max and a NaN's payload), on the calling thread."""
+    _path(path)
+    _spec.check_max_pool_f32(x, ksize, stride, pad, out_hw)
+    y = np.empty(x.shape[:2] + tuple(out_hw), dtype=np.float32)
+    if y.size == 0:
+        return y
+    row = np.empty(max(x.shape[3], 1), dtype=np.float32)
+    cdef const float *xp = in_f32(x)
+    cdef float *yp = out_f32(y)
+    cdef float *tp = out_f32(row)
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], H = x.shape[2], W = x.shape[3], kh = ksize[0], kw = ksize[1]
+    cdef Py_ssize_t sh = stride[0], sw = stride[1], pt = pad[0], pl = pad[1], OH = out_hw[0], OW = out_hw[1]
+    with nogil:
+        fo_maxpool_f32(xp, planes, H, W, kh, kw, sh, sw, pt, pl, OH, OW, tp, yp)
+    return y
 
 
 def nearest_f32(x, iy, ix, *, path=None):

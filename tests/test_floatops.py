@@ -520,3 +520,26 @@ def test_nearest_f32_compiled_equals_twin_and_rejects_the_same_inputs():
         for module in (fast, twin):
             with pytest.raises((ValueError, TypeError)):
                 module.nearest_f32(*bad)
+
+
+@pytest.mark.parametrize("shape, k, s, pad, ceil", [((1, 3, 9, 11), (3, 3), (2, 2), (1, 1, 1, 1), False),
+                                                     ((2, 2, 7, 8), (2, 3), (2, 1), (0, 1, 2, 0), True),
+                                                     ((1, 1, 5, 5), (5, 5), (1, 1), (2, 2, 2, 2), False),
+                                                     ((1, 2, 4, 6), (3, 2), (3, 3), (0, 0, 0, 0), True)])
+def test_max_pool_f32_is_pool2d_tap_by_tap(shape, k, s, pad, ceil):
+    """The compiled max pool, its twin and pool2d's float64 tap loop give the same values (NaN stays NaN)."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.flat[::7] = np.nan
+    attrs = {"pooling_type": "max", "ksize": list(k), "strides": list(s), "paddings": list(pad), "ceil_mode": ceil}
+    _, (y,) = run_op("pool2d", [x], attrs)
+    _, (y64,) = run_op("pool2d", [x.astype(np.float64)], attrs)  # not float32: pool2d's NumPy loop
+    same(y, y64.astype(np.float32))
+    out_hw = y.shape[2:]
+    same(twin.max_pool_f32(x, k, s, pad[:2], out_hw), y)
+    if fast is not None:
+        same(fast.max_pool_f32(x, k, s, pad[:2], out_hw), y)
+        for bad in [(x.astype(np.float64), k, s, pad[:2], out_hw), (x, (0, 1), s, pad[:2], out_hw),
+                    (x, k, s, (1, 2, 3), out_hw), (x[:, :, :, ::2], k, s, pad[:2], out_hw)]:
+            for module in (fast, twin):
+                with pytest.raises((ValueError, TypeError)):
+                    module.max_pool_f32(*bad)

@@ -336,6 +336,31 @@ def nearest_f32(x, iy, ix, *, path=None):
     return np.ascontiguousarray(x[:, :, iy][:, :, :, ix])
 
 
+def check_max_pool_f32(x, ksize, stride, pad, out_hw):
+    check_array("max_pool_f32: x", x, np.float32, 4)
+    for name, v, lo in (("ksize", ksize, 1), ("stride", stride, 1), ("pad", pad, 0), ("out_hw", out_hw, 0)):
+        if len(v) != 2:
+            raise ValueError(f"max_pool_f32: {name} must hold 2 values, got {v!r}")
+        for e in v:
+            check_int(f"max_pool_f32: {name}", e, lo, 1 << 31)
+
+
+def max_pool_f32(x, ksize, stride, pad, out_hw, *, path=None):
+    """Max pool of float32 NCHW ``x``: ``y[.., i, j]`` = the max over the window rows ``i * stride[0] - pad[0] + a``
+    (a < ksize[0]) and columns likewise that lie inside the map, -inf if none; numpy.maximum tap by tap in
+    row-major window order (a NaN stays)."""
+    check_max_pool_f32(x, ksize, stride, pad, out_hw)
+    (kh, kw), (sh, sw), (pt, pl), (oh, ow) = ksize, stride, pad, out_hw
+    y = np.full(x.shape[:2] + (oh, ow), -np.inf, np.float32)
+    for i in range(oh):
+        rows = slice(max(i * sh - pt, 0), max(min(i * sh - pt + kh, x.shape[2]), 0))
+        for j in range(ow):
+            cols = slice(max(j * sw - pl, 0), max(min(j * sw - pl + kw, x.shape[3]), 0))
+            for v in x[:, :, rows, cols].reshape(x.shape[0], x.shape[1], -1).transpose(2, 0, 1):
+                y[:, :, i, j] = np.maximum(y[:, :, i, j], v)
+    return y
+
+
 # ---- the array arena (kernels/include/floatops/arena.h): the compiled module caches freed array buffers of at
 # least 256 KB while a graph runs (NumPy's data allocator, scoped by the executor); its twin is NumPy's own
 # allocator, which gives the same arrays at the cost of a page fault per fresh page.

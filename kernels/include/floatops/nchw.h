@@ -3,6 +3,7 @@
 #ifndef FLOATOPS_NCHW_H
 #define FLOATOPS_NCHW_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -25,5 +26,42 @@ static void fo_nearest_f32(const float *x, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t
         }
     }
 }
+
+/* Max pool of planes [0, planes) of H x W, windows kh x kw at stride (sh, sw) from (-pt, -pl): each output is the
+ * max of the window's taps inside the map (-inf if none); a NaN stays (numpy.maximum's rule). Per output row, the
+ * max down the window's rows into t (W floats, vector selects), then across each window's columns. */
+/* max(m, v) keeping a NaN of either, without branches (maxss / maxps, then an unordered-compare select) */
+static inline float fo_max_nan(float m, float v) {
+    const float r = m > v ? m : v;
+    return m != m ? m : r;
+}
+#define FO_MAX fo_max_nan
+static void fo_maxpool_f32(const float *x, ptrdiff_t planes, ptrdiff_t H, ptrdiff_t W, ptrdiff_t kh, ptrdiff_t kw,
+                           ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t OH, ptrdiff_t OW,
+                           float *t, float *y) {
+    for (ptrdiff_t p = 0; p < planes; p++) {
+        const float *xp = x + p * H * W;
+        for (ptrdiff_t i = 0; i < OH; i++) {
+            const ptrdiff_t r0 = i * sh - pt, ra = r0 < 0 ? 0 : r0, rb = r0 + kh < H ? r0 + kh : H;
+            float *row = y + (p * OH + i) * OW;
+            if (ra >= rb) {
+                for (ptrdiff_t j = 0; j < OW; j++) row[j] = -INFINITY;
+                continue;
+            }
+            memcpy(t, xp + ra * W, (size_t)W * sizeof(float));
+            for (ptrdiff_t r = ra + 1; r < rb; r++) {
+                const float *xr = xp + r * W;
+                for (ptrdiff_t c = 0; c < W; c++) t[c] = FO_MAX(t[c], xr[c]);
+            }
+            for (ptrdiff_t j = 0; j < OW; j++) {
+                const ptrdiff_t c0 = j * sw - pl, ca = c0 < 0 ? 0 : c0, cb = c0 + kw < W ? c0 + kw : W;
+                float m = -INFINITY;
+                for (ptrdiff_t c = ca; c < cb; c++) m = FO_MAX(m, t[c]);
+                row[j] = m;
+            }
+        }
+    }
+}
+#undef FO_MAX
 
 #endif
