@@ -62,6 +62,26 @@ def abs_max_rows(x, Py_ssize_t rows):
     return hi.view(x.dtype), bad
 
 
+def abs_range_tail(x, Py_ssize_t cap):
+    """``(min|x|, max|x|, n_nonfinite, cut, the finite |x| >= cut in the order of x)``, the kept values None when
+    more than ``cap``: :func:`abs_min_max` and the one-pass hist tail in one read of x. ``cut`` is about half of
+    max|x|: the pattern of max|x| less one exponent step (exactly half for normal numbers; see the twin). A
+    value is kept when at or above half the running max|x| of its chunk (at most the final cut); blocks whose
+    max is below that are not looked into."""
+    x = np.ascontiguousarray(x).reshape(-1)
+    if x.shape[0] == 0 or cap < 1:
+        raise ValueError(f"abs_range_tail: need a non-empty x and cap >= 1, got {x.shape[0]} values, cap {cap}")
+    if x.dtype == np.float32:
+        lo, hi, bad, cut, kept = _range_tail[int32_t](x.view(np.int32), 0x7FFFFFFF, 0x7F800000, 1 << 23, cap)
+    elif x.dtype == np.float64:
+        lo, hi, bad, cut, kept = _range_tail[int64_t](x.view(np.int64), 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000,
+                                                      1 << 52, cap)
+    else:
+        raise TypeError(f"abs_range_tail: x must be float32 or float64, got {x.dtype}")
+    lo, hi, cut = np.array([lo, hi, cut], dtype=np.int32 if x.dtype == np.float32 else np.int64).view(x.dtype)
+    return float(lo), float(hi), bad, float(cut), None if kept is None else kept.view(x.dtype)
+
+
 def abs_tail(x, cuts, Py_ssize_t cap):
     """``(j, the finite |x| >= cuts[j] in the order of x)`` for the first j with at most ``cap`` such values
     (``cuts``: up to 4 increasing values >= 0, rounded to x's dtype), or ``(len(cuts), None)``: the tail the
@@ -149,6 +169,60 @@ cdef tuple _abs_max_rows(const bits_t[:, ::1] bits, bits_t magnitude, bits_t non
     for r in prange(rows, nogil=True, schedule="static", num_threads=chunks):
         _abs_range(&bits[r, 0], bits.shape[1], magnitude, nonfinite, &found_v[r, 0])
     return found[:, 1].copy(), int(found[:, 2].sum())
+
+
+cdef tuple _range_tail(const bits_t[::1] bits, bits_t magnitude, bits_t nonfinite, bits_t half, Py_ssize_t cap):
+    cdef Py_ssize_t n = bits.shape[0], c, k0, k1
+    cdef int chunks = threads_for(n, MIN_WORK_PER_THREAD)
+    dtype = np.int32 if bits_t is int32_t else np.int64
+    found, count, out = np.empty((chunks, 3), dtype=dtype), np.empty(chunks, dtype=np.intp), np.empty((chunks, cap), dtype)
+    cdef bits_t[:, ::1] found_v = found, out_v = out
+    cdef Py_ssize_t[::1] count_v = count
+    for c in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
+        k0 = n * c // chunks
+        k1 = n * (c + 1) // chunks
+        count_v[c] = _range_keep(&bits[k0], k1 - k0, magnitude, nonfinite, half, &out_v[c, 0], cap, &found_v[c, 0])
+    lo, hi, bad = int(found[:, 0].min()), int(found[:, 1].max()), int(found[:, 2].sum())
+    cut = hi - half if hi > half else 0
+    if (count > cap).any():  # a chunk kept more than it could hold: count again at the final cut
+        kept = _tail[bits_t](bits, [cut], magnitude, nonfinite, cap)[1]
+    else:
+        kept = np.concatenate([out[c, :count[c]] for c in range(chunks)])
+        kept = kept[kept >= cut]
+        kept = kept if kept.shape[0] <= cap else None
+    return lo, hi, bad, cut, kept
+
+
+cdef Py_ssize_t _range_keep(const bits_t *bits, Py_ssize_t n, bits_t magnitude, bits_t nonfinite, bits_t half,
+                            bits_t *out, Py_ssize_t cap, bits_t *found) noexcept nogil:
+    """``found`` = :func:`_abs_range` of bits[0:n], block by block; each block whose max reaches the running cut
+    is scanned for the values at or above it (the first ``cap`` written to ``out``). Returns how many."""
+    cdef bits_t block[3]
+    cdef bits_t a, cut = 0
+    cdef Py_ssize_t b, k, e, s, t, m = 0
+    cdef int hit
+    found[0], found[1], found[2] = magnitude, 0, 0
+    for b in range(0, n, 128):
+        e = min(n, b + 128)
+        _abs_range(bits + b, e - b, magnitude, nonfinite, block)
+        found[0] = block[0] if block[0] < found[0] else found[0]
+        found[1] = block[1] if block[1] > found[1] else found[1]
+        found[2] = found[2] + block[2]
+        cut = found[1] - half if found[1] > half else 0
+        if block[1] >= cut and m <= cap:  # past the cap only the range is still needed
+            for s in range(b, e, 16):  # a vectorized test of 16 values, then the rare scalar look
+                t = min(e, s + 16)
+                hit = 0
+                for k in range(s, t):
+                    hit = hit | ((bits[k] & magnitude) >= cut)
+                if hit:
+                    for k in range(s, t):
+                        a = bits[k] & magnitude
+                        if a >= cut and a < nonfinite:
+                            if m < cap:
+                                out[m] = a
+                            m = m + 1
+    return m
 
 
 cdef tuple _tail(const bits_t[::1] bits, cuts, bits_t magnitude, bits_t nonfinite, Py_ssize_t cap):

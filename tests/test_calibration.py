@@ -145,10 +145,20 @@ def test_abs_max_rows_and_tail_match_twin():
                     want = hist_twin.abs_tail(x, cuts, cap)
                     assert j == want[0] and (kept is None) == (want[1] is None)
                     assert kept is None or same_bits(kept, want[1])
+                    got, want = fast_hist.abs_range_tail(x, cap), hist_twin.abs_range_tail(x, cap)
+                    assert got[2] == want[2] and (got[2] or got[:4] == want[:4] and (
+                        got[4] is None is want[4] or same_bits(got[4], want[4])))
     big = np.abs(rng.standard_normal(300_000)).astype(np.float32)  # several chunks: the cap is met exactly
     cut = float(np.sort(big)[-5000])
     assert same_bits(fast_hist.abs_tail(big, [cut], 5000)[1], hist_twin.abs_tail(big, [cut], 5000)[1])
     assert fast_hist.abs_tail(big, [cut], 4999)[1] is None is hist_twin.abs_tail(big, [cut], 4999)[1]
+    big[::1000] *= 10  # the running max climbs through the array: blocks kept early are dropped at the end
+    k = hist_twin.abs_range_tail(big, big.size)[4].size
+    for cap in (1, k - 1, k, 10**6):
+        for nthreads in (1, 2):
+            with thread_count(nthreads):
+                got, want = fast_hist.abs_range_tail(big, cap), hist_twin.abs_range_tail(big, cap)
+                assert got[:4] == want[:4] and (got[4] is None is want[4] or same_bits(got[4], want[4]))
     for bad in ([], [1.0, 0.5], [-1.0], [np.inf], [0, 1, 2, 3, 4]):
         for f in (fast_hist.abs_tail, hist_twin.abs_tail):
             with pytest.raises(ValueError):

@@ -306,18 +306,24 @@ class TailObserver(Observer):
 
     def update(self, x):
         x = stats.as_batch(x, self._who())
-        lo, hi = stats.batch_abs_range(x, self._who())
-        self.range.merge(_range(lo, hi))
         self.n += x.size
-        if self.kept_all and x.dtype in (np.float32, np.float64):
+        if not (self.kept_all and x.dtype in (np.float32, np.float64)):
+            self.range.merge(_range(*stats.batch_abs_range(x, self._who())))
+            self.kept_all = False
+            return
+        cap = max(4096, x.size // 64)
+        lo, hi, cut, kept = stats.abs_range_tail(x, cap, self._who())
+        self.range.merge(_range(lo, hi))
+        if kept is None:
             hi = x.dtype.type(hi)
-            cuts = [hi - hi / 2 ** k for k in (1, 3, 5, 7)]
-            j, kept = stats.abs_tail(x, cuts, max(4096, x.size // 64))
-            if kept is not None:
-                self.tails.append(kept.astype(np.float64))
-                self.cut = max(self.cut, float(cuts[j]))
-                return
-        self.kept_all = False
+            cuts = [hi - hi / 2 ** k for k in (3, 5, 7)]
+            j, kept = stats.abs_tail(x, cuts, cap)
+            cut = float(cuts[j]) if kept is not None else cut
+        if kept is None:
+            self.kept_all = False
+            return
+        self.tails.append(kept.astype(np.float64))
+        self.cut = max(self.cut, cut)
 
     def merge(self, other):
         raise NotImplementedError("TailObserver.merge: one-pass hist thresholds do not merge; calibrate with "

@@ -2,7 +2,8 @@
 
 - :func:`batch_abs_range`: ``refquant._kernels.histogram.abs_min_max``, twin ``reference.histogram.abs_min_max``;
 - :func:`histogram_abs`: ``refquant._kernels.histogram.histogram_abs``, twin ``reference.histogram.histogram_abs``
-  (:func:`abs_max_rows` and :func:`abs_tail` likewise);
+  (:func:`abs_max_rows`, :func:`abs_range_tail`,
+  :func:`abs_tail` likewise);
 - :func:`scan_losses`: ``refquant._kernels.search.scan_losses``, twin ``reference.search.scan_losses``.
 
 All three give identical results on either path: min/max and integer counts trivially, the float32 losses because
@@ -44,6 +45,15 @@ def abs_max_rows(x: np.ndarray, who: str = "abs max per sample") -> np.ndarray:
     if bad:
         batch_abs_range(x, who)  # raises, counting every NaN/Inf
     return hi
+
+
+def abs_range_tail(x: np.ndarray, cap: int, who: str = "abs range"):
+    """``(min|x|, max|x|, cut, the |x| >= cut or None if more than cap)`` (x float32 or float64, non-empty):
+    :func:`batch_abs_range` and the one-pass hist tail at about half of max|x|, in one read."""
+    lo, hi, bad, cut, kept = kernel("histogram", x).abs_range_tail(x, cap)
+    if bad:
+        batch_abs_range(x, who)  # raises, counting every NaN/Inf
+    return lo, hi, cut, kept
 
 
 def abs_tail(x: np.ndarray, cuts, cap: int):

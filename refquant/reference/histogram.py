@@ -33,6 +33,24 @@ def abs_max_rows(x: np.ndarray, rows: int) -> tuple[np.ndarray, int]:
     return np.max(a, axis=1), int(a.size - np.count_nonzero(np.isfinite(a)))
 
 
+def abs_range_tail(x: np.ndarray, cap: int):
+    """``(min|x|, max|x|, number of NaN/Inf, cut, the finite |x| >= cut in the order of x)``, the kept values None
+    when more than ``cap``. ``cut`` is max|x| with one taken off its exponent bits (half of it for a normal
+    float; 0 when max|x| is below the smallest normal), so that the compiled kernel forms it from the bit
+    pattern alone. With NaN/Inf present only the count is meaningful."""
+    a = np.abs(np.asarray(x)).reshape(-1)
+    if a.size == 0 or cap < 1:
+        raise ValueError(f"abs_range_tail: need a non-empty x and cap >= 1, got {a.size} values, cap {cap}")
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"abs_range_tail: x must be float32 or float64, got {a.dtype}")
+    lo, hi, bad = abs_min_max(a)
+    ints, half = (np.int32, 1 << 23) if a.dtype == np.float32 else (np.int64, 1 << 52)
+    hi_bits = int(np.asarray(hi, dtype=a.dtype).view(ints))
+    cut = a.dtype.type(np.asarray(max(hi_bits - half, 0), dtype=ints).view(a.dtype))
+    kept = a[(a >= cut) & np.isfinite(a)]
+    return lo, hi, bad, float(cut), kept if kept.size <= cap else None
+
+
 def cut_bits(cuts, dtype, cap: int) -> list[int]:
     """The bit patterns of ``cuts`` rounded to ``dtype`` (float32 or float64): 1 to 4 finite increasing values
     >= 0, ``cap`` >= 1, else ValueError. Shared with the compiled module."""
