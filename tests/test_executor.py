@@ -140,3 +140,14 @@ def test_model_infer_shapes_partial_leaves_unknown_dims_unknown():
     shapes = m.infer_shapes({m.inputs[0]: (None, c, h, w)}, partial=True)
     assert shapes[m.outputs[0]] == (None, 10)
     assert m.infer_shapes({m.inputs[0]: (3, c, h, w)})[m.outputs[0]] == (3, 10)
+
+
+def test_release_buffers_empties_the_arena():
+    from refquant import _dispatch
+    from refquant.executor import release_buffers
+    from refquant.graph import Model, Op, TensorSpec
+    m = Model([Op("relu", ["x"], ["a"]), Op("relu", ["a"], ["y"])], {}, [TensorSpec("x", (None, 1 << 17))], ["y"])
+    m.run({"x": np.ones((1, 1 << 17), np.float32)})
+    release_buffers()
+    fast = _dispatch.compiled("floatops")
+    assert fast is None or fast.arena_stats()["cached_bytes"] == 0
