@@ -47,7 +47,8 @@ KERNELS = {
               "depends": ["kernels/include/fconv/fconv.h", "kernels/include/cpu_features.h"]},
     # calibration, bit-exact float code: no fused multiply-add (-march=native would allow it); no FP traps, so
     # branches become vectorizable selects (the values are unchanged)
-    **{name: {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"]}
+    **{name: {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"],
+              **({"depends": ["kernels/include/search_fill.h"]} if name == "search" else {})}
        for name in ("histogram", "kl", "search")},
 }
 

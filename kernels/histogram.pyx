@@ -175,7 +175,8 @@ cdef tuple _range_tail(const bits_t[::1] bits, bits_t magnitude, bits_t nonfinit
     cdef Py_ssize_t n = bits.shape[0], c, k0, k1
     cdef int chunks = threads_for(n, MIN_WORK_PER_THREAD)
     dtype = np.int32 if bits_t is int32_t else np.int64
-    found, count, out = np.empty((chunks, 3), dtype=dtype), np.empty(chunks, dtype=np.intp), np.empty((chunks, cap), dtype)
+    found, count = np.empty((chunks, 3), dtype=dtype), np.empty(chunks, dtype=np.intp)
+    out = np.empty((chunks, cap), dtype=dtype)
     cdef bits_t[:, ::1] found_v = found, out_v = out
     cdef Py_ssize_t[::1] count_v = count
     for c in prange(chunks, nogil=True, schedule="static", num_threads=chunks):

@@ -15,13 +15,18 @@ computes the same float32 values element by element, without temporaries:
 So each loss is the same float32 as the twin's, bit for bit (tests/test_calibration.py checks it against the twin
 on many sizes). Candidates are independent and each is computed by one thread, so results do not depend on the
 thread count. Compiled with ``-ffp-contract=off`` (a fused multiply-add would change the bits) and
-``-fno-trapping-math`` (lets GCC turn the clip/rint branches into vector selects; values are unchanged).
+``-fno-trapping-math`` (lets GCC turn the clip/rint branches into vector selects; values are unchanged). The
+element loop and the pairwise base case (up to 128 values) are C, kernels/include/search_fill.h, built for AVX2
+and for the baseline (GCC on x86-64 Linux picks one at load time; the same operations, so the same bits).
 """
 cimport cython
 from cython.parallel cimport prange
-from libc.math cimport copysignf, fabsf, sqrtf
+from libc.math cimport fabsf, sqrtf
 
 from _openmp cimport threads_for
+
+cdef extern from "search_fill.h" nogil:
+    float sf_sum(const float *x, int kind, int onnx, float c, float bnt, float mean, Py_ssize_t n)
 
 import numpy as np
 
@@ -119,76 +124,11 @@ cdef inline float _mean(const Job *job, Py_ssize_t n) noexcept nogil:
     return <float> (<double> total / <double> n)
 
 
-cdef inline float _rint(float v) noexcept nogil:
-    """Round half to even (np.rint) in float32 arithmetic: adding and removing 2**23 drops the fraction with the
-    current (nearest-even) rounding; values at or above 2**23 are integers already. Branch-free, so it vectorizes."""
-    cdef float a = fabsf(v)
-    cdef float r = (a + <float> 8388608.0) - <float> 8388608.0
-    return copysignf(r if a < <float> 8388608.0 else a, v)
-
-
-cdef void _fill(const Job *job, Py_ssize_t lo, Py_ssize_t n, float *out) noexcept nogil:
-    """out[k] = element lo+k of the job's kind, for k < n (one branch-free loop per kind, so it vectorizes)."""
-    cdef const float *x = job.x + lo
-    cdef float c = job.c, bnt = job.bnt, low = -job.bnt - 1, mean = job.mean, v, t, q, d
-    cdef Py_ssize_t k
-    if job.kind == X:
-        for k in range(n):
-            out[k] = x[k]
-        return
-    if job.kind == X_DEV:
-        for k in range(n):
-            d = x[k] - mean
-            out[k] = d * d
-        return
-    # the quant-dequant first
-    if job.onnx:
-        for k in range(n):
-            q = _rint((x[k] / c) * bnt)
-            q = q if q > low else low  # np.clip: max first, then min
-            q = q if q < bnt else bnt
-            out[k] = (q / bnt) * c
-    else:
-        for k in range(n):
-            v = x[k]
-            t = v if v > 0 else 0  # np.clip(x, 0.0, c): negatives go to 0
-            t = t if t < c else c
-            out[k] = (_rint((t / c) * bnt) / bnt) * c
-    if job.kind == QDQ_DEV:
-        for k in range(n):
-            d = out[k] - mean
-            out[k] = d * d
-    elif job.kind == SQ_ERR:
-        for k in range(n):
-            d = x[k] - out[k]
-            out[k] = d * d
-
-
 cdef float _pairwise(const Job *job, Py_ssize_t lo, Py_ssize_t n) noexcept nogil:
     """NumPy's pairwise summation of elements lo .. lo+n-1 (numpy/_core/src/umath/loops_utils.h.src)."""
-    cdef Py_ssize_t k, j, half
-    cdef float res
-    cdef float buf[128]
-    cdef float r[8]
+    cdef Py_ssize_t half
     if n <= 128:
-        _fill(job, lo, n, buf)
-        if n < 8:
-            res = 0.0
-            for k in range(n):
-                res = res + buf[k]
-            return res
-        for j in range(8):
-            r[j] = buf[j]
-        k = 8
-        while k < n - n % 8:
-            for j in range(8):  # eight independent accumulators: lane-wise, so SIMD changes no bits
-                r[j] = r[j] + buf[k + j]
-            k = k + 8
-        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
-        while k < n:
-            res = res + buf[k]
-            k = k + 1
-        return res
+        return sf_sum(job.x + lo, job.kind, job.onnx, job.c, job.bnt, job.mean, n)
     half = n // 2
     half = half - half % 8
     return _pairwise(job, lo, half) + _pairwise(job, lo + half, n - half)

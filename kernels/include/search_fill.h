@@ -1,0 +1,76 @@
+/* search_fill.h -- the element loop of kernels/search.pyx (one candidate's quant-dequant and the value the
+ * pairwise sum adds, for up to 128 elements) and NumPy's pairwise base case over them, compiled twice with GCC on
+ * x86-64 Linux, for AVX2 and for the baseline, the loader picking one (target_clones). Both run the same IEEE
+ * float32 operations per element in the same order (no fused multiply-add: -ffp-contract=off; rint by adding and
+ * removing 2**23), so the same bits: wider vectors only do more elements at once. */
+#ifndef REFQUANT_SEARCH_FILL_H
+#define REFQUANT_SEARCH_FILL_H
+#include <math.h>
+#include <stddef.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define SF_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SF_CLONES
+#endif
+
+enum { SF_SQ_ERR = 0, SF_QDQ = 1, SF_QDQ_DEV = 2, SF_X = 3, SF_X_DEV = 4 };
+
+/* np.rint in float32: adding and removing 2**23 drops the fraction with nearest-even rounding; values at or above
+ * 2**23 are integers already. Branch-free, so it vectorizes. */
+static inline float sf_rint(float v) {
+    float a = fabsf(v), r = (a + 8388608.0f) - 8388608.0f;
+    return copysignf(a < 8388608.0f ? r : a, v);
+}
+
+/* out[k] = element k of the kind (see search.pyx), for k < n; inlined into each clone of sf_sum. */
+static inline __attribute__((always_inline)) void sf_fill(const float *x, int kind, int onnx, float c, float bnt,
+                                                          float mean, ptrdiff_t n, float *out) {
+    const float low = -bnt - 1;
+    ptrdiff_t k;
+    if (kind == SF_X) {
+        for (k = 0; k < n; k++) out[k] = x[k];
+        return;
+    }
+    if (kind == SF_X_DEV) {
+        for (k = 0; k < n; k++) { float d = x[k] - mean; out[k] = d * d; }
+        return;
+    }
+    if (onnx) {
+        for (k = 0; k < n; k++) {
+            float q = sf_rint((x[k] / c) * bnt);
+            q = q > low ? q : low;  /* np.clip: max first, then min */
+            q = q < bnt ? q : bnt;
+            out[k] = (q / bnt) * c;
+        }
+    } else {
+        for (k = 0; k < n; k++) {
+            float v = x[k], t = v > 0 ? v : 0;  /* np.clip(x, 0.0, c): negatives go to 0 */
+            t = t < c ? t : c;
+            out[k] = (sf_rint((t / c) * bnt) / bnt) * c;
+        }
+    }
+    if (kind == SF_QDQ_DEV) {
+        for (k = 0; k < n; k++) { float d = out[k] - mean; out[k] = d * d; }
+    } else if (kind == SF_SQ_ERR) {
+        for (k = 0; k < n; k++) { float d = x[k] - out[k]; out[k] = d * d; }
+    }
+}
+/* NumPy's pairwise sum of the n <= 128 values of the kind (its base case): below 8 a plain loop, else eight
+ * lane-wise accumulators combined as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)), then the remainder in order. */
+SF_CLONES static float sf_sum(const float *x, int kind, int onnx, float c, float bnt, float mean, ptrdiff_t n) {
+    float buf[128], r[8], res = 0;
+    ptrdiff_t k, j;
+    sf_fill(x, kind, onnx, c, bnt, mean, n, buf);
+    if (n < 8) {
+        for (k = 0; k < n; k++) res = res + buf[k];
+        return res;
+    }
+    for (j = 0; j < 8; j++) r[j] = buf[j];
+    for (k = 8; k < n - n % 8; k += 8)
+        for (j = 0; j < 8; j++) r[j] = r[j] + buf[k + j];
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; k < n; k++) res = res + buf[k];
+    return res;
+}
+#endif
