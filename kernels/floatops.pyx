@@ -283,6 +283,23 @@ cdef extern from "floatops/nchw.h" nogil:
     void fo_maxpool_f32(const float *x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
                         Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t OH,
                         Py_ssize_t OW, float *t, float *y)
+    void fo_gap_nchw_f32(const float *x, Py_ssize_t planes, Py_ssize_t HW, float *y)
+
+
+def global_avg_pool_nchw_f32(x, *, path=None):
+    """float32 NCHW (N, C, H, W) -> float32 (N, C, 1, 1): numpy.mean over H, W, the same bits (its pairwise float32
+    sum, then a float64 division by H*W), on the calling thread."""
+    _path(path)
+    _spec.check_gap_nchw_f32(x)
+    y = np.empty((x.shape[0], x.shape[1], 1, 1), dtype=np.float32)
+    if y.size == 0:
+        return y
+    cdef const float *xp = in_f32(x)
+    cdef float *yp = out_f32(y)
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], hw = x.shape[2] * x.shape[3]
+    with nogil:
+        fo_gap_nchw_f32(xp, planes, hw, yp)
+    return y
 
 
 def max_pool_f32(x, ksize, stride, pad, out_hw, *, path=None):

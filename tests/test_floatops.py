@@ -543,3 +543,22 @@ def test_max_pool_f32_is_pool2d_tap_by_tap(shape, k, s, pad, ceil):
             for module in (fast, twin):
                 with pytest.raises((ValueError, TypeError)):
                     module.max_pool_f32(*bad)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 1, 1), (2, 3, 1, 7), (1, 4, 3, 3), (1, 6, 7, 7), (2, 3, 1, 129),
+                                   (1, 2, 14, 14), (1, 3, 10, 15), (1, 2, 80, 120), (1, 1, 1, 1000)])
+def test_global_avg_pool_nchw_f32_is_numpy_mean_bit_for_bit(shape):
+    x = (rng.standard_normal(shape) * rng.uniform(0.1, 100)).astype(np.float32)
+    x[0, 0] = -0.0
+    x.flat[3::11] = rng.choice(np.array([np.inf, -np.inf, np.nan, 1e30], np.float32), size=x.flat[3::11].shape)
+    with np.errstate(all="ignore"):  # inf - inf
+        want = x.mean(axis=(2, 3), keepdims=True)
+        same(twin.global_avg_pool_nchw_f32(x), want)
+        _, (y,) = run_op("pool2d", [x], {"pooling_type": "avg", "global_pooling": True})
+    same(y, want)
+    if fast is not None:
+        same(fast.global_avg_pool_nchw_f32(x), want)
+        for bad in [x.astype(np.float64), np.stack([x, x], -1)[..., 0], x[:, :, :0], x[0]]:
+            for module in (fast, twin):
+                with pytest.raises((ValueError, TypeError)):
+                    module.global_avg_pool_nchw_f32(bad)

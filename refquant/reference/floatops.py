@@ -336,6 +336,19 @@ def nearest_f32(x, iy, ix, *, path=None):
     return np.ascontiguousarray(x[:, :, iy][:, :, :, ix])
 
 
+def check_gap_nchw_f32(x):
+    check_array("global_avg_pool_nchw_f32: x", x, np.float32, 4)
+    if x.shape[2] * x.shape[3] == 0:
+        raise ValueError(f"global_avg_pool_nchw_f32: empty spatial size {x.shape[2:]}")
+
+
+def global_avg_pool_nchw_f32(x, *, path=None):
+    """float32 NCHW (N, C, H, W) -> (N, C, 1, 1): ``numpy.mean`` over H, W (its pairwise float32 sum of each
+    contiguous plane, divided by H*W in float64), which the compiled loop repeats bit for bit."""
+    check_gap_nchw_f32(x)
+    return x.mean(axis=(2, 3), keepdims=True)
+
+
 def check_max_pool_f32(x, ksize, stride, pad, out_hw):
     check_array("max_pool_f32: x", x, np.float32, 4)
     for name, v, lo in (("ksize", ksize, 1), ("stride", stride, 1), ("pad", pad, 0), ("out_hw", out_hw, 0)):

@@ -64,4 +64,34 @@ static void fo_maxpool_f32(const float *x, ptrdiff_t planes, ptrdiff_t H, ptrdif
 }
 #undef FO_MAX
 
+/* NumPy's float32 sum of n contiguous values (its pairwise_sum: below 8 values in order; up to 128, eight running
+ * sums combined as ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)) and the tail added in order; above, the two
+ * halves split at a multiple of 8), so numpy.mean's bits come out. */
+static float fo_pairwise_sum(const float *a, ptrdiff_t n) {
+    if (n < 8) {
+        float r = -0.0f;
+        for (ptrdiff_t i = 0; i < n; i++) r += a[i];
+        return r;
+    }
+    if (n <= 128) {
+        float r[8];
+        ptrdiff_t i;
+        for (int j = 0; j < 8; j++) r[j] = a[j];
+        for (i = 8; i < n - n % 8; i += 8)
+            for (int j = 0; j < 8; j++) r[j] += a[i + j];
+        float res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++) res += a[i];
+        return res;
+    }
+    ptrdiff_t n2 = n / 2;
+    n2 -= n2 % 8;
+    return fo_pairwise_sum(a, n2) + fo_pairwise_sum(a + n2, n - n2);
+}
+
+/* Global average of each of `planes` planes of HW values: numpy.mean's float32 sum (from +0), divided in float64. */
+static void fo_gap_nchw_f32(const float *x, ptrdiff_t planes, ptrdiff_t HW, float *y) {
+    for (ptrdiff_t p = 0; p < planes; p++)
+        y[p] = (float)((double)(0.0f + fo_pairwise_sum(x + p * HW, HW)) / (double)HW);
+}
+
 #endif
