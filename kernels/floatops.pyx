@@ -21,6 +21,8 @@ from libc.stdint cimport int32_t, int64_t, uint8_t
 from _arrays cimport in_f32, out_f32, out_u8
 from _openmp cimport threads_for
 
+import sys
+
 import numpy as np
 
 from refquant._paths import IsaPaths
@@ -364,7 +366,11 @@ def arena_enter():
     previous handler, for :func:`arena_exit`. Arrays remember their allocator: one allocated here goes back to
     the arena when it is freed, later or in another thread."""
     global _set_handler, _ARENA
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return None  # the cache relies on the GIL (arena.h): a free-threaded build keeps NumPy's allocator
     if _ARENA is None:
+        if tuple(int(v) for v in np.__version__.split(".")[:2]) < (1, 22):
+            raise RuntimeError(f"floatops.arena_enter needs NumPy >= 1.22 (PyDataMem_SetHandler), got {np.__version__}")
         import numpy._core._multiarray_umath as mu
         _set_handler = <_set_handler_t>(<void **>PyCapsule_GetPointer(mu._ARRAY_API, NULL))[304]
         _ARENA = PyCapsule_New(&AR_HANDLER, "mem_handler", NULL)
@@ -372,8 +378,9 @@ def arena_enter():
 
 
 def arena_exit(previous):
-    """Restore the handler :func:`arena_enter` returned."""
-    _set_handler(previous)
+    """Restore the handler :func:`arena_enter` returned (None: it installed none)."""
+    if previous is not None:
+        _set_handler(previous)
 
 
 def arena_stats():
