@@ -12,12 +12,12 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
+from ._dispatch import kernel
 from .errors import GraphError, RefquantError, ShapeError, UnsupportedOpError, op_error
 from .graph import Model
 from .ops import get_op, OpContext
 from .ops.registry import has_trait
 from .threads import blas_on_one_thread
-from ._dispatch import kernel
 
 # What an op raises when the values it is given do not fit it, most specific first; run() re-raises them as
 # errors.op_error(type), which is still of that type.
