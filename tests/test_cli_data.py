@@ -310,7 +310,8 @@ def test_quantize_onnx_model_with_npy_data_to_rq_and_qdq_onnx(lenet_onnx, tmp_pa
     captured = capsys.readouterr()
     assert "saved" in captured.out and "q.rq" in captured.out
     assert "calibration data: 3 batches, 48 samples" in captured.err
-    assert "calibration pass 1: batch 3/3" in captured.err and "calibration pass 2: batch 3/3" in captured.err
+    # hist reads the batches once when every tensor's kept tail decides its threshold (LeNet's do)
+    assert "calibration pass 1: batch 3/3" in captured.err and "calibration pass 2" not in captured.err
     assert main(args + ["--out", str(tmp_path / "q.onnx"), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert captured.err == "" and "q.onnx" in captured.out
