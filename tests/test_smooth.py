@@ -135,3 +135,39 @@ def test_bad_arguments(kwargs, msg):
 def test_empty_feeds():
     with pytest.raises(ArgumentError, match="empty"):
         smooth(_model(), [])
+
+
+def test_model_judge_runs_the_model_from_the_layer_alone_quantized():
+    """judge="model": the probe runs the ops from the layer on, from the FP32 tensors in front of it: for the last
+    layer, the quantized layer alone written out in NumPy; for the first, the whole model on a quantized input."""
+    from refquant.quant.smooth import _Tails, _fq_weight, _rel_err
+    from refquant.reference.rounding import quant_dequant_op
+    m, feeds = _model(), _feeds(1, 3)
+    fc = m.ops[-1]
+    tails = _Tails(m, [m.ops[0], fc], feeds)
+    env = m.run(feeds[0], outputs=["f", "y"])
+    s = np.linspace(0.5, 2.0, 96).astype(np.float32)
+    for scale in (None, s):
+        f = env["f"] if scale is None else (env["f"] / scale).astype(np.float32)
+        w = m.params["w3"] if scale is None else (m.params["w3"] * scale[:, None]).astype(np.float32)
+        t, wq = float(np.abs(f).max()), _fq_weight(w, "mul", 8)
+        want = _rel_err(quant_dequant_op(f, t) @ wq, env["y"])
+        assert tails.error(fc, 2, 1, scale, t, wq, 8) == pytest.approx(want, rel=1e-5)
+    x, t = feeds[0]["x"], float(np.abs(feeds[0]["x"]).max())      # the first layer: the whole model runs
+    wq = _fq_weight(m.params["w1"], "conv2d", 8)
+    probe = Model(m.ops, {**m.params, "w1": wq}, m.input_specs, m.outputs)
+    want = _rel_err(probe.run({"x": quant_dequant_op(x, t)})["y"], m.run(feeds[0])["y"])
+    assert tails.error(m.ops[0], 4, 1, None, t, wq, 8) == pytest.approx(want, rel=1e-5)
+
+
+def test_model_judge_keeps_a_smoothing_only_where_the_model_error_drops():
+    m = _model()
+    calib = _feeds(4, 1)
+    _sm, info = smooth(m, calib[:3], select_feeds=calib[3:], judge="model")
+    assert info["judge"] == "model" and info["model_errors"]
+    assert "conv1" in info["smoothed"]               # the loud channel hurts the model's output too
+    for op, errs in info["model_errors"].items():
+        (alpha,) = [a for a in errs if a]
+        assert (op in info["smoothed"]) == (errs[alpha] <= 0.9 * errs[0.0])
+    with pytest.raises(ArgumentError):
+        smooth(m, calib[:1], judge="output")
