@@ -171,12 +171,13 @@ def test_hist_one_pass_gives_the_two_pass_thresholds(twin):
     many shapes of data and percents, whether the tail decides (TailObserver kept) or not (second pass)."""
     from refquant.calibration.observers import TailObserver
     rng = np.random.default_rng(6)
-    decided = fallbacks = 0
+    decided = fallbacks = saturated = 0
     with _dispatch.use_reference(twin):
         for trial in range(150):
             data = [lambda n: rng.standard_normal(n), lambda n: np.maximum(rng.standard_normal(n), 0),
                     lambda n: rng.uniform(0, 1, n), lambda n: np.clip(rng.standard_normal(n) * 3, 0, 6),
-                    lambda n: rng.standard_cauchy(n), lambda n: np.full(n, 0.5)][trial % 6]
+                    lambda n: rng.standard_cauchy(n), lambda n: np.full(n, 0.5),
+                    lambda n: np.minimum(rng.uniform(0, 8, n + 20000), 6)][trial % 7]  # saturated at 6
             dicts = [{"a": data(int(rng.integers(1, 30000))).astype(np.float32 if trial % 2 else np.float64),
                       "b": rng.standard_normal(200).astype(np.float32) * b, "c": np.zeros(3 * (b != 1))}
                      for b in range(int(rng.integers(1, 4)))]
@@ -187,7 +188,8 @@ def test_hist_one_pass_gives_the_two_pass_thresholds(twin):
             assert all(got.ranges[n].range() == want.ranges[n].range() for n in want.ranges)
             kinds = [isinstance(o, TailObserver) for o in got.observers.values()]
             decided, fallbacks = decided + sum(kinds), fallbacks + len(kinds) - sum(kinds)
-    assert decided > 100 and fallbacks > 50
+            saturated += any(isinstance(o, TailObserver) and o.at_max for o in got.observers.values())
+    assert decided > 100 and fallbacks > 50 and saturated > 5
     with pytest.raises(NotImplementedError):
         TailObserver().merge(TailObserver())
 

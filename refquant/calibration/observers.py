@@ -286,7 +286,8 @@ class HistogramObserver(Observer):
 class TailObserver(Observer):
     """hist in one pass, where that gives Paddle's two-pass threshold exactly: the abs range (``range``, an
     :class:`AbsMinMaxObserver`), the number of values and, per batch, every ``|x| >= cut`` (``cut`` = half the
-    batch's max|x|, raised to 7/8, 31/32 or 127/128 of it while more than 1/64 of the batch would be kept).
+    batch's max|x|, raised to 7/8, 31/32 or 127/128 of it while more than 1/64 of the batch would be kept; a
+    batch saturated at its max keeps the values in ``[(1 - 2 / bins) max, max)`` and the count of those at the max).
 
     The hist threshold only reads the top of the histogram: with ``C`` the largest cut, every value in a bin at or
     above ``C`` was kept, so those bins' counts are exact, and the running fraction up to any of them is exactly
@@ -299,6 +300,7 @@ class TailObserver(Observer):
         self.bins = _args.integer("TailObserver", "bins", bins, 1)
         self.hist_percent = _args.hist_percent("TailObserver", hist_percent)
         self.range, self.n, self.cut, self.tails, self.kept_all = AbsMinMaxObserver(), 0, 0.0, [], True
+        self.at_max: list[tuple[float, int]] = []  # (max|x|, how many values equal it) of saturated batches
 
     @property
     def empty(self):
@@ -307,11 +309,15 @@ class TailObserver(Observer):
     def update(self, x):
         x = stats.as_batch(x, self._who())
         self.n += x.size
+        cap = max(4096, x.size // 64)
+        if x.dtype not in (np.float32, np.float64) and x.size <= cap and self.kept_all:  # e.g. a shape: keep it all
+            self.range.merge(_range(*stats.batch_abs_range(x, self._who())))
+            self.tails.append(np.abs(x.reshape(-1).astype(np.float64)))
+            return
         if not (self.kept_all and x.dtype in (np.float32, np.float64)):
             self.range.merge(_range(*stats.batch_abs_range(x, self._who())))
             self.kept_all = False
             return
-        cap = max(4096, x.size // 64)
         lo, hi, cut, kept = stats.abs_range_tail(x, cap, self._who())
         self.range.merge(_range(lo, hi))
         if kept is None:
@@ -319,11 +325,16 @@ class TailObserver(Observer):
             cuts = [hi - hi / 2 ** k for k in (3, 5, 7)]
             j, kept = stats.abs_tail(x, cuts, cap)
             cut = float(cuts[j]) if kept is not None else cut
-        if kept is None:
-            self.kept_all = False
-            return
+        if kept is None:  # saturated (relu6, hard sigmoid): the values at the max as a count, the rest below it
+            a = np.abs(x.reshape(-1))
+            cut = hi - hi / x.dtype.type(self.bins / 2)  # below the last bin's lower edge; x's dtype: exact tests
+            kept = a[(a >= cut) & (a < hi)]
+            if kept.size > cap:
+                self.kept_all = False
+                return
+            self.at_max.append((float(hi), int(np.count_nonzero(a == hi))))
         self.tails.append(kept.astype(np.float64))
-        self.cut = max(self.cut, cut)
+        self.cut = max(self.cut, float(cut))
 
     def merge(self, other):
         raise NotImplementedError("TailObserver.merge: one-pass hist thresholds do not merge; calibrate with "
@@ -341,6 +352,8 @@ class TailObserver(Observer):
             return None
         kept = np.concatenate(self.tails)
         top = stats.histogram_abs(kept[kept >= self.cut], edges[k0:])
+        for v, count in self.at_max:
+            top += stats.histogram_abs(np.array([v]), edges[k0:]) * count  # no bin when v < edges[k0]
         # exact fraction up to bin k0 - 1 + i, for i = 0 .. bins - k0
         reached = (self.n - np.append(np.cumsum(top[::-1])[::-1], 0)) / self.n
         i = int(np.argmax(reached >= self.hist_percent))
