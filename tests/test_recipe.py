@@ -56,6 +56,19 @@ def test_recipe_model_deploys_and_records_its_choices(lenet, batches):
     assert _err(lenet, convert_to_int8(q), batches) < 0.05
 
 
+@pytest.mark.parametrize("judge", ["model", "layer"])
+def test_smoothing_is_judged_on_the_held_out_batches(lenet, batches, judge):
+    from refquant.quant.smooth import smooth
+    kw = {} if judge == "model" else {"smooth_judge": judge}        # "model" is the default
+    q, base = quant_post_recipe(lenet, batches, candidates=("abs_max",), refit=False, with_float=True, **kw)
+    _, info = smooth(lenet, batches[:3], select_feeds=batches[3:], judge=judge)
+    r = q.meta["quantization"]["recipe"]
+    assert r["smooth_judge"] == judge and r["smoothed"] == info["smoothed"]
+    assert base.meta["smooth"]["model_errors"] == info["model_errors"] and bool(info["model_errors"]) == (judge == "model")
+    with pytest.raises(ArgumentError, match="judge"):
+        quant_post_recipe(lenet, batches, smooth_judge="output")
+
+
 def test_budget_stops_at_the_first_k_that_meets_it(lenet, batches):
     q = quant_post_recipe(lenet, batches, max_skip=3, budget=1.0, candidates=("abs_max",))
     r = q.meta["quantization"]["recipe"]

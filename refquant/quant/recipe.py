@@ -6,7 +6,9 @@ every choice on the calibration batches, holding a split of them out to judge th
 
 1. **Split**: the last ``holdout`` batches (default a quarter, at least one) are held out; the rest calibrate.
 2. **Smooth** (:func:`refquant.quant.smooth.smooth`): channel outliers of each layer's input move into its
-   weights, per layer only where the held-out batches say the quantized layer's error drops.
+   weights, per layer only where the held-out batches say the error drops: by default (``smooth_judge="model"``)
+   the model's output error with that layer alone quantized, not the layer's own error, which can favour a
+   smoothing the layers after it do not forgive.
 3. **Thresholds**: every calibration algorithm calibrates; the model quantized with each one, and with
    ``algo="auto"`` (:func:`refquant.quant.auto_algo.auto_calibration`: per tensor, the algorithm whose threshold
    gives the least layer output error on the held-out batches), is run on the held-out batches, and the one of
@@ -52,7 +54,7 @@ def _output(model: Model, feeds) -> np.ndarray:
 
 
 def quant_post_recipe(model: Model, calib_feeds: Sequence[dict], *, holdout: Optional[int] = None,
-                      smooth: bool = True, max_skip: int = 0, budget: float = 0.0,
+                      smooth: bool = True, smooth_judge: str = "model", max_skip: int = 0, budget: float = 0.0,
                       distance: Optional[Callable[[np.ndarray, np.ndarray], float]] = None,
                       candidates: Optional[Iterable[str]] = None,
                       quantizable_op_type: Iterable[str] = DEFAULT_OPS, with_float: bool = False, refit: bool = True,
@@ -76,11 +78,12 @@ def quant_post_recipe(model: Model, calib_feeds: Sequence[dict], *, holdout: Opt
         raise ArgumentError(f"quant_post_recipe: {fixed} are chosen by the recipe")
     cal_feeds, hold = feeds[:-n_hold], feeds[-n_hold:]
     ops = tuple(quantizable_op_type)
-    record: dict = {"holdout_batches": n_hold, "calibration_batches": len(cal_feeds), "smoothed": {}}
+    record: dict = {"holdout_batches": n_hold, "calibration_batches": len(cal_feeds), "smoothed": {},
+                    "smooth_judge": smooth_judge if smooth else None}
     base = model
     if smooth:                                                                                    # 2
         base, info = smooth_model(model, cal_feeds, select_feeds=hold, quantizable_op_type=ops,
-                                  bits=ptq_kwargs.get("activation_bits", 8))
+                                  bits=ptq_kwargs.get("activation_bits", 8), judge=smooth_judge)
         record["smoothed"] = info["smoothed"]
     whole: dict = {}
     cal, auto = auto_calibration(base, cal_feeds, candidates=candidates, select_feeds=hold,      # 3
