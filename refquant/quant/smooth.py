@@ -19,7 +19,8 @@ by the constant ``1 / s`` in front of the layer, which the quantizer then reads;
    merges exactly over batches and shards).
 2. Per layer and per ``alpha`` of ``alphas``: the layer alone, its input quantized per tensor (8-bit, abs_max of
    ``x'`` over the calibration batches) and its weight per output channel (abs_max), on FP32 inputs of
-   ``select_feeds`` (default the first calibration batch); the relative output error ``sum((y_q - y)^2) / sum(y^2)``. The layer is smoothed with the alpha of least error, and only when that
+   ``select_feeds`` (default the first calibration batch); the relative output error
+   ``sum((y_q - y)^2) / sum(y^2)``. The layer is smoothed with the alpha of least error, and only when that
    beats the unsmoothed layer's error (alpha "0": no change) by ``min_gain`` (a ratio).
    ``judge="model"``: the alpha so chosen is then kept only if the relative error of the *model's* first output
    with only that layer quantized (the rest FP32) beats the unsmoothed layer's by ``min_gain``. A layer's own
@@ -160,9 +161,9 @@ def smooth(model: Model, calib_feeds: Sequence[dict], *, alphas: Iterable[float]
     channel maxima and so the thresholds, over all of them). ``select_feeds``: the batches the layer errors are
     measured on (default the first calibration batch; a held-out split guards against channel maxima that fit
     the calibration batches only, see docs/real_models.md). ``judge``: "layer" or "model" (step 2).
-    ``skip_tensor_list``: weights of layers
-    to leave alone (the layers PTQ keeps float). ``info``: ``{"smoothed": {op: alpha}, "errors": {op: {alpha:
-    error}}, "model_errors": {op: {alpha: error}} (judge "model"), "skipped": {op: reason}}``; also stored in ``meta["smooth"]`` of the returned model. The input
+    ``skip_tensor_list``: weights of layers to leave alone (the layers PTQ keeps float). ``info``: ``{"smoothed":
+    {op: alpha}, "errors": {op: {alpha: error}}, "model_errors": {op: {alpha: error}} (judge "model"), "skipped":
+    {op: reason}}``; also stored in ``meta["smooth"]`` of the returned model. The input
     model is not changed."""
     feeds = list(calib_feeds)
     if not feeds:
