@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _dispatch
 from ..errors import ShapeError, UnsupportedOpError
 from ..reference.im2col import check_geometry, check_size
 from .conv import check_window_attrs, pads4, pair
@@ -149,8 +150,7 @@ def _pool_nchw(attrs, x):
     k, s, pad, oh, ow = geometry = _geometry(attrs, x.shape)
     taps = _taps(x.shape[2:], k, s, pad, oh, ow)
     if attrs.get("pooling_type", "max") == "max" and x.dtype == np.float32:  # the same maxima, compiled
-        from .._dispatch import kernel
-        return kernel("floatops").max_pool_f32(np.ascontiguousarray(x), k, s, pad, (oh, ow)), None, geometry
+        return _dispatch.kernel("floatops").max_pool_f32(np.ascontiguousarray(x), k, s, pad, (oh, ow)), None, geometry
     if attrs.get("pooling_type", "max") == "max":
         y = np.full(x.shape[:2] + (oh, ow), -np.inf, dtype=x.dtype)
         for (po, qo), (pi, qi) in taps:
@@ -170,8 +170,7 @@ def _pool2d_nhwc(attrs, x):
         if attrs.get("pooling_type", "max") == "max":
             return x.max(axis=(1, 2), keepdims=True)
         if x.dtype == np.float32:
-            from .._dispatch import kernel
-            gap = kernel("floatops").global_avg_pool_f32(np.ascontiguousarray(x))
+            gap = _dispatch.kernel("floatops").global_avg_pool_f32(np.ascontiguousarray(x))
             return gap.reshape(x.shape[0], 1, 1, x.shape[3])
         return x.mean(axis=(1, 2), keepdims=True)
     y, _, _ = _pool_nchw(attrs, x.transpose(0, 3, 1, 2))
@@ -191,8 +190,7 @@ def pool2d(ctx, attrs, x):
         if attrs.get("pooling_type", "max") == "max":
             return np.max(x, axis=(2, 3), keepdims=True)
         if x.dtype == np.float32 and x.shape[2] * x.shape[3]:  # numpy.mean's bits, compiled
-            from .._dispatch import kernel
-            return kernel("floatops").global_avg_pool_nchw_f32(np.ascontiguousarray(x))
+            return _dispatch.kernel("floatops").global_avg_pool_nchw_f32(np.ascontiguousarray(x))
         return np.mean(x, axis=(2, 3), keepdims=True)
     y, divisor, geometry = _pool_nchw(attrs, x)
     ctx.save(x, y, divisor, geometry)
