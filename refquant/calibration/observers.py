@@ -294,7 +294,8 @@ class TailObserver(Observer):
     ``1 - (count above it) / n``. :meth:`tail_threshold` finds the first bin where that reaches ``hist_percent``
     and returns Paddle's threshold when the decision cannot depend on float round-off (Paddle's running sum of
     ``bins`` float fractions is within ``(bins + 2) * 2**-53`` of the exact one; the margin asked,
-    ``(bins + 4) * 2**-50``, is over 8 times that); otherwise None, and the caller builds the full histogram (a second pass). Does not merge."""
+    ``(bins + 4) * 2**-50``, is over 8 times that); otherwise None, and the caller builds the full histogram (a
+    second pass). Does not merge."""
 
     def __init__(self, bins: int = 2048, hist_percent: float = 0.99999):
         self.bins = _args.integer("TailObserver", "bins", bins, 1)
