@@ -3,8 +3,13 @@ B packing and the bias and activation in the epilogue. Twin and specification: r
 C loops: kernels/include/fconv/fconv.h.
 
 Work is split into tasks of (sample, block of up to FC_NC output pixels; one sample's blocks are cut into a
-multiple of the thread count), and, when those are fewer than twice the threads, of blocks of output channels too; each thread packs into its own scratch. Every output element is summed
-by one tile in the same order, so the bits do not depend on the thread count.
+multiple of the thread count), and, when those are fewer than twice the threads, of blocks of output channels
+too; each thread packs into its own scratch. Every output element is summed by one tile in the same order, so the
+bits do not depend on the thread count.
+
+``prepare_conv2d`` / ``prepare_depthwise`` check every argument but the input once and return a plan (a graph runs
+each conv many times: the checks took ~7 of a small conv's ~12 us per call); ``conv2d`` / ``depthwise_conv2d``
+are a plan made and called.
 
 Paths: ``available_paths()`` ("avx2": AVX2 + FMA, "portable"), ``current_path()`` (refquant/_paths.py,
 ``REFQUANT_PATH_FCONV``), ``path=`` forces one (for tests).
@@ -75,6 +80,7 @@ current_path = _PATHS.current
 
 
 _local = threading.local()
+_F32 = np.dtype(np.float32)
 
 
 cdef inline float *_data(a) except? NULL:
@@ -102,95 +108,161 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
     """act((conv2d(x, w) + bias) + residual) from ``packed = pack_weights(w)``: float32 (N, oc, OH, OW) out (the
     twin's formula, its rounding bound; the same bits for any thread count). ``max_threads`` caps the thread
     count."""
-    cdef const fc_path *fp = &FC_PATHS[_PATHS.index(path)]
-    (sh, sw), pad, (dh, dw), (kh, kw), (oh, ow), (code, a, b, c, ps, pc) = _spec.check_conv2d(
-        x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads, residual)
-    cdef Py_ssize_t n = x.shape[0], M = oc, K = packed.shape[1], N = oh * ow
-    y = np.empty((n, oc, oh, ow), dtype=np.float32)
-    if y.size == 0:
-        return y
+    return Conv2dPlan(_spec.check_input("fconv.conv2d", x, None), packed, oc, kernel, bias, stride, padding,
+                      dilation, epi, max_threads, path)(x, residual)
+
+
+def prepare_conv2d(x_shape, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
+                   epi=(0, 0.0, 0.0, 1.0), *, max_threads=None, path=None):
+    """``plan(x, residual=None)``, equal to ``conv2d(x, packed, ...)`` for inputs of shape ``x_shape``, the other
+    arguments checked once (the twin's ``prepare_conv2d``)."""
+    return Conv2dPlan(_spec.stand_in(_spec.check_shape("fconv.conv2d", x_shape)), packed, oc, kernel, bias, stride,
+                      padding, dilation, epi, max_threads, path)
+
+
+cdef class Conv2dPlan:
+    """A checked fconv.conv2d call for one input shape; calling it checks only the input and residual."""
     cdef fc_geom g
-    g.C, g.H, g.W, g.kh, g.kw = x.shape[1], x.shape[2], x.shape[3], kh, kw
-    g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.oh, g.ow = sh, sw, dh, dw, pad[0], pad[1], oh, ow
     cdef fc_epi e
-    e.act, e.a, e.b, e.c, e.ps, e.pc = code, a, b, c, ps, pc
-    e.post = ps != 1.0 or pc != 0.0
-    cdef int threads = threads_for(n * M * K * N, MIN_MACS_PER_THREAD)
-    if max_threads is not None:
-        threads = min(threads, max_threads)
-    cdef Py_ssize_t nb = (N + FC_NC - 1) // FC_NC, mb = 1, nstep = FC_NC
-    if threads > 1 and n == 1 and nb > 1 and nb % threads:  # blocks in whole rounds of threads, 16-pixel multiples
-        nstep = ((N + (nb + threads - 1) // threads * threads - 1) // ((nb + threads - 1) // threads * threads)
-                 + 15) // 16 * 16
-        nb = (N + nstep - 1) // nstep
-    if n * nb < 2 * threads:  # few pixel blocks: split the channels too, in whole FC_MR panels
-        mb = min((M + FC_MR - 1) // FC_MR, 2 * threads)
-    cdef Py_ssize_t mstep = ((M + FC_MR - 1) // FC_MR + mb - 1) // mb * FC_MR, tasks = n * nb * mb, t, s, j, i
-    cdef Py_ssize_t block = min(K, FC_KC) * ((min(N, FC_NC) + 15) // 16 * 16)  # the packed B block of a task
-    scratch = _scratch(threads * block + 8)
-    cdef float *sp = _data(scratch)
-    cdef float *bp0 = <float *>((<uintptr_t>sp + 31) & ~(<uintptr_t>31))
-    cdef const float *xp = _data(x)
-    cdef const float *ap = _data(packed)
-    cdef const float *bias_p = _data(bias)
-    cdef const float *res_p = _data(residual)
-    cdef float *yp = _data(y)
-    with nogil:
-        for t in prange(tasks, schedule="dynamic", num_threads=threads):
-            s = t // (nb * mb)
-            j = t // mb % nb
-            i = t % mb
-            if i * mstep < M:
-                fc_conv_block(fp.sweep, fp.dir, fp.edge, ap, M, K, xp + s * g.C * g.H * g.W, &g, bias_p, &e,
-                              yp + s * M * N, res_p + s * M * N if res_p != NULL else NULL, i * mstep,
-                              min(M, (i + 1) * mstep), j * nstep, min(N, (j + 1) * nstep),
-                              bp0 + omp_get_thread_num() * block)
-    return y
+    cdef Py_ssize_t n, M, K, N
+    cdef object packed, bias, x_shape, y_shape, max_threads, path
+
+    def __init__(self, x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads, path):
+        """x: an array of the inputs' shape (its data is not read)."""
+        (sh, sw), pad, (dh, dw), (kh, kw), (oh, ow), (code, a, b, c, ps, pc) = _spec.check_conv2d(
+            x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads)
+        _PATHS.index(path)
+        x_shape = x.shape
+        self.packed, self.bias, self.max_threads, self.path = packed, bias, max_threads, path
+        self.x_shape, self.y_shape = x_shape, (x_shape[0], oc, oh, ow)
+        self.n, self.M, self.K, self.N = x_shape[0], oc, packed.shape[1], oh * ow
+        self.g.C, self.g.H, self.g.W, self.g.kh, self.g.kw = x_shape[1], x_shape[2], x_shape[3], kh, kw
+        self.g.sh, self.g.sw, self.g.dh, self.g.dw, self.g.pt, self.g.pl = sh, sw, dh, dw, pad[0], pad[1]
+        self.g.oh, self.g.ow = oh, ow
+        self.e.act, self.e.a, self.e.b, self.e.c, self.e.ps, self.e.pc = code, a, b, c, ps, pc
+        self.e.post = ps != 1.0 or pc != 0.0
+
+    def __call__(self, x, residual=None):
+        if type(x) is not np.ndarray or x.dtype != _F32 or not x.flags.c_contiguous or x.shape != self.x_shape:
+            _spec.check_input("fconv.conv2d", x, self.x_shape)
+        if residual is not None and (type(residual) is not np.ndarray or residual.dtype != _F32 or
+                                     not residual.flags.c_contiguous or residual.shape != self.y_shape):
+            _spec.check_residual("fconv.conv2d", residual, self.y_shape)
+        cdef const fc_path *fp = &FC_PATHS[_PATHS.index(self.path)]
+        cdef Py_ssize_t n = self.n, M = self.M, K = self.K, N = self.N
+        y = np.empty(self.y_shape, dtype=np.float32)
+        if y.size == 0:
+            return y
+        cdef int threads = threads_for(n * M * K * N, MIN_MACS_PER_THREAD)
+        if self.max_threads is not None:
+            threads = min(threads, self.max_threads)
+        cdef Py_ssize_t nb = (N + FC_NC - 1) // FC_NC, mb = 1, nstep = FC_NC
+        if threads > 1 and n == 1 and nb > 1 and nb % threads:  # blocks in whole rounds of threads, 16-pixel multiples
+            nstep = ((N + (nb + threads - 1) // threads * threads - 1) // ((nb + threads - 1) // threads * threads)
+                     + 15) // 16 * 16
+            nb = (N + nstep - 1) // nstep
+        if n * nb < 2 * threads:  # few pixel blocks: split the channels too, in whole FC_MR panels
+            mb = min((M + FC_MR - 1) // FC_MR, 2 * threads)
+        cdef Py_ssize_t mstep = ((M + FC_MR - 1) // FC_MR + mb - 1) // mb * FC_MR, tasks = n * nb * mb, t, s, j, i
+        cdef Py_ssize_t block = min(K, FC_KC) * ((min(N, FC_NC) + 15) // 16 * 16)  # the packed B block of a task
+        scratch = _scratch(threads * block + 8)
+        cdef float *sp = _data(scratch)
+        cdef float *bp0 = <float *>((<uintptr_t>sp + 31) & ~(<uintptr_t>31))
+        cdef const float *xp = _data(x)
+        cdef const float *ap = _data(self.packed)
+        cdef const float *bias_p = _data(self.bias)
+        cdef const float *res_p = _data(residual)
+        cdef float *yp = _data(y)
+        cdef const fc_geom *g = &self.g
+        cdef const fc_epi *e = &self.e
+        with nogil:
+            for t in prange(tasks, schedule="dynamic", num_threads=threads):
+                s = t // (nb * mb)
+                j = t // mb % nb
+                i = t % mb
+                if i * mstep < M:
+                    fc_conv_block(fp.sweep, fp.dir, fp.edge, ap, M, K, xp + s * g.C * g.H * g.W, g, bias_p, e,
+                                  yp + s * M * N, res_p + s * M * N if res_p != NULL else NULL, i * mstep,
+                                  min(M, (i + 1) * mstep), j * nstep, min(N, (j + 1) * nstep),
+                                  bp0 + omp_get_thread_num() * block)
+        return y
 
 
 def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), epi=(0, 0.0, 0.0, 1.0),
                      *, max_threads=None, path=None):
     """act(depthwise conv2d(x, w) + bias), float32 NCHW, ``w`` (C*M, 1, KH, KW): the twin's formula and bound;
     output planes split between threads (the same bits for any thread count)."""
-    cdef const fc_path *fp = &FC_PATHS[_PATHS.index(path)]
-    (sh, sw), pad, (dh, dwi), (oh, ow), (code, a, b, c, ps, pc) = _spec.check_depthwise(
-        x, w, bias, stride, padding, dilation, epi, max_threads)
-    cdef Py_ssize_t n = x.shape[0], C = x.shape[1], oc = w.shape[0], m = oc // C, taps = w.shape[2] * w.shape[3]
-    y = np.empty((n, oc, oh, ow), dtype=np.float32)
-    if y.size == 0:
-        return y
+    return DepthwisePlan(_spec.check_input("depthwise_conv2d", x, None), w, bias, stride, padding, dilation, epi,
+                         max_threads, path)(x)
+
+
+def prepare_depthwise(x_shape, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
+                      epi=(0, 0.0, 0.0, 1.0), *, max_threads=None, path=None):
+    """``plan(x)``, equal to ``depthwise_conv2d(x, w, ...)`` for inputs of shape ``x_shape``, the other arguments
+    checked once (the twin's ``prepare_depthwise``)."""
+    return DepthwisePlan(_spec.stand_in(_spec.check_shape("depthwise_conv2d", x_shape)), w, bias, stride, padding,
+                         dilation, epi, max_threads, path)
+
+
+cdef class DepthwisePlan:
+    """A checked fconv.depthwise_conv2d call for one input shape; calling it checks only the input."""
     cdef fc_dwgeom g
-    g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw = x.shape[2], x.shape[3], w.shape[2], w.shape[3], sh, sw, dh, dwi
-    g.pt, g.pl, g.oh, g.ow = pad[0], pad[1], oh, ow
-    fc_dw_init(&g)
     cdef fc_epi e
-    e.act, e.a, e.b, e.c, e.ps, e.pc = code, a, b, c, ps, pc
-    e.post = ps != 1.0 or pc != 0.0
-    cdef Py_ssize_t hw = g.H * g.W, ohw = oh * ow, t, o, s, pad_size = g.hp * g.wp
-    # small planes, multiplier 1: eight channels per vector (fc_dw8_*); the channels past a multiple of 8 per plane
-    cdef Py_ssize_t groups = C // 8 if fp.dw8 != NULL and m == 1 and taps <= 64 and ohw <= DW8_MAX_PIXELS and \
-        ow < DW8_MAX_WIDTH else 0
-    cdef Py_ssize_t rest = oc - 8 * groups, tasks = n * (groups + rest)
-    if groups:
-        pad_size = max(pad_size, fc_dw8_scratch(&g))
-    cdef int threads = threads_for(n * oc * ohw * taps, MIN_MACS_PER_THREAD)
-    if max_threads is not None:
-        threads = min(threads, max_threads)
-    scratch = _scratch(threads * pad_size + 8)
-    cdef float *xp0 = _data(scratch)
-    cdef const float *xp = _data(x)
-    cdef const float *wp = _data(w)
-    cdef const float *bias_p = _data(bias)
-    cdef float *yp = _data(y)
-    with nogil:
-        for t in prange(tasks, schedule="static", num_threads=threads):
-            s = t // (groups + rest)
-            o = t % (groups + rest)
-            if o < groups:
-                fp.dw8(xp + (s * C + 8 * o) * hw, &g, wp + 8 * o * taps, bias_p + 8 * o if bias_p != NULL else NULL,
-                       &e, yp + (s * oc + 8 * o) * ohw, xp0 + omp_get_thread_num() * pad_size)
-            else:
-                o = o - groups + 8 * groups
-                fp.dw(xp + (s * C + o // m) * hw, &g, wp + o * taps, bias_p[o] if bias_p != NULL else 0.0, &e,
-                      yp + (s * oc + o) * ohw, xp0 + omp_get_thread_num() * pad_size)
-    return y
+    cdef Py_ssize_t n, C, oc, taps
+    cdef object w, bias, x_shape, y_shape, max_threads, path
+
+    def __init__(self, x, w, bias, stride, padding, dilation, epi, max_threads, path):
+        """x: an array of the inputs' shape (its data is not read)."""
+        (sh, sw), pad, (dh, dwi), (oh, ow), (code, a, b, c, ps, pc) = _spec.check_depthwise(
+            x, w, bias, stride, padding, dilation, epi, max_threads)
+        _PATHS.index(path)
+        x_shape = x.shape
+        self.w, self.bias, self.max_threads, self.path = w, bias, max_threads, path
+        self.x_shape, self.y_shape = x_shape, (x_shape[0], w.shape[0], oh, ow)
+        self.n, self.C, self.oc, self.taps = x_shape[0], x_shape[1], w.shape[0], w.shape[2] * w.shape[3]
+        self.g.H, self.g.W, self.g.kh, self.g.kw = x_shape[2], x_shape[3], w.shape[2], w.shape[3]
+        self.g.sh, self.g.sw, self.g.dh, self.g.dw, self.g.pt, self.g.pl, self.g.oh, self.g.ow = \
+            sh, sw, dh, dwi, pad[0], pad[1], oh, ow
+        fc_dw_init(&self.g)
+        self.e.act, self.e.a, self.e.b, self.e.c, self.e.ps, self.e.pc = code, a, b, c, ps, pc
+        self.e.post = ps != 1.0 or pc != 0.0
+
+    def __call__(self, x):
+        if type(x) is not np.ndarray or x.dtype != _F32 or not x.flags.c_contiguous or x.shape != self.x_shape:
+            _spec.check_input("depthwise_conv2d", x, self.x_shape)
+        cdef const fc_path *fp = &FC_PATHS[_PATHS.index(self.path)]
+        cdef const fc_dwgeom *g = &self.g
+        cdef const fc_epi *e = &self.e
+        cdef Py_ssize_t n = self.n, C = self.C, oc = self.oc, m = oc // C, taps = self.taps
+        y = np.empty(self.y_shape, dtype=np.float32)
+        if y.size == 0:
+            return y
+        cdef Py_ssize_t hw = g.H * g.W, ohw = g.oh * g.ow, t, o, s, pad_size = g.hp * g.wp
+        # small planes, multiplier 1: eight channels per vector (fc_dw8_*); the channels past a multiple of 8 per plane
+        cdef Py_ssize_t groups = C // 8 if fp.dw8 != NULL and m == 1 and taps <= 64 and ohw <= DW8_MAX_PIXELS and \
+            g.ow < DW8_MAX_WIDTH else 0
+        cdef Py_ssize_t rest = oc - 8 * groups, tasks = n * (groups + rest)
+        if groups:
+            pad_size = max(pad_size, fc_dw8_scratch(g))
+        cdef int threads = threads_for(n * oc * ohw * taps, MIN_MACS_PER_THREAD)
+        if self.max_threads is not None:
+            threads = min(threads, self.max_threads)
+        scratch = _scratch(threads * pad_size + 8)
+        cdef float *xp0 = _data(scratch)
+        cdef const float *xp = _data(x)
+        cdef const float *wp = _data(self.w)
+        cdef const float *bias_p = _data(self.bias)
+        cdef float *yp = _data(y)
+        with nogil:
+            for t in prange(tasks, schedule="static", num_threads=threads):
+                s = t // (groups + rest)
+                o = t % (groups + rest)
+                if o < groups:
+                    fp.dw8(xp + (s * C + 8 * o) * hw, g, wp + 8 * o * taps,
+                           bias_p + 8 * o if bias_p != NULL else NULL, e, yp + (s * oc + 8 * o) * ohw,
+                           xp0 + omp_get_thread_num() * pad_size)
+                else:
+                    o = o - groups + 8 * groups
+                    fp.dw(xp + (s * C + o // m) * hw, g, wp + o * taps, bias_p[o] if bias_p != NULL else 0.0, e,
+                          yp + (s * oc + o) * ohw, xp0 + omp_get_thread_num() * pad_size)
+        return y

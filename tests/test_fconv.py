@@ -190,3 +190,47 @@ def test_packed_weights_are_cached_only_for_read_only_arrays():
     v.flags.writeable = False
     with pytest.warns(RuntimeWarning):
         assert conv_op._packed(v) is not conv_op._packed(v)
+
+
+def test_plans_are_the_calls_and_reject_what_they_reject():
+    x, w, b, r = f32(2, 8, 9, 9), f32(12, 8, 3, 3), f32(12), f32(2, 12, 9, 9)
+    args = (twin.pack_weights(w), 12, (3, 3), b, (1, 1), (1, 1, 1, 1), (1, 1), twin.epilogue("relu6"))
+    dw = (f32(8, 1, 3, 3), b[:8], (2, 2), (1, 1, 1, 1), (1, 1), twin.epilogue("hard_swish"))
+    messages = []
+    for mod in [twin] + ([fconv] if fconv is not None else []):
+        plan = mod.prepare_conv2d(x.shape, *args)
+        assert np.array_equal(plan(x, r), mod.conv2d(x, *args, residual=r))
+        assert np.array_equal(mod.prepare_depthwise(x.shape, *dw)(x), mod.depthwise_conv2d(x, *dw))
+        got = []
+        for call in (lambda: plan(x[:1]), lambda: plan(x.astype(np.float64)), lambda: plan(x, r[:1]),
+                     lambda: mod.prepare_conv2d((2, 8, 9), *args),
+                     lambda: mod.prepare_conv2d(x.shape, args[0], 13, *args[2:])):
+            with pytest.raises((TypeError, ValueError)) as e:
+                call()
+            got.append((type(e.value), str(e.value)))
+        messages.append(got)
+    assert len(set(messages[0])) == 5 and "plan is for inputs of shape (2, 8, 9, 9)" in messages[0][0][1]
+    assert all(m == messages[0] for m in messages)
+
+
+def test_conv_ops_plan_once_per_weight_attributes_and_shape():
+    from refquant.ops import OpContext
+    ctx, attrs = OpContext(False, None), {"strides": [1, 1], "paddings": [1, 1], "activation": "relu"}
+    w, b = f32(6, 4, 3, 3), f32(6)
+    w.flags.writeable = False
+    x = f32(1, 4, 7, 7)
+    y = conv_op.conv2d_bias_act(ctx, attrs, x, w, b)
+    assert np.array_equal(conv_op.conv2d_bias_act(ctx, attrs, x, w, b), y) and len(conv_op._PLANS[id(w)][1]) == 1
+    attrs["activation"] = ""  # the same dict, changed: planned again
+    assert np.array_equal(np.maximum(conv_op.conv2d_bias_act(ctx, attrs, x, w, b), 0), y)
+    conv_op.conv2d_bias_act(ctx, attrs, f32(2, 4, 7, 7), w, b)
+    assert len(conv_op._PLANS[id(w)][1]) == 2  # another input shape
+    with pytest.raises(ValueError):
+        conv_op.conv2d_bias_act(ctx, attrs, x.astype(np.float32)[:, :3], w, b)
+    key = id(w)
+    del w
+    assert key not in conv_op._PLANS  # the plans leave with the weights
+    v = f32(6, 4, 3, 3)  # writeable: no plan (packed on each call, with the warning)
+    with pytest.warns(RuntimeWarning, match="packed again"):
+        conv_op.conv2d_bias_act(ctx, attrs, x, v, b)
+    assert id(v) not in conv_op._PLANS

@@ -13,6 +13,7 @@ its order of float32 operations; 4-6x the im2col route at stride 1).
 """
 from __future__ import annotations
 
+import copy
 import functools
 import warnings
 import weakref
@@ -255,12 +256,20 @@ def conv2d_bias_act(ctx, attrs, x, w, b=None, r=None):
     the bias and activation in the same pass. Their sums differ from conv2d's in rounding (the bound is in that
     module). Other convs take conv2d's route (convs whose columns exceed 4 MB per sample build them for blocks of
     output rows of about 2 MB, in cache), then add the residual and apply the activation with the float
-    operations of their own ops."""
+    operations of their own ops.
+
+    The fconv calls are planned once per weight array (read-only, as optimize_fp32 stores them), attributes
+    (compared by value on every call) and input shape (:func:`_plan`): a call then checks only its inputs."""
+    key = (id(attrs), id(b), x.shape, x.dtype, None if r is None else (r.shape, r.dtype))
+    entry = _PLANS.get(id(w))
+    hit = entry[1].get(key) if entry is not None and entry[0]() is w else None
+    if hit is None or not _same(hit[0], attrs):
+        hit = _plan(key, attrs, x, w, b, r)
+    if hit is not None:
+        return hit[1](np.ascontiguousarray(x), None if r is None else np.ascontiguousarray(r))
     stride, pad, dilation, groups, oh, ow = _checked_params(attrs, x, w)
     act = attrs.get("activation", "")
-    fused_r = r is None or (r.dtype == np.float32 and r.shape == (x.shape[0], w.shape[0], oh, ow) and groups == 1)
-    if x.dtype == w.dtype == np.float32 and (b is None or b.dtype == np.float32) and fused_r and (
-            groups == 1 or _is_depthwise(x, w, groups)):
+    if _fconv_route(x, w, b, r, groups, oh, ow):
         fc, x, epi = _dispatch.kernel("fconv"), np.ascontiguousarray(x), _fconv_spec.epilogue(act, attrs)
         b = None if b is None else np.ascontiguousarray(b)
         if groups == 1:
@@ -287,6 +296,51 @@ def conv2d_bias_act(ctx, attrs, x, w, b=None, r=None):
     if "post_scale" in attrs or "post_shift" in attrs:
         y = y * np.float32(attrs.get("post_scale", 1.0)) + np.float32(attrs.get("post_shift", 0.0))
     return y
+
+
+def _fconv_route(x, w, b, r, groups, oh, ow):
+    """Whether conv2d_bias_act runs an fconv kernel: float32 operands, one group or depthwise, a residual (one
+    group only) of the output's shape."""
+    fused_r = r is None or (r.dtype == np.float32 and r.shape == (x.shape[0], w.shape[0], oh, ow) and groups == 1)
+    return x.dtype == w.dtype == np.float32 and (b is None or b.dtype == np.float32) and fused_r and (
+        groups == 1 or _is_depthwise(x, w, groups))
+
+
+_PLANS: dict = {}  # id(w) -> (weakref to w, {call key: (copy of attrs, plan(x, r))}) for read-only weights
+_PLANS_PER_WEIGHT = 16  # input shapes remembered per weight (a detector sees many page sizes)
+
+
+def _same(a, b) -> bool:
+    """a == b for attribute dicts, False where a value's comparison is not a bool (an array attribute)."""
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):
+        return False
+
+
+def _plan(key, attrs, x, w, b, r):
+    """(copy of attrs, plan(x, r)) for a conv2d_bias_act call of ``key`` that runs an fconv kernel on read-only
+    weights owning their data (and a contiguous bias), remembered until w is freed; else None. The plan checks
+    the attributes and the geometry once (fconv.prepare_*); it keeps packed weights or a copy of depthwise ones,
+    never w itself, and reads the bias array at each call."""
+    stride, pad, dilation, groups, oh, ow = _checked_params(attrs, x, w)
+    if not _fconv_route(x, w, b, r, groups, oh, ow) or w.flags.writeable or w.base is not None or \
+            not w.flags.c_contiguous or (b is not None and not b.flags.c_contiguous):
+        return None
+    fc, epi = _dispatch.kernel("fconv"), _fconv_spec.epilogue(attrs.get("activation", ""), attrs)
+    if groups == 1:
+        run = fc.prepare_conv2d(tuple(x.shape), _packed(w), w.shape[0], w.shape[2:], b, stride, pad, dilation, epi)
+    else:
+        dw = fc.prepare_depthwise(tuple(x.shape), np.array(w), b, stride, pad, dilation, epi)
+        run = lambda x, r: dw(x)  # noqa: E731
+    entry = _PLANS.get(id(w))
+    if entry is None or entry[0]() is not w:
+        k = id(w)
+        entry = _PLANS[k] = (weakref.ref(w, lambda _, k=k: _PLANS.pop(k, None)), {})
+    if len(entry[1]) >= _PLANS_PER_WEIGHT:
+        entry[1].clear()
+    hit = entry[1][key] = (copy.deepcopy(attrs), run)
+    return hit
 
 
 _PACKED: dict = {}  # id(w) -> (weakref to w, pack_weights(w)) for read-only float32 weights

@@ -98,9 +98,9 @@ def check_conv2d(x, packed, oc, kernel, bias, stride, padding, dilation, epi, ma
     contiguous float32 values; ``stride`` / ``dilation`` pairs of ints >= 1, ``padding`` (top, left, bottom,
     right) ints >= 0; ``epi`` as :func:`epilogue` gives; ``max_threads`` None or an int >= 1; ``residual`` None or
     a C-contiguous float32 array of the output's shape."""
+    check_array("fconv.conv2d: x", x, np.float32, 4)
     if max_threads is not None:
         check_int("fconv.conv2d: max_threads", max_threads, 1)
-    check_array("fconv.conv2d: x", x, np.float32, 4)
     check_array("fconv.conv2d: packed", packed, np.float32, 3)
     oc = check_int("fconv.conv2d: oc", oc, 1)
     kernel = tuple([check_int("fconv.conv2d: kernel", k, 1) for k in kernel])
@@ -116,10 +116,7 @@ def check_conv2d(x, packed, oc, kernel, bias, stride, padding, dilation, epi, ma
     epi = _check_epi("fconv.conv2d", epi)
     oh, ow = _out_size(x.shape, kernel, stride, padding, dilation, oc)
     if residual is not None:
-        check_array("fconv.conv2d: residual", residual, np.float32)
-        if residual.shape != (x.shape[0], oc, oh, ow):
-            raise ValueError(f"fconv.conv2d: residual must have the output's shape {(x.shape[0], oc, oh, ow)}, got "
-                             f"{residual.shape}")
+        check_residual("fconv.conv2d", residual, (x.shape[0], oc, oh, ow))
     return stride, padding, dilation, kernel, (oh, ow), epi
 
 
@@ -148,9 +145,9 @@ def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)
 def check_depthwise(x, w, bias, stride, padding, dilation, epi, max_threads=None):
     """Validate a depthwise convolution as floatops.check_depthwise_conv2d does (the same messages), and ``epi``
     as :func:`check_conv2d`; return ``(stride, padding, dilation, (OH, OW), epi)``."""
+    check_array("depthwise_conv2d: x", x, np.float32, 4)
     if max_threads is not None:
         check_int("depthwise_conv2d: max_threads", max_threads, 1)
-    check_array("depthwise_conv2d: x", x, np.float32, 4)
     check_array("depthwise_conv2d: w", w, np.float32, 4)
     if bias is not None:
         check_array("depthwise_conv2d: bias", bias, np.float32)
@@ -181,6 +178,53 @@ def depthwise_conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilat
     stride, padding, dilation, _, (code, a, b, c, ps, pc) = check_depthwise(x, w, bias, stride, padding, dilation,
                                                                            epi, max_threads)
     return _act(dw(x, w, bias, stride, padding, dilation), code, a, b, c, ps, pc)
+
+
+def prepare_conv2d(x_shape, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
+                   epi=(0, 0.0, 0.0, 1.0), *, max_threads=None, path=None):
+    """``plan(x, residual=None)``: :func:`conv2d` of x (of shape ``x_shape``) with these arguments, checked here
+    once; a call checks only x and the residual (a graph runs each conv many times: the checks cost microseconds)."""
+    x_shape = check_shape("fconv.conv2d", x_shape)
+    check_conv2d(stand_in(x_shape), packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads)
+    args = (packed, oc, kernel, bias, stride, padding, dilation, epi)
+    return lambda x, residual=None: conv2d(check_input("fconv.conv2d", x, x_shape), *args, residual=residual,
+                                           max_threads=max_threads, path=path)
+
+
+def prepare_depthwise(x_shape, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
+                      epi=(0, 0.0, 0.0, 1.0), *, max_threads=None, path=None):
+    """``plan(x)``: :func:`depthwise_conv2d` of x (of shape ``x_shape``) with these arguments, checked here once."""
+    x_shape = check_shape("depthwise_conv2d", x_shape)
+    check_depthwise(stand_in(x_shape), w, bias, stride, padding, dilation, epi, max_threads)
+    return lambda x: depthwise_conv2d(check_input("depthwise_conv2d", x, x_shape), w, bias, stride, padding,
+                                      dilation, epi, max_threads=max_threads, path=path)
+
+
+def check_shape(name, x_shape):
+    """A plan's input shape as a tuple of 4 ints >= 0."""
+    if not isinstance(x_shape, (tuple, list)) or len(x_shape) != 4:
+        raise ValueError(f"{name}: x_shape must be 4 ints (N, C, H, W), got {x_shape!r}")
+    return tuple(check_int(f"{name}: x_shape", d, 0) for d in x_shape)
+
+
+def stand_in(x_shape):
+    """An uninitialised float32 array of ``x_shape`` for the shape checks of a plan (its data is never read)."""
+    return np.empty(x_shape, np.float32)
+
+
+def check_input(name, x, x_shape):
+    """x as the call checks it, and, for a plan (``x_shape`` not None), of the plan's shape."""
+    check_array(f"{name}: x", x, np.float32, 4)
+    if x_shape is not None and x.shape != x_shape:
+        raise ValueError(f"{name}: the plan is for inputs of shape {x_shape}, got {x.shape}")
+    return x
+
+
+def check_residual(name, residual, y_shape):
+    """A residual as :func:`check_conv2d` checks it, for outputs of ``y_shape``."""
+    check_array(f"{name}: residual", residual, np.float32)
+    if residual.shape != y_shape:
+        raise ValueError(f"{name}: residual must have the output's shape {y_shape}, got {residual.shape}")
 
 
 def _act(y, code, a, b, c, ps=1.0, pc=0.0):
