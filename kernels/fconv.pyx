@@ -2,9 +2,10 @@
 B packing and the bias and activation in the epilogue. Twin and specification: refquant/reference/fconv.py; the
 C loops: kernels/include/fconv/fconv.h.
 
-Work is split into tasks of (sample, block of up to FC_NC output pixels; one sample's blocks are cut into a
-multiple of the thread count), and, when those are fewer than twice the threads, of blocks of output channels
-too; each thread packs into its own scratch. Every output element is summed by one tile in the same order, so the
+Work is split into tasks of (sample, block of up to FC_NC output pixels; one sample of at least
+MIN_PIXELS_PER_THREAD pixels per thread is cut into equal blocks, a multiple of the thread count), and, when those
+are fewer than twice the threads otherwise, of blocks of output channels too; each thread packs into its own
+scratch. Every output element is summed by one tile in the same order, so the
 bits do not depend on the thread count.
 
 ``prepare_conv2d`` / ``prepare_depthwise`` check every argument but the input once and return a plan (a graph runs
@@ -67,6 +68,9 @@ cdef extern from "fconv/fconv.h" nogil:
 
 # Multiply-adds per thread below which a call stays on the calling thread.
 cdef Py_ssize_t MIN_MACS_PER_THREAD = 1 << 20
+# Pixels per thread from which one sample's GEMM is split by pixels only (smaller outputs by output channels too,
+# each task packing its own B block; one round of 768 + 16 pixels with four channel blocks scaled 1.27x on 2 threads).
+cdef Py_ssize_t MIN_PIXELS_PER_THREAD = 64
 # Depthwise planes of at most this many output pixels, narrower than DW8_MAX_WIDTH, run eight channels per vector
 # (their scratch stays in L2; 56 x 56 ran 0.75-0.9x the time of one plane at a time, 112 x 112 1.2x).
 cdef Py_ssize_t DW8_MAX_PIXELS = 56 * 56
@@ -156,12 +160,13 @@ cdef class Conv2dPlan:
         cdef int threads = threads_for(n * M * K * N, MIN_MACS_PER_THREAD)
         if self.max_threads is not None:
             threads = min(threads, self.max_threads)
-        cdef Py_ssize_t nb = (N + FC_NC - 1) // FC_NC, mb = 1, nstep = FC_NC
-        if threads > 1 and n == 1 and nb > 1 and nb % threads:  # blocks in whole rounds of threads, 16-pixel multiples
-            nstep = ((N + (nb + threads - 1) // threads * threads - 1) // ((nb + threads - 1) // threads * threads)
-                     + 15) // 16 * 16
+        cdef Py_ssize_t nb = (N + FC_NC - 1) // FC_NC, mb = 1, nstep = FC_NC, rounds
+        if threads > 1 and n == 1 and N >= MIN_PIXELS_PER_THREAD * threads:
+            # one sample: equal pixel blocks in whole rounds of threads (multiples of 8), each B block packed once
+            rounds = (nb + threads - 1) // threads * threads
+            nstep = ((N + rounds - 1) // rounds + 7) // 8 * 8
             nb = (N + nstep - 1) // nstep
-        if n * nb < 2 * threads:  # few pixel blocks: split the channels too, in whole FC_MR panels
+        elif n * nb < 2 * threads:  # few pixels: split the channels too, in whole FC_MR panels
             mb = min((M + FC_MR - 1) // FC_MR, 2 * threads)
         cdef Py_ssize_t mstep = ((M + FC_MR - 1) // FC_MR + mb - 1) // mb * FC_MR, tasks = n * nb * mb, t, s, j, i
         cdef Py_ssize_t block = min(K, FC_KC) * ((min(N, FC_NC) + 15) // 16 * 16)  # the packed B block of a task

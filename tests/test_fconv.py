@@ -134,13 +134,14 @@ def test_eight_channels_per_vector_give_the_one_plane_bits():
 
 @needs_kernel
 def test_two_threads_give_the_one_thread_bits():
-    """Large enough for two threads: pixel blocks of two samples, channel blocks of one, one sample's 2304 pixels
-    (three blocks, re-cut into four for two threads), depthwise planes."""
+    """Large enough for two threads: pixel blocks of two samples, one sample's pixels cut into equal blocks (2304:
+    three blocks re-cut into four; 784: two), channel blocks of a 7 x 7 output, depthwise planes."""
     from refquant import threads
     before = threads.get_num_threads()
     threads.set_num_threads(2)
     try:
-        for shape, oc in (((2, 32, 40, 40), 64), ((1, 64, 20, 20), 96), ((1, 16, 48, 48), 24)):
+        for shape, oc in (((2, 32, 40, 40), 64), ((1, 64, 20, 20), 96), ((1, 16, 48, 48), 24), ((1, 32, 28, 28), 128),
+                          ((1, 64, 7, 7), 256)):
             x, w, b = f32(*shape), f32(oc, shape[1], 3, 3), f32(oc)
             args = (x, twin.pack_weights(w), oc, (3, 3), b, (1, 1), (1, 1, 1, 1), (1, 1), twin.epilogue("relu6"))
             assert np.array_equal(fconv.conv2d(*args), fconv.conv2d(*args, max_threads=1))
