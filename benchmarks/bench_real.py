@@ -333,8 +333,8 @@ def _textsets_markdown(t: dict) -> str:
 SETS_SIZES = {"det_sets": {"n_eval": 16, "n_calib": 4, "batch": 1},
               "cls_sets": {"n_eval": 120, "n_calib": 64, "batch": 16}}
 #: ``REFQUANT_BENCH_QUICK=1``: sizes that only show the det_sets / cls_sets sections run (numbers meaningless)
-QUICK_SETS_SIZES = {"det_sets": {"n_eval": 1, "n_calib": 2, "batch": 1},
-                    "cls_sets": {"n_eval": 4, "n_calib": 8, "batch": 4}}
+QUICK_SETS_SIZES = {"det_sets": {"n_eval": 1, "n_calib": 2, "batch": 1, "steps": 2, "n_train": 1},
+                    "cls_sets": {"n_eval": 4, "n_calib": 8, "batch": 4, "steps": 2, "n_train": 4}}
 #: det_sets: a text line counts as found when the map thresholded at 0.3 covers this share of its ink box (the
 #: map is the shrunk core of each line: FP32 covers 0.30-0.46 of every line box of the page sets)
 LINE_FOUND = 0.15
@@ -364,8 +364,9 @@ def _det_scores(outs, refs, masks) -> dict:
 def _eval_sets(kind, sizes, algos, ort_methods, repeats, tmp):
     """det (``kind="det"``) on the page sets or cls on the line sets of :mod:`refquant.data.textsets` (the second
     renderer, never used to calibrate): FP32 (refquant, onnxruntime), refquant INT8 PTQ with each of ``algos``, KL +
-    auto_skip(2), the recipe (:func:`refquant.realmodels.ppocr.recipe`, defaults) and ORT's quantize_static
-    MinMax and Percentile, all calibrated on the textsets calibration split. Per set: det the mean IoU of the
+    auto_skip(2), the recipe (:func:`refquant.realmodels.ppocr.recipe`, defaults), QAT from the recipe (:data:`QAT`'s
+    steps and lr, distilled on the calibration split's next pages / lines) and ORT's quantize_static MinMax and
+    Percentile, all calibrated on the textsets calibration split. Per set: det the mean IoU of the
     thresholded probability map against FP32's, the share of text lines found (:data:`LINE_FOUND`) and the IoU
     against the lines' box mask; cls the accuracy and the share of lines classified as FP32 classifies them."""
     from refquant.data import textsets
@@ -428,6 +429,14 @@ def _eval_sets(kind, sizes, algos, ort_methods, repeats, tmp):
     info = q.meta["quantization"].get("recipe", {})
     add_int8("recipe (ppocr.recipe)", i8, ptq_s=time.perf_counter() - t0, skip=list(info.get("skip", [])),
              recipe={k: v for k, v in info.items() if k != "ranking"})
+    qa = dict(QAT[kind], **{k: sizes[k] for k in ("steps", "n_train") if k in sizes})
+    if qa["steps"]:  # distilled on the calibration split's next pages / lines, from the recipe's model and thresholds
+        t0 = time.perf_counter()
+        train = ([{"x": x} for x in textsets.det_calib_pages(qa["n_train"], start=sizes["n_calib"])]
+                 if kind == "det" else
+                 ppocr.batches(textsets.cls_calib_lines(qa["n_train"], start=sizes["n_calib"])[0], b))
+        _, i8 = ppocr.qat(model, cal, train, algo="recipe", steps=qa["steps"], lr=qa["lr"])
+        add_int8(f"QAT (recipe init, {qa['steps']} steps)", i8, ptq_s=time.perf_counter() - t0, n_train=qa["n_train"])
     _ort_variants(kind, cal, ort_methods, os.path.join(tmp, f"{kind}.sets"), add, variants, lat_feed)
     result["latency_input"] = list(lat_feed["x"].shape)
     result["side_by_side_ms"] = {k: 1e3 * v for k, v in interleaved_medians(side, max(9, repeats)).items()}
