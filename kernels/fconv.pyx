@@ -252,8 +252,9 @@ cdef class DepthwisePlan:
         cdef int threads = threads_for(n * oc * ohw * taps, MIN_MACS_PER_THREAD)
         if self.max_threads is not None:
             threads = min(threads, self.max_threads)
+        pad_size = (pad_size + 7) // 8 * 8  # each thread's scratch 32-byte aligned: whole vectors never split a line
         scratch = _scratch(threads * pad_size + 8)
-        cdef float *xp0 = _data(scratch)
+        cdef float *xp0 = <float *>((<uintptr_t>_data(scratch) + 31) & ~(<uintptr_t>31))
         cdef const float *xp = _data(x)
         cdef const float *wp = _data(self.w)
         cdef const float *bias_p = _data(self.bias)
