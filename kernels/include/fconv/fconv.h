@@ -522,12 +522,12 @@ FC_AVX2_ATTR static inline void fc_tr8(__m256 *r) {
 }
 
 /* n adjacent output pixels of eight interleaved planes (pixel k's taps at s + k ST + off[t], t in [t0, t1)), each a
- * chain of fused multiply-adds from +0, the n chains in flight together; then bias and activation, into o. ST is
- * the stride in floats, a constant for strides 1 and 2: the n loads of a tap then take fixed displacements instead
- * of a chain of n address additions (which bound the loop: 0.6-0.75x the time of a layer). */
+ * chain of fused multiply-adds from +0, the n chains in flight together; then the bias, into o (the activation
+ * follows on the way back into planes). ST is the stride in floats, a constant for strides 1 and 2: the n loads of
+ * a tap then take fixed displacements instead of a chain of n address additions, which bound the loop. */
 #define FC_DW8_PX(name, n, ST)                                                                                 \
     FC_AVX2_ATTR static inline void name(const float *s, ptrdiff_t st, const __m256 *wv, const ptrdiff_t *off,  \
-                                         ptrdiff_t t0, ptrdiff_t t1, __m256 b, const fc_epi *e, float *o) {    \
+                                         ptrdiff_t t0, ptrdiff_t t1, __m256 b, float *o) {                     \
         __m256 a[n];                                                                                           \
         (void)st;                                                                                              \
         for (int k = 0; k < n; k++) a[k] = _mm256_setzero_ps();                                                \
@@ -536,7 +536,7 @@ FC_AVX2_ATTR static inline void fc_tr8(__m256 *r) {
             const float *u = s + off[t];                                                                       \
             for (int k = 0; k < n; k++) a[k] = _mm256_fmadd_ps(wt, _mm256_loadu_ps(u + k * (ST)), a[k]);      \
         }                                                                                                      \
-        for (int k = 0; k < n; k++) _mm256_storeu_ps(o + 8 * k, fc_act8(_mm256_add_ps(a[k], b), e));          \
+        for (int k = 0; k < n; k++) _mm256_storeu_ps(o + 8 * k, _mm256_add_ps(a[k], b));                      \
     }
 FC_DW8_PX(fc_dw8_px8, 8, st)
 FC_DW8_PX(fc_dw8_px8_s1, 8, 8)
@@ -550,7 +550,8 @@ FC_DW8_PX(fc_dw8_px1, 1, st)
 /* Eight planes at once (channel multiplier 1, small planes): x holds planes c .. c + 7 (hw floats apart), w their
  * taps, bias their biases (or NULL); they are interleaved into xp (padded rows, 8 channels per pixel: 8 x 8
  * transposes), the taps summed per pixel for the 8 channels in one vector in the per-plane kernel's order, and the
- * outputs transposed back through xp's tail. xp: fc_dw8_scratch(g) floats. Same bits as fc_dw_avx2 per plane. */
+ * sums (bias added; the activation on the way out) transposed back through xp's tail. xp: fc_dw8_scratch(g) floats.
+ * Same bits as fc_dw_avx2 per plane. */
 FC_AVX2_ATTR static void fc_dw8_avx2(const float *x, const fc_dwgeom *g, const float *w, const float *bias,
                                      const fc_epi *e0, float *y, float *xp) {
     const fc_epi ee = *e0, *e = &ee;
@@ -600,30 +601,33 @@ FC_AVX2_ATTR static void fc_dw8_avx2(const float *x, const fc_dwgeom *g, const f
             const float *s = xp + (p * g->sh * wq + q0 * g->sw) * 8;
             float *o = ob + (p * g->ow + q0) * 8;
             if (gp == 8 && st == 8)
-                fc_dw8_px8_s1(s, st, wv, off, t0, t1, b, e, o);
+                fc_dw8_px8_s1(s, st, wv, off, t0, t1, b, o);
             else if (gp == 8 && st == 16)
-                fc_dw8_px8_s2(s, st, wv, off, t0, t1, b, e, o);
+                fc_dw8_px8_s2(s, st, wv, off, t0, t1, b, o);
             else if (gp == 8)
-                fc_dw8_px8(s, st, wv, off, t0, t1, b, e, o);
+                fc_dw8_px8(s, st, wv, off, t0, t1, b, o);
             else if (gp == 4 && st == 8)
-                fc_dw8_px4_s1(s, st, wv, off, t0, t1, b, e, o);
+                fc_dw8_px4_s1(s, st, wv, off, t0, t1, b, o);
             else if (gp == 4 && st == 16)
-                fc_dw8_px4_s2(s, st, wv, off, t0, t1, b, e, o);
+                fc_dw8_px4_s2(s, st, wv, off, t0, t1, b, o);
             else if (gp == 4)
-                fc_dw8_px4(s, st, wv, off, t0, t1, b, e, o);
+                fc_dw8_px4(s, st, wv, off, t0, t1, b, o);
             else
-                fc_dw8_px1(s, st, wv, off, t0, t1, b, e, o);
+                fc_dw8_px1(s, st, wv, off, t0, t1, b, o);
         }
     }
-    ptrdiff_t i = 0;
+    ptrdiff_t i = 0;  /* the activation here, out of the pixel loops (there its branches spilled the sums) */
     for (; i + 8 <= ohw; i += 8) {
         __m256 v[8];
-        for (int c = 0; c < 8; c++) v[c] = _mm256_loadu_ps(ob + (i + c) * 8);
+        for (int c = 0; c < 8; c++) v[c] = fc_act8(_mm256_loadu_ps(ob + (i + c) * 8), e);
         fc_tr8(v);
         for (int c = 0; c < 8; c++) _mm256_storeu_ps(y + c * ohw + i, v[c]);
     }
-    for (; i < ohw; i++)
-        for (int c = 0; c < 8; c++) y[c * ohw + i] = ob[i * 8 + c];
+    for (; i < ohw; i++) {
+        float v[8];
+        _mm256_storeu_ps(v, fc_act8(_mm256_loadu_ps(ob + i * 8), e));
+        for (int c = 0; c < 8; c++) y[c * ohw + i] = v[c];
+    }
 }
 #endif
 
