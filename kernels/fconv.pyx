@@ -5,8 +5,8 @@ C loops: kernels/include/fconv/fconv.h.
 Work is split into tasks of (sample, block of up to FC_NC output pixels; one sample of at least
 MIN_PIXELS_PER_THREAD pixels per thread is cut into equal blocks, a multiple of the thread count), and, when those
 are fewer than twice the threads otherwise, of blocks of output channels too; each thread packs into its own
-scratch. Every output element is summed by one tile in the same order, so the
-bits do not depend on the thread count.
+scratch. Every output element is summed by one tile in the same order, so the bits do not depend on the thread
+count.
 
 ``prepare_conv2d`` / ``prepare_depthwise`` check every argument but the input once and return a plan (a graph runs
 each conv many times: the checks took ~7 of a small conv's ~12 us per call); ``conv2d`` / ``depthwise_conv2d``
