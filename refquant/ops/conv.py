@@ -323,9 +323,11 @@ def _plan(key, attrs, x, w, b, r):
     weights owning their data (and a contiguous bias), remembered until w is freed; else None. The plan checks
     the attributes and the geometry once (fconv.prepare_*); it keeps packed weights or a copy of depthwise ones,
     never w itself, and reads the bias array at each call."""
+    if w.flags.writeable or w.base is not None or not w.flags.c_contiguous or \
+            (b is not None and not b.flags.c_contiguous):  # before the checks: the caller's path makes them
+        return None
     stride, pad, dilation, groups, oh, ow = _checked_params(attrs, x, w)
-    if not _fconv_route(x, w, b, r, groups, oh, ow) or w.flags.writeable or w.base is not None or \
-            not w.flags.c_contiguous or (b is not None and not b.flags.c_contiguous):
+    if not _fconv_route(x, w, b, r, groups, oh, ow):
         return None
     fc, epi = _dispatch.kernel("fconv"), _fconv_spec.epilogue(attrs.get("activation", ""), attrs)
     if groups == 1:
