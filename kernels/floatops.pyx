@@ -4,11 +4,11 @@ and specification: refquant/reference/floatops.py.
 
 Thin typed wrappers: arguments are validated by the twin's own helper (so both reject the same inputs), the
 work runs in the C loops of ``kernels/include/floatops/floatops.h`` (and ``glue.h``), in element chunks or row
-blocks. gelu, softmax and layer norm stay on the calling thread on purpose: these memory-bound passes sit between
-BLAS calls (FP32 and dynamic-INT8 transformers), and an OpenMP team woken between them fights OpenBLAS's
-spin-waiting workers at 2 threads (BERT FP32 ran 484 ms at 2 threads vs 342 ms at 1 with these kernels parallel);
-im2col is serial for the same reason. The float glue between INT8 ops runs under OpenMP, as the INT8 kernels
-around it do.
+blocks. gelu, sigmoid, softmax and layer norm take ``max_threads``: their callers keep them on the calling thread
+between BLAS calls (FP32 and dynamic-INT8 transformers), where an OpenMP team fights OpenBLAS's spin-waiting
+workers (refquant.threads.float_kernel_threads), and let them use every thread between OpenMP kernels. The chunks
+are fixed, so any thread count gives the same bits. The float glue between INT8 ops runs under OpenMP, as the INT8
+kernels around it do.
 
 Paths: ``available_paths()`` lists what this CPU runs, best first ("avx2", "portable"); ``current_path()`` is
 the default (refquant/_paths.py: the best one, or the one ``REFQUANT_PATH_FLOATOPS`` /
@@ -34,6 +34,7 @@ cdef extern from "floatops/floatops.h" nogil:
     ctypedef struct fo_path:
         const char *name
         void (*gelu_erf)(const float *x, Py_ssize_t n, float *y) noexcept nogil
+        void (*sigmoid)(const float *x, Py_ssize_t n, float *y) noexcept nogil
         void (*softmax_rows)(const float *x, Py_ssize_t rows, Py_ssize_t n, float *y) noexcept nogil
         void (*layer_norm_rows)(const float *x, Py_ssize_t rows, Py_ssize_t n, const float *scale,
                                 const float *bias, double eps, float *y) noexcept nogil
@@ -74,25 +75,49 @@ cdef const fo_path *_path(path) except NULL:
     return &FO_PATHS[_PATHS.index(path)]
 
 
-def gelu_erf(x, *, path=None):
+cdef int _threads(Py_ssize_t nbytes, max_threads):
+    """Threads for a gelu / sigmoid / softmax / layer norm pass over ``nbytes`` of input: threads_for, capped by
+    ``max_threads`` (None: no cap; checked by the twin's helpers)."""
+    cdef int t = threads_for(nbytes, MIN_GLUE_WORK_PER_THREAD)
+    return t if max_threads is None else min(t, <int> max_threads)
+
+
+def gelu_erf(x, *, max_threads=None, path=None):
     """y = 0.5 x (1 + erf(x / sqrt 2)) for float32 C-contiguous ``x`` of any shape; float32 out."""
     cdef const fo_path *p = _path(path)
-    _spec.check_input("gelu_erf", x)
+    _spec.check_input("gelu_erf", x, max_threads=max_threads)
     y = np.empty(x.shape, dtype=np.float32)
     cdef const float *xp = in_f32(x)
     cdef float *yp = out_f32(y)
     cdef Py_ssize_t total = x.size, t, e0
+    cdef int threads = _threads(total * 4, max_threads)
     with nogil:
-        for t in range((total + CHUNK - 1) // CHUNK):
+        for t in prange((total + CHUNK - 1) // CHUNK, schedule="dynamic", num_threads=threads):
             e0 = t * CHUNK
             p.gelu_erf(xp + e0, min(CHUNK, total - e0), yp + e0)
     return y
 
 
-def softmax_lastaxis(x, *, path=None):
+def sigmoid(x, *, max_threads=None, path=None):
+    """y = 1 / (1 + exp(-x)) for float32 C-contiguous ``x`` of any shape; float32 out."""
+    cdef const fo_path *p = _path(path)
+    _spec.check_input("sigmoid", x, max_threads=max_threads)
+    y = np.empty(x.shape, dtype=np.float32)
+    cdef const float *xp = in_f32(x)
+    cdef float *yp = out_f32(y)
+    cdef Py_ssize_t total = x.size, t, e0
+    cdef int threads = _threads(total * 4, max_threads)
+    with nogil:
+        for t in prange((total + CHUNK - 1) // CHUNK, schedule="dynamic", num_threads=threads):
+            e0 = t * CHUNK
+            p.sigmoid(xp + e0, min(CHUNK, total - e0), yp + e0)
+    return y
+
+
+def softmax_lastaxis(x, *, max_threads=None, path=None):
     """Softmax over the last axis of float32 C-contiguous ``x`` (..., n); float32 out."""
     cdef const fo_path *p = _path(path)
-    _spec.check_input("softmax_lastaxis", x, min_ndim=1)
+    _spec.check_input("softmax_lastaxis", x, min_ndim=1, max_threads=max_threads)
     y = np.empty(x.shape, dtype=np.float32)
     if x.size == 0:
         return y
@@ -100,14 +125,15 @@ def softmax_lastaxis(x, *, path=None):
     cdef float *yp = out_f32(y)
     cdef Py_ssize_t n = x.shape[x.ndim - 1], rows = x.size // n
     cdef Py_ssize_t per = max(1, CHUNK // n), t, r0
+    cdef int threads = _threads(x.size * 4, max_threads)
     with nogil:
-        for t in range((rows + per - 1) // per):
+        for t in prange((rows + per - 1) // per, schedule="dynamic", num_threads=threads):
             r0 = t * per
             p.softmax_rows(xp + r0 * n, min(per, rows - r0), n, yp + r0 * n)
     return y
 
 
-def layer_norm_lastaxis(x, scale=None, bias=None, epsilon=1e-5, *, path=None):
+def layer_norm_lastaxis(x, scale=None, bias=None, epsilon=1e-5, *, max_threads=None, path=None):
     """Layer norm of each row of the last axis of float32 C-contiguous ``x`` (..., n); float32 out.
 
     Per row, in float64 with the fixed lane order of refquant/reference/floatops.py: ``mean = sum(x) / n``,
@@ -116,7 +142,7 @@ def layer_norm_lastaxis(x, scale=None, bias=None, epsilon=1e-5, *, path=None):
     error against the float64 formula: see the twin's docstring. Same bits as the twin on every path.
     """
     cdef const fo_path *p = _path(path)
-    _spec.check_layer_norm_input("layer_norm_lastaxis", x, scale, bias)
+    _spec.check_layer_norm_input("layer_norm_lastaxis", x, scale, bias, max_threads)
     cdef double eps = float(epsilon)
     y = np.empty(x.shape, dtype=np.float32)
     if x.size == 0:
@@ -131,8 +157,9 @@ def layer_norm_lastaxis(x, scale=None, bias=None, epsilon=1e-5, *, path=None):
     cdef float *yp = out_f32(y)
     cdef Py_ssize_t n = x.shape[x.ndim - 1], rows = x.size // n
     cdef Py_ssize_t per = max(1, CHUNK // n), t, r0
+    cdef int threads = _threads(x.size * 4, max_threads)
     with nogil:
-        for t in range((rows + per - 1) // per):
+        for t in prange((rows + per - 1) // per, schedule="dynamic", num_threads=threads):
             r0 = t * per
             p.layer_norm_rows(xp + r0 * n, min(per, rows - r0), n, sp, bp, eps, yp + r0 * n)
     return y

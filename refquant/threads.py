@@ -15,6 +15,7 @@ import threading
 from ._dispatch import kernel
 
 _blas = None  # threadpoolctl's BLAS library controllers, False when threadpoolctl is not installed
+_local = threading.local()  # openmp_graph: inside blas_on_one_thread(active=True) on this Python thread
 
 
 def set_num_threads(n: int) -> None:
@@ -52,14 +53,26 @@ def blas_on_one_thread(active: bool = True):
             _blas = ThreadpoolController().select(user_api="blas").lib_controllers
         except ImportError:
             _blas = False
-    if not (active and _blas and get_num_threads() > 1):
-        yield
-        return
-    _enter_limit()
+    outer = getattr(_local, "openmp_graph", False)
+    _local.openmp_graph = outer or bool(active)
+    limit = active and _blas and get_num_threads() > 1
+    if limit:
+        _enter_limit()
     try:
         yield
     finally:
-        _leave_limit()
+        if limit:
+            _leave_limit()
+        _local.openmp_graph = outer
+
+
+def float_kernel_threads():
+    """``max_threads`` for a float kernel that runs between other ops (softmax, gelu, sigmoid, layer norm, a
+    depthwise conv of the float graph): all of refquant's threads inside :func:`blas_on_one_thread` on this Python
+    thread (an INT8 or fused graph, whose neighbouring ops are OpenMP kernels), else 1: next to BLAS calls an
+    OpenMP team fights OpenBLAS's spin-waiting workers (BERT FP32 ran 484 ms at 2 threads with these kernels
+    parallel, 342 ms at 1). The kernels give the same bits for any thread count."""
+    return None if getattr(_local, "openmp_graph", False) else 1
 
 
 _lock = threading.Lock()

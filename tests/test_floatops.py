@@ -1,6 +1,7 @@
 """The float32 kernels (kernels/floatops.pyx) against their NumPy twin (refquant/reference/floatops.py), the twin
-against float64 math, and the gelu / softmax / layer_norm ops: float32 runs the kernels (compiled, or the twin under
-use_reference), float64 and other softmax axes the scipy / NumPy code, layer_norm in training the NumPy code.
+against float64 math, and the gelu / sigmoid / softmax / layer_norm ops: float32 runs the kernels (compiled, or the
+twin under use_reference), float64 and other softmax axes the scipy / NumPy code, layer_norm in training the NumPy
+code.
 
 Every path of the compiled module equals the twin bit for bit with 1 and 2 threads; the one exception is the
 sign and payload of a NaN (IEEE leaves them open), so NaNs are compared as "NaN in both".
@@ -8,6 +9,7 @@ sign and payload of a NaN (IEEE leaves them open), so NaNs are compared as "NaN 
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -109,6 +111,35 @@ def test_gelu_compiled_on_a_dense_sweep():
 
 
 @needs_fast
+@pytest.mark.parametrize("shape", [(1,), (23,), (8, 40, 240), ()])
+def test_sigmoid_compiled_equals_twin(shape):
+    check_all_paths("sigmoid", gelu_input(shape))
+
+
+@needs_fast
+def test_sigmoid_compiled_on_a_dense_sweep():
+    check_all_paths("sigmoid", np.linspace(-100, 100, 200001, dtype=np.float32))
+
+
+@needs_fast
+@pytest.mark.parametrize("name, x", [("gelu_erf", np.linspace(-9, 9, 300007, dtype=np.float32)),
+                                     ("sigmoid", np.linspace(-30, 30, 300007, dtype=np.float32)),
+                                     ("softmax_lastaxis", softmax_input((40, 6625))),
+                                     ("layer_norm_lastaxis", layer_norm_input(700, 384))])
+def test_thread_cap_keeps_the_bits(name, x):
+    """The chunks are fixed: capped at 1 thread or not, every thread count gives the twin's bits."""
+    want = getattr(twin, name)(x)
+    before = threads.get_num_threads()
+    try:
+        threads.set_num_threads(2)
+        with np.errstate(all="ignore"):
+            for cap in (1, 2, None):
+                same(getattr(fast, name)(x, max_threads=cap), want)
+    finally:
+        threads.set_num_threads(before)
+
+
+@needs_fast
 @pytest.mark.parametrize("shape", [(1,), (2,), (9, 7), (6, 8), (6, 13), (100003,), (2, 3, 64, 64), (6, 0)])
 def test_softmax_compiled_equals_twin(shape):
     check_all_paths("softmax_lastaxis", softmax_input(shape))
@@ -141,8 +172,11 @@ def test_paths_and_bad_inputs():
     assert fast.current_path() in fast.available_paths() and fast.available_paths()[-1] == "portable"
     x = np.ones((2, 3), np.float32)
     for mod in (fast, twin):
-        for name in ("gelu_erf", "softmax_lastaxis"):
+        for name in ("gelu_erf", "sigmoid", "softmax_lastaxis", "layer_norm_lastaxis"):
             f = getattr(mod, name)
+            for bad, err in ((0, ValueError), (1.5, TypeError), ("2", TypeError)):
+                with pytest.raises(err, match=f"{name}: max_threads"):
+                    f(x, max_threads=bad)
             with pytest.raises(TypeError, match=f"{name}: expected dtype float32, got float64"):
                 f(x.astype(np.float64))
             with pytest.raises(TypeError, match="expected a numpy.ndarray, got list"):
@@ -186,6 +220,14 @@ def test_exp_twin_accuracy():
     assert (np.abs(twin.exp_neg(v) - want) / want).max() <= 1e-7  # about 1 ulp
     out = twin.exp_neg(np.array([-88, -1e4, -np.inf, np.nan, 0], np.float32))
     assert out[:3].tolist() == [0, 0, 0] and np.isnan(out[3]) and out[4] == 1
+
+
+def test_sigmoid_twin_accuracy_and_special_values():
+    x = np.linspace(-87, 40, 2_000_001, dtype=np.float32)
+    want = 1 / (1 + np.exp(-x.astype(np.float64)))
+    assert (np.abs(twin.sigmoid(x) - want) / want).max() <= 2e-7  # measured 1.72e-7 (about 1.5 ulp)
+    y = twin.sigmoid(np.array([0, -0.0, np.inf, -np.inf, np.nan, -88, 100], np.float32))
+    assert y[:4].tolist() == [0.5, 0.5, 1, 0] and np.isnan(y[4]) and y[5] == 0 and y[6] == 1
 
 
 def test_gelu_twin_accuracy_and_special_values():
@@ -279,9 +321,40 @@ def test_softmax_op_with_and_without_compiled(axis):
     np.testing.assert_allclose(op("softmax", np.array([0, math.log(3)], np.float32)), [0.25, 0.75], atol=1e-6)
 
 
+def test_sigmoid_op_with_and_without_compiled():
+    x = gelu_input((3, 70001))
+    y = op("sigmoid", x)
+    with _dispatch.use_reference():
+        same(op("sigmoid", x), y)
+    with np.errstate(over="ignore"):
+        want = 1 / (1 + np.exp(-x.astype(np.float64)))
+    ok = np.isfinite(x) & (x > -87)
+    assert y.dtype == np.float32 and (np.abs(y[ok] - want[ok]) / want[ok]).max() <= 2e-7
+    with threads.blas_on_one_thread():  # inside an INT8 graph's run: every thread, the same bits
+        same(op("sigmoid", x), y)
+
+
+def test_float_kernels_use_threads_only_inside_an_openmp_graph():
+    assert threads.float_kernel_threads() == 1  # next to BLAS calls: the calling thread
+    with threads.blas_on_one_thread():
+        assert threads.float_kernel_threads() is None
+        with threads.blas_on_one_thread(False):  # nested: the outer run decides
+            assert threads.float_kernel_threads() is None
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(threads.float_kernel_threads()))
+        worker.start()
+        worker.join()
+        assert seen == [1]  # another Python thread is not inside this run
+    with threads.blas_on_one_thread(False):
+        assert threads.float_kernel_threads() == 1
+    assert threads.float_kernel_threads() == 1
+
+
 def test_float64_ops_keep_the_exact_path():
     x = np.linspace(-4, 4, 33)
     assert op("gelu", x).tobytes() == gelu64(x).tobytes()
+    from scipy.special import expit
+    assert op("sigmoid", x).tobytes() == expit(x).tobytes()
     z = np.exp(x - x.max())
     np.testing.assert_array_equal(op("softmax", x), z / z.sum())
 

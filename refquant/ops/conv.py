@@ -24,6 +24,7 @@ from .. import _dispatch
 from ..errors import ShapeError
 from ..reference import fconv as _fconv_spec
 from ..reference.im2col import MAX_EXTENT, check_geometry, check_size
+from ..threads import float_kernel_threads
 from .registry import attr_int, attr_ints, attr_spec, register
 
 _COLS_BYTES = 256 << 20
@@ -211,10 +212,9 @@ def _out_size(x_shape, w_shape, stride, pad, dilation):
 def _conv_forward(attrs, x, w, b, row_cols_bytes=None):
     stride, pad, dilation, groups, oh, ow = _checked_params(attrs, x, w)
     if _is_depthwise(x, w, groups) and x.dtype == w.dtype == np.float32 and (b is None or b.dtype == np.float32):
-        # on the calling thread, as the other float32 kernels between BLAS calls (docs/performance.md, "Threads")
         y = _dispatch.kernel("floatops").depthwise_conv2d(
             np.ascontiguousarray(x), np.ascontiguousarray(w), None if b is None else np.ascontiguousarray(b),
-            stride, pad, dilation, max_threads=1)
+            stride, pad, dilation, max_threads=float_kernel_threads())
     else:
         y = _gemm_forward(x, w, stride, pad, dilation, groups, oh, ow, row_cols_bytes)
         if b is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._dispatch import kernel
+from ..threads import float_kernel_threads
 from .registry import attr_spec, register
 
 
@@ -129,7 +130,8 @@ def layer_norm(ctx, attrs, x, scale=None, bias=None):
             return np.empty_like(x)
         rows = np.require(x, requirements="C").reshape(-1, int(np.prod(x.shape[begin:])))
         y = kernels.layer_norm_lastaxis(rows, None if scale is None else np.require(scale, requirements="C"),
-                                        None if bias is None else np.require(bias, requirements="C"), eps)
+                                        None if bias is None else np.require(bias, requirements="C"), eps,
+                                        max_threads=float_kernel_threads())
         return y.reshape(x.shape)
     axes = tuple(range(begin, x.ndim))
     xhat, inv_std = _ln_xhat(x, axes, eps)

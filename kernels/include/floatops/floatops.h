@@ -83,6 +83,15 @@ FO_INLINE float fo_gelu(float x) {
     return xc * (0.5f * (a < FO_ERF_SPLIT ? small : large));
 }
 
+/* sigmoid(x) = 1 / (1 + exp(-x)) from e = exp(-|x|) <= 1, which cannot overflow: 1 / (1 + e) for x >= 0,
+ * e / (1 + e) below (so sigmoid(-inf) = 0, sigmoid(+inf) = 1, NaN -> NaN; 0 below -87.34, where the true value
+ * is under 2^-126). */
+FO_INLINE float fo_sigmoid(float x) {
+    const float e = fo_exp_neg(-fabsf(x));
+    const float d = 1.0f + e;
+    return x >= 0.0f ? 1.0f / d : e / d;
+}
+
 /* Softmax of one row of n > 0 floats: m = max (FO_LANES running maxima; a NaN never wins, but makes its e NaN),
  * e_i = exp(x_i - m) stored in y, s = the float64 sum of the e_i (lane j adds elements i = j mod FO_LANES in
  * order, then s = lane 0 + lane 1 + ... in order), y_i = e_i / float32(s). */
@@ -144,11 +153,14 @@ FO_INLINE void fo_layer_norm_row(const float *x, ptrdiff_t n, const float *scale
         for (ptrdiff_t i = 0; i < n; i++) y[i] = (float)(((double)x[i] - mean) * inv);
 }
 
-/* The loops, per path: fo_gelu_erf_<sfx>(x, n, y), fo_softmax_rows_<sfx>(x, rows, n, y) and
- * fo_layer_norm_rows_<sfx>(x, rows, n, scale, bias, eps, y). */
+/* The loops, per path: fo_gelu_erf_<sfx>(x, n, y), fo_sigmoid_<sfx>(x, n, y), fo_softmax_rows_<sfx>(x, rows,
+ * n, y) and fo_layer_norm_rows_<sfx>(x, rows, n, scale, bias, eps, y). */
 #define FO_KERNELS(SFX, ATTR)                                                                                   \
     ATTR FO_UNUSED static void fo_gelu_erf_##SFX(const float *x, ptrdiff_t n, float *y) {                      \
         for (ptrdiff_t i = 0; i < n; i++) y[i] = fo_gelu(x[i]);                                                 \
+    }                                                                                                           \
+    ATTR FO_UNUSED static void fo_sigmoid_##SFX(const float *x, ptrdiff_t n, float *y) {                       \
+        for (ptrdiff_t i = 0; i < n; i++) y[i] = fo_sigmoid(x[i]);                                              \
     }                                                                                                           \
     ATTR FO_UNUSED static void fo_softmax_rows_##SFX(const float *x, ptrdiff_t rows, ptrdiff_t n, float *y) {  \
         for (ptrdiff_t r = 0; r < rows; r++) fo_softmax_row(x + r * n, n, y + r * n);                           \
@@ -182,6 +194,7 @@ typedef struct {
     const char *name;
     unsigned needs;
     void (*gelu_erf)(const float *x, ptrdiff_t n, float *y);
+    void (*sigmoid)(const float *x, ptrdiff_t n, float *y);
     void (*softmax_rows)(const float *x, ptrdiff_t rows, ptrdiff_t n, float *y);
     void (*layer_norm_rows)(const float *x, ptrdiff_t rows, ptrdiff_t n, const float *scale, const float *bias,
                             double eps, float *y);
@@ -201,12 +214,12 @@ typedef struct {
 
 static const fo_path FO_PATHS[] = {
 #if FO_X86
-    {"avx2", RQ_CPU_AVX2, fo_gelu_erf_avx2, fo_softmax_rows_avx2, fo_layer_norm_rows_avx2, fo_add_f32__avx2,
-     fo_chain_f32__avx2, fo_chmul_f32__avx2, fo_gap_f32__avx2, fo_dwconv_f32__avx2},
+    {"avx2", RQ_CPU_AVX2, fo_gelu_erf_avx2, fo_sigmoid_avx2, fo_softmax_rows_avx2, fo_layer_norm_rows_avx2,
+     fo_add_f32__avx2, fo_chain_f32__avx2, fo_chmul_f32__avx2, fo_gap_f32__avx2, fo_dwconv_f32__avx2},
 #endif
-    {"portable", 0u, fo_gelu_erf_portable, fo_softmax_rows_portable, fo_layer_norm_rows_portable,
-     fo_add_f32__portable, fo_chain_f32__portable, fo_chmul_f32__portable, fo_gap_f32__portable,
-     fo_dwconv_f32__portable},
+    {"portable", 0u, fo_gelu_erf_portable, fo_sigmoid_portable, fo_softmax_rows_portable,
+     fo_layer_norm_rows_portable, fo_add_f32__portable, fo_chain_f32__portable, fo_chmul_f32__portable,
+     fo_gap_f32__portable, fo_dwconv_f32__portable},
 };
 #define FO_NPATHS ((int)(sizeof FO_PATHS / sizeof FO_PATHS[0]))
 
