@@ -160,7 +160,8 @@ def test_global_pooling():
     {"pooling_type": "max", "ksize": [3, 3], "strides": [2, 2], "paddings": [1, 1], "ceil_mode": True},
     {"pooling_type": "avg", "ksize": [3, 3], "strides": [2, 2], "paddings": [1, 1, 1, 1]},
     {"pooling_type": "avg", "ksize": [3, 3], "strides": [2, 2], "paddings": [1, 1, 1, 1], "exclusive": False},
-    {"pooling_type": "avg", "ksize": [2, 3], "strides": [2, 1], "paddings": [0, 1, 0, 1], "ceil_mode": True}])
+    {"pooling_type": "avg", "ksize": [2, 3], "strides": [2, 1], "paddings": [0, 1, 0, 1], "ceil_mode": True},
+    {"pooling_type": "avg", "ksize": [3, 2], "strides": [3, 2]}])  # PP-OCR rec's last pool
 def test_windowed_pooling_on_nhwc_equals_nchw(attrs):
     x = randn(2, 5, 7, 11).astype(np.float32)
     want = fwd("pool2d", [x], attrs)

@@ -173,8 +173,17 @@ def _pool2d_nhwc(attrs, x):
             gap = _dispatch.kernel("floatops").global_avg_pool_f32(np.ascontiguousarray(x))
             return gap.reshape(x.shape[0], 1, 1, x.shape[3])
         return x.mean(axis=(1, 2), keepdims=True)
-    y, _, _ = _pool_nchw(attrs, x.transpose(0, 3, 1, 2))
-    return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+    nchw = x.transpose(0, 3, 1, 2)
+    if attrs.get("pooling_type", "max") == "max":
+        y, _, _ = _pool_nchw(attrs, nchw)
+        return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+    # average: the NCHW sums, tap by tap in the same order (the same bits), on whole pixels of C channels
+    k, s, pad, oh, ow = _geometry(attrs, nchw.shape)
+    y = np.zeros((x.shape[0], oh, ow, x.shape[3]), dtype=x.dtype)
+    for (po, qo), (pi, qi) in _taps(x.shape[1:3], k, s, pad, oh, ow):
+        y[:, po, qo] += x[:, pi, qi]
+    divisor = _avg_divisor(attrs, nchw, k, s, pad, oh, ow)
+    return y / (divisor[:, :, None] if np.ndim(divisor) else divisor)
 
 
 @register("pool2d", observed=True, backward=_pool2d_grad, shape=_shape, check=_check)
