@@ -54,16 +54,20 @@ cdef extern from "fconv/fconv.h" nogil:
         const char *name
         fc_sweep_fn sweep, dir
         fc_tile_fn edge
+        const void *tt
         fc_dw_fn dw
         fc_dw8_fn dw8
     const fc_path FC_PATHS[]
     const int FC_NPATHS
-    const int FC_MR, FC_KC, FC_NC
+    const int FC_MR, FC_KC, FC_NC, FC_TM, FC_TP, FC_T_TOT, FC_TSLOT
     int fc_path_supported(int i)
     void fc_conv_block(fc_sweep_fn sweep, fc_sweep_fn dir, fc_tile_fn edge, const float *ap, Py_ssize_t M,
                        Py_ssize_t K, const float *x, const fc_geom *g, const float *bias, const fc_epi *e, float *y,
                        const float *res, Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t n0, Py_ssize_t n1,
                        float *bp) noexcept nogil
+    void fc_conv_block_t(const void *tt, const float *at, Py_ssize_t K, const float *x, Py_ssize_t N,
+                         const float *bias, const fc_epi *e, float *y, const float *res, Py_ssize_t m0, Py_ssize_t m1,
+                         Py_ssize_t n0, Py_ssize_t n1, float *tot) noexcept nogil
 
 
 # Multiply-adds per thread below which a call stays on the calling thread.
@@ -75,6 +79,14 @@ cdef Py_ssize_t MIN_PIXELS_PER_THREAD = 64
 # (their scratch stays in L2; 56 x 56 ran 0.75-0.9x the time of one plane at a time, 112 x 112 1.2x).
 cdef Py_ssize_t DW8_MAX_PIXELS = 56 * 56
 cdef Py_ssize_t DW8_MAX_WIDTH = 64
+# 1x1 stride-1 convs run T tiles (fc_conv_block_t: B read in place, vectors along output channels) when
+# K >= T_MIN_K, N <= T_MAX_N and K > M, or N <= T_SMALL_N and K >= T_SMALL_K (measured per layer, 1 thread: the
+# projections of 14 x 14 and 7 x 7 planes 0.78-0.9x the time, 7 x 7 planes of K >= 512 0.84-0.95x; larger planes and
+# shorter K, where the transposes at the end weigh more, 1.03-1.6x).
+cdef Py_ssize_t T_MIN_K = 128
+cdef Py_ssize_t T_MAX_N = 28 * 28
+cdef Py_ssize_t T_SMALL_N = 64
+cdef Py_ssize_t T_SMALL_K = 512
 
 _PATHS = IsaPaths("fconv", [FC_PATHS[i].name.decode() for i in range(FC_NPATHS)],
                   lambda i: fc_path_supported(i), known=("avx2", "portable"))
@@ -107,6 +119,21 @@ def _scratch(n):
     return buf[:n]
 
 
+def _t_pack(packed, oc):
+    """The weights of ``packed`` (pack_weights) as T-tile panels, at[i, k, l] = A[16 i + l, k] (zeros past oc), in a
+    64-byte aligned array (each k's 16 values one cache line)."""
+    K = packed.shape[1]
+    a = np.zeros(((oc + FC_TM - 1) // FC_TM * FC_TM, K), np.float32)
+    a[:oc] = packed.transpose(0, 2, 1).reshape(-1, K)[:oc]
+    t = a.reshape(-1, FC_TM, K).transpose(0, 2, 1)
+    buf = np.empty(t.size + 16, np.float32)
+    off = (-buf.ctypes.data % 64) // 4
+    out = buf[off:off + t.size].reshape(t.shape)
+    out[...] = t
+    out.flags.writeable = False
+    return out
+
+
 def conv2d(x, packed, oc, kernel, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
            epi=(0, 0.0, 0.0, 1.0), *, residual=None, max_threads=None, path=None):
     """act((conv2d(x, w) + bias) + residual) from ``packed = pack_weights(w)``: float32 (N, oc, OH, OW) out (the
@@ -129,7 +156,7 @@ cdef class Conv2dPlan:
     cdef fc_geom g
     cdef fc_epi e
     cdef Py_ssize_t n, M, K, N
-    cdef object packed, bias, x_shape, y_shape, max_threads, path
+    cdef object packed, tpacked, bias, x_shape, y_shape, max_threads, path
 
     def __init__(self, x, packed, oc, kernel, bias, stride, padding, dilation, epi, max_threads, path):
         """x: an array of the inputs' shape (its data is not read)."""
@@ -145,6 +172,11 @@ cdef class Conv2dPlan:
         self.g.oh, self.g.ow = oh, ow
         self.e.act, self.e.a, self.e.b, self.e.c, self.e.ps, self.e.pc = code, a, b, c, ps, pc
         self.e.post = ps != 1.0 or pc != 0.0
+        self.tpacked = None
+        if FC_PATHS[_PATHS.index(path)].tt != NULL and kh == kw == sh == sw == 1 and not any(pad) and \
+                (self.K >= T_MIN_K and self.N <= T_MAX_N and self.K > self.M or
+                 self.N <= T_SMALL_N and self.K >= T_SMALL_K):
+            self.tpacked = _t_pack(packed, oc)
 
     def __call__(self, x, residual=None):
         if type(x) is not np.ndarray or x.dtype != _F32 or not x.flags.c_contiguous or x.shape != self.x_shape:
@@ -160,21 +192,25 @@ cdef class Conv2dPlan:
         cdef int threads = threads_for(n * M * K * N, MIN_MACS_PER_THREAD)
         if self.max_threads is not None:
             threads = min(threads, self.max_threads)
+        cdef const void *tt = fp.tt if self.tpacked is not None else NULL  # T tiles (their packing) or not
+        cdef Py_ssize_t unit = FC_MR if tt == NULL else FC_TM  # rows of a panel
         cdef Py_ssize_t nb = (N + FC_NC - 1) // FC_NC, mb = 1, nstep = FC_NC, rounds
         if threads > 1 and n == 1 and N >= MIN_PIXELS_PER_THREAD * threads:
             # one sample: equal pixel blocks in whole rounds of threads (multiples of 8), each B block packed once
             rounds = (nb + threads - 1) // threads * threads
             nstep = ((N + rounds - 1) // rounds + 7) // 8 * 8
             nb = (N + nstep - 1) // nstep
-        elif n * nb < 2 * threads:  # few pixels: split the channels too, in whole FC_MR panels
-            mb = min((M + FC_MR - 1) // FC_MR, 2 * threads)
-        cdef Py_ssize_t mstep = ((M + FC_MR - 1) // FC_MR + mb - 1) // mb * FC_MR, tasks = n * nb * mb, t, s, j, i
+        elif n * nb < 2 * threads:  # few pixels: split the channels too, in whole panels
+            mb = min((M + unit - 1) // unit, 2 * threads)
+        cdef Py_ssize_t mstep = ((M + unit - 1) // unit + mb - 1) // mb * unit, tasks = n * nb * mb, t, s, j, i
         cdef Py_ssize_t block = min(K, FC_KC) * ((min(N, FC_NC) + 15) // 16 * 16)  # the packed B block of a task
+        if tt != NULL:
+            block = FC_T_TOT + FC_TSLOT  # the tiles' carried sums
         scratch = _scratch(threads * block + 8)
         cdef float *sp = _data(scratch)
         cdef float *bp0 = <float *>((<uintptr_t>sp + 31) & ~(<uintptr_t>31))
         cdef const float *xp = _data(x)
-        cdef const float *ap = _data(self.packed)
+        cdef const float *ap = _data(self.packed if tt == NULL else self.tpacked)
         cdef const float *bias_p = _data(self.bias)
         cdef const float *res_p = _data(residual)
         cdef float *yp = _data(y)
@@ -185,7 +221,11 @@ cdef class Conv2dPlan:
                 s = t // (nb * mb)
                 j = t // mb % nb
                 i = t % mb
-                if i * mstep < M:
+                if i * mstep < M and tt != NULL:
+                    fc_conv_block_t(tt, ap, K, xp + s * g.C * g.H * g.W, N, bias_p, e, yp + s * M * N,
+                                    res_p + s * M * N if res_p != NULL else NULL, i * mstep, min(M, (i + 1) * mstep),
+                                    j * nstep, min(N, (j + 1) * nstep), bp0 + omp_get_thread_num() * block)
+                elif i * mstep < M:
                     fc_conv_block(fp.sweep, fp.dir, fp.edge, ap, M, K, xp + s * g.C * g.H * g.W, g, bias_p, e,
                                   yp + s * M * N, res_p + s * M * N if res_p != NULL else NULL, i * mstep,
                                   min(M, (i + 1) * mstep), j * nstep, min(N, (j + 1) * nstep),

@@ -39,7 +39,9 @@ GEMM_CASES = [((2, 7, 11, 13), 9, 3, (1, 1), (1, 1, 1, 1), (1, 1)),     # edges 
               ((1, 16, 40, 40), 24, 1, (2, 2), (0, 0, 0, 0), (1, 1)),    # a strided 1x1
               ((1, 8, 30, 30), 64, 1, (1, 1), (0, 0, 0, 0), (1, 1)),     # 900 pixels: two N blocks
               ((2, 40, 41, 39), 30, 1, (1, 1), (0, 0, 0, 0), (1, 1)),    # few channels: B read in place, 15 packed
-              ((1, 300, 7, 7), 16, 1, (1, 1), (0, 0, 0, 0), (1, 1))]     # 49 pixels: the last one in an 8-wide tile
+              ((1, 300, 7, 7), 16, 1, (1, 1), (0, 0, 0, 0), (1, 1)),     # T tiles: 49 pixels in groups of 5 and 6
+              ((2, 520, 5, 6), 40, 1, (1, 1), (0, 0, 0, 0), (1, 1)),     # T tiles: 3 K blocks, 16 + 16 + 8 rows
+              ((1, 600, 4, 4), 9, 1, (1, 1), (0, 0, 0, 0), (1, 1))]      # T tiles (K >= 512 on a small plane), 9 rows
 
 
 @needs_kernel
@@ -60,6 +62,22 @@ def test_conv2d_is_the_twin_within_its_bound(shape, oc, k, stride, pad, dil, act
         assert np.all(np.abs(got - y.astype(np.float64)) <= tol * lipschitz(act, attrs, pre) + slack), path
         assert np.array_equal(got, fconv.conv2d(*args, path=path, max_threads=1))  # any thread count: same bits
     assert np.array_equal(twin.conv2d(*args, max_threads=1), y)
+
+
+@needs_kernel
+@pytest.mark.parametrize("n, k, hw, oc", [(1, 576, (14, 14), 96), (2, 300, (7, 7), 24), (1, 130, (3, 5), 13),
+                                          (1, 700, (7, 7), 700), (1, 640, (1, 1), 1000)])
+def test_t_tiles_give_the_packed_tiles_bits(n, k, hw, oc):
+    """A 1x1 stride-1 conv of these shapes runs T tiles (B in place, vectors along output channels); the same conv
+    with a border of zero padding runs the packed tiles: the interior has the same bits (the same sums in the same
+    order), with a residual and each activation."""
+    x, w, b, r = f32(n, k, *hw) * 3, f32(oc, k, 1, 1), f32(oc), f32(n, oc, *hw)
+    for act, attrs in ACTS:
+        args = (twin.pack_weights(w), oc, (1, 1), b, (1, 1))
+        t = fconv.conv2d(x, *args, (0, 0, 0, 0), (1, 1), twin.epilogue(act, attrs), residual=r)
+        pr = np.pad(r, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        p = fconv.conv2d(x, *args, (1, 1, 1, 1), (1, 1), twin.epilogue(act, attrs), residual=pr)
+        assert np.array_equal(t, p[:, :, 1:-1, 1:-1]), act
 
 
 @needs_kernel
@@ -144,6 +162,10 @@ def test_two_threads_give_the_one_thread_bits():
                           ((1, 64, 7, 7), 256)):
             x, w, b = f32(*shape), f32(oc, shape[1], 3, 3), f32(oc)
             args = (x, twin.pack_weights(w), oc, (3, 3), b, (1, 1), (1, 1, 1, 1), (1, 1), twin.epilogue("relu6"))
+            assert np.array_equal(fconv.conv2d(*args), fconv.conv2d(*args, max_threads=1))
+        for shape, oc in (((1, 576, 14, 14), 96), ((1, 960, 7, 7), 160), ((2, 300, 10, 10), 40)):  # T tiles
+            x, w, b = f32(*shape), f32(oc, shape[1], 1, 1), f32(oc)
+            args = (x, twin.pack_weights(w), oc, (1, 1), b, (1, 1), (0, 0, 0, 0), (1, 1), twin.epilogue("relu6"))
             assert np.array_equal(fconv.conv2d(*args), fconv.conv2d(*args, max_threads=1))
         for shape in ((1, 64, 64, 64), (2, 24, 20, 20)):
             x, w = f32(*shape), f32(shape[1], 1, 3, 3)

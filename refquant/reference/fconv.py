@@ -10,12 +10,13 @@ with ``act`` one of :data:`ACTIVATIONS` ("relu6" clips to [0, a]; "hard_sigmoid"
 "hard_swish" is v * clip(v + a, 0, b) / c; NaN stays NaN), optionally followed by ``* post_scale + post_shift``
 (each product and sum of the epilogue rounded on its own, as the ops it replaces). The twin sums with NumPy's
 float32 matmul; the compiled paths sum each block of ``KC = 256`` values of k in registers in k order (fused
-multiply-adds on avx2) and add the blocks in order. Neither order is the other's, so the results agree to
-rounding: with ``S = sum_k |A[o, k] x_k| + |bias[o]|`` (``+ |residual|``), ``|y - y_twin| <= 2 K eps32 S``
-before the activation (eps32 = 2**-23: the worst case of two float32 summations; tested, and measured at most
-1.2e-2 of it on the test shapes) and the activations are 1-Lipschitz but hard_swish (Lipschitz ``(2 |v| + a) / c``
-around v). Each path gives the same bits for any thread count (every output is summed by one tile, in the same
-order).
+multiply-adds on avx2) and add the blocks in order (the avx2 tiles for 1x1 stride-1 convs with a long K on small
+planes, vectors along output channels and x read in place, sum the same way: the same bits). Neither order is the
+other's, so the results agree to rounding: with ``S = sum_k |A[o, k] x_k| + |bias[o]|`` (``+ |residual|``),
+``|y - y_twin| <= 2 K eps32 S`` before the activation (eps32 = 2**-23: the worst case of two float32 summations;
+tested, and measured at most 1.2e-2 of it on the test shapes) and the activations are 1-Lipschitz but hard_swish
+(Lipschitz ``(2 |v| + a) / c`` around v). Each path gives the same bits for any thread count (every output is summed
+by one tile, in the same order).
 
 The validation helper here is shared with the compiled module, so both reject the same inputs the same way.
 """

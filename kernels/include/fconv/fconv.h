@@ -2,19 +2,20 @@
  * on weights packed once, y[o, p] = act(sum_k A[o, k] * B[k, p] + bias[o] (+ res[o, p])). Twin and specification:
  * refquant/reference/fconv.py.
  *
- * A is the weight matrix (M = OC rows, K = C * KH * KW) packed in panels of FC_MR rows (pack_weights in the twin:
- * panel i holds A[6i + r, k] at [i][k][r], zero rows past M). B is never built: fc_pack_b reads its blocks straight
- * from the input (im2col on the fly; a plain copy for 1x1 stride-1 convs) into FC_NR-column panels, or, for 1x1
- * stride-1 convs of at most FC_DIRECT_M output channels (few panels to share a packed block), the tiles read the
- * rows of x in place. The loops: N blocks of at most FC_NC pixels (fewer for long K: the packed block stays in L2),
- * K blocks of FC_KC, then FC_MR-row panels of A each sweeping the block in FC_MR x FC_NR register tiles (so each
- * output row is written front to back; tiles past M or N are masked). A tile sums its K block in registers from
- * +0 in k order (fused multiply-add on the avx2 path), adds it to the tile's previous K blocks, then, after the last
- * block, adds the bias, then a residual (an input of the
- * output's shape, when given), and applies the activation (fc_act). Every output element gets the same operations
- * whatever the M / N split, so the bits do not depend on the thread count; paths differ from each other and from
- * the twin by rounding (its docstring states the bound). Compiled with -ffp-contract=off: the sums fuse where the
- * intrinsics say so (_mm256_fmadd_ps), the epilogue's products and sums round one by one, as the ops they replace.
+ * A is the weight matrix (M = OC rows, K = C * KH * KW) packed in panels of FC_MR rows (pack_weights in the twin: panel
+ * i holds A[6i + r, k] at [i][k][r], zero rows past M). B is never built: fc_pack_b reads its blocks straight from the
+ * input (im2col on the fly; a plain copy for 1x1 stride-1 convs) into FC_NR-column panels, or, for 1x1 stride-1 convs
+ * of at most FC_DIRECT_M output channels (few panels to share a packed block), the tiles read the rows of x in place;
+ * those with a long K on small planes run T tiles instead (fc_conv_block_t: vectors along output channels, x read in
+ * place, the same sums). The loops: N blocks of at most FC_NC pixels (fewer for long K: the packed block stays in L2),
+ * K blocks of FC_KC, then FC_MR-row panels of A each sweeping the block in FC_MR x FC_NR register tiles (so each output
+ * row is written front to back; tiles past M or N are masked). A tile sums its K block in registers from +0 in k order
+ * (fused multiply-add on the avx2 path), adds it to the tile's previous K blocks, then, after the last block, adds the
+ * bias, then a residual (an input of the output's shape, when given), and applies the activation (fc_act). Every output
+ * element gets the same operations whatever the M / N split, so the bits do not depend on the thread count; paths
+ * differ from each other and from the twin by rounding (its docstring states the bound). Compiled with
+ * -ffp-contract=off: the sums fuse where the intrinsics say so (_mm256_fmadd_ps), the epilogue's products and sums
+ * round one by one, as the ops they replace.
  */
 #ifndef FCONV_FCONV_H
 #define FCONV_FCONV_H
@@ -269,9 +270,103 @@ typedef void (*fc_sweep_fn)(ptrdiff_t kc, const float *a, const float *b, ptrdif
             tile(kc, a, b, ldb, y, res, ldc, FC_MR, FC_NR, add, last, bias, e);                                \
     }
 FC_SWEEP(fc_sweep_portable, fc_tile_portable, )
+#define FC_TM 16
+#define FC_TP 6
+#define FC_TKC 64 /* values of k a T tile sums before the next tile (the K blocks stay FC_KC) */
+#define FC_TSLOT (2 * FC_TM * FC_TP) /* floats of a T tile's carried sums: the K block so far, the blocks before */
+#define FC_T_TOT (32 * 1024)         /* floats of carried sums a task keeps */
+/* T tile flags: resume the K block's sums (else from +0); the K block ends here; first / last K block; wide stores */
+enum { FC_T_RESUME = 1, FC_T_END = 2, FC_T_FIRST = 4, FC_T_LAST = 8, FC_T_WIDE = 16 };
+typedef void (*fc_ttile_fn)(ptrdiff_t kc, const float *at, const float *xk, ptrdiff_t ldx, float *y, const float *res,
+                            ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t np, int flags, const float *bias, const fc_epi *e,
+                            float *slot);
 #if FC_X86
 FC_SWEEP(fc_sweep_avx2, fc_tile_avx2, FC_AVX2_ATTR)
 FC_SWEEP(fc_sweep_avx2_direct, fc_tile_avx2_direct, FC_AVX2_ATTR)
+
+/* The 8 x 8 transpose of r[0..7] in place (r[i][j] -> r[j][i]). */
+FC_AVX2_ATTR static inline void fc_tr8(__m256 *r) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2)
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44), u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44), u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* ---- 1x1 stride-1 convs with the roles swapped ("T" tiles): vectors along output channels. The weights are packed
+ * again as panels of FC_TM rows, at[i][k][l] = A[16i + l, k] (zeros past M; fc_conv_block_t), and x is read in place:
+ * a tile of FC_TP pixels broadcasts x[k, p + j] (row k of x, N floats apart), so B is never packed and the last
+ * pixels of a row cost what they compute (a 7 x 7 plane's 49th pixel took an 8-wide tile). Each output is summed
+ * as in the other tiles (from +0 in k order per FC_KC block, fused multiply-adds, the blocks added in order, then
+ * bias, residual, activation): the same bits. The tile is transposed (fc_tr8) into rows of y at the end. */
+#define FC_T_K(j)                                                                                              \
+    if (FC_NP_ > j) {                                                                                          \
+        bx = _mm256_broadcast_ss(xk + j);                                                                     \
+        c##j##0 = _mm256_fmadd_ps(a0, bx, c##j##0);                                                           \
+        if (FC_NH_ > 1) c##j##1 = _mm256_fmadd_ps(a1, bx, c##j##1);                                           \
+    }
+#define FC_T_LOAD(j, h) if (FC_NP_ > j && FC_NH_ > h) c##j##h = _mm256_load_ps(slot + (2 * j + h) * 8);
+#define FC_T_PART(j, h) if (FC_NP_ > j && FC_NH_ > h) _mm256_store_ps(slot + (2 * j + h) * 8, c##j##h);
+#define FC_T_ADD(j, h)                                                                                         \
+    if (FC_NP_ > j && FC_NH_ > h) c##j##h = _mm256_add_ps(_mm256_load_ps(slot + 96 + (2 * j + h) * 8), c##j##h);
+#define FC_T_KEEP(j, h) if (FC_NP_ > j && FC_NH_ > h) _mm256_store_ps(slot + 96 + (2 * j + h) * 8, c##j##h);
+#define FC_T_ALL(F) F(0, 0) F(0, 1) F(1, 0) F(1, 1) F(2, 0) F(2, 1) F(3, 0) F(3, 1) F(4, 0) F(4, 1) F(5, 0) F(5, 1)
+/* A T tile of NP pixels and NH * 8 output channels over kc values of k (row k of at at + 16 k, of x at xk + k ldx),
+ * its sums carried in slot (FC_TSLOT floats, 32-byte aligned): [0, 96) the K block's so far (a tile may stop and
+ * resume within a K block: the same chain of fused multiply-adds), [96, 192) the blocks before. After the last K
+ * block, mr rows of np values into y (row stride ldc) through fc_out8 (8 values with FC_T_WIDE: the ones past np
+ * are overwritten by the next tile). */
+#define FC_TTILE(NP, NH)                                                                                        \
+    FC_AVX2_ATTR static void fc_ttile_##NP##_##NH(ptrdiff_t kc, const float *at, const float *xk, ptrdiff_t ldx, \
+                                                  float *y, const float *res, ptrdiff_t ldc, ptrdiff_t mr,       \
+                                                  ptrdiff_t np, int flags, const float *bias, const fc_epi *e0,   \
+                                                  float *slot) {                                                \
+        enum { FC_NP_ = NP, FC_NH_ = NH };                                                                     \
+        __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,      \
+               c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, bx, a0, a1;                              \
+        if (flags & FC_T_RESUME) { FC_T_ALL(FC_T_LOAD) }                                                       \
+        for (ptrdiff_t k = 0; k < kc; k++, at += FC_TM, xk += ldx) {                                           \
+            a0 = _mm256_loadu_ps(at);                                                                          \
+            if (FC_NH_ > 1) a1 = _mm256_loadu_ps(at + 8);                                                      \
+            FC_T_K(0) FC_T_K(1) FC_T_K(2) FC_T_K(3) FC_T_K(4) FC_T_K(5)                                        \
+        }                                                                                                      \
+        if (!(flags & FC_T_END)) { FC_T_ALL(FC_T_PART) return; }                                               \
+        if (!(flags & FC_T_FIRST)) { FC_T_ALL(FC_T_ADD) }                                                      \
+        if (!(flags & FC_T_LAST)) { FC_T_ALL(FC_T_KEEP) return; }                                               \
+        const fc_epi ee = *e0, *e = &ee;                                                                       \
+        const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)np),                                      \
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));                     \
+        const __m256 z = _mm256_setzero_ps();                                                                  \
+        (void)a1, (void)c01, (void)c11, (void)c21, (void)c31, (void)c41, (void)c51;                            \
+        for (int h = 0; h < NH; h++) {                                                                         \
+            __m256 r[8] = {h ? c01 : c00, NP > 1 ? (h ? c11 : c10) : z, NP > 2 ? (h ? c21 : c20) : z,            \
+                           NP > 3 ? (h ? c31 : c30) : z, NP > 4 ? (h ? c41 : c40) : z,                            \
+                           NP > 5 ? (h ? c51 : c50) : z, z, z};                                                 \
+            fc_tr8(r);                                                                                         \
+            for (ptrdiff_t o = 0; o < 8 && 8 * h + o < mr; o++)                                                \
+                fc_out8(r[o], y + (8 * h + o) * ldc, res ? res + (8 * h + o) * ldc : NULL, mk,                  \
+                        (flags & FC_T_WIDE) != 0, 0, 1, bias ? bias + 8 * h + o : NULL, e);                    \
+        }                                                                                                      \
+    }
+FC_TTILE(1, 1) FC_TTILE(2, 1) FC_TTILE(3, 1) FC_TTILE(4, 1) FC_TTILE(5, 1) FC_TTILE(6, 1)
+FC_TTILE(1, 2) FC_TTILE(2, 2) FC_TTILE(3, 2) FC_TTILE(4, 2) FC_TTILE(5, 2) FC_TTILE(6, 2)
+#undef FC_T_K
+#undef FC_T_LOAD
+#undef FC_T_PART
+#undef FC_T_ADD
+#undef FC_T_KEEP
+#undef FC_T_ALL
+#undef FC_TTILE
+/* [(NH - 1) * FC_TP + NP - 1] */
+static const fc_ttile_fn FC_TTILES_AVX2[2 * FC_TP] = {
+    fc_ttile_1_1, fc_ttile_2_1, fc_ttile_3_1, fc_ttile_4_1, fc_ttile_5_1, fc_ttile_6_1,
+    fc_ttile_1_2, fc_ttile_2_2, fc_ttile_3_2, fc_ttile_4_2, fc_ttile_5_2, fc_ttile_6_2};
 #endif
 
 /* Rows [m0, m1) (m0 a multiple of FC_MR) and columns [n0, n1) of one sample's output y (M x N, N = OH * OW):
@@ -319,6 +414,42 @@ static void fc_conv_block(fc_sweep_fn sweep, fc_sweep_fn dir, fc_tile_fn edge, c
         jc += nc - step;  /* the next block starts where this one stopped */
     }
     (void)M;
+}
+
+/* Rows [m0, m1) (m0 a multiple of FC_TM) and columns [n0, n1) of one sample's output y (M x N) of a 1x1 stride-1
+ * conv (x: K rows of N pixels), y = act((A x + bias) + res) with T tiles (tt[(mr > 8) * FC_TP + np - 1]) on the
+ * weights at packed for them. The columns are cut into groups of 5 or 6 pixels as evenly as possible (no short
+ * tile: one of 1 or 2 pixels waits on the latency of its 2 or 4 chains), in blocks of groups whose carried sums fit
+ * in FC_T_TOT floats; for each block, K in steps of FC_TKC (within the FC_KC blocks), every group in turn, every
+ * FC_TM-row panel of at in turn: the group's rows of x stay in L1, the step of at in L2. slot: FC_T_TOT +
+ * FC_TSLOT floats of scratch, 32-byte aligned. */
+static void fc_conv_block_t(const fc_ttile_fn *tt, const float *at, ptrdiff_t K, const float *x, ptrdiff_t N,
+                            const float *bias, const fc_epi *e, float *y, const float *res, ptrdiff_t m0, ptrdiff_t m1,
+                            ptrdiff_t n0, ptrdiff_t n1, float *slot) {
+    const ptrdiff_t panels = (m1 - m0 + FC_TM - 1) / FC_TM, n = n1 - n0, ng = (n + FC_TP - 1) / FC_TP;
+    const ptrdiff_t gb = FC_T_TOT / (panels * FC_TSLOT) > 1 ? FC_T_TOT / (panels * FC_TSLOT) : 1; /* groups a block */
+    for (ptrdiff_t g0 = 0; g0 < ng; g0 += gb) {
+        const ptrdiff_t g1 = g0 + gb < ng ? g0 + gb : ng;
+        for (ptrdiff_t pc = 0; pc < K; pc += FC_KC) {
+            const ptrdiff_t kc = K - pc < FC_KC ? K - pc : FC_KC;
+            for (ptrdiff_t ks = pc; ks < pc + kc; ks += FC_TKC) {
+                const ptrdiff_t sub = pc + kc - ks < FC_TKC ? pc + kc - ks : FC_TKC;
+                const int flags = (ks > pc ? FC_T_RESUME : 0) | (ks + sub == pc + kc ? FC_T_END : 0) |
+                                  (pc == 0 ? FC_T_FIRST : 0) | (pc + kc == K ? FC_T_LAST : 0);
+                for (ptrdiff_t gi = g0; gi < g1; gi++) {
+                    const ptrdiff_t p = n0 + gi * n / ng, np = n0 + (gi + 1) * n / ng - p;
+                    const int f = flags | (p + 8 <= n1 ? FC_T_WIDE : 0);
+                    float *sp = slot + (gi - g0) * panels * FC_TSLOT;
+                    for (ptrdiff_t ir = m0; ir < m1; ir += FC_TM, sp += FC_TSLOT) {
+                        const ptrdiff_t mr = m1 - ir < FC_TM ? m1 - ir : FC_TM;
+                        tt[(mr > 8) * FC_TP + np - 1](sub, at + ir * K + ks * FC_TM, x + ks * N + p, N,
+                                                      y + ir * N + p, res ? res + ir * N + p : NULL, N, mr, np, f,
+                                                      bias ? bias + ir : NULL, e, sp);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /* ---- depthwise: one output plane from one input plane (the channel multiplier is the caller's), bias and
@@ -506,21 +637,6 @@ FC_AVX2_ATTR static void fc_dw_avx2(const float *x, const fc_dwgeom *g, const fl
     }
 }
 
-/* The 8 x 8 transpose of r[0..7] in place (r[i][j] -> r[j][i]). */
-FC_AVX2_ATTR static inline void fc_tr8(__m256 *r) {
-    __m256 t[8], u[8];
-    for (int i = 0; i < 8; i += 2)
-        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    for (int i = 0; i < 8; i += 4) {
-        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44), u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44), u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-    }
-}
-
 /* n adjacent output pixels of eight interleaved planes (pixel k's taps at s + k ST + off[t], t in [t0, t1)), each a
  * chain of fused multiply-adds from +0, the n chains in flight together; then the bias, into o (the activation
  * follows on the way back into planes). ST is the stride in floats, a constant for strides 1 and 2: the n loads of
@@ -642,15 +758,17 @@ typedef struct {
     unsigned needs;
     fc_sweep_fn sweep, dir; /* full tiles of a packed B, of B in place */
     fc_tile_fn edge;        /* the others */
+    const fc_ttile_fn *tt;  /* T tiles (fc_conv_block_t), or NULL */
     fc_dw_fn dw;
     fc_dw8_fn dw8; /* eight planes at once, or NULL */
 } fc_path;
 
 static const fc_path FC_PATHS[] = {
 #if FC_X86
-    {"avx2", RQ_CPU_AVX2, fc_sweep_avx2, fc_sweep_avx2_direct, fc_tile_avx2_edge, fc_dw_avx2, fc_dw8_avx2},
+    {"avx2", RQ_CPU_AVX2, fc_sweep_avx2, fc_sweep_avx2_direct, fc_tile_avx2_edge, FC_TTILES_AVX2, fc_dw_avx2,
+     fc_dw8_avx2},
 #endif
-    {"portable", 0u, fc_sweep_portable, fc_sweep_portable, fc_tile_portable, fc_dw_portable, NULL},
+    {"portable", 0u, fc_sweep_portable, fc_sweep_portable, fc_tile_portable, NULL, fc_dw_portable, NULL},
 };
 #define FC_NPATHS ((int)(sizeof FC_PATHS / sizeof FC_PATHS[0]))
 
