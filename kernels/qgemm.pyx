@@ -8,8 +8,8 @@
 
 The weights are packed once with ``pack_b`` (layout in kernels/include/qgemm/common.h: panels of 16 columns x
 groups of 4 K, a header with K and N, the column sums). The C microkernels live in kernels/include/qgemm/, one
-header per path; this file validates through the twin's ``check_gemm`` (one validation: both reject the same
-inputs), prepares the per-column offset (bias - a_zero*col_sum) and splits the
+header per path; this file validates through the twin's ``check_plan`` / ``check_call`` (one validation: both
+reject the same inputs), prepares the per-column offset (bias - a_zero*col_sum) once per plan and splits the
 work over OpenMP threads: chunks of 16-column panels, or of rows when there are too few panels, handed out
 dynamically. Every chunk computes whole output elements, so the result does not depend on the thread count.
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from refquant._paths import IsaPaths
 from refquant.reference import qdirect as _qdirect_spec
-from refquant.reference import qgemm as _spec   # one validation for both sides: the twin's check_gemm
+from refquant.reference import qgemm as _spec   # one validation for both sides: the twin's checks
 from refquant.reference.qgemm import _check_weights
 
 cdef extern from "qgemm/qgemm.h" nogil:
@@ -124,20 +124,77 @@ def col_sums(w):
     return np.sum(w, axis=0, dtype=np.int32)
 
 
-def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
-              lo=None, hi=None, out=None, chain=None, fbias=None, path=None):
-    """out (M, N) = epilogue(a (M, K) u8 @ w (K, N) s8): see the module docstring for the formulas. ``packed``
-    is ``pack_b(w)``; ``out`` (optional) may be a column slice of a wider array; ``path`` forces a path.
+cdef class GemmPlan:
+    """gemm_u8s8 with every argument but the activation (and ``out``) checked and prepared once: the per-column
+    offset (bias - a_zero*col_sum, + 128 * the packed column sums on a path that shifts a), the padded scale and
+    fbias, the chain's constants. ``plan(a, out=None)`` checks only what it is given (the twin's check_call)."""
+    cdef object g, packed, offset, scale_p, fbias_p, chain_k, qz, out_dtype
+    cdef Py_ssize_t Kp, Np
+    cdef int ipath, has_chain, want_float
+    cdef qgemm_post post
 
-    ``chain`` (out_dtype "f32" only): the keyword arguments of ``floatops.scalar_chain_f32`` (pre, hard_swish,
-    post, want_float, quantize), applied to the float output block by block while it is in cache; returns that
-    function's ``(t or None, q or None)`` instead of ``out``."""
-    g = _spec.check_gemm(a, packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale,
-                         out_dtype=out_dtype, out_zero=out_zero, lo=lo, hi=hi, out=out, chain=chain, fbias=fbias)
-    cdef int ipath = _PATHS.index(path)
-    cdef Py_ssize_t Kc = g.K, Nc = g.N, M = a.shape[0], Kp = (Kc + 3) // 4 * 4, Np = (Nc + 15) // 16 * 16, n
+    def __call__(self, a, out=None):
+        g = self.g
+        _spec.check_call(g, a, out)
+        cdef Py_ssize_t M = a.shape[0], Nc = g.N
+        cdef const int8_t[::1] pv = self.packed
+        cdef const int32_t[::1] ov = self.offset
+        cdef const float[::1] spv = self.scale_p
+        cdef const float[::1] fbv
+        cdef float[:, ::1] yv
+        cdef uint8_t[:, ::1] qv
+        cdef qgemm_post post = self.post
+        y = q = None
+        if self.has_chain:
+            y = np.empty((M, Nc), dtype=np.float32) if self.want_float else None
+            q = np.empty((M, Nc), dtype=np.uint8) if self.qz is not None else None
+            post.y = post.q = NULL
+            if y is not None:
+                yv = y
+                post.y = &yv[0, 0]
+            if q is not None:
+                qv = q
+                post.q = &qv[0, 0]
+            post.ldy = post.ldq = Nc
+            out = np.empty((1, Nc), dtype=np.float32)   # not written: the post-op writes y and q
+        elif out is None:
+            out = np.empty((M, Nc), dtype=OUT_DTYPES[self.out_dtype])
+        cdef uint8_t[:, :] outv = out.view(np.uint8)     # a byte view: only the address and row stride are used
+        cdef const uint8_t[:, :] av = a
+        cdef qgemm_args args
+        args.M = M; args.K = g.K; args.N = Nc; args.Kp = self.Kp; args.Np = self.Np
+        args.a = &av[0, 0]
+        args.lda = av.strides[0]
+        args.b = &pv[0] + QGEMM_HEADER_BYTES
+        args.b_flags = qgemm_header_flags(&pv[0])
+        args.offset = &ov[0]
+        args.scale = &spv[0]
+        args.out_kind = _OUT_KIND[self.out_dtype]
+        args.out_zero = g.out_zero; args.lo = g.lo; args.hi = g.hi
+        args.out = <void *> &outv[0, 0]
+        args.ldo = outv.strides[0] // out.itemsize
+        args.post = &post if self.has_chain else NULL
+        args.fbias = NULL
+        if self.fbias_p is not None:
+            fbv = self.fbias_p
+            args.fbias = &fbv[0]
+        _run(&args, QGEMM_PATHS[self.ipath].tile)
+        return (y, q) if self.has_chain else out
+
+
+def prepare_gemm(packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
+                 lo=None, hi=None, chain=None, fbias=None, path=None):
+    """A :class:`GemmPlan`: gemm_u8s8's arguments but ``a`` and ``out``, checked (the twin's check_plan) and
+    prepared once. The plan keeps its own copies of the vectors and the packed array itself, which must not
+    change."""
+    g = _spec.check_plan(packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype=out_dtype,
+                         out_zero=out_zero, lo=lo, hi=hi, chain=chain, fbias=fbias)
+    cdef GemmPlan plan = GemmPlan.__new__(GemmPlan)
+    plan.ipath = _PATHS.index(path)
+    cdef Py_ssize_t Kc = g.K, Nc = g.N, Kp = (Kc + 3) // 4 * 4, Np = (Nc + 15) // 16 * 16, n
     cdef const int8_t[::1] pv = packed
     cdef uint32_t az = g.a_zero
+    plan.g, plan.packed, plan.Kp, plan.Np, plan.out_dtype = g, packed, Kp, Np, out_dtype
 
     # offset[n] = bias[n] - a_zero * col_sum[n] (+ 128 * colsum_b[n] for a path that shifts a), wrapping like
     # int32 arithmetic; padded to Np (the vector epilogues read whole panels)
@@ -145,7 +202,7 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     cdef int32_t[::1] ov = offset
     cdef const int32_t[::1] tv
     cdef const int32_t *colsum_b = qgemm_colsum_b(&pv[0], Kp, Np)
-    if QGEMM_PATHS[ipath].shifts_a:
+    if QGEMM_PATHS[plan.ipath].shifts_a:
         for n in range(Np):
             ov[n] = <int32_t> (128u * <uint32_t> colsum_b[n])
     if g.col_sum is not None:
@@ -156,56 +213,39 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
         tv = g.bias
         for n in range(Nc):
             ov[n] = <int32_t> (<uint32_t> ov[n] + <uint32_t> tv[n])
-    scale_p = np.zeros(Np, dtype=np.float32)
+    plan.offset = offset
+    plan.scale_p = np.zeros(Np, dtype=np.float32)
     if g.scale is not None:
-        scale_p[:Nc] = g.scale
-    cdef const float[::1] fbv
+        plan.scale_p[:Nc] = g.scale
+    plan.fbias_p = None
     if g.fbias is not None:                          # padded to Np: the vector epilogues read whole panels
-        fbias_p = np.zeros(Np, dtype=np.float32)
-        fbias_p[:Nc] = g.fbias
-        fbv = fbias_p
-    cdef const float[::1] spv = scale_p
-
-    cdef qgemm_post post
+        plan.fbias_p = np.zeros(Np, dtype=np.float32)
+        plan.fbias_p[:Nc] = g.fbias
     cdef float[::1] chain_k
-    cdef float[:, ::1] yv
-    cdef uint8_t[:, ::1] qv
+    plan.has_chain = chain is not None
+    plan.qz = None
     if chain is not None:
         chain_k, hs, want_float, qz = g.chain
+        plan.chain_k = np.array(chain_k)             # the plan's own copy; post.k points into it
+        chain_k = plan.chain_k
+        plan.want_float, plan.qz = want_float, qz
         sinv, lo_f, hi_f, zero = _qdirect_spec.q8_params(qz)
-        post.hs, post.sinv, post.lo_f, post.hi_f, post.zero = hs, sinv, lo_f, hi_f, zero
-        y = np.empty((M, Nc), dtype=np.float32) if want_float else None
-        q = np.empty((M, Nc), dtype=np.uint8) if qz is not None else None
-        post.k = &chain_k[0]
-        post.y = post.q = NULL
-        if y is not None:
-            yv = y
-            post.y = &yv[0, 0]
-        if q is not None:
-            qv = q
-            post.q = &qv[0, 0]
-        post.ldy = post.ldq = Nc
-        out = np.empty((1, Nc), dtype=np.float32)   # not written: the post-op writes y and q
-    elif out is None:
-        out = np.empty((M, Nc), dtype=OUT_DTYPES[out_dtype])
-    cdef uint8_t[:, :] outv = out.view(np.uint8)     # a byte view: only the address and row stride are used
-    cdef const uint8_t[:, :] av = a
-    cdef qgemm_args args
-    args.M = M; args.K = Kc; args.N = Nc; args.Kp = Kp; args.Np = Np
-    args.a = &av[0, 0]
-    args.lda = av.strides[0]
-    args.b = &pv[0] + QGEMM_HEADER_BYTES
-    args.b_flags = qgemm_header_flags(&pv[0])
-    args.offset = &ov[0]
-    args.scale = &spv[0]
-    args.out_kind = _OUT_KIND[out_dtype]
-    args.out_zero = g.out_zero; args.lo = g.lo; args.hi = g.hi
-    args.out = <void *> &outv[0, 0]
-    args.ldo = outv.strides[0] // out.itemsize
-    args.post = &post if chain is not None else NULL
-    args.fbias = &fbv[0] if g.fbias is not None else NULL
-    _run(&args, QGEMM_PATHS[ipath].tile)
-    return (y, q) if chain is not None else out
+        plan.post.hs, plan.post.sinv, plan.post.lo_f, plan.post.hi_f, plan.post.zero = hs, sinv, lo_f, hi_f, zero
+        plan.post.k = &chain_k[0]
+    return plan
+
+
+def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
+              lo=None, hi=None, out=None, chain=None, fbias=None, path=None):
+    """out (M, N) = epilogue(a (M, K) u8 @ w (K, N) s8): see the module docstring for the formulas. ``packed``
+    is ``pack_b(w)``; ``out`` (optional) may be a column slice of a wider array; ``path`` forces a path.
+    A plan made and called (:func:`prepare_gemm`): both reject the same inputs.
+
+    ``chain`` (out_dtype "f32" only): the keyword arguments of ``floatops.scalar_chain_f32`` (pre, hard_swish,
+    post, want_float, quantize), applied to the float output block by block while it is in cache; returns that
+    function's ``(t or None, q or None)`` instead of ``out``."""
+    return prepare_gemm(packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype=out_dtype,
+                        out_zero=out_zero, lo=lo, hi=hi, chain=chain, fbias=fbias, path=path)(a, out)
 
 
 def range_f32(x, *, path=None):

@@ -16,6 +16,7 @@ from ._dispatch import kernel
 from .errors import GraphError, RefquantError, ShapeError, UnsupportedOpError, op_error
 from .graph import Model
 from .ops import get_op, OpContext
+from .ops.plans import freeze, frozen
 from .ops.registry import has_trait
 from .threads import blas_on_one_thread
 
@@ -59,6 +60,25 @@ def _last_uses(model: Model, keep: set[str]) -> list[list[str]]:
         if name not in keep and name not in model.params:
             drop[i].append(name)
     return drop
+
+
+def freeze_inference_params(model: Model, *, shared: Optional[dict] = None) -> Model:
+    """Make read-only, in place, the params that only inference ops read (ops with the ``int8`` or ``fused``
+    trait: no backward, nothing updates them), so that their kernels keep what they prepare from them
+    (:mod:`refquant.ops.plans`). Arrays that are also values of ``shared`` (another model's params) are left
+    as they are. Returns the model."""
+    readers: dict[str, list[str]] = {}
+    for op in model.ops:
+        for name in op.inputs:
+            if name in model.params:
+                readers.setdefault(name, []).append(op.type)
+    others = {id(a) for a in (shared or {}).values()}
+    for name, types in readers.items():
+        a = model.params[name]
+        if isinstance(a, np.ndarray) and not frozen(a) and id(a) not in others and \
+                all(has_trait(t, "int8") or has_trait(t, "fused") for t in types):
+            freeze(a)
+    return model
 
 
 def release_buffers() -> None:

@@ -41,7 +41,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import UnsupportedOpError
-from ..executor import infer_shapes
+from ..executor import freeze_inference_params, infer_shapes
 from ..graph import Model, Op
 from ..ops.conv import pads4, pair
 from ..ops.registry import has_trait
@@ -707,4 +707,4 @@ def convert_to_int8(qmodel: Model, *, unsigned: bool = True, reduce_range: bool 
     VNNI run them on the faster exact kernel, at the cost of one bit of weight resolution."""
     if "quantization" not in qmodel.meta:
         raise ValueError("convert_to_int8: the model is not quantized (run quant_post_static or QAT first)")
-    return _Converter(qmodel, unsigned, reduce_range).run()
+    return freeze_inference_params(_Converter(qmodel, unsigned, reduce_range).run(), shared=qmodel.params)

@@ -142,10 +142,11 @@ def from_bytes(blob: bytes) -> Model:
         raise
     except (GraphError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         _fail(f"{type(exc).__name__}: {exc}")
+    from ..executor import freeze_inference_params
     from ..ops import get_op
     for op in model.ops:
         get_op(op.type, op.name)  # an unknown op type fails here, at load, not halfway through a run
-    return model
+    return freeze_inference_params(model)  # the INT8 and fused convs then plan their calls once
 
 
 def load(path) -> Model:

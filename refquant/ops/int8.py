@@ -25,6 +25,7 @@ from ..errors import ShapeError
 from ..reference.im2col import MAX_EXTENT, check_geometry, check_size
 from ..reference.qdirect import MAX_SMALL_K as SMALL_K
 from .conv import pads4
+from .plans import PlanCache
 from .registry import attr_bool, attr_choice, attr_float, attr_int, attr_ints, register
 
 
@@ -149,12 +150,25 @@ def _check_dequantize_int8(attrs, inputs):
     attr_choice(attrs, "layout", ("NCHW", "NHWC"), "NCHW")
 
 
-def gemm_packed(a, packed, col_sum, bias, mult, attrs):
-    """The GEMM with this op's epilogue: ``a`` (M, K) u8 against the packed (K, N) weights, whose column sums
-    ``col_sum`` undo the activation's zero point: ``- a_zero * col_sum[n]``. With a ``chain`` attribute, the
-    (float, u8) outputs of the scalar chain the float output fed."""
-    return _gemm().gemm_u8s8(a, packed, int(attrs["K"]), int(attrs["N"]), a_zero=int(attrs.get("a_zero", 0)),
-                             col_sum=col_sum, bias=bias, scale=mult, chain=_chain(attrs), **_epilogue(attrs))
+def gemm_plan(packed, col_sum, bias, mult, attrs):
+    """``plan(a)``: the GEMM with this op's epilogue, ``a`` (M, K) u8 against the packed (K, N) weights, whose
+    column sums ``col_sum`` undo the activation's zero point: ``- a_zero * col_sum[n]``. With a ``chain``
+    attribute, the (float, u8) outputs of the scalar chain the float output fed."""
+    return _gemm().prepare_gemm(packed, int(attrs["K"]), int(attrs["N"]), a_zero=int(attrs.get("a_zero", 0)),
+                                col_sum=col_sum, bias=bias, scale=mult, chain=_chain(attrs), **_epilogue(attrs))
+
+
+_PLANS = PlanCache()  # conv2d_int8 / matmul_int8 plans per packed weight array (refquant/ops/plans.py)
+
+
+def _planned(make, attrs, x, packed, *constants):
+    """The plan of an INT8 GEMM op for this call (remembered per frozen weight arrays, attributes and input
+    shape): ``make(attrs, x, packed, *constants)`` checks everything but x's values once."""
+    key = (id(attrs), x.shape, x.dtype) if isinstance(x, np.ndarray) else None
+    plan = _PLANS.get(packed, key, attrs, constants) if key is not None else None
+    if plan is None:
+        plan = _PLANS.put(packed, key, attrs, constants, make(attrs, x, packed, *constants))
+    return plan
 
 
 def _reshaped(y, shape):
@@ -251,23 +265,32 @@ def dequantize_int8(ctx, attrs, q):
 def conv2d_int8(ctx, attrs, x, packed, col_sum, bias, mult):
     """NHWC u8 conv as a GEMM: 1x1 stride-1 unpadded convs read x directly, convs with K = KH*KW*C <= 64 and
     KW*C <= 16 (a network's first conv) run the direct small-K kernel (the same numbers, no im2col matrix),
-    others go through a u8 im2col whose padded taps hold the zero point ``a_zero``. Output NHWC u8 or float32."""
+    others go through a u8 im2col whose padded taps hold the zero point ``a_zero``. Output NHWC u8 or float32.
+    The call is planned once per frozen weights, attributes and input shape (:func:`_planned`)."""
+    return _planned(_conv_plan, attrs, x, packed, col_sum, bias, mult)(x)
+
+
+def _conv_plan(attrs, x, packed, col_sum, bias, mult):
+    """``plan(x)`` of a conv2d_int8 call: the geometry and route checked, the GEMM prepared (gemm_plan)."""
     _check_u8(x, 4, "conv2d_int8")
     kh, kw = attrs["ksize"]
     stride, pad, dil = tuple(attrs["strides"]), pads4(attrs["paddings"]), tuple(attrs["dilations"])
     n, h, w, c = x.shape
     oh, ow = check_geometry("conv2d_int8", (h, w), (kh, kw), stride, pad, dil, min_out=1)
     check_size("conv2d_int8", n, oh, ow, int(attrs["N"]))
+    shape, a_zero = (n, oh, ow, int(attrs["N"])), int(attrs.get("a_zero", 0))
+    if kh * kw * c <= SMALL_K and kw * c <= 16 and n and not (kh == kw == 1 and stride == (1, 1) and
+                                                              pad == (0, 0, 0, 0)):
+        # a first conv (3x3 over 3 channels): the direct small-K kernel, no im2col matrix
+        kwargs = dict(kernel=(kh, kw), stride=stride, padding=pad, dilation=dil, a_zero=a_zero, col_sum=col_sum,
+                      bias=bias, scale=mult, chain=_chain(attrs), **_epilogue(attrs))
+        small_k, K, N = _direct().conv_small_k_u8s8, int(attrs["K"]), int(attrs["N"])
+        return lambda x: small_k(np.ascontiguousarray(x), packed, K, N, **kwargs)
+    gemm = gemm_plan(packed, col_sum, bias, mult, attrs)
     if kh == kw == 1 and stride == (1, 1) and pad == (0, 0, 0, 0):
-        a = x.reshape(n * h * w, c)
-    elif kh * kw * c <= SMALL_K and kw * c <= 16 and n:  # a first conv (3x3 over 3 channels): no im2col matrix
-        return _direct().conv_small_k_u8s8(
-            np.ascontiguousarray(x), packed, int(attrs["K"]), int(attrs["N"]), kernel=(kh, kw), stride=stride,
-            padding=pad, dilation=dil, a_zero=int(attrs.get("a_zero", 0)), col_sum=col_sum, bias=bias, scale=mult,
-            chain=_chain(attrs), **_epilogue(attrs))
-    else:
-        a = _direct().im2col_u8(np.ascontiguousarray(x), kh, kw, stride, pad, dil, int(attrs.get("a_zero", 0)))
-    return _reshaped(gemm_packed(a, packed, col_sum, bias, mult, attrs), (n, oh, ow, int(attrs["N"])))
+        return lambda x: _reshaped(gemm(x.reshape(n * h * w, c)), shape)
+    im2col = _direct().im2col_u8
+    return lambda x: _reshaped(gemm(im2col(np.ascontiguousarray(x), kh, kw, stride, pad, dil, a_zero)), shape)
 
 
 @register("depthwise_conv2d_int8", int8=True, check=_check_depthwise_int8)
@@ -287,8 +310,8 @@ def matmul_int8(ctx, attrs, x, packed, col_sum, bias, mult):
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim < 2:
         raise ShapeError(f"matmul_int8: expected a uint8 array of rank >= 2, got "
                          f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
-    y = gemm_packed(np.ascontiguousarray(x).reshape(-1, x.shape[-1]), packed, col_sum, bias, mult, attrs)
-    return _reshaped(y, x.shape[:-1] + (int(attrs["N"]),))
+    gemm = _planned(lambda attrs, x, *weights: gemm_plan(*weights, attrs), attrs, x, packed, col_sum, bias, mult)
+    return _reshaped(gemm(np.ascontiguousarray(x).reshape(-1, x.shape[-1])), x.shape[:-1] + (int(attrs["N"]),))
 
 
 @register("max_pool2d_int8", int8=True, check=_check_max_pool_int8)

@@ -243,16 +243,17 @@ class GemmArgs(NamedTuple):
     hi: float
     chain: Optional[tuple]           # qdirect.check_chain's (constants, hs, want_float, quantize) or None
     fbias: Optional[np.ndarray] = None   # float32, added to the f32 output before the clamp
+    out_dtype: str = "s32"
 
 
-def check_gemm(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
-               lo=None, hi=None, out=None, chain=None, fbias=None) -> GemmArgs:
-    """The one validation of gemm_u8s8's arguments, for the twin and the compiled kernel alike (so both reject the
-    same inputs with the same errors): TypeError for a wrong type or dtype, ValueError for a wrong value, shape or
-    packed array."""
+def check_plan(packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
+               lo=None, hi=None, chain=None, fbias=None) -> GemmArgs:
+    """The one validation of gemm_u8s8's arguments but the activation and ``out`` (:func:`prepare_gemm`), for the
+    twin and the compiled kernel alike (so both reject the same inputs with the same errors): TypeError for a
+    wrong type or dtype, ValueError for a wrong value, shape or packed array."""
     if chain is not None:
         from . import qdirect
-        if out_dtype != "f32" or out is not None:
+        if out_dtype != "f32":
             raise ValueError('gemm_u8s8: chain needs out_dtype="f32" and no out')
         chain = qdirect.check_chain(**chain)
     if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or isinstance(N, bool) \
@@ -261,14 +262,11 @@ def check_gemm(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None
     K, N = int(K), int(N)
     if K < 1 or N < 1:
         raise ValueError(f"gemm_u8s8: need K >= 1 and N >= 1, got K={K}, N={N}")
-    check_a(a, K)
     _check_packed(packed, K, N)
     if not isinstance(out_dtype, str) or out_dtype not in OUT_DTYPES:
         raise ValueError(f"gemm_u8s8: out_dtype must be one of {list(OUT_DTYPES)}, got {out_dtype!r}")
     a_zero = check_a_zero(a_zero, col_sum)
     out_zero, lo, hi = _epilogue_scalars(out_dtype, out_zero, lo, hi, scale is not None)
-    if out is not None:
-        check_out(out, a.shape[0], N, out_dtype, a)
     col_sum = _vector(col_sum, N, np.int32, "col_sum") if a_zero else None
     bias = _vector(bias, N, np.int32, "bias") if bias is not None else None
     if scale is not None:
@@ -279,7 +277,40 @@ def check_gemm(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None
         if out_dtype != "f32" or chain is not None:
             raise ValueError('gemm_u8s8: fbias needs out_dtype="f32" and no chain')
         fbias = _vector(fbias, N, np.float32, "fbias")
-    return GemmArgs(K, N, a_zero, col_sum, bias, scale, out_zero, lo, hi, chain, fbias)
+    return GemmArgs(K, N, a_zero, col_sum, bias, scale, out_zero, lo, hi, chain, fbias, out_dtype)
+
+
+def check_call(g: GemmArgs, a, out=None):
+    """Validate what a call adds to a plan (:func:`check_plan`): the activation ``a`` and the optional ``out``."""
+    check_a(a, g.K)
+    if out is not None:
+        if g.chain is not None:
+            raise ValueError('gemm_u8s8: chain needs out_dtype="f32" and no out')
+        check_out(out, a.shape[0], g.N, g.out_dtype, a)
+
+
+def check_gemm(a, packed, K, N, *, out=None, **kwargs) -> GemmArgs:
+    """check_plan and check_call in one: every argument of gemm_u8s8."""
+    g = check_plan(packed, K, N, **kwargs)
+    check_call(g, a, out)
+    return g
+
+
+def prepare_gemm(packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
+                 lo=None, hi=None, chain=None, fbias=None, path=None):
+    """``plan(a, out=None)``: gemm_u8s8 with every argument but ``a`` and ``out`` checked once (a network's conv
+    calls it with new activations and the same weights). The plan keeps copies of the vectors, so later changes
+    to the caller's arrays do not reach it, and the packed array itself, which must not change."""
+    g = check_plan(packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype=out_dtype,
+                   out_zero=out_zero, lo=lo, hi=hi, chain=chain, fbias=fbias)
+    g = g._replace(**{k: None if v is None else np.array(v) for k, v in
+                      (("col_sum", g.col_sum), ("bias", g.bias), ("scale", g.scale), ("fbias", g.fbias))})
+    chain = None if chain is None else dict(chain)
+
+    def plan(a, out=None):
+        check_call(g, a, out)
+        return _gemm(g, a, packed, out, chain)
+    return plan
 
 
 def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
@@ -288,12 +319,16 @@ def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
 
     ``chain`` (out_dtype "f32", no ``out``): ``qdirect.scalar_chain(result, **chain)``, returned as its
     ``(t or None, q or None)`` (the compiled GEMM applies it block by block, with the same bits)."""
-    g = check_gemm(a, packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype=out_dtype,
-                   out_zero=out_zero, lo=lo, hi=hi, out=out, chain=chain, fbias=fbias)
+    return prepare_gemm(packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype=out_dtype,
+                        out_zero=out_zero, lo=lo, hi=hi, chain=chain, fbias=fbias)(a, out)
+
+
+def _gemm(g: GemmArgs, a, packed, out, chain):
+    """The arithmetic of gemm_u8s8 on checked arguments."""
+    out_dtype = g.out_dtype
     if chain is not None:
         from . import qdirect
-        f = gemm_u8s8(a, packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype="f32",
-                      lo=lo, hi=hi)
+        f = _gemm(g._replace(chain=None), a, packed, None, None)
         return qdirect.scalar_chain(f, **chain)
     w = unpack_b(packed, g.K, g.N)
     dot = a.astype(np.int64) @ w.astype(np.int64)
