@@ -143,7 +143,8 @@ def test_depthwise_is_the_twin_within_its_bound(shape, m, k, stride, pad, dil, a
 @needs_kernel
 def test_eight_channels_per_vector_give_the_one_plane_bits():
     """Plane 8 (past the group of eight) runs the one-plane loop: a copy of plane 0 gives plane 0's bits."""
-    for hw in ((12, 12), (5, 5), (3, 3), (9, 23)):  # pixel groups of 8, 4, 1; 8 with the last overlapping
+    # pixel groups of 8, 4, 1; 8 with the last overlapping; 7 (rows of 7 and 14)
+    for hw in ((12, 12), (5, 5), (3, 3), (9, 23), (7, 7), (9, 14)):
         x, w, b = f32(1, 9, *hw), f32(9, 1, 3, 3), f32(9)
         x[:, 8], w[8], b[8] = x[:, 0], w[0], b[0]
         y = fconv.depthwise_conv2d(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), twin.epilogue("relu"))

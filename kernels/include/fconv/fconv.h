@@ -512,9 +512,17 @@ static void fc_dw_portable(const float *x, const fc_dwgeom *g, const float *w, f
         }
 }
 
+/* Output rows per strip of fc_dw8_avx2: its interleaved input rows about FC_DW8_STRIP floats (in L1 / L2). */
+#define FC_DW8_STRIP (16 * 1024)
+static ptrdiff_t fc_dw8_rows(const fc_dwgeom *g) {
+    const ptrdiff_t wq = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    const ptrdiff_t r = (FC_DW8_STRIP / (wq * 8) - (g->kh - 1) * g->dh - 1) / g->sh + 1;
+    return r < 1 ? 1 : r > g->oh ? g->oh : r;
+}
+
 FC_UNUSED static ptrdiff_t fc_dw8_scratch(const fc_dwgeom *g) {
-    return ((g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1) * ((g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1) * 8 +
-           (g->oh * g->ow + 8) * 8;
+    return ((fc_dw8_rows(g) - 1) * g->sh + (g->kh - 1) * g->dh + 1) *
+           ((g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1) * 8 + 64 + (g->oh * g->ow + 8) * 8;
 }
 
 #if FC_X86
@@ -657,6 +665,9 @@ FC_AVX2_ATTR static void fc_dw_avx2(const float *x, const fc_dwgeom *g, const fl
 FC_DW8_PX(fc_dw8_px8, 8, st)
 FC_DW8_PX(fc_dw8_px8_s1, 8, 8)
 FC_DW8_PX(fc_dw8_px8_s2, 8, 16)
+FC_DW8_PX(fc_dw8_px7, 7, st)
+FC_DW8_PX(fc_dw8_px7_s1, 7, 8)
+FC_DW8_PX(fc_dw8_px7_s2, 7, 16)
 FC_DW8_PX(fc_dw8_px4, 4, st)
 FC_DW8_PX(fc_dw8_px4_s1, 4, 8)
 FC_DW8_PX(fc_dw8_px4_s2, 4, 16)
@@ -671,36 +682,11 @@ FC_DW8_PX(fc_dw8_px1, 1, st)
 FC_AVX2_ATTR static void fc_dw8_avx2(const float *x, const fc_dwgeom *g, const float *w, const float *bias,
                                      const fc_epi *e0, float *y, float *xp) {
     const fc_epi ee = *e0, *e = &ee;
-    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    const ptrdiff_t sr = fc_dw8_rows(g);
     const ptrdiff_t wq = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
     const ptrdiff_t HW = g->H * g->W, taps = g->kh * g->kw, ohw = g->oh * g->ow;
-    float *ob = xp + hp * wq * 8;
+    float *ob = xp + ((sr - 1) * g->sh + (g->kh - 1) * g->dh + 1) * wq * 8 + 64;
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for (ptrdiff_t r = 0; r < hp; r++) {
-        const ptrdiff_t ih = r - g->pt;
-        float *d = xp + r * wq * 8;
-        ptrdiff_t cc = 0;
-        if ((size_t)ih < (size_t)g->H) {
-            for (; cc < wq && cc < g->pl; cc++) _mm256_storeu_ps(d + cc * 8, _mm256_setzero_ps());
-            for (; cc + 8 <= wq && cc - g->pl + 8 <= g->W; cc += 8) {
-                __m256 v[8];
-                for (int c = 0; c < 8; c++) v[c] = _mm256_loadu_ps(x + c * HW + ih * g->W + cc - g->pl);
-                fc_tr8(v);
-                for (int c = 0; c < 8; c++) _mm256_storeu_ps(d + (cc + c) * 8, v[c]);
-            }
-            if (cc < wq && cc - g->pl < g->W) {  /* the last columns: lanes past the input load zeros */
-                const ptrdiff_t n = g->W - (cc - g->pl), m = wq - cc < 8 ? wq - cc : 8;
-                const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n < 8 ? (int)n : 8), lane);
-                __m256 v[8];
-                for (int c = 0; c < 8; c++) v[c] = _mm256_maskload_ps(x + c * HW + ih * g->W + cc - g->pl, mask);
-                fc_tr8(v);
-                /* all eight: the columns past wq land in the next row (written after) or in ob (written later) */
-                for (int c = 0; c < 8; c++) _mm256_storeu_ps(d + (cc + c) * 8, v[c]);
-                cc += m;
-            }
-        }
-        for (; cc < wq; cc++) _mm256_storeu_ps(d + cc * 8, _mm256_setzero_ps());
-    }
     __m256 wv[64];
     for (ptrdiff_t t = 0; t < taps; t++)
         wv[t] = _mm256_setr_ps(w[t], w[taps + t], w[2 * taps + t], w[3 * taps + t], w[4 * taps + t], w[5 * taps + t],
@@ -708,28 +694,64 @@ FC_AVX2_ATTR static void fc_dw8_avx2(const float *x, const fc_dwgeom *g, const f
     ptrdiff_t off[64];
     for (ptrdiff_t t = 0; t < taps; t++) off[t] = ((t / g->kw) * g->dh * wq + (t % g->kw) * g->dw) * 8;
     const __m256 b = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
-    for (ptrdiff_t p = 0; p < g->oh; p++) {
-        ptrdiff_t t0, t1;
-        fc_dw_rows(g, p, &t0, &t1);
-        const ptrdiff_t st = g->sw * 8, gp = g->ow >= 8 ? 8 : g->ow >= 4 ? 4 : 1;
-        for (ptrdiff_t q = 0; q < g->ow; q += gp) {
-            const ptrdiff_t q0 = q + gp <= g->ow ? q : g->ow - gp;  /* the last group overlaps the one before */
-            const float *s = xp + (p * g->sh * wq + q0 * g->sw) * 8;
-            float *o = ob + (p * g->ow + q0) * 8;
-            if (gp == 8 && st == 8)
-                fc_dw8_px8_s1(s, st, wv, off, t0, t1, b, o);
-            else if (gp == 8 && st == 16)
-                fc_dw8_px8_s2(s, st, wv, off, t0, t1, b, o);
-            else if (gp == 8)
-                fc_dw8_px8(s, st, wv, off, t0, t1, b, o);
-            else if (gp == 4 && st == 8)
-                fc_dw8_px4_s1(s, st, wv, off, t0, t1, b, o);
-            else if (gp == 4 && st == 16)
-                fc_dw8_px4_s2(s, st, wv, off, t0, t1, b, o);
-            else if (gp == 4)
-                fc_dw8_px4(s, st, wv, off, t0, t1, b, o);
-            else
-                fc_dw8_px1(s, st, wv, off, t0, t1, b, o);
+    for (ptrdiff_t p0 = 0; p0 < g->oh; p0 += sr) {  /* strips of sr output rows: their padded rows [r0, r1) into xp */
+        const ptrdiff_t p1 = p0 + sr < g->oh ? p0 + sr : g->oh, r0 = p0 * g->sh;
+        const ptrdiff_t r1 = (p1 - 1) * g->sh + (g->kh - 1) * g->dh + 1;  /* <= hp */
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            const ptrdiff_t ih = r - g->pt;
+            float *d = xp + (r - r0) * wq * 8;
+            ptrdiff_t cc = 0;
+            if ((size_t)ih < (size_t)g->H) {
+                for (; cc < wq && cc < g->pl; cc++) _mm256_storeu_ps(d + cc * 8, _mm256_setzero_ps());
+                for (; cc + 8 <= wq && cc - g->pl + 8 <= g->W; cc += 8) {
+                    __m256 v[8];
+                    for (int c = 0; c < 8; c++) v[c] = _mm256_loadu_ps(x + c * HW + ih * g->W + cc - g->pl);
+                    fc_tr8(v);
+                    for (int c = 0; c < 8; c++) _mm256_storeu_ps(d + (cc + c) * 8, v[c]);
+                }
+                if (cc < wq && cc - g->pl < g->W) {  /* the last columns: lanes past the input load zeros */
+                    const ptrdiff_t n = g->W - (cc - g->pl), m = wq - cc < 8 ? wq - cc : 8;
+                    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n < 8 ? (int)n : 8), lane);
+                    __m256 v[8];
+                    for (int c = 0; c < 8; c++) v[c] = _mm256_maskload_ps(x + c * HW + ih * g->W + cc - g->pl, mask);
+                    fc_tr8(v);
+                    /* all eight: past wq, into the next row (written after) or 64 floats of slack */
+                    for (int c = 0; c < 8; c++) _mm256_storeu_ps(d + (cc + c) * 8, v[c]);
+                    cc += m;
+                }
+            }
+            for (; cc < wq; cc++) _mm256_storeu_ps(d + cc * 8, _mm256_setzero_ps());
+        }
+        for (ptrdiff_t p = p0; p < p1; p++) {
+            ptrdiff_t t0, t1;
+            fc_dw_rows(g, p, &t0, &t1);
+            /* rows of 7, 14, 28 pixels in groups of 7: no group overlapping the one before */
+            const ptrdiff_t st = g->sw * 8, gp = g->ow % 7 == 0 && g->ow % 8 ? 7 : g->ow >= 8 ? 8 : g->ow >= 4 ? 4 : 1;
+            for (ptrdiff_t q = 0; q < g->ow; q += gp) {
+                const ptrdiff_t q0 = q + gp <= g->ow ? q : g->ow - gp;  /* the last group overlaps the one before */
+                const float *s = xp + ((p * g->sh - r0) * wq + q0 * g->sw) * 8;
+                float *o = ob + (p * g->ow + q0) * 8;
+                if (gp == 8 && st == 8)
+                    fc_dw8_px8_s1(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 8 && st == 16)
+                    fc_dw8_px8_s2(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 8)
+                    fc_dw8_px8(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 7 && st == 8)
+                    fc_dw8_px7_s1(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 7 && st == 16)
+                    fc_dw8_px7_s2(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 7)
+                    fc_dw8_px7(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 4 && st == 8)
+                    fc_dw8_px4_s1(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 4 && st == 16)
+                    fc_dw8_px4_s2(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 4)
+                    fc_dw8_px4(s, st, wv, off, t0, t1, b, o);
+                else
+                    fc_dw8_px1(s, st, wv, off, t0, t1, b, o);
+            }
         }
     }
     ptrdiff_t i = 0;  /* the activation here, out of the pixel loops (there its branches spilled the sums) */
