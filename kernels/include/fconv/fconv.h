@@ -731,26 +731,16 @@ FC_AVX2_ATTR static void fc_dw8_avx2(const float *x, const fc_dwgeom *g, const f
                 const ptrdiff_t q0 = q + gp <= g->ow ? q : g->ow - gp;  /* the last group overlaps the one before */
                 const float *s = xp + ((p * g->sh - r0) * wq + q0 * g->sw) * 8;
                 float *o = ob + (p * g->ow + q0) * 8;
-                if (gp == 8 && st == 8)
-                    fc_dw8_px8_s1(s, st, wv, off, t0, t1, b, o);
-                else if (gp == 8 && st == 16)
-                    fc_dw8_px8_s2(s, st, wv, off, t0, t1, b, o);
-                else if (gp == 8)
-                    fc_dw8_px8(s, st, wv, off, t0, t1, b, o);
-                else if (gp == 7 && st == 8)
-                    fc_dw8_px7_s1(s, st, wv, off, t0, t1, b, o);
-                else if (gp == 7 && st == 16)
-                    fc_dw8_px7_s2(s, st, wv, off, t0, t1, b, o);
-                else if (gp == 7)
-                    fc_dw8_px7(s, st, wv, off, t0, t1, b, o);
-                else if (gp == 4 && st == 8)
-                    fc_dw8_px4_s1(s, st, wv, off, t0, t1, b, o);
-                else if (gp == 4 && st == 16)
-                    fc_dw8_px4_s2(s, st, wv, off, t0, t1, b, o);
-                else if (gp == 4)
-                    fc_dw8_px4(s, st, wv, off, t0, t1, b, o);
-                else
-                    fc_dw8_px1(s, st, wv, off, t0, t1, b, o);
+                if (gp == 8 && st == 8) fc_dw8_px8_s1(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 8 && st == 16) fc_dw8_px8_s2(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 8) fc_dw8_px8(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 7 && st == 8) fc_dw8_px7_s1(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 7 && st == 16) fc_dw8_px7_s2(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 7) fc_dw8_px7(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 4 && st == 8) fc_dw8_px4_s1(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 4 && st == 16) fc_dw8_px4_s2(s, st, wv, off, t0, t1, b, o);
+                else if (gp == 4) fc_dw8_px4(s, st, wv, off, t0, t1, b, o);
+                else fc_dw8_px1(s, st, wv, off, t0, t1, b, o);
             }
         }
     }
