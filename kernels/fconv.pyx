@@ -81,12 +81,12 @@ cdef Py_ssize_t DW8_MAX_PIXELS = 56 * 56
 cdef Py_ssize_t DW8_MAX_WIDTH = 64
 # 1x1 stride-1 convs run T tiles (fc_conv_block_t: B read in place, vectors along output channels) when
 # K >= T_MIN_K, N <= T_MAX_N and K > M, or N <= T_SMALL_N and K >= T_SMALL_K (measured per layer, 1 thread: the
-# projections of 14 x 14 and 7 x 7 planes 0.78-0.9x the time, 7 x 7 planes of K >= 512 0.84-0.95x; larger planes and
-# shorter K, where the transposes at the end weigh more, 1.03-1.6x).
+# projections of 28 x 28, 14 x 14 and 7 x 7 planes 0.8-0.92x the time, 7 x 7 planes of K >= 320 0.89-0.92x; larger
+# planes and shorter K, where the transposes at the end weigh more, 1.03-1.6x).
 cdef Py_ssize_t T_MIN_K = 128
 cdef Py_ssize_t T_MAX_N = 28 * 28
 cdef Py_ssize_t T_SMALL_N = 64
-cdef Py_ssize_t T_SMALL_K = 512
+cdef Py_ssize_t T_SMALL_K = 256
 
 _PATHS = IsaPaths("fconv", [FC_PATHS[i].name.decode() for i in range(FC_NPATHS)],
                   lambda i: fc_path_supported(i), known=("avx2", "portable"))

@@ -275,6 +275,7 @@ FC_SWEEP(fc_sweep_portable, fc_tile_portable, )
 #define FC_TKC 64 /* values of k a T tile sums before the next tile (the K blocks stay FC_KC) */
 #define FC_TSLOT (2 * FC_TM * FC_TP) /* floats of a T tile's carried sums: the K block so far, the blocks before */
 #define FC_T_TOT (32 * 1024)         /* floats of carried sums a task keeps */
+#define FC_T_A (64 * 1024)           /* floats of weights a chunk of rows keeps in L2 */
 /* T tile flags: resume the K block's sums (else from +0); the K block ends here; first / last K block; wide stores */
 enum { FC_T_RESUME = 1, FC_T_END = 2, FC_T_FIRST = 4, FC_T_LAST = 8, FC_T_WIDE = 16 };
 typedef void (*fc_ttile_fn)(ptrdiff_t kc, const float *at, const float *xk, ptrdiff_t ldx, float *y, const float *res,
@@ -307,8 +308,7 @@ FC_AVX2_ATTR static inline void fc_tr8(__m256 *r) {
  * bias, residual, activation): the same bits. The tile is transposed (fc_tr8) into rows of y at the end. */
 #define FC_T_K(j)                                                                                              \
     if (FC_NP_ > j) {                                                                                          \
-        bx = _mm256_broadcast_ss(xk + j);                                                                     \
-        c##j##0 = _mm256_fmadd_ps(a0, bx, c##j##0);                                                           \
+        bx = _mm256_broadcast_ss(xk + j), c##j##0 = _mm256_fmadd_ps(a0, bx, c##j##0);                          \
         if (FC_NH_ > 1) c##j##1 = _mm256_fmadd_ps(a1, bx, c##j##1);                                           \
     }
 #define FC_T_LOAD(j, h) if (FC_NP_ > j && FC_NH_ > h) c##j##h = _mm256_load_ps(slot + (2 * j + h) * 8);
@@ -426,25 +426,30 @@ static void fc_conv_block(fc_sweep_fn sweep, fc_sweep_fn dir, fc_tile_fn edge, c
 static void fc_conv_block_t(const fc_ttile_fn *tt, const float *at, ptrdiff_t K, const float *x, ptrdiff_t N,
                             const float *bias, const fc_epi *e, float *y, const float *res, ptrdiff_t m0, ptrdiff_t m1,
                             ptrdiff_t n0, ptrdiff_t n1, float *slot) {
-    const ptrdiff_t panels = (m1 - m0 + FC_TM - 1) / FC_TM, n = n1 - n0, ng = (n + FC_TP - 1) / FC_TP;
-    const ptrdiff_t gb = FC_T_TOT / (panels * FC_TSLOT) > 1 ? FC_T_TOT / (panels * FC_TSLOT) : 1; /* groups a block */
-    for (ptrdiff_t g0 = 0; g0 < ng; g0 += gb) {
-        const ptrdiff_t g1 = g0 + gb < ng ? g0 + gb : ng;
-        for (ptrdiff_t pc = 0; pc < K; pc += FC_KC) {
-            const ptrdiff_t kc = K - pc < FC_KC ? K - pc : FC_KC;
-            for (ptrdiff_t ks = pc; ks < pc + kc; ks += FC_TKC) {
-                const ptrdiff_t sub = pc + kc - ks < FC_TKC ? pc + kc - ks : FC_TKC;
-                const int flags = (ks > pc ? FC_T_RESUME : 0) | (ks + sub == pc + kc ? FC_T_END : 0) |
-                                  (pc == 0 ? FC_T_FIRST : 0) | (pc + kc == K ? FC_T_LAST : 0);
-                for (ptrdiff_t gi = g0; gi < g1; gi++) {
-                    const ptrdiff_t p = n0 + gi * n / ng, np = n0 + (gi + 1) * n / ng - p;
-                    const int f = flags | (p + 8 <= n1 ? FC_T_WIDE : 0);
-                    float *sp = slot + (gi - g0) * panels * FC_TSLOT;
-                    for (ptrdiff_t ir = m0; ir < m1; ir += FC_TM, sp += FC_TSLOT) {
-                        const ptrdiff_t mr = m1 - ir < FC_TM ? m1 - ir : FC_TM;
-                        tt[(mr > 8) * FC_TP + np - 1](sub, at + ir * K + ks * FC_TM, x + ks * N + p, N,
-                                                      y + ir * N + p, res ? res + ir * N + p : NULL, N, mr, np, f,
-                                                      bias ? bias + ir : NULL, e, sp);
+    /* chunks of rows whose weights (FC_T_A floats) stay in L2 while the groups of pixels pass */
+    const ptrdiff_t mc = FC_T_A / K / FC_TM * FC_TM > FC_TM ? FC_T_A / K / FC_TM * FC_TM : FC_TM;
+    for (ptrdiff_t c0 = m0, c1; c0 < m1; c0 = c1) {
+        c1 = c0 + mc < m1 ? c0 + mc : m1;
+        const ptrdiff_t panels = (c1 - c0 + FC_TM - 1) / FC_TM, n = n1 - n0, ng = (n + FC_TP - 1) / FC_TP;
+        const ptrdiff_t gb = FC_T_TOT / (panels * FC_TSLOT) > 1 ? FC_T_TOT / (panels * FC_TSLOT) : 1; /* a block */
+        for (ptrdiff_t g0 = 0; g0 < ng; g0 += gb) {
+            const ptrdiff_t g1 = g0 + gb < ng ? g0 + gb : ng;
+            for (ptrdiff_t pc = 0; pc < K; pc += FC_KC) {
+                const ptrdiff_t kc = K - pc < FC_KC ? K - pc : FC_KC;
+                for (ptrdiff_t ks = pc; ks < pc + kc; ks += FC_TKC) {
+                    const ptrdiff_t sub = pc + kc - ks < FC_TKC ? pc + kc - ks : FC_TKC;
+                    const int flags = (ks > pc ? FC_T_RESUME : 0) | (ks + sub == pc + kc ? FC_T_END : 0) |
+                                      (pc == 0 ? FC_T_FIRST : 0) | (pc + kc == K ? FC_T_LAST : 0);
+                    for (ptrdiff_t gi = g0; gi < g1; gi++) {
+                        const ptrdiff_t p = n0 + gi * n / ng, np = n0 + (gi + 1) * n / ng - p;
+                        const int f = flags | (p + 8 <= n1 ? FC_T_WIDE : 0);
+                        float *sp = slot + (gi - g0) * panels * FC_TSLOT;
+                        for (ptrdiff_t ir = c0; ir < c1; ir += FC_TM, sp += FC_TSLOT) {
+                            const ptrdiff_t mr = c1 - ir < FC_TM ? c1 - ir : FC_TM;
+                            tt[(mr > 8) * FC_TP + np - 1](sub, at + ir * K + ks * FC_TM, x + ks * N + p, N,
+                                                          y + ir * N + p, res ? res + ir * N + p : NULL, N, mr, np, f,
+                                                          bias ? bias + ir : NULL, e, sp);
+                        }
                     }
                 }
             }
