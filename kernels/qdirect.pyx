@@ -130,52 +130,103 @@ def _chain_args(who, chain, out_dtype):
     return (k, hs, want_float, qz) + tuple(_spec.q8_params(qz))
 
 
-def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0, bias=None,
-                        scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None, out_layout="NHWC",
-                        path=None):
-    """Depthwise conv: x uint8 NHWC (N, H, W, C), w int8 (KH, KW, C), padding (top, left, bottom, right).
-
-    acc = bias[c] + sum over valid taps of (x - a_zero) * w (int32); out = clamp(rint(float32(acc) * scale[c])
-    + out_zero, lo, hi) as uint8 (out_dtype "u8") or float32(acc) * scale[c], optionally clamped (out_dtype
-    "f32"). Returns NHWC (N, OH, OW, C), or NCHW (N, C, OH, OW) with ``out_layout="NCHW"`` (each output row
-    transposed while it is in cache). ``chain`` (f32 only, NHWC): scalar_chain_f32's keyword arguments, applied
-    to each output row while it is in cache; returns its ``(t or None, q or None)``.
-    """
-    cdef const qd_path *p = _path(path)
-    a = _spec.check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi)
-    cdef int nchw = _spec.check_out_layout("depthwise_conv_u8s8", out_layout, chain) == "NCHW"
-    cdef float[::1] chain_k
-    cdef int hs
+cdef class DepthwisePlan:
+    """depthwise_conv_u8s8 for inputs of one shape, checked and prepared once (the weights packed for the path,
+    the bias folded with a_zero, the zero row): ``plan(x)`` checks only x (the twin's check_depthwise_input)."""
+    cdef const qd_path *p
+    cdef qd_dw d
+    cdef object shape, w, scale, ws, chain_k, qz
+    cdef int nchw, f32, has_chain, want_float, hs
     cdef float c_sinv, c_lo, c_hi
     cdef int32_t c_zero
-    chain_k, hs, want_float, qz, c_sinv, c_lo, c_hi, c_zero = _chain_args("depthwise_conv_u8s8", chain,
-                                                                          a["out_dtype"])
-    cdef Py_ssize_t n = x.shape[0], h = x.shape[1], wd = x.shape[2], c = x.shape[3]
-    cdef Py_ssize_t kh = w.shape[0], kw = w.shape[1], k = kh * kw, oh = a["oh"], ow = a["ow"]
-    f32 = a["out_dtype"] == "f32"
-    y = q = None
-    if chain is not None:
-        y, q = _glue_outputs((n, oh, ow, c), want_float, qz)
-        if n * oh * ow * c == 0:
-            return y, q
-    cdef int threads = threads_for(n * oh * ow * c * k, MIN_WORK_PER_THREAD)
-    # the output, or with a chain one float row per thread
-    if chain is None:
-        out = np.empty((n, c, oh, ow) if nchw else (n, oh, ow, c), dtype=np.float32 if f32 else np.uint8)
-    else:
-        out = np.empty((threads, ow, c), dtype=np.float32)
-    if out.size == 0:
-        return out
+
+    def __call__(self, x):
+        _spec.check_depthwise_input(x, self.shape)
+        cdef Py_ssize_t n = x.shape[0], h = x.shape[1], wd = x.shape[2], c = x.shape[3]
+        cdef Py_ssize_t k = self.d.g.kh * self.d.g.kw, oh = self.d.g.oh, ow = self.d.g.ow
+        y = q = None
+        if self.has_chain:
+            y, q = _glue_outputs((n, oh, ow, c), self.want_float, self.qz)
+            if n * oh * ow * c == 0:
+                return y, q
+        cdef int threads = threads_for(n * oh * ow * c * k, MIN_WORK_PER_THREAD)
+        # the output, or with a chain one float row per thread
+        if not self.has_chain:
+            out = np.empty((n, c, oh, ow) if self.nchw else (n, oh, ow, c), dtype=np.float32 if self.f32 else np.uint8)
+        else:
+            out = np.empty((threads, ow, c), dtype=np.float32)
+        if out.size == 0:
+            return out
+        cdef const uint8_t[:, :, :, ::1] xv = x
+        cdef qd_dw d = self.d
+        cdef const qd_path *p = self.p
+        d.x_end = &xv[0, 0, 0, 0] + n * h * wd * c
+        cdef const uint8_t *xp = &xv[0, 0, 0, 0]
+        cdef uint8_t[::1] ov = out.reshape(-1).view(np.uint8)
+        cdef char *op = <char *> &ov[0]
+        cdef Py_ssize_t rows = n * oh, r, img = h * wd * c, row_bytes = ow * c * (4 if self.f32 else 1), row = ow * c
+        cdef float *yp = out_f32(y)
+        cdef uint8_t *qp = out_u8(q)
+        cdef char *buf
+        cdef uint8_t[::1] bufv
+        cdef int wide = self.f32
+        cdef const float *ck
+        if not self.has_chain and not self.nchw:
+            with nogil:
+                for r in prange(rows, schedule="dynamic", num_threads=threads):
+                    p.dw_row(&d, xp + (r // oh) * img, r % oh, op + r * row_bytes)
+            return out
+        if not self.has_chain:  # each output row into this thread's row buffer, then transposed into the C planes
+            bufv = np.empty(threads * row_bytes, dtype=np.uint8)
+            with nogil:
+                for r in prange(rows, schedule="dynamic", num_threads=threads):
+                    buf = <char *> &bufv[0] + omp_get_thread_num() * row_bytes
+                    p.dw_row(&d, xp + (r // oh) * img, r % oh, buf)
+                    qd_nhwc_to_nchw(buf, c, oh * ow, 0, ow, wide, p.id != QD_PORTABLE,
+                                    op + ((r // oh) * c * oh + r % oh) * ow * (4 if wide else 1))
+            return out
+        cdef float[::1] chain_k = self.chain_k
+        ck = &chain_k[0]
+        cdef int hs = self.hs
+        cdef float c_sinv = self.c_sinv, c_lo = self.c_lo, c_hi = self.c_hi
+        cdef int32_t c_zero = self.c_zero
+        with nogil:  # each output row into this thread's float row (out), then through the chain
+            for r in prange(rows, schedule="dynamic", num_threads=threads):
+                buf = op + omp_get_thread_num() * row_bytes
+                p.dw_row(&d, xp + (r // oh) * img, r % oh, buf)
+                p.chain_f32(<float *> buf, row, ck, hs, yp + r * row if yp != NULL else NULL,
+                             qp + r * row if qp != NULL else NULL, c_sinv, c_lo, c_hi, c_zero)
+        return y, q
+
+
+def prepare_depthwise(x_shape, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0, bias=None,
+                      scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None, out_layout="NHWC",
+                      path=None):
+    """A :class:`DepthwisePlan`: depthwise_conv_u8s8's arguments for inputs of ``x_shape`` (N, H, W, C), checked
+    (the twin's check_depthwise_plan) and prepared once. The plan keeps its own copies of the arrays."""
+    cdef DepthwisePlan plan = DepthwisePlan.__new__(DepthwisePlan)
+    plan.p = _path(path)
+    cdef const qd_path *p = plan.p
+    shape = _spec.check_shape4("depthwise_conv_u8s8", x_shape)
+    a = _spec.check_depthwise_plan(shape, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero,
+                                   lo, hi)
+    plan.nchw = _spec.check_out_layout("depthwise_conv_u8s8", out_layout, chain) == "NCHW"
+    chain_k, plan.hs, plan.want_float, plan.qz, plan.c_sinv, plan.c_lo, plan.c_hi, plan.c_zero = _chain_args(
+        "depthwise_conv_u8s8", chain, a["out_dtype"])
+    plan.has_chain = chain is not None
+    plan.chain_k = None if chain_k is None else np.array(chain_k)
+    plan.shape, plan.w, plan.scale = shape, np.array(w), np.array(a["scale"])
+    cdef Py_ssize_t h = shape[1], wd = shape[2], c = shape[3], kh = w.shape[0], kw = w.shape[1]
+    plan.f32 = a["out_dtype"] == "f32"
     cdef qd_dw d
-    d.g = _geom(h, wd, c, (kh, kw), a["stride"], a["padding"], a["dilation"], oh, ow)
-    cdef const int8_t[:, :, ::1] wv = w
-    cdef const float[::1] sv = a["scale"]
+    d.g = _geom(h, wd, c, (kh, kw), a["stride"], a["padding"], a["dilation"], a["oh"], a["ow"])
+    cdef const int8_t[:, :, ::1] wv = plan.w
+    cdef const float[::1] sv = plan.scale
     cdef const int32_t[::1] bv = a["bias"]
-    cdef const uint8_t[:, :, :, ::1] xv = x
     d.w, d.scale = &wv[0, 0, 0], &sv[0]
-    d.x_end = &xv[0, 0, 0, 0] + n * h * wd * c
-    d.out_f32 = f32
-    if f32:
+    d.x_end = NULL
+    d.out_f32 = plan.f32
+    if plan.f32:
         d.lo_f, d.hi_f, d.out_zero = a["lo"], a["hi"], 0
     else:
         d.lo_f, d.hi_f, d.out_zero = a["lo"] - a["out_zero"], a["hi"] - a["out_zero"], a["out_zero"]
@@ -187,41 +238,30 @@ def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
         else 0
     cdef size_t size = qd_dw_prepare(&d, p.id, flat_lanes, NULL, a["a_zero"], NULL)
     cdef uint8_t[::1] wsv = np.empty(size + 64, dtype=np.uint8)
+    plan.ws = wsv.base
     cdef char *ws = <char *> &wsv[0]
     ws += (64 - (<size_t> ws) % 64) % 64
     qd_dw_prepare(&d, p.id, flat_lanes, &bv[0], a["a_zero"], ws)
+    plan.d = d
+    return plan
 
-    cdef const uint8_t *xp = &xv[0, 0, 0, 0]
-    cdef uint8_t[::1] ov = out.reshape(-1).view(np.uint8)
-    cdef char *op = <char *> &ov[0]
-    cdef Py_ssize_t rows = n * oh, r, img = h * wd * c, row_bytes = ow * c * (4 if f32 else 1), row = ow * c
-    cdef float *yp = out_f32(y)
-    cdef uint8_t *qp = out_u8(q)
-    cdef char *buf
-    cdef uint8_t[::1] bufv
-    cdef int wide
-    if chain is None and not nchw:
-        with nogil:
-            for r in prange(rows, schedule="dynamic", num_threads=threads):
-                p.dw_row(&d, xp + (r // oh) * img, r % oh, op + r * row_bytes)
-        return out
-    if chain is None:  # each output row into this thread's row buffer, then transposed into the C planes
-        bufv = np.empty(threads * row_bytes, dtype=np.uint8)
-        wide = f32
-        with nogil:
-            for r in prange(rows, schedule="dynamic", num_threads=threads):
-                buf = <char *> &bufv[0] + omp_get_thread_num() * row_bytes
-                p.dw_row(&d, xp + (r // oh) * img, r % oh, buf)
-                qd_nhwc_to_nchw(buf, c, oh * ow, 0, ow, wide, p.id != QD_PORTABLE,
-                                op + ((r // oh) * c * oh + r % oh) * ow * (4 if wide else 1))
-        return out
-    with nogil:  # each output row into this thread's float row (out), then through the chain
-        for r in prange(rows, schedule="dynamic", num_threads=threads):
-            buf = op + omp_get_thread_num() * row_bytes
-            p.dw_row(&d, xp + (r // oh) * img, r % oh, buf)
-            p.chain_f32(<float *> buf, row, &chain_k[0], hs, yp + r * row if yp != NULL else NULL,
-                         qp + r * row if qp != NULL else NULL, c_sinv, c_lo, c_hi, c_zero)
-    return y, q
+
+def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0, bias=None,
+                        scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None, out_layout="NHWC",
+                        path=None):
+    """Depthwise conv: x uint8 NHWC (N, H, W, C), w int8 (KH, KW, C), padding (top, left, bottom, right).
+
+    acc = bias[c] + sum over valid taps of (x - a_zero) * w (int32); out = clamp(rint(float32(acc) * scale[c])
+    + out_zero, lo, hi) as uint8 (out_dtype "u8") or float32(acc) * scale[c], optionally clamped (out_dtype
+    "f32"). Returns NHWC (N, OH, OW, C), or NCHW (N, C, OH, OW) with ``out_layout="NCHW"`` (each output row
+    transposed while it is in cache). ``chain`` (f32 only, NHWC): scalar_chain_f32's keyword arguments, applied
+    to each output row while it is in cache; returns its ``(t or None, q or None)``. A plan made and called
+    (:func:`prepare_depthwise`): both reject the same inputs.
+    """
+    _spec.check_array("depthwise_conv_u8s8: x", x, np.uint8, 4)
+    return prepare_depthwise(x.shape, w, stride=stride, padding=padding, dilation=dilation, a_zero=a_zero,
+                             bias=bias, scale=scale, out_dtype=out_dtype, out_zero=out_zero, lo=lo, hi=hi,
+                             chain=chain, out_layout=out_layout, path=path)(x)
 
 
 # ---------------------------------------------------------------------------------------------- small-K conv

@@ -158,16 +158,16 @@ def gemm_plan(packed, col_sum, bias, mult, attrs):
                                 col_sum=col_sum, bias=bias, scale=mult, chain=_chain(attrs), **_epilogue(attrs))
 
 
-_PLANS = PlanCache()  # conv2d_int8 / matmul_int8 plans per packed weight array (refquant/ops/plans.py)
+_PLANS = PlanCache()  # the INT8 convs' and matmuls' plans per weight array (refquant/ops/plans.py)
 
 
-def _planned(make, attrs, x, packed, *constants):
-    """The plan of an INT8 GEMM op for this call (remembered per frozen weight arrays, attributes and input
-    shape): ``make(attrs, x, packed, *constants)`` checks everything but x's values once."""
+def _planned(make, attrs, x, w, *constants):
+    """The plan of an INT8 op on weights ``w`` for this call (remembered per frozen weight arrays, attributes and
+    input shape): ``make(attrs, x, w, *constants)`` checks everything but x's values once."""
     key = (id(attrs), x.shape, x.dtype) if isinstance(x, np.ndarray) else None
-    plan = _PLANS.get(packed, key, attrs, constants) if key is not None else None
+    plan = _PLANS.get(w, key, attrs, constants) if key is not None else None
     if plan is None:
-        plan = _PLANS.put(packed, key, attrs, constants, make(attrs, x, packed, *constants))
+        plan = _PLANS.put(w, key, attrs, constants, make(attrs, x, w, *constants))
     return plan
 
 
@@ -297,9 +297,14 @@ def _conv_plan(attrs, x, packed, col_sum, bias, mult):
 def depthwise_conv2d_int8(ctx, attrs, x, w, bias, mult):
     """NHWC u8 depthwise conv with (KH, KW, C) s8 weights, the direct kernel; output NHWC, or NCHW with
     ``out_layout`` "NCHW" (a graph's float output: each row transposed in cache, no separate layout change)."""
+    return _planned(_depthwise_plan, attrs, x, w, bias, mult)(np.ascontiguousarray(x))
+
+
+def _depthwise_plan(attrs, x, w, bias, mult):
+    """``plan(x)`` of a depthwise_conv2d_int8 call (qdirect.prepare_depthwise: the weights packed once)."""
     _check_u8(x, 4, "depthwise_conv2d_int8")
-    return _direct().depthwise_conv_u8s8(
-        np.ascontiguousarray(x), w, stride=tuple(attrs["strides"]), padding=tuple(attrs["paddings"]),
+    return _direct().prepare_depthwise(
+        x.shape, w, stride=tuple(attrs["strides"]), padding=tuple(attrs["paddings"]),
         dilation=tuple(attrs["dilations"]), a_zero=int(attrs.get("a_zero", 0)), bias=bias, scale=mult,
         chain=_chain(attrs), out_layout=attrs.get("out_layout", "NHWC"), **_epilogue(attrs))
 

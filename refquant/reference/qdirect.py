@@ -143,14 +143,35 @@ def _window(what, shape, kernel, stride, padding, dilation):
 def check_depthwise(x, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi):
     """Validated, normalized arguments of :func:`depthwise_conv_u8s8`."""
     check_array("depthwise_conv_u8s8: x", x, np.uint8, 4)
+    return check_depthwise_plan(x.shape, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero,
+                                lo, hi)
+
+
+def check_shape4(what, shape):
+    """An NHWC input shape given ahead of the input (a plan's): a sequence of 4 ints >= 0, as a tuple."""
+    if not isinstance(shape, (tuple, list)) or len(shape) != 4 or \
+            any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
+        raise ValueError(f"{what}: the input shape must be 4 ints >= 0 (N, H, W, C), got {shape!r}")
+    return tuple(int(d) for d in shape)
+
+
+def check_depthwise_input(x, shape):
+    """A plan's input (:func:`prepare_depthwise`): a C-contiguous uint8 array of the planned shape."""
+    check_array("depthwise_conv_u8s8: x", x, np.uint8, 4)
+    if x.shape != shape:
+        raise ValueError(f"depthwise_conv_u8s8: the plan is for inputs of shape {shape}, got {x.shape}")
+
+
+def check_depthwise_plan(shape, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi):
+    """check_depthwise for an input of ``shape`` (N, H, W, C) not yet given."""
     check_array("depthwise_conv_u8s8: w", w, np.int8, 3)
-    n, h, wd, c = x.shape
+    n, h, wd, c = shape
     kh, kw, wc = w.shape
     if wc != c:
         raise ValueError(f"depthwise_conv_u8s8: w has {wc} channels, x has {c}")
     if kh < 1 or kw < 1 or kh * kw > MAX_TAPS:
         raise ValueError(f"depthwise_conv_u8s8: need 1 <= KH*KW <= {MAX_TAPS}, got kernel {(kh, kw)}")
-    stride, padding, dilation, oh, ow = window("depthwise_conv_u8s8", x.shape, (kh, kw), stride, padding, dilation)
+    stride, padding, dilation, oh, ow = window("depthwise_conv_u8s8", shape, (kh, kw), stride, padding, dilation)
     a_zero = check_int("a_zero", a_zero, 0, 255)
     e = check_epilogue("depthwise_conv_u8s8", c, bias, scale, out_dtype, out_zero, lo, hi)
     return dict(e, stride=stride, padding=padding, dilation=dilation, a_zero=a_zero, oh=oh, ow=ow)
@@ -262,6 +283,31 @@ def _pad_nhwc(x, padding, value):
 
 
 # ---------------------------------------------------------------------------------------------- the kernels
+def prepare_depthwise(x_shape, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0, bias=None,
+                      scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None, out_layout="NHWC",
+                      path=None):
+    """``plan(x)``: :func:`depthwise_conv_u8s8` for inputs of ``x_shape``, every argument but x checked once (the
+    compiled plan also packs the weights once); the plan keeps its own copies of the arrays."""
+    shape = check_shape4("depthwise_conv_u8s8", x_shape)
+    check_depthwise_plan(shape, w, stride, padding, dilation, a_zero, bias, scale, out_dtype, out_zero, lo, hi)
+    check_out_layout("depthwise_conv_u8s8", out_layout, chain)
+    if chain is not None:
+        if out_dtype != "f32":
+            raise ValueError('depthwise_conv_u8s8: chain needs out_dtype="f32"')
+        check_chain(**chain)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, a_zero=a_zero, out_dtype=out_dtype,
+                  out_zero=out_zero, lo=lo, hi=hi, out_layout=out_layout,
+                  bias=np.array(bias) if isinstance(bias, np.ndarray) else bias,
+                  scale=np.array(scale) if isinstance(scale, np.ndarray) else scale,
+                  chain=None if chain is None else dict(chain))
+    w = np.array(w)
+
+    def plan(x):
+        check_depthwise_input(x, shape)
+        return depthwise_conv_u8s8(x, w, **kwargs)
+    return plan
+
+
 def depthwise_conv_u8s8(x, w, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), a_zero=0, bias=None,
                         scale, out_dtype="u8", out_zero=0, lo=None, hi=None, chain=None, out_layout="NHWC",
                         path=None):
