@@ -206,3 +206,22 @@ def test_freeze_inference_params_leaves_shared_and_float_params():
     freeze_inference_params(model, shared={"cs": model.params["cs"]})
     assert frozen(model.params["p"]) and frozen(model.params["m"])
     assert model.params["cs"].flags.writeable and shared_w.flags.writeable
+
+
+def test_a_loaded_fused_fp32_model_plans_its_convs(tmp_path):
+    """io.load leaves the fused convs' weights read-only: no repacking per call (and no warning about it), the
+    same outputs as the model that was saved."""
+    import warnings
+
+    from refquant import io
+    from refquant.deploy import optimize_fp32
+    m = optimize_fp32(build("mobilenet_v2", input_size=32))
+    io.save(m, tmp_path / "m.rq")
+    loaded = io.load(tmp_path / "m.rq")
+    x = {"x": np.random.default_rng(2).standard_normal((1, 3, 32, 32)).astype(np.float32)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = loaded.run(x)
+    want = m.run(x)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    assert all(frozen(loaded.params[op.inputs[1]]) for op in loaded.ops if op.type == "conv2d_bias_act")
