@@ -59,7 +59,7 @@ cdef extern from "fconv/fconv.h" nogil:
         fc_dw8_fn dw8
     const fc_path FC_PATHS[]
     const int FC_NPATHS
-    const int FC_MR, FC_KC, FC_NC, FC_TM, FC_TP, FC_T_TOT, FC_TSLOT
+    const int FC_MR, FC_KC, FC_NC, FC_TM, FC_TP, FC_T_TOT, FC_TSLOT, FC_T_A
     int fc_path_supported(int i)
     void fc_conv_block(fc_sweep_fn sweep, fc_sweep_fn dir, fc_tile_fn edge, const float *ap, Py_ssize_t M,
                        Py_ssize_t K, const float *x, const fc_geom *g, const float *bias, const fc_epi *e, float *y,
@@ -80,9 +80,10 @@ cdef Py_ssize_t MIN_PIXELS_PER_THREAD = 64
 cdef Py_ssize_t DW8_MAX_PIXELS = 56 * 56
 cdef Py_ssize_t DW8_MAX_WIDTH = 64
 # 1x1 stride-1 convs run T tiles (fc_conv_block_t: B read in place, vectors along output channels) when
-# K >= T_MIN_K, N <= T_MAX_N and K > M, or N <= T_SMALL_N and K >= T_SMALL_K (measured per layer, 1 thread: the
-# projections of 28 x 28, 14 x 14 and 7 x 7 planes 0.8-0.92x the time, 7 x 7 planes of K >= 320 0.89-0.92x; larger
-# planes and shorter K, where the transposes at the end weigh more, 1.03-1.6x).
+# K >= T_MIN_K, N <= T_MAX_N, K > M and the weights in one chunk of rows, or N <= T_SMALL_N and K >= T_SMALL_K
+# (measured per layer, 1 thread: the projections of 28 x 28, 14 x 14 and 7 x 7 planes 0.8-0.92x the time, 7 x 7
+# planes of K >= 320 0.89-0.92x; larger planes and shorter K, where the transposes at the end weigh more, 1.03-1.6x;
+# ResNet-50's 512 -> 256 at 28 x 28 and 1024 -> 512 at 14 x 14, x read again for each of 2 and 8 chunks, 1.06x).
 cdef Py_ssize_t T_MIN_K = 128
 cdef Py_ssize_t T_MAX_N = 28 * 28
 cdef Py_ssize_t T_SMALL_N = 64
@@ -173,9 +174,11 @@ cdef class Conv2dPlan:
         self.e.act, self.e.a, self.e.b, self.e.c, self.e.ps, self.e.pc = code, a, b, c, ps, pc
         self.e.post = ps != 1.0 or pc != 0.0
         self.tpacked = None
+        small = self.N <= T_SMALL_N  # else all rows in one chunk (fc_conv_block_t): x is read once per chunk
+        one_chunk = self.M <= max(FC_TM, FC_T_A // self.K // FC_TM * FC_TM)
         if FC_PATHS[_PATHS.index(path)].tt != NULL and kh == kw == sh == sw == 1 and not any(pad) and \
-                (self.K >= T_MIN_K and self.N <= T_MAX_N and self.K > self.M or
-                 self.N <= T_SMALL_N and self.K >= T_SMALL_K):
+                (self.K >= T_MIN_K and self.N <= T_MAX_N and self.K > self.M and (small or one_chunk) or
+                 small and self.K >= T_SMALL_K):
             self.tpacked = _t_pack(packed, oc)
 
     def __call__(self, x, residual=None):
