@@ -209,7 +209,7 @@ def test_packed_weights_are_cached_only_for_read_only_arrays():
     assert np.array_equal(p.transpose(0, 2, 1).reshape(-1, 27)[:8], w.reshape(8, -1))
     key = id(w)
     del w
-    assert key not in conv_op._PACKED  # the entry leaves with the array
+    assert key not in conv_op._PACKED._entries  # the entry leaves with the array
     v = np.zeros((4, 8, 3, 3, 3), np.float32)[1]  # a view: its base may change, so no caching
     v.flags.writeable = False
     with pytest.warns(RuntimeWarning):
@@ -244,17 +244,18 @@ def test_conv_ops_plan_once_per_weight_attributes_and_shape():
     w.flags.writeable = False
     x = f32(1, 4, 7, 7)
     y = conv_op.conv2d_bias_act(ctx, attrs, x, w, b)
-    assert np.array_equal(conv_op.conv2d_bias_act(ctx, attrs, x, w, b), y) and len(conv_op._PLANS[id(w)][1]) == 1
+    assert np.array_equal(conv_op.conv2d_bias_act(ctx, attrs, x, w, b), y)
+    assert len(conv_op._PLANS._entries[id(w)][1]) == 1
     attrs["activation"] = ""  # the same dict, changed: planned again
     assert np.array_equal(np.maximum(conv_op.conv2d_bias_act(ctx, attrs, x, w, b), 0), y)
     conv_op.conv2d_bias_act(ctx, attrs, f32(2, 4, 7, 7), w, b)
-    assert len(conv_op._PLANS[id(w)][1]) == 2  # another input shape
+    assert len(conv_op._PLANS._entries[id(w)][1]) == 2  # another input shape
     with pytest.raises(ValueError):
         conv_op.conv2d_bias_act(ctx, attrs, x.astype(np.float32)[:, :3], w, b)
     key = id(w)
     del w
-    assert key not in conv_op._PLANS  # the plans leave with the weights
+    assert key not in conv_op._PLANS._entries  # the plans leave with the weights
     v = f32(6, 4, 3, 3)  # writeable: no plan (packed on each call, with the warning)
     with pytest.warns(RuntimeWarning, match="packed again"):
         conv_op.conv2d_bias_act(ctx, attrs, x, v, b)
-    assert id(v) not in conv_op._PLANS
+    assert id(v) not in conv_op._PLANS._entries

@@ -13,10 +13,8 @@ its order of float32 operations; 4-6x the im2col route at stride 1).
 """
 from __future__ import annotations
 
-import copy
 import functools
 import warnings
-import weakref
 
 import numpy as np
 
@@ -25,6 +23,7 @@ from ..errors import ShapeError
 from ..reference import fconv as _fconv_spec
 from ..reference.im2col import MAX_EXTENT, check_geometry, check_size
 from ..threads import float_kernel_threads
+from .plans import PlanCache, frozen
 from .registry import attr_int, attr_ints, attr_spec, register
 
 _COLS_BYTES = 256 << 20
@@ -261,12 +260,11 @@ def conv2d_bias_act(ctx, attrs, x, w, b=None, r=None):
     The fconv calls are planned once per weight array (read-only, as optimize_fp32 stores them), attributes
     (compared by value on every call) and input shape (:func:`_plan`): a call then checks only its inputs."""
     key = (id(attrs), id(b), x.shape, x.dtype, None if r is None else (r.shape, r.dtype))
-    entry = _PLANS.get(id(w))
-    hit = entry[1].get(key) if entry is not None and entry[0]() is w else None
-    if hit is None or not _same(hit[0], attrs):
-        hit = _plan(key, attrs, x, w, b, r)
-    if hit is not None:
-        return hit[1](np.ascontiguousarray(x), None if r is None else np.ascontiguousarray(r))
+    run = _PLANS.get(w, key, attrs)
+    if run is None:
+        run = _plan(key, attrs, x, w, b, r)
+    if run is not None:
+        return run(np.ascontiguousarray(x), None if r is None else np.ascontiguousarray(r))
     stride, pad, dilation, groups, oh, ow = _checked_params(attrs, x, w)
     act = attrs.get("activation", "")
     if _fconv_route(x, w, b, r, groups, oh, ow):
@@ -306,26 +304,16 @@ def _fconv_route(x, w, b, r, groups, oh, ow):
         groups == 1 or _is_depthwise(x, w, groups))
 
 
-_PLANS: dict = {}  # id(w) -> (weakref to w, {call key: (copy of attrs, plan(x, r))}) for read-only weights
-_PLANS_PER_WEIGHT = 16  # input shapes remembered per weight (a detector sees many page sizes)
-
-
-def _same(a, b) -> bool:
-    """a == b for attribute dicts, False where a value's comparison is not a bool (an array attribute)."""
-    try:
-        return bool(a == b)
-    except (ValueError, TypeError):
-        return False
+_PLANS = PlanCache(per_owner=16)  # fconv plans per read-only weight array; 16 input shapes (a detector's pages)
 
 
 def _plan(key, attrs, x, w, b, r):
-    """(copy of attrs, plan(x, r)) for a conv2d_bias_act call of ``key`` that runs an fconv kernel on read-only
-    weights owning their data (and a contiguous bias), remembered until w is freed; else None. The plan checks
-    the attributes and the geometry once (fconv.prepare_*); it keeps packed weights or a copy of depthwise ones,
+    """plan(x, r) for a conv2d_bias_act call of ``key`` that runs an fconv kernel on frozen, contiguous weights
+    (and a contiguous bias), remembered until w is freed (refquant/ops/plans.py); else None. The plan checks the
+    attributes and the geometry once (fconv.prepare_*); it keeps packed weights or a copy of depthwise ones,
     never w itself, and reads the bias array at each call."""
-    if w.flags.writeable or w.base is not None or not w.flags.c_contiguous or \
-            (b is not None and not b.flags.c_contiguous):  # before the checks: the caller's path makes them
-        return None
+    if not (frozen(w) and w.flags.c_contiguous) or (b is not None and not b.flags.c_contiguous):
+        return None  # before the checks: the caller's path makes them
     stride, pad, dilation, groups, oh, ow = _checked_params(attrs, x, w)
     if not _fconv_route(x, w, b, r, groups, oh, ow):
         return None
@@ -335,27 +323,17 @@ def _plan(key, attrs, x, w, b, r):
     else:
         dw = fc.prepare_depthwise(tuple(x.shape), np.array(w), b, stride, pad, dilation, epi)
         run = lambda x, r: dw(x)  # noqa: E731
-    entry = _PLANS.get(id(w))
-    if entry is None or entry[0]() is not w:
-        k = id(w)
-        entry = _PLANS[k] = (weakref.ref(w, lambda _, k=k: _PLANS.pop(k, None)), {})
-    if len(entry[1]) >= _PLANS_PER_WEIGHT:
-        entry[1].clear()
-    hit = entry[1][key] = (copy.deepcopy(attrs), run)
-    return hit
+    return _PLANS.put(w, key, attrs, (), run)
 
 
-_PACKED: dict = {}  # id(w) -> (weakref to w, pack_weights(w)) for read-only float32 weights
+_PACKED = PlanCache(per_owner=1)  # pack_weights(w) per read-only float32 weight array
 
 
 def _packed(w):
-    """pack_weights(w), computed once per read-only weight array owning its data (the entry leaves with it)."""
-    if w.flags.writeable or w.base is not None or not w.flags.c_contiguous:  # a view's base may change
+    """pack_weights(w), computed once per frozen weight array (the entry leaves with it)."""
+    if not (frozen(w) and w.flags.c_contiguous):  # a writeable array may change under the packed copy
         warnings.warn("conv2d_bias_act: a writeable weight array is packed again on every call (optimize_fp32 "
                       "stores read-only weights; w.setflags(write=False) packs once)", RuntimeWarning, stacklevel=2)
         return _fconv_spec.pack_weights(np.ascontiguousarray(w))
-    hit = _PACKED.get(id(w))
-    if hit is None or hit[0]() is not w:
-        key = id(w)
-        hit = _PACKED[key] = (weakref.ref(w, lambda _, k=key: _PACKED.pop(k, None)), _fconv_spec.pack_weights(w))
-    return hit[1]
+    packed = _PACKED.get(w, "packed", None)
+    return packed if packed is not None else _PACKED.put(w, "packed", None, (), _fconv_spec.pack_weights(w))
