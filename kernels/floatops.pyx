@@ -82,10 +82,12 @@ cdef int _threads(Py_ssize_t nbytes, max_threads):
     return t if max_threads is None else min(t, <int> max_threads)
 
 
-def gelu_erf(x, *, max_threads=None, path=None):
-    """y = 0.5 x (1 + erf(x / sqrt 2)) for float32 C-contiguous ``x`` of any shape; float32 out."""
-    cdef const fo_path *p = _path(path)
-    _spec.check_input("gelu_erf", x, max_threads=max_threads)
+ctypedef void (*fo_unary)(const float *x, Py_ssize_t n, float *y) noexcept nogil
+
+
+cdef object _unary(what, x, max_threads, fo_unary f):
+    """y = f(x) element by element for float32 C-contiguous ``x`` of any shape, in fixed chunks over the threads."""
+    _spec.check_input(what, x, max_threads=max_threads)
     y = np.empty(x.shape, dtype=np.float32)
     cdef const float *xp = in_f32(x)
     cdef float *yp = out_f32(y)
@@ -94,24 +96,18 @@ def gelu_erf(x, *, max_threads=None, path=None):
     with nogil:
         for t in prange((total + CHUNK - 1) // CHUNK, schedule="dynamic", num_threads=threads):
             e0 = t * CHUNK
-            p.gelu_erf(xp + e0, min(CHUNK, total - e0), yp + e0)
+            f(xp + e0, min(CHUNK, total - e0), yp + e0)
     return y
+
+
+def gelu_erf(x, *, max_threads=None, path=None):
+    """y = 0.5 x (1 + erf(x / sqrt 2)) for float32 C-contiguous ``x`` of any shape; float32 out."""
+    return _unary("gelu_erf", x, max_threads, _path(path).gelu_erf)
 
 
 def sigmoid(x, *, max_threads=None, path=None):
     """y = 1 / (1 + exp(-x)) for float32 C-contiguous ``x`` of any shape; float32 out."""
-    cdef const fo_path *p = _path(path)
-    _spec.check_input("sigmoid", x, max_threads=max_threads)
-    y = np.empty(x.shape, dtype=np.float32)
-    cdef const float *xp = in_f32(x)
-    cdef float *yp = out_f32(y)
-    cdef Py_ssize_t total = x.size, t, e0
-    cdef int threads = _threads(total * 4, max_threads)
-    with nogil:
-        for t in prange((total + CHUNK - 1) // CHUNK, schedule="dynamic", num_threads=threads):
-            e0 = t * CHUNK
-            p.sigmoid(xp + e0, min(CHUNK, total - e0), yp + e0)
-    return y
+    return _unary("sigmoid", x, max_threads, _path(path).sigmoid)
 
 
 def softmax_lastaxis(x, *, max_threads=None, path=None):

@@ -100,25 +100,16 @@ def layer_norm64(x, scale=None, bias=None, eps=1e-5):
 
 # ---- compiled == twin ----------------------------------------------------------------------------------
 @needs_fast
+@pytest.mark.parametrize("name", ["gelu_erf", "sigmoid"])
 @pytest.mark.parametrize("shape", [(1,), (7,), (23,), (100003,), (3, 5, 17), (2, 3, 64, 64), ()])
-def test_gelu_compiled_equals_twin(shape):
-    check_all_paths("gelu_erf", gelu_input(shape))
+def test_elementwise_compiled_equals_twin(name, shape):
+    check_all_paths(name, gelu_input(shape))
 
 
 @needs_fast
-def test_gelu_compiled_on_a_dense_sweep():
-    check_all_paths("gelu_erf", np.linspace(-25, 25, 200001, dtype=np.float32))
-
-
-@needs_fast
-@pytest.mark.parametrize("shape", [(1,), (23,), (8, 40, 240), ()])
-def test_sigmoid_compiled_equals_twin(shape):
-    check_all_paths("sigmoid", gelu_input(shape))
-
-
-@needs_fast
-def test_sigmoid_compiled_on_a_dense_sweep():
-    check_all_paths("sigmoid", np.linspace(-100, 100, 200001, dtype=np.float32))
+@pytest.mark.parametrize("name, bound", [("gelu_erf", 25), ("sigmoid", 100)])
+def test_elementwise_compiled_on_a_dense_sweep(name, bound):
+    check_all_paths(name, np.linspace(-bound, bound, 200001, dtype=np.float32))
 
 
 @needs_fast
