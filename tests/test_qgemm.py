@@ -454,7 +454,7 @@ def test_bad_inputs_raise_clear_errors(impl):
 
 @needs_fast
 def test_kernel_and_twin_reject_the_same_inputs_the_same_way():
-    # one validation (the twin's check_gemm): the same error class and message on both sides
+    # one validation (the twin's check_plan / check_call): the same error class and message on both sides
     for (_, _, bad_fast), (_, _, bad_twin) in zip(_bad_input_cases(fast), _bad_input_cases(twin)):
         errors = []
         for call in (bad_fast, bad_twin):

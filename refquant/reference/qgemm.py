@@ -231,7 +231,7 @@ def check_a_zero(a_zero, col_sum):
 
 
 class GemmArgs(NamedTuple):
-    """The validated arguments of gemm_u8s8 (check_gemm): vectors of N entries, or None where not given."""
+    """The validated arguments of gemm_u8s8 (check_plan): vectors of N entries, or None where not given."""
     K: int
     N: int
     a_zero: int
@@ -287,13 +287,6 @@ def check_call(g: GemmArgs, a, out=None):
         if g.chain is not None:
             raise ValueError('gemm_u8s8: chain needs out_dtype="f32" and no out')
         check_out(out, a.shape[0], g.N, g.out_dtype, a)
-
-
-def check_gemm(a, packed, K, N, *, out=None, **kwargs) -> GemmArgs:
-    """check_plan and check_call in one: every argument of gemm_u8s8."""
-    g = check_plan(packed, K, N, **kwargs)
-    check_call(g, a, out)
-    return g
 
 
 def prepare_gemm(packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
