@@ -24,6 +24,7 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t
 from _openmp cimport threads_for
 
 import math
+import weakref
 
 import numpy as np
 
@@ -128,7 +129,7 @@ cdef class GemmPlan:
     """gemm_u8s8 with every argument but the activation (and ``out``) checked and prepared once: the per-column
     offset (bias - a_zero*col_sum, + 128 * the packed column sums on a path that shifts a), the padded scale and
     fbias, the chain's constants. ``plan(a, out=None)`` checks only what it is given (the twin's check_call)."""
-    cdef object g, packed, offset, scale_p, fbias_p, chain_k, qz, out_dtype
+    cdef object g, packed_ref, offset, scale_p, fbias_p, chain_k, qz, out_dtype
     cdef Py_ssize_t Kp, Np
     cdef int ipath, has_chain, want_float
     cdef qgemm_post post
@@ -136,8 +137,9 @@ cdef class GemmPlan:
     def __call__(self, a, out=None):
         g = self.g
         _spec.check_call(g, a, out)
+        packed = _spec.plan_packed(self.packed_ref)
         cdef Py_ssize_t M = a.shape[0], Nc = g.N
-        cdef const int8_t[::1] pv = self.packed
+        cdef const int8_t[::1] pv = packed
         cdef const int32_t[::1] ov = self.offset
         cdef const float[::1] spv = self.scale_p
         cdef const float[::1] fbv
@@ -185,8 +187,8 @@ cdef class GemmPlan:
 def prepare_gemm(packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
                  lo=None, hi=None, chain=None, fbias=None, path=None):
     """A :class:`GemmPlan`: gemm_u8s8's arguments but ``a`` and ``out``, checked (the twin's check_plan) and
-    prepared once. The plan keeps its own copies of the vectors and the packed array itself, which must not
-    change."""
+    prepared once. The plan keeps its own copies of the vectors and a weak reference to the packed array, which
+    must live (a call after it was freed raises) and not change."""
     g = _spec.check_plan(packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype=out_dtype,
                          out_zero=out_zero, lo=lo, hi=hi, chain=chain, fbias=fbias)
     cdef GemmPlan plan = GemmPlan.__new__(GemmPlan)
@@ -194,7 +196,7 @@ def prepare_gemm(packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     cdef Py_ssize_t Kc = g.K, Nc = g.N, Kp = (Kc + 3) // 4 * 4, Np = (Nc + 15) // 16 * 16, n
     cdef const int8_t[::1] pv = packed
     cdef uint32_t az = g.a_zero
-    plan.g, plan.packed, plan.Kp, plan.Np, plan.out_dtype = g, packed, Kp, Np, out_dtype
+    plan.g, plan.packed_ref, plan.Kp, plan.Np, plan.out_dtype = g, weakref.ref(packed), Kp, Np, out_dtype
 
     # offset[n] = bias[n] - a_zero * col_sum[n] (+ 128 * colsum_b[n] for a path that shifts a), wrapping like
     # int32 arithmetic; padded to Np (the vector epilogues read whole panels)

@@ -71,7 +71,8 @@ def test_gemm_plan_equals_the_call_and_keeps_its_own_vectors(impl, variant):
 @pytest.mark.parametrize("impl", GEMMS)
 def test_gemm_plan_checks_each_activation_the_same_way(impl):
     w, kw = gemm_case()
-    plan = impl.prepare_gemm(impl.pack_b(w), 40, 20, **kw)
+    packed = impl.pack_b(w)  # kept: the plan refers to it weakly
+    plan = impl.prepare_gemm(packed, 40, 20, **kw)
     errors = []
     for bad in (np.zeros((3, 41), np.uint8), np.zeros((3, 40), np.int8), np.zeros((0, 40), np.uint8),
                 np.zeros((3, 80), np.uint8)[:, ::2], [[1] * 40]):
@@ -225,3 +226,34 @@ def test_a_loaded_fused_fp32_model_plans_its_convs(tmp_path):
     want = m.run(x)
     assert all(np.array_equal(got[k], want[k]) for k in want)
     assert all(frozen(loaded.params[op.inputs[1]]) for op in loaded.ops if op.type == "conv2d_bias_act")
+
+
+@pytest.mark.parametrize("impl", GEMMS)
+def test_gemm_plan_refers_to_its_packed_weights_weakly(impl):
+    """A plan keeps no strong reference to the packed array (a cache keyed by the weights could never let them
+    go); called after the array was freed it raises."""
+    import gc
+    import weakref
+    w, kw = gemm_case()
+    packed = impl.pack_b(w)
+    plan, ref = impl.prepare_gemm(packed, 40, 20, **kw), weakref.ref(packed)
+    a = rng.integers(0, 256, (3, 40), dtype=np.uint8)
+    plan(a)
+    del packed
+    gc.collect()
+    assert ref() is None
+    with pytest.raises(ValueError, match="packed weights were freed"):
+        plan(a)
+
+
+def test_a_freed_int8_model_leaves_no_plans():
+    import gc
+    calib = [np.random.default_rng(4).standard_normal((2, 3, 32, 32)).astype(np.float32)]
+    q = quant_post_static(build("mobilenet_v2", input_size=32), [{"x": c} for c in calib], algo="abs_max")
+    i8 = convert_to_int8(q)
+    before = len(int8_ops._PLANS._entries)
+    i8.run({"x": calib[0][:1]})
+    assert len(int8_ops._PLANS._entries) >= before + 50
+    del i8
+    gc.collect()
+    assert len(int8_ops._PLANS._entries) == before

@@ -18,6 +18,8 @@ inference.
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from .._dispatch import kernel
@@ -284,8 +286,8 @@ def _conv_plan(attrs, x, packed, col_sum, bias, mult):
         # a first conv (3x3 over 3 channels): the direct small-K kernel, no im2col matrix
         kwargs = dict(kernel=(kh, kw), stride=stride, padding=pad, dilation=dil, a_zero=a_zero, col_sum=col_sum,
                       bias=bias, scale=mult, chain=_chain(attrs), **_epilogue(attrs))
-        small_k, K, N = _direct().conv_small_k_u8s8, int(attrs["K"]), int(attrs["N"])
-        return lambda x: small_k(np.ascontiguousarray(x), packed, K, N, **kwargs)
+        small_k, K, N, weights = _direct().conv_small_k_u8s8, int(attrs["K"]), int(attrs["N"]), weakref.ref(packed)
+        return lambda x: small_k(np.ascontiguousarray(x), weights(), K, N, **kwargs)  # the cache keys on packed
     gemm = gemm_plan(packed, col_sum, bias, mult, attrs)
     if kh == kw == 1 and stride == (1, 1) and pad == (0, 0, 0, 0):
         return lambda x: _reshaped(gemm(x.reshape(n * h * w, c)), shape)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import struct
+import weakref
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -293,17 +294,28 @@ def prepare_gemm(packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
                  lo=None, hi=None, chain=None, fbias=None, path=None):
     """``plan(a, out=None)``: gemm_u8s8 with every argument but ``a`` and ``out`` checked once (a network's conv
     calls it with new activations and the same weights). The plan keeps copies of the vectors, so later changes
-    to the caller's arrays do not reach it, and the packed array itself, which must not change."""
+    to the caller's arrays do not reach it, and a weak reference to the packed array, which must live (a call
+    after it was freed raises) and not change: a cache of plans keyed by the weights then lets them go."""
     g = check_plan(packed, K, N, a_zero=a_zero, col_sum=col_sum, bias=bias, scale=scale, out_dtype=out_dtype,
                    out_zero=out_zero, lo=lo, hi=hi, chain=chain, fbias=fbias)
     g = g._replace(**{k: None if v is None else np.array(v) for k, v in
                       (("col_sum", g.col_sum), ("bias", g.bias), ("scale", g.scale), ("fbias", g.fbias))})
     chain = None if chain is None else dict(chain)
+    packed_ref = weakref.ref(packed)
 
     def plan(a, out=None):
         check_call(g, a, out)
-        return _gemm(g, a, packed, out, chain)
+        return _gemm(g, a, plan_packed(packed_ref), out, chain)
     return plan
+
+
+def plan_packed(packed_ref):
+    """The packed array a GEMM plan refers to; ValueError once it was freed."""
+    packed = packed_ref()
+    if packed is None:
+        raise ValueError("gemm_u8s8: the plan's packed weights were freed (keep the packed array while its plan is "
+                         "used)")
+    return packed
 
 
 def gemm_u8s8(a, packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None, out_dtype="s32", out_zero=0,
