@@ -117,6 +117,10 @@ def test_depthwise_plan_equals_the_call(impl, variant):
         impl.prepare_depthwise((2, 9, 11), w, **kw)
     with pytest.raises(ValueError, match="channels"):
         impl.prepare_depthwise((2, 9, 11, 23), w, **kw)
+    with pytest.raises(ValueError, match="x has no channels"):
+        impl.depthwise_conv_u8s8(np.zeros((1, 4, 4, 0), np.uint8), np.zeros((3, 3, 0), np.int8), scale=1.0)
+    empty = np.zeros((0, 9, 11, 24), np.uint8)
+    same(impl.prepare_depthwise(empty.shape, w, **kw)(empty), dw_twin.depthwise_conv_u8s8(empty, w, **kw))
 
 
 def test_frozen_and_freeze():

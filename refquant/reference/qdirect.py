@@ -169,6 +169,8 @@ def check_depthwise_plan(shape, w, stride, padding, dilation, a_zero, bias, scal
     kh, kw, wc = w.shape
     if wc != c:
         raise ValueError(f"depthwise_conv_u8s8: w has {wc} channels, x has {c}")
+    if c == 0:
+        raise ValueError(f"depthwise_conv_u8s8: x has no channels (shape {tuple(shape)})")
     if kh < 1 or kw < 1 or kh * kw > MAX_TAPS:
         raise ValueError(f"depthwise_conv_u8s8: need 1 <= KH*KW <= {MAX_TAPS}, got kernel {(kh, kw)}")
     stride, padding, dilation, oh, ow = window("depthwise_conv_u8s8", shape, (kh, kw), stride, padding, dilation)
