@@ -83,6 +83,9 @@ cdef extern from "qgemm/qgemm.h" nogil:
 # Multiply-accumulates per thread below which a call stays on fewer threads (~30 us of work: a GEMV
 # like 1x768x3072 stays on one thread; on a busy machine a second thread can cost a scheduler time slice).
 cdef Py_ssize_t MIN_MACS_PER_THREAD = 1 << 22
+# The same for a GEMM split by rows (M >= N: a conv's pixels x channels), where each chunk packs only its own rows
+# of A: such splits pay from less work (MobileNetV2's 28 x 28 and 112 x 112 1x1 convs, 100-200 us each).
+cdef Py_ssize_t MIN_MACS_PER_THREAD_ROWS = 1 << 20
 # Work chunks per thread (dynamic schedule: the load balances when a thread is delayed).
 cdef Py_ssize_t CHUNKS_PER_THREAD = 4
 
@@ -316,6 +319,9 @@ cdef void _run(const qgemm_args *p, qgemm_tile_fn tile) noexcept:
     output element is computed by exactly one chunk, the same way whatever the thread count."""
     cdef Py_ssize_t panels = p.Np // QGEMM_NR, M = p.M, N = p.N, c, chunks, m0, m1, n0, n1
     cdef int nt = threads_for(M * p.Kp * p.Np, MIN_MACS_PER_THREAD)
+    cdef int nt_rows = threads_for(M * p.Kp * p.Np, MIN_MACS_PER_THREAD_ROWS)
+    if nt < nt_rows and M >= N and M >= 16 * nt_rows:
+        nt = nt_rows
     if nt <= 1:
         with nogil:
             _tile(tile, p, 0, M, 0, N)
