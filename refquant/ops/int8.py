@@ -18,6 +18,7 @@ inference.
 """
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import numpy as np
@@ -170,6 +171,10 @@ def _planned(make, attrs, x, w, *constants):
     plan = _PLANS.get(w, key, attrs, constants) if key is not None else None
     if plan is None:
         plan = _PLANS.put(w, key, attrs, constants, make(attrs, x, w, *constants))
+        if not _PLANS.keeps(w, constants):
+            warnings.warn("INT8 op on writeable weights: checked and prepared again on every call (read-only weights "
+                          "are planned once; convert_to_int8 and refquant.load leave them read-only)", RuntimeWarning,
+                          stacklevel=3)
     return plan
 
 

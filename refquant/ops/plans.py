@@ -67,10 +67,15 @@ class PlanCache:
             return None
         return hit[2]
 
+    @staticmethod
+    def keeps(owner, constants=()) -> bool:
+        """Whether :meth:`put` stores plans for this owner and these constants (all :func:`frozen`)."""
+        return frozen(owner) and all(frozen(c) for c in constants)
+
     def put(self, owner, key, attrs, constants, plan):
         """Remember ``plan`` (see :meth:`get`) and return it; a plan for an owner that is not :func:`frozen`, or
         whose constants are not, is returned without being stored."""
-        if not (frozen(owner) and all(frozen(c) for c in constants)):
+        if not self.keeps(owner, constants):
             return plan
         entry = self._entries.get(id(owner))
         if entry is None or entry[0]() is not owner:
