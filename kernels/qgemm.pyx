@@ -101,13 +101,6 @@ available_paths = _PATHS.available
 current_path = _PATHS.current
 
 
-def _aligned_empty(Py_ssize_t nbytes):
-    """A 1-D int8 array of nbytes whose data starts on a 64-byte boundary."""
-    buf = np.empty(nbytes + 64, dtype=np.int8)
-    off = (-buf.ctypes.data) % 64
-    return buf[off:off + nbytes]
-
-
 def pack_b(w):
     """Pack int8 weights w (K, N) for gemm_u8s8: a 1-D int8 array, 64-byte aligned, holding a header (magic,
     version, K, N), the panels of 16 columns x groups of 4 K (zero padded) and the column sums."""
@@ -115,7 +108,7 @@ def pack_b(w):
     w = np.ascontiguousarray(w)
     cdef const int8_t[:, ::1] wv = w
     cdef Py_ssize_t K = w.shape[0], N = w.shape[1]
-    packed = _aligned_empty(qgemm_packed_bytes(K, N))
+    packed = _spec.aligned_empty(qgemm_packed_bytes(K, N), np.int8)
     cdef int8_t[::1] pv = packed
     with nogil:
         qgemm_pack_b(&wv[0, 0], K, N, N, &pv[0])
@@ -132,7 +125,7 @@ cdef class GemmPlan:
     """gemm_u8s8 with every argument but the activation (and ``out``) checked and prepared once: the per-column
     offset (bias - a_zero*col_sum, + 128 * the packed column sums on a path that shifts a), the padded scale and
     fbias, the chain's constants. ``plan(a, out=None)`` checks only what it is given (the twin's check_call)."""
-    cdef object g, packed_ref, offset, scale_p, fbias_p, chain_k, qz, out_dtype
+    cdef object g, packed_ref, offset, scale_p, fbias_p, chain_k, qz
     cdef Py_ssize_t Kp, Np
     cdef int ipath, has_chain, want_float
     cdef qgemm_post post
@@ -163,7 +156,7 @@ cdef class GemmPlan:
             post.ldy = post.ldq = Nc
             out = np.empty((1, Nc), dtype=np.float32)   # not written: the post-op writes y and q
         elif out is None:
-            out = np.empty((M, Nc), dtype=OUT_DTYPES[self.out_dtype])
+            out = np.empty((M, Nc), dtype=OUT_DTYPES[g.out_dtype])
         cdef uint8_t[:, :] outv = out.view(np.uint8)     # a byte view: only the address and row stride are used
         cdef const uint8_t[:, :] av = a
         cdef qgemm_args args
@@ -174,7 +167,7 @@ cdef class GemmPlan:
         args.b_flags = qgemm_header_flags(&pv[0])
         args.offset = &ov[0]
         args.scale = &spv[0]
-        args.out_kind = _OUT_KIND[self.out_dtype]
+        args.out_kind = _OUT_KIND[g.out_dtype]
         args.out_zero = g.out_zero; args.lo = g.lo; args.hi = g.hi
         args.out = <void *> &outv[0, 0]
         args.ldo = outv.strides[0] // out.itemsize
@@ -199,7 +192,7 @@ def prepare_gemm(packed, K, N, *, a_zero=0, col_sum=None, bias=None, scale=None,
     cdef Py_ssize_t Kc = g.K, Nc = g.N, Kp = (Kc + 3) // 4 * 4, Np = (Nc + 15) // 16 * 16, n
     cdef const int8_t[::1] pv = packed
     cdef uint32_t az = g.a_zero
-    plan.g, plan.packed_ref, plan.Kp, plan.Np, plan.out_dtype = g, weakref.ref(packed), Kp, Np, out_dtype
+    plan.g, plan.packed_ref, plan.Kp, plan.Np = g, weakref.ref(packed), Kp, Np
 
     # offset[n] = bias[n] - a_zero * col_sum[n] (+ 128 * colsum_b[n] for a path that shifts a), wrapping like
     # int32 arithmetic; padded to Np (the vector epilogues read whole panels)

@@ -104,13 +104,20 @@ def pack_b(w: np.ndarray) -> np.ndarray:
     header[FLAGS_AT:FLAGS_AT + 4] = np.array([pair_flags(panels)], dtype=np.int32).view(np.uint8)
     colsum = np.sum(wp, axis=0, dtype=np.int32)
     nbytes = HEADER_BYTES + Kp * Np + 4 * Np
-    buf = np.empty(nbytes + 64, dtype=np.int8)
-    off = (-buf.ctypes.data) % 64
-    packed = buf[off:off + nbytes]
+    packed = aligned_empty(nbytes, np.int8)
     packed[:HEADER_BYTES] = header.view(np.int8)
     packed[HEADER_BYTES:HEADER_BYTES + Kp * Np] = panels.reshape(-1)
     packed[HEADER_BYTES + Kp * Np:] = colsum.view(np.int8)
     return packed
+
+
+def aligned_empty(count: int, dtype) -> np.ndarray:
+    """A 1-D array of ``count`` items of ``dtype`` whose data starts on a 64-byte boundary (a cache line: packed
+    weights are read in whole lines)."""
+    itemsize = np.dtype(dtype).itemsize
+    buf = np.empty(count + 64 // itemsize, dtype=dtype)
+    off = (-buf.ctypes.data) % 64 // itemsize
+    return buf[off:off + count]
 
 
 def unpack_b(packed: np.ndarray, K: int, N: int) -> np.ndarray:
