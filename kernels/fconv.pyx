@@ -60,7 +60,7 @@ cdef extern from "fconv/fconv.h" nogil:
         fc_dw8_fn dw8
     const fc_path FC_PATHS[]
     const int FC_NPATHS
-    const int FC_MR, FC_KC, FC_NC, FC_TM, FC_TP, FC_T_TOT, FC_TSLOT, FC_T_A
+    const int FC_MR, FC_KC, FC_NC, FC_TM, FC_T_TOT, FC_TSLOT, FC_T_A
     int fc_path_supported(int i)
     void fc_conv_block(fc_sweep_fn sweep, fc_sweep_fn dir, fc_tile_fn edge, const float *ap, Py_ssize_t M,
                        Py_ssize_t K, const float *x, const fc_geom *g, const float *bias, const fc_epi *e, float *y,
