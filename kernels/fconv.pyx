@@ -28,7 +28,7 @@ import numpy as np
 from refquant._paths import IsaPaths
 from refquant.reference import fconv as _spec
 from refquant.reference.fconv import pack_weights  # noqa: F401  (numpy: the layout is the twin's)
-from refquant.reference.qgemm import aligned_empty
+from refquant.reference.qgemm import aligned_empty as _aligned_empty
 
 
 cdef extern from "fconv/fconv.h" nogil:
@@ -128,7 +128,7 @@ def _t_pack(packed, oc):
     a = np.zeros(((oc + FC_TM - 1) // FC_TM * FC_TM, K), np.float32)
     a[:oc] = packed.transpose(0, 2, 1).reshape(-1, K)[:oc]
     t = a.reshape(-1, FC_TM, K).transpose(0, 2, 1)
-    out = aligned_empty(t.size, np.float32).reshape(t.shape)
+    out = _aligned_empty(t.size, np.float32).reshape(t.shape)
     out[...] = t
     out.flags.writeable = False
     return out
