@@ -309,6 +309,8 @@ cdef extern from "floatops/nchw.h" nogil:
                         Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t OH,
                         Py_ssize_t OW, float *t, float *y)
     void fo_gap_nchw_f32(const float *x, Py_ssize_t planes, Py_ssize_t HW, float *y)
+    void fo_bn_nchw_f32(const float *x, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t C, Py_ssize_t HW, const float *mean,
+                        const float *inv_std, const float *scale, const float *bias, float *y)
 
 
 def global_avg_pool_nchw_f32(x, *, path=None):
@@ -324,6 +326,29 @@ def global_avg_pool_nchw_f32(x, *, path=None):
     cdef Py_ssize_t planes = x.shape[0] * x.shape[1], hw = x.shape[2] * x.shape[3]
     with nogil:
         fo_gap_nchw_f32(xp, planes, hw, yp)
+    return y
+
+
+def batch_norm_nchw_f32(x, mean, inv_std, scale, bias, *, max_threads=None, path=None):
+    """Batch norm at inference of float32 (N, C, ...) ``x``: ``((x - mean) * inv_std) * scale + bias`` per channel,
+    the twin's float32 steps in one pass, in fixed blocks of planes (any thread count gives the same bits)."""
+    _path(path)
+    _spec.check_batch_norm_nchw_f32(x, mean, inv_std, scale, bias, max_threads)
+    y = np.empty(x.shape, dtype=np.float32)
+    if y.size == 0:
+        return y
+    cdef const float *xp = in_f32(x)
+    cdef const float *mp = in_f32(mean)
+    cdef const float *sp = in_f32(inv_std)
+    cdef const float *gp = in_f32(scale)
+    cdef const float *bp = in_f32(bias)
+    cdef float *yp = out_f32(y)
+    cdef Py_ssize_t C = x.shape[1], planes = x.shape[0] * C, hw = x.size // planes, t
+    cdef Py_ssize_t per = max(1, CHUNK // hw)  # planes per task
+    cdef int threads = _threads(x.size * 4, max_threads)
+    with nogil:
+        for t in prange((planes + per - 1) // per, schedule="dynamic", num_threads=threads):
+            fo_bn_nchw_f32(xp, t * per, min(planes, (t + 1) * per), C, hw, mp, sp, gp, bp, yp)
     return y
 
 

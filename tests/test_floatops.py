@@ -196,6 +196,70 @@ def test_paths_and_bad_inputs():
             f(x, None, [1.0, 2.0, 3.0])
 
 
+def bn_case(shape):
+    """(x, mean, inv_std, scale, bias) for batch_norm_nchw_f32, x with special values, the vectors with a zero."""
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    x.reshape(-1)[:min(x.size, SPECIAL.size)] = SPECIAL[:x.size]
+    c = shape[1]
+    vecs = [(rng.standard_normal(c) * 2).astype(np.float32) for _ in range(4)]
+    vecs[1] = np.abs(vecs[1])
+    vecs[2][:1] = 0.0
+    return [x] + vecs
+
+
+@needs_fast
+@pytest.mark.parametrize("shape", [(1, 3), (2, 5, 7), (2, 3, 64, 64), (1, 16, 1, 1), (3, 4, 2, 3, 5), (2, 0, 4),
+                                   (0, 3, 2, 2), (1, 2, 128, 129)])
+def test_batch_norm_compiled_equals_twin(shape):
+    with np.errstate(all="ignore"):
+        y = check_all_paths("batch_norm_nchw_f32", *bn_case(shape))
+    assert y.dtype == np.float32 and y.shape == shape
+
+
+@needs_fast
+def test_batch_norm_bad_inputs():
+    x, m, s, g, b = bn_case((2, 3, 4, 4))
+    for mod in (fast, twin):
+        f = mod.batch_norm_nchw_f32
+        with pytest.raises(TypeError, match="batch_norm_nchw_f32: expected dtype float32, got float64"):
+            f(x.astype(np.float64), m, s, g, b)
+        with pytest.raises(ValueError, match="at least 2 dimension"):
+            f(x[0, 0, 0], m, s, g, b)
+        with pytest.raises(ValueError, match="C-contiguous"):
+            f(x.transpose(0, 1, 3, 2), m, s, g, b)
+        with pytest.raises(ValueError, match="inv_std must hold 3 values"):
+            f(x, m, np.ones(4, np.float32), g, b)
+        with pytest.raises(TypeError, match="bias: expected dtype float32, got float64"):
+            f(x, m, s, g, b.astype(np.float64))
+        with pytest.raises(ValueError, match="scale: expected 1 dimensions"):
+            f(x, m, s, g.reshape(1, 3), b)
+        with pytest.raises(ValueError, match="max_threads"):
+            f(x, m, s, g, b, max_threads=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 5), (4, 6), (2, 3, 2, 3, 4)])
+def test_batch_norm_op_eval_with_and_without_compiled(shape):
+    """The eval forward in one pass gives the bits of the NumPy steps it replaces; float64 keeps the NumPy path."""
+    x, mean, _, scale, bias = bn_case(shape)
+    var = rng.uniform(0.1, 3, shape[1]).astype(np.float32)
+    attrs = {"epsilon": 1e-3}
+    with np.errstate(all="ignore"):
+        y = run_op("batch_norm", [x, scale, bias, mean, var], attrs)[1][0]
+        with _dispatch.use_reference():
+            same(run_op("batch_norm", [x, scale, bias, mean, var], attrs)[1][0], y)
+        c = (1, -1) + (1,) * (len(shape) - 2)
+        steps = np.subtract(x, mean.reshape(c))
+        steps *= (1 / np.sqrt(var + 1e-3)).astype(np.float32).reshape(c)
+        steps *= scale.reshape(c)
+        steps += bias.reshape(c)
+        same(y, steps)
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = run_op("batch_norm", [x, scale, bias, mean, var], attrs)[1][0]
+    y64 = run_op("batch_norm", [v.astype(np.float64) for v in (x, scale, bias, mean, var)], attrs)[1][0]
+    assert y64.dtype == np.float64
+    np.testing.assert_allclose(y64, y, rtol=1e-5, atol=1e-5)
+
+
 # ---- twin against float64 math -------------------------------------------------------------------------
 def test_erf_twin_accuracy():
     x = np.linspace(-10, 10, 2_000_001, dtype=np.float32)

@@ -60,6 +60,12 @@ def batch_norm(ctx, attrs, x, scale, bias, mean, variance):
     elif x.dtype.kind == "f" and all(v.dtype == x.dtype for v in (scale, bias, mean, variance)):
         inv_std = _channel(1 / np.sqrt(variance + eps), x.ndim).astype(x.dtype, copy=False)
         ctx.save((x, mean), inv_std, scale, False)
+        if x.dtype == np.float32 and all(v.shape == (x.shape[1],) for v in (scale, bias, mean)):
+            # the steps below in one pass (floatops: the same float32 operations, the same bits)
+            vec = np.ascontiguousarray
+            y = kernel("floatops").batch_norm_nchw_f32(vec(x), vec(mean), vec(inv_std.reshape(-1)), vec(scale),
+                                                       vec(bias), max_threads=float_kernel_threads())
+            return y, mean, variance
         y = np.subtract(x, _channel(mean, x.ndim).astype(x.dtype, copy=False))
         y *= inv_std
         y *= _channel(scale, x.ndim)

@@ -366,6 +366,29 @@ def global_avg_pool_nchw_f32(x, *, path=None):
     return x.mean(axis=(2, 3), keepdims=True)
 
 
+def check_batch_norm_nchw_f32(x, mean, inv_std, scale, bias, max_threads=None):
+    """``x`` as :func:`check_input` with at least 2 dimensions (N, C, ...); the four per-channel vectors
+    C-contiguous float32 of shape (C,)."""
+    check_input("batch_norm_nchw_f32", x, min_ndim=2, max_threads=max_threads)
+    for what, v in (("mean", mean), ("inv_std", inv_std), ("scale", scale), ("bias", bias)):
+        check_array(f"batch_norm_nchw_f32: {what}", v, np.float32, 1)
+        if v.shape[0] != x.shape[1]:
+            raise ValueError(f"batch_norm_nchw_f32: {what} must hold {x.shape[1]} values (dimension 1 of x), "
+                             f"got {v.shape[0]}")
+
+
+def batch_norm_nchw_f32(x, mean, inv_std, scale, bias, *, max_threads=None, path=None):
+    """Batch norm at inference of (N, C, ...) ``x``: ``y = ((x - mean) * inv_std) * scale + bias`` per channel
+    (dimension 1), each step a float32 operation in that order (the ``batch_norm`` op's eval steps)."""
+    check_batch_norm_nchw_f32(x, mean, inv_std, scale, bias, max_threads)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = np.subtract(x, mean.reshape(shape))
+    y *= inv_std.reshape(shape)
+    y *= scale.reshape(shape)
+    y += bias.reshape(shape)
+    return y
+
+
 def check_max_pool_f32(x, ksize, stride, pad, out_hw):
     check_array("max_pool_f32: x", x, np.float32, 4)
     for name, v, lo in (("ksize", ksize, 1), ("stride", stride, 1), ("pad", pad, 0), ("out_hw", out_hw, 0)):

@@ -1,5 +1,6 @@
-/* floatops/nchw.h: copies of NCHW float32 maps for the float graph (no arithmetic: the twin's bits by
- * construction). One ISA: plain loops, the compiler's baseline. */
+/* floatops/nchw.h: NCHW float32 maps for the float graph: copies, pools and the batch-norm affine map (the twin's
+ * bits by construction: the same float32 operations in the same order). One ISA: plain loops, the compiler's
+ * baseline. */
 #ifndef FLOATOPS_NCHW_H
 #define FLOATOPS_NCHW_H
 
@@ -92,6 +93,20 @@ static float fo_pairwise_sum(const float *a, ptrdiff_t n) {
 static void fo_gap_nchw_f32(const float *x, ptrdiff_t planes, ptrdiff_t HW, float *y) {
     for (ptrdiff_t p = 0; p < planes; p++)
         y[p] = (float)((double)(0.0f + fo_pairwise_sum(x + p * HW, HW)) / (double)HW);
+}
+
+/* Batch norm at inference on planes [p0, p1) of HW values (plane p holds channel p % C):
+ * y = ((x - mean) * inv_std) * scale + bias, each step one float32 operation in that order (the NumPy op's in-place
+ * steps), in one pass instead of four. */
+static void fo_bn_nchw_f32(const float *x, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t C, ptrdiff_t HW, const float *mean,
+                           const float *inv_std, const float *scale, const float *bias, float *y) {
+    for (ptrdiff_t p = p0; p < p1; p++) {
+        const ptrdiff_t c = p % C;
+        const float m = mean[c], s = inv_std[c], g = scale[c], b = bias[c];
+        const float *xp = x + p * HW;
+        float *yp = y + p * HW;
+        for (ptrdiff_t i = 0; i < HW; i++) yp[i] = ((xp[i] - m) * s) * g + b;
+    }
 }
 
 #endif
