@@ -48,8 +48,8 @@ KERNELS = {
     # calibration, bit-exact float code: no fused multiply-add (-march=native would allow it); no FP traps, so
     # branches become vectorizable selects (the values are unchanged)
     **{name: {"extra_compile_args": ["-ffp-contract=off", "-fno-trapping-math"],
-              **({"depends": ["kernels/include/search_fill.h"]} if name == "search" else {})}
-       for name in ("histogram", "kl", "search")},
+              **({"depends": [f"kernels/include/{header}"]} if header else {})}
+       for name, header in (("histogram", "histogram_range.h"), ("kl", None), ("search", "search_fill.h"))},
 }
 
 # The Cython directives of every kernel, set here and nowhere else.

@@ -2,7 +2,7 @@
 
 ``abs_min_max`` is the pass-1 statistic of KL/hist (and abs_max's only one): min and max of |x|, computed on the
 bit patterns (see below), are exact, so per-chunk results combine in any order to the same two floats. It counts
-NaN/Inf in the same pass.
+NaN/Inf in the same pass (the loop: kernels/include/histogram_range.h, an AVX2 and a baseline clone).
 
 ``histogram_abs`` counts |x| into the bins of a float64 edge array with ``np.histogram(|x|, bins=edges)``'s rule
 (which Paddle uses; with an edge *array*, NumPy sorts the data and binary-searches the edges, comparing in float64):
@@ -148,17 +148,18 @@ cdef tuple _abs_min_max_bits(const bits_t[::1] bits, bits_t magnitude, bits_t no
     return int(found[:, 0].min()), int(found[:, 1].max()), int(found[:, 2].sum())
 
 
-cdef void _abs_range(const bits_t *bits, Py_ssize_t n, bits_t magnitude, bits_t nonfinite,
-                     bits_t *found) noexcept nogil:
-    """``found`` = (min, max, count of NaN/Inf) of the |x| patterns of bits[0:n]."""
-    cdef bits_t a, lo = magnitude, hi = 0, bad = 0
-    cdef Py_ssize_t k
-    for k in range(n):
-        a = bits[k] & magnitude
-        lo = a if a < lo else lo
-        hi = a if a > hi else hi
-        bad = bad + (a >= nonfinite)
-    found[0], found[1], found[2] = lo, hi, bad
+cdef extern from "histogram_range.h" nogil:
+    void hr_abs_range_i32(const int32_t *bits, Py_ssize_t n, int32_t magnitude, int32_t nonfinite, int32_t *found)
+    void hr_abs_range_i64(const int64_t *bits, Py_ssize_t n, int64_t magnitude, int64_t nonfinite, int64_t *found)
+
+
+cdef inline void _abs_range(const bits_t *bits, Py_ssize_t n, bits_t magnitude, bits_t nonfinite,
+                            bits_t *found) noexcept nogil:
+    """``found`` = (min, max, count of NaN/Inf) of the |x| patterns of bits[0:n] (histogram_range.h)."""
+    if bits_t is int32_t:
+        hr_abs_range_i32(bits, n, magnitude, nonfinite, found)
+    else:
+        hr_abs_range_i64(bits, n, magnitude, nonfinite, found)
 
 
 cdef tuple _abs_max_rows(const bits_t[:, ::1] bits, bits_t magnitude, bits_t nonfinite):

@@ -113,6 +113,22 @@ def test_histogram_and_range_thread_independent():
     assert out[0][1] == hist_twin.abs_min_max(x)
 
 
+
+@needs_hist
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_abs_range_across_count_blocks(dtype):
+    """The NaN/Inf count runs in blocks of 2^20 values (a counter of the data's width): one chunk of more than one
+    block, non-finite values on both sides of the block edges, the extremes in the last, short block."""
+    n = (1 << 21) + 37
+    x = np.random.default_rng(3).standard_normal(n).astype(dtype)
+    for k in (0, (1 << 20) - 1, 1 << 20, (1 << 21) - 1, n - 1):
+        x[k] = np.nan if k % 2 else -np.inf
+    x[n - 5], x[n - 3] = -1e4, dtype(1e-30)
+    with thread_count(1):
+        assert fast_hist.abs_min_max(x)[2] == hist_twin.abs_min_max(x)[2] == 5  # (the range is then meaningless)
+        x[[0, (1 << 20) - 1, 1 << 20, (1 << 21) - 1, n - 1]] = 0.5
+        assert fast_hist.abs_min_max(x) == hist_twin.abs_min_max(x) == (float(dtype(1e-30)), 1e4, 0)
+
 @needs_hist
 def test_abs_range_counts_nonfinite():
     x = np.array([1.0, -np.inf, np.nan, 2.0, np.nan], dtype=np.float32)

@@ -1,0 +1,38 @@
+/* histogram_range.h -- the |x| range pass of kernels/histogram.pyx: the min and max of the |x| bit patterns
+ * (x & magnitude) and the count of NaN/Inf (patterns >= nonfinite), compiled twice with GCC on x86-64 Linux, for
+ * AVX2 and for the baseline, the loader picking one (target_clones, as search_fill.h). Integer min, max and counts:
+ * the same results on either clone; AVX2 has the 32-bit vector min / max the baseline (SSE2) emulates. */
+#ifndef REFQUANT_HISTOGRAM_RANGE_H
+#define REFQUANT_HISTOGRAM_RANGE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define HR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define HR_CLONES
+#endif
+
+/* found = (min, max, count) over bits[0:n]; the count in blocks of 2^20 values whose counter has the data's width
+ * (so that the compares vectorize) and cannot overflow. */
+#define HR_ABS_RANGE(name, T)                                                                                  \
+    HR_CLONES static void name(const T *bits, ptrdiff_t n, T magnitude, T nonfinite, T *found) {               \
+        T lo = magnitude, hi = 0, bad = 0;                                                                    \
+        for (ptrdiff_t b = 0; b < n; b += (ptrdiff_t)1 << 20) {                                                \
+            const ptrdiff_t e = n - b < ((ptrdiff_t)1 << 20) ? n : b + ((ptrdiff_t)1 << 20);                   \
+            T cnt = 0;                                                                                         \
+            for (ptrdiff_t k = b; k < e; k++) {                                                                \
+                const T a = bits[k] & magnitude;                                                               \
+                lo = a < lo ? a : lo;                                                                          \
+                hi = a > hi ? a : hi;                                                                          \
+                cnt += a >= nonfinite;                                                                         \
+            }                                                                                                  \
+            bad += cnt;                                                                                        \
+        }                                                                                                      \
+        found[0] = lo, found[1] = hi, found[2] = bad;                                                          \
+    }
+HR_ABS_RANGE(hr_abs_range_i32, int32_t)
+HR_ABS_RANGE(hr_abs_range_i64, int64_t)
+#undef HR_ABS_RANGE
+
+#endif
