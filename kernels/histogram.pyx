@@ -151,6 +151,10 @@ cdef tuple _abs_min_max_bits(const bits_t[::1] bits, bits_t magnitude, bits_t no
 cdef extern from "histogram_range.h" nogil:
     void hr_abs_range_i32(const int32_t *bits, Py_ssize_t n, int32_t magnitude, int32_t nonfinite, int32_t *found)
     void hr_abs_range_i64(const int64_t *bits, Py_ssize_t n, int64_t magnitude, int64_t nonfinite, int64_t *found)
+    Py_ssize_t hr_range_keep_i32(const int32_t *bits, Py_ssize_t n, int32_t magnitude, int32_t nonfinite,
+                                 int32_t half, int32_t *out, Py_ssize_t cap, int32_t *found)
+    Py_ssize_t hr_range_keep_i64(const int64_t *bits, Py_ssize_t n, int64_t magnitude, int64_t nonfinite,
+                                 int64_t half, int64_t *out, Py_ssize_t cap, int64_t *found)
 
 
 cdef inline void _abs_range(const bits_t *bits, Py_ssize_t n, bits_t magnitude, bits_t nonfinite,
@@ -177,7 +181,7 @@ cdef tuple _range_tail(const bits_t[::1] bits, bits_t magnitude, bits_t nonfinit
     cdef int chunks = threads_for(n, MIN_WORK_PER_THREAD)
     dtype = np.int32 if bits_t is int32_t else np.int64
     found, count = np.empty((chunks, 3), dtype=dtype), np.empty(chunks, dtype=np.intp)
-    out = np.empty((chunks, cap), dtype=dtype)
+    out = np.empty((chunks, cap + 1), dtype=dtype)  # [cap]: scratch of _range_keep
     cdef bits_t[:, ::1] found_v = found, out_v = out
     cdef Py_ssize_t[::1] count_v = count
     for c in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
@@ -195,36 +199,15 @@ cdef tuple _range_tail(const bits_t[::1] bits, bits_t magnitude, bits_t nonfinit
     return lo, hi, bad, cut, kept
 
 
-cdef Py_ssize_t _range_keep(const bits_t *bits, Py_ssize_t n, bits_t magnitude, bits_t nonfinite, bits_t half,
-                            bits_t *out, Py_ssize_t cap, bits_t *found) noexcept nogil:
+cdef inline Py_ssize_t _range_keep(const bits_t *bits, Py_ssize_t n, bits_t magnitude, bits_t nonfinite,
+                                   bits_t half, bits_t *out, Py_ssize_t cap, bits_t *found) noexcept nogil:
     """``found`` = :func:`_abs_range` of bits[0:n], block by block; each block whose max reaches the running cut
-    is scanned for the values at or above it (the first ``cap`` written to ``out``). Returns how many."""
-    cdef bits_t block[3]
-    cdef bits_t a, cut = 0
-    cdef Py_ssize_t b, k, e, s, t, m = 0
-    cdef int hit
-    found[0], found[1], found[2] = magnitude, 0, 0
-    for b in range(0, n, 128):
-        e = min(n, b + 128)
-        _abs_range(bits + b, e - b, magnitude, nonfinite, block)
-        found[0] = block[0] if block[0] < found[0] else found[0]
-        found[1] = block[1] if block[1] > found[1] else found[1]
-        found[2] = found[2] + block[2]
-        cut = found[1] - half if found[1] > half else 0
-        if block[1] >= cut and m <= cap:  # past the cap only the range is still needed
-            for s in range(b, e, 16):  # a vectorized test of 16 values, then the rare scalar look
-                t = min(e, s + 16)
-                hit = 0
-                for k in range(s, t):
-                    hit = hit | ((bits[k] & magnitude) >= cut)
-                if hit:
-                    for k in range(s, t):
-                        a = bits[k] & magnitude
-                        if a >= cut and a < nonfinite:
-                            if m < cap:
-                                out[m] = a
-                            m = m + 1
-    return m
+    is scanned for the values at or above it (the first ``cap`` written to ``out``, which holds ``cap + 1``).
+    Returns how many (histogram_range.h)."""
+    if bits_t is int32_t:
+        return hr_range_keep_i32(bits, n, magnitude, nonfinite, half, out, cap, found)
+    else:
+        return hr_range_keep_i64(bits, n, magnitude, nonfinite, half, out, cap, found)
 
 
 cdef tuple _tail(const bits_t[::1] bits, cuts, bits_t magnitude, bits_t nonfinite, Py_ssize_t cap):
