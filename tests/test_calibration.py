@@ -210,6 +210,21 @@ def test_hist_one_pass_gives_the_two_pass_thresholds(twin):
         TailObserver().merge(TailObserver())
 
 
+
+def test_hist_one_pass_decides_a_thin_tail_between_the_cuts():
+    """Most of the values below 0.6 of the max (too many above half of it to keep), a handful above 7/8 of it (too
+    few for the percentile): the cut at 1 - 2**-1.5 of the max keeps enough to decide in one pass (with cuts only
+    at 7/8 and above, the tensor took a second forward of every batch), with the two-pass threshold."""
+    from refquant.calibration.observers import TailObserver
+    rng = np.random.default_rng(11)
+    dicts = [{"a": rng.permutation(np.concatenate([rng.uniform(0, 0.6, 400_000), rng.uniform(0.66, 0.86, 300),
+                                                   rng.uniform(0.9, 1.0, 2)])).astype(np.float32)}
+             for _ in range(3)]
+    want = calibrate(dicts, "hist")
+    got = calibrate(dicts, "hist", keep_histograms=False)
+    assert isinstance(got.observers["a"], TailObserver)
+    assert got.thresholds == want.thresholds
+
 def test_hist_threshold_by_hand():
     """counts [1, 1, 2, 0] on edges 0, 0.5, 1, 1.5, 2: fractions .25 .25 .5 0; the running sum reaches 0.5 at bin 1
     -> (1 + 1 - 0.5) * 0.5 = 0.75; 0.99999 at bin 2 -> 1.25; never reaching 1.5 gives -0.5 * width (Paddle)."""

@@ -286,7 +286,8 @@ class HistogramObserver(Observer):
 class TailObserver(Observer):
     """hist in one pass, where that gives Paddle's two-pass threshold exactly: the abs range (``range``, an
     :class:`AbsMinMaxObserver`), the number of values and, per batch, every ``|x| >= cut`` (``cut`` = half the
-    batch's max|x|, raised to 7/8, 31/32 or 127/128 of it while more than 1/64 of the batch would be kept; a
+    batch's max|x|, raised to 0.65 (1 - 2**-1.5), 3/4, 7/8 or 31/32 of it while more than 1/64 of the batch
+    would be kept: the lowest cut under that cap, so that a thin tail keeps enough values to decide; a
     batch saturated at its max keeps the values in ``[(1 - 2 / bins) max, max)`` and the count of those at the max).
 
     The hist threshold only reads the top of the histogram: with ``C`` the largest cut, every value in a bin at or
@@ -323,7 +324,7 @@ class TailObserver(Observer):
         self.range.merge(_range(lo, hi))
         if kept is None:
             hi = x.dtype.type(hi)
-            cuts = [hi - hi / 2 ** k for k in (3, 5, 7)]
+            cuts = [hi - hi / 2 ** k for k in (1.5, 2, 3, 5)]
             j, kept = stats.abs_tail(x, cuts, cap)
             cut = float(cuts[j]) if kept is not None else cut
         if kept is None:  # saturated (relu6, hard sigmoid): the values at the max as a count, the rest below it
