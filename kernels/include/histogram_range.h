@@ -1,8 +1,8 @@
 /* histogram_range.h -- the |x| range pass of kernels/histogram.pyx: the min and max of the |x| bit patterns
- * (x & magnitude) and the count of NaN/Inf (patterns >= nonfinite), alone or with the one-pass hist tail, compiled
- * twice with GCC on x86-64 Linux, for
- * AVX2 and for the baseline, the loader picking one (target_clones, as search_fill.h). Integer min, max and counts:
- * the same results on either clone; AVX2 has the 32-bit vector min / max the baseline (SSE2) emulates. */
+ * (x & magnitude) and the count of NaN/Inf (patterns >= nonfinite), alone or with the one-pass hist tail. Compiled
+ * twice with GCC on x86-64 Linux, for AVX2 and for the baseline, the loader picking one (target_clones, as
+ * search_fill.h). Integer min, max and counts: the same results on either clone; AVX2 has the 32-bit vector min /
+ * max the baseline (SSE2) emulates. */
 #ifndef REFQUANT_HISTOGRAM_RANGE_H
 #define REFQUANT_HISTOGRAM_RANGE_H
 #include <stddef.h>
@@ -38,7 +38,7 @@ HR_ABS_RANGE(hr_abs_range_i64, int64_t)
 
 /* The one-pass hist tail: found = the range of bits[0:n] as above, block by block (128 values); each block whose
  * max reaches the running cut (the running max less `half`, one exponent step) is scanned for the values at or
- * above it, 16 at a time (a vector test, then a scalar look at the rare groups with one), the first `cap` written
+ * above it, 16 at a time (a vector test, then a branch-free look at the groups with one), the first `cap` written
  * to out in order (out holds cap + 1 values: the last is scratch). Returns how many were at or above their cut
  * (more than cap: the caller counts again). */
 #define HR_RANGE_KEEP(name, T)                                                                                 \
