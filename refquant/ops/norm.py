@@ -60,7 +60,8 @@ def batch_norm(ctx, attrs, x, scale, bias, mean, variance):
     elif x.dtype.kind == "f" and all(v.dtype == x.dtype for v in (scale, bias, mean, variance)):
         inv_std = _channel(1 / np.sqrt(variance + eps), x.ndim).astype(x.dtype, copy=False)
         ctx.save((x, mean), inv_std, scale, False)
-        if x.dtype == np.float32 and all(v.shape == (x.shape[1],) for v in (scale, bias, mean, variance)):
+        per_channel = x.ndim >= 2 and all(v.shape == (x.shape[1],) for v in (scale, bias, mean, variance))
+        if x.dtype == np.float32 and per_channel:
             # the steps below in one pass (floatops: the same float32 operations, the same bits)
             vec = np.ascontiguousarray
             y = kernel("floatops").batch_norm_nchw_f32(vec(x), vec(mean), vec(inv_std.reshape(-1)), vec(scale),
