@@ -14,6 +14,15 @@
 #define HR_CLONES
 #endif
 
+/* lo, hi, cnt folded with the |x| patterns of bits[b:e]: their min, their max, and how many are NaN/Inf. */
+#define HR_RANGE_LOOP(T, b, e, lo, hi, cnt)                                                                    \
+    for (ptrdiff_t k = b; k < e; k++) {                                                                        \
+        const T a = bits[k] & magnitude;                                                                       \
+        lo = a < lo ? a : lo;                                                                                  \
+        hi = a > hi ? a : hi;                                                                                  \
+        cnt += a >= nonfinite;                                                                                 \
+    }
+
 /* found = (min, max, count) over bits[0:n]; the count in blocks of 2^20 values whose counter has the data's width
  * (so that the compares vectorize) and cannot overflow. */
 #define HR_ABS_RANGE(name, T)                                                                                  \
@@ -22,12 +31,7 @@
         for (ptrdiff_t b = 0; b < n; b += (ptrdiff_t)1 << 20) {                                                \
             const ptrdiff_t e = n - b < ((ptrdiff_t)1 << 20) ? n : b + ((ptrdiff_t)1 << 20);                   \
             T cnt = 0;                                                                                         \
-            for (ptrdiff_t k = b; k < e; k++) {                                                                \
-                const T a = bits[k] & magnitude;                                                               \
-                lo = a < lo ? a : lo;                                                                          \
-                hi = a > hi ? a : hi;                                                                          \
-                cnt += a >= nonfinite;                                                                         \
-            }                                                                                                  \
+            HR_RANGE_LOOP(T, b, e, lo, hi, cnt)                                                                \
             bad += cnt;                                                                                        \
         }                                                                                                      \
         found[0] = lo, found[1] = hi, found[2] = bad;                                                          \
@@ -49,12 +53,7 @@ HR_ABS_RANGE(hr_abs_range_i64, int64_t)
         for (ptrdiff_t b = 0; b < n; b += 128) {                                                               \
             const ptrdiff_t e = n - b < 128 ? n : b + 128;                                                     \
             T blo = magnitude, bhi = 0, cnt = 0;                                                               \
-            for (ptrdiff_t k = b; k < e; k++) {                                                                \
-                const T a = bits[k] & magnitude;                                                               \
-                blo = a < blo ? a : blo;                                                                       \
-                bhi = a > bhi ? a : bhi;                                                                       \
-                cnt += a >= nonfinite;                                                                         \
-            }                                                                                                  \
+            HR_RANGE_LOOP(T, b, e, blo, bhi, cnt)                                                              \
             lo = blo < lo ? blo : lo;                                                                          \
             hi = bhi > hi ? bhi : hi;                                                                          \
             bad += cnt;                                                                                        \
@@ -78,5 +77,6 @@ HR_ABS_RANGE(hr_abs_range_i64, int64_t)
 HR_RANGE_KEEP(hr_range_keep_i32, int32_t)
 HR_RANGE_KEEP(hr_range_keep_i64, int64_t)
 #undef HR_RANGE_KEEP
+#undef HR_RANGE_LOOP
 
 #endif
