@@ -26,6 +26,8 @@ count (the per-tensor min / max are exact whatever the order).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._dispatch import kernel
@@ -73,7 +75,7 @@ def _rows(attrs, x):
         lead = tuple(x.shape[:-1])
     else:
         lead = tuple(x.shape[:xc])
-        if int(np.prod(x.shape[xc:])) != k:
+        if math.prod(x.shape[xc:]) != k:
             raise ShapeError(f"matmul_dynamic_int8: input {x.shape} flattened from dim {xc} does not give K={k}")
     return lead, k
 
@@ -83,7 +85,7 @@ def matmul_dynamic(x, packed, col_sum, bias, w_scale, K, N, x_num_col_dims=-1):
     attrs = {"K": K, "N": N, "x_num_col_dims": x_num_col_dims}
     lead, k = _rows(attrs, x)
     n = int(N)
-    m = int(np.prod(lead)) if lead else 1
+    m = math.prod(lead)
     x2 = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(m, k))
     if m == 0:
         return np.zeros(lead + (n,), np.float32)

@@ -4,6 +4,8 @@ Convolution, normalisation and pooling live in :mod:`.conv`, :mod:`.norm` and :m
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .elementwise import unbroadcast
@@ -12,7 +14,7 @@ from .registry import attr_spec, register, same_shape
 
 def _as_matrix(a, num_col_dims):
     """a.reshape(prod(a.shape[:num_col_dims]), prod(a.shape[num_col_dims:]))."""
-    return a.reshape(int(np.prod(a.shape[:num_col_dims])), int(np.prod(a.shape[num_col_dims:])))
+    return a.reshape(math.prod(a.shape[:num_col_dims]), math.prod(a.shape[num_col_dims:]))
 
 
 def _mul_grads(ctx, x, w, g, xc, yc):

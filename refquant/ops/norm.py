@@ -1,6 +1,8 @@
 """batch_norm (per channel, dimension 1) and layer_norm (per sample, over dimensions begin_norm_axis..)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._dispatch import kernel
@@ -97,7 +99,7 @@ def _ln_kernels(x, scale, bias, begin):
     or float32 with prod(x.shape[begin:]) values; else None."""
     if not isinstance(x, np.ndarray) or x.dtype != np.float32 or not 0 <= begin < x.ndim:
         return None
-    n = int(np.prod(x.shape[begin:]))
+    n = math.prod(x.shape[begin:])
     for v in (scale, bias):
         if v is not None and (not isinstance(v, np.ndarray) or v.dtype != np.float32 or v.size != n):
             return None
@@ -135,7 +137,7 @@ def layer_norm(ctx, attrs, x, scale=None, bias=None):
         ctx.save(None, (x, eps), scale, bias_shape)
         if x.size == 0:
             return np.empty_like(x)
-        rows = np.require(x, requirements="C").reshape(-1, int(np.prod(x.shape[begin:])))
+        rows = np.require(x, requirements="C").reshape(-1, math.prod(x.shape[begin:]))
         y = kernels.layer_norm_lastaxis(rows, None if scale is None else np.require(scale, requirements="C"),
                                         None if bias is None else np.require(bias, requirements="C"), eps,
                                         max_threads=float_kernel_threads())

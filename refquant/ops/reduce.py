@@ -1,6 +1,8 @@
 """Reductions: mean (to a scalar), reduce_mean and reduce_sum over ``dim`` (None or [] = all dims)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .registry import attr_spec, register
@@ -30,7 +32,7 @@ def _spread(ctx, attrs, g, divide):
     if not attrs.get("keep_dim", False):
         g = np.expand_dims(g, dims)
     if divide:
-        g = g / int(np.prod([x_shape[d] for d in dims]))
+        g = g / math.prod(x_shape[d] for d in dims)
     return (np.array(np.broadcast_to(g, x_shape)),)
 
 

@@ -1,6 +1,8 @@
 """Shape ops: reshape, flatten, transpose, concat. Their gradients undo the rearrangement."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import GraphError, ShapeError
@@ -18,9 +20,9 @@ def reshape_target(x_shape, shape):
     if out.count(-1) > 1:
         raise ShapeError(f"reshape: more than one -1 in {list(shape)}")
     if -1 in out:
-        known = int(np.prod([d for d in out if d != -1]))
-        out[out.index(-1)] = int(np.prod(x_shape)) // known if known else 0
-    if int(np.prod(out)) != int(np.prod(x_shape)):
+        known = math.prod(d for d in out if d != -1)
+        out[out.index(-1)] = math.prod(x_shape) // known if known else 0
+    if math.prod(out) != math.prod(x_shape):
         raise ShapeError(f"reshape: cannot reshape {tuple(x_shape)} to {list(shape)}")
     return tuple(out)
 
@@ -51,7 +53,7 @@ def _flat_shape(x_shape, attrs):
     if not x_shape:
         return (1,)
     start, stop = (int(attrs.get("start_axis", 1)) % len(x_shape), int(attrs.get("stop_axis", -1)) % len(x_shape))
-    return tuple(x_shape[:start]) + (int(np.prod(x_shape[start:stop + 1])),) + tuple(x_shape[stop + 1:])
+    return tuple(x_shape[:start]) + (math.prod(x_shape[start:stop + 1]),) + tuple(x_shape[stop + 1:])
 
 
 @register("flatten", observed=True, backward=_back_to_input_shape, shape=lambda attrs, x: (_flat_shape(x, attrs),),
