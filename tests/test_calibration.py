@@ -117,8 +117,8 @@ def test_histogram_and_range_thread_independent():
 @needs_hist
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_abs_range_across_count_blocks(dtype):
-    """The NaN/Inf count runs in blocks of 2^20 values (a counter of the data's width): one chunk of more than one
-    block, non-finite values on both sides of the block edges, the extremes in the last, short block."""
+    """One chunk of 2M values: non-finite values at both ends and around the 2^20 marks are all counted, and the
+    extremes near the end give the range."""
     n = (1 << 21) + 37
     x = np.random.default_rng(3).standard_normal(n).astype(dtype)
     for k in (0, (1 << 20) - 1, 1 << 20, (1 << 21) - 1, n - 1):

@@ -23,17 +23,11 @@
         cnt += a >= nonfinite;                                                                                 \
     }
 
-/* found = (min, max, count) over bits[0:n]; the count in blocks of 2^20 values whose counter has the data's width
- * (so that the compares vectorize) and cannot overflow. */
+/* found = (min, max, count) over bits[0:n], the count of the data's width (so that the compares vectorize). */
 #define HR_ABS_RANGE(name, T)                                                                                  \
     HR_CLONES static void name(const T *bits, ptrdiff_t n, T magnitude, T nonfinite, T *found) {               \
         T lo = magnitude, hi = 0, bad = 0;                                                                    \
-        for (ptrdiff_t b = 0; b < n; b += (ptrdiff_t)1 << 20) {                                                \
-            const ptrdiff_t e = n - b < ((ptrdiff_t)1 << 20) ? n : b + ((ptrdiff_t)1 << 20);                   \
-            T cnt = 0;                                                                                         \
-            HR_RANGE_LOOP(T, b, e, lo, hi, cnt)                                                                \
-            bad += cnt;                                                                                        \
-        }                                                                                                      \
+        HR_RANGE_LOOP(T, 0, n, lo, hi, bad)                                                                    \
         found[0] = lo, found[1] = hi, found[2] = bad;                                                          \
     }
 HR_ABS_RANGE(hr_abs_range_i32, int32_t)
