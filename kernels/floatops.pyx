@@ -35,6 +35,7 @@ cdef extern from "floatops/floatops.h" nogil:
         const char *name
         void (*gelu_erf)(const float *x, Py_ssize_t n, float *y) noexcept nogil
         void (*sigmoid)(const float *x, Py_ssize_t n, float *y) noexcept nogil
+        void (*relu)(const float *x, Py_ssize_t n, int capped, float t, float *y) noexcept nogil
         void (*softmax_rows)(const float *x, Py_ssize_t rows, Py_ssize_t n, float *y) noexcept nogil
         void (*layer_norm_rows)(const float *x, Py_ssize_t rows, Py_ssize_t n, const float *scale,
                                 const float *bias, double eps, float *y) noexcept nogil
@@ -108,6 +109,25 @@ def gelu_erf(x, *, max_threads=None, path=None):
 def sigmoid(x, *, max_threads=None, path=None):
     """y = 1 / (1 + exp(-x)) for float32 C-contiguous ``x`` of any shape; float32 out."""
     return _unary("sigmoid", x, max_threads, _path(path).sigmoid)
+
+
+def relu_f32(x, threshold=None, *, max_threads=None, path=None):
+    """relu of float32 C-contiguous ``x`` (any shape): ``x <= 0 ? 0 : x``; with ``threshold`` t, relu6's clip
+    ``min(x < 0 ? 0 : x, t)``. NaN passes; -0 gives +0 without t, -0 with t (NumPy's maximum and clip on x86)."""
+    cdef const fo_path *p = _path(path)
+    _spec.check_relu_f32(x, threshold, max_threads)
+    y = np.empty(x.shape, dtype=np.float32)
+    cdef const float *xp = in_f32(x)
+    cdef float *yp = out_f32(y)
+    cdef Py_ssize_t total = x.size, t, e0
+    cdef int capped = threshold is not None
+    cdef float cap = threshold if capped else 0.0
+    cdef int threads = _threads(total * 4, max_threads)
+    with nogil:
+        for t in prange((total + CHUNK - 1) // CHUNK, schedule="dynamic", num_threads=threads):
+            e0 = t * CHUNK
+            p.relu(xp + e0, min(CHUNK, total - e0), capped, cap, yp + e0)
+    return y
 
 
 def softmax_lastaxis(x, *, max_threads=None, path=None):

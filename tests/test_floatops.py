@@ -260,6 +260,60 @@ def test_batch_norm_op_eval_with_and_without_compiled(shape):
     np.testing.assert_allclose(y64, y, rtol=1e-5, atol=1e-5)
 
 
+@needs_fast
+@pytest.mark.parametrize("threshold", [None, 6.0, 0.5, 0.0, -1.0])
+@pytest.mark.parametrize("shape", [(), (7,), (100003,), (2, 3, 64, 64), (6, 0)])
+def test_relu_compiled_equals_twin_and_numpy(shape, threshold):
+    x = gelu_input(shape)
+    args = () if threshold is None else (threshold,)
+    y = check_all_paths("relu_f32", x, *args)
+    for path in PATHS:  # NaN payloads pass unchanged
+        assert fast.relu_f32(x, *args, path=path).tobytes() == y.tobytes()
+    want = np.maximum(x, 0) if threshold is None else np.clip(x, 0, threshold)
+    assert np.array_equal(y, want, equal_nan=True)  # the sign of a zero may differ from NumPy on other CPUs
+    zero = (x == 0) & (y == 0)
+    assert np.array_equal(np.signbit(y[zero]), np.signbit(x[zero]) if threshold is not None and threshold >= 0
+                          else np.zeros(zero.sum(), bool))
+
+
+@needs_fast
+def test_relu_bad_inputs():
+    x = gelu_input((3, 4))
+    for mod in (fast, twin):
+        with pytest.raises(TypeError, match="relu_f32: expected dtype float32, got float64"):
+            mod.relu_f32(x.astype(np.float64))
+        with pytest.raises(ValueError, match="C-contiguous"):
+            mod.relu_f32(x.T)
+        with pytest.raises(ValueError, match="threshold must be finite in float32, got nan"):
+            mod.relu_f32(x, float("nan"))
+        with pytest.raises(ValueError, match="threshold must be finite in float32"):
+            mod.relu_f32(x, 1e39)
+        with pytest.raises(TypeError, match="threshold must be a number or None, got str"):
+            mod.relu_f32(x, "6")
+        with pytest.raises(ValueError, match="max_threads"):
+            mod.relu_f32(x, max_threads=0)
+
+
+@pytest.mark.parametrize("name, attrs", [("relu", {}), ("relu6", {}), ("relu6", {"threshold": 3.5})])
+def test_relu_ops_with_and_without_compiled(name, attrs):
+    """float32 runs the kernel (the twin under use_reference), the same bits; float64 keeps NumPy; a strided
+    input is made contiguous first, never written."""
+    x = gelu_input((2, 3, 9, 11))
+    t = attrs.get("threshold", 6.0)
+    y = run_op(name, [x], attrs)[1][0]
+    with _dispatch.use_reference():
+        same(run_op(name, [x], attrs)[1][0], y)
+    assert np.array_equal(y, np.maximum(x, 0) if name == "relu" else np.clip(x, 0, t), equal_nan=True)
+    xt = x.transpose(0, 1, 3, 2)
+    before = xt.copy()
+    same(run_op(name, [xt], attrs)[1][0], np.ascontiguousarray(y.transpose(0, 1, 3, 2)))
+    assert xt.tobytes() == before.tobytes()
+    x64 = x.astype(np.float64)
+    y64 = run_op(name, [x64], attrs)[1][0]
+    assert y64.dtype == np.float64 and np.array_equal(y64, np.maximum(x64, 0) if name == "relu"
+                                                      else np.clip(x64, 0, t), equal_nan=True)
+
+
 # ---- twin against float64 math -------------------------------------------------------------------------
 def test_erf_twin_accuracy():
     x = np.linspace(-10, 10, 2_000_001, dtype=np.float32)

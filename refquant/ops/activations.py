@@ -15,6 +15,9 @@ from ..threads import float_kernel_threads
 from .registry import attr_spec, register, same_shape
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 def _floatops(x):
     """The float32 kernels for a float32 array ``x``: the compiled module, or its NumPy twin when it is not built
     or forced off (the same bits); None for other dtypes, which keep the scipy / NumPy code."""
@@ -30,8 +33,9 @@ def _relu_grad(ctx, attrs, gy):
 
 @register("relu", observed=True, backward=_relu_grad, shape=same_shape)
 def relu(ctx, attrs, x):
-    """y = max(x, 0)."""
-    y = np.maximum(x, 0)
+    """y = max(x, 0) (float32: the floatops kernel, NumPy's bits at memory speed)."""
+    f = _floatops(x)
+    y = np.maximum(x, 0) if f is None else f.relu_f32(np.ascontiguousarray(x), max_threads=float_kernel_threads())
     ctx.save(y)
     return y
 
@@ -43,9 +47,12 @@ def _relu6_grad(ctx, attrs, gy):
 
 @register("relu6", observed=True, backward=_relu6_grad, shape=same_shape, check=attr_spec(threshold="float"))
 def relu6(ctx, attrs, x):
-    """y = clip(x, 0, threshold)."""
+    """y = clip(x, 0, threshold) (float32: the floatops kernel, as relu)."""
     ctx.save(x)
-    return np.clip(x, 0, float(attrs.get("threshold", 6.0)))
+    t, f = float(attrs.get("threshold", 6.0)), _floatops(x)
+    if f is None or not abs(t) <= _F32_MAX:  # NaN or beyond float32: NumPy's clip decides
+        return np.clip(x, 0, t)
+    return f.relu_f32(np.ascontiguousarray(x), t, max_threads=float_kernel_threads())
 
 
 def _hard_sigmoid_grad(ctx, attrs, gy):

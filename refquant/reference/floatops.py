@@ -160,6 +160,28 @@ def sigmoid(x, *, max_threads=None, path=None):
         return np.where(x >= 0, f32(1) / d, e / d).astype(np.float32, copy=False)
 
 
+def check_relu_f32(x, threshold, max_threads=None):
+    """``x`` as :func:`check_input`; ``threshold`` None or a finite float32 value."""
+    check_input("relu_f32", x, max_threads=max_threads)
+    if threshold is not None:
+        if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, (int, float, np.integer, np.floating)):
+            raise TypeError(f"relu_f32: threshold must be a number or None, got {type(threshold).__name__}")
+        with np.errstate(over="ignore"):
+            if not np.isfinite(f32(threshold)):
+                raise ValueError(f"relu_f32: threshold must be finite in float32, got {threshold!r}")
+
+
+def relu_f32(x, threshold=None, *, max_threads=None, path=None):
+    """relu: ``x <= 0 ? 0 : x`` (-0 gives +0, NaN passes: NumPy's ``maximum(x, 0)`` on x86); with ``threshold``
+    t, relu6's clip: ``a = x < 0 ? 0 : x``, then ``a > t ? t : a`` (-0 and NaN pass: NumPy's ``clip(x, 0, t)``).
+    Written with comparisons, not maximum / clip, whose sign of zero may differ between CPUs."""
+    check_relu_f32(x, threshold, max_threads)
+    if threshold is None:
+        return np.where(x <= 0, f32(0), x)
+    a = np.where(x < 0, f32(0), x)
+    return np.where(a > f32(threshold), f32(threshold), a)
+
+
 def softmax_lastaxis(x, *, max_threads=None, path=None):
     """Softmax over the last axis of float32 ``x`` (..., n) (see the module docstring)."""
     check_input("softmax_lastaxis", x, min_ndim=1, max_threads=max_threads)

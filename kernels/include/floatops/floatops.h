@@ -153,14 +153,24 @@ FO_INLINE void fo_layer_norm_row(const float *x, ptrdiff_t n, const float *scale
         for (ptrdiff_t i = 0; i < n; i++) y[i] = (float)(((double)x[i] - mean) * inv);
 }
 
-/* The loops, per path: fo_gelu_erf_<sfx>(x, n, y), fo_sigmoid_<sfx>(x, n, y), fo_softmax_rows_<sfx>(x, rows,
- * n, y) and fo_layer_norm_rows_<sfx>(x, rows, n, scale, bias, eps, y). */
+/* The loops, per path: fo_gelu_erf_<sfx>(x, n, y), fo_sigmoid_<sfx>(x, n, y), fo_relu_<sfx>(x, n, capped, t, y)
+ * (x <= 0 ? 0 : x, so -0 -> +0; capped: a = x < 0 ? 0 : x, then a > t ? t : a, so -0 stays; NaN passes both),
+ * fo_softmax_rows_<sfx>(x, rows, n, y) and fo_layer_norm_rows_<sfx>(x, rows, n, scale, bias, eps, y). */
 #define FO_KERNELS(SFX, ATTR)                                                                                   \
     ATTR FO_UNUSED static void fo_gelu_erf_##SFX(const float *x, ptrdiff_t n, float *y) {                      \
         for (ptrdiff_t i = 0; i < n; i++) y[i] = fo_gelu(x[i]);                                                 \
     }                                                                                                           \
     ATTR FO_UNUSED static void fo_sigmoid_##SFX(const float *x, ptrdiff_t n, float *y) {                       \
         for (ptrdiff_t i = 0; i < n; i++) y[i] = fo_sigmoid(x[i]);                                              \
+    }                                                                                                           \
+    ATTR FO_UNUSED static void fo_relu_##SFX(const float *x, ptrdiff_t n, int capped, float t, float *y) {     \
+        if (!capped)                                                                                            \
+            for (ptrdiff_t i = 0; i < n; i++) y[i] = x[i] <= 0.0f ? 0.0f : x[i];                                \
+        else                                                                                                    \
+            for (ptrdiff_t i = 0; i < n; i++) {                                                                 \
+                const float a = x[i] < 0.0f ? 0.0f : x[i];                                                      \
+                y[i] = a > t ? t : a;                                                                           \
+            }                                                                                                   \
     }                                                                                                           \
     ATTR FO_UNUSED static void fo_softmax_rows_##SFX(const float *x, ptrdiff_t rows, ptrdiff_t n, float *y) {  \
         for (ptrdiff_t r = 0; r < rows; r++) fo_softmax_row(x + r * n, n, y + r * n);                           \
@@ -195,6 +205,7 @@ typedef struct {
     unsigned needs;
     void (*gelu_erf)(const float *x, ptrdiff_t n, float *y);
     void (*sigmoid)(const float *x, ptrdiff_t n, float *y);
+    void (*relu)(const float *x, ptrdiff_t n, int capped, float t, float *y);
     void (*softmax_rows)(const float *x, ptrdiff_t rows, ptrdiff_t n, float *y);
     void (*layer_norm_rows)(const float *x, ptrdiff_t rows, ptrdiff_t n, const float *scale, const float *bias,
                             double eps, float *y);
@@ -214,10 +225,11 @@ typedef struct {
 
 static const fo_path FO_PATHS[] = {
 #if FO_X86
-    {"avx2", RQ_CPU_AVX2, fo_gelu_erf_avx2, fo_sigmoid_avx2, fo_softmax_rows_avx2, fo_layer_norm_rows_avx2,
-     fo_add_f32__avx2, fo_chain_f32__avx2, fo_chmul_f32__avx2, fo_gap_f32__avx2, fo_dwconv_f32__avx2},
+    {"avx2", RQ_CPU_AVX2, fo_gelu_erf_avx2, fo_sigmoid_avx2, fo_relu_avx2, fo_softmax_rows_avx2,
+     fo_layer_norm_rows_avx2, fo_add_f32__avx2, fo_chain_f32__avx2, fo_chmul_f32__avx2, fo_gap_f32__avx2,
+     fo_dwconv_f32__avx2},
 #endif
-    {"portable", 0u, fo_gelu_erf_portable, fo_sigmoid_portable, fo_softmax_rows_portable,
+    {"portable", 0u, fo_gelu_erf_portable, fo_sigmoid_portable, fo_relu_portable, fo_softmax_rows_portable,
      fo_layer_norm_rows_portable, fo_add_f32__portable, fo_chain_f32__portable, fo_chmul_f32__portable,
      fo_gap_f32__portable, fo_dwconv_f32__portable},
 };
