@@ -569,6 +569,10 @@ DW_CASES = [  # n, c, m, h, w, kernel, stride, padding (top, left, bottom, right
     (1, 3, 1, 3, 3, (3, 3), (1, 1), (5, 0, 0, 4), (1, 1)),    # padding wider than the input
     (1, 3, 1, 12, 21, (3, 5), (2, 2), (1, 2, 0, 1), (2, 1)),  # the stride-2 deinterleaved loops: 3x5, 5x3, odd
     (2, 2, 3, 11, 16, (5, 3), (1, 2), (2, 1, 2, 0), (1, 1)),  # and even padded widths, row dilation, multiplier
+    (2, 4, 1, 7, 7, (3, 3), (1, 1), (1, 1, 1, 1), (2, 1)),    # the flat stride-1 loop (rows < 32): row dilation,
+    (1, 3, 1, 14, 30, (5, 5), (1, 1), (2, 1, 2, 2), (1, 1)),  # asymmetric padding, 31 and 32 outputs per row
+    (1, 2, 1, 5, 32, (3, 3), (1, 1), (1, 0, 1, 1), (1, 1)),
+    (1, 2, 1, 5, 33, (3, 3), (1, 1), (1, 1, 1, 0), (1, 1)),
 ]
 
 

@@ -8,11 +8,15 @@
  *     y = bias ? a + bias[o] : a.
  * So every path gives the twin's bits, whatever it vectorizes. 3x3 and 5x5 kernels with unit column dilation
  * and column stride 1 or 2 get loops with constant trip counts (the taps unrolled, the columns vectorized, the sum
- * kept in registers); other shapes add tap by tap into the output row (the same operations in the same order).
+ * kept in registers; at stride 1 on rows shorter than 32 outputs, one flat loop over the plane); other shapes add
+ * tap by tap into the output row (the same operations in the same order).
  * floatops.h includes this file once per path, with FO_SFX and FO_ATTR set. No include guard on purpose. */
 #define FO_DW_CAT_(a, b) a##b
 #define FO_DW_CAT(a, b) FO_DW_CAT_(a, b)
 #define FO_DW(name) FO_DW_CAT(name, FO_SFX)
+#ifndef FO_DW_FLAT_OW
+#define FO_DW_FLAT_OW 32
+#endif
 
 /* Rows of output from rows of xp (row stride ld); KH, KW, SW, DW are constants at the call sites below. */
 FO_ATTR FO_INLINE void FO_DW(fo_dw_rows_)(const float *xp, ptrdiff_t ld, const float *k, const int KH, const int KW,
@@ -28,6 +32,20 @@ FO_ATTR FO_INLINE void FO_DW(fo_dw_rows_)(const float *xp, ptrdiff_t ld, const f
                 for (int j = 0; j < KW; j++) a = a + k[i * KW + j] * r[i * dh * ld + q * SW + j * DW];
             op[q] = has_b ? a + b : a;
         }
+    }
+}
+
+/* Stride 1 on short rows: the outputs as one flat run over the plane. Output (p, q) reads xp[f + i*dh*ld + j]
+ * with f = p*ld + q, so f = 0 .. n-1 (n = (oh - 1) * ld + ow) are one vector loop with no row tails; t[f] for
+ * q >= ow is unused (those sums read the next row's first columns). KH, KW are constants at the call sites. */
+FO_ATTR FO_INLINE void FO_DW(fo_dw_flat_)(const float *xp, ptrdiff_t ld, const float *k, const int KH,
+                                         const int KW, ptrdiff_t dh, ptrdiff_t n, int has_b, float b, float *t) {
+    for (ptrdiff_t f = 0; f < n; f++) {
+        float a = k[0] * xp[f];
+        for (int j = 1; j < KW; j++) a = a + k[j] * xp[f + j];
+        for (int i = 1; i < KH; i++)
+            for (int j = 0; j < KW; j++) a = a + k[i * KW + j] * xp[f + i * dh * ld + j];
+        t[f] = has_b ? a + b : a;
     }
 }
 
@@ -111,52 +129,54 @@ FO_ATTR FO_UNUSED static int FO_DW(fo_dwconv_f32_)(const float *x, const float *
     /* 3x3 and 5x5 with column stride 2 read a deinterleaved copy; other windows that stay inside x read x in place */
     const int split = sw == 2 && dw == 1 && (kw == 3 || kw == 5) && (kh == 3 || kh == 5);
     const int direct = !split && pt == 0 && pl == 0 && hp <= H && wp <= W;
-    const ptrdiff_t ne = (wp + 1) / 2;
-    float *buf = NULL;
-    if (!direct) {
-        buf = (float *)malloc((size_t)hp * (size_t)wp * sizeof(float));
-        if (!buf) return -1;
+    const ptrdiff_t ne = (wp + 1) / 2, ld = direct ? W : wp;
+    /* square 3x3 / 5x5 windows at stride 1 on rows shorter than FO_DW_FLAT_OW run flat into t (one row tail per
+     * plane instead of one per row), then the rows are copied out */
+    const int flat = sh == 1 && sw == 1 && dw == 1 && kh == kw && (kh == 3 || kh == 5) && ow < FO_DW_FLAT_OW;
+    /* the padded copy: zeros once (calloc), then only the input's rows and columns per plane */
+    float *buf = direct ? NULL : (float *)calloc((size_t)hp * (size_t)wp, sizeof(float));
+    float *t = flat ? (float *)malloc((size_t)oh * (size_t)ld * sizeof(float)) : NULL;
+    if ((!direct && !buf) || (flat && !t)) {
+        free(buf);
+        free(t);
+        return -1;
     }
+    /* padded rows [r0, r1) and columns [c0, c1) hold input rows [r0 - pt, r1 - pt) and columns [c0 - pl, c1 - pl) */
+    const ptrdiff_t r0 = pt < hp ? pt : hp, r1 = pt + H < hp ? pt + H : hp;
+    const ptrdiff_t c0 = pl < wp ? pl : wp, c1 = pl + W < wp ? pl + W : wp;
     const ptrdiff_t OC = C * M;
     for (ptrdiff_t plane = p0; plane < p1; plane++) {
         const ptrdiff_t n = plane / OC, oc = plane % OC;
         const float *src = x + (n * C + oc / M) * H * W;
-        const float *xp = src;
-        ptrdiff_t ld = W;
-        if (!direct) {
-            /* columns [c0, c1) of a padded row hold input columns [c0 - pl, c1 - pl) */
-            const ptrdiff_t c0 = pl < wp ? pl : wp, c1 = pl + W < wp ? pl + W : wp;
-            for (ptrdiff_t r = 0; r < hp; r++) {
-                float *dst = buf + r * wp;
-                const ptrdiff_t row = r - pt;
-                if (row < 0 || row >= H || c1 <= c0) {
-                    memset(dst, 0, (size_t)wp * sizeof(float));
-                } else if (split) {
-                    FO_DW(fo_dw_half_row_)(src + row * W, W, pl, 0, ne, dst);
-                    FO_DW(fo_dw_half_row_)(src + row * W, W, pl, 1, wp - ne, dst + ne);
-                } else {
-                    for (ptrdiff_t c = 0; c < c0; c++) dst[c] = 0.0f;
-                    memcpy(dst + c0, src + row * W, (size_t)(c1 - c0) * sizeof(float));
-                    for (ptrdiff_t c = c1; c < wp; c++) dst[c] = 0.0f;
-                }
-            }
-            xp = buf;
-            ld = wp;
-        }
+        const float *xp = direct ? src : buf;
+        const float *kk = w + oc * kh * kw;
+        const int hb = bias != NULL;
+        const float bb = bias ? bias[oc] : 0.0f;
+        float *o = y + plane * oh * ow;
         if (split) {
-            const float *kk = w + oc * kh * kw;
-            const int hb = bias != NULL;
-            const float bb = bias ? bias[oc] : 0.0f;
-            float *o = y + plane * oh * ow;
+            for (ptrdiff_t r = r0; r < r1; r++) {
+                FO_DW(fo_dw_half_row_)(src + (r - pt) * W, W, pl, 0, ne, buf + r * wp);
+                FO_DW(fo_dw_half_row_)(src + (r - pt) * W, W, pl, 1, wp - ne, buf + r * wp + ne);
+            }
             if (kh == 3 && kw == 3) FO_DW(fo_dw_rows_s2_)(xp, ld, ne, kk, 3, 3, sh, dh, oh, ow, hb, bb, o);
             else if (kh == 3) FO_DW(fo_dw_rows_s2_)(xp, ld, ne, kk, 3, 5, sh, dh, oh, ow, hb, bb, o);
             else if (kw == 3) FO_DW(fo_dw_rows_s2_)(xp, ld, ne, kk, 5, 3, sh, dh, oh, ow, hb, bb, o);
             else FO_DW(fo_dw_rows_s2_)(xp, ld, ne, kk, 5, 5, sh, dh, oh, ow, hb, bb, o);
             continue;
         }
-        FO_DW(fo_dw_plane_)(xp, ld, w + oc * kh * kw, kh, kw, sh, sw, dh, dw, oh, ow, bias != NULL,
-                            bias ? bias[oc] : 0.0f, y + plane * oh * ow);
+        if (!direct && c1 > c0)
+            for (ptrdiff_t r = r0; r < r1; r++)
+                memcpy(buf + r * wp + c0, src + (r - pt) * W, (size_t)(c1 - c0) * sizeof(float));
+        if (flat) {
+            const ptrdiff_t nf = (oh - 1) * ld + ow;
+            if (kh == 3) FO_DW(fo_dw_flat_)(xp, ld, kk, 3, 3, dh, nf, hb, bb, t);
+            else FO_DW(fo_dw_flat_)(xp, ld, kk, 5, 5, dh, nf, hb, bb, t);
+            for (ptrdiff_t p = 0; p < oh; p++) memcpy(o + p * ow, t + p * ld, (size_t)ow * sizeof(float));
+            continue;
+        }
+        FO_DW(fo_dw_plane_)(xp, ld, kk, kh, kw, sh, sw, dh, dw, oh, ow, hb, bb, o);
     }
+    free(t);
     free(buf);
     return 0;
 }
