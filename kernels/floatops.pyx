@@ -16,6 +16,7 @@ the default (refquant/_paths.py: the best one, or the one ``REFQUANT_PATH_FLOATO
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 from cython.parallel cimport prange
+from libc.math cimport NAN
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from _arrays cimport in_f32, out_f32, out_u8
@@ -33,9 +34,9 @@ from refquant.reference import qdirect as _qd_spec
 cdef extern from "floatops/floatops.h" nogil:
     ctypedef struct fo_path:
         const char *name
-        void (*gelu_erf)(const float *x, Py_ssize_t n, float *y) noexcept nogil
-        void (*sigmoid)(const float *x, Py_ssize_t n, float *y) noexcept nogil
-        void (*relu)(const float *x, Py_ssize_t n, int capped, float t, float *y) noexcept nogil
+        void (*gelu_erf)(const float *x, Py_ssize_t n, float t, float *y) noexcept nogil
+        void (*sigmoid)(const float *x, Py_ssize_t n, float t, float *y) noexcept nogil
+        void (*relu)(const float *x, Py_ssize_t n, float t, float *y) noexcept nogil
         void (*softmax_rows)(const float *x, Py_ssize_t rows, Py_ssize_t n, float *y) noexcept nogil
         void (*layer_norm_rows)(const float *x, Py_ssize_t rows, Py_ssize_t n, const float *scale,
                                 const float *bias, double eps, float *y) noexcept nogil
@@ -83,11 +84,11 @@ cdef int _threads(Py_ssize_t nbytes, max_threads):
     return t if max_threads is None else min(t, <int> max_threads)
 
 
-ctypedef void (*fo_unary)(const float *x, Py_ssize_t n, float *y) noexcept nogil
+ctypedef void (*fo_unary)(const float *x, Py_ssize_t n, float t, float *y) noexcept nogil
 
 
-cdef object _unary(what, x, max_threads, fo_unary f):
-    """y = f(x) element by element for float32 C-contiguous ``x`` of any shape, in fixed chunks over the threads."""
+cdef object _unary(what, x, max_threads, fo_unary f, float arg=0.0):
+    """y = f(x; arg) element by element for float32 C-contiguous ``x`` of any shape, in fixed chunks over threads."""
     _spec.check_input(what, x, max_threads=max_threads)
     y = np.empty(x.shape, dtype=np.float32)
     cdef const float *xp = in_f32(x)
@@ -97,7 +98,7 @@ cdef object _unary(what, x, max_threads, fo_unary f):
     with nogil:
         for t in prange((total + CHUNK - 1) // CHUNK, schedule="dynamic", num_threads=threads):
             e0 = t * CHUNK
-            f(xp + e0, min(CHUNK, total - e0), yp + e0)
+            f(xp + e0, min(CHUNK, total - e0), arg, yp + e0)
     return y
 
 
@@ -114,20 +115,8 @@ def sigmoid(x, *, max_threads=None, path=None):
 def relu_f32(x, threshold=None, *, max_threads=None, path=None):
     """relu of float32 C-contiguous ``x`` (any shape): ``x <= 0 ? 0 : x``; with ``threshold`` t, relu6's clip
     ``min(x < 0 ? 0 : x, t)``. NaN passes; -0 gives +0 without t, -0 with t (NumPy's maximum and clip on x86)."""
-    cdef const fo_path *p = _path(path)
     _spec.check_relu_f32(x, threshold, max_threads)
-    y = np.empty(x.shape, dtype=np.float32)
-    cdef const float *xp = in_f32(x)
-    cdef float *yp = out_f32(y)
-    cdef Py_ssize_t total = x.size, t, e0
-    cdef int capped = threshold is not None
-    cdef float cap = threshold if capped else 0.0
-    cdef int threads = _threads(total * 4, max_threads)
-    with nogil:
-        for t in prange((total + CHUNK - 1) // CHUNK, schedule="dynamic", num_threads=threads):
-            e0 = t * CHUNK
-            p.relu(xp + e0, min(CHUNK, total - e0), capped, cap, yp + e0)
-    return y
+    return _unary("relu_f32", x, max_threads, _path(path).relu, NAN if threshold is None else threshold)
 
 
 def softmax_lastaxis(x, *, max_threads=None, path=None):

@@ -18,7 +18,8 @@
 #define FO_DW_FLAT_OW 32
 #endif
 
-/* Rows of output from rows of xp (row stride ld); KH, KW, SW, DW are constants at the call sites below. */
+/* Rows of output from rows of xp (row stride ld); KH, KW, SW, DW constant at the call sites. At stride 1, oh = 1,
+ * ow = (h - 1) * ld + w: a plane of h x w outputs in one run, (p, q) at p*ld + q (the sums between rows dropped). */
 FO_ATTR FO_INLINE void FO_DW(fo_dw_rows_)(const float *xp, ptrdiff_t ld, const float *k, const int KH, const int KW,
                                          ptrdiff_t sh, const int SW, ptrdiff_t dh, const int DW, ptrdiff_t oh,
                                          ptrdiff_t ow, int has_b, float b, float *o) {
@@ -32,20 +33,6 @@ FO_ATTR FO_INLINE void FO_DW(fo_dw_rows_)(const float *xp, ptrdiff_t ld, const f
                 for (int j = 0; j < KW; j++) a = a + k[i * KW + j] * r[i * dh * ld + q * SW + j * DW];
             op[q] = has_b ? a + b : a;
         }
-    }
-}
-
-/* Stride 1 on short rows: the outputs as one flat run over the plane. Output (p, q) reads xp[f + i*dh*ld + j]
- * with f = p*ld + q, so f = 0 .. n-1 (n = (oh - 1) * ld + ow) are one vector loop with no row tails; t[f] for
- * q >= ow is unused (those sums read the next row's first columns). KH, KW are constants at the call sites. */
-FO_ATTR FO_INLINE void FO_DW(fo_dw_flat_)(const float *xp, ptrdiff_t ld, const float *k, const int KH,
-                                         const int KW, ptrdiff_t dh, ptrdiff_t n, int has_b, float b, float *t) {
-    for (ptrdiff_t f = 0; f < n; f++) {
-        float a = k[0] * xp[f];
-        for (int j = 1; j < KW; j++) a = a + k[j] * xp[f + j];
-        for (int i = 1; i < KH; i++)
-            for (int j = 0; j < KW; j++) a = a + k[i * KW + j] * xp[f + i * dh * ld + j];
-        t[f] = has_b ? a + b : a;
     }
 }
 
@@ -105,12 +92,8 @@ FO_ATTR static void FO_DW(fo_dw_plane_)(const float *xp, ptrdiff_t ld, const flo
                                         int has_b, float b, float *o) {
     if (dw == 1 && kh == 3 && kw == 3 && sw == 1)
         FO_DW(fo_dw_rows_)(xp, ld, k, 3, 3, sh, 1, dh, 1, oh, ow, has_b, b, o);
-    else if (dw == 1 && kh == 3 && kw == 3 && sw == 2)
-        FO_DW(fo_dw_rows_)(xp, ld, k, 3, 3, sh, 2, dh, 1, oh, ow, has_b, b, o);
     else if (dw == 1 && kh == 5 && kw == 5 && sw == 1)
         FO_DW(fo_dw_rows_)(xp, ld, k, 5, 5, sh, 1, dh, 1, oh, ow, has_b, b, o);
-    else if (dw == 1 && kh == 5 && kw == 5 && sw == 2)
-        FO_DW(fo_dw_rows_)(xp, ld, k, 5, 5, sh, 2, dh, 1, oh, ow, has_b, b, o);
     else if (sw == 1)
         FO_DW(fo_dw_rows_any_)(xp, ld, k, kh, kw, sh, 1, dh, dw, oh, ow, has_b, b, o);
     else
@@ -130,17 +113,12 @@ FO_ATTR FO_UNUSED static int FO_DW(fo_dwconv_f32_)(const float *x, const float *
     const int split = sw == 2 && dw == 1 && (kw == 3 || kw == 5) && (kh == 3 || kh == 5);
     const int direct = !split && pt == 0 && pl == 0 && hp <= H && wp <= W;
     const ptrdiff_t ne = (wp + 1) / 2, ld = direct ? W : wp;
-    /* square 3x3 / 5x5 windows at stride 1 on rows shorter than FO_DW_FLAT_OW run flat into t (one row tail per
-     * plane instead of one per row), then the rows are copied out */
+    /* square 3x3 / 5x5 windows at stride 1 on rows under FO_DW_FLAT_OW outputs: one run per plane into t */
     const int flat = sh == 1 && sw == 1 && dw == 1 && kh == kw && (kh == 3 || kh == 5) && ow < FO_DW_FLAT_OW;
     /* the padded copy: zeros once (calloc), then only the input's rows and columns per plane */
     float *buf = direct ? NULL : (float *)calloc((size_t)hp * (size_t)wp, sizeof(float));
     float *t = flat ? (float *)malloc((size_t)oh * (size_t)ld * sizeof(float)) : NULL;
-    if ((!direct && !buf) || (flat && !t)) {
-        free(buf);
-        free(t);
-        return -1;
-    }
+    if ((!direct && !buf) || (flat && !t)) { free(buf); free(t); return -1; }
     /* padded rows [r0, r1) and columns [c0, c1) hold input rows [r0 - pt, r1 - pt) and columns [c0 - pl, c1 - pl) */
     const ptrdiff_t r0 = pt < hp ? pt : hp, r1 = pt + H < hp ? pt + H : hp;
     const ptrdiff_t c0 = pl < wp ? pl : wp, c1 = pl + W < wp ? pl + W : wp;
@@ -168,9 +146,8 @@ FO_ATTR FO_UNUSED static int FO_DW(fo_dwconv_f32_)(const float *x, const float *
             for (ptrdiff_t r = r0; r < r1; r++)
                 memcpy(buf + r * wp + c0, src + (r - pt) * W, (size_t)(c1 - c0) * sizeof(float));
         if (flat) {
-            const ptrdiff_t nf = (oh - 1) * ld + ow;
-            if (kh == 3) FO_DW(fo_dw_flat_)(xp, ld, kk, 3, 3, dh, nf, hb, bb, t);
-            else FO_DW(fo_dw_flat_)(xp, ld, kk, 5, 5, dh, nf, hb, bb, t);
+            if (kh == 3) FO_DW(fo_dw_rows_)(xp, ld, kk, 3, 3, 1, 1, dh, 1, 1, (oh - 1) * ld + ow, hb, bb, t);
+            else FO_DW(fo_dw_rows_)(xp, ld, kk, 5, 5, 1, 1, dh, 1, 1, (oh - 1) * ld + ow, hb, bb, t);
             for (ptrdiff_t p = 0; p < oh; p++) memcpy(o + p * ow, t + p * ld, (size_t)ow * sizeof(float));
             continue;
         }

@@ -153,24 +153,21 @@ FO_INLINE void fo_layer_norm_row(const float *x, ptrdiff_t n, const float *scale
         for (ptrdiff_t i = 0; i < n; i++) y[i] = (float)(((double)x[i] - mean) * inv);
 }
 
-/* The loops, per path: fo_gelu_erf_<sfx>(x, n, y), fo_sigmoid_<sfx>(x, n, y), fo_relu_<sfx>(x, n, capped, t, y)
- * (x <= 0 ? 0 : x, so -0 -> +0; capped: a = x < 0 ? 0 : x, then a > t ? t : a, so -0 stays; NaN passes both),
+/* The loops, per path: fo_gelu_erf_<sfx>(x, n, t, y), fo_sigmoid_<sfx>(x, n, t, y), fo_relu_<sfx>(x, n, t, y)
+ * (t NaN: x <= 0 ? 0 : x, so -0 -> +0; else a = x < 0 ? 0 : x, then a > t ? t : a, so -0 stays; NaN passes both),
  * fo_softmax_rows_<sfx>(x, rows, n, y) and fo_layer_norm_rows_<sfx>(x, rows, n, scale, bias, eps, y). */
 #define FO_KERNELS(SFX, ATTR)                                                                                   \
-    ATTR FO_UNUSED static void fo_gelu_erf_##SFX(const float *x, ptrdiff_t n, float *y) {                      \
+    ATTR FO_UNUSED static void fo_gelu_erf_##SFX(const float *x, ptrdiff_t n, float t, float *y) {             \
         for (ptrdiff_t i = 0; i < n; i++) y[i] = fo_gelu(x[i]);                                                 \
     }                                                                                                           \
-    ATTR FO_UNUSED static void fo_sigmoid_##SFX(const float *x, ptrdiff_t n, float *y) {                       \
+    ATTR FO_UNUSED static void fo_sigmoid_##SFX(const float *x, ptrdiff_t n, float t, float *y) {              \
         for (ptrdiff_t i = 0; i < n; i++) y[i] = fo_sigmoid(x[i]);                                              \
     }                                                                                                           \
-    ATTR FO_UNUSED static void fo_relu_##SFX(const float *x, ptrdiff_t n, int capped, float t, float *y) {     \
-        if (!capped)                                                                                            \
+    ATTR FO_UNUSED static void fo_relu_##SFX(const float *x, ptrdiff_t n, float t, float *y) {                 \
+        if (t != t)                                                                                             \
             for (ptrdiff_t i = 0; i < n; i++) y[i] = x[i] <= 0.0f ? 0.0f : x[i];                                \
-        else                                                                                                    \
-            for (ptrdiff_t i = 0; i < n; i++) {                                                                 \
-                const float a = x[i] < 0.0f ? 0.0f : x[i];                                                      \
-                y[i] = a > t ? t : a;                                                                           \
-            }                                                                                                   \
+        else /* a = x < 0 ? 0 : x, then a > t ? t : a */                                                        \
+            for (ptrdiff_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? (0.0f > t ? t : 0.0f) : x[i] > t ? t : x[i]; \
     }                                                                                                           \
     ATTR FO_UNUSED static void fo_softmax_rows_##SFX(const float *x, ptrdiff_t rows, ptrdiff_t n, float *y) {  \
         for (ptrdiff_t r = 0; r < rows; r++) fo_softmax_row(x + r * n, n, y + r * n);                           \
@@ -203,9 +200,9 @@ FO_KERNELS(avx2, FO_AVX2_ATTR)
 typedef struct {
     const char *name;
     unsigned needs;
-    void (*gelu_erf)(const float *x, ptrdiff_t n, float *y);
-    void (*sigmoid)(const float *x, ptrdiff_t n, float *y);
-    void (*relu)(const float *x, ptrdiff_t n, int capped, float t, float *y);
+    void (*gelu_erf)(const float *x, ptrdiff_t n, float t, float *y); /* t unused */
+    void (*sigmoid)(const float *x, ptrdiff_t n, float t, float *y);  /* t unused */
+    void (*relu)(const float *x, ptrdiff_t n, float t, float *y);     /* t NaN: no cap */
     void (*softmax_rows)(const float *x, ptrdiff_t rows, ptrdiff_t n, float *y);
     void (*layer_norm_rows)(const float *x, ptrdiff_t rows, ptrdiff_t n, const float *scale, const float *bias,
                             double eps, float *y);
