@@ -169,11 +169,22 @@ def test_loader_nan_is_named(client, lenet):
         D.calibrate(model, _load_nan, "mse", n_shards=3, client=client)
 
 
+def _kill_once(marker):
+    """Kills this worker process if it is the first to get here: the marker is created atomically (O_EXCL), so two
+    workers that arrive together cannot both die."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, b"killed")
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _load_killing(marker, i):
     """Kills the worker process that first reads shard 1 (``marker`` records that it happened); then shard i."""
-    if i == 1 and not os.path.exists(marker):
-        Path(marker).write_text("killed")
-        os.kill(os.getpid(), signal.SIGKILL)
+    if i == 1:
+        _kill_once(marker)
     return _load_lenet(i)
 
 
@@ -228,9 +239,7 @@ def test_sensitivity_progress_line_per_task(client, lenet, files, capsys):
 
 def _loss_killing(marker, qmodel):
     """Kills the worker process that first evaluates a variant (``marker`` records that it happened)."""
-    if not os.path.exists(marker):
-        Path(marker).write_text("killed")
-        os.kill(os.getpid(), signal.SIGKILL)
+    _kill_once(marker)
     return _loss(qmodel)
 
 
