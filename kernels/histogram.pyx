@@ -43,10 +43,13 @@ def abs_min_max(x):
     if x.shape[0] == 0:
         raise ValueError("abs_min_max: empty input")
     if x.dtype == np.float32:
-        return _abs_min_max_f32(x.view(np.int32))
-    if x.dtype == np.float64:
-        return _abs_min_max_f64(x.view(np.int64))
-    raise TypeError(f"abs_min_max: x must be float32 or float64, got {x.dtype}")
+        lo, hi, bad = _abs_min_max_bits[int32_t](x.view(np.int32), 0x7FFFFFFF, 0x7F800000)
+    elif x.dtype == np.float64:
+        lo, hi, bad = _abs_min_max_bits[int64_t](x.view(np.int64), 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000)
+    else:
+        raise TypeError(f"abs_min_max: x must be float32 or float64, got {x.dtype}")
+    lo, hi = np.array([lo, hi], dtype=np.int32 if x.dtype == np.float32 else np.int64).view(x.dtype)
+    return float(lo), float(hi), bad
 
 
 def abs_max_rows(x, Py_ssize_t rows):
@@ -62,36 +65,40 @@ def abs_max_rows(x, Py_ssize_t rows):
     return hi.view(x.dtype), bad
 
 
-def abs_range_tail(x, Py_ssize_t cap):
+def abs_range_tail(x, Py_ssize_t cap, *, path=None):
     """``(min|x|, max|x|, n_nonfinite, cut, the finite |x| >= cut in the order of x)``, the kept values None when
-    more than ``cap``: :func:`abs_min_max` and the one-pass hist tail in one read of x. ``cut`` is about half of
-    max|x|: the pattern of max|x| less one exponent step (exactly half for normal numbers; see the twin). A
-    value is kept when at or above half the running max|x| of its chunk (at most the final cut); blocks whose
-    max is below that are not looked into."""
+    more than ``cap``: :func:`abs_min_max`, then the one-pass hist tail in a second read of x (stopping once
+    more than ``cap`` are found). ``cut`` is about half of max|x|: the pattern of max|x| less one exponent step
+    (exactly half for normal numbers; see the twin). ``path="portable"``: the copy without its AVX2 loop."""
     x = np.ascontiguousarray(x).reshape(-1)
+    cdef int portable = path == "portable"
     if x.shape[0] == 0 or cap < 1:
         raise ValueError(f"abs_range_tail: need a non-empty x and cap >= 1, got {x.shape[0]} values, cap {cap}")
     if x.dtype == np.float32:
-        lo, hi, bad, cut, kept = _range_tail[int32_t](x.view(np.int32), 0x7FFFFFFF, 0x7F800000, 1 << 23, cap)
+        lo, hi, bad, cut, kept = _range_tail[int32_t](x.view(np.int32), 0x7FFFFFFF, 0x7F800000, 1 << 23, cap,
+                                                      portable)
     elif x.dtype == np.float64:
         lo, hi, bad, cut, kept = _range_tail[int64_t](x.view(np.int64), 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000,
-                                                      1 << 52, cap)
+                                                      1 << 52, cap, portable)
     else:
         raise TypeError(f"abs_range_tail: x must be float32 or float64, got {x.dtype}")
     lo, hi, cut = np.array([lo, hi, cut], dtype=np.int32 if x.dtype == np.float32 else np.int64).view(x.dtype)
     return float(lo), float(hi), bad, float(cut), None if kept is None else kept.view(x.dtype)
 
 
-def abs_tail(x, cuts, Py_ssize_t cap):
+def abs_tail(x, cuts, Py_ssize_t cap, *, path=None):
     """``(j, the finite |x| >= cuts[j] in the order of x)`` for the first j with at most ``cap`` such values
     (``cuts``: up to 4 increasing values >= 0, rounded to x's dtype), or ``(len(cuts), None)``: the tail the
-    one-pass hist threshold keeps. One pass counts at every cut (vectorized), a second copies."""
+    one-pass hist threshold keeps. One pass counts at every cut (vectorized), a second copies (``path``: as
+    :func:`abs_range_tail`)."""
     x = np.ascontiguousarray(x).reshape(-1)
+    cdef int portable = path == "portable"
     if x.dtype == np.float32:
-        j, got = _tail[int32_t](x.view(np.int32), _twin.cut_bits(cuts, np.float32, cap), 0x7FFFFFFF, 0x7F800000, cap)
+        j, got = _tail[int32_t](x.view(np.int32), _twin.cut_bits(cuts, np.float32, cap), 0x7FFFFFFF, 0x7F800000, cap,
+                                portable)
     elif x.dtype == np.float64:
         j, got = _tail[int64_t](x.view(np.int64), _twin.cut_bits(cuts, np.float64, cap), 0x7FFFFFFFFFFFFFFF,
-                                0x7FF0000000000000, cap)
+                                0x7FF0000000000000, cap, portable)
     else:
         raise TypeError(f"abs_tail: x must be float32 or float64, got {x.dtype}")
     return j, None if got is None else got.view(x.dtype)
@@ -124,18 +131,6 @@ ctypedef fused bits_t:
     int64_t
 
 
-def _abs_min_max_f32(bits):
-    lo, hi, bad = _abs_min_max_bits[int32_t](bits, 0x7FFFFFFF, 0x7F800000)
-    return float(np.array(lo, dtype=np.int32).view(np.float32)), \
-        float(np.array(hi, dtype=np.int32).view(np.float32)), bad
-
-
-def _abs_min_max_f64(bits):
-    lo, hi, bad = _abs_min_max_bits[int64_t](bits, 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000)
-    return float(np.array(lo, dtype=np.int64).view(np.float64)), \
-        float(np.array(hi, dtype=np.int64).view(np.float64)), bad
-
-
 cdef tuple _abs_min_max_bits(const bits_t[::1] bits, bits_t magnitude, bits_t nonfinite):
     cdef Py_ssize_t n = bits.shape[0], c, k0, k1
     cdef int chunks = threads_for(n, MIN_WORK_PER_THREAD)
@@ -151,10 +146,10 @@ cdef tuple _abs_min_max_bits(const bits_t[::1] bits, bits_t magnitude, bits_t no
 cdef extern from "histogram_range.h" nogil:
     void hr_abs_range_i32(const int32_t *bits, Py_ssize_t n, int32_t magnitude, int32_t nonfinite, int32_t *found)
     void hr_abs_range_i64(const int64_t *bits, Py_ssize_t n, int64_t magnitude, int64_t nonfinite, int64_t *found)
-    Py_ssize_t hr_range_keep_i32(const int32_t *bits, Py_ssize_t n, int32_t magnitude, int32_t nonfinite,
-                                 int32_t half, int32_t *out, Py_ssize_t cap, int32_t *found)
-    Py_ssize_t hr_range_keep_i64(const int64_t *bits, Py_ssize_t n, int64_t magnitude, int64_t nonfinite,
-                                 int64_t half, int64_t *out, Py_ssize_t cap, int64_t *found)
+    Py_ssize_t hr_keep_i32(const int32_t *bits, Py_ssize_t n, int32_t magnitude, int32_t nonfinite, int32_t cut,
+                           int32_t *out, Py_ssize_t cap, int portable)
+    Py_ssize_t hr_keep_i64(const int64_t *bits, Py_ssize_t n, int64_t magnitude, int64_t nonfinite, int64_t cut,
+                           int64_t *out, Py_ssize_t cap)
 
 
 cdef inline void _abs_range(const bits_t *bits, Py_ssize_t n, bits_t magnitude, bits_t nonfinite,
@@ -176,43 +171,37 @@ cdef tuple _abs_max_rows(const bits_t[:, ::1] bits, bits_t magnitude, bits_t non
     return found[:, 1].copy(), int(found[:, 2].sum())
 
 
-cdef tuple _range_tail(const bits_t[::1] bits, bits_t magnitude, bits_t nonfinite, bits_t half, Py_ssize_t cap):
+cdef tuple _range_tail(const bits_t[::1] bits, bits_t magnitude, bits_t nonfinite, bits_t half, Py_ssize_t cap,
+                       int portable):
+    lo, hi, bad = _abs_min_max_bits[bits_t](bits, magnitude, nonfinite)
+    cut = hi - half if hi > half else 0
+    return lo, hi, bad, cut, _keep[bits_t](bits, magnitude, nonfinite, cut, cap, portable)
+
+
+cdef object _keep(const bits_t[::1] bits, bits_t magnitude, bits_t nonfinite, bits_t cut, Py_ssize_t cap,
+                  int portable):
+    """The finite |x| patterns >= cut in the order of x, or None when more than ``cap``: each chunk copies its own
+    (histogram_range.h), the chunks are joined in order."""
     cdef Py_ssize_t n = bits.shape[0], c, k0, k1
     cdef int chunks = threads_for(n, MIN_WORK_PER_THREAD)
-    dtype = np.int32 if bits_t is int32_t else np.int64
-    found, count = np.empty((chunks, 3), dtype=dtype), np.empty(chunks, dtype=np.intp)
-    out = np.empty((chunks, cap + 1), dtype=dtype)  # [cap]: scratch of _range_keep
-    cdef bits_t[:, ::1] found_v = found, out_v = out
+    out = np.empty((chunks, cap + 1), dtype=np.int32 if bits_t is int32_t else np.int64)
+    count = np.empty(chunks, dtype=np.intp)
+    cdef bits_t[:, ::1] out_v = out
     cdef Py_ssize_t[::1] count_v = count
     for c in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
         k0 = n * c // chunks
         k1 = n * (c + 1) // chunks
-        count_v[c] = _range_keep(&bits[k0], k1 - k0, magnitude, nonfinite, half, &out_v[c, 0], cap, &found_v[c, 0])
-    lo, hi, bad = int(found[:, 0].min()), int(found[:, 1].max()), int(found[:, 2].sum())
-    cut = hi - half if hi > half else 0
-    if (count > cap).any():  # a chunk kept more than it could hold: count again at the final cut
-        kept = _tail[bits_t](bits, [cut], magnitude, nonfinite, cap)[1]
-    else:
-        kept = np.concatenate([out[c, :count[c]] for c in range(chunks)])
-        kept = kept[kept >= cut]
-        kept = kept if kept.shape[0] <= cap else None
-    return lo, hi, bad, cut, kept
+        if bits_t is int32_t:
+            count_v[c] = hr_keep_i32(&bits[k0], k1 - k0, magnitude, nonfinite, cut, &out_v[c, 0], cap, portable)
+        else:
+            count_v[c] = hr_keep_i64(&bits[k0], k1 - k0, magnitude, nonfinite, cut, &out_v[c, 0], cap)
+    if count.sum() > cap:
+        return None
+    return np.concatenate([out[c, :count[c]] for c in range(chunks)])
 
 
-cdef inline Py_ssize_t _range_keep(const bits_t *bits, Py_ssize_t n, bits_t magnitude, bits_t nonfinite,
-                                   bits_t half, bits_t *out, Py_ssize_t cap, bits_t *found) noexcept nogil:
-    """``found`` = :func:`_abs_range` of bits[0:n], block by block; each block whose max reaches the running cut
-    is scanned for the values at or above it (the first ``cap`` written to ``out``, which holds ``cap + 1``).
-    Returns how many (histogram_range.h)."""
-    if bits_t is int32_t:
-        return hr_range_keep_i32(bits, n, magnitude, nonfinite, half, out, cap, found)
-    else:
-        return hr_range_keep_i64(bits, n, magnitude, nonfinite, half, out, cap, found)
-
-
-cdef tuple _tail(const bits_t[::1] bits, cuts, bits_t magnitude, bits_t nonfinite, Py_ssize_t cap):
-    """Counts per chunk at the (padded to 4) cuts, then each chunk copies its values at the chosen cut to its
-    offset in the result."""
+cdef tuple _tail(const bits_t[::1] bits, cuts, bits_t magnitude, bits_t nonfinite, Py_ssize_t cap, int portable):
+    """Counts per chunk at the (padded to 4) cuts, then :func:`_keep` at the chosen cut."""
     cdef Py_ssize_t n = bits.shape[0], c, k0, k1, ncuts = len(cuts)
     cdef int chunks = threads_for(n, MIN_WORK_PER_THREAD)
     cdef bits_t[::1] cut = np.array(list(cuts) + [nonfinite] * (4 - ncuts), dtype=np.asarray(bits).dtype)
@@ -226,15 +215,7 @@ cdef tuple _tail(const bits_t[::1] bits, cuts, bits_t magnitude, bits_t nonfinit
     fits = np.flatnonzero(total <= cap)
     if fits.size == 0:
         return ncuts, None
-    cdef int j = fits[0]
-    out = np.empty(max(int(total[j]), 1), dtype=np.asarray(bits).dtype)
-    cdef bits_t[::1] out_v = out
-    cdef Py_ssize_t[::1] start = np.concatenate([[0], np.cumsum(counts[:, j])])
-    for c in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
-        k0 = n * c // chunks
-        k1 = n * (c + 1) // chunks
-        _copy_tail(&bits[k0], k1 - k0, magnitude, cut[j], nonfinite, &out_v[0] + start[c])
-    return j, out[:total[j]]
+    return fits[0], _keep[bits_t](bits, magnitude, nonfinite, cut[fits[0]], cap, portable)
 
 
 cdef void _count_tail(const bits_t *bits, Py_ssize_t n, bits_t magnitude, const bits_t *cut, bits_t nonfinite,
@@ -257,17 +238,6 @@ cdef void _count_tail(const bits_t *bits, Py_ssize_t n, bits_t magnitude, const 
         counts[1] += n1
         counts[2] += n2
         counts[3] += n3
-
-
-cdef void _copy_tail(const bits_t *bits, Py_ssize_t n, bits_t magnitude, bits_t cut, bits_t nonfinite,
-                     bits_t *out) noexcept nogil:
-    cdef Py_ssize_t k, m = 0
-    cdef bits_t a
-    for k in range(n):
-        a = bits[k] & magnitude
-        if a >= cut and a < nonfinite:
-            out[m] = a
-            m = m + 1
 
 
 cdef enum:

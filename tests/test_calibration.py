@@ -142,7 +142,8 @@ def test_abs_range_counts_nonfinite():
 @needs_hist
 def test_abs_max_rows_and_tail_match_twin():
     """Per-sample abs max (avg) and the kept tail (one-pass hist): the twin's arrays and counts, also with
-    NaN/Inf, signed zeros, cuts on a value, a cap met exactly, and with 1 or 2 threads."""
+    NaN/Inf, signed zeros, cuts on a value (and -0.0: every value), a cap met exactly, with 1 or 2 threads, on the
+    AVX2 copy loop and the portable one."""
     rng = np.random.default_rng(5)
     for trial in range(60):
         dtype = np.float32 if trial % 2 else np.float64
@@ -152,28 +153,29 @@ def test_abs_max_rows_and_tail_match_twin():
             x.flat[rng.integers(0, x.size, 3)] = [np.nan, -np.inf, -0.0]
         hi = float(np.nanmax(np.abs(x[np.isfinite(x)]), initial=0.0))
         cuts = sorted({hi * f for f in rng.uniform(0, 1, int(rng.integers(1, 4)))} | ({hi} if trial % 4 else set()))
-        for nthreads in (1, 2):
+        cuts = [-0.0] + cuts[:3] if trial % 6 == 1 else cuts
+        for nthreads, path in ((1, None), (2, None), (1, "portable"), (2, "portable")):
             with thread_count(nthreads):
                 got_rows, want_rows = fast_hist.abs_max_rows(x, rows), hist_twin.abs_max_rows(x, rows)
                 assert got_rows[1] == want_rows[1] and (got_rows[1] or same_bits(got_rows[0], want_rows[0]))
                 for cap in (1, 4096, x.size):
-                    j, kept = fast_hist.abs_tail(x, cuts, cap)
-                    want = hist_twin.abs_tail(x, cuts, cap)
+                    j, kept = fast_hist.abs_tail(x, cuts, cap, path=path)
+                    want = hist_twin.abs_tail(x, cuts, cap, path=path)
                     assert j == want[0] and (kept is None) == (want[1] is None)
                     assert kept is None or same_bits(kept, want[1])
-                    got, want = fast_hist.abs_range_tail(x, cap), hist_twin.abs_range_tail(x, cap)
+                    got, want = fast_hist.abs_range_tail(x, cap, path=path), hist_twin.abs_range_tail(x, cap)
                     assert got[2] == want[2] and (got[2] or got[:4] == want[:4] and (
                         got[4] is None is want[4] or same_bits(got[4], want[4])))
     big = np.abs(rng.standard_normal(300_000)).astype(np.float32)  # several chunks: the cap is met exactly
     cut = float(np.sort(big)[-5000])
     assert same_bits(fast_hist.abs_tail(big, [cut], 5000)[1], hist_twin.abs_tail(big, [cut], 5000)[1])
     assert fast_hist.abs_tail(big, [cut], 4999)[1] is None is hist_twin.abs_tail(big, [cut], 4999)[1]
-    big[::1000] *= 10  # the running max climbs through the array: blocks kept early are dropped at the end
+    big[::1000] *= 10  # a thin tail spread over the whole array
     k = hist_twin.abs_range_tail(big, big.size)[4].size
     for cap in (1, k - 1, k, 10**6):
-        for nthreads in (1, 2):
+        for nthreads, path in ((1, None), (2, None), (2, "portable")):
             with thread_count(nthreads):
-                got, want = fast_hist.abs_range_tail(big, cap), hist_twin.abs_range_tail(big, cap)
+                got, want = fast_hist.abs_range_tail(big, cap, path=path), hist_twin.abs_range_tail(big, cap)
                 assert got[:4] == want[:4] and (got[4] is None is want[4] or same_bits(got[4], want[4]))
     for bad in ([], [1.0, 0.5], [-1.0], [np.inf], [0, 1, 2, 3, 4]):
         for f in (fast_hist.abs_tail, hist_twin.abs_tail):

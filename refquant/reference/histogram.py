@@ -33,11 +33,12 @@ def abs_max_rows(x: np.ndarray, rows: int) -> tuple[np.ndarray, int]:
     return np.max(a, axis=1), int(a.size - np.count_nonzero(np.isfinite(a)))
 
 
-def abs_range_tail(x: np.ndarray, cap: int):
+def abs_range_tail(x: np.ndarray, cap: int, *, path=None):
     """``(min|x|, max|x|, number of NaN/Inf, cut, the finite |x| >= cut in the order of x)``, the kept values None
     when more than ``cap``. ``cut`` is max|x| with one taken off its exponent bits (half of it for a normal
     float; 0 when max|x| is below the smallest normal), so that the compiled kernel forms it from the bit
-    pattern alone. With NaN/Inf present only the count is meaningful."""
+    pattern alone. With NaN/Inf present only the count is meaningful. ``path``: the compiled module's choice of
+    loop, the same values on each."""
     a = np.abs(np.asarray(x)).reshape(-1)
     if a.size == 0 or cap < 1:
         raise ValueError(f"abs_range_tail: need a non-empty x and cap >= 1, got {a.size} values, cap {cap}")
@@ -62,9 +63,9 @@ def cut_bits(cuts, dtype, cap: int) -> list[int]:
     return c.view(np.int32 if c.dtype == np.float32 else np.int64).tolist()
 
 
-def abs_tail(x: np.ndarray, cuts, cap: int):
+def abs_tail(x: np.ndarray, cuts, cap: int, *, path=None):
     """``(j, the finite |x| >= cuts[j] in the order of x)`` for the first j with at most ``cap`` such values
-    (cuts rounded to x's dtype), or ``(len(cuts), None)``."""
+    (cuts rounded to x's dtype), or ``(len(cuts), None)``. ``path`` as in :func:`abs_range_tail`."""
     a = np.abs(np.asarray(x)).reshape(-1)
     cut_bits(cuts, a.dtype, cap)
     finite = np.isfinite(a)
