@@ -2,7 +2,7 @@
  * (x & magnitude) and the count of NaN/Inf (patterns >= nonfinite); the copy of the one-pass hist tail. Compiled
  * twice with GCC on x86-64 Linux, for AVX2 and for the baseline, the loader picking one (target_clones, as
  * search_fill.h). Integer min, max and counts: the same results on either clone; AVX2 has the 32-bit vector min /
- * max the baseline (SSE2) emulates. */
+ * max the baseline (SSE2) emulates. The float32 tail copy also has an AVX2 loop of its own, taken at run time. */
 #ifndef REFQUANT_HISTOGRAM_RANGE_H
 #define REFQUANT_HISTOGRAM_RANGE_H
 #include <stddef.h>
