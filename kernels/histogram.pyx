@@ -89,8 +89,8 @@ def abs_range_tail(x, Py_ssize_t cap, *, path=None):
 def abs_tail(x, cuts, Py_ssize_t cap, *, path=None):
     """``(j, the finite |x| >= cuts[j] in the order of x)`` for the first j with at most ``cap`` such values
     (``cuts``: up to 4 increasing values >= 0, rounded to x's dtype), or ``(len(cuts), None)``: the tail the
-    one-pass hist threshold keeps. One pass counts at every cut (vectorized), a second copies (``path``: as
-    :func:`abs_range_tail`)."""
+    one-pass hist threshold keeps: a copy at each cut in turn, stopping once more than ``cap`` are found (``path``:
+    as :func:`abs_range_tail`)."""
     x = np.ascontiguousarray(x).reshape(-1)
     cdef int portable = path == "portable"
     if x.dtype == np.float32:
@@ -201,43 +201,12 @@ cdef object _keep(const bits_t[::1] bits, bits_t magnitude, bits_t nonfinite, bi
 
 
 cdef tuple _tail(const bits_t[::1] bits, cuts, bits_t magnitude, bits_t nonfinite, Py_ssize_t cap, int portable):
-    """Counts per chunk at the (padded to 4) cuts, then :func:`_keep` at the chosen cut."""
-    cdef Py_ssize_t n = bits.shape[0], c, k0, k1, ncuts = len(cuts)
-    cdef int chunks = threads_for(n, MIN_WORK_PER_THREAD)
-    cdef bits_t[::1] cut = np.array(list(cuts) + [nonfinite] * (4 - ncuts), dtype=np.asarray(bits).dtype)
-    counts = np.zeros((chunks, 4), dtype=np.intp)
-    cdef Py_ssize_t[:, ::1] counts_v = counts
-    for c in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
-        k0 = n * c // chunks
-        k1 = n * (c + 1) // chunks
-        _count_tail(&bits[k0], k1 - k0, magnitude, &cut[0], nonfinite, &counts_v[c, 0])
-    total = counts.sum(axis=0)[:ncuts]
-    fits = np.flatnonzero(total <= cap)
-    if fits.size == 0:
-        return ncuts, None
-    return fits[0], _keep[bits_t](bits, magnitude, nonfinite, cut[fits[0]], cap, portable)
-
-
-cdef void _count_tail(const bits_t *bits, Py_ssize_t n, bits_t magnitude, const bits_t *cut, bits_t nonfinite,
-                      Py_ssize_t *counts) noexcept nogil:
-    """counts[i] += how many a = bits[k] & magnitude have cut[i] <= a < nonfinite, in blocks whose counters (of
-    the data's width, so that the compares vectorize) cannot overflow."""
-    cdef bits_t a, n0, n1, n2, n3, c0 = cut[0], c1 = cut[1], c2 = cut[2], c3 = cut[3]
-    cdef Py_ssize_t k, b, m
-    for b in range(0, n, 1 << 30):
-        m = min(n, b + (1 << 30))
-        n0 = n1 = n2 = n3 = 0
-        for k in range(b, m):
-            a = bits[k] & magnitude
-            a = a if a < nonfinite else -1
-            n0 = n0 + (a >= c0)
-            n1 = n1 + (a >= c1)
-            n2 = n2 + (a >= c2)
-            n3 = n3 + (a >= c3)
-        counts[0] += n0
-        counts[1] += n1
-        counts[2] += n2
-        counts[3] += n3
+    """:func:`_keep` at each cut in turn until one keeps at most ``cap`` (each attempt stops reading at cap + 1)."""
+    for j, cut in enumerate(cuts):
+        kept = _keep[bits_t](bits, magnitude, nonfinite, cut, cap, portable)
+        if kept is not None:
+            return j, kept
+    return len(cuts), None
 
 
 cdef enum:
