@@ -1,27 +1,24 @@
 /* search_fill.h -- the element loop of kernels/search.pyx (one candidate's quant-dequant and the value the
- * pairwise sum adds, for up to 128 elements) and NumPy's pairwise base case over them, compiled twice with GCC on
- * x86-64 Linux, for AVX2 and for the baseline, the loader picking one (target_clones). Both run the same IEEE
- * float32 operations per element in the same order (no fused multiply-add: -ffp-contract=off; rint by adding and
- * removing 2**23), so the same bits: wider vectors only do more elements at once. */
+ * pairwise sum adds, for up to 128 elements) and NumPy's pairwise base case over them, compiled three times with
+ * GCC on x86-64 Linux, for AVX2, SSE4.1 and the baseline, the loader picking one (target_clones). All run the same IEEE
+ * float32 operations per element in the same order (no fused multiply-add: -ffp-contract=off; rint rounding half
+ * to even), so the same bits: wider vectors only do more elements at once. */
 #ifndef REFQUANT_SEARCH_FILL_H
 #define REFQUANT_SEARCH_FILL_H
 #include <math.h>
 #include <stddef.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define SF_CLONES __attribute__((target_clones("avx2", "default")))
+#define SF_CLONES __attribute__((target_clones("avx2", "sse4.1", "default")))
 #else
 #define SF_CLONES
 #endif
 
 enum { SF_SQ_ERR = 0, SF_QDQ = 1, SF_QDQ_DEV = 2, SF_X = 3, SF_X_DEV = 4 };
 
-/* np.rint in float32: adding and removing 2**23 drops the fraction with nearest-even rounding; values at or above
- * 2**23 are integers already. Branch-free, so it vectorizes. */
-static inline float sf_rint(float v) {
-    float a = fabsf(v), r = (a + 8388608.0f) - 8388608.0f;
-    return copysignf(a < 8388608.0f ? r : a, v);
-}
+/* np.rint in float32 (the default rounding mode: nearest, ties to even): one vector instruction where the clone's
+ * ISA has it (SSE4.1 roundps, AArch64 frintx), a libm call on a bare SSE2 CPU. */
+static inline float sf_rint(float v) { return __builtin_rintf(v); }
 
 /* out[k] = element k of the kind (see search.pyx), for k < n; inlined into each clone of sf_sum. */
 static inline __attribute__((always_inline)) void sf_fill(const float *x, int kind, int onnx, float c, float bnt,
