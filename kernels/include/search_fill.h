@@ -7,6 +7,9 @@
 #define REFQUANT_SEARCH_FILL_H
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
+
+typedef float sf_v8 __attribute__((vector_size(32)));
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define SF_CLONES __attribute__((target_clones("avx2", "sse4.1", "default")))
@@ -56,16 +59,19 @@ static inline __attribute__((always_inline)) void sf_fill(const float *x, int ki
 /* NumPy's pairwise sum of the n <= 128 values of the kind (its base case): below 8 a plain loop, else eight
  * lane-wise accumulators combined as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)), then the remainder in order. */
 SF_CLONES static float sf_sum(const float *x, int kind, int onnx, float c, float bnt, float mean, ptrdiff_t n) {
-    float buf[128], r[8], res = 0;
-    ptrdiff_t k, j;
+    float buf[128], res = 0;
+    sf_v8 r, t;               /* the eight accumulators, one register (two on SSE) */
+    ptrdiff_t k;
     sf_fill(x, kind, onnx, c, bnt, mean, n, buf);
     if (n < 8) {
         for (k = 0; k < n; k++) res = res + buf[k];
         return res;
     }
-    for (j = 0; j < 8; j++) r[j] = buf[j];
-    for (k = 8; k < n - n % 8; k += 8)
-        for (j = 0; j < 8; j++) r[j] = r[j] + buf[k + j];
+    memcpy(&r, buf, sizeof r);
+    for (k = 8; k < n - n % 8; k += 8) {
+        memcpy(&t, buf + k, sizeof t);
+        r = r + t;
+    }
     res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
     for (; k < n; k++) res = res + buf[k];
     return res;
