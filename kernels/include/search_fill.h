@@ -23,6 +23,22 @@ enum { SF_SQ_ERR = 0, SF_QDQ = 1, SF_QDQ_DEV = 2, SF_X = 3, SF_X_DEV = 4 };
  * ISA has it (SSE4.1 roundps, AArch64 frintx), a libm call on a bare SSE2 CPU. */
 static inline float sf_rint(float v) { return __builtin_rintf(v); }
 
+/* Paddle's quant-dequant of v: onnx rint((v / c) * bnt) clipped to [low, bnt] (np.clip: max first, then min);
+ * else v clipped to [0, c] (negatives to 0) first; then (q / bnt) * c. */
+#define SF_QDQ_ONNX(v) ((sf_clip(sf_rint(((v) / c) * bnt), low, bnt) / bnt) * c)
+#define SF_QDQ_PLAIN(v) ((sf_rint((sf_clip((v), 0, c) / c) * bnt) / bnt) * c)
+static inline float sf_clip(float v, float lo, float hi) { v = v > lo ? v : lo; return v < hi ? v : hi; }
+
+/* out[k] = element k of the kind for one way of quant-dequant (QDQ: SF_QDQ_ONNX or SF_QDQ_PLAIN), in one loop. */
+#define SF_FILL(QDQ)                                                                                           \
+    if (kind == SF_SQ_ERR) {                                                                                   \
+        for (k = 0; k < n; k++) { float d = x[k] - QDQ(x[k]); out[k] = d * d; }                              \
+    } else if (kind == SF_QDQ_DEV) {                                                                           \
+        for (k = 0; k < n; k++) { float d = QDQ(x[k]) - mean; out[k] = d * d; }                               \
+    } else {                                                                                                   \
+        for (k = 0; k < n; k++) out[k] = QDQ(x[k]);                                                            \
+    }
+
 /* out[k] = element k of the kind (see search.pyx), for k < n; inlined into each clone of sf_sum. */
 static inline __attribute__((always_inline)) void sf_fill(const float *x, int kind, int onnx, float c, float bnt,
                                                           float mean, ptrdiff_t n, float *out) {
@@ -30,32 +46,17 @@ static inline __attribute__((always_inline)) void sf_fill(const float *x, int ki
     ptrdiff_t k;
     if (kind == SF_X) {
         for (k = 0; k < n; k++) out[k] = x[k];
-        return;
-    }
-    if (kind == SF_X_DEV) {
+    } else if (kind == SF_X_DEV) {
         for (k = 0; k < n; k++) { float d = x[k] - mean; out[k] = d * d; }
-        return;
-    }
-    if (onnx) {
-        for (k = 0; k < n; k++) {
-            float q = sf_rint((x[k] / c) * bnt);
-            q = q > low ? q : low;  /* np.clip: max first, then min */
-            q = q < bnt ? q : bnt;
-            out[k] = (q / bnt) * c;
-        }
+    } else if (onnx) {
+        SF_FILL(SF_QDQ_ONNX)
     } else {
-        for (k = 0; k < n; k++) {
-            float v = x[k], t = v > 0 ? v : 0;  /* np.clip(x, 0.0, c): negatives go to 0 */
-            t = t < c ? t : c;
-            out[k] = (sf_rint((t / c) * bnt) / bnt) * c;
-        }
-    }
-    if (kind == SF_QDQ_DEV) {
-        for (k = 0; k < n; k++) { float d = out[k] - mean; out[k] = d * d; }
-    } else if (kind == SF_SQ_ERR) {
-        for (k = 0; k < n; k++) { float d = x[k] - out[k]; out[k] = d * d; }
+        SF_FILL(SF_QDQ_PLAIN)
     }
 }
+#undef SF_FILL
+#undef SF_QDQ_ONNX
+#undef SF_QDQ_PLAIN
 /* NumPy's pairwise sum of the n <= 128 values of the kind (its base case): below 8 a plain loop, else eight
  * lane-wise accumulators combined as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)), then the remainder in order. */
 SF_CLONES static float sf_sum(const float *x, int kind, int onnx, float c, float bnt, float mean, ptrdiff_t n) {
