@@ -29,52 +29,58 @@ static inline float sf_rint(float v) { return __builtin_rintf(v); }
 #define SF_QDQ_PLAIN(v) ((sf_rint((sf_clip((v), 0, c) / c) * bnt) / bnt) * c)
 static inline float sf_clip(float v, float lo, float hi) { v = v > lo ? v : lo; return v < hi ? v : hi; }
 
-/* out[k] = element k of the kind for one way of quant-dequant (QDQ: SF_QDQ_ONNX or SF_QDQ_PLAIN), in one loop. */
-#define SF_FILL(QDQ)                                                                                           \
-    if (kind == SF_SQ_ERR) {                                                                                   \
-        for (k = 0; k < n; k++) { float d = x[k] - QDQ(x[k]); out[k] = d * d; }                              \
-    } else if (kind == SF_QDQ_DEV) {                                                                           \
-        for (k = 0; k < n; k++) { float d = QDQ(x[k]) - mean; out[k] = d * d; }                               \
-    } else {                                                                                                   \
-        for (k = 0; k < n; k++) out[k] = QDQ(x[k]);                                                            \
-    }
+static inline float sf_sq(float d) { return d * d; }
 
-/* out[k] = element k of the kind (see search.pyx), for k < n; inlined into each clone of sf_sum. */
-static inline __attribute__((always_inline)) void sf_fill(const float *x, int kind, int onnx, float c, float bnt,
-                                                          float mean, ptrdiff_t n, float *out) {
-    const float low = -bnt - 1;
-    ptrdiff_t k;
-    if (kind == SF_X) {
-        for (k = 0; k < n; k++) out[k] = x[k];
-    } else if (kind == SF_X_DEV) {
-        for (k = 0; k < n; k++) { float d = x[k] - mean; out[k] = d * d; }
-    } else if (onnx) {
-        SF_FILL(SF_QDQ_ONNX)
-    } else {
-        SF_FILL(SF_QDQ_PLAIN)
+/* res = NumPy's pairwise base case over the n <= 128 values E(k) (below 8 a plain loop, else eight lane-wise
+ * accumulators combined as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)), then the remainder in order), each group of 8
+ * values added to the accumulators as it is computed. */
+#define SF_SUM(E)                                                                                              \
+    if (n < 8) {                                                                                               \
+        for (k = 0; k < n; k++) res = res + E(k);                                                              \
+    } else {                                                                                                   \
+        for (j = 0; j < 8; j++) e[j] = E(j);                                                                   \
+        memcpy(&r, e, sizeof r);                                                                               \
+        for (k = 8; k < n - n % 8; k += 8) {                                                                   \
+            for (j = 0; j < 8; j++) e[j] = E(k + j);                                                           \
+            memcpy(&t, e, sizeof t);                                                                           \
+            r = r + t;                                                                                         \
+        }                                                                                                      \
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));                               \
+        for (; k < n; k++) res = res + E(k);                                                                   \
     }
-}
-#undef SF_FILL
-#undef SF_QDQ_ONNX
-#undef SF_QDQ_PLAIN
-/* NumPy's pairwise sum of the n <= 128 values of the kind (its base case): below 8 a plain loop, else eight
- * lane-wise accumulators combined as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)), then the remainder in order. */
+/* element k of each kind (see search.pyx) */
+#define SF_X_K(k) x[k]
+#define SF_X_DEV_K(k) sf_sq(x[k] - mean)
+#define SF_ERR_ONNX_K(k) sf_sq(x[k] - SF_QDQ_ONNX(x[k]))
+#define SF_ERR_PLAIN_K(k) sf_sq(x[k] - SF_QDQ_PLAIN(x[k]))
+#define SF_QDQ_ONNX_K(k) SF_QDQ_ONNX(x[k])
+#define SF_QDQ_PLAIN_K(k) SF_QDQ_PLAIN(x[k])
+#define SF_DEV_ONNX_K(k) sf_sq(SF_QDQ_ONNX(x[k]) - mean)
+#define SF_DEV_PLAIN_K(k) sf_sq(SF_QDQ_PLAIN(x[k]) - mean)
+
+/* The float32 sum NumPy's pairwise summation makes of the n <= 128 values of the kind (its base case). */
 SF_CLONES static float sf_sum(const float *x, int kind, int onnx, float c, float bnt, float mean, ptrdiff_t n) {
-    float buf[128], res = 0;
+    const float low = -bnt - 1;
+    float e[8], res = 0;
     sf_v8 r, t;               /* the eight accumulators, one register (two on SSE) */
-    ptrdiff_t k;
-    sf_fill(x, kind, onnx, c, bnt, mean, n, buf);
-    if (n < 8) {
-        for (k = 0; k < n; k++) res = res + buf[k];
-        return res;
+    ptrdiff_t k, j;
+    if (kind == SF_X) {
+        SF_SUM(SF_X_K)
+    } else if (kind == SF_X_DEV) {
+        SF_SUM(SF_X_DEV_K)
+    } else if (kind == SF_SQ_ERR && onnx) {
+        SF_SUM(SF_ERR_ONNX_K)
+    } else if (kind == SF_SQ_ERR) {
+        SF_SUM(SF_ERR_PLAIN_K)
+    } else if (kind == SF_QDQ && onnx) {
+        SF_SUM(SF_QDQ_ONNX_K)
+    } else if (kind == SF_QDQ) {
+        SF_SUM(SF_QDQ_PLAIN_K)
+    } else if (onnx) {
+        SF_SUM(SF_DEV_ONNX_K)
+    } else {
+        SF_SUM(SF_DEV_PLAIN_K)
     }
-    memcpy(&r, buf, sizeof r);
-    for (k = 8; k < n - n % 8; k += 8) {
-        memcpy(&t, buf + k, sizeof t);
-        r = r + t;
-    }
-    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-    for (; k < n; k++) res = res + buf[k];
     return res;
 }
 #endif
