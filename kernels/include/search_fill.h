@@ -1,8 +1,8 @@
 /* search_fill.h -- the element loop of kernels/search.pyx (one candidate's quant-dequant and the value the
  * pairwise sum adds, for up to 128 elements) and NumPy's pairwise base case over them, compiled three times with
- * GCC on x86-64 Linux, for AVX2, SSE4.1 and the baseline, the loader picking one (target_clones). All run the same IEEE
- * float32 operations per element in the same order (no fused multiply-add: -ffp-contract=off; rint rounding half
- * to even), so the same bits: wider vectors only do more elements at once. */
+ * GCC on x86-64 Linux, for AVX2, SSE4.1 and the baseline, the loader picking one (target_clones). All run the
+ * same IEEE float32 operations per element in the same order (no fused multiply-add: -ffp-contract=off; rint
+ * rounding half to even), so the same bits: wider vectors only do more elements at once. */
 #ifndef REFQUANT_SEARCH_FILL_H
 #define REFQUANT_SEARCH_FILL_H
 #include <math.h>
@@ -83,4 +83,15 @@ SF_CLONES static float sf_sum(const float *x, int kind, int onnx, float c, float
     }
     return res;
 }
+#undef SF_SUM
+#undef SF_X_K
+#undef SF_X_DEV_K
+#undef SF_ERR_ONNX_K
+#undef SF_ERR_PLAIN_K
+#undef SF_QDQ_ONNX_K
+#undef SF_QDQ_PLAIN_K
+#undef SF_DEV_ONNX_K
+#undef SF_DEV_PLAIN_K
+#undef SF_QDQ_ONNX
+#undef SF_QDQ_PLAIN
 #endif
