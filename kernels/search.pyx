@@ -16,8 +16,8 @@ So each loss is the same float32 as the twin's, bit for bit (tests/test_calibrat
 on many sizes). Candidates are independent and each is computed by one thread, so results do not depend on the
 thread count. Compiled with ``-ffp-contract=off`` (a fused multiply-add would change the bits) and
 ``-fno-trapping-math`` (lets GCC turn the clip/rint branches into vector selects; values are unchanged). The
-element loop and the pairwise base case (up to 128 values) are C, kernels/include/search_fill.h, built for AVX2
-and for the baseline (GCC on x86-64 Linux picks one at load time; the same operations, so the same bits).
+element loop and the pairwise base case (up to 128 values) are C, kernels/include/search_fill.h, built for AVX2,
+SSE4.1 and the baseline (GCC on x86-64 Linux picks one at load time; the same operations, so the same bits).
 """
 cimport cython
 from cython.parallel cimport prange
