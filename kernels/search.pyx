@@ -21,7 +21,7 @@ SSE4.1 and the baseline (GCC on x86-64 Linux picks one at load time; the same op
 """
 cimport cython
 from cython.parallel cimport prange
-from libc.math cimport fabsf, sqrtf
+from libc.math cimport INFINITY, NAN, fabsf, sqrtf
 
 from _openmp cimport threads_for
 
@@ -39,6 +39,13 @@ cdef enum Kind:
     QDQ_DEV = 2   # (qdq - mean)^2         emd: variance of qdq
     X = 3         # x                      emd: mean of x
     X_DEV = 4     # (x - mean)^2           emd: variance of x
+    NEG_SQ = 5    # x^2 if x < 0 else 0    pruned mse: every candidate's error on x < 0 (non-onnx)
+
+cdef struct Prune:
+    double run          # the chunks' values summed so far
+    double lim
+    const double *rest  # rest[k]: at least what the chunks after the k-th add
+    Py_ssize_t k        # chunks summed so far
 
 cdef struct Job:
     const float *x
@@ -50,6 +57,8 @@ cdef struct Job:
 
 # Element evaluations per thread below which a call stays single-threaded.
 cdef Py_ssize_t MIN_WORK_PER_THREAD = 1 << 16
+# Pruning: the values a pruned candidate sums between checks (the twin's constants).
+cdef Py_ssize_t PRUNE_CHUNK = _twin.PRUNE_CHUNK
 
 
 def is_usable_for(x):
@@ -57,17 +66,14 @@ def is_usable_for(x):
     return isinstance(x, np.ndarray) and x.dtype == np.float32
 
 
-def scan_losses(x, scales, bits, bint onnx_format, str loss):
-    """float32 losses of the candidate thresholds ``scales`` (doubles), ``loss`` "mse" or "emd"."""
-    _twin.check_scan(x, scales, bits, loss)
+def scan_losses(x, scales, bits, bint onnx_format, str loss, bint prune=False):
+    """float32 losses of the candidate thresholds ``scales`` (doubles), ``loss`` "mse" or "emd"; with ``prune``
+    (mse), ``inf`` for the candidates shown to lose (the twin's steps)."""
+    _twin.check_scan(x, scales, bits, loss, prune)
     x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
     cdef const float[::1] xv = x
     cdef const double[::1] sv = np.ascontiguousarray(scales, dtype=np.float64)
     cdef Py_ssize_t n = xv.shape[0], ns = sv.shape[0], j
-    if n == 0:
-        raise ValueError("scan_losses: empty input")
-    if loss not in ("mse", "emd"):
-        raise ValueError(f"scan_losses: loss must be 'mse' or 'emd', got {loss!r}")
     out = np.empty(ns, dtype=np.float32)
     cdef float[::1] ov = out
     cdef bint emd = loss == "emd"
@@ -81,10 +87,40 @@ def scan_losses(x, scales, bits, bint onnx_format, str loss):
         job.kind = X_DEV
         job.mean = mean_x
         std_x = sqrtf(_mean(&job, n))
+    if prune and n >= _twin.PRUNE_MIN and ns > 2:
+        _pruned(x, scales, bits, xv, sv, bnt, onnx_format, ov)
+        return out
     cdef int n_threads = threads_for(n * ns, MIN_WORK_PER_THREAD)
     for j in prange(ns, nogil=True, schedule="dynamic", chunksize=1, num_threads=n_threads):
         ov[j] = _loss(&xv[0], n, <float> sv[j], bnt, onnx_format, emd, mean_x, std_x)
     return out
+
+
+cdef _pruned(x, scales, bits, const float[::1] xv, const double[::1] sv, float bnt, bint onnx, float[::1] ov):
+    """The pruned mse scan into ov: the two pilots in full, then the others against their smaller sum."""
+    cdef Py_ssize_t n = xv.shape[0], ns = sv.shape[0], i, k
+    first = _twin.pilots(scan_losses(x[::_twin.PRUNE_STRIDE], scales, bits, onnx, "mse"))
+    cdef Py_ssize_t[::1] order = np.array(first + [j for j in range(ns) if j not in first], dtype=np.intp)
+    cdef Py_ssize_t[:, ::1] spans = np.array(_twin.chunks(n), dtype=np.intp)
+    cdef double[::1] rest = np.zeros(spans.shape[0])
+    cdef float[2] tot
+    cdef float total
+    cdef double lim = NAN
+    cdef Job job
+    job.x, job.kind = &xv[0], NEG_SQ
+    for k in range(spans.shape[0] - 2 if not onnx else -1, -1, -1):  # onnx: no floor (negatives are quantized)
+        rest[k] = rest[k + 1] + _pairwise(&job, spans[k + 1, 0], spans[k + 1, 1], NULL)
+    for i in prange(2, nogil=True, schedule="static", num_threads=threads_for(2 * n, MIN_WORK_PER_THREAD)):
+        tot[i] = _sq_err_sum(&xv[0], n, <float> sv[order[i]], bnt, onnx, NAN, &rest[0])
+    for i in range(2):
+        ov[order[i]] = <float> (<double> tot[i] / <double> n)
+        if tot[i] == tot[i] and not lim <= tot[i]:
+            lim = tot[i]
+    lim = lim * (1.0 + 1.0 / 65536)
+    for i in prange(2, ns, nogil=True, schedule="dynamic", chunksize=1,
+                    num_threads=threads_for(n * (ns - 2), MIN_WORK_PER_THREAD)):
+        total = _sq_err_sum(&xv[0], n, <float> sv[order[i]], bnt, onnx, lim, &rest[0])
+        ov[order[i]] = <float> (<double> total / <double> n)
 
 
 def pairwise_sum(x):
@@ -96,7 +132,7 @@ def pairwise_sum(x):
         return np.float32(0)
     job.x = &xv[0]
     job.kind = X
-    return np.float32(<float> 0.0 + _pairwise(&job, 0, xv.shape[0]))
+    return np.float32(<float> 0.0 + _pairwise(&job, 0, xv.shape[0], NULL))
 
 
 cdef float _loss(const float *x, Py_ssize_t n, float c, float bnt, bint onnx, bint emd, float mean_x,
@@ -120,15 +156,34 @@ cdef float _loss(const float *x, Py_ssize_t n, float c, float bnt, bint onnx, bi
 
 cdef inline float _mean(const Job *job, Py_ssize_t n) noexcept nogil:
     """np.mean of float32 values: float32 pairwise sum, divided in double, rounded to float32."""
-    cdef float total = <float> 0.0 + _pairwise(job, 0, n)
+    cdef float total = <float> 0.0 + _pairwise(job, 0, n, NULL)
     return <float> (<double> total / <double> n)
 
 
-cdef float _pairwise(const Job *job, Py_ssize_t lo, Py_ssize_t n) noexcept nogil:
-    """NumPy's pairwise summation of elements lo .. lo+n-1 (numpy/_core/src/umath/loops_utils.h.src)."""
+cdef float _sq_err_sum(const float *x, Py_ssize_t n, float c, float bnt, bint onnx, double lim,
+                       const double *rest) noexcept nogil:
+    """The float32 sum of the squared errors, or inf once the chunks summed so far plus rest[chunk] exceed lim."""
+    cdef Job job
+    cdef Prune p
+    job.x, job.c, job.bnt, job.onnx, job.kind, job.mean = x, c, bnt, onnx, SQ_ERR, 0
+    p.run, p.lim, p.rest, p.k = 0, lim, rest, 0
+    cdef float total = <float> 0.0 + _pairwise(&job, 0, n, &p)
+    return INFINITY if p.run + rest[p.k - 1] > lim else total
+
+
+cdef float _pairwise(const Job *job, Py_ssize_t lo, Py_ssize_t n, Prune *p) noexcept nogil:
+    """NumPy's pairwise summation of elements lo .. lo+n-1 (numpy/_core/src/umath/loops_utils.h.src). With p (a
+    pruned scan), each chunk's value (a node of at most PRUNE_CHUNK values whose parent is larger: the twin's
+    chunks) is added to p.run in order, and the rest is skipped once p.run + p.rest[chunk] > p.lim."""
     cdef Py_ssize_t half
+    cdef float s
+    if p != NULL and n <= PRUNE_CHUNK:
+        s = _pairwise(job, lo, n, NULL)
+        p.run, p.k = p.run + s, p.k + 1
+        return s
     if n <= 128:
         return sf_sum(job.x + lo, job.kind, job.onnx, job.c, job.bnt, job.mean, n)
     half = n // 2
     half = half - half % 8
-    return _pairwise(job, lo, half) + _pairwise(job, lo + half, n - half)
+    s = _pairwise(job, lo, half, p)
+    return s if p != NULL and p.run + p.rest[p.k - 1] > p.lim else s + _pairwise(job, lo + half, n - half, p)

@@ -17,7 +17,7 @@ typedef float sf_v8 __attribute__((vector_size(32)));
 #define SF_CLONES
 #endif
 
-enum { SF_SQ_ERR = 0, SF_QDQ = 1, SF_QDQ_DEV = 2, SF_X = 3, SF_X_DEV = 4 };
+enum { SF_SQ_ERR = 0, SF_QDQ = 1, SF_QDQ_DEV = 2, SF_X = 3, SF_X_DEV = 4, SF_NEG_SQ = 5 };
 
 /* np.rint in float32 (the default rounding mode: nearest, ties to even): one vector instruction where the clone's
  * ISA has it (SSE4.1 roundps, AArch64 frintx), a libm call on a bare SSE2 CPU. */
@@ -51,6 +51,7 @@ static inline float sf_sq(float d) { return d * d; }
 /* element k of each kind (see search.pyx) */
 #define SF_X_K(k) x[k]
 #define SF_X_DEV_K(k) sf_sq(x[k] - mean)
+#define SF_NEG_SQ_K(k) (x[k] < 0 ? sf_sq(x[k]) : 0.0f)
 #define SF_ERR_ONNX_K(k) sf_sq(x[k] - SF_QDQ_ONNX(x[k]))
 #define SF_ERR_PLAIN_K(k) sf_sq(x[k] - SF_QDQ_PLAIN(x[k]))
 #define SF_QDQ_ONNX_K(k) SF_QDQ_ONNX(x[k])
@@ -68,6 +69,8 @@ SF_CLONES static float sf_sum(const float *x, int kind, int onnx, float c, float
         SF_SUM(SF_X_K)
     } else if (kind == SF_X_DEV) {
         SF_SUM(SF_X_DEV_K)
+    } else if (kind == SF_NEG_SQ) {
+        SF_SUM(SF_NEG_SQ_K)
     } else if (kind == SF_SQ_ERR && onnx) {
         SF_SUM(SF_ERR_ONNX_K)
     } else if (kind == SF_SQ_ERR) {
@@ -86,6 +89,7 @@ SF_CLONES static float sf_sum(const float *x, int kind, int onnx, float c, float
 #undef SF_SUM
 #undef SF_X_K
 #undef SF_X_DEV_K
+#undef SF_NEG_SQ_K
 #undef SF_ERR_ONNX_K
 #undef SF_ERR_PLAIN_K
 #undef SF_QDQ_ONNX_K

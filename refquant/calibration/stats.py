@@ -67,6 +67,7 @@ def histogram_abs(x, edges: np.ndarray) -> np.ndarray:
     return kernel("histogram", x).histogram_abs(x, edges)
 
 
-def scan_losses(x: np.ndarray, scales, bits: int, onnx_format: bool, loss: str) -> np.ndarray:
-    """The loss ("mse" or "emd") of each candidate threshold in ``scales`` on the flattened batch ``x``."""
-    return kernel("search", x).scan_losses(x, scales, bits, onnx_format, loss)
+def scan_losses(x: np.ndarray, scales, bits: int, onnx_format: bool, loss: str, prune: bool = False) -> np.ndarray:
+    """The loss ("mse" or "emd") of each candidate threshold in ``scales`` on the flattened batch ``x``; with
+    ``prune`` (mse), ``inf`` for the candidates shown to lose to another one (refquant.reference.search)."""
+    return kernel("search", x).scan_losses(x, scales, bits, onnx_format, loss, prune)
