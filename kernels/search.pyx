@@ -67,9 +67,9 @@ def is_usable_for(x):
 
 
 def scan_losses(x, scales, bits, bint onnx_format, str loss, bint prune=False):
-    """float32 losses of the candidate thresholds ``scales`` (doubles), ``loss`` "mse" or "emd"; with ``prune``
-    (mse), ``inf`` for the candidates shown to lose (the twin's steps)."""
-    _twin.check_scan(x, scales, bits, loss, prune)
+    """float32 losses of the candidate thresholds ``scales`` (doubles), ``loss`` "mse" or "emd"; with ``prune``,
+    ``inf`` for the candidates shown to lose (the twin's steps)."""
+    _twin.check_scan(x, scales, bits, loss)
     x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
     cdef const float[::1] xv = x
     cdef const double[::1] sv = np.ascontiguousarray(scales, dtype=np.float64)
@@ -88,39 +88,47 @@ def scan_losses(x, scales, bits, bint onnx_format, str loss, bint prune=False):
         job.mean = mean_x
         std_x = sqrtf(_mean(&job, n))
     if prune and n >= _twin.PRUNE_MIN and ns > 2:
-        _pruned(x, scales, bits, xv, sv, bnt, onnx_format, ov)
+        _pruned(x, scales, bits, loss, xv, sv, bnt, onnx_format, mean_x, std_x, ov)
         return out
     cdef int n_threads = threads_for(n * ns, MIN_WORK_PER_THREAD)
     for j in prange(ns, nogil=True, schedule="dynamic", chunksize=1, num_threads=n_threads):
-        ov[j] = _loss(&xv[0], n, <float> sv[j], bnt, onnx_format, emd, mean_x, std_x)
+        ov[j] = _loss(&xv[0], n, <float> sv[j], bnt, onnx_format, emd, mean_x, std_x, NAN)
     return out
 
 
-cdef _pruned(x, scales, bits, const float[::1] xv, const double[::1] sv, float bnt, bint onnx, float[::1] ov):
-    """The pruned mse scan into ov: the two pilots in full, then the others against their smaller sum."""
+cdef _pruned(x, scales, bits, str loss, const float[::1] xv, const double[::1] sv, float bnt, bint onnx,
+             float mean_x, float std_x, float[::1] ov):
+    """The pruned scan into ov: the two pilots in full, then the others against the better one."""
     cdef Py_ssize_t n = xv.shape[0], ns = sv.shape[0], i, k
-    first = _twin.pilots(scan_losses(x[::_twin.PRUNE_STRIDE], scales, bits, onnx, "mse"))
+    cdef bint emd = loss == "emd"
+    first = _twin.pilots(scan_losses(x[::_twin.PRUNE_STRIDE], scales, bits, onnx, loss))
     cdef Py_ssize_t[::1] order = np.array(first + [j for j in range(ns) if j not in first], dtype=np.intp)
     cdef Py_ssize_t[:, ::1] spans = np.array(_twin.chunks(n), dtype=np.intp)
     cdef double[::1] rest = np.zeros(spans.shape[0])
-    cdef float[2] tot
+    cdef float[2] tot  # the pilots' mse sums or emd losses
     cdef float total
     cdef double lim = NAN
     cdef Job job
     job.x, job.kind = &xv[0], NEG_SQ
-    for k in range(spans.shape[0] - 2 if not onnx else -1, -1, -1):  # onnx: no floor (negatives are quantized)
+    for k in range(spans.shape[0] - 2 if not (onnx or emd) else -1, -1, -1):  # no floor with onnx or emd
         rest[k] = rest[k + 1] + _pairwise(&job, spans[k + 1, 0], spans[k + 1, 1], NULL)
     for i in prange(2, nogil=True, schedule="static", num_threads=threads_for(2 * n, MIN_WORK_PER_THREAD)):
-        tot[i] = _sq_err_sum(&xv[0], n, <float> sv[order[i]], bnt, onnx, NAN, &rest[0])
+        if emd:
+            tot[i] = _loss(&xv[0], n, <float> sv[order[i]], bnt, onnx, True, mean_x, std_x, NAN)
+        else:
+            tot[i] = _sq_err_sum(&xv[0], n, <float> sv[order[i]], bnt, onnx, NAN, &rest[0])
     for i in range(2):
-        ov[order[i]] = <float> (<double> tot[i] / <double> n)
+        ov[order[i]] = tot[i] if emd else <float> (<double> tot[i] / <double> n)
         if tot[i] == tot[i] and not lim <= tot[i]:
             lim = tot[i]
-    lim = lim * (1.0 + 1.0 / 65536)
+    lim = lim if emd else lim * (1.0 + 1.0 / 65536)
     for i in prange(2, ns, nogil=True, schedule="dynamic", chunksize=1,
                     num_threads=threads_for(n * (ns - 2), MIN_WORK_PER_THREAD)):
-        total = _sq_err_sum(&xv[0], n, <float> sv[order[i]], bnt, onnx, lim, &rest[0])
-        ov[order[i]] = <float> (<double> total / <double> n)
+        if emd:
+            ov[order[i]] = _loss(&xv[0], n, <float> sv[order[i]], bnt, onnx, True, mean_x, std_x, <float> lim)
+        else:
+            total = _sq_err_sum(&xv[0], n, <float> sv[order[i]], bnt, onnx, lim, &rest[0])
+            ov[order[i]] = <float> (<double> total / <double> n)
 
 
 def pairwise_sum(x):
@@ -136,7 +144,8 @@ def pairwise_sum(x):
 
 
 cdef float _loss(const float *x, Py_ssize_t n, float c, float bnt, bint onnx, bint emd, float mean_x,
-                 float std_x) noexcept nogil:
+                 float std_x, float best) noexcept nogil:
+    """The candidate's loss; emd: inf when |mean_x - mean_q| > best already (the std pass skipped)."""
     cdef Job job
     cdef float mean_q, std_q
     job.x = x
@@ -148,6 +157,8 @@ cdef float _loss(const float *x, Py_ssize_t n, float c, float bnt, bint onnx, bi
         return _mean(&job, n)
     job.kind = QDQ
     mean_q = _mean(&job, n)
+    if fabsf(mean_x - mean_q) > best:
+        return INFINITY
     job.kind = QDQ_DEV
     job.mean = mean_q
     std_q = sqrtf(_mean(&job, n))

@@ -405,8 +405,7 @@ class SearchObserver(Observer):
         if a == 0.0:
             a = 1e-8
         scales = _search.candidate_scales(a)
-        losses = stats.scan_losses(x.reshape(-1), scales, self.bits, self.onnx_format, self.loss,
-                                   prune=self.loss == "mse")
+        losses = stats.scan_losses(x.reshape(-1), scales, self.bits, self.onnx_format, self.loss, prune=True)
         best = None
         for scale, loss in zip(scales, losses):
             if loss <= (np.inf if best is None else best[0]):

@@ -69,5 +69,5 @@ def histogram_abs(x, edges: np.ndarray) -> np.ndarray:
 
 def scan_losses(x: np.ndarray, scales, bits: int, onnx_format: bool, loss: str, prune: bool = False) -> np.ndarray:
     """The loss ("mse" or "emd") of each candidate threshold in ``scales`` on the flattened batch ``x``; with
-    ``prune`` (mse), ``inf`` for the candidates shown to lose to another one (refquant.reference.search)."""
+    ``prune``, ``inf`` for the candidates shown to lose to another one (refquant.reference.search)."""
     return kernel("search", x).scan_losses(x, scales, bits, onnx_format, loss, prune)

@@ -12,28 +12,29 @@ and try the candidate thresholds ``c = s * a`` for ``s = 0.3, 0.32, ...`` accumu
 and int ``bnt`` cast to float32, exactly as Paddle's expressions evaluate under NumPy 2. The observer
 (refquant.calibration.observers) keeps the best candidate (``loss <= best``) across batches.
 
-Pruning (mse only, ``prune=True``, at least :data:`PRUNE_MIN` values): the observer needs only the smallest loss
-and the candidates that reach it, so a candidate shown to lose is reported as ``inf`` and not summed to the end.
-The steps (the kernel's, bit for bit):
+Pruning (``prune=True``, at least :data:`PRUNE_MIN` values): the observer needs only the smallest loss and the
+candidates that reach it, so a candidate shown to lose is reported as ``inf`` and not finished. The steps (the
+kernel's, bit for bit): first the losses of every candidate on the sample ``x[::PRUNE_STRIDE]``; the two smallest
+there (:func:`pilots`) are computed in full. Then every other candidate:
 
-1. the losses of every candidate on the sample ``x[::PRUNE_STRIDE]``; the two smallest (:func:`pilots`) are
-   summed in full, ``S_a`` and ``S_b``: ``lim = min(S_a, S_b) * (1 + 2**-16)`` in double;
-2. every other candidate sums the chunks of NumPy's tree (:func:`chunks`) in order, adding each one's float32
-   value to a double ``P``, and stops, pruned, once ``P + R_k > lim``: ``R_k`` is the floor of the chunks after
-   the k-th, the float32 sums of ``x**2`` over their ``x < 0`` in double (0 with onnx_format): without onnx_format
-   every candidate's qdq of a negative x is 0, so its term there is exactly ``x**2``.
-
-Why a pruned candidate loses: its terms are non-negative, and at most 81 roundings (25 in the base case of 128
-values, one per level above for n < 2**63) lie on any path of the tree, so every float32 pairwise sum is within
-``82 u`` (``u = 2**-24``) of the exact sum of its terms. Hence its full sum ``S >= (P + R_k) (1 - 165 u) > min(S_a, S_b)
-(1 + 2**-18)``, and ``S / n`` rounds to a float32 strictly above the best one's: never the smallest, never tied.
+- mse: sums the chunks of NumPy's tree (:func:`chunks`) in order, adding each one's float32 value to a double
+  ``P``, and stops once ``P + R_k > lim = min(S_a, S_b) * (1 + 2**-16)`` (``S``: a pilot's float32 sum of squared
+  errors, ``lim`` in double). ``R_k``, a floor for the chunks after the k-th, is their float32 sums of ``x**2``
+  over ``x < 0`` added in double (0 with onnx_format): without onnx_format every candidate's qdq of a negative x is
+  0, so its term there is exactly ``x**2``. Why it loses: its terms are non-negative, and at most 81 roundings (25
+  in the base case of 128 values, one per level above for n < 2**63) lie on any path of the tree, so every float32
+  pairwise sum is within ``82 u`` (``u = 2**-24``) of the exact sum of its terms. Hence its full sum
+  ``S >= (P + R_k) (1 - 165 u) > min(S_a, S_b) (1 + 2**-18)``, and ``S / n`` rounds to a float32 strictly above
+  the best pilot's: never the smallest, never tied.
+- emd: after ``mean(qdq)``, stops when ``|mean(x) - mean(qdq)|`` (float32) already exceeds the better pilot's loss:
+  adding the non-negative std term and rounding cannot bring the loss back down to it.
 """
 from __future__ import annotations
 
 import numpy as np
 
 
-#: values from which a pruned mse scan prunes; the sample's stride; the values a pruned candidate sums between checks
+#: values from which a scan prunes; the sample's stride; the values a pruned mse candidate sums between checks
 PRUNE_MIN, PRUNE_STRIDE, PRUNE_CHUNK = 1 << 16, 61, 1 << 15
 
 
@@ -70,13 +71,11 @@ def emd_loss(x: np.ndarray, qdq: np.ndarray):
     return np.abs(np.mean(x) - np.mean(qdq)) + np.abs(np.std(x) - np.std(qdq))
 
 
-def check_scan(x, scales, bits, loss, prune=False) -> None:
+def check_scan(x, scales, bits, loss) -> None:
     """The arguments of :func:`scan_losses`, checked the same way by the compiled module: a non-empty ``x``, a
-    1-D sequence of ``scales``, ``bits`` an int in [2, 16], ``loss`` "mse" or "emd", ``prune`` with mse only."""
+    1-D sequence of ``scales``, ``bits`` an int in [2, 16], ``loss`` "mse" or "emd"."""
     if loss not in ("mse", "emd"):
         raise ValueError(f"scan_losses: loss must be 'mse' or 'emd', got {loss!r}")
-    if prune and loss != "mse":
-        raise ValueError("scan_losses: prune needs loss 'mse' (emd's loss is not a sum of non-negative terms)")
     if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 16:
         raise ValueError(f"scan_losses: bits must be an int in [2, 16], got {bits!r}")
     if np.size(x) == 0:
@@ -103,17 +102,18 @@ def pilots(sample_losses) -> list[int]:
 def scan_losses(x: np.ndarray, scales, bits: int = 8, onnx_format: bool = False, loss: str = "mse",
                 prune: bool = False) -> np.ndarray:
     """The loss of every candidate threshold in ``scales`` on the flattened ``x`` (float32 for float32 x); with
-    ``prune`` (mse only), ``inf`` for the candidates shown to lose (see the module docstring)."""
-    check_scan(x, scales, bits, loss, prune)
+    ``prune``, ``inf`` for the candidates shown to lose (see the module docstring)."""
+    check_scan(x, scales, bits, loss)
     x = x.flatten()
     if prune and x.size >= PRUNE_MIN and len(scales) > 2:
-        return _pruned(x, [float(s) for s in scales], bits, onnx_format)
+        scales = [float(s) for s in scales]
+        first = pilots(scan_losses(x[::PRUNE_STRIDE], scales, bits, onnx_format, loss))
+        return (_pruned_mse if loss == "mse" else _pruned_emd)(x, scales, first, bits, onnx_format)
     score = mse_loss if loss == "mse" else emd_loss
     return np.array([score(x, quant_dequant(x, scale, bits, onnx_format)) for scale in scales])
 
 
-def _pruned(x, scales, bits, onnx_format):
-    first = pilots(scan_losses(x[::PRUNE_STRIDE], scales, bits, onnx_format))
+def _pruned_mse(x, scales, first, bits, onnx_format):
     errors = [(x - quant_dequant(x, scales[j], bits, onnx_format)) ** 2 for j in first]
     finite = [s for s in (float(np.add.reduce(e)) for e in errors) if not np.isnan(s)]
     lim = min(finite) * (1 + 2 ** -16) if finite else np.nan
@@ -127,6 +127,18 @@ def _pruned(x, scales, bits, onnx_format):
         e = errors[first.index(j)] if j in first else (x - quant_dequant(x, scale, bits, onnx_format)) ** 2
         sums = np.cumsum([float(np.add.reduce(s)) for s in _spans(e, spans)])
         out.append(e.dtype.type(np.inf) if j not in first and (sums + rest > lim).any() else e.mean())
+    return np.array(out)
+
+
+def _pruned_emd(x, scales, first, bits, onnx_format):
+    qdq = {j: quant_dequant(x, scales[j], bits, onnx_format) for j in first}
+    finite = [loss for loss in (emd_loss(x, q) for q in qdq.values()) if not np.isnan(loss)]
+    best = min(finite) if finite else np.nan
+    out = []
+    for j, scale in enumerate(scales):
+        q = qdq[j] if j in first else quant_dequant(x, scale, bits, onnx_format)
+        lost = j not in first and np.abs(np.mean(x) - np.mean(q)) > best
+        out.append(x.dtype.type(np.inf) if lost else emd_loss(x, q))
     return np.array(out)
 
 
