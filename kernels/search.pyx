@@ -13,8 +13,9 @@ computes the same float32 values element by element, without temporaries:
   squared deviation from the float32 mean.
 
 So each loss is the same float32 as the twin's, bit for bit (tests/test_calibration.py checks it against the twin
-on many sizes). Candidates are independent and each is computed by one thread, so results do not depend on the
-thread count. Compiled with ``-ffp-contract=off`` (a fused multiply-add would change the bits) and
+on many sizes). With ``prune``, the candidates the twin shows to lose (after two pilots computed first) stop early
+and read ``inf``, the same ones as the twin's. Candidates are independent and each is computed by one thread, so
+results do not depend on the thread count. Compiled with ``-ffp-contract=off`` (a fused multiply-add would change the bits) and
 ``-fno-trapping-math`` (lets GCC turn the clip/rint branches into vector selects; values are unchanged). The
 element loop and the pairwise base case (up to 128 values) are C, kernels/include/search_fill.h, built for AVX2,
 SSE4.1 and the baseline (GCC on x86-64 Linux picks one at load time; the same operations, so the same bits).
