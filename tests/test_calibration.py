@@ -297,7 +297,7 @@ def _pruned_inputs(rng):
     yield np.round(rng.standard_normal(n) * 4) / 4                                 # ties between candidates
     yield np.zeros(n)                                                              # every loss 0: nothing pruned
     x = rng.standard_normal(n + 9)
-    x[n // 3] = np.nan                                                             # NaN from a third on
+    x[n // 3] = np.nan                                                             # every loss NaN: none pruned
     yield x
 
 
@@ -322,6 +322,11 @@ def test_search_pruned_equal_twin(loss, onnx_format):
         assert same_bits(twin[~cut], full[~cut])
         pruned += cut.sum()
     assert pruned > 0
+    x = rng.standard_normal(search_twin.PRUNE_MIN).astype(np.float16)  # float16 (the twin's path): mse not pruned
+    scales = search_twin.candidate_scales(search_twin.search_abs_max(x))
+    full = search_twin.scan_losses(x, scales, 8, onnx_format, loss)
+    twin = search_twin.scan_losses(x, scales, 8, onnx_format, loss, prune=True)
+    assert same_bits(twin, full) if loss == "mse" else twin.min() == full.min()
 
 
 # ================================================================ observers

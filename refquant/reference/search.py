@@ -12,7 +12,8 @@ and try the candidate thresholds ``c = s * a`` for ``s = 0.3, 0.32, ...`` accumu
 and int ``bnt`` cast to float32, exactly as Paddle's expressions evaluate under NumPy 2. The observer
 (refquant.calibration.observers) keeps the best candidate (``loss <= best``) across batches.
 
-Pruning (``prune=True``, at least :data:`PRUNE_MIN` values): the observer needs only the smallest loss and the
+Pruning (``prune=True``, at least :data:`PRUNE_MIN` values; mse not in float16, whose rounding the bound below
+does not cover): the observer needs only the smallest loss and the
 candidates that reach it, so a candidate shown to lose is reported as ``inf`` and not finished. The steps (the
 kernel's, bit for bit): first the losses of every candidate on the sample ``x[::PRUNE_STRIDE]``; the two smallest
 there (:func:`pilots`) are computed in full. Then every other candidate:
@@ -105,7 +106,7 @@ def scan_losses(x: np.ndarray, scales, bits: int = 8, onnx_format: bool = False,
     ``prune``, ``inf`` for the candidates shown to lose (see the module docstring)."""
     check_scan(x, scales, bits, loss)
     x = x.flatten()
-    if prune and x.size >= PRUNE_MIN and len(scales) > 2:
+    if prune and x.size >= PRUNE_MIN and len(scales) > 2 and (loss == "emd" or x.dtype != np.float16):
         scales = [float(s) for s in scales]
         first = pilots(scan_losses(x[::PRUNE_STRIDE], scales, bits, onnx_format, loss))
         return (_pruned_mse if loss == "mse" else _pruned_emd)(x, scales, first, bits, onnx_format)
