@@ -329,6 +329,26 @@ def test_search_pruned_equal_twin(loss, onnx_format):
     assert same_bits(twin, full) if loss == "mse" else twin.min() == full.min()
 
 
+@needs_search
+@pytest.mark.parametrize("case", ["inf", "-inf", "huge", "negative scales", "zero scales", "nan scales", "3 scales"])
+def test_search_pruned_hostile(case):
+    """Odd inputs a caller may pass to a pruned scan: the kernel still gives the twin's bits, the best loss stays."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(search_twin.PRUNE_MIN + 100).astype(np.float32)
+    scales = search_twin.candidate_scales(4.0)
+    if case in ("inf", "-inf"):
+        x[rng.integers(0, x.size, 5)] = float(case)
+    x *= np.float32(1e25) if case == "huge" else np.float32(1)  # squares overflow float32
+    scales = {"negative scales": list(rng.standard_normal(35)), "zero scales": [0.0] * 3 + scales[3:],
+              "nan scales": [np.nan, np.inf] + scales[2:], "3 scales": scales[:3]}.get(case, scales)
+    for loss, onnx_format, bits in [("mse", False, 8), ("mse", True, 2), ("emd", False, 16), ("emd", True, 8)]:
+        with np.errstate(all="ignore"):
+            fast = fast_search.scan_losses(x, scales, bits, onnx_format, loss, prune=True)
+            full = fast_search.scan_losses(x, scales, bits, onnx_format, loss)
+            assert same_bits(fast, search_twin.scan_losses(x, scales, bits, onnx_format, loss, prune=True))
+        assert np.nanmin(np.where(np.isnan(fast), np.inf, fast)) == np.nanmin(np.where(np.isnan(full), np.inf, full))
+
+
 # ================================================================ observers
 
 
