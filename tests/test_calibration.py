@@ -327,6 +327,12 @@ def test_search_pruned_equal_twin(loss, onnx_format):
     full = search_twin.scan_losses(x, scales, 8, onnx_format, loss)
     twin = search_twin.scan_losses(x, scales, 8, onnx_format, loss, prune=True)
     assert same_bits(twin, full) if loss == "mse" else twin.min() == full.min()
+    x = (rng.standard_normal(search_twin.PRUNE_MIN) * 60).astype(np.int8)  # int8 (the twin, in float64): squares
+    scales = search_twin.candidate_scales(search_twin.search_abs_max(x))  # of x < 0 do not wrap around
+    full = search_twin.scan_losses(x, scales, 8, onnx_format, loss)
+    twin = search_twin.scan_losses(x, scales, 8, onnx_format, loss, prune=True)
+    kept = ~np.isinf(twin)
+    assert (loss == "emd" or not kept.all()) and twin.min() == full.min() and same_bits(twin[kept], full[kept])
 
 
 @needs_search

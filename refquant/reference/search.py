@@ -121,7 +121,7 @@ def _pruned_mse(x, scales, first, bits, onnx_format):
     spans = chunks(x.size)
     rest = np.zeros(len(spans))
     if not onnx_format:  # the floor R_k of the chunks after the k-th
-        floor = [float(np.add.reduce(s)) for s in _spans(np.where(x < 0, x * x, x.dtype.type(0)), spans)]
+        floor = [float(np.add.reduce(s)) for s in _spans(np.where(x < 0, x, 0).astype(errors[0].dtype) ** 2, spans)]
         rest[:-1] = np.cumsum(floor[:0:-1])[::-1]
     out = []
     for j, scale in enumerate(scales):
