@@ -88,7 +88,7 @@ def scan_losses(x, scales, bits, bint onnx_format, str loss, bint prune=False):
         job.kind = X_DEV
         job.mean = mean_x
         std_x = sqrtf(_mean(&job, n))
-    if prune and n >= _twin.PRUNE_MIN and ns > 2:
+    if prune and _twin.prunes(n, ns, loss, x.dtype):
         _pruned(x, scales, bits, loss, xv, sv, bnt, onnx_format, mean_x, std_x, ov)
         return out
     cdef int n_threads = threads_for(n * ns, MIN_WORK_PER_THREAD)

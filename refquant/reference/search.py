@@ -100,13 +100,19 @@ def pilots(sample_losses) -> list[int]:
                   key=lambda j: (bool(np.isnan(sample_losses[j])), sample_losses[j], j))[:2]
 
 
+def prunes(n: int, n_scales: int, loss: str, dtype) -> bool:
+    """Whether a scan with ``prune`` prunes: at least :data:`PRUNE_MIN` values and 3 candidates, and for mse not
+    float16 (its rounding exceeds the bound in the module docstring)."""
+    return n >= PRUNE_MIN and n_scales > 2 and (loss == "emd" or dtype != np.float16)
+
+
 def scan_losses(x: np.ndarray, scales, bits: int = 8, onnx_format: bool = False, loss: str = "mse",
                 prune: bool = False) -> np.ndarray:
     """The loss of every candidate threshold in ``scales`` on the flattened ``x`` (float32 for float32 x); with
     ``prune``, ``inf`` for the candidates shown to lose (see the module docstring)."""
     check_scan(x, scales, bits, loss)
     x = x.flatten()
-    if prune and x.size >= PRUNE_MIN and len(scales) > 2 and (loss == "emd" or x.dtype != np.float16):
+    if prune and prunes(x.size, len(scales), loss, x.dtype):
         scales = [float(s) for s in scales]
         first = pilots(scan_losses(x[::PRUNE_STRIDE], scales, bits, onnx_format, loss))
         return (_pruned_mse if loss == "mse" else _pruned_emd)(x, scales, first, bits, onnx_format)
@@ -135,10 +141,11 @@ def _pruned_emd(x, scales, first, bits, onnx_format):
     qdq = {j: quant_dequant(x, scales[j], bits, onnx_format) for j in first}
     finite = [loss for loss in (emd_loss(x, q) for q in qdq.values()) if not np.isnan(loss)]
     best = min(finite) if finite else np.nan
+    mean_x = np.mean(x)
     out = []
     for j, scale in enumerate(scales):
         q = qdq[j] if j in first else quant_dequant(x, scale, bits, onnx_format)
-        lost = j not in first and np.abs(np.mean(x) - np.mean(q)) > best
+        lost = j not in first and np.abs(mean_x - np.mean(q)) > best
         out.append(x.dtype.type(np.inf) if lost else emd_loss(x, q))
     return np.array(out)
 
